@@ -1,0 +1,474 @@
+//! Captures: a line-oriented, human-readable record of every input the core consumed and every
+//! output it produced, taken after TLS, with secrets redacted; and the replay that feeds a
+//! capture to a fresh core and re-records it, so a test can compare the two texts.
+//!
+//! ```text
+//! #! sylkgw-capture 1
+//! #  seed   0000…
+//! #  unix   1767225600.000
+//! #  config {"web_origins":["*"],…}
+//! 0            > conn:1    accept   web 127.0.0.1:40000
+//! 0            > conn:1    http     "GET /webrtcgateway/ws HTTP/1.1\r\n…"
+//! 0            < conn:1    http     "HTTP/1.1 101 Switching Protocols\r\n…"
+//! 0            < conn:1    ws.text  {"sylkrtc":"ready-event"}
+//! 0            < timer     120000   ws-ping
+//! 12.5         > conn:1    ws.text  {"sylkrtc":"ping","transaction":"1"}
+//! 12.5         + conn:1    ws.text  {"sylkrtc":"ping","transaction":"2"}
+//! ```
+//! Columns: time in milliseconds since start (fraction down to nanoseconds), direction, channel,
+//! verb, payload. `>` is an input, `+` continues the input above (the same chunk of bytes), `<` is
+//! an output. Verbs: `accept`, `http` (bytes before the upgrade, as a JSON string or `b64:`),
+//! `ws.text`/`ws.binary`/`ws.ping`/`ws.pong`/`ws.close` (whole frames; masks dropped), `data`
+//! (bytes that are not whole frames, `b64:`), `closed` (peer went away), `close` (we close),
+//! `timer` (input: a timeout fired; output: the new deadline and its reason, written when it
+//! changes), `shutdown`. A `ws.text` payload is the text itself when it is one line, else a JSON
+//! string. In `account-add` every character of the `password` is replaced by `*`.
+
+use crate::api::py_str_repr;
+use crate::base64;
+use crate::config::Config;
+use crate::drive::{Input, Output, TimeoutReason};
+use crate::ids::{ConnId, Listener};
+use crate::ws::frames::{client_frame, FrameOut, FrameSplitter, Segment};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+/// First line of every capture.
+pub const MAGIC: &str = "#! sylkgw-capture 1";
+
+/// Records what the core consumes and emits. Owned by the `Gateway` when capturing is on.
+#[derive(Debug)]
+pub struct Recorder {
+    start: Instant,
+    text: String,
+    conns: BTreeMap<ConnId, ConnRecord>,
+    last_timer: Option<(Instant, TimeoutReason)>,
+}
+
+#[derive(Debug, Default)]
+struct ConnRecord {
+    websocket: bool,
+    inbound: FrameSplitter,
+    outbound: FrameSplitter,
+}
+
+impl Recorder {
+    /// Starts a capture with its header.
+    pub fn new(start: Instant, seed: &[u8; 32], unix: Duration, config: &Config) -> Self {
+        let mut text = String::new();
+        let seed_hex: String = seed.iter().map(|b| format!("{b:02x}")).collect();
+        let config_json = serde_json::to_string(config).unwrap_or_default();
+        let _ = writeln!(text, "{MAGIC}");
+        let _ = writeln!(text, "#  seed   {seed_hex}");
+        let _ = writeln!(text, "#  unix   {}.{:03}", unix.as_secs(), unix.subsec_millis());
+        let _ = writeln!(text, "#  config {config_json}");
+        Self { start, text, conns: BTreeMap::new(), last_timer: None }
+    }
+
+    /// Takes the lines recorded since the last call.
+    pub fn take(&mut self) -> String {
+        std::mem::take(&mut self.text)
+    }
+
+    fn line(&mut self, now: Instant, dir: char, channel: &str, verb: &str, payload: &str) {
+        let t = format_time(now.saturating_duration_since(self.start));
+        let line = format!("{t:<12} {dir} {channel:<9} {verb:<8} {payload}");
+        self.text.push_str(line.trim_end());
+        self.text.push('\n');
+    }
+
+    /// Records an input other than `StreamData` (whose plaintext goes to [`Recorder::stream_in`]).
+    pub fn input(&mut self, now: Instant, input: &Input<'_>) {
+        match input {
+            Input::Timeout => self.line(now, '>', "timer", "", ""),
+            Input::Accepted { conn, listener, peer } => {
+                self.conns.insert(*conn, ConnRecord::default());
+                self.line(now, '>', &conn.to_string(), "accept", &format!("{} {peer}", listener.name()));
+            }
+            Input::StreamData { .. } => {}
+            Input::StreamClosed { conn } => {
+                self.conns.remove(conn);
+                self.line(now, '>', &conn.to_string(), "closed", "");
+            }
+            Input::Datagram { socket, from, data } => {
+                self.line(now, '>', &format!("{socket}<{from}"), "datagram", &bytes_payload(data));
+            }
+            Input::Shutdown => self.line(now, '>', "gateway", "shutdown", ""),
+        }
+    }
+
+    /// Records plaintext the core consumed from `conn`.
+    pub fn stream_in(&mut self, now: Instant, conn: ConnId, plain: &[u8]) {
+        if plain.is_empty() {
+            return;
+        }
+        let channel = conn.to_string();
+        let rec = self.conns.entry(conn).or_default();
+        if !rec.websocket {
+            self.line(now, '>', &channel, "http", &bytes_payload(plain));
+            return;
+        }
+        let segments = rec.inbound.split(plain, true);
+        for (i, seg) in segments.iter().enumerate() {
+            let dir = if i == 0 { '>' } else { '+' };
+            let (verb, payload) = render_segment(seg, true);
+            self.line(now, dir, &channel, verb, &payload);
+        }
+    }
+
+    /// Records plaintext the core wrote to `conn`. Call once per logical write (the HTTP
+    /// response separately from the frames that follow it).
+    pub fn stream_out(&mut self, now: Instant, conn: ConnId, plain: &[u8]) {
+        if plain.is_empty() {
+            return;
+        }
+        let channel = conn.to_string();
+        let rec = self.conns.entry(conn).or_default();
+        if !rec.websocket {
+            if plain.starts_with(b"HTTP/1.1 101 ") {
+                rec.websocket = true;
+            }
+            self.line(now, '<', &channel, "http", &bytes_payload(plain));
+            return;
+        }
+        let segments = rec.outbound.split(plain, false);
+        for seg in &segments {
+            let (verb, payload) = render_segment(seg, false);
+            self.line(now, '<', &channel, verb, &payload);
+        }
+    }
+
+    /// Records that the core closed `conn`.
+    pub fn close_out(&mut self, now: Instant, conn: ConnId) {
+        self.conns.remove(&conn);
+        self.line(now, '<', &conn.to_string(), "close", "");
+    }
+
+    /// Records the end-of-drain deadline when it changed.
+    pub fn timer(&mut self, now: Instant, at: Instant, reason: TimeoutReason) {
+        if self.last_timer == Some((at, reason)) {
+            return;
+        }
+        self.last_timer = Some((at, reason));
+        let when = if reason == TimeoutReason::Idle {
+            "never".to_string()
+        } else {
+            format_time(at.saturating_duration_since(self.start))
+        };
+        self.line(now, '<', "timer", &when, reason.name());
+    }
+}
+
+fn render_segment(seg: &Segment, redact: bool) -> (&'static str, String) {
+    match seg {
+        Segment::Raw(bytes) => ("data", format!("b64:{}", base64::encode(bytes))),
+        Segment::Frame(FrameOut::Text(t)) => {
+            let t = if redact { redact_secrets(t) } else { t.clone() };
+            ("ws.text", text_payload(&t))
+        }
+        Segment::Frame(FrameOut::Binary(b)) => ("ws.binary", format!("b64:{}", base64::encode(b))),
+        Segment::Frame(FrameOut::Ping(b)) => ("ws.ping", format!("b64:{}", base64::encode(b))),
+        Segment::Frame(FrameOut::Pong(b)) => ("ws.pong", format!("b64:{}", base64::encode(b))),
+        Segment::Frame(FrameOut::Close(None)) => ("ws.close", String::new()),
+        Segment::Frame(FrameOut::Close(Some((code, reason)))) => {
+            ("ws.close", format!("{code} {}", Value::from(reason.as_str())))
+        }
+    }
+}
+
+/// Replaces each character of a request's `password` with `*`; other texts are returned
+/// unchanged.
+pub fn redact_secrets(text: &str) -> String {
+    if !text.contains("\"password\"") {
+        return text.to_string();
+    }
+    match serde_json::from_str::<Value>(text) {
+        Ok(Value::Object(mut map)) if map.get("password").is_some_and(Value::is_string) => {
+            // Same length, so a replay validates the request the same way (1..9999 characters).
+            let n = map["password"].as_str().map_or(0, |p| p.chars().count());
+            map.insert("password".into(), Value::from("*".repeat(n)));
+            Value::Object(map).to_string()
+        }
+        _ => text.to_string(),
+    }
+}
+
+fn text_payload(t: &str) -> String {
+    let plain = !t.is_empty()
+        && !t.starts_with(['"', ' ', '\t'])
+        && !t.ends_with([' ', '\t'])
+        && !t.starts_with("b64:")
+        && !t.contains(['\n', '\r']);
+    if plain {
+        t.to_string()
+    } else {
+        Value::from(t).to_string()
+    }
+}
+
+fn bytes_payload(b: &[u8]) -> String {
+    match std::str::from_utf8(b) {
+        Ok(s) => Value::from(s).to_string(),
+        Err(_) => format!("b64:{}", base64::encode(b)),
+    }
+}
+
+/// `ms` or `ms.nnnnnn` (nanosecond precision, so replays hit deadlines exactly).
+pub fn format_time(d: Duration) -> String {
+    let ms = d.as_millis();
+    let rest = d.as_nanos() % 1_000_000;
+    if rest == 0 {
+        ms.to_string()
+    } else {
+        format!("{ms}.{rest:06}")
+    }
+}
+
+/// Inverse of [`format_time`].
+pub fn parse_time(s: &str) -> Option<Duration> {
+    let (ms, frac) = s.split_once('.').unwrap_or((s, ""));
+    let ms: u64 = ms.parse().ok()?;
+    let mut nanos = 0u64;
+    if !frac.is_empty() {
+        if frac.len() > 6 || !frac.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        nanos = format!("{frac:0<6}").parse().ok()?;
+    }
+    Some(Duration::from_millis(ms) + Duration::from_nanos(nanos))
+}
+
+// ===== Reading captures =====
+
+/// A parsed capture.
+#[derive(Debug)]
+pub struct Capture {
+    /// The `#` lines at the top, verbatim.
+    pub header: Vec<String>,
+    /// Seed for the core.
+    pub seed: [u8; 32],
+    /// Wall time at start.
+    pub unix: Duration,
+    /// The core's configuration.
+    pub config: Config,
+    /// Input records grouped into what is fed at once, with their times.
+    pub inputs: Vec<(Duration, ReplayInput)>,
+}
+
+/// One input to feed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReplayInput {
+    /// `accept`.
+    Accept { conn: ConnId, listener: Listener, peer: SocketAddr },
+    /// Bytes for a connection (a `>` line and the `+` lines after it).
+    Data { conn: ConnId, bytes: Vec<u8> },
+    /// `closed`.
+    Closed { conn: ConnId },
+    /// `timer`.
+    Timer,
+    /// `shutdown`.
+    Shutdown,
+}
+
+/// Parses a capture. Output (`<`) lines are skipped: replay regenerates them.
+pub fn parse(text: &str) -> Result<Capture, String> {
+    let mut lines = text.lines().enumerate().peekable();
+    let mut header = Vec::new();
+    while let Some((_, l)) = lines.peek() {
+        if !l.starts_with('#') {
+            break;
+        }
+        header.push((*l).to_string());
+        lines.next();
+    }
+    if header.first().map(String::as_str) != Some(MAGIC) {
+        return Err(format!("not a capture: first line must be {MAGIC:?}"));
+    }
+    let field = |name: &str| {
+        header.iter().find_map(|h| {
+            let rest = h.strip_prefix('#')?.trim_start();
+            let value = rest.strip_prefix(name)?;
+            value.starts_with(' ').then(|| value.trim().to_string())
+        })
+    };
+    let seed_hex = field("seed").ok_or("header has no seed")?;
+    let mut seed = [0u8; 32];
+    if seed_hex.len() != 64 {
+        return Err("seed must be 64 hex digits".into());
+    }
+    for (i, b) in seed.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&seed_hex[2 * i..2 * i + 2], 16).map_err(|e| format!("seed: {e}"))?;
+    }
+    let unix_text = field("unix").ok_or("header has no unix time")?;
+    let unix = unix_text.parse::<f64>().map_err(|e| format!("unix: {e}"))?;
+    let unix = Duration::from_millis((unix * 1000.0).round() as u64);
+    let config: Config = match field("config") {
+        Some(json) => serde_json::from_str(&json).map_err(|e| format!("config: {e}"))?,
+        None => Config::default(),
+    };
+    let mut inputs: Vec<(Duration, ReplayInput)> = Vec::new();
+    for (n, line) in lines {
+        let lineno = n + 1;
+        if line.trim().is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let err = |m: &str| format!("line {lineno}: {m}: {line}");
+        let mut parts = line.split_whitespace();
+        let (Some(t), Some(dir), Some(channel)) = (parts.next(), parts.next(), parts.next()) else {
+            return Err(err("expected `time dir channel verb payload`"));
+        };
+        if dir == "<" {
+            continue;
+        }
+        let t = parse_time(t).ok_or_else(|| err("bad time"))?;
+        let rest = skip_ws_fields(line, 3);
+        let (verb, payload) = match rest.split_once(char::is_whitespace) {
+            Some((v, p)) => (v, p.trim()),
+            None => (rest.trim(), ""),
+        };
+        let input = if channel == "timer" {
+            ReplayInput::Timer
+        } else if channel == "gateway" && verb == "shutdown" {
+            ReplayInput::Shutdown
+        } else if let Some(id) = channel.strip_prefix("conn:") {
+            let conn = ConnId(id.parse().map_err(|_| err("bad connection id"))?);
+            match verb {
+                "accept" => {
+                    let (l, peer) = payload.split_once(' ').ok_or_else(|| err("accept needs `listener peer`"))?;
+                    let listener = Listener::from_name(l).ok_or_else(|| err("unknown listener"))?;
+                    let peer = peer.trim().parse().map_err(|_| err("bad peer address"))?;
+                    ReplayInput::Accept { conn, listener, peer }
+                }
+                "closed" => ReplayInput::Closed { conn },
+                _ => ReplayInput::Data { conn, bytes: input_bytes(verb, payload).map_err(|m| err(&m))? },
+            }
+        } else {
+            return Err(err("unknown channel"));
+        };
+        match (dir, input) {
+            (">", input) => inputs.push((t, input)),
+            ("+", ReplayInput::Data { conn, bytes }) => match inputs.last_mut() {
+                Some((_, ReplayInput::Data { conn: prev, bytes: acc })) if *prev == conn => acc.extend(bytes),
+                _ => return Err(err("`+` must follow a data line of the same connection")),
+            },
+            _ => return Err(err("bad direction")),
+        }
+    }
+    Ok(Capture { header, seed, unix, config, inputs })
+}
+
+/// The text after the first `n` white-space separated fields.
+fn skip_ws_fields(line: &str, n: usize) -> &str {
+    let mut rest = line.trim_start();
+    for _ in 0..n {
+        rest = match rest.find(char::is_whitespace) {
+            Some(i) => rest[i..].trim_start(),
+            None => "",
+        };
+    }
+    rest
+}
+
+/// Bytes for a data verb.
+fn input_bytes(verb: &str, payload: &str) -> Result<Vec<u8>, String> {
+    let b64 = |p: &str| -> Result<Vec<u8>, String> {
+        match p.strip_prefix("b64:") {
+            Some(b) => base64::decode(b).ok_or_else(|| "bad base64".to_string()),
+            None if p.is_empty() => Ok(Vec::new()),
+            None => Err("expected b64:".into()),
+        }
+    };
+    let text = |p: &str| -> Result<String, String> {
+        if p.starts_with('"') {
+            serde_json::from_str::<String>(p).map_err(|e| format!("bad JSON string: {e}"))
+        } else {
+            Ok(p.to_string())
+        }
+    };
+    Ok(match verb {
+        "http" if payload.starts_with("b64:") => b64(payload)?,
+        "http" => text(payload)?.into_bytes(),
+        "data" => b64(payload)?,
+        "ws.text" => client_frame(&FrameOut::Text(text(payload)?)),
+        "ws.binary" => client_frame(&FrameOut::Binary(b64(payload)?)),
+        "ws.ping" => client_frame(&FrameOut::Ping(b64(payload)?)),
+        "ws.pong" => client_frame(&FrameOut::Pong(b64(payload)?)),
+        "ws.close" if payload.is_empty() => client_frame(&FrameOut::Close(None)),
+        "ws.close" => {
+            let (code, reason) = payload.split_once(' ').unwrap_or((payload, "\"\""));
+            let code = code.parse().map_err(|_| "bad close code".to_string())?;
+            client_frame(&FrameOut::Close(Some((code, text(reason.trim())?))))
+        }
+        other => return Err(format!("unknown verb {}", py_str_repr(other))),
+    })
+}
+
+/// Feeds `capture` to a fresh core (capturing on) and returns the core's own record of the run:
+/// for a faithful core, the same text as the capture. `epoch` is any instant; times are offsets
+/// from it.
+pub fn replay(capture: &Capture, epoch: Instant) -> Result<String, String> {
+    let mut config = capture.config.clone();
+    config.capture = true;
+    config.tls = None;
+    let mut gw = crate::Gateway::new(config, capture.seed, epoch, capture.unix).map_err(|e| e.to_string())?;
+    let mut recorded = String::new();
+    let drain = |gw: &mut crate::Gateway, recorded: &mut String| {
+        while !matches!(gw.poll_output(), Output::Timeout(_)) {}
+        recorded.push_str(&gw.take_capture());
+    };
+    drain(&mut gw, &mut recorded);
+    for (t, input) in &capture.inputs {
+        let now = epoch + *t;
+        match input {
+            ReplayInput::Accept { conn, listener, peer } => {
+                gw.handle_input(now, Input::Accepted { conn: *conn, listener: *listener, peer: *peer })
+            }
+            ReplayInput::Data { conn, bytes } => gw.handle_input(now, Input::StreamData { conn: *conn, data: bytes }),
+            ReplayInput::Closed { conn } => gw.handle_input(now, Input::StreamClosed { conn: *conn }),
+            ReplayInput::Timer => gw.handle_input(now, Input::Timeout),
+            ReplayInput::Shutdown => gw.handle_input(now, Input::Shutdown),
+        }
+        drain(&mut gw, &mut recorded);
+    }
+    // The replayed header is the capture's own (comments kept); the recorder's is dropped.
+    let body: String = recorded.lines().filter(|l| !l.starts_with('#')).map(|l| format!("{l}\n")).collect();
+    let mut out = capture.header.join("\n");
+    out.push('\n');
+    out.push_str(&body);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn time_round_trip() {
+        for d in [Duration::ZERO, Duration::from_millis(120_000), Duration::from_nanos(1_500_001)] {
+            assert_eq!(parse_time(&format_time(d)), Some(d));
+        }
+        assert_eq!(format_time(Duration::from_nanos(12_500_000)), "12.500000");
+        assert_eq!(parse_time("12.5"), Some(Duration::from_micros(12_500)));
+    }
+
+    #[test]
+    fn redaction() {
+        let r = redact_secrets(r#"{"sylkrtc":"account-add","password":"abc","account":"a@b"}"#);
+        assert!(r.contains(r#""password":"***""#) && !r.contains("abc"));
+        // An empty password stays empty: redaction must not change how a replay validates it.
+        assert!(redact_secrets(r#"{"password":""}"#).contains(r#""password":"""#));
+        assert_eq!(redact_secrets(r#"{"sylkrtc":"ping"}"#), r#"{"sylkrtc":"ping"}"#);
+        assert_eq!(redact_secrets(&r), r, "idempotent");
+    }
+
+    #[test]
+    fn payload_forms() {
+        assert_eq!(text_payload("{\"a\":1}"), "{\"a\":1}");
+        assert_eq!(text_payload("a\nb"), "\"a\\nb\"");
+        assert_eq!(text_payload("\"q\""), "\"\\\"q\\\"\"");
+        assert_eq!(input_bytes("ws.text", "\"a\\nb\"").unwrap(), client_frame(&FrameOut::Text("a\nb".into())));
+    }
+}

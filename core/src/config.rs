@@ -1,0 +1,194 @@
+//! The core's configuration. Option names follow SylkServer's `webrtcgateway.ini` where one
+//! exists (`web_origins`, `sip_domains`, `websocket_ping_interval`); the rest are ours.
+//!
+//! The same text format serves the config file of both runtimes: INI with optional `[Section]`
+//! headers (ignored, so SylkServer's sections can be kept), `key = value` lines, `;` or `#`
+//! comments, and comma-separated lists.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// Everything the core needs to know at construction. Built by the runtime from its CLI and
+/// config file; serialised into capture headers (without secrets) so a replay rebuilds it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Allowed `Origin` values of WebSocket upgrades; `*` allows any (and a missing origin).
+    /// Entries may contain `*` wildcards, e.g. `https://*.example.com`.
+    pub web_origins: Vec<String>,
+    /// Domains allowed in `account-add`; `*` allows any.
+    pub sip_domains: Vec<String>,
+    /// Seconds between the WebSocket Pings the server sends; a Pong must come within half of it.
+    pub websocket_ping_interval: u64,
+    /// Largest HTTP request head accepted before the upgrade (bytes); larger → 431.
+    pub max_http_header_size: usize,
+    /// Largest WebSocket message (bytes); larger → close 1009.
+    pub max_websocket_message_size: usize,
+    /// Seconds a client has to complete the HTTP upgrade before the connection is dropped.
+    pub http_handshake_timeout: u64,
+    /// TLS for the web listener (wss). `None` serves plain ws. Never serialised.
+    #[serde(skip)]
+    pub tls: Option<TlsConfig>,
+    /// Record a capture of every input and output (see `capture`).
+    #[serde(skip)]
+    pub capture: bool,
+}
+
+/// PEM text of the server certificate chain and private key (they may be the same text, as in
+/// SylkServer's `certificate` option, which holds both).
+#[derive(Clone, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// One or more `CERTIFICATE` blocks, leaf first.
+    pub cert_pem: Vec<u8>,
+    /// A `PRIVATE KEY`, `RSA PRIVATE KEY` or `EC PRIVATE KEY` block.
+    pub key_pem: Vec<u8>,
+}
+
+impl fmt::Debug for TlsConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The key is a secret: never print it.
+        f.debug_struct("TlsConfig").field("cert_pem", &self.cert_pem.len()).finish_non_exhaustive()
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            web_origins: vec!["*".into()],
+            sip_domains: vec!["*".into()],
+            websocket_ping_interval: 120,
+            max_http_header_size: 8 * 1024,
+            max_websocket_message_size: 256 * 1024,
+            http_handshake_timeout: 10,
+            tls: None,
+            capture: false,
+        }
+    }
+}
+
+/// A configuration that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A line of the config text is not `key = value` or a section header.
+    Syntax { line: usize, text: String },
+    /// A key no part of sylkgw knows.
+    UnknownKey { line: usize, key: String },
+    /// A value of the wrong shape.
+    BadValue { key: String, value: String, expected: &'static str },
+    /// The TLS certificate or key could not be used.
+    Tls(String),
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Syntax { line, text } => write!(f, "line {line}: expected `key = value`, got {text:?}"),
+            Self::UnknownKey { line, key } => write!(f, "line {line}: unknown option `{key}`"),
+            Self::BadValue { key, value, expected } => {
+                write!(f, "option `{key}`: {value:?} is not {expected}")
+            }
+            Self::Tls(e) => write!(f, "TLS certificate or key: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// One `key = value` line of a config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IniEntry {
+    /// 1-based line number, for messages.
+    pub line: usize,
+    /// The option name, lower-cased.
+    pub key: String,
+    /// The value with surrounding white space and quotes removed.
+    pub value: String,
+}
+
+/// Splits INI text into entries. Section headers are accepted and ignored.
+pub fn parse_ini(text: &str) -> Result<Vec<IniEntry>, ConfigError> {
+    let mut out = Vec::new();
+    for (i, raw) in text.lines().enumerate() {
+        let line = raw.trim();
+        if line.is_empty() || line.starts_with(';') || line.starts_with('#') {
+            continue;
+        }
+        if line.starts_with('[') && line.ends_with(']') {
+            continue;
+        }
+        let Some((k, v)) = line.split_once('=') else {
+            return Err(ConfigError::Syntax { line: i + 1, text: raw.to_string() });
+        };
+        let key = k.trim().to_ascii_lowercase();
+        if key.is_empty() {
+            return Err(ConfigError::Syntax { line: i + 1, text: raw.to_string() });
+        }
+        let mut value = v.trim();
+        if value.len() >= 2 && value.starts_with('"') && value.ends_with('"') {
+            value = &value[1..value.len() - 1];
+        }
+        out.push(IniEntry { line: i + 1, key, value: value.to_string() });
+    }
+    Ok(out)
+}
+
+/// A comma-separated list, white space trimmed, empty items dropped.
+pub fn parse_list(value: &str) -> Vec<String> {
+    value.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect()
+}
+
+fn parse_num<T: std::str::FromStr>(key: &str, value: &str, expected: &'static str) -> Result<T, ConfigError> {
+    value.parse().map_err(|_| ConfigError::BadValue { key: key.into(), value: value.into(), expected })
+}
+
+impl Config {
+    /// Applies one config-file entry if it is a core option. Returns `Ok(false)` for keys that
+    /// are not the core's (the runtime's own options), so the caller can try them.
+    pub fn apply(&mut self, entry: &IniEntry) -> Result<bool, ConfigError> {
+        let (k, v) = (entry.key.as_str(), entry.value.as_str());
+        match k {
+            "web_origins" => self.web_origins = parse_list(v),
+            "sip_domains" => self.sip_domains = parse_list(v),
+            "websocket_ping_interval" => {
+                self.websocket_ping_interval = parse_num(k, v, "a number of seconds (at least 1)")?;
+                if self.websocket_ping_interval == 0 {
+                    return Err(ConfigError::BadValue { key: k.into(), value: v.into(), expected: "at least 1" });
+                }
+            }
+            "max_http_header_size" => self.max_http_header_size = parse_num(k, v, "a size in bytes")?,
+            "max_websocket_message_size" => self.max_websocket_message_size = parse_num(k, v, "a size in bytes")?,
+            "http_handshake_timeout" => self.http_handshake_timeout = parse_num(k, v, "a number of seconds")?,
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sylkserver_style_file() {
+        let text = "[General]\n; comment\nweb_origins = https://a.example, https://*.b.example\n\
+                    sip_domains=example.com\nwebsocket_ping_interval = 30\n";
+        let mut c = Config::default();
+        for e in parse_ini(text).unwrap() {
+            assert!(c.apply(&e).unwrap(), "{e:?}");
+        }
+        assert_eq!(c.web_origins, ["https://a.example", "https://*.b.example"]);
+        assert_eq!(c.sip_domains, ["example.com"]);
+        assert_eq!(c.websocket_ping_interval, 30);
+    }
+
+    #[test]
+    fn errors_name_the_line() {
+        assert_eq!(parse_ini("a = 1\nnonsense\n"), Err(ConfigError::Syntax { line: 2, text: "nonsense".into() }));
+        let mut c = Config::default();
+        let e = &parse_ini("websocket_ping_interval = soon").unwrap()[0];
+        assert!(matches!(c.apply(e), Err(ConfigError::BadValue { .. })));
+        let e = &parse_ini("listen = 1").unwrap()[0];
+        assert_eq!(c.apply(e), Ok(false));
+    }
+}

@@ -1,0 +1,118 @@
+//! The vocabulary of the drive loop: what a runtime hands the core ([`Input`]) and what the core
+//! asks of it ([`Output`]).
+
+use crate::ids::{ConnId, Listener, SocketId};
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+/// Something that happened outside the core.
+#[derive(Debug)]
+pub enum Input<'a> {
+    /// The deadline of the last [`Output::Timeout`] has passed.
+    Timeout,
+    /// The runtime accepted a stream connection and chose `conn` for it.
+    Accepted {
+        /// New id; unique among live connections.
+        conn: ConnId,
+        /// Which listener accepted it.
+        listener: Listener,
+        /// The remote address.
+        peer: SocketAddr,
+    },
+    /// Bytes read from a connection (ciphertext on a TLS listener).
+    StreamData {
+        /// Which connection.
+        conn: ConnId,
+        /// The bytes, in order.
+        data: &'a [u8],
+    },
+    /// The peer closed the connection, or it failed. The core forgets it and emits nothing more
+    /// for it.
+    StreamClosed {
+        /// Which connection.
+        conn: ConnId,
+    },
+    /// A datagram arrived on a socket the runtime bound for the core.
+    Datagram {
+        /// Which socket.
+        socket: SocketId,
+        /// Sender.
+        from: SocketAddr,
+        /// Payload.
+        data: &'a [u8],
+    },
+    /// The process is stopping (SIGINT/SIGTERM): close every WebSocket with 1001 and accept no
+    /// more. The runtime keeps driving until [`crate::Gateway::connection_count`] is 0 or its
+    /// own grace period ends.
+    Shutdown,
+}
+
+/// A UDP datagram to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    /// From which socket.
+    pub socket: SocketId,
+    /// To whom.
+    pub to: SocketAddr,
+    /// Payload.
+    pub payload: Vec<u8>,
+}
+
+/// Something the core wants done. A drain ends with [`Output::Timeout`].
+#[derive(Debug)]
+#[must_use]
+pub enum Output {
+    /// Write these bytes to the connection, after anything written before.
+    StreamWrite {
+        /// Which connection.
+        conn: ConnId,
+        /// The bytes (ciphertext on a TLS listener).
+        data: Vec<u8>,
+    },
+    /// Finish writing what was queued, then close the connection. The core has forgotten it.
+    StreamClose {
+        /// Which connection.
+        conn: ConnId,
+    },
+    /// Send a datagram.
+    Datagram(Transmit),
+    /// Nothing more to do now: call `handle_input(Input::Timeout)` at this instant, or earlier
+    /// with any other input. [`crate::Gateway::last_timeout_reason`] says why.
+    Timeout(Instant),
+}
+
+/// Why the core asked to be woken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum TimeoutReason {
+    /// Nothing is scheduled; the deadline is far away.
+    Idle,
+    /// A client has not finished its HTTP upgrade.
+    HttpHandshake,
+    /// Time to send a WebSocket Ping.
+    WsPing,
+    /// A Pong is overdue.
+    WsPong,
+    /// Waiting for the peer's half of the close handshake.
+    WsClose,
+}
+
+impl TimeoutReason {
+    /// Short name for logs and captures.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Idle => "idle",
+            Self::HttpHandshake => "http-handshake",
+            Self::WsPing => "ws-ping",
+            Self::WsPong => "ws-pong",
+            Self::WsClose => "ws-close",
+        }
+    }
+}
+
+impl fmt::Display for TimeoutReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}

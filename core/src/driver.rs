@@ -1,0 +1,205 @@
+//! What the two runtimes share and the sans-IO core must not do: the command line, reading the
+//! config file and PEM files, logging, the OS seed, the wall clock, and writing capture files.
+//! Compiled only with the `driver` feature; nothing in the state machine uses it.
+
+#![allow(clippy::disallowed_methods)] // this module is where the real clock is read
+
+use crate::config::{parse_ini, Config, TlsConfig};
+use argh::FromArgs;
+use std::fs::File;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Default web listener.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:10888";
+
+/// How long a stopping process waits for WebSockets to finish their close handshake.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+
+/// sylkgw: a WebRTC-to-SIP gateway speaking SylkServer's sylkRTC protocol on
+/// ws(s)://HOST:PORT/webrtcgateway/ws.
+#[derive(FromArgs, Debug, Default)]
+pub struct Args {
+    /// address for HTTP and WebSocket (default 127.0.0.1:10888)
+    #[argh(option)]
+    pub listen: Option<SocketAddr>,
+    /// config file: INI with SylkServer option names (web_origins, sip_domains,
+    /// websocket_ping_interval, certificate, ...)
+    #[argh(option)]
+    pub config: Option<PathBuf>,
+    /// PEM certificate chain; with --tls-key, serves wss instead of ws
+    #[argh(option)]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert
+    #[argh(option)]
+    pub tls_key: Option<PathBuf>,
+    /// write a capture of everything the core consumes and emits to this file (one file per
+    /// worker thread: FILE.N when there are several)
+    #[argh(option)]
+    pub capture: Option<PathBuf>,
+    /// worker threads, each with its own core (sylkgw only; default: number of cores)
+    #[argh(option)]
+    pub threads: Option<usize>,
+    /// more logging: -v debug, -vv trace (RUST_LOG overrides)
+    #[argh(switch, short = 'v')]
+    pub verbose: u8,
+}
+
+/// Everything a runtime needs to start.
+#[derive(Debug)]
+pub struct Settings {
+    /// Web listener address.
+    pub listen: SocketAddr,
+    /// Worker threads asked for, if any.
+    pub threads: Option<usize>,
+    /// Capture file, if any.
+    pub capture: Option<PathBuf>,
+    /// The core's configuration (TLS material loaded).
+    pub core: Config,
+}
+
+/// Reads the config file and PEM files named by `args`; the command line wins over the file.
+pub fn load(args: &Args) -> Result<Settings, String> {
+    let mut core = Config::default();
+    let mut listen: Option<SocketAddr> = None;
+    let (mut local_ip, mut local_port): (Option<String>, Option<u16>) = (None, None);
+    let mut threads = None;
+    let (mut cert, mut key, mut combined): (Option<PathBuf>, Option<PathBuf>, Option<PathBuf>) = (None, None, None);
+    if let Some(path) = &args.config {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let entries = parse_ini(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        for e in &entries {
+            if core.apply(e).map_err(|err| format!("{}: {err}", path.display()))? {
+                continue;
+            }
+            let bad = |what: &str| format!("{}: line {}: `{}` is not {what}", path.display(), e.line, e.key);
+            match e.key.as_str() {
+                "listen" => listen = Some(e.value.parse().map_err(|_| bad("HOST:PORT"))?),
+                "local_ip" => local_ip = Some(e.value.clone()),
+                "local_port" => local_port = Some(e.value.parse().map_err(|_| bad("a port"))?),
+                "threads" => threads = Some(e.value.parse().map_err(|_| bad("a number"))?),
+                "certificate" => combined = Some(base.join(&e.value)),
+                "tls_cert" => cert = Some(base.join(&e.value)),
+                "tls_key" => key = Some(base.join(&e.value)),
+                _ => return Err(format!("{}: line {}: unknown option `{}`", path.display(), e.line, e.key)),
+            }
+        }
+    }
+    if listen.is_none() && (local_ip.is_some() || local_port.is_some()) {
+        let ip = local_ip.unwrap_or_else(|| "127.0.0.1".into());
+        let port = local_port.unwrap_or(10888);
+        let text = if ip.contains(':') { format!("[{ip}]:{port}") } else { format!("{ip}:{port}") };
+        listen = Some(text.parse().map_err(|_| format!("local_ip/local_port: {text} is not an address"))?);
+    }
+    if let Some(c) = &args.tls_cert {
+        cert = Some(c.clone());
+    }
+    if let Some(k) = &args.tls_key {
+        key = Some(k.clone());
+    }
+    core.tls = match (cert.or(combined.clone()), key.or(combined)) {
+        (Some(c), Some(k)) => Some(TlsConfig { cert_pem: read(&c)?, key_pem: read(&k)? }),
+        (None, None) => None,
+        _ => return Err("TLS needs both a certificate and a key (--tls-cert and --tls-key)".into()),
+    };
+    core.capture = args.capture.is_some();
+    Ok(Settings {
+        listen: args.listen.or(listen).unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("valid default")),
+        threads: args.threads.or(threads),
+        capture: args.capture.clone(),
+        core,
+    })
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Starts logging to stderr: info by default, debug with `-v`, trace with `-vv`; `RUST_LOG`
+/// overrides.
+pub fn init_logging(verbose: u8) {
+    let level = match verbose {
+        0 => "info",
+        1 => "debug",
+        _ => "trace",
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level)).format_timestamp_millis().init();
+}
+
+/// 32 bytes from the operating system's CSPRNG (through rustls' aws-lc-rs provider).
+pub fn os_seed() -> [u8; 32] {
+    let mut seed = [0u8; 32];
+    rustls::crypto::aws_lc_rs::default_provider()
+        .secure_random
+        .fill(&mut seed)
+        .expect("the OS random number generator failed");
+    seed
+}
+
+/// Wall-clock time as a duration since the Unix epoch.
+pub fn unix_time() -> Duration {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default()
+}
+
+/// The capture file of worker `index` out of `workers`: the path itself for one worker,
+/// `PATH.N` for several.
+pub fn capture_path(base: &Path, index: usize, workers: usize) -> PathBuf {
+    if workers <= 1 {
+        base.to_path_buf()
+    } else {
+        let mut s = base.as_os_str().to_owned();
+        s.push(format!(".{index}"));
+        PathBuf::from(s)
+    }
+}
+
+/// An open capture file. Lines are written as the core records them.
+pub struct CaptureFile {
+    file: File,
+}
+
+impl CaptureFile {
+    /// Creates (truncates) `path`.
+    pub fn create(path: &Path) -> Result<Self, String> {
+        File::create(path).map(|file| Self { file }).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    /// Appends what the core recorded since the last call.
+    pub fn write(&mut self, gw: &mut crate::Gateway) {
+        let text = gw.take_capture();
+        if !text.is_empty() {
+            if let Err(e) = self.file.write_all(text.as_bytes()).and_then(|()| self.file.flush()) {
+                log::error!("capture file: {e}");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cli_and_file() {
+        let dir = std::env::temp_dir().join(format!("sylkgw-driver-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let cfg = dir.join("gw.ini");
+        std::fs::write(
+            &cfg,
+            "[WebServer]\nlocal_ip = 127.0.0.2\nlocal_port = 9999\n[General]\nsip_domains = example.com\n",
+        )
+        .unwrap();
+        let args = Args { config: Some(cfg.clone()), ..Args::default() };
+        let s = load(&args).unwrap();
+        assert_eq!(s.listen, "127.0.0.2:9999".parse().unwrap());
+        assert_eq!(s.core.sip_domains, ["example.com"]);
+        let args = Args { config: Some(cfg), listen: Some("127.0.0.1:1".parse().unwrap()), ..Args::default() };
+        assert_eq!(load(&args).unwrap().listen, "127.0.0.1:1".parse().unwrap());
+        let args = Args { tls_cert: Some(dir.join("c.pem")), ..Args::default() };
+        assert!(load(&args).unwrap_err().contains("both"));
+        assert_eq!(capture_path(Path::new("x.cap"), 2, 4), PathBuf::from("x.cap.2"));
+    }
+}

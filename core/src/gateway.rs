@@ -1,0 +1,510 @@
+//! [`Gateway`]: owns the connections, routes inputs to them, keeps the timer table and the
+//! output queue. Each stream connection is a pipeline: TLS (optional) → HTTP upgrade →
+//! WebSocket → sylkRTC client.
+
+use crate::api::Event;
+use crate::capture::Recorder;
+use crate::client::Client;
+use crate::config::{Config, ConfigError};
+use crate::drive::{Input, Output, TimeoutReason};
+use crate::http::upgrade::{self, Decision, Head, Response};
+use crate::ids::{ConnId, Listener};
+use crate::rng::Rng;
+use crate::time::{Clock, TimerTable};
+use crate::transport::tls::{self, TlsStream};
+use crate::ws::conn::{WsConn, WsEnd, WsEvent};
+use std::collections::{BTreeMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How long we wait for the peer's close frame after sending ours.
+const CLOSE_LINGER: Duration = Duration::from_secs(2);
+/// The deadline reported when nothing is scheduled.
+const IDLE: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
+/// The whole gateway as a deterministic state machine.
+///
+/// # Method groups
+/// - **Construction**: [`Gateway::new`].
+/// - **Inputs**: [`Gateway::handle_input`], one event from the outside world with the current time.
+/// - **Outputs**: [`Gateway::poll_output`], which MUST be called until it returns
+///   [`Output::Timeout`] after every `handle_input` (and once after `new`).
+/// - **Getters**: [`Gateway::last_timeout_reason`], [`Gateway::connection_count`],
+///   [`Gateway::stats`], [`Gateway::take_capture`].
+///
+/// `now` MUST never go backwards between calls.
+pub struct Gateway {
+    config: Config,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    clock: Clock,
+    now: Instant,
+    #[allow(dead_code)] // drawn from by the SIP layer; constructed here so the seed is pinned
+    rng: Rng,
+    conns: BTreeMap<ConnId, Conn>,
+    timers: TimerTable<TimerKey>,
+    out: VecDeque<Output>,
+    recorder: Option<Recorder>,
+    shutting_down: bool,
+    last_reason: TimeoutReason,
+}
+
+/// Table sizes, for benchmarks, soak tests and leak checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Stats {
+    /// Stream connections alive (any phase).
+    pub connections: usize,
+    /// Of those, WebSockets.
+    pub websockets: usize,
+    /// Accounts added over all connections.
+    pub accounts: usize,
+    /// Armed timers.
+    pub timers: usize,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum TimerKey {
+    Conn(ConnId, ConnTimer),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum ConnTimer {
+    /// The HTTP upgrade must finish by then.
+    Handshake,
+    /// Send the next WebSocket Ping.
+    Ping,
+    /// The Pong to our Ping is due.
+    Pong,
+    /// Our close frame went out; stop waiting for the peer's.
+    Linger,
+}
+
+impl ConnTimer {
+    fn reason(self) -> TimeoutReason {
+        match self {
+            Self::Handshake => TimeoutReason::HttpHandshake,
+            Self::Ping => TimeoutReason::WsPing,
+            Self::Pong => TimeoutReason::WsPong,
+            Self::Linger => TimeoutReason::WsClose,
+        }
+    }
+}
+
+struct Conn {
+    peer: SocketAddr,
+    tls: Option<Box<TlsStream>>,
+    phase: Phase,
+    /// Plaintext already recorded, waiting for the end of this input to be sent.
+    pending: Vec<u8>,
+    /// Close the stream once `pending` is out.
+    close: bool,
+}
+
+enum Phase {
+    /// Collecting the request head.
+    Http(Vec<u8>),
+    /// Upgraded.
+    Ws(Box<WsSession>),
+}
+
+struct WsSession {
+    ws: WsConn,
+    client: Client,
+    /// We sent a close frame.
+    closing: bool,
+}
+
+impl Gateway {
+    /// Creates the gateway. `now` and `unix_time` anchor the clock (wall time later is
+    /// `unix_time + (now' - now)`); `seed` is the only randomness it will ever use.
+    pub fn new(config: Config, seed: [u8; 32], now: Instant, unix_time: Duration) -> Result<Self, ConfigError> {
+        let tls = config.tls.as_ref().map(tls::server_config).transpose()?;
+        let recorder = config.capture.then(|| Recorder::new(now, &seed, unix_time, &config));
+        Ok(Self {
+            config,
+            tls,
+            clock: Clock { start: now, unix_at_start: unix_time },
+            now,
+            rng: Rng::new(seed),
+            conns: BTreeMap::new(),
+            timers: TimerTable::default(),
+            out: VecDeque::new(),
+            recorder,
+            shutting_down: false,
+            last_reason: TimeoutReason::Idle,
+        })
+    }
+
+    /// Feeds one input. Infallible by design: misbehaving peers get protocol answers (an HTTP
+    /// error, a close code, a sylkRTC `error`), never an `Err` here.
+    pub fn handle_input(&mut self, now: Instant, input: Input<'_>) {
+        debug_assert!(now >= self.now, "time went backwards");
+        self.now = now.max(self.now);
+        if let Some(rec) = &mut self.recorder {
+            rec.input(self.now, &input);
+        }
+        match input {
+            Input::Timeout => self.handle_timeout(),
+            Input::Accepted { conn, listener, peer } => self.accept(conn, listener, peer),
+            Input::StreamData { conn, data } => self.stream_data(conn, data),
+            Input::StreamClosed { conn } => self.stream_closed(conn),
+            Input::Datagram { socket, from, data } => {
+                log::debug!("{socket}: {} bytes from {from} on a socket nothing uses", data.len());
+            }
+            Input::Shutdown => self.shutdown(),
+        }
+    }
+
+    /// The next output. Ends every drain with [`Output::Timeout`].
+    pub fn poll_output(&mut self) -> Output {
+        if let Some(o) = self.out.pop_front() {
+            return o;
+        }
+        let (at, reason) = match self.timers.next() {
+            Some((at, TimerKey::Conn(_, t))) => (at, t.reason()),
+            None => (self.clock.start + IDLE, TimeoutReason::Idle),
+        };
+        self.last_reason = reason;
+        if let Some(rec) = &mut self.recorder {
+            rec.timer(self.now, at, reason);
+        }
+        Output::Timeout(at)
+    }
+
+    /// Why the last [`Output::Timeout`] was scheduled.
+    pub fn last_timeout_reason(&self) -> TimeoutReason {
+        self.last_reason
+    }
+
+    /// Live stream connections (during shutdown the runtime waits for this to reach 0).
+    pub fn connection_count(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// Sizes of the core's tables.
+    pub fn stats(&self) -> Stats {
+        let mut s = Stats { connections: self.conns.len(), timers: self.timers.len(), ..Stats::default() };
+        for c in self.conns.values() {
+            if let Phase::Ws(ws) = &c.phase {
+                s.websockets += 1;
+                s.accounts += ws.client.account_count();
+            }
+        }
+        s
+    }
+
+    /// Capture lines recorded since the last call (empty unless `Config::capture`).
+    pub fn take_capture(&mut self) -> String {
+        self.recorder.as_mut().map(Recorder::take).unwrap_or_default()
+    }
+
+    /// Wall-clock time now, derived from the clock given at construction.
+    pub fn unix_now(&self) -> Duration {
+        self.clock.unix(self.now)
+    }
+
+    // ===== Stream connections =====
+
+    fn accept(&mut self, id: ConnId, listener: Listener, peer: SocketAddr) {
+        if self.conns.contains_key(&id) {
+            log::error!("{id}: accepted twice; dropping the old connection");
+            self.forget(id);
+        }
+        let tls = match (&self.tls, listener) {
+            (Some(cfg), Listener::Web) => match TlsStream::new(cfg.clone()) {
+                Ok(t) => Some(Box::new(t)),
+                Err(e) => {
+                    log::error!("{id}: TLS session for {peer} failed: {e}");
+                    self.out.push_back(Output::StreamClose { conn: id });
+                    return;
+                }
+            },
+            _ => None,
+        };
+        log::debug!("{id}: accepted from {peer}");
+        self.conns.insert(id, Conn { peer, tls, phase: Phase::Http(Vec::new()), pending: Vec::new(), close: false });
+        if self.shutting_down {
+            self.close_now(id);
+            return;
+        }
+        let deadline = self.now + Duration::from_secs(self.config.http_handshake_timeout);
+        self.timers.set(TimerKey::Conn(id, ConnTimer::Handshake), deadline);
+    }
+
+    fn stream_data(&mut self, id: ConnId, data: &[u8]) {
+        let Some(conn) = self.conns.get_mut(&id) else {
+            log::debug!("{id}: {} bytes for a connection already closed", data.len());
+            return;
+        };
+        let plain_buf;
+        let plain: &[u8] = match &mut conn.tls {
+            Some(tls) => {
+                let mut buf = Vec::new();
+                match tls.receive(data, &mut buf) {
+                    Ok(peer_closed) => conn.close |= peer_closed,
+                    Err(failed) => {
+                        log::info!("{id}: TLS from {} failed: {}", conn.peer, failed.error);
+                        if !failed.alert.is_empty() {
+                            self.out.push_back(Output::StreamWrite { conn: id, data: failed.alert });
+                        }
+                        self.forget(id);
+                        self.out.push_back(Output::StreamClose { conn: id });
+                        return;
+                    }
+                }
+                plain_buf = buf;
+                &plain_buf
+            }
+            None => data,
+        };
+        if let Some(rec) = &mut self.recorder {
+            rec.stream_in(self.now, id, plain);
+        }
+        if !plain.is_empty() {
+            self.process_plain(id, plain);
+        }
+        self.flush(id);
+    }
+
+    fn process_plain(&mut self, id: ConnId, plain: &[u8]) {
+        let Some(conn) = self.conns.get_mut(&id) else { return };
+        match &mut conn.phase {
+            Phase::Http(buf) => {
+                buf.extend_from_slice(plain);
+                let head = upgrade::parse_head(buf, self.config.max_http_header_size);
+                match head {
+                    Head::Partial => {}
+                    Head::TooLarge => self.reject(id, Response::text(431, "Request Header Fields Too Large")),
+                    Head::Malformed => self.reject(id, Response::text(400, "Bad Request")),
+                    Head::Complete { head, len } => {
+                        let rest = buf.split_off(len);
+                        match upgrade::decide(&head, &self.config) {
+                            Decision::Reject(resp) => self.reject(id, resp),
+                            Decision::Upgrade { accept, dialect } => {
+                                self.upgrade(id, &accept, dialect);
+                                if !rest.is_empty() {
+                                    self.process_plain(id, &rest);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            Phase::Ws(session) => {
+                session.ws.feed(plain);
+                self.poll_ws(id);
+            }
+        }
+    }
+
+    fn reject(&mut self, id: ConnId, resp: Response) {
+        let Some(conn) = self.conns.get_mut(&id) else { return };
+        log::info!("{id}: HTTP {} for {}: {}", resp.status, conn.peer, resp.body);
+        let bytes = resp.to_bytes();
+        self.write_plain(id, &bytes);
+        self.close_now(id);
+    }
+
+    fn upgrade(&mut self, id: ConnId, accept: &str, dialect: crate::api::Dialect) {
+        self.write_plain(id, &upgrade::switching_protocols(accept, dialect));
+        let Some(conn) = self.conns.get_mut(&id) else { return };
+        log::info!("{id}: WebSocket from {} ({})", conn.peer, dialect.token());
+        conn.phase = Phase::Ws(Box::new(WsSession {
+            ws: WsConn::new(self.config.max_websocket_message_size),
+            client: Client::new(dialect),
+            closing: false,
+        }));
+        self.timers.stop(TimerKey::Conn(id, ConnTimer::Handshake));
+        self.timers.set(TimerKey::Conn(id, ConnTimer::Ping), self.now + self.ping_interval());
+        // Ready as soon as the connection is up (spec §1.3).
+        self.send_event(id, &Event::Ready);
+    }
+
+    /// Processes every complete WebSocket message fed so far.
+    fn poll_ws(&mut self, id: ConnId) {
+        loop {
+            let Some(Conn { phase: Phase::Ws(session), close, peer, .. }) = self.conns.get_mut(&id) else { return };
+            let event = match session.ws.poll() {
+                Ok(Some(e)) => e,
+                Ok(None) => return,
+                Err(WsEnd::Closed) => {
+                    *close = true;
+                    return;
+                }
+                Err(WsEnd::Failed { code, why }) => {
+                    log::warn!("{id}: WebSocket from {peer} failed ({why}); closing with {code}");
+                    *close = true;
+                    return;
+                }
+            };
+            match event {
+                WsEvent::Text(text) => {
+                    if session.closing {
+                        continue;
+                    }
+                    let mut events = Vec::new();
+                    session.client.handle_text(&text, &self.config, &mut events);
+                    for e in &events {
+                        self.send_event(id, e);
+                    }
+                }
+                WsEvent::Binary(n) => log::warn!("{id}: received invalid binary message ({n} bytes); ignored"),
+                WsEvent::Pong => self.timers.stop(TimerKey::Conn(id, ConnTimer::Pong)),
+                WsEvent::Close(code) => {
+                    log::debug!("{id}: peer closed the WebSocket ({code:?})");
+                    session.closing = true;
+                }
+            }
+        }
+    }
+
+    fn send_event(&mut self, id: ConnId, event: &Event) {
+        let Some(Conn { phase: Phase::Ws(session), close, .. }) = self.conns.get_mut(&id) else { return };
+        let Some(text) = session.client.dialect.encode(event) else {
+            log::debug!("{id}: {event:?} has no {} encoding; not sent", session.client.dialect.token());
+            return;
+        };
+        if session.ws.send_text(text).is_err() {
+            *close = true;
+        }
+    }
+
+    /// Records `bytes` and queues them for the end of this input.
+    fn write_plain(&mut self, id: ConnId, bytes: &[u8]) {
+        let Some(conn) = self.conns.get_mut(&id) else { return };
+        if let Some(rec) = &mut self.recorder {
+            rec.stream_out(self.now, id, bytes);
+        }
+        conn.pending.extend_from_slice(bytes);
+    }
+
+    /// Emits what `id` has to send, and closes it if it is done.
+    fn flush(&mut self, id: ConnId) {
+        let ws_bytes = match self.conns.get_mut(&id) {
+            Some(Conn { phase: Phase::Ws(s), .. }) => s.ws.take_outbound(),
+            Some(_) => Vec::new(),
+            None => return,
+        };
+        if !ws_bytes.is_empty() {
+            self.write_plain(id, &ws_bytes);
+        }
+        let Some(conn) = self.conns.get_mut(&id) else { return };
+        let plain = std::mem::take(&mut conn.pending);
+        let close = conn.close;
+        let data = match &mut conn.tls {
+            Some(tls) => {
+                if !plain.is_empty() {
+                    tls.send(&plain);
+                }
+                if close {
+                    tls.close();
+                }
+                tls.take_ciphertext()
+            }
+            None => plain,
+        };
+        if !data.is_empty() {
+            self.out.push_back(Output::StreamWrite { conn: id, data });
+        }
+        if close {
+            log::debug!("{id}: closing");
+            self.forget(id);
+            if let Some(rec) = &mut self.recorder {
+                rec.close_out(self.now, id);
+            }
+            self.out.push_back(Output::StreamClose { conn: id });
+        }
+    }
+
+    /// Marks `id` to be closed at its next flush, and flushes.
+    fn close_now(&mut self, id: ConnId) {
+        if let Some(conn) = self.conns.get_mut(&id) {
+            conn.close = true;
+        }
+        self.flush(id);
+    }
+
+    /// Starts the WebSocket close handshake with `code`; the stream closes when the peer
+    /// answers or after [`CLOSE_LINGER`].
+    fn close_ws(&mut self, id: ConnId, code: u16, reason: &str) {
+        match self.conns.get_mut(&id) {
+            Some(Conn { phase: Phase::Ws(s), .. }) => {
+                if !s.closing {
+                    s.closing = true;
+                    s.ws.close(code, reason);
+                    self.timers.set(TimerKey::Conn(id, ConnTimer::Linger), self.now + CLOSE_LINGER);
+                }
+                self.flush(id);
+            }
+            Some(_) => self.close_now(id),
+            None => {}
+        }
+    }
+
+    fn stream_closed(&mut self, id: ConnId) {
+        if let Some(conn) = self.conns.get(&id) {
+            log::debug!("{id}: {} went away", conn.peer);
+            self.forget(id);
+        }
+    }
+
+    /// Drops everything `id` owned. Nothing more is emitted for it.
+    fn forget(&mut self, id: ConnId) {
+        if let Some(conn) = self.conns.remove(&id) {
+            if let Phase::Ws(s) = &conn.phase {
+                if s.client.account_count() > 0 {
+                    log::info!("{id}: connection gone; {} account(s) removed", s.client.account_count());
+                }
+            }
+        }
+        self.timers.stop_where(|TimerKey::Conn(c, _)| *c == id);
+    }
+
+    fn shutdown(&mut self) {
+        self.shutting_down = true;
+        let ids: Vec<ConnId> = self.conns.keys().copied().collect();
+        log::info!("shutting down: closing {} connection(s)", ids.len());
+        for id in ids {
+            self.close_ws(id, 1001, "Server shutting down");
+        }
+    }
+
+    // ===== Timers =====
+
+    fn ping_interval(&self) -> Duration {
+        Duration::from_secs(self.config.websocket_ping_interval.max(1))
+    }
+
+    fn handle_timeout(&mut self) {
+        while let Some(TimerKey::Conn(id, timer)) = self.timers.pop_expired(self.now) {
+            match timer {
+                ConnTimer::Handshake => {
+                    log::info!("{id}: no WebSocket upgrade within {} s; dropping", self.config.http_handshake_timeout);
+                    self.close_now(id);
+                }
+                ConnTimer::Ping => {
+                    let interval = self.ping_interval();
+                    if let Some(Conn { phase: Phase::Ws(s), close, .. }) = self.conns.get_mut(&id) {
+                        if s.closing {
+                            continue;
+                        }
+                        if s.ws.send_ping().is_err() {
+                            *close = true;
+                        }
+                        let pong = TimerKey::Conn(id, ConnTimer::Pong);
+                        if self.timers.get(pong).is_none() {
+                            self.timers.set(pong, self.now + interval / 2);
+                        }
+                        self.timers.set(TimerKey::Conn(id, ConnTimer::Ping), self.now + interval);
+                        self.flush(id);
+                    }
+                }
+                ConnTimer::Pong => {
+                    log::info!("{id}: no Pong within {} s; dropping", self.ping_interval().as_secs() / 2);
+                    self.close_now(id);
+                }
+                ConnTimer::Linger => self.close_now(id),
+            }
+        }
+    }
+}

@@ -1,0 +1,3 @@
+//! HTTP/1.1 in front of the WebSocket: parsing the request head and deciding the upgrade.
+
+pub mod upgrade;

@@ -1,0 +1,87 @@
+//! sylkgw-core: the WebRTC-to-SIP gateway as a deterministic state machine.
+//!
+//! This crate is the whole product logic: HTTP and WebSocket (tungstenite's server role over
+//! memory), TLS (rustls' buffered API over memory), the sylkRTC API in both dialects, and (as
+//! they land) the SIP stack, calls and media. **It performs no IO, spawns nothing, never reads a
+//! clock and never draws OS randomness**: bytes, datagrams and time (`now`) are inputs, a 32-byte
+//! seed is its only randomness, and everything it wants done is an [`Output`]. Given the same
+//! seed, start time and inputs, it produces the same outputs, which is what makes capture
+//! replay ([`capture`]) possible.
+//!
+//! # The contract
+//! 1. Build with [`Gateway::new`]`(config, seed, now, unix_time)`.
+//! 2. Drain: call [`Gateway::poll_output`] until it returns [`Output::Timeout`]. Do this after
+//!    `new` and after **every** [`Gateway::handle_input`]; other outputs (writes, closes,
+//!    datagrams) are to be carried out in the order given.
+//! 3. Feed one [`Input`] at a time with the current time. `now` MUST NOT go backwards. Feed
+//!    [`Input::Timeout`] once the last `Output::Timeout` instant has passed.
+//! 4. Connection ids are the runtime's to choose ([`Input::Accepted`]); after
+//!    [`Output::StreamClose`] or [`Input::StreamClosed`] the core has forgotten that id.
+//!
+//! # Run loop
+//! ```
+//! use std::time::{Duration, Instant};
+//! use sylkgw_core::{Config, ConnId, Gateway, Input, Listener, Output};
+//!
+//! let start = Instant::now();
+//! let mut gw = Gateway::new(Config::default(), [7; 32], start, Duration::from_secs(1_767_225_600)).unwrap();
+//! let mut next_timeout = drain(&mut gw);
+//!
+//! // A socket accepted a connection and read an upgrade request:
+//! let conn = ConnId(1);
+//! gw.handle_input(start, Input::Accepted { conn, listener: Listener::Web, peer: "127.0.0.1:40000".parse().unwrap() });
+//! next_timeout = drain(&mut gw);
+//! let request = "GET /webrtcgateway/ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+//!                Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+//!                Sec-WebSocket-Protocol: sylkRTC-2\r\n\r\n";
+//! gw.handle_input(start, Input::StreamData { conn, data: request.as_bytes() });
+//! next_timeout = drain(&mut gw);
+//!
+//! // When the clock reaches `next_timeout`:
+//! gw.handle_input(next_timeout, Input::Timeout);
+//! drain(&mut gw);
+//!
+//! fn drain(gw: &mut Gateway) -> Instant {
+//!     loop {
+//!         match gw.poll_output() {
+//!             Output::StreamWrite { conn, data } => { /* write `data` to the socket of `conn` */ }
+//!             Output::StreamClose { conn } => { /* flush, then close the socket of `conn` */ }
+//!             Output::Datagram(t) => { /* send t.payload from socket t.socket to t.to */ }
+//!             Output::Timeout(at) => return at,
+//!         }
+//!     }
+//! }
+//! ```
+//!
+//! # Layout
+//! `api` (sylkRTC requests, events, dialect codecs) · `http` (the upgrade) · `ws` (WebSocket
+//! over memory) · `transport` (in-memory duplex, TLS) · `client` and `account` (one connection's
+//! sylkRTC state) · `gateway` (routing, timers, outputs) · `capture` (record and replay).
+
+#![forbid(unsafe_code)]
+
+pub mod account;
+pub mod api;
+mod base64;
+pub mod capture;
+pub mod client;
+pub mod config;
+pub mod drive;
+pub mod gateway;
+pub mod http;
+pub mod ids;
+pub mod rng;
+pub mod time;
+pub mod transport;
+pub mod ws;
+
+#[cfg(feature = "driver")]
+pub mod driver;
+
+#[cfg(any(fuzzing, feature = "_test_exports"))]
+pub mod test_exports;
+
+pub use config::{Config, ConfigError, TlsConfig};
+pub use drive::{Input, Output, TimeoutReason, Transmit};
+pub use gateway::{Gateway, Stats};
+pub use ids::{ConnId, Listener, SocketId};

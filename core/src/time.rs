@@ -1,0 +1,112 @@
+//! Time as the core sees it: the `now` it is handed, a wall clock derived from the start, and a
+//! table of named deadlines.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+/// Derives wall-clock time from monotonic time: `unix_at_start + (now - start)`.
+#[derive(Clone, Copy, Debug)]
+pub struct Clock {
+    /// The `now` given to `Gateway::new`.
+    pub start: Instant,
+    /// Wall time at `start`, as a duration since the Unix epoch.
+    pub unix_at_start: Duration,
+}
+
+impl Clock {
+    /// Wall time at `now`.
+    pub fn unix(&self, now: Instant) -> Duration {
+        self.unix_at_start + now.saturating_duration_since(self.start)
+    }
+}
+
+/// Deadlines keyed by `K`, with O(log n) arm, cancel and earliest. `K` names the timer (which
+/// connection, which purpose) so that a firing can be routed and explained.
+#[derive(Debug)]
+pub struct TimerTable<K: Ord + Copy> {
+    by_key: BTreeMap<K, Instant>,
+    by_time: BTreeSet<(Instant, K)>,
+}
+
+impl<K: Ord + Copy> Default for TimerTable<K> {
+    fn default() -> Self {
+        Self { by_key: BTreeMap::new(), by_time: BTreeSet::new() }
+    }
+}
+
+impl<K: Ord + Copy> TimerTable<K> {
+    /// Arms (or re-arms) timer `key` for `at`.
+    pub fn set(&mut self, key: K, at: Instant) {
+        if let Some(old) = self.by_key.insert(key, at) {
+            self.by_time.remove(&(old, key));
+        }
+        self.by_time.insert((at, key));
+    }
+
+    /// Disarms timer `key`; a no-op if it is not armed.
+    pub fn stop(&mut self, key: K) {
+        if let Some(old) = self.by_key.remove(&key) {
+            self.by_time.remove(&(old, key));
+        }
+    }
+
+    /// When `key` fires, if armed.
+    pub fn get(&self, key: K) -> Option<Instant> {
+        self.by_key.get(&key).copied()
+    }
+
+    /// The earliest armed deadline and its key.
+    pub fn next(&self) -> Option<(Instant, K)> {
+        self.by_time.first().copied()
+    }
+
+    /// Removes and returns the earliest timer if it is due at `now`.
+    pub fn pop_expired(&mut self, now: Instant) -> Option<K> {
+        let &(at, key) = self.by_time.first()?;
+        if at > now {
+            return None;
+        }
+        self.by_time.remove(&(at, key));
+        self.by_key.remove(&key);
+        Some(key)
+    }
+
+    /// Disarms every timer whose key satisfies `pred` (used when an owner goes away).
+    pub fn stop_where(&mut self, mut pred: impl FnMut(&K) -> bool) {
+        let doomed: Vec<K> = self.by_key.keys().filter(|k| pred(k)).copied().collect();
+        for k in doomed {
+            self.stop(k);
+        }
+    }
+
+    /// Number of armed timers.
+    pub fn len(&self) -> usize {
+        self.by_key.len()
+    }
+
+    /// True when nothing is armed.
+    pub fn is_empty(&self) -> bool {
+        self.by_key.is_empty()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::disallowed_methods)] // an epoch for the test; all times are offsets from it
+mod tests {
+    use super::*;
+
+    #[test]
+    fn earliest_first_and_rearm_moves() {
+        let t0 = Instant::now();
+        let mut t = TimerTable::default();
+        t.set(1u8, t0 + Duration::from_secs(5));
+        t.set(2u8, t0 + Duration::from_secs(3));
+        assert_eq!(t.next(), Some((t0 + Duration::from_secs(3), 2)));
+        t.set(2, t0 + Duration::from_secs(9));
+        assert_eq!(t.next(), Some((t0 + Duration::from_secs(5), 1)));
+        assert_eq!(t.pop_expired(t0 + Duration::from_secs(4)), None);
+        assert_eq!(t.pop_expired(t0 + Duration::from_secs(5)), Some(1));
+        t.stop(2);
+        assert!(t.is_empty());
+    }
+}
