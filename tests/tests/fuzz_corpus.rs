@@ -1,0 +1,38 @@
+//! Replays every committed fuzz corpus through the same bodies the fuzz targets run, so plain
+//! `cargo test` (stable, no nightly) keeps the corpus green.
+
+use std::path::PathBuf;
+use sylkgw_core::test_exports;
+
+fn corpus(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus").join(target);
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "{} is empty", dir.display());
+    files.into_iter().map(|p| (p.clone(), std::fs::read(&p).unwrap())).collect()
+}
+
+fn run(target: &str, body: fn(&[u8])) {
+    for (path, data) in corpus(target) {
+        let result = std::panic::catch_unwind(|| body(&data));
+        assert!(result.is_ok(), "{target}: {} crashes", path.display());
+    }
+}
+
+#[test]
+fn sylkrtc_request() {
+    run("sylkrtc_request", test_exports::fuzz_sylkrtc_request);
+}
+
+#[test]
+fn ws_stream() {
+    run("ws_stream", test_exports::fuzz_ws_stream);
+}
+
+#[test]
+fn capture_replay() {
+    run("capture_replay", test_exports::fuzz_capture);
+}
