@@ -1,1 +1,408 @@
-fn main() {}
+//! `sylkgw`: the sans-IO core ([`Gateway`]) driven by tokio, one shared-nothing core per worker.
+//!
+//! # Contracts
+//! - N worker OS threads, each with its own current-thread runtime, its own [`Gateway`] and its
+//!   own listener on the same address (`SO_REUSEPORT`: the kernel spreads connections). Nothing
+//!   is shared or locked between workers; connection ids are per worker.
+//! - In a worker, one task owns the core. Each connection task owns its socket: it sends what it
+//!   reads (or that it closed) to the core task over a bounded channel, and carries out the core
+//!   task's write and close commands, in order, from its own unbounded channel.
+//! - Every `handle_input` is followed by a drain (`poll_output` until `Output::Timeout`) whose
+//!   outputs are handed to the connection tasks in order; the core task sleeps until the last
+//!   `Output::Timeout` deadline.
+//! - A connection the core closed is never mentioned to it again; one whose task reports EOF or an
+//!   error is reported once with `Input::StreamClosed`.
+//! - While a connection task writes, it does not read (backpressure on a peer that does not
+//!   read). A connection the core closed gets [`CLOSE_LINGER`] to take its last bytes, then its
+//!   task is aborted.
+//! - The main thread waits for SIGINT/SIGTERM, tells the workers through a watch channel, and
+//!   waits for them (each stops when its connections are gone or after the grace period).
+
+use std::collections::{HashMap, VecDeque};
+use std::io::{self, ErrorKind};
+use std::net::SocketAddr;
+use std::num::NonZeroUsize;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+use sylkgw_core::driver::{self, CaptureFile};
+use sylkgw_core::{ConnId, Gateway, Input, Listener, Output};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::signal::unix::{signal, Signal, SignalKind};
+use tokio::sync::{mpsc, watch};
+use tokio::task::{AbortHandle, JoinSet};
+
+/// Bytes asked of the socket per read (each read becomes one `Event::Data`).
+const READ_CHUNK: usize = 16 * 1024;
+/// Reads in flight from connection tasks to the core task, per worker (backpressure on readers).
+const EVENT_QUEUE: usize = 256;
+/// Consecutive no-op Timeout wake-ups with a deadline already due before we warn of a busy loop.
+const BUSY_WARN: u32 = 1000;
+/// How long to wait before accepting again after a resource error (EMFILE, ENOBUFS, ...).
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+/// Listen backlog of each worker's listener.
+const BACKLOG: u32 = 1024;
+/// How long a connection the core closed may take to accept its last bytes.
+const CLOSE_LINGER: Duration = Duration::from_secs(5);
+
+fn main() -> ExitCode {
+    let args: driver::Args = argh::from_env();
+    driver::init_logging(args.verbose);
+    let settings = match driver::load(&args) {
+        Ok(s) if s.threads == Some(0) => return fail(2, "--threads must be at least 1"),
+        Ok(s) => s,
+        Err(e) => return fail(2, &e),
+    };
+    let workers = settings.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, NonZeroUsize::get));
+    // One core per worker, built here so that a bad configuration stops us before we bind.
+    let mut cores = Vec::with_capacity(workers);
+    for index in 0..workers {
+        let gw = match Gateway::new(settings.core.clone(), driver::os_seed(), Instant::now(), driver::unix_time()) {
+            Ok(gw) => gw,
+            Err(e) => return fail(2, &e.to_string()),
+        };
+        let path = settings.capture.as_deref().map(|base| driver::capture_path(base, index, workers));
+        match path.as_deref().map(CaptureFile::create).transpose() {
+            Ok(capture) => cores.push((gw, capture)),
+            Err(e) => return fail(2, &e),
+        }
+    }
+    let scheme = if settings.core.tls.is_some() { "wss" } else { "ws" };
+    let result = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .and_then(|rt| rt.block_on(serve(settings.listen, scheme, cores)));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(1, &e.to_string()),
+    }
+}
+
+fn fail(code: u8, msg: &str) -> ExitCode {
+    eprintln!("sylkgw: {msg}");
+    ExitCode::from(code)
+}
+
+/// The main thread: binds, starts the workers, waits for a signal, stops the workers. A second
+/// signal returns at once (the process exits without waiting for the workers).
+async fn serve(listen: SocketAddr, scheme: &str, cores: Vec<(Gateway, Option<CaptureFile>)>) -> io::Result<()> {
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let listeners = bind(listen, cores.len())?;
+    let addr = listeners[0].local_addr()?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    // Every worker holds a sender; `recv` returns `None` once all workers have ended.
+    let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
+    let mut handles = Vec::with_capacity(cores.len());
+    for (index, ((gw, capture), listener)) in cores.into_iter().zip(listeners).enumerate() {
+        let (stop, alive) = (stop_rx.clone(), alive_tx.clone());
+        let handle = std::thread::Builder::new()
+            .name(format!("sylkgw-{index}"))
+            .spawn(move || worker(index, gw, capture, listener, stop, alive))?;
+        handles.push(handle);
+    }
+    drop(alive_tx);
+    log::debug!("{} worker(s)", handles.len());
+    log::info!("listening on {scheme}://{addr}/webrtcgateway/ws");
+    tokio::select! {
+        () = signalled(&mut sigint, &mut sigterm) => {}
+        _ = alive_rx.recv() => return Err(io::Error::other("every worker stopped")),
+    }
+    let _ = stop_tx.send(true);
+    tokio::select! {
+        _ = alive_rx.recv() => {}
+        () = signalled(&mut sigint, &mut sigterm) => {
+            log::warn!("second signal: stopping now");
+            return Ok(());
+        }
+    }
+    for handle in handles {
+        if handle.join().is_err() {
+            log::error!("a worker panicked");
+        }
+    }
+    log::info!("stopped");
+    Ok(())
+}
+
+async fn signalled(sigint: &mut Signal, sigterm: &mut Signal) {
+    tokio::select! {
+        _ = sigint.recv() => log::info!("SIGINT"),
+        _ = sigterm.recv() => log::info!("SIGTERM"),
+    }
+}
+
+/// `n` listeners on `addr` sharing it through `SO_REUSEPORT`; with port 0 the first one picks
+/// the port and the others bind the same. Must run in a runtime (`listen` registers the socket
+/// with its reactor, `into_std` takes it back out, leaving it non-blocking).
+fn bind(mut addr: SocketAddr, n: usize) -> io::Result<Vec<std::net::TcpListener>> {
+    (0..n)
+        .map(|_| {
+            let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+            socket.set_reuseaddr(true)?;
+            socket.set_reuseport(true)?;
+            socket.bind(addr).map_err(|e| io::Error::new(e.kind(), format!("{addr}: {e}")))?;
+            let listener = socket.listen(BACKLOG)?;
+            addr = listener.local_addr()?;
+            listener.into_std()
+        })
+        .collect()
+}
+
+/// One worker thread: its own runtime, running its core until shutdown. `_alive` is dropped when
+/// the worker ends, however it ends.
+fn worker(
+    index: usize,
+    gw: Gateway,
+    capture: Option<CaptureFile>,
+    listener: std::net::TcpListener,
+    stop: watch::Receiver<bool>,
+    _alive: mpsc::Sender<()>,
+) {
+    let result = tokio::runtime::Builder::new_current_thread().enable_all().build().and_then(|rt| {
+        rt.block_on(async move {
+            let listener = TcpListener::from_std(listener)?;
+            let core = Core {
+                gw,
+                capture,
+                conns: HashMap::new(),
+                lingering: VecDeque::new(),
+                deadline: Instant::now(),
+                busy: 0,
+                next_id: 1,
+            };
+            core.run(listener, stop).await;
+            Ok(())
+        })
+    });
+    if let Err(e) = result {
+        log::error!("worker {index}: {e}");
+    }
+}
+
+/// From a connection task to the core task.
+enum Event {
+    Data(ConnId, Vec<u8>),
+    /// EOF or an error; the task has ended.
+    Closed(ConnId),
+}
+
+/// From the core task to a connection task.
+enum Command {
+    Write(Vec<u8>),
+    /// Write what came before, then shut down and end.
+    Close,
+}
+
+/// The task that owns a worker's [`Gateway`].
+struct Core {
+    gw: Gateway,
+    capture: Option<CaptureFile>,
+    /// Command channels and tasks of the connections the core knows.
+    conns: HashMap<ConnId, (mpsc::UnboundedSender<Command>, AbortHandle)>,
+    /// Tasks of connections the core closed, by deadline: aborted (if still running) then.
+    lingering: VecDeque<(Instant, AbortHandle)>,
+    /// The last `Output::Timeout`.
+    deadline: Instant,
+    /// Consecutive Timeout wake-ups that did nothing and left a deadline already due.
+    busy: u32,
+    next_id: u64,
+}
+
+impl Core {
+    /// Runs until shutdown completes: no connections left in the core and no connection task
+    /// left (all queues written and closed), or the grace period is over.
+    async fn run(mut self, listener: TcpListener, mut stop: watch::Receiver<bool>) {
+        let mut listener = Some(listener);
+        let (events_tx, mut events) = mpsc::channel(EVENT_QUEUE);
+        let mut tasks = JoinSet::new();
+        let mut grace: Option<Instant> = None;
+        let mut accept_retry: Option<Instant> = None;
+        self.drain();
+        let sleep = tokio::time::sleep_until(self.deadline.into());
+        tokio::pin!(sleep);
+        loop {
+            if let Some(end) = grace {
+                if self.gw.connection_count() == 0 && tasks.is_empty() {
+                    return;
+                }
+                if Instant::now() >= end {
+                    log::warn!("stopping with {} connection(s) still open", tasks.len());
+                    return;
+                }
+            }
+            let linger = self.lingering.front().map(|&(at, _)| at);
+            let wake =
+                [Some(self.deadline), accept_retry, grace, linger].into_iter().flatten().min().expect("a deadline");
+            sleep.as_mut().reset(wake.into());
+            tokio::select! {
+                accepted = accept(listener.as_ref().filter(|_| accept_retry.is_none())) => match accepted {
+                    Ok((stream, peer)) => {
+                        let conn = ConnId(self.next_id);
+                        self.next_id += 1;
+                        if let Err(e) = stream.set_nodelay(true) {
+                            log::debug!("{conn}: TCP_NODELAY: {e}");
+                        }
+                        let (tx, rx) = mpsc::unbounded_channel();
+                        let task = tasks.spawn(connection(conn, stream, events_tx.clone(), rx));
+                        self.conns.insert(conn, (tx, task));
+                        self.feed(Input::Accepted { conn, listener: Listener::Web, peer });
+                    }
+                    Err(e) if matches!(e.kind(), ErrorKind::Interrupted | ErrorKind::ConnectionAborted) => {}
+                    Err(e) => {
+                        log::warn!("accept: {e}; retrying in {ACCEPT_RETRY:?}");
+                        accept_retry = Some(Instant::now() + ACCEPT_RETRY);
+                    }
+                },
+                Some(event) = events.recv() => match event {
+                    Event::Data(conn, data) if self.conns.contains_key(&conn) => {
+                        self.feed(Input::StreamData { conn, data: &data });
+                    }
+                    Event::Closed(conn) if self.conns.remove(&conn).is_some() => {
+                        self.feed(Input::StreamClosed { conn });
+                    }
+                    Event::Data(..) | Event::Closed(_) => {} // the core already closed it
+                },
+                Some(_) = tasks.join_next() => {} // reap ended connection tasks
+                () = &mut sleep => {
+                    let now = Instant::now();
+                    if accept_retry.is_some_and(|at| at <= now) {
+                        accept_retry = None;
+                    }
+                    while self.lingering.front().is_some_and(|(at, _)| *at <= now) {
+                        let (_, task) = self.lingering.pop_front().expect("front exists");
+                        task.abort(); // a no-op if it has ended
+                    }
+                    self.timer();
+                }
+                _ = stop.changed(), if grace.is_none() => {
+                    grace = Some(Instant::now() + driver::SHUTDOWN_GRACE);
+                    listener = None;
+                    self.feed(Input::Shutdown);
+                }
+            }
+        }
+    }
+
+    /// Feeds `input` at the current time and drains; returns whether anything but a Timeout came out.
+    fn feed(&mut self, input: Input<'_>) -> bool {
+        self.gw.handle_input(Instant::now(), input);
+        self.drain()
+    }
+
+    /// Hands the core's outputs to the connection tasks until `Output::Timeout`, then appends to
+    /// the capture file.
+    fn drain(&mut self) -> bool {
+        let mut any = false;
+        loop {
+            match self.gw.poll_output() {
+                Output::StreamWrite { conn, data } => {
+                    any = true;
+                    if let Some((tx, _)) = self.conns.get(&conn) {
+                        let _ = tx.send(Command::Write(data)); // fails only if the task ended: Closed is on its way
+                    }
+                }
+                Output::StreamClose { conn } => {
+                    any = true;
+                    if let Some((tx, task)) = self.conns.remove(&conn) {
+                        let _ = tx.send(Command::Close);
+                        self.lingering.push_back((Instant::now() + CLOSE_LINGER, task));
+                    }
+                }
+                Output::Datagram(t) => {
+                    any = true;
+                    log::debug!("{}: no UDP sockets yet; dropped {} bytes to {}", t.socket, t.payload.len(), t.to);
+                }
+                Output::Timeout(at) => {
+                    self.deadline = at;
+                    break;
+                }
+            }
+        }
+        if let Some(c) = &mut self.capture {
+            c.write(&mut self.gw);
+        }
+        any
+    }
+
+    /// Feeds `Input::Timeout` if the deadline has passed, and watches for a busy loop.
+    fn timer(&mut self) {
+        let now = Instant::now();
+        if now < self.deadline {
+            return;
+        }
+        self.gw.handle_input(now, Input::Timeout);
+        if !self.drain() && self.deadline <= now {
+            self.busy += 1;
+            if self.busy == BUSY_WARN {
+                log::warn!("busy loop: {BUSY_WARN} timeouts in a row did nothing ({})", self.gw.last_timeout_reason());
+            }
+        } else {
+            self.busy = 0;
+        }
+    }
+}
+
+/// Accepts from `listener`; never completes without one.
+async fn accept(listener: Option<&TcpListener>) -> io::Result<(TcpStream, SocketAddr)> {
+    match listener {
+        Some(l) => l.accept().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Owns one socket. Sends each read to the core task (the buffer is allocated only once the
+/// socket is readable, so an idle connection holds none); carries out commands in order. Ends
+/// after a close command, or after EOF or an error, which it reports as `Event::Closed`.
+async fn connection(
+    conn: ConnId,
+    mut stream: TcpStream,
+    events: mpsc::Sender<Event>,
+    mut commands: mpsc::UnboundedReceiver<Command>,
+) {
+    let failure = loop {
+        tokio::select! {
+            ready = stream.readable() => {
+                if let Err(e) = ready {
+                    break e;
+                }
+                let mut data = Vec::with_capacity(READ_CHUNK);
+                match stream.try_read_buf(&mut data) {
+                    Ok(0) => break ErrorKind::UnexpectedEof.into(),
+                    Ok(_) => {
+                        if events.send(Event::Data(conn, data)).await.is_err() {
+                            return; // the worker is gone
+                        }
+                    }
+                    Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) => {}
+                    Err(e) => break e,
+                }
+            }
+            command = commands.recv() => match command {
+                Some(Command::Write(data)) => {
+                    if let Err(e) = stream.write_all(&data).await {
+                        break e;
+                    }
+                }
+                Some(Command::Close) | None => return close(conn, stream).await,
+            }
+        }
+    };
+    log::debug!("{conn}: {failure}");
+    let _ = events.send(Event::Closed(conn)).await;
+}
+
+/// Discards unread input (so that closing does not turn into a reset that could destroy what we
+/// just sent), then shuts down writing; the socket closes when dropped.
+async fn close(conn: ConnId, mut stream: TcpStream) {
+    let mut scratch = [0u8; 4096];
+    for _ in 0..16 {
+        match stream.try_read(&mut scratch) {
+            Ok(n) if n > 0 => {}
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            _ => break,
+        }
+    }
+    let _ = stream.shutdown().await;
+    log::debug!("{conn}: closed");
+}
