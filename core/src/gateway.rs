@@ -215,6 +215,7 @@ impl Gateway {
                 Ok(t) => Some(Box::new(t)),
                 Err(e) => {
                     log::error!("{id}: TLS session for {peer} failed: {e}");
+                    self.record_tls_loss(id);
                     self.out.push_back(Output::StreamClose { conn: id });
                     return;
                 }
@@ -247,6 +248,7 @@ impl Gateway {
                         if !failed.alert.is_empty() {
                             self.out.push_back(Output::StreamWrite { conn: id, data: failed.alert });
                         }
+                        self.record_tls_loss(id);
                         self.forget(id);
                         self.out.push_back(Output::StreamClose { conn: id });
                         return;
@@ -264,6 +266,15 @@ impl Gateway {
             self.process_plain(id, plain);
         }
         self.flush(id);
+    }
+
+    /// A TLS failure, seen from above TLS where captures are taken, is the stream going away:
+    /// recorded as `closed`, so the capture replays on a plain core (the alert and the close
+    /// are TLS-level outputs and are not recorded).
+    fn record_tls_loss(&mut self, id: ConnId) {
+        if let Some(rec) = &mut self.recorder {
+            rec.input(self.now, &Input::StreamClosed { conn: id });
+        }
     }
 
     fn process_plain(&mut self, id: ConnId, plain: &[u8]) {
