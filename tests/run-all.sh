@@ -4,13 +4,21 @@
 #
 # Steps: formatting, build (debug binaries are what the behavioural tests start), clippy with
 # warnings as errors, then `cargo test` for the whole workspace: unit tests, capture replays,
-# fuzz corpora, and the behavioural suite against both binaries over real sockets on loopback.
+# fuzz corpora, the behavioural suite against both binaries over real sockets on loopback, and
+# the end-to-end tests against real SIP peers (kamailio, sipp), each in its own network namespace.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 missing=()
 command -v cc >/dev/null 2>&1 || missing+=(gcc libc6-dev)
 command -v make >/dev/null 2>&1 || missing+=(make)
+# End-to-end tests (tests/tests/e2e_*.rs): real SIP peers inside private network namespaces
+# (root, `unshare -n`, `ip link set lo up`). Root's sbin dirs are not always in PATH.
+have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/sbin/$1" ]; }
+have kamailio || missing+=(kamailio)
+have sipp || missing+=(sip-tester)
+have ip || missing+=(iproute2)
+have unshare || missing+=(util-linux)
 if [ "${#missing[@]}" -gt 0 ]; then
     echo "== installing: ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive

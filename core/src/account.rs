@@ -34,6 +34,8 @@ pub struct Account {
     pub incoming_header_prefixes: Vec<String>,
     /// Set by `account-devicetoken`.
     pub push: Option<PushParams>,
+    /// The SIP registration, while `account-register` is in effect.
+    pub registration: Option<crate::sip::stack::RegId>,
 }
 
 impl Account {
@@ -52,6 +54,7 @@ impl fmt::Debug for Account {
             .field("user_agent", &self.user_agent)
             .field("incoming_header_prefixes", &self.incoming_header_prefixes)
             .field("push", &self.push)
+            .field("registration", &self.registration)
             .finish()
     }
 }

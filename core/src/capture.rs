@@ -22,18 +22,19 @@
 //! (bytes that are not whole frames, `b64:`), `closed` (peer went away), `close` (we close),
 //! `timer` (input: a timeout fired; output: the new deadline and its reason, written when it
 //! changes), `shutdown`. A `ws.text` payload is the text itself when it is one line, else a JSON
-//! string. In `account-add` every character of the `password` is replaced by `*`.
+//! string. In `account-add` the `password` is masked (hex digits become `0`, other characters `*`),
+//! and in SIP messages the digest `response` values are zeroed.
 
 use crate::api::py_str_repr;
 use crate::base64;
 use crate::config::Config;
-use crate::drive::{Input, Output, TimeoutReason};
-use crate::ids::{ConnId, Listener};
+use crate::drive::{Input, Output, TimeoutReason, UdpPurpose};
+use crate::ids::{ConnId, Listener, SocketId};
 use crate::ws::frames::{client_frame, FrameOut, FrameSplitter, Segment};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 /// First line of every capture.
@@ -50,6 +51,8 @@ pub struct Recorder {
 
 #[derive(Debug, Default)]
 struct ConnRecord {
+    /// A SIP stream (accepted on the SIP listener or opened by the core).
+    sip: bool,
     websocket: bool,
     inbound: FrameSplitter,
     outbound: FrameSplitter,
@@ -85,7 +88,8 @@ impl Recorder {
         match input {
             Input::Timeout => self.line(now, '>', "timer", "", ""),
             Input::Accepted { conn, listener, peer } => {
-                self.conns.insert(*conn, ConnRecord::default());
+                let sip = *listener == Listener::SipTcp;
+                self.conns.insert(*conn, ConnRecord { sip, ..ConnRecord::default() });
                 self.line(now, '>', &conn.to_string(), "accept", &format!("{} {peer}", listener.name()));
             }
             Input::StreamData { .. } => {}
@@ -94,7 +98,24 @@ impl Recorder {
                 self.line(now, '>', &conn.to_string(), "closed", "");
             }
             Input::Datagram { socket, from, data } => {
-                self.line(now, '>', &format!("{socket}<{from}"), "datagram", &bytes_payload(data));
+                self.line(now, '>', &format!("{socket}<{from}"), "datagram", &sip_payload(data));
+            }
+            Input::UdpBound { socket, purpose, local } => {
+                self.line(now, '>', &socket.to_string(), "bound", &format!("{} {local}", purpose.name()));
+            }
+            Input::Connected { conn, result } => {
+                let payload = match result {
+                    Ok(()) => "ok".to_string(),
+                    Err(e) => Value::from(e.as_str()).to_string(),
+                };
+                self.line(now, '>', &conn.to_string(), "connected", &payload);
+            }
+            Input::Resolved { query, result } => {
+                let payload = match result {
+                    Ok(ips) => Value::from(ips.iter().map(|ip| ip.to_string()).collect::<Vec<_>>()).to_string(),
+                    Err(e) => Value::from(e.as_str()).to_string(),
+                };
+                self.line(now, '>', "dns", "resolved", &format!("{query} {payload}"));
             }
             Input::Shutdown => self.line(now, '>', "gateway", "shutdown", ""),
         }
@@ -107,6 +128,10 @@ impl Recorder {
         }
         let channel = conn.to_string();
         let rec = self.conns.entry(conn).or_default();
+        if rec.sip {
+            self.line(now, '>', &channel, "sip", &sip_payload(plain));
+            return;
+        }
         if !rec.websocket {
             self.line(now, '>', &channel, "http", &bytes_payload(plain));
             return;
@@ -138,6 +163,24 @@ impl Recorder {
         for seg in &segments {
             let (verb, payload) = render_segment(seg, false);
             self.line(now, '<', &channel, verb, &payload);
+        }
+    }
+
+    /// Records an output of the SIP side (web connections are recorded by
+    /// [`Recorder::stream_out`] before TLS).
+    pub fn output(&mut self, now: Instant, out: &Output) {
+        match out {
+            Output::Datagram(t) => {
+                self.line(now, '<', &format!("{}>{}", t.socket, t.to), "datagram", &sip_payload(&t.payload))
+            }
+            Output::Connect { conn, to } => {
+                self.conns.insert(*conn, ConnRecord { sip: true, ..ConnRecord::default() });
+                self.line(now, '<', &conn.to_string(), "connect", &to.to_string());
+            }
+            Output::StreamWrite { conn, data } => self.line(now, '<', &conn.to_string(), "sip", &sip_payload(data)),
+            Output::StreamClose { conn } => self.close_out(now, *conn),
+            Output::Resolve { query, name } => self.line(now, '<', "dns", "resolve", &format!("{query} {name}")),
+            Output::Timeout(_) => {}
         }
     }
 
@@ -179,8 +222,8 @@ fn render_segment(seg: &Segment, redact: bool) -> (&'static str, String) {
     }
 }
 
-/// Replaces each character of a request's `password` with `*`; other texts are returned
-/// unchanged.
+/// Masks a request's `password` (hex digits become `0`, other characters `*`); other texts are
+/// returned unchanged.
 pub fn redact_secrets(text: &str) -> String {
     if !text.contains("\"password\"") {
         return text.to_string();
@@ -188,8 +231,15 @@ pub fn redact_secrets(text: &str) -> String {
     match serde_json::from_str::<Value>(text) {
         Ok(Value::Object(mut map)) if map.get("password").is_some_and(Value::is_string) => {
             // Same length, so a replay validates the request the same way (1..9999 characters).
-            let n = map["password"].as_str().map_or(0, |p| p.chars().count());
-            map.insert("password".into(), Value::from("*".repeat(n)));
+            // Hex digits become `0` and everything else `*`: the length and whether it looks like
+            // an HA1 stay, the secret does not.
+            let masked: String = map["password"]
+                .as_str()
+                .unwrap_or_default()
+                .chars()
+                .map(|c| if c.is_ascii_hexdigit() { '0' } else { '*' })
+                .collect();
+            map.insert("password".into(), Value::from(masked));
             Value::Object(map).to_string()
         }
         _ => text.to_string(),
@@ -207,6 +257,27 @@ fn text_payload(t: &str) -> String {
     } else {
         Value::from(t).to_string()
     }
+}
+
+/// SIP text with digest `response` values blanked (same length, so replays that compute them
+/// from redacted passwords record the same line).
+fn sip_payload(b: &[u8]) -> String {
+    let text = String::from_utf8_lossy(b);
+    if !text.contains("response=") || std::str::from_utf8(b).is_err() {
+        return bytes_payload(b);
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut rest: &str = &text;
+    while let Some(i) = rest.find("response=\"") {
+        let start = i + "response=\"".len();
+        out.push_str(&rest[..start]);
+        let after = &rest[start..];
+        let end = after.find('"').unwrap_or(after.len());
+        out.extend(after[..end].chars().map(|_| '0'));
+        rest = &after[end..];
+    }
+    out.push_str(rest);
+    Value::from(out).to_string()
 }
 
 fn bytes_payload(b: &[u8]) -> String {
@@ -269,6 +340,14 @@ pub enum ReplayInput {
     Closed { conn: ConnId },
     /// `timer`.
     Timer,
+    /// `bound`: the runtime bound a UDP socket.
+    UdpBound { socket: SocketId, purpose: UdpPurpose, local: SocketAddr },
+    /// `datagram` received.
+    Datagram { socket: SocketId, from: SocketAddr, bytes: Vec<u8> },
+    /// `connected`.
+    Connected { conn: ConnId, result: Result<(), String> },
+    /// `resolved`.
+    Resolved { query: u64, result: Result<Vec<IpAddr>, String> },
     /// `shutdown`.
     Shutdown,
 }
@@ -333,6 +412,37 @@ pub fn parse(text: &str) -> Result<Capture, String> {
             ReplayInput::Timer
         } else if channel == "gateway" && verb == "shutdown" {
             ReplayInput::Shutdown
+        } else if channel == "dns" && verb == "resolved" {
+            let (q, rest) = payload.split_once(' ').ok_or_else(|| err("resolved needs `query result`"))?;
+            let query = q.parse().map_err(|_| err("bad query id"))?;
+            let result = match serde_json::from_str::<Value>(rest).map_err(|_| err("bad resolved payload"))? {
+                Value::String(e) => Err(e),
+                Value::Array(ips) => Ok(ips
+                    .iter()
+                    .map(|ip| ip.as_str().and_then(|s| s.parse().ok()).ok_or_else(|| err("bad address")))
+                    .collect::<Result<Vec<IpAddr>, String>>()?),
+                _ => return Err(err("bad resolved payload")),
+            };
+            ReplayInput::Resolved { query, result }
+        } else if let Some(rest) = channel.strip_prefix("udp:") {
+            let (id, from) = match rest.split_once('<') {
+                Some((id, from)) => (id, Some(from)),
+                None => (rest, None),
+            };
+            let socket = SocketId(id.parse().map_err(|_| err("bad socket id"))?);
+            match (verb, from) {
+                ("bound", None) => {
+                    let (p, local) = payload.split_once(' ').ok_or_else(|| err("bound needs `purpose address`"))?;
+                    let purpose = UdpPurpose::from_name(p).ok_or_else(|| err("unknown socket purpose"))?;
+                    let local = local.trim().parse().map_err(|_| err("bad address"))?;
+                    ReplayInput::UdpBound { socket, purpose, local }
+                }
+                ("datagram", Some(from)) => {
+                    let from = from.parse().map_err(|_| err("bad sender address"))?;
+                    ReplayInput::Datagram { socket, from, bytes: input_bytes("http", payload).map_err(|m| err(&m))? }
+                }
+                _ => return Err(err("unknown udp record")),
+            }
         } else if let Some(id) = channel.strip_prefix("conn:") {
             let conn = ConnId(id.parse().map_err(|_| err("bad connection id"))?);
             match verb {
@@ -343,6 +453,11 @@ pub fn parse(text: &str) -> Result<Capture, String> {
                     ReplayInput::Accept { conn, listener, peer }
                 }
                 "closed" => ReplayInput::Closed { conn },
+                "connected" if payload == "ok" => ReplayInput::Connected { conn, result: Ok(()) },
+                "connected" => ReplayInput::Connected {
+                    conn,
+                    result: Err(serde_json::from_str::<String>(payload).map_err(|_| err("bad connect error"))?),
+                },
                 _ => ReplayInput::Data { conn, bytes: input_bytes(verb, payload).map_err(|m| err(&m))? },
             }
         } else {
@@ -389,8 +504,8 @@ fn input_bytes(verb: &str, payload: &str) -> Result<Vec<u8>, String> {
         }
     };
     Ok(match verb {
-        "http" if payload.starts_with("b64:") => b64(payload)?,
-        "http" => text(payload)?.into_bytes(),
+        "http" | "sip" if payload.starts_with("b64:") => b64(payload)?,
+        "http" | "sip" => text(payload)?.into_bytes(),
         "data" => b64(payload)?,
         "ws.text" => client_frame(&FrameOut::Text(text(payload)?)),
         "ws.binary" => client_frame(&FrameOut::Binary(b64(payload)?)),
@@ -429,6 +544,18 @@ pub fn replay(capture: &Capture, epoch: Instant) -> Result<String, String> {
             ReplayInput::Data { conn, bytes } => gw.handle_input(now, Input::StreamData { conn: *conn, data: bytes }),
             ReplayInput::Closed { conn } => gw.handle_input(now, Input::StreamClosed { conn: *conn }),
             ReplayInput::Timer => gw.handle_input(now, Input::Timeout),
+            ReplayInput::UdpBound { socket, purpose, local } => {
+                gw.handle_input(now, Input::UdpBound { socket: *socket, purpose: *purpose, local: *local })
+            }
+            ReplayInput::Datagram { socket, from, bytes } => {
+                gw.handle_input(now, Input::Datagram { socket: *socket, from: *from, data: bytes })
+            }
+            ReplayInput::Connected { conn, result } => {
+                gw.handle_input(now, Input::Connected { conn: *conn, result: result.clone() })
+            }
+            ReplayInput::Resolved { query, result } => {
+                gw.handle_input(now, Input::Resolved { query: *query, result: result.clone() })
+            }
             ReplayInput::Shutdown => gw.handle_input(now, Input::Shutdown),
         }
         drain(&mut gw, &mut recorded);
@@ -457,7 +584,7 @@ mod tests {
     #[test]
     fn redaction() {
         let r = redact_secrets(r#"{"sylkrtc":"account-add","password":"abc","account":"a@b"}"#);
-        assert!(r.contains(r#""password":"***""#) && !r.contains("abc"));
+        assert!(r.contains(r#""password":"000""#) && !r.contains("abc"));
         // An empty password stays empty: redaction must not change how a replay validates it.
         assert!(redact_secrets(r#"{"password":""}"#).contains(r#""password":"""#));
         assert_eq!(redact_secrets(r#"{"sylkrtc":"ping"}"#), r#"{"sylkrtc":"ping"}"#);

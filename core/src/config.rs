@@ -7,6 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
+use std::net::SocketAddr;
 
 /// Everything the core needs to know at construction. Built by the runtime from its CLI and
 /// config file; serialised into capture headers (without secrets) so a replay rebuilds it.
@@ -26,12 +27,48 @@ pub struct Config {
     pub max_websocket_message_size: usize,
     /// Seconds a client has to complete the HTTP upgrade before the connection is dropped.
     pub http_handshake_timeout: u64,
+    /// The SIP side.
+    pub sip: SipConfig,
     /// TLS for the web listener (wss). `None` serves plain ws. Never serialised.
     #[serde(skip)]
     pub tls: Option<TlsConfig>,
     /// Record a capture of every input and output (see `capture`).
     #[serde(skip)]
     pub capture: bool,
+}
+
+/// SIP options. Names follow SylkServer (`outbound_sip_proxy`) and Janus (`register_ttl`)
+/// where they exist.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SipConfig {
+    /// Where the SIP UDP socket and TCP listener are bound (`--sip-listen`).
+    pub listen: SocketAddr,
+    /// Host (and optional port) put in Via and Contact, when it differs from the bound address
+    /// (NAT, 0.0.0.0). The runtime fills it in for a wildcard `listen` when not configured.
+    pub advertised_address: Option<String>,
+    /// `host[:port][;transport=udp|tcp|tls]`: every out-of-dialog request goes there (loose
+    /// route), instead of to the domain of its Request-URI.
+    pub outbound_sip_proxy: Option<String>,
+    /// Seconds asked for in REGISTER (Janus' `register_ttl`).
+    pub register_ttl: u32,
+    /// `User-Agent` / `Server` when the account gives none.
+    pub user_agent: String,
+    /// Largest SIP message accepted (bytes), on every transport.
+    pub max_message_size: usize,
+}
+
+impl Default for SipConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 5060)),
+            advertised_address: None,
+            outbound_sip_proxy: None,
+            register_ttl: 600,
+            user_agent: concat!("sylkgw/", env!("CARGO_PKG_VERSION")).to_string(),
+            max_message_size: 64 * 1024,
+        }
+    }
 }
 
 /// PEM text of the server certificate chain and private key (they may be the same text, as in
@@ -60,6 +97,7 @@ impl Default for Config {
             max_http_header_size: 8 * 1024,
             max_websocket_message_size: 256 * 1024,
             http_handshake_timeout: 10,
+            sip: SipConfig::default(),
             tls: None,
             capture: false,
         }
@@ -142,6 +180,10 @@ fn parse_num<T: std::str::FromStr>(key: &str, value: &str, expected: &'static st
     value.parse().map_err(|_| ConfigError::BadValue { key: key.into(), value: value.into(), expected })
 }
 
+fn non_empty(v: &str) -> Option<String> {
+    (!v.is_empty()).then(|| v.to_string())
+}
+
 impl Config {
     /// Applies one config-file entry if it is a core option. Returns `Ok(false)` for keys that
     /// are not the core's (the runtime's own options), so the caller can try them.
@@ -159,6 +201,21 @@ impl Config {
             "max_http_header_size" => self.max_http_header_size = parse_num(k, v, "a size in bytes")?,
             "max_websocket_message_size" => self.max_websocket_message_size = parse_num(k, v, "a size in bytes")?,
             "http_handshake_timeout" => self.http_handshake_timeout = parse_num(k, v, "a number of seconds")?,
+            "sip_listen" => self.sip.listen = parse_num(k, v, "HOST:PORT")?,
+            "sip_advertised_address" => self.sip.advertised_address = non_empty(v),
+            "outbound_sip_proxy" => {
+                if let Some(p) = non_empty(v) {
+                    crate::sip::target::ProxySpec::parse(&p).map_err(|expected| ConfigError::BadValue {
+                        key: k.into(),
+                        value: v.into(),
+                        expected,
+                    })?;
+                }
+                self.sip.outbound_sip_proxy = non_empty(v);
+            }
+            "register_ttl" => self.sip.register_ttl = parse_num(k, v, "a number of seconds")?,
+            "sip_user_agent" => self.sip.user_agent = v.to_string(),
+            "max_sip_message_size" => self.sip.max_message_size = parse_num(k, v, "a size in bytes")?,
             _ => return Ok(false),
         }
         Ok(true)

@@ -3,7 +3,7 @@
 
 use crate::ids::{ConnId, Listener, SocketId};
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 /// Something that happened outside the core.
@@ -42,10 +42,55 @@ pub enum Input<'a> {
         /// Payload.
         data: &'a [u8],
     },
+    /// The runtime bound a UDP socket for the core (answering configuration or a request).
+    UdpBound {
+        /// Id the core will send from.
+        socket: SocketId,
+        /// What it is for.
+        purpose: UdpPurpose,
+        /// The address actually bound.
+        local: SocketAddr,
+    },
+    /// The answer to [`Output::Connect`].
+    Connected {
+        /// The id the core chose.
+        conn: ConnId,
+        /// `Ok` when the connection is up; the error text otherwise.
+        result: Result<(), String>,
+    },
+    /// The answer to [`Output::Resolve`].
+    Resolved {
+        /// The query id the core chose.
+        query: u64,
+        /// Addresses, or the error text.
+        result: Result<Vec<IpAddr>, String>,
+    },
     /// The process is stopping (SIGINT/SIGTERM): close every WebSocket with 1001 and accept no
     /// more. The runtime keeps driving until [`crate::Gateway::connection_count`] is 0 or its
     /// own grace period ends.
     Shutdown,
+}
+
+/// What a UDP socket is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum UdpPurpose {
+    /// The SIP socket (`sip.listen`).
+    Sip,
+}
+
+impl UdpPurpose {
+    /// Name in captures.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Sip => "sip",
+        }
+    }
+
+    /// Inverse of [`UdpPurpose::name`].
+    pub fn from_name(s: &str) -> Option<Self> {
+        (s == "sip").then_some(Self::Sip)
+    }
 }
 
 /// A UDP datagram to send.
@@ -77,6 +122,23 @@ pub enum Output {
     },
     /// Send a datagram.
     Datagram(Transmit),
+    /// Open a TCP connection to `to` and call it `conn` (the id has
+    /// [`crate::sip::transport::OUTGOING_CONN_BIT`] set, so it never collides with accepted
+    /// ones); answer with [`Input::Connected`], then deliver its bytes as
+    /// [`Input::StreamData`].
+    Connect {
+        /// The id the core chose.
+        conn: ConnId,
+        /// Where to.
+        to: SocketAddr,
+    },
+    /// Resolve `name` to addresses (A and AAAA); answer with [`Input::Resolved`].
+    Resolve {
+        /// Query id the core chose.
+        query: u64,
+        /// Host name.
+        name: String,
+    },
     /// Nothing more to do now: call `handle_input(Input::Timeout)` at this instant, or earlier
     /// with any other input. [`crate::Gateway::last_timeout_reason`] says why.
     Timeout(Instant),
@@ -96,6 +158,8 @@ pub enum TimeoutReason {
     WsPong,
     /// Waiting for the peer's half of the close handshake.
     WsClose,
+    /// A SIP transaction, registration or connection timer.
+    Sip,
 }
 
 impl TimeoutReason {
@@ -107,6 +171,7 @@ impl TimeoutReason {
             Self::WsPing => "ws-ping",
             Self::WsPong => "ws-pong",
             Self::WsClose => "ws-close",
+            Self::Sip => "sip",
         }
     }
 }

@@ -10,13 +10,20 @@ use std::fs::File;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Default web listener.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:10888";
 
 /// How long a stopping process waits for WebSockets to finish their close handshake.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+
+/// How long a connection the core closed (`Output::StreamClose`) may take to accept its last
+/// bytes before its socket is dropped.
+pub const CLOSE_LINGER: Duration = Duration::from_secs(5);
+
+/// How long to wait before accepting again after a resource error (EMFILE, ENOBUFS, ...).
+pub const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 
 /// sylkgw: a WebRTC-to-SIP gateway speaking SylkServer's sylkRTC protocol on
 /// ws(s)://HOST:PORT/webrtcgateway/ws.
@@ -39,12 +46,29 @@ pub struct Args {
     /// worker thread: FILE.N when there are several)
     #[argh(option)]
     pub capture: Option<PathBuf>,
+    /// SIP UDP socket and TCP listener (default 0.0.0.0:5060; with several workers, worker N
+    /// uses PORT+N)
+    #[argh(option)]
+    pub sip_listen: Option<SocketAddr>,
+    /// host[:port] put in Via and Contact instead of the bound address (NAT, 0.0.0.0)
+    #[argh(option)]
+    pub sip_advertised_address: Option<String>,
+    /// send every out-of-dialog SIP request to host[:port][;transport=udp|tcp|tls]
+    /// (SylkServer's outbound_sip_proxy)
+    #[argh(option)]
+    pub outbound_proxy: Option<String>,
     /// worker threads, each with its own core (sylkgw only; default: number of cores)
     #[argh(option)]
     pub threads: Option<usize>,
     /// more logging: -v debug, -vv trace (RUST_LOG overrides)
     #[argh(switch, short = 'v')]
     pub verbose: u8,
+}
+
+/// The command line of the running process (prints help or an error and exits if it is not
+/// valid).
+pub fn args() -> Args {
+    argh::from_env()
 }
 
 /// Everything a runtime needs to start.
@@ -106,6 +130,22 @@ pub fn load(args: &Args) -> Result<Settings, String> {
         _ => return Err("TLS needs both a certificate and a key (--tls-cert and --tls-key)".into()),
     };
     core.capture = args.capture.is_some();
+    if let Some(l) = args.sip_listen {
+        core.sip.listen = l;
+    }
+    if let Some(a) = &args.sip_advertised_address {
+        core.sip.advertised_address = Some(a.clone());
+    }
+    if let Some(p) = &args.outbound_proxy {
+        crate::sip::target::ProxySpec::parse(p).map_err(|e| format!("--outbound-proxy {p:?}: expected {e}"))?;
+        core.sip.outbound_sip_proxy = Some(p.clone());
+    }
+    if core.sip.advertised_address.is_none() && core.sip.listen.ip().is_unspecified() {
+        // Bound to every address: advertise the host's own (the first non-loopback one).
+        let ip = host_address(core.sip.listen.is_ipv6());
+        log::info!("SIP listens on {}; advertising {ip}", core.sip.listen);
+        core.sip.advertised_address = Some(if ip.is_ipv6() { format!("[{ip}]") } else { ip.to_string() });
+    }
     Ok(Settings {
         listen: args.listen.or(listen).unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("valid default")),
         threads: args.threads.or(threads),
@@ -118,6 +158,47 @@ fn read(path: &Path) -> Result<Vec<u8>, String> {
     std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))
 }
 
+/// The host's first non-loopback address of the family (loopback when there is none, as in a
+/// test's network namespace).
+pub fn host_address(v6: bool) -> std::net::IpAddr {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+    let fallback = if v6 { IpAddr::V6(Ipv6Addr::LOCALHOST) } else { IpAddr::V4(Ipv4Addr::LOCALHOST) };
+    let mut found = None;
+    // SAFETY: getifaddrs fills a linked list we only read and then free with freeifaddrs.
+    #[allow(unsafe_code)]
+    unsafe {
+        let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
+        if libc::getifaddrs(&mut head) != 0 {
+            return fallback;
+        }
+        let mut cur = head;
+        while !cur.is_null() && found.is_none() {
+            let ifa = &*cur;
+            let up = ifa.ifa_flags & (libc::IFF_UP as u32) != 0;
+            let lo = ifa.ifa_flags & (libc::IFF_LOOPBACK as u32) != 0;
+            if up && !lo && !ifa.ifa_addr.is_null() {
+                match (i32::from((*ifa.ifa_addr).sa_family), v6) {
+                    (libc::AF_INET, false) => {
+                        let sin = &*(ifa.ifa_addr as *const libc::sockaddr_in);
+                        found = Some(IpAddr::V4(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr))));
+                    }
+                    (libc::AF_INET6, true) => {
+                        let sin6 = &*(ifa.ifa_addr as *const libc::sockaddr_in6);
+                        let ip = Ipv6Addr::from(sin6.sin6_addr.s6_addr);
+                        if (ip.segments()[0] & 0xffc0) != 0xfe80 {
+                            found = Some(IpAddr::V6(ip));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            cur = ifa.ifa_next;
+        }
+        libc::freeifaddrs(head);
+    }
+    found.unwrap_or(fallback)
+}
+
 /// Starts logging to stderr: info by default, debug with `-v`, trace with `-vv`; `RUST_LOG`
 /// overrides.
 pub fn init_logging(verbose: u8) {
@@ -127,6 +208,46 @@ pub fn init_logging(verbose: u8) {
         _ => "trace",
     };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level)).format_timestamp_millis().init();
+}
+
+/// Prints `sylkgw: MSG` to stderr and exits the process with `code` (2: bad command line,
+/// configuration or files; 1: failed while running).
+pub fn fatal(code: i32, msg: impl std::fmt::Display) -> ! {
+    eprintln!("sylkgw: {msg}");
+    std::process::exit(code)
+}
+
+/// The line logged once the web listener is bound: `listening on ws://ADDR/webrtcgateway/ws`
+/// (`wss://` with TLS). Tests and scripts look for it to learn the bound address.
+pub fn listening_line(addr: SocketAddr, tls: bool) -> String {
+    let scheme = if tls { "wss" } else { "ws" };
+    format!("listening on {scheme}://{addr}/webrtcgateway/ws")
+}
+
+/// Watches for a busy loop: counts consecutive `Input::Timeout` wake-ups that produced nothing
+/// but a Timeout and left a deadline that is already due, and warns once when the count reaches
+/// [`BusyGuard::WARN_AT`].
+#[derive(Debug, Default)]
+pub struct BusyGuard {
+    count: u32,
+}
+
+impl BusyGuard {
+    /// Consecutive no-op wake-ups with a deadline already due before the warning.
+    pub const WARN_AT: u32 = 1000;
+
+    /// Records one `Input::Timeout` fed at `now` and its drain: `output` is whether anything but
+    /// a Timeout came out, `deadline` the Timeout it ended with.
+    pub fn record(&mut self, gw: &crate::Gateway, now: Instant, output: bool, deadline: Instant) {
+        if !output && deadline <= now {
+            self.count += 1;
+            if self.count == Self::WARN_AT {
+                log::warn!("busy loop: {} timeouts in a row did nothing ({})", Self::WARN_AT, gw.last_timeout_reason());
+            }
+        } else {
+            self.count = 0;
+        }
+    }
 }
 
 /// 32 bytes from the operating system's CSPRNG (through rustls' aws-lc-rs provider).
@@ -201,5 +322,13 @@ mod tests {
         let args = Args { tls_cert: Some(dir.join("c.pem")), ..Args::default() };
         assert!(load(&args).unwrap_err().contains("both"));
         assert_eq!(capture_path(Path::new("x.cap"), 2, 4), PathBuf::from("x.cap.2"));
+    }
+
+    #[test]
+    fn listening() {
+        let addr: SocketAddr = "127.0.0.1:4321".parse().unwrap();
+        assert_eq!(listening_line(addr, false), "listening on ws://127.0.0.1:4321/webrtcgateway/ws");
+        let addr: SocketAddr = "[::1]:99".parse().unwrap();
+        assert_eq!(listening_line(addr, true), "listening on wss://[::1]:99/webrtcgateway/ws");
     }
 }

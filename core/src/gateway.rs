@@ -2,14 +2,18 @@
 //! output queue. Each stream connection is a pipeline: TLS (optional) → HTTP upgrade →
 //! WebSocket → sylkRTC client.
 
-use crate::api::Event;
+use crate::api::{AccountEvent, Event, RegistrationState};
 use crate::capture::Recorder;
-use crate::client::Client;
+use crate::client::{Client, SipCtx};
 use crate::config::{Config, ConfigError};
+use crate::drive::UdpPurpose;
 use crate::drive::{Input, Output, TimeoutReason};
 use crate::http::upgrade::{self, Decision, Head, Response};
-use crate::ids::{ConnId, Listener};
+use crate::ids::{ConnId, Listener, SocketId};
 use crate::rng::Rng;
+use crate::sip::registration::RegState;
+use crate::sip::stack::{RegId, SipEvent, SipOutput, SipStack};
+use crate::sip::transport::TransportOut;
 use crate::time::{Clock, TimerTable};
 use crate::transport::tls::{self, TlsStream};
 use crate::ws::conn::{WsConn, WsEnd, WsEvent};
@@ -39,9 +43,13 @@ pub struct Gateway {
     tls: Option<Arc<rustls::ServerConfig>>,
     clock: Clock,
     now: Instant,
-    #[allow(dead_code)] // drawn from by the SIP layer; constructed here so the seed is pinned
     rng: Rng,
     conns: BTreeMap<ConnId, Conn>,
+    sip: SipStack,
+    /// The SIP UDP socket, once bound.
+    sip_udp: Option<SocketId>,
+    /// Which connection and account each registration belongs to.
+    regs: BTreeMap<RegId, (ConnId, String)>,
     timers: TimerTable<TimerKey>,
     out: VecDeque<Output>,
     recorder: Option<Recorder>,
@@ -60,6 +68,12 @@ pub struct Stats {
     pub accounts: usize,
     /// Armed timers.
     pub timers: usize,
+    /// SIP transactions in flight.
+    pub sip_transactions: usize,
+    /// SIP registrations alive.
+    pub sip_registrations: usize,
+    /// SIP stream connections.
+    pub sip_flows: usize,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -119,7 +133,15 @@ impl Gateway {
     /// `unix_time + (now' - now)`); `seed` is the only randomness it will ever use.
     pub fn new(config: Config, seed: [u8; 32], now: Instant, unix_time: Duration) -> Result<Self, ConfigError> {
         let tls = config.tls.as_ref().map(tls::server_config).transpose()?;
+        if let Some(p) = &config.sip.outbound_sip_proxy {
+            crate::sip::target::ProxySpec::parse(p).map_err(|expected| ConfigError::BadValue {
+                key: "outbound_sip_proxy".into(),
+                value: p.clone(),
+                expected,
+            })?;
+        }
         let recorder = config.capture.then(|| Recorder::new(now, &seed, unix_time, &config));
+        let sip = SipStack::new(config.sip.clone());
         Ok(Self {
             config,
             tls,
@@ -127,6 +149,9 @@ impl Gateway {
             now,
             rng: Rng::new(seed),
             conns: BTreeMap::new(),
+            sip,
+            sip_udp: None,
+            regs: BTreeMap::new(),
             timers: TimerTable::default(),
             out: VecDeque::new(),
             recorder,
@@ -143,15 +168,80 @@ impl Gateway {
         if let Some(rec) = &mut self.recorder {
             rec.input(self.now, &input);
         }
+        let now = self.now;
         match input {
-            Input::Timeout => self.handle_timeout(),
+            Input::Timeout => {
+                self.handle_timeout();
+                self.sip.handle_timeout(now, &mut self.rng);
+            }
+            Input::Accepted { conn, listener: Listener::SipTcp, peer } => self.sip.handle_accepted(conn, peer, now),
             Input::Accepted { conn, listener, peer } => self.accept(conn, listener, peer),
+            Input::StreamData { conn, data } if self.sip.owns_conn(conn) => {
+                if let Some(rec) = &mut self.recorder {
+                    rec.stream_in(now, conn, data);
+                }
+                self.sip.handle_stream_data(conn, data, now, &mut self.rng)
+            }
             Input::StreamData { conn, data } => self.stream_data(conn, data),
+            Input::StreamClosed { conn } if self.sip.owns_conn(conn) => {
+                self.sip.handle_closed(conn, now, &mut self.rng)
+            }
             Input::StreamClosed { conn } => self.stream_closed(conn),
+            Input::Datagram { socket, from, data } if Some(socket) == self.sip_udp => {
+                self.sip.handle_datagram(from, data, now, &mut self.rng)
+            }
             Input::Datagram { socket, from, data } => {
                 log::debug!("{socket}: {} bytes from {from} on a socket nothing uses", data.len());
             }
+            Input::UdpBound { socket, purpose: UdpPurpose::Sip, local } => {
+                log::info!("SIP on udp {local}");
+                self.sip_udp = Some(socket);
+                self.sip.set_udp_socket(socket, local);
+            }
+            Input::Connected { conn, result } => {
+                if let Err(e) = &result {
+                    log::info!("{conn}: connect failed: {e}");
+                }
+                self.sip.handle_connected(conn, result.is_ok(), now, &mut self.rng)
+            }
+            Input::Resolved { query, result } => self.sip.handle_resolved(query, result, now, &mut self.rng),
             Input::Shutdown => self.shutdown(),
+        }
+        self.drain_sip();
+    }
+
+    /// Moves the SIP stack's outputs to ours and its events to the connections they concern.
+    fn drain_sip(&mut self) {
+        while let Some(o) = self.sip.poll_output() {
+            let out = match o {
+                SipOutput::Transport(TransportOut::Datagram { socket, to, payload }) => {
+                    Output::Datagram(crate::drive::Transmit { socket, to, payload })
+                }
+                SipOutput::Transport(TransportOut::Connect { conn, to }) => Output::Connect { conn, to },
+                SipOutput::Transport(TransportOut::Write { conn, data }) => Output::StreamWrite { conn, data },
+                SipOutput::Transport(TransportOut::Close { conn }) => Output::StreamClose { conn },
+                SipOutput::Resolve { query, name } => Output::Resolve { query, name },
+            };
+            if let Some(rec) = &mut self.recorder {
+                rec.output(self.now, &out);
+            }
+            self.out.push_back(out);
+        }
+        while let Some(ev) = self.sip.poll_event() {
+            match ev {
+                SipEvent::Registration { id, state } => {
+                    let Some((conn, account)) = self.regs.get(&id).cloned() else { continue };
+                    let state = match state {
+                        RegState::Registering => RegistrationState::Registering,
+                        RegState::Registered => RegistrationState::Registered,
+                        RegState::Failed(reason) => RegistrationState::Failed { reason },
+                        RegState::Unregistered => continue,
+                    };
+                    let event = Event::Account { account, event: AccountEvent::Registration(state) };
+                    self.send_event(conn, &event);
+                    self.flush(conn);
+                }
+            }
         }
     }
 
@@ -160,9 +250,18 @@ impl Gateway {
         if let Some(o) = self.out.pop_front() {
             return o;
         }
-        let (at, reason) = match self.timers.next() {
-            Some((at, TimerKey::Conn(_, t))) => (at, t.reason()),
-            None => (self.clock.start + IDLE, TimeoutReason::Idle),
+        let web = self.timers.next().map(|(at, TimerKey::Conn(_, t))| (at, t.reason()));
+        let sip = self.sip.next_deadline().map(|at| (at, TimeoutReason::Sip));
+        let (at, reason) = match (web, sip) {
+            (Some(w), Some(s)) => {
+                if s.0 < w.0 {
+                    s
+                } else {
+                    w
+                }
+            }
+            (Some(x), None) | (None, Some(x)) => x,
+            (None, None) => (self.clock.start + IDLE, TimeoutReason::Idle),
         };
         self.last_reason = reason;
         if let Some(rec) = &mut self.recorder {
@@ -176,6 +275,11 @@ impl Gateway {
         self.last_reason
     }
 
+    /// The configured SIP address the runtime must bind (UDP socket and TCP listener).
+    pub fn sip_listen(&self) -> SocketAddr {
+        self.config.sip.listen
+    }
+
     /// Live stream connections (during shutdown the runtime waits for this to reach 0).
     pub fn connection_count(&self) -> usize {
         self.conns.len()
@@ -183,7 +287,15 @@ impl Gateway {
 
     /// Sizes of the core's tables.
     pub fn stats(&self) -> Stats {
-        let mut s = Stats { connections: self.conns.len(), timers: self.timers.len(), ..Stats::default() };
+        let (sip_transactions, sip_registrations, sip_flows) = self.sip.sizes();
+        let mut s = Stats {
+            connections: self.conns.len(),
+            timers: self.timers.len(),
+            sip_transactions,
+            sip_registrations,
+            sip_flows,
+            ..Stats::default()
+        };
         for c in self.conns.values() {
             if let Phase::Ws(ws) = &c.phase {
                 s.websockets += 1;
@@ -354,7 +466,14 @@ impl Gateway {
                         continue;
                     }
                     let mut events = Vec::new();
-                    session.client.handle_text(&text, &self.config, &mut events);
+                    let mut ctx = SipCtx {
+                        sip: &mut self.sip,
+                        rng: &mut self.rng,
+                        now: self.now,
+                        conn: id,
+                        regs: &mut self.regs,
+                    };
+                    session.client.handle_text(&text, &self.config, &mut ctx, &mut events);
                     for e in &events {
                         self.send_event(id, e);
                     }
@@ -462,10 +581,14 @@ impl Gateway {
     /// Drops everything `id` owned. Nothing more is emitted for it.
     fn forget(&mut self, id: ConnId) {
         if let Some(conn) = self.conns.remove(&id) {
-            if let Phase::Ws(s) = &conn.phase {
+            if let Phase::Ws(mut s) = conn.phase {
                 if s.client.account_count() > 0 {
                     log::info!("{id}: connection gone; {} account(s) removed", s.client.account_count());
                 }
+                // Registrations end with the connection that made them (Expires: 0).
+                let mut ctx =
+                    SipCtx { sip: &mut self.sip, rng: &mut self.rng, now: self.now, conn: id, regs: &mut self.regs };
+                s.client.release(&mut ctx);
             }
         }
         self.timers.stop_where(|TimerKey::Conn(c, _)| *c == id);

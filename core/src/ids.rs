@@ -17,6 +17,8 @@ pub struct SocketId(pub u32);
 pub enum Listener {
     /// The web listener: HTTP, WebSocket upgrade on `/webrtcgateway/ws` (TLS when configured).
     Web,
+    /// The SIP TCP listener (`sip.listen`).
+    SipTcp,
 }
 
 impl fmt::Display for ConnId {
@@ -36,6 +38,7 @@ impl Listener {
     pub fn name(self) -> &'static str {
         match self {
             Self::Web => "web",
+            Self::SipTcp => "sip-tcp",
         }
     }
 
@@ -43,6 +46,7 @@ impl Listener {
     pub fn from_name(name: &str) -> Option<Self> {
         match name {
             "web" => Some(Self::Web),
+            "sip-tcp" => Some(Self::SipTcp),
             _ => None,
         }
     }

@@ -47,6 +47,8 @@
 //!             Output::StreamWrite { conn, data } => { /* write `data` to the socket of `conn` */ }
 //!             Output::StreamClose { conn } => { /* flush, then close the socket of `conn` */ }
 //!             Output::Datagram(t) => { /* send t.payload from socket t.socket to t.to */ }
+//!             Output::Connect { conn, to } => { /* connect; answer with Input::Connected */ }
+//!             Output::Resolve { query, name } => { /* resolve; answer with Input::Resolved */ }
 //!             Output::Timeout(at) => return at,
 //!         }
 //!     }
@@ -58,7 +60,7 @@
 //! over memory) · `transport` (in-memory duplex, TLS) · `client` and `account` (one connection's
 //! sylkRTC state) · `gateway` (routing, timers, outputs) · `capture` (record and replay).
 
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)] // one audited exception: `driver::host_address` (getifaddrs)
 
 pub mod account;
 pub mod api;
@@ -71,6 +73,7 @@ pub mod gateway;
 pub mod http;
 pub mod ids;
 pub mod rng;
+pub mod sip;
 pub mod time;
 pub mod transport;
 pub mod ws;
@@ -82,6 +85,6 @@ pub mod driver;
 pub mod test_exports;
 
 pub use config::{Config, ConfigError, TlsConfig};
-pub use drive::{Input, Output, TimeoutReason, Transmit};
+pub use drive::{Input, Output, TimeoutReason, Transmit, UdpPurpose};
 pub use gateway::{Gateway, Stats};
 pub use ids::{ConnId, Listener, SocketId};

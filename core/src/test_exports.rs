@@ -22,8 +22,18 @@ pub fn fuzz_sylkrtc_request(data: &[u8]) {
     for dialect in [api::Dialect::V1, api::Dialect::V2] {
         let mut client = crate::client::Client::new(dialect);
         let mut out = Vec::new();
-        client.handle_text(text, &config, &mut out);
-        client.handle_text(text, &config, &mut out);
+        let mut sip = crate::sip::stack::SipStack::new(config.sip.clone());
+        let mut rng = crate::rng::Rng::new([2; 32]);
+        let mut regs = std::collections::BTreeMap::new();
+        let mut ctx = crate::client::SipCtx {
+            sip: &mut sip,
+            rng: &mut rng,
+            now: Instant::now(),
+            conn: ConnId(1),
+            regs: &mut regs,
+        };
+        client.handle_text(text, &config, &mut ctx, &mut out);
+        client.handle_text(text, &config, &mut ctx, &mut out);
         for e in &out {
             let _ = dialect.encode(e);
         }
@@ -91,4 +101,83 @@ pub fn fuzz_capture(data: &[u8]) {
 /// A masked client text frame, for tests that speak WebSocket to the core directly.
 pub fn client_text_frame(text: &str) -> Vec<u8> {
     client_frame(&FrameOut::Text(text.to_string()))
+}
+
+/// Fuzz body: any bytes as one SIP datagram. Checks that parsing and every typed view never
+/// panic, that printing is stable (print → parse → print gives the same bytes), and that the
+/// typed views print to text that parses back to the same value.
+pub fn fuzz_sip_message(data: &[u8]) {
+    use crate::sip::message::{CSeq, ContactList, NameAddr, SipMessage, Via};
+    use crate::sip::parse::{parse_message, parse_message_with, validate_request, validate_response, ParseOptions};
+    use crate::sip::uri::Uri;
+
+    let Ok(msg) = parse_message(data) else {
+        let _ = parse_message_with(data, &ParseOptions { any_version: true, ..ParseOptions::default() });
+        return;
+    };
+    match &msg {
+        SipMessage::Request(r) => {
+            let _ = validate_request(r);
+            let uri: Uri = r.uri.to_string().parse().expect("a printed Request-URI parses");
+            assert_eq!(uri, r.uri, "Request-URI does not survive printing");
+        }
+        SipMessage::Response(r) => {
+            let _ = validate_response(r);
+        }
+    }
+    let h = msg.headers();
+    let _ = (h.top_via(), h.call_id(), h.max_forwards(), h.expires(), h.min_expires(), h.content_length());
+    for via in h.vias().unwrap_or_default() {
+        assert_eq!(Via::parse(via.to_string().as_bytes()).as_ref(), Ok(&via), "Via does not survive printing");
+        let _ = (via.branch(), via.received_ip(), via.rport());
+    }
+    let mut addrs: Vec<NameAddr> = [h.from_header(), h.to_header()].into_iter().flatten().collect();
+    addrs.extend(h.routes().unwrap_or_default());
+    addrs.extend(h.record_routes().unwrap_or_default());
+    if let Ok(ContactList::Bindings(list)) = h.contacts() {
+        addrs.extend(list);
+    }
+    for a in addrs {
+        assert_eq!(NameAddr::parse(a.to_string().as_bytes()).as_ref(), Ok(&a), "name-addr does not survive printing");
+        let _ = (a.tag(), a.expires(), a.uri.equivalent(&a.uri));
+    }
+    if let Ok(cseq) = h.cseq() {
+        assert_eq!(CSeq::parse(cseq.to_string().as_bytes()).as_ref(), Ok(&cseq));
+    }
+    let printed = msg.to_bytes();
+    let reparsed = parse_message(&printed).expect("a printed message parses");
+    assert_eq!(reparsed.to_bytes(), printed, "printing is not stable");
+    assert_eq!(reparsed.body(), msg.body(), "the body changed");
+}
+
+/// Fuzz body: the first byte picks a chunking, the rest is a TCP byte stream. Checks that the
+/// framer never panics and that the messages and errors it finds do not depend on how the
+/// stream was cut into reads (keep-alives may: a split CRLFCRLF reads as pong then ping).
+pub fn fuzz_sip_stream(data: &[u8]) {
+    use crate::sip::framing::{Framed, FramingError, StreamFramer};
+
+    let Some((&mode, stream)) = data.split_first() else { return };
+    let keep = |r: &Result<Framed, FramingError>| !matches!(r, Ok(Framed::KeepAlivePing | Framed::KeepAlivePong));
+    let mut whole = StreamFramer::new(2048);
+    whole.push(stream);
+    let expected: Vec<_> = std::iter::from_fn(|| whole.next()).filter(keep).collect();
+
+    let mut chunked = StreamFramer::new(2048);
+    let mut got = Vec::new();
+    let mut rest = stream;
+    let mut k = usize::from(mode);
+    while !rest.is_empty() {
+        let n = if mode & 1 == 1 { 1 } else { 1 + (k * 31 + 7) % 97 };
+        let (chunk, tail) = rest.split_at(n.min(rest.len()));
+        chunked.push(chunk);
+        got.extend(std::iter::from_fn(|| chunked.next()).filter(keep));
+        rest = tail;
+        k += 1;
+    }
+    assert_eq!(got, expected, "framing depends on how the stream is cut");
+    for item in expected {
+        if let Ok(Framed::Message(bytes)) = item {
+            let _ = crate::sip::parse::parse_message(&bytes);
+        }
+    }
 }

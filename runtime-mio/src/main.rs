@@ -9,80 +9,88 @@
 //!   Reading pauses while [`HIGH_WATER`] bytes or more are queued (a peer that sends but does
 //!   not read cannot grow the queue without bound).
 //! - A connection the core closed gets [`CLOSE_LINGER`] to take its last bytes, then is dropped.
-//! - Tokens: 0 the listener, 1 the signal pipe, any other token is a connection and equals its
-//!   [`ConnId`] (ids start at 2 and are never reused).
+//! - Tokens: 0 the web listener, 1 the signal pipe, 2 the SIP UDP socket, 3 the SIP TCP
+//!   listener, 4 the name-resolution waker; any other token is a connection and equals its
+//!   [`ConnId`] (accepted ids start at 16 and are never reused; ids of connections the core
+//!   opens have the high bit set).
+//! - Name resolution (`Output::Resolve`) blocks in `getaddrinfo`, so each query runs on a
+//!   short-lived thread that reports back through a channel and the waker.
 //! - Every `handle_input` is followed by a drain (`poll_output` until `Output::Timeout`) whose
 //!   outputs are carried out in order; the poll timeout is the last `Output::Timeout` deadline.
 //! - A connection the core closed (`Output::StreamClose`) is never mentioned to it again; one
 //!   that failed or hit EOF is reported once with `Input::StreamClosed`, after the current drain.
 
-use mio::net::{TcpListener, TcpStream};
-use mio::{Events, Interest, Poll, Token};
+use mio::net::{TcpListener, TcpStream, UdpSocket};
+use mio::{Events, Interest, Poll, Token, Waker};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, ErrorKind, Read, Write};
-use std::net::Shutdown;
-use std::process::ExitCode;
-use std::time::{Duration, Instant};
-use sylkgw_core::driver::{self, CaptureFile};
-use sylkgw_core::{ConnId, Gateway, Input, Listener, Output};
+use std::net::{IpAddr, Shutdown, SocketAddr, ToSocketAddrs};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::Instant;
+use sylkgw_core::driver::{self, BusyGuard, CaptureFile, ACCEPT_RETRY, CLOSE_LINGER};
+use sylkgw_core::{ConnId, Gateway, Input, Listener, Output, SocketId, UdpPurpose};
 
 const LISTENER: Token = Token(0);
 const SIGNALS: Token = Token(1);
+const SIP_UDP: Token = Token(2);
+const SIP_TCP: Token = Token(3);
+const WAKER: Token = Token(4);
 /// The first connection id (and token).
-const FIRST_CONN: u64 = 2;
+const FIRST_CONN: u64 = 16;
+/// The SIP socket's id towards the core.
+const SIP_SOCKET: SocketId = SocketId(0);
 /// Size of the one read buffer shared by all connections.
 const READ_BUF: usize = 64 * 1024;
-/// Consecutive no-op Timeout wake-ups with a deadline already due before we warn of a busy loop.
-const BUSY_WARN: u32 = 1000;
-/// How long to wait before accepting again after a resource error (EMFILE, ENOBUFS, ...).
-const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 /// Queued bytes at which a connection stops being read until the peer takes some.
 const HIGH_WATER: usize = 256 * 1024;
-/// How long a connection the core closed may take to accept its last bytes.
-const CLOSE_LINGER: Duration = Duration::from_secs(5);
 
-fn main() -> ExitCode {
-    let args: driver::Args = argh::from_env();
+fn main() {
+    let args = driver::args();
     driver::init_logging(args.verbose);
     let settings = match driver::load(&args) {
-        Ok(s) if s.threads.is_some_and(|t| t != 1) => return fail(2, "sylkgw-mio runs one thread"),
+        Ok(s) if s.threads.is_some_and(|t| t != 1) => driver::fatal(2, "sylkgw-mio runs one thread"),
         Ok(s) => s,
-        Err(e) => return fail(2, &e),
+        Err(e) => driver::fatal(2, e),
     };
-    let scheme = if settings.core.tls.is_some() { "wss" } else { "ws" };
-    let capture = match settings.capture.as_deref().map(CaptureFile::create).transpose() {
-        Ok(c) => c,
-        Err(e) => return fail(2, &e),
-    };
-    let gw = match Gateway::new(settings.core, driver::os_seed(), Instant::now(), driver::unix_time()) {
-        Ok(gw) => gw,
-        Err(e) => return fail(2, &e.to_string()),
-    };
-    match run(gw, capture, settings.listen, scheme) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => fail(1, &e.to_string()),
+    let tls = settings.core.tls.is_some();
+    let sip_listen = settings.core.sip.listen;
+    let capture =
+        settings.capture.as_deref().map(CaptureFile::create).transpose().unwrap_or_else(|e| driver::fatal(2, e));
+    let gw = Gateway::new(settings.core, driver::os_seed(), Instant::now(), driver::unix_time())
+        .unwrap_or_else(|e| driver::fatal(2, e));
+    if let Err(e) = run(gw, capture, settings.listen, sip_listen, tls) {
+        driver::fatal(1, e);
     }
 }
 
-fn fail(code: u8, msg: &str) -> ExitCode {
-    eprintln!("sylkgw: {msg}");
-    ExitCode::from(code)
-}
-
 /// Binds, then runs the loop until a signal-initiated shutdown completes or its grace ends.
-fn run(gw: Gateway, capture: Option<CaptureFile>, listen: std::net::SocketAddr, scheme: &str) -> io::Result<()> {
+fn run(gw: Gateway, capture: Option<CaptureFile>, listen: SocketAddr, sip: SocketAddr, tls: bool) -> io::Result<()> {
     let poll = Poll::new()?;
-    let mut listener = TcpListener::bind(listen).map_err(|e| io::Error::new(e.kind(), format!("{listen}: {e}")))?;
+    let named = |addr: SocketAddr| move |e: io::Error| io::Error::new(e.kind(), format!("{addr}: {e}"));
+    let mut listener = TcpListener::bind(listen).map_err(named(listen))?;
     poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
+    let mut sip_udp = UdpSocket::bind(sip).map_err(named(sip))?;
+    poll.registry().register(&mut sip_udp, SIP_UDP, Interest::READABLE)?;
+    let sip_local = sip_udp.local_addr()?;
+    let mut sip_tcp = TcpListener::bind(sip_local).map_err(named(sip_local))?;
+    poll.registry().register(&mut sip_tcp, SIP_TCP, Interest::READABLE)?;
+    let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+    let (resolved_tx, resolved_rx) = mpsc::channel();
     let mut signals = Signals::new([SIGINT, SIGTERM])?;
     poll.registry().register(&mut signals, SIGNALS, Interest::READABLE)?;
-    log::info!("listening on {scheme}://{}/webrtcgateway/ws", listener.local_addr()?);
+    log::info!("{}", driver::listening_line(listener.local_addr()?, tls));
 
     let mut rt = Runtime {
         poll,
         listener: Some(listener),
+        sip_udp,
+        sip_tcp: Some(sip_tcp),
+        waker,
+        resolved_tx,
+        resolved_rx,
         deadline: Instant::now(),
         gw,
         capture,
@@ -91,10 +99,12 @@ fn run(gw: Gateway, capture: Option<CaptureFile>, listen: std::net::SocketAddr, 
         lingering: VecDeque::new(),
         buf: vec![0; READ_BUF].into_boxed_slice(),
         next_id: FIRST_CONN,
-        busy: 0,
+        busy: BusyGuard::default(),
         accept_retry: None,
     };
     rt.drain();
+    rt.feed(Input::UdpBound { socket: SIP_SOCKET, purpose: UdpPurpose::Sip, local: sip_local });
+    log::info!("SIP on {sip_local} (udp, tcp)");
     let mut events = Events::with_capacity(1024);
     let mut grace: Option<Instant> = None;
     loop {
@@ -117,7 +127,10 @@ fn run(gw: Gateway, capture: Option<CaptureFile>, listen: std::net::SocketAddr, 
         }
         for event in &events {
             match event.token() {
-                LISTENER => rt.accept(),
+                LISTENER => rt.accept(Listener::Web),
+                SIP_TCP => rt.accept(Listener::SipTcp),
+                SIP_UDP => rt.receive_datagrams(),
+                WAKER => rt.resolved(),
                 SIGNALS => {
                     for signal in signals.pending() {
                         log::info!("{}", if signal == SIGINT { "SIGINT" } else { "SIGTERM" });
@@ -129,11 +142,17 @@ fn run(gw: Gateway, capture: Option<CaptureFile>, listen: std::net::SocketAddr, 
                         if let Some(mut l) = rt.listener.take() {
                             let _ = rt.poll.registry().deregister(&mut l);
                         }
+                        if let Some(mut l) = rt.sip_tcp.take() {
+                            let _ = rt.poll.registry().deregister(&mut l);
+                        }
                         rt.feed(Input::Shutdown);
                     }
                 }
                 Token(t) => {
                     let id = ConnId(t as u64);
+                    if rt.conns.get(&id).is_some_and(|c| c.connecting) {
+                        rt.connect_progress(id);
+                    }
                     if event.is_writable() || event.is_write_closed() || event.is_error() {
                         rt.flush(id);
                     }
@@ -146,7 +165,8 @@ fn run(gw: Gateway, capture: Option<CaptureFile>, listen: std::net::SocketAddr, 
         }
         if rt.accept_retry.is_some_and(|at| at <= Instant::now()) {
             rt.accept_retry = None;
-            rt.accept();
+            rt.accept(Listener::Web);
+            rt.accept(Listener::SipTcp);
             rt.settle();
         }
         while let Some(&(at, conn)) = rt.lingering.front() {
@@ -173,12 +193,20 @@ struct Conn {
     closing: bool,
     /// What it is registered for (see [`interest`]).
     interest: Interest,
+    /// An outgoing connection not yet established (`Output::Connect`).
+    connecting: bool,
 }
 
 struct Runtime {
     poll: Poll,
     /// `None` once shutting down.
     listener: Option<TcpListener>,
+    sip_udp: UdpSocket,
+    /// `None` once shutting down.
+    sip_tcp: Option<TcpListener>,
+    waker: Arc<Waker>,
+    resolved_tx: mpsc::Sender<(u64, Result<Vec<IpAddr>, String>)>,
+    resolved_rx: mpsc::Receiver<(u64, Result<Vec<IpAddr>, String>)>,
     gw: Gateway,
     capture: Option<CaptureFile>,
     /// The last `Output::Timeout`.
@@ -191,8 +219,8 @@ struct Runtime {
     /// The shared read buffer.
     buf: Box<[u8]>,
     next_id: u64,
-    /// Consecutive Timeout wake-ups that did nothing and left a deadline already due.
-    busy: u32,
+    /// Watches the Timeout wake-ups for a busy loop.
+    busy: BusyGuard,
     /// When to try accepting again after a resource error.
     accept_retry: Option<Instant>,
 }
@@ -231,7 +259,30 @@ impl Runtime {
                 }
                 Output::Datagram(t) => {
                     any = true;
-                    log::debug!("{}: no UDP sockets yet; dropped {} bytes to {}", t.socket, t.payload.len(), t.to);
+                    // UDP: a datagram the socket cannot take now is lost, as on the wire.
+                    if let Err(e) = self.sip_udp.send_to(&t.payload, t.to) {
+                        log::debug!("{}: send to {}: {e}", t.socket, t.to);
+                    }
+                }
+                Output::Connect { conn, to } => {
+                    any = true;
+                    self.connect(conn, to);
+                }
+                Output::Resolve { query, name } => {
+                    any = true;
+                    let (tx, waker) = (self.resolved_tx.clone(), Arc::clone(&self.waker));
+                    let spawned = std::thread::Builder::new().name("resolve".into()).spawn(move || {
+                        let result = (name.as_str(), 0)
+                            .to_socket_addrs()
+                            .map(|addrs| addrs.map(|a| a.ip()).collect::<Vec<_>>())
+                            .map_err(|e| e.to_string());
+                        let _ = tx.send((query, result));
+                        let _ = waker.wake();
+                    });
+                    if let Err(e) = spawned {
+                        let _ = self.resolved_tx.send((query, Err(e.to_string())));
+                        let _ = self.waker.wake();
+                    }
                 }
                 Output::Timeout(at) => {
                     self.deadline = at;
@@ -259,20 +310,87 @@ impl Runtime {
             return;
         }
         self.gw.handle_input(now, Input::Timeout);
-        if !self.drain() && self.deadline <= now {
-            self.busy += 1;
-            if self.busy == BUSY_WARN {
-                log::warn!("busy loop: {BUSY_WARN} timeouts in a row did nothing ({})", self.gw.last_timeout_reason());
+        let output = self.drain();
+        self.busy.record(&self.gw, now, output, self.deadline);
+    }
+
+    /// Starts connecting `conn` to `to`; the core hears `Input::Connected` once it is up.
+    fn connect(&mut self, conn: ConnId, to: SocketAddr) {
+        let mut stream = match TcpStream::connect(to) {
+            Ok(s) => s,
+            Err(e) => return self.connect_failed(conn, e.to_string()),
+        };
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        if let Err(e) = self.poll.registry().register(&mut stream, token(conn), interest) {
+            return self.connect_failed(conn, e.to_string());
+        }
+        self.conns.insert(conn, Conn { stream, queue: Vec::new(), closing: false, interest, connecting: true });
+    }
+
+    /// A readiness event on a connection still connecting: up, failed, or not yet.
+    fn connect_progress(&mut self, conn: ConnId) {
+        let Some(c) = self.conns.get_mut(&conn) else { return };
+        let failed = match c.stream.take_error() {
+            Ok(Some(e)) | Err(e) => Some(e.to_string()),
+            Ok(None) => match c.stream.peer_addr() {
+                Ok(_) => None,
+                Err(e) if e.kind() == ErrorKind::NotConnected => return,
+                Err(e) => Some(e.to_string()),
+            },
+        };
+        match failed {
+            Some(e) => {
+                let mut c = self.conns.remove(&conn).expect("present");
+                let _ = self.poll.registry().deregister(&mut c.stream);
+                self.connect_failed(conn, e);
             }
-        } else {
-            self.busy = 0;
+            None => {
+                c.connecting = false;
+                let _ = c.stream.set_nodelay(true);
+                self.feed(Input::Connected { conn, result: Ok(()) });
+            }
         }
     }
 
-    /// Accepts until `WouldBlock`.
-    fn accept(&mut self) {
+    fn connect_failed(&mut self, conn: ConnId, e: String) {
+        log::debug!("{conn}: connect failed: {e}");
+        self.feed(Input::Connected { conn, result: Err(e) });
+    }
+
+    /// Reads the SIP UDP socket until `WouldBlock`.
+    fn receive_datagrams(&mut self) {
+        let mut buf = std::mem::take(&mut self.buf);
         loop {
-            let accepted = match &self.listener {
+            match self.sip_udp.recv_from(&mut buf) {
+                Ok((n, from)) => {
+                    self.feed(Input::Datagram { socket: SIP_SOCKET, from, data: &buf[..n] });
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => {
+                    // ICMP errors of earlier sends surface here; they are not fatal.
+                    log::debug!("SIP udp: {e}");
+                }
+            }
+        }
+        self.buf = buf;
+    }
+
+    /// Answers finished name resolutions.
+    fn resolved(&mut self) {
+        while let Ok((query, result)) = self.resolved_rx.try_recv() {
+            self.feed(Input::Resolved { query, result });
+        }
+    }
+
+    /// Accepts on `which` until `WouldBlock`.
+    fn accept(&mut self, which: Listener) {
+        loop {
+            let listener = match which {
+                Listener::SipTcp => self.sip_tcp.as_ref(),
+                _ => self.listener.as_ref(),
+            };
+            let accepted = match listener {
                 Some(l) => l.accept(),
                 None => return,
             };
@@ -295,8 +413,9 @@ impl Runtime {
                 log::warn!("{conn}: cannot register {peer}: {e}");
                 continue;
             }
-            self.conns.insert(conn, Conn { stream, queue: Vec::new(), closing: false, interest: Interest::READABLE });
-            self.feed(Input::Accepted { conn, listener: Listener::Web, peer });
+            let c = Conn { stream, queue: Vec::new(), closing: false, interest: Interest::READABLE, connecting: false };
+            self.conns.insert(conn, c);
+            self.feed(Input::Accepted { conn, listener: which, peer });
         }
     }
 
@@ -336,6 +455,9 @@ impl Runtime {
     /// to; keeps the registration in line with [`interest`].
     fn flush(&mut self, conn: ConnId) {
         let Some(c) = self.conns.get_mut(&conn) else { return };
+        if c.connecting {
+            return; // queued until the connection is up
+        }
         if let Err(e) = write_out(&mut c.stream, &mut c.queue) {
             log::debug!("{conn}: write: {e}");
             return self.drop_conn(conn);
@@ -390,6 +512,9 @@ fn token(conn: ConnId) -> Token {
 /// `READABLE` unless closing or at [`HIGH_WATER`]; `WRITABLE` while bytes are queued. (A conn
 /// that is closing with nothing queued, or at high water with nothing queued, does not exist.)
 fn interest(c: &Conn) -> Interest {
+    if c.connecting {
+        return Interest::READABLE | Interest::WRITABLE;
+    }
     let readable = !c.closing && c.queue.len() < HIGH_WATER;
     match (readable, !c.queue.is_empty()) {
         (true, true) => Interest::READABLE | Interest::WRITABLE,

@@ -15,19 +15,24 @@
 //! - While a connection task writes, it does not read (backpressure on a peer that does not
 //!   read). A connection the core closed gets [`CLOSE_LINGER`] to take its last bytes, then its
 //!   task is aborted.
+//! - SIP: each worker binds its own UDP socket and TCP listener on the SIP address, worker N on
+//!   port + N, so that responses and in-dialog requests come back to the worker that owns the
+//!   registration or call (the core advertises its own port in Via and Contact). Connections the
+//!   core opens (`Output::Connect`) and name resolutions (`Output::Resolve`) run as tasks that
+//!   report back over the same event channel.
 //! - The main thread waits for SIGINT/SIGTERM, tells the workers through a watch channel, and
 //!   waits for them (each stops when its connections are gone or after the grace period).
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, ErrorKind};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroUsize;
-use std::process::ExitCode;
-use std::time::{Duration, Instant};
-use sylkgw_core::driver::{self, CaptureFile};
-use sylkgw_core::{ConnId, Gateway, Input, Listener, Output};
+use std::sync::Arc;
+use std::time::Instant;
+use sylkgw_core::driver::{self, BusyGuard, CaptureFile, ACCEPT_RETRY, CLOSE_LINGER};
+use sylkgw_core::{ConnId, Gateway, Input, Listener, Output, SocketId, UdpPurpose};
 use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream, UdpSocket};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::{mpsc, watch};
 use tokio::task::{AbortHandle, JoinSet};
@@ -36,56 +41,50 @@ use tokio::task::{AbortHandle, JoinSet};
 const READ_CHUNK: usize = 16 * 1024;
 /// Reads in flight from connection tasks to the core task, per worker (backpressure on readers).
 const EVENT_QUEUE: usize = 256;
-/// Consecutive no-op Timeout wake-ups with a deadline already due before we warn of a busy loop.
-const BUSY_WARN: u32 = 1000;
-/// How long to wait before accepting again after a resource error (EMFILE, ENOBUFS, ...).
-const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 /// Listen backlog of each worker's listener.
 const BACKLOG: u32 = 1024;
-/// How long a connection the core closed may take to accept its last bytes.
-const CLOSE_LINGER: Duration = Duration::from_secs(5);
+/// The SIP socket's id towards the core.
+const SIP_SOCKET: SocketId = SocketId(0);
+/// Largest datagram read.
+const DATAGRAM: usize = 64 * 1024;
 
-fn main() -> ExitCode {
-    let args: driver::Args = argh::from_env();
+fn main() {
+    let args = driver::args();
     driver::init_logging(args.verbose);
     let settings = match driver::load(&args) {
-        Ok(s) if s.threads == Some(0) => return fail(2, "--threads must be at least 1"),
+        Ok(s) if s.threads == Some(0) => driver::fatal(2, "--threads must be at least 1"),
         Ok(s) => s,
-        Err(e) => return fail(2, &e),
+        Err(e) => driver::fatal(2, e),
     };
     let workers = settings.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, NonZeroUsize::get));
     // One core per worker, built here so that a bad configuration stops us before we bind.
     let mut cores = Vec::with_capacity(workers);
     for index in 0..workers {
-        let gw = match Gateway::new(settings.core.clone(), driver::os_seed(), Instant::now(), driver::unix_time()) {
-            Ok(gw) => gw,
-            Err(e) => return fail(2, &e.to_string()),
-        };
-        let path = settings.capture.as_deref().map(|base| driver::capture_path(base, index, workers));
-        match path.as_deref().map(CaptureFile::create).transpose() {
-            Ok(capture) => cores.push((gw, capture)),
-            Err(e) => return fail(2, &e),
+        let mut config = settings.core.clone();
+        if config.sip.listen.port() != 0 {
+            let port = u16::try_from(usize::from(config.sip.listen.port()) + index)
+                .unwrap_or_else(|_| driver::fatal(2, "--sip-listen port + workers exceeds 65535"));
+            config.sip.listen.set_port(port);
         }
+        let gw = Gateway::new(config, driver::os_seed(), Instant::now(), driver::unix_time())
+            .unwrap_or_else(|e| driver::fatal(2, e));
+        let path = settings.capture.as_deref().map(|base| driver::capture_path(base, index, workers));
+        let capture = path.as_deref().map(CaptureFile::create).transpose().unwrap_or_else(|e| driver::fatal(2, e));
+        cores.push((gw, capture));
     }
-    let scheme = if settings.core.tls.is_some() { "wss" } else { "ws" };
+    let tls = settings.core.tls.is_some();
     let result = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .and_then(|rt| rt.block_on(serve(settings.listen, scheme, cores)));
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => fail(1, &e.to_string()),
+        .and_then(|rt| rt.block_on(serve(settings.listen, tls, cores)));
+    if let Err(e) = result {
+        driver::fatal(1, e);
     }
-}
-
-fn fail(code: u8, msg: &str) -> ExitCode {
-    eprintln!("sylkgw: {msg}");
-    ExitCode::from(code)
 }
 
 /// The main thread: binds, starts the workers, waits for a signal, stops the workers. A second
 /// signal returns at once (the process exits without waiting for the workers).
-async fn serve(listen: SocketAddr, scheme: &str, cores: Vec<(Gateway, Option<CaptureFile>)>) -> io::Result<()> {
+async fn serve(listen: SocketAddr, tls: bool, cores: Vec<(Gateway, Option<CaptureFile>)>) -> io::Result<()> {
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
     let listeners = bind(listen, cores.len())?;
@@ -103,7 +102,7 @@ async fn serve(listen: SocketAddr, scheme: &str, cores: Vec<(Gateway, Option<Cap
     }
     drop(alive_tx);
     log::debug!("{} worker(s)", handles.len());
-    log::info!("listening on {scheme}://{addr}/webrtcgateway/ws");
+    log::info!("{}", driver::listening_line(addr, tls));
     tokio::select! {
         () = signalled(&mut sigint, &mut sigterm) => {}
         _ = alive_rx.recv() => return Err(io::Error::other("every worker stopped")),
@@ -162,16 +161,28 @@ fn worker(
     let result = tokio::runtime::Builder::new_current_thread().enable_all().build().and_then(|rt| {
         rt.block_on(async move {
             let listener = TcpListener::from_std(listener)?;
-            let core = Core {
+            let sip = gw.sip_listen();
+            let named = |e: io::Error| io::Error::new(e.kind(), format!("SIP {sip}: {e}"));
+            let udp = Arc::new(UdpSocket::bind(sip).await.map_err(named)?);
+            let sip_local = udp.local_addr()?;
+            let sip_tcp = TcpListener::bind(sip_local).await.map_err(named)?;
+            log::info!("worker {index}: SIP on {sip_local} (udp, tcp)");
+            let (events_tx, events) = mpsc::channel(EVENT_QUEUE);
+            let mut core = Core {
+                udp: Arc::clone(&udp),
+                events_tx,
+                connects: Vec::new(),
                 gw,
                 capture,
                 conns: HashMap::new(),
                 lingering: VecDeque::new(),
                 deadline: Instant::now(),
-                busy: 0,
+                busy: BusyGuard::default(),
                 next_id: 1,
             };
-            core.run(listener, stop).await;
+            core.drain(); // the contract: drain after `new`, before the first input
+            core.feed(Input::UdpBound { socket: SIP_SOCKET, purpose: UdpPurpose::Sip, local: sip_local });
+            core.run(listener, sip_tcp, udp, events, stop).await;
             Ok(())
         })
     });
@@ -185,6 +196,10 @@ enum Event {
     Data(ConnId, Vec<u8>),
     /// EOF or an error; the task has ended.
     Closed(ConnId),
+    /// An outgoing connection came up, or failed (its task has then ended).
+    Connected(ConnId, Result<(), String>),
+    /// A name resolution finished.
+    Resolved(u64, Result<Vec<IpAddr>, String>),
 }
 
 /// From the core task to a connection task.
@@ -196,6 +211,12 @@ enum Command {
 
 /// The task that owns a worker's [`Gateway`].
 struct Core {
+    /// The SIP UDP socket (shared with the receive loop in [`Core::run`]).
+    udp: Arc<UdpSocket>,
+    /// For tasks started by outputs (connects, resolutions).
+    events_tx: mpsc::Sender<Event>,
+    /// `Output::Connect`s of the last drains, started by [`Core::run`] (which owns the tasks).
+    connects: Vec<(ConnId, SocketAddr)>,
     gw: Gateway,
     capture: Option<CaptureFile>,
     /// Command channels and tasks of the connections the core knows.
@@ -204,18 +225,27 @@ struct Core {
     lingering: VecDeque<(Instant, AbortHandle)>,
     /// The last `Output::Timeout`.
     deadline: Instant,
-    /// Consecutive Timeout wake-ups that did nothing and left a deadline already due.
-    busy: u32,
+    /// Watches the Timeout wake-ups for a busy loop.
+    busy: BusyGuard,
     next_id: u64,
 }
 
 impl Core {
     /// Runs until shutdown completes: no connections left in the core and no connection task
     /// left (all queues written and closed), or the grace period is over.
-    async fn run(mut self, listener: TcpListener, mut stop: watch::Receiver<bool>) {
+    async fn run(
+        mut self,
+        listener: TcpListener,
+        sip_tcp: TcpListener,
+        udp: Arc<UdpSocket>,
+        mut events: mpsc::Receiver<Event>,
+        mut stop: watch::Receiver<bool>,
+    ) {
         let mut listener = Some(listener);
-        let (events_tx, mut events) = mpsc::channel(EVENT_QUEUE);
+        let mut sip_tcp = Some(sip_tcp);
+        let events_tx = self.events_tx.clone();
         let mut tasks = JoinSet::new();
+        let mut datagram = vec![0u8; DATAGRAM];
         let mut grace: Option<Instant> = None;
         let mut accept_retry: Option<Instant> = None;
         self.drain();
@@ -235,6 +265,11 @@ impl Core {
             let wake =
                 [Some(self.deadline), accept_retry, grace, linger].into_iter().flatten().min().expect("a deadline");
             sleep.as_mut().reset(wake.into());
+            for (conn, to) in std::mem::take(&mut self.connects) {
+                let (tx, rx) = mpsc::unbounded_channel();
+                let task = tasks.spawn(outgoing(conn, to, events_tx.clone(), rx));
+                self.conns.insert(conn, (tx, task));
+            }
             tokio::select! {
                 accepted = accept(listener.as_ref().filter(|_| accept_retry.is_none())) => match accepted {
                     Ok((stream, peer)) => {
@@ -254,7 +289,40 @@ impl Core {
                         accept_retry = Some(Instant::now() + ACCEPT_RETRY);
                     }
                 },
+                accepted = accept(sip_tcp.as_ref().filter(|_| accept_retry.is_none())) => match accepted {
+                    Ok((stream, peer)) => {
+                        let conn = ConnId(self.next_id);
+                        self.next_id += 1;
+                        let _ = stream.set_nodelay(true);
+                        let (tx, rx) = mpsc::unbounded_channel();
+                        let task = tasks.spawn(connection(conn, stream, events_tx.clone(), rx));
+                        self.conns.insert(conn, (tx, task));
+                        self.feed(Input::Accepted { conn, listener: Listener::SipTcp, peer });
+                    }
+                    Err(e) if matches!(e.kind(), ErrorKind::Interrupted | ErrorKind::ConnectionAborted) => {}
+                    Err(e) => {
+                        log::warn!("SIP accept: {e}; retrying in {ACCEPT_RETRY:?}");
+                        accept_retry = Some(Instant::now() + ACCEPT_RETRY);
+                    }
+                },
+                received = udp.recv_from(&mut datagram) => match received {
+                    Ok((n, from)) => {
+                        self.feed(Input::Datagram { socket: SIP_SOCKET, from, data: &datagram[..n] });
+                    }
+                    // ICMP errors of earlier sends surface here; they are not fatal.
+                    Err(e) => log::debug!("SIP udp: {e}"),
+                },
                 Some(event) = events.recv() => match event {
+                    Event::Connected(conn, result) if self.conns.contains_key(&conn) => {
+                        if result.is_err() {
+                            self.conns.remove(&conn);
+                        }
+                        self.feed(Input::Connected { conn, result });
+                    }
+                    Event::Resolved(query, result) => {
+                        self.feed(Input::Resolved { query, result });
+                    }
+                    Event::Connected(..) => {}
                     Event::Data(conn, data) if self.conns.contains_key(&conn) => {
                         self.feed(Input::StreamData { conn, data: &data });
                     }
@@ -278,6 +346,7 @@ impl Core {
                 _ = stop.changed(), if grace.is_none() => {
                     grace = Some(Instant::now() + driver::SHUTDOWN_GRACE);
                     listener = None;
+                    sip_tcp = None;
                     self.feed(Input::Shutdown);
                 }
             }
@@ -304,6 +373,7 @@ impl Core {
                 }
                 Output::StreamClose { conn } => {
                     any = true;
+                    self.connects.retain(|(c, _)| *c != conn);
                     if let Some((tx, task)) = self.conns.remove(&conn) {
                         let _ = tx.send(Command::Close);
                         self.lingering.push_back((Instant::now() + CLOSE_LINGER, task));
@@ -311,7 +381,25 @@ impl Core {
                 }
                 Output::Datagram(t) => {
                     any = true;
-                    log::debug!("{}: no UDP sockets yet; dropped {} bytes to {}", t.socket, t.payload.len(), t.to);
+                    // UDP: a datagram the socket cannot take now is lost, as on the wire.
+                    if let Err(e) = self.udp.try_send_to(&t.payload, t.to) {
+                        log::debug!("{}: send to {}: {e}", t.socket, t.to);
+                    }
+                }
+                Output::Connect { conn, to } => {
+                    any = true;
+                    self.connects.push((conn, to));
+                }
+                Output::Resolve { query, name } => {
+                    any = true;
+                    let tx = self.events_tx.clone();
+                    tokio::spawn(async move {
+                        let result = tokio::net::lookup_host((name.as_str(), 0))
+                            .await
+                            .map(|addrs| addrs.map(|a| a.ip()).collect())
+                            .map_err(|e| e.to_string());
+                        let _ = tx.send(Event::Resolved(query, result)).await;
+                    });
                 }
                 Output::Timeout(at) => {
                     self.deadline = at;
@@ -332,14 +420,8 @@ impl Core {
             return;
         }
         self.gw.handle_input(now, Input::Timeout);
-        if !self.drain() && self.deadline <= now {
-            self.busy += 1;
-            if self.busy == BUSY_WARN {
-                log::warn!("busy loop: {BUSY_WARN} timeouts in a row did nothing ({})", self.gw.last_timeout_reason());
-            }
-        } else {
-            self.busy = 0;
-        }
+        let output = self.drain();
+        self.busy.record(&self.gw, now, output, self.deadline);
     }
 }
 
@@ -390,6 +472,26 @@ async fn connection(
     };
     log::debug!("{conn}: {failure}");
     let _ = events.send(Event::Closed(conn)).await;
+}
+
+/// Connects to `to`, reports the outcome, then runs as [`connection`].
+async fn outgoing(
+    conn: ConnId,
+    to: SocketAddr,
+    events: mpsc::Sender<Event>,
+    commands: mpsc::UnboundedReceiver<Command>,
+) {
+    match TcpStream::connect(to).await {
+        Ok(stream) => {
+            let _ = stream.set_nodelay(true);
+            if events.send(Event::Connected(conn, Ok(()))).await.is_ok() {
+                connection(conn, stream, events, commands).await;
+            }
+        }
+        Err(e) => {
+            let _ = events.send(Event::Connected(conn, Err(e.to_string()))).await;
+        }
+    }
 }
 
 /// Discards unread input (so that closing does not turn into a reset that could destroy what we

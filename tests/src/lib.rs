@@ -5,6 +5,9 @@
 //! Every blocking read here has a deadline, so a misbehaving gateway makes a test fail, never
 //! hang.
 
+pub mod netns;
+pub mod peers;
+
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
@@ -107,12 +110,17 @@ pub struct Server {
 }
 
 impl Server {
-    /// Starts `binary` with `--listen 127.0.0.1:0` and `extra_args` and waits for its
+    /// Starts `binary` with `--listen 127.0.0.1:0` (and `--sip-listen 127.0.0.1:0` unless
+    /// `extra_args` has one) and `extra_args`, and waits for its
     /// `listening on ws(s)://ADDR/webrtcgateway/ws` line.
     pub fn start<S: AsRef<OsStr>>(binary: impl AsRef<Path>, extra_args: &[S]) -> Self {
         let binary = binary.as_ref();
         let mut cmd = Command::new(binary);
         cmd.arg("--listen").arg("127.0.0.1:0");
+        // Unless the test chooses, SIP takes any free loopback port: parallel tests never clash.
+        if !extra_args.iter().any(|a| a.as_ref() == "--sip-listen") {
+            cmd.arg("--sip-listen").arg("127.0.0.1:0");
+        }
         cmd.args(extra_args);
         cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
         let command = format!(

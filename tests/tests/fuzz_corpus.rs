@@ -36,3 +36,13 @@ fn ws_stream() {
 fn capture_replay() {
     run("capture_replay", test_exports::fuzz_capture);
 }
+
+#[test]
+fn sip_message() {
+    run("sip_message", test_exports::fuzz_sip_message);
+}
+
+#[test]
+fn sip_stream() {
+    run("sip_stream", test_exports::fuzz_sip_stream);
+}

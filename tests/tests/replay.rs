@@ -75,6 +75,12 @@ replay!(
     ws_ping_pong,
     ws_oversized,
     shutdown,
+    sip_register_ok,
+    sip_register_401,
+    sip_register_wrong_password,
+    sip_register_timeout,
+    sip_register_423,
+    sip_register_refresh,
 );
 
 /// A changed expectation fails, and the failure shows what changed.

@@ -1,0 +1,860 @@
+//! The SIP user agent core (RFC 3261 §8, §10, §17): owns the transport layer, the client and
+//! server transactions, and the registrations; answers what it can answer alone (OPTIONS,
+//! unknown users, unknown methods, merged requests). It knows SIP, not sylkRTC: the gateway
+//! drives it by id and hears back through [`SipEvent`]s.
+
+use super::digest::{self, Answer, Secret};
+use super::message::{HeaderName, Headers, Method, Request, Response, SipMessage};
+use super::parse::{parse_message, parse_message_with, validate_request, ParseError, ParseOptions};
+use super::registration::{RegResponse, RegState, Registration, SendRegister};
+use super::target::{ProxySpec, Transport};
+use super::transaction::{
+    ClientEvent, ClientTransaction, Kind, ResponseVerdict, ServerEvent, ServerTransaction, Timers,
+};
+use super::transport::{Arrival, Peer, TransportOut, Transports};
+use crate::config::SipConfig;
+use crate::ids::{ConnId, SocketId};
+use crate::rng::Rng;
+use crate::time::TimerTable;
+use std::collections::{BTreeMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::time::Instant;
+
+/// Methods we answer; sent in `Allow`.
+pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, MESSAGE";
+
+/// A registration's handle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RegId(pub u64);
+
+/// What the stack asks the runtime for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SipOutput {
+    /// Transport work.
+    Transport(TransportOut),
+    /// Resolve a host name (A/AAAA); answer with [`SipStack::handle_resolved`].
+    Resolve { query: u64, name: String },
+}
+
+/// What the transaction user hears.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SipEvent {
+    /// A registration changed state.
+    Registration { id: RegId, state: RegState },
+}
+
+/// Push parameters for the Contact (RFC 8599).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PushContact {
+    /// `pn-app`.
+    pub app: String,
+    /// `pn-tok`.
+    pub token: String,
+    /// `pn-type`.
+    pub platform: String,
+    /// `pn-device`.
+    pub device: String,
+    /// `pn-silent`.
+    pub silent: bool,
+}
+
+/// Who registers, and how.
+#[derive(Clone)]
+pub struct RegParams {
+    /// `user@domain` (no scheme).
+    pub aor: String,
+    /// The account's password or HA1 (sylkRTC's `password`).
+    pub secret: String,
+    /// For From.
+    pub display_name: Option<String>,
+    /// `User-Agent`.
+    pub user_agent: Option<String>,
+    /// Our Contact's user part, unique per account and connection.
+    pub contact_user: String,
+    /// Push parameters.
+    pub push: Option<PushContact>,
+}
+
+impl std::fmt::Debug for RegParams {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegParams")
+            .field("aor", &self.aor)
+            .field("contact_user", &self.contact_user)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a timer is armed.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum SipTimer {
+    Client(String),
+    Server(ServerKey),
+    Reg(RegId),
+}
+
+/// RFC 3261 §17.2.3: branch, sent-by and method (ACK matches INVITE).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct ServerKey {
+    branch: String,
+    sent_by: String,
+    method: String,
+}
+
+struct ClientEntry {
+    tx: ClientTransaction,
+    bytes: Vec<u8>,
+    peer: Peer,
+    owner: RegId,
+}
+
+struct ServerEntry {
+    tx: ServerTransaction,
+    peer: Peer,
+    /// From tag, Call-ID, CSeq: a request with these and another branch is merged (§8.2.2.2).
+    merge_key: (String, String, String),
+}
+
+struct RegEntry {
+    reg: Registration,
+    params: RegParams,
+    call_id: String,
+    from_tag: String,
+    cseq: u32,
+    hop: ProxySpec,
+    /// The resolved next hop.
+    resolved: Option<SocketAddr>,
+    /// A REGISTER waiting for name resolution.
+    waiting: Option<SendRegister>,
+    /// The branch of the REGISTER in flight.
+    in_flight: Option<String>,
+    /// The stream flow the registration keeps open.
+    flow: Option<ConnId>,
+    /// Forget the entry once it is unregistered.
+    remove_when_done: bool,
+    /// The Contact URI we register, to find our binding in the 200.
+    contact_uri: String,
+}
+
+/// The SIP stack.
+pub struct SipStack {
+    cfg: SipConfig,
+    timers: Timers,
+    proxy: Option<ProxySpec>,
+    transports: Transports,
+    clients: BTreeMap<String, ClientEntry>,
+    servers: BTreeMap<ServerKey, ServerEntry>,
+    regs: BTreeMap<RegId, RegEntry>,
+    queries: BTreeMap<u64, RegId>,
+    next_query: u64,
+    next_reg: u64,
+    table: TimerTable<SipTimerKey>,
+    keys: BTreeMap<SipTimerKey, SipTimer>,
+    key_of: BTreeMap<SipTimer, SipTimerKey>,
+    next_key: u64,
+    events: VecDeque<SipEvent>,
+    out: VecDeque<SipOutput>,
+}
+
+/// Small copyable handle for [`TimerTable`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct SipTimerKey(u64);
+
+impl SipStack {
+    /// A stack with no sockets yet. `cfg.outbound_sip_proxy` must already be valid.
+    pub fn new(cfg: SipConfig) -> Self {
+        let proxy = cfg.outbound_sip_proxy.as_deref().and_then(|p| ProxySpec::parse(p).ok());
+        Self {
+            transports: Transports::new(cfg.max_message_size),
+            cfg,
+            timers: Timers::default(),
+            proxy,
+            clients: BTreeMap::new(),
+            servers: BTreeMap::new(),
+            regs: BTreeMap::new(),
+            queries: BTreeMap::new(),
+            next_query: 1,
+            next_reg: 1,
+            table: TimerTable::default(),
+            keys: BTreeMap::new(),
+            key_of: BTreeMap::new(),
+            next_key: 1,
+            events: VecDeque::new(),
+            out: VecDeque::new(),
+        }
+    }
+
+    /// The runtime bound the SIP UDP socket at `local`.
+    pub fn set_udp_socket(&mut self, socket: SocketId, local: SocketAddr) {
+        self.transports.set_udp(socket, local);
+    }
+
+    /// Whether a stream connection belongs to SIP.
+    pub fn owns_conn(&self, conn: ConnId) -> bool {
+        self.transports.owns(conn)
+    }
+
+    /// Table sizes: (transactions, registrations, flows).
+    pub fn sizes(&self) -> (usize, usize, usize) {
+        (self.clients.len() + self.servers.len(), self.regs.len(), self.transports.flow_count())
+    }
+
+    /// Next output for the runtime.
+    pub fn poll_output(&mut self) -> Option<SipOutput> {
+        self.out.pop_front()
+    }
+
+    /// Next event for the transaction user.
+    pub fn poll_event(&mut self) -> Option<SipEvent> {
+        self.events.pop_front()
+    }
+
+    /// The earliest deadline.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        let t = self.table.next().map(|(at, _)| at);
+        [t, self.transports.next_deadline()].into_iter().flatten().min()
+    }
+
+    // ===== Registrations =====
+
+    /// Starts registering; events follow.
+    pub fn register(&mut self, params: RegParams, now: Instant, rng: &mut Rng) -> RegId {
+        let id = RegId(self.next_reg);
+        self.next_reg += 1;
+        let domain = params.aor.split_once('@').map_or(params.aor.as_str(), |(_, d)| d).to_string();
+        let hop = self.proxy.clone().unwrap_or_else(|| {
+            ProxySpec::parse(&domain).unwrap_or(ProxySpec {
+                host: domain.clone(),
+                port: None,
+                transport: Transport::Udp,
+            })
+        });
+        let contact_uri = self.contact_uri(&params, hop.transport);
+        let entry = RegEntry {
+            reg: Registration::new(self.cfg.register_ttl),
+            params,
+            call_id: format!("{}@sylkgw", rng.hex(24)),
+            from_tag: rng.hex(16),
+            cseq: (rng.next_u64() % 10_000) as u32 + 1,
+            hop,
+            resolved: None,
+            waiting: None,
+            in_flight: None,
+            flow: None,
+            remove_when_done: false,
+            contact_uri,
+        };
+        self.regs.insert(id, entry);
+        let mut changes = Vec::new();
+        let send = self.regs.get_mut(&id).map(|e| e.reg.start(&mut changes));
+        self.announce(id, changes);
+        if let Some(send) = send {
+            self.send_register(id, send, now, rng);
+        }
+        id
+    }
+
+    /// Unregisters (REGISTER with `Expires: 0` for our binding) and forgets the registration
+    /// once that is answered.
+    pub fn unregister(&mut self, id: RegId, now: Instant, rng: &mut Rng) {
+        let Some(e) = self.regs.get_mut(&id) else { return };
+        e.remove_when_done = true;
+        e.waiting = None;
+        if let Some(branch) = e.in_flight.take() {
+            self.drop_client(&branch, now);
+        }
+        let Some(e) = self.regs.get_mut(&id) else { return };
+        if e.resolved.is_none() {
+            // Nothing was ever sent (the next hop never resolved): nothing to remove.
+            self.remove_reg(id, now);
+            return;
+        }
+        match e.reg.stop() {
+            Some(send) => self.send_register(id, send, now, rng),
+            None => self.remove_reg(id, now),
+        }
+    }
+
+    fn contact_uri(&self, p: &RegParams, transport: Transport) -> String {
+        let (host, port) = self.advertised(transport);
+        let mut uri = format!("sip:{}@{host}:{port}", p.contact_user);
+        if transport != Transport::Udp {
+            uri.push_str(&format!(";transport={}", transport.param()));
+        }
+        if let Some(push) = &p.push {
+            uri.push_str(&format!(
+                ";pn-app={};pn-tok={};pn-type={};pn-device={};pn-silent={}",
+                push.app,
+                push.token,
+                push.platform,
+                push.device,
+                if push.silent { "1" } else { "0" }
+            ));
+        }
+        uri
+    }
+
+    /// Host and port for Via and Contact.
+    fn advertised(&self, transport: Transport) -> (String, u16) {
+        let bound = self.transports.udp().map_or(self.cfg.listen, |(_, a)| a);
+        let port = bound.port();
+        let _ = transport;
+        match &self.cfg.advertised_address {
+            Some(a) => match super::target::split_hostport(a) {
+                Some((h, p)) => (bracket(&h), p.unwrap_or(port)),
+                None => (a.clone(), port),
+            },
+            None => (bracket(&bound.ip().to_string()), port),
+        }
+    }
+
+    fn send_register(&mut self, id: RegId, send: SendRegister, now: Instant, rng: &mut Rng) {
+        let Some(e) = self.regs.get_mut(&id) else { return };
+        let Some(addr) = e.resolved.or_else(|| e.hop.ip().map(|ip| SocketAddr::new(ip, e.hop.port_or_default())))
+        else {
+            // Ask the runtime to resolve the next hop first.
+            e.waiting = Some(send);
+            let query = self.next_query;
+            self.next_query += 1;
+            self.queries.insert(query, id);
+            self.out.push_back(SipOutput::Resolve { query, name: e.hop.host.clone() });
+            return;
+        };
+        e.resolved = Some(addr);
+        e.cseq += 1;
+        let branch = format!("z9hG4bK{}", rng.hex(20));
+        let transport = e.hop.transport;
+        let domain = e.params.aor.split_once('@').map_or(e.params.aor.as_str(), |(_, d)| d);
+        let ruri = format!("sip:{domain}");
+        let (vhost, vport) = self.advertised(transport);
+        let e = self.regs.get_mut(&id).expect("present");
+        let mut h = Headers::default();
+        put(
+            &mut h,
+            HeaderName::Via,
+            &format!("SIP/2.0/{} {vhost}:{vport};rport;branch={branch}", transport.via_token()),
+        );
+        put(&mut h, HeaderName::MaxForwards, "70");
+        let from = match &e.params.display_name {
+            Some(d) => format!("\"{}\" <sip:{}>;tag={}", d.replace('"', "\\\""), e.params.aor, e.from_tag),
+            None => format!("<sip:{}>;tag={}", e.params.aor, e.from_tag),
+        };
+        put(&mut h, HeaderName::From, &from);
+        put(&mut h, HeaderName::To, &format!("<sip:{}>", e.params.aor));
+        put(&mut h, HeaderName::CallId, &e.call_id);
+        put(&mut h, HeaderName::CSeq, &format!("{} REGISTER", e.cseq));
+        if self.proxy.is_some() {
+            put(&mut h, HeaderName::Route, &e.hop.route());
+        }
+        put(&mut h, HeaderName::Contact, &format!("<{}>;expires={}", e.contact_uri, send.expires));
+        put(&mut h, HeaderName::Expires, &send.expires.to_string());
+        if let Some((challenge, proxy, nc)) = &send.auth {
+            let username = e.params.aor.split_once('@').map_or(e.params.aor.as_str(), |(u, _)| u);
+            let cnonce = rng.hex(16);
+            let answer = Answer { username, method: "REGISTER", uri: &ruri, cnonce: &cnonce, nc: *nc };
+            match digest::authorize(challenge, Secret::from_sylkrtc(&e.params.secret), &answer) {
+                Ok(value) => {
+                    let name = if *proxy { HeaderName::ProxyAuthorization } else { HeaderName::Authorization };
+                    put(&mut h, name, &value);
+                }
+                Err(err) => {
+                    log::info!("registration of {}: {err}", e.params.aor);
+                    let resp = RegResponse { code: 403, reason: "Forbidden".into(), ..RegResponse::default() };
+                    let mut changes = Vec::new();
+                    e.reg.on_response(&resp, now, &mut changes);
+                    self.announce(id, changes);
+                    self.arm_reg(id);
+                    return;
+                }
+            }
+        }
+        let ua = e.params.user_agent.clone().unwrap_or_else(|| self.cfg.user_agent.clone());
+        put(&mut h, HeaderName::UserAgent, &ua);
+        put(&mut h, HeaderName::Allow, ALLOW);
+        let Ok(uri) = ruri.parse() else {
+            log::error!("registration of {}: bad request URI {ruri}", e.params.aor);
+            return;
+        };
+        let req = Request { method: Method::Register, uri, headers: h, body: Vec::new() };
+        let bytes = req.to_bytes();
+        // RFC 3261 §18.1.1: a request over 1300 bytes moves from UDP to TCP.
+        let transport = if transport == Transport::Udp && bytes.len() > 1300 { Transport::Tcp } else { transport };
+        let peer = Peer { transport, addr, conn: e.flow };
+        e.in_flight = Some(branch.clone());
+        self.send_client(branch, bytes, peer, id, now);
+    }
+
+    fn send_client(&mut self, branch: String, bytes: Vec<u8>, peer: Peer, owner: RegId, now: Instant) {
+        let mut tout = Vec::new();
+        let conn = self.transports.send(peer, bytes.clone(), now, &mut tout);
+        self.emit(tout);
+        let peer = Peer { conn, ..peer };
+        if let Some(c) = conn {
+            self.transports.retain(c, true, now);
+            if let Some(e) = self.regs.get_mut(&owner) {
+                if e.flow != Some(c) {
+                    e.flow = Some(c);
+                }
+            }
+        }
+        let tx = ClientTransaction::new(Kind::NonInvite, peer.transport.reliable(), self.timers, now);
+        let deadline = tx.next_deadline();
+        self.clients.insert(branch.clone(), ClientEntry { tx, bytes, peer, owner });
+        self.arm(SipTimer::Client(branch), deadline);
+    }
+
+    fn drop_client(&mut self, branch: &str, now: Instant) {
+        if let Some(c) = self.clients.remove(branch) {
+            if let Some(conn) = c.peer.conn {
+                self.transports.retain(conn, false, now);
+            }
+        }
+        self.arm(SipTimer::Client(branch.to_string()), None);
+    }
+
+    fn remove_reg(&mut self, id: RegId, now: Instant) {
+        if let Some(e) = self.regs.remove(&id) {
+            if let Some(conn) = e.flow {
+                self.transports.retain(conn, false, now);
+            }
+        }
+        self.arm(SipTimer::Reg(id), None);
+    }
+
+    /// The runtime resolved a name.
+    pub fn handle_resolved(&mut self, query: u64, result: Result<Vec<IpAddr>, String>, now: Instant, rng: &mut Rng) {
+        let Some(id) = self.queries.remove(&query) else { return };
+        let Some(e) = self.regs.get_mut(&id) else { return };
+        let send = e.waiting.take();
+        match result.ok().and_then(|ips| ips.first().copied()) {
+            Some(ip) => {
+                e.resolved = Some(SocketAddr::new(ip, e.hop.port_or_default()));
+                if let Some(send) = send {
+                    self.send_register(id, send, now, rng);
+                }
+            }
+            None => {
+                log::info!("registration of {}: cannot resolve {}", e.params.aor, e.hop.host);
+                let resp = RegResponse { code: 503, reason: "Service Unavailable".into(), ..RegResponse::default() };
+                self.reg_response(id, &resp, now, rng);
+            }
+        }
+    }
+
+    fn reg_response(&mut self, id: RegId, resp: &RegResponse, now: Instant, rng: &mut Rng) {
+        let Some(e) = self.regs.get_mut(&id) else { return };
+        e.in_flight = None;
+        let mut changes = Vec::new();
+        let next = e.reg.on_response(resp, now, &mut changes);
+        let done = e.remove_when_done && !e.reg.in_flight() && next.is_none();
+        self.announce(id, changes);
+        if let Some(send) = next {
+            self.send_register(id, send, now, rng);
+        } else if done {
+            self.remove_reg(id, now);
+            return;
+        }
+        self.arm_reg(id);
+    }
+
+    fn arm_reg(&mut self, id: RegId) {
+        let deadline = self.regs.get(&id).and_then(|e| e.reg.next_deadline());
+        self.arm(SipTimer::Reg(id), deadline);
+    }
+
+    fn announce(&mut self, id: RegId, changes: Vec<RegState>) {
+        for state in changes {
+            self.events.push_back(SipEvent::Registration { id, state });
+        }
+    }
+
+    // ===== Input =====
+
+    /// A datagram on the SIP socket.
+    pub fn handle_datagram(&mut self, from: SocketAddr, data: &[u8], now: Instant, rng: &mut Rng) {
+        let mut arrivals = Vec::new();
+        self.transports.datagram(from, data, &mut arrivals);
+        self.arrivals(arrivals, now, rng);
+    }
+
+    /// A TCP connection arrived on the SIP listener.
+    pub fn handle_accepted(&mut self, conn: ConnId, peer: SocketAddr, now: Instant) {
+        self.transports.accepted(conn, peer, now);
+    }
+
+    /// Bytes on a SIP stream connection.
+    pub fn handle_stream_data(&mut self, conn: ConnId, data: &[u8], now: Instant, rng: &mut Rng) {
+        let (mut out, mut arrivals) = (Vec::new(), Vec::new());
+        self.transports.stream_data(conn, data, now, &mut out, &mut arrivals);
+        self.emit(out);
+        self.arrivals(arrivals, now, rng);
+    }
+
+    /// The runtime finished (or failed) connecting.
+    pub fn handle_connected(&mut self, conn: ConnId, ok: bool, now: Instant, rng: &mut Rng) {
+        let (mut out, mut arrivals) = (Vec::new(), Vec::new());
+        self.transports.connected(conn, ok, &mut out, &mut arrivals);
+        self.emit(out);
+        self.arrivals(arrivals, now, rng);
+    }
+
+    /// A SIP stream connection closed.
+    pub fn handle_closed(&mut self, conn: ConnId, now: Instant, rng: &mut Rng) {
+        let mut arrivals = Vec::new();
+        self.transports.closed(conn, &mut arrivals);
+        self.arrivals(arrivals, now, rng);
+    }
+
+    fn arrivals(&mut self, arrivals: Vec<Arrival>, now: Instant, rng: &mut Rng) {
+        for a in arrivals {
+            match a {
+                Arrival::Message { peer, bytes } => self.message(peer, &bytes, now, rng),
+                Arrival::FlowLost { conn } => self.flow_lost(conn, now, rng),
+            }
+        }
+    }
+
+    fn flow_lost(&mut self, conn: ConnId, now: Instant, rng: &mut Rng) {
+        // §17.1.4: a transport error fails the transactions using the flow.
+        let failed: Vec<String> =
+            self.clients.iter().filter(|(_, c)| c.peer.conn == Some(conn)).map(|(b, _)| b.clone()).collect();
+        for branch in failed {
+            if let Some(c) = self.clients.remove(&branch) {
+                self.arm(SipTimer::Client(branch), None);
+                let resp = RegResponse { code: 503, reason: "Service Unavailable".into(), ..RegResponse::default() };
+                self.reg_response(c.owner, &resp, now, rng);
+            }
+        }
+        for e in self.regs.values_mut() {
+            if e.flow == Some(conn) {
+                e.flow = None;
+            }
+        }
+        self.servers.retain(|_, s| s.peer.conn != Some(conn));
+    }
+
+    fn message(&mut self, peer: Peer, bytes: &[u8], now: Instant, rng: &mut Rng) {
+        match parse_message(bytes) {
+            Ok(SipMessage::Response(resp)) => self.response(resp, now, rng),
+            Ok(SipMessage::Request(req)) => self.request(req, peer, now, rng),
+            Err(ParseError::Version) => {
+                // §8.2.4 / RFC 4475 badvers: answer 505 if the request is readable otherwise.
+                let opts = ParseOptions { any_version: true, ..ParseOptions::default() };
+                if let Ok(SipMessage::Request(req)) = parse_message_with(bytes, &opts) {
+                    self.reply_stateless(&req, peer, 505, "Version Not Supported", now);
+                }
+            }
+            Err(e) => {
+                log::info!("unparsable SIP message from {}: {e:?}", peer.addr);
+                // A request we cannot read gets a 400 when enough of it is there to address one.
+                let opts = ParseOptions { any_version: true, ..ParseOptions::default() };
+                if let Ok(SipMessage::Request(req)) = parse_message_with(bytes, &opts) {
+                    self.reply_stateless(&req, peer, 400, "Bad Request", now);
+                }
+            }
+        }
+    }
+
+    fn response(&mut self, resp: Response, now: Instant, rng: &mut Rng) {
+        let Some(branch) = resp.headers.top_via().ok().and_then(|v| v.branch().map(String::from)) else {
+            log::debug!("response without a Via branch; dropped");
+            return;
+        };
+        let Some(c) = self.clients.get_mut(&branch) else {
+            log::debug!("response for no transaction of ours ({branch}); dropped");
+            return;
+        };
+        let verdict = c.tx.on_response(resp.code, now);
+        let owner = c.owner;
+        let deadline = c.tx.next_deadline();
+        self.arm(SipTimer::Client(branch.clone()), deadline);
+        if verdict == ResponseVerdict::Absorb || resp.code < 200 {
+            return;
+        }
+        let Some(e) = self.regs.get(&owner) else { return };
+        let rr = RegResponse {
+            code: resp.code,
+            reason: resp.reason.clone(),
+            granted: granted_expires(&resp.headers, &e.contact_uri),
+            challenges: header_values(
+                &resp.headers,
+                if resp.code == 407 { HeaderName::ProxyAuthenticate } else { HeaderName::WwwAuthenticate },
+            ),
+            min_expires: resp.headers.min_expires().ok().flatten(),
+        };
+        self.reg_response(owner, &rr, now, rng);
+    }
+
+    fn request(&mut self, req: Request, peer: Peer, now: Instant, rng: &mut Rng) {
+        let _ = rng;
+        let Ok(via) = req.headers.top_via() else {
+            log::info!("request from {} without a readable Via; dropped", peer.addr);
+            return;
+        };
+        // RFC 2543 requests may lack a branch (RFC 4475 inv2543); key them by Call-ID and CSeq.
+        let branch = match via.branch() {
+            Some(b) if b.starts_with("z9hG4bK") && b.len() > 7 => b.to_string(),
+            _ => format!(
+                "2543:{}:{}",
+                req.headers.call_id().unwrap_or_default(),
+                req.headers.cseq().map(|c| c.seq).unwrap_or_default()
+            ),
+        };
+        let sent_by = match via.port {
+            Some(p) => format!("{}:{p}", via.host).to_ascii_lowercase(),
+            None => via.host.to_string().to_ascii_lowercase(),
+        };
+        let method_key = if req.method == Method::Ack { "INVITE".to_string() } else { req.method.as_str().to_string() };
+        let key = ServerKey { branch: branch.clone(), sent_by, method: method_key };
+        // Retransmission of a request we are handling: resend our response (§17.2).
+        if let Some(s) = self.servers.get_mut(&key) {
+            if req.method == Method::Ack {
+                s.tx.on_ack(now);
+                let deadline = s.tx.next_deadline();
+                self.arm(SipTimer::Server(key), deadline);
+            } else if let Some(last) = s.tx.on_retransmitted_request().map(<[u8]>::to_vec) {
+                let p = s.peer;
+                self.transmit(p, last, now);
+            }
+            return;
+        }
+        if req.method == Method::Ack {
+            return; // an ACK for a 2xx we never sent, or late: nothing to do
+        }
+        if let Err(rej) = validate_request(&req) {
+            self.reply_stateless(&req, peer, rej.code, rej.reason, now);
+            return;
+        }
+        let from_tag = req.headers.from_header().ok().and_then(|f| f.tag().map(String::from)).unwrap_or_default();
+        let merge_key = (
+            from_tag,
+            req.headers.call_id().unwrap_or_default().to_string(),
+            first_value(&req.headers, HeaderName::CSeq).unwrap_or_default(),
+        );
+        // §8.2.2.2: same From tag, Call-ID and CSeq on another branch: a merged request.
+        let untagged = req.headers.to_header().is_ok_and(|to| to.tag().is_none());
+        let merged = untagged && self.servers.values().any(|s| s.merge_key == merge_key);
+        let kind = if req.method == Method::Invite { Kind::Invite } else { Kind::NonInvite };
+        let tx = ServerTransaction::new(kind, peer.transport.reliable(), self.timers);
+        self.servers.insert(key.clone(), ServerEntry { tx, peer, merge_key });
+        let (code, reason) = if merged {
+            (482, "Loop Detected")
+        } else {
+            match &req.method {
+                Method::Options => (200, "OK"),
+                Method::Other(_) => (501, "Not Implemented"),
+                Method::Cancel => (481, "Call/Transaction Does Not Exist"),
+                _ if !self.is_local_user(&req) => (404, "Not Found"),
+                Method::Invite => (480, "Temporarily Unavailable"),
+                Method::Bye | Method::Info | Method::Update | Method::Prack => (481, "Call/Transaction Does Not Exist"),
+                _ => (405, "Method Not Allowed"),
+            }
+        };
+        self.respond(&key, &req, code, reason, now);
+    }
+
+    /// Whether the Request-URI names one of our Contacts.
+    fn is_local_user(&self, req: &Request) -> bool {
+        let super::uri::Uri::Sip(uri) = &req.uri else { return false };
+        let Some(user) = uri.user.as_deref() else { return false };
+        self.regs.values().any(|e| e.params.contact_user == user)
+    }
+
+    fn respond(&mut self, key: &ServerKey, req: &Request, code: u16, reason: &str, now: Instant) {
+        let mut resp = Response::for_request(req, code, reason);
+        if code != 100 {
+            add_to_tag(&mut resp.headers, key);
+        }
+        if code == 200 && req.method == Method::Options || code == 405 || code == 501 {
+            put(&mut resp.headers, HeaderName::Allow, ALLOW);
+        }
+        if req.method == Method::Options && code == 200 {
+            put(&mut resp.headers, HeaderName::Accept, "application/sdp");
+            put(&mut resp.headers, HeaderName::Supported, "");
+        }
+        put(&mut resp.headers, HeaderName::Server, &self.cfg.user_agent.clone());
+        let bytes = resp.to_bytes();
+        let Some(s) = self.servers.get_mut(key) else { return };
+        if s.tx.send_response(code, bytes.clone(), now) {
+            let peer = s.peer;
+            let deadline = s.tx.next_deadline();
+            self.arm(SipTimer::Server(key.clone()), deadline);
+            let dest = response_peer(req, peer);
+            self.transmit(dest, bytes, now);
+        }
+    }
+
+    fn reply_stateless(&mut self, req: &Request, peer: Peer, code: u16, reason: &str, now: Instant) {
+        let resp = Response::for_request(req, code, reason);
+        let dest = response_peer(req, peer);
+        self.transmit(dest, resp.to_bytes(), now);
+    }
+
+    fn transmit(&mut self, peer: Peer, bytes: Vec<u8>, now: Instant) {
+        let mut out = Vec::new();
+        self.transports.send(peer, bytes, now, &mut out);
+        self.emit(out);
+    }
+
+    fn emit(&mut self, out: Vec<TransportOut>) {
+        self.out.extend(out.into_iter().map(SipOutput::Transport));
+    }
+
+    // ===== Timers =====
+
+    fn arm(&mut self, timer: SipTimer, at: Option<Instant>) {
+        let key = match self.key_of.get(&timer) {
+            Some(k) => *k,
+            None if at.is_none() => return,
+            None => {
+                let k = SipTimerKey(self.next_key);
+                self.next_key += 1;
+                self.key_of.insert(timer.clone(), k);
+                self.keys.insert(k, timer.clone());
+                k
+            }
+        };
+        match at {
+            Some(at) => self.table.set(key, at),
+            None => {
+                self.table.stop(key);
+                self.key_of.remove(&timer);
+                self.keys.remove(&key);
+            }
+        }
+    }
+
+    /// Runs every due timer.
+    pub fn handle_timeout(&mut self, now: Instant, rng: &mut Rng) {
+        while let Some(key) = self.table.pop_expired(now) {
+            let Some(timer) = self.keys.remove(&key) else { continue };
+            self.key_of.remove(&timer);
+            match timer {
+                SipTimer::Client(branch) => self.client_timer(branch, now, rng),
+                SipTimer::Server(skey) => self.server_timer(skey, now),
+                SipTimer::Reg(id) => {
+                    let mut changes = Vec::new();
+                    let send = self.regs.get_mut(&id).and_then(|e| e.reg.on_timeout(now, &mut changes));
+                    self.announce(id, changes);
+                    if let Some(send) = send {
+                        self.send_register(id, send, now, rng);
+                    }
+                    self.arm_reg(id);
+                }
+            }
+        }
+        let mut out = Vec::new();
+        self.transports.close_idle(now, &mut out);
+        self.emit(out);
+    }
+
+    fn client_timer(&mut self, branch: String, now: Instant, rng: &mut Rng) {
+        let Some(c) = self.clients.get_mut(&branch) else { return };
+        let mut events = Vec::new();
+        c.tx.on_timeout(now, &mut events);
+        let (peer, bytes, owner) = (c.peer, c.bytes.clone(), c.owner);
+        let deadline = c.tx.next_deadline();
+        for ev in events {
+            match ev {
+                ClientEvent::Retransmit => self.transmit(peer, bytes.clone(), now),
+                ClientEvent::TimedOut => {
+                    let resp = RegResponse { code: 408, reason: "Request Timeout".into(), ..RegResponse::default() };
+                    self.clients.remove(&branch);
+                    if let Some(conn) = peer.conn {
+                        self.transports.retain(conn, false, now);
+                    }
+                    self.reg_response(owner, &resp, now, rng);
+                    return;
+                }
+                ClientEvent::Terminated => {
+                    self.clients.remove(&branch);
+                    if let Some(conn) = peer.conn {
+                        self.transports.retain(conn, false, now);
+                    }
+                    return;
+                }
+            }
+        }
+        self.arm(SipTimer::Client(branch), deadline);
+    }
+
+    fn server_timer(&mut self, key: ServerKey, now: Instant) {
+        let Some(s) = self.servers.get_mut(&key) else { return };
+        let mut events = Vec::new();
+        s.tx.on_timeout(now, &mut events);
+        let peer = s.peer;
+        let last = s.tx.last_response().map(<[u8]>::to_vec);
+        let deadline = s.tx.next_deadline();
+        for ev in events {
+            match ev {
+                ServerEvent::Retransmit => {
+                    if let Some(b) = last.clone() {
+                        self.transmit(peer, b, now);
+                    }
+                }
+                ServerEvent::AckTimeout => log::debug!("no ACK for our final response ({})", key.branch),
+                ServerEvent::Terminated => {
+                    self.servers.remove(&key);
+                    return;
+                }
+            }
+        }
+        self.arm(SipTimer::Server(key), deadline);
+    }
+}
+
+// ===== Reading and writing headers =====
+
+fn put(h: &mut Headers, name: HeaderName, value: &str) {
+    h.push(name, value.as_bytes().to_vec());
+}
+
+fn bracket(host: &str) -> String {
+    if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]")
+    } else {
+        host.to_string()
+    }
+}
+
+fn header_values(h: &Headers, name: HeaderName) -> Vec<String> {
+    h.get_all(&name).map(|v| v.value_str().into_owned()).collect()
+}
+
+fn first_value(h: &Headers, name: HeaderName) -> Option<String> {
+    h.get(&name).map(|v| v.value_str().into_owned())
+}
+
+/// Adds our To tag (stable per transaction) unless the request had one.
+fn add_to_tag(h: &mut Headers, key: &ServerKey) {
+    let Some(to) = first_value(h, HeaderName::To) else { return };
+    if h.to_header().is_ok_and(|t| t.tag().is_some()) {
+        return;
+    }
+    let tag: String = digest::Algorithm::Md5.hash_hex(key.branch.as_bytes()).chars().take(16).collect();
+    h.set(HeaderName::To, format!("{to};tag={tag}").into_bytes());
+}
+
+/// RFC 3581 / §18.2.2: responses go back over the request's connection, or for UDP to the
+/// source address (with `rport`) or the Via's sent-by port.
+fn response_peer(req: &Request, peer: Peer) -> Peer {
+    if peer.transport != Transport::Udp {
+        return peer;
+    }
+    let Ok(via) = req.headers.top_via() else { return peer };
+    if via.rport().is_some() {
+        return peer;
+    }
+    Peer { addr: SocketAddr::new(peer.addr.ip(), via.port.unwrap_or(5060)), ..peer }
+}
+
+/// The granted interval from a REGISTER 200 (§10.2.4): the `expires` of our own binding in
+/// the Contact list, else the `Expires` header.
+fn granted_expires(h: &Headers, ours: &str) -> Option<u32> {
+    let ours: Option<super::uri::Uri> = ours.parse().ok();
+    if let (Some(ours), Ok(super::message::ContactList::Bindings(list))) = (&ours, h.contacts()) {
+        if let Some(e) = list.iter().find(|na| ours.equivalent(&na.uri)).and_then(|na| na.expires()) {
+            return Some(e);
+        }
+    }
+    h.expires().ok().flatten()
+}
