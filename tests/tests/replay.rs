@@ -81,6 +81,8 @@ replay!(
     sip_register_timeout,
     sip_register_423,
     sip_register_refresh,
+    sip_register_dns,
+    sip_incoming,
 );
 
 /// A changed expectation fails, and the failure shows what changed.
