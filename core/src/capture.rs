@@ -21,7 +21,9 @@
 //! `ws.text`/`ws.binary`/`ws.ping`/`ws.pong`/`ws.close` (whole frames; masks dropped), `data`
 //! (bytes that are not whole frames, `b64:`), `closed` (peer went away), `close` (we close),
 //! `timer` (input: a timeout fired; output: the new deadline and its reason, written when it
-//! changes), `shutdown`. A `ws.text` payload is the text itself when it is one line, else a JSON
+//! changes), `shutdown`. SIP: `bound` (`udp:N`, the runtime bound a socket), `datagram`
+//! (`udp:N<peer` in, `udp:N>peer` out), `connect`/`connected` (streams the core opens), `sip`
+//! (bytes on a SIP stream), `resolve`/`resolved` (channel `dns`, by query id). A `ws.text` payload is the text itself when it is one line, else a JSON
 //! string. In `account-add` the `password` is masked (hex digits become `0`, other characters `*`),
 //! and in SIP messages the digest `response` values are zeroed.
 
