@@ -10,7 +10,9 @@
 //!
 //! Everything here is pure: bytes in, values out, no IO and no clock.
 
+pub mod dialog;
 pub mod digest;
+pub mod invite;
 pub mod framing;
 pub mod message;
 pub mod parse;
