@@ -315,3 +315,220 @@ mod tests {
         assert!(c.hang_up().is_empty());
     }
 }
+
+// ===== UAS =====
+
+/// What the stack must do for an incoming INVITE session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UasAction {
+    /// Tell the transaction user.
+    Report(CallProgress),
+    /// Send this final response to the INVITE (2xx carries our SDP; the stack builds it).
+    SendFinal { code: u16 },
+    /// Send the 2xx again (§13.3.1.4: the UA core retransmits it until the ACK).
+    Retransmit2xx,
+    /// Answer the CANCEL with 200 and the INVITE with 487 (§9.2).
+    CancelAccepted,
+    /// Send BYE in the dialog.
+    Bye,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum UasState {
+    /// Ringing; the user has not answered.
+    Offered,
+    /// 2xx sent, no ACK yet.
+    Answered,
+    /// ACK received.
+    Confirmed,
+    /// We sent BYE.
+    Closing,
+    /// Over.
+    Ended,
+}
+
+/// One incoming INVITE session.
+#[derive(Debug, Clone)]
+pub struct UasInvite {
+    state: UasState,
+    timers: super::transaction::Timers,
+    /// Next 2xx retransmission and its interval, while Answered.
+    retransmit: Option<(std::time::Instant, std::time::Duration)>,
+    /// When to give up waiting for the ACK (64·T1 after the 2xx).
+    give_up: Option<std::time::Instant>,
+}
+
+impl UasInvite {
+    /// A session for an INVITE that just arrived (the stack has sent 100/180).
+    pub fn new(timers: super::transaction::Timers) -> Self {
+        Self { state: UasState::Offered, timers, retransmit: None, give_up: None }
+    }
+
+    /// True once the call is over.
+    pub fn is_ended(&self) -> bool {
+        self.state == UasState::Ended
+    }
+
+    /// True while the user may still answer or decline.
+    pub fn is_offered(&self) -> bool {
+        self.state == UasState::Offered
+    }
+
+    /// When [`UasInvite::on_timeout`] should run.
+    pub fn next_deadline(&self) -> Option<std::time::Instant> {
+        [self.retransmit.map(|r| r.0), self.give_up].into_iter().flatten().min()
+    }
+
+    /// The user answers: send the 2xx and retransmit it until the ACK (unreliable transports
+    /// only; `reliable` skips the retransmissions but still waits 64·T1 for the ACK).
+    pub fn answer(&mut self, now: std::time::Instant, reliable: bool) -> Vec<UasAction> {
+        if self.state != UasState::Offered {
+            return Vec::new();
+        }
+        self.state = UasState::Answered;
+        if !reliable {
+            self.retransmit = Some((now + self.timers.t1, self.timers.t1));
+        }
+        self.give_up = Some(now + self.timers.t64());
+        vec![UasAction::SendFinal { code: 200 }]
+    }
+
+    /// The user declines with `code` (486 by default, 603 configurable).
+    pub fn decline(&mut self, code: u16, reason: &str) -> Vec<UasAction> {
+        if self.state != UasState::Offered {
+            return Vec::new();
+        }
+        self.state = UasState::Ended;
+        vec![
+            UasAction::SendFinal { code },
+            UasAction::Report(CallProgress::Ended { reason: format!("{code} {reason}") }),
+        ]
+    }
+
+    /// The caller cancelled (§9.2).
+    pub fn on_cancel(&mut self) -> Vec<UasAction> {
+        if self.state != UasState::Offered {
+            return Vec::new(); // too late: the CANCEL gets 200, the call goes on (§9.2)
+        }
+        self.state = UasState::Ended;
+        vec![
+            UasAction::CancelAccepted,
+            UasAction::Report(CallProgress::Ended { reason: "487 Request Terminated".into() }),
+        ]
+    }
+
+    /// The ACK for our 2xx arrived.
+    pub fn on_ack(&mut self) -> Vec<UasAction> {
+        if self.state == UasState::Answered {
+            self.state = UasState::Confirmed;
+            self.retransmit = None;
+            self.give_up = None;
+        }
+        Vec::new()
+    }
+
+    /// The user hangs up an answered call.
+    pub fn hang_up(&mut self) -> Vec<UasAction> {
+        match self.state {
+            UasState::Answered | UasState::Confirmed => {
+                self.state = UasState::Closing;
+                self.retransmit = None;
+                self.give_up = None;
+                vec![UasAction::Bye]
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// The response to our BYE arrived.
+    pub fn on_bye_response(&mut self) -> Vec<UasAction> {
+        if self.state == UasState::Closing {
+            self.state = UasState::Ended;
+            return vec![UasAction::Report(CallProgress::Ended { reason: "200 OK".into() })];
+        }
+        Vec::new()
+    }
+
+    /// The caller sent BYE.
+    pub fn on_remote_bye(&mut self) -> Vec<UasAction> {
+        match self.state {
+            UasState::Answered | UasState::Confirmed | UasState::Closing => {
+                self.state = UasState::Ended;
+                self.retransmit = None;
+                self.give_up = None;
+                vec![UasAction::Report(CallProgress::Ended { reason: "200 OK".into() })]
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// Retransmits the 2xx (T1 doubling up to T2) or, after 64·T1 without ACK, ends the call
+    /// with BYE (§13.3.1.4).
+    pub fn on_timeout(&mut self, now: std::time::Instant) -> Vec<UasAction> {
+        if self.give_up.is_some_and(|t| t <= now) {
+            self.state = UasState::Closing;
+            self.retransmit = None;
+            self.give_up = None;
+            return vec![
+                UasAction::Bye,
+                UasAction::Report(CallProgress::Ended { reason: "408 Request Timeout".into() }),
+            ];
+        }
+        match self.retransmit {
+            Some((at, interval)) if at <= now => {
+                let next = (interval * 2).min(self.timers.t2);
+                self.retransmit = Some((now + next, next));
+                vec![UasAction::Retransmit2xx]
+            }
+            _ => Vec::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::disallowed_methods)] // an epoch for the virtual clock
+mod uas_tests {
+    use super::*;
+    use crate::sip::transaction::Timers;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn answered_2xx_retransmits_until_ack() {
+        let t0 = Instant::now();
+        let mut c = UasInvite::new(Timers::default());
+        assert_eq!(c.answer(t0, false), [UasAction::SendFinal { code: 200 }]);
+        assert_eq!(c.next_deadline(), Some(t0 + Duration::from_millis(500)));
+        assert_eq!(c.on_timeout(t0 + Duration::from_millis(500)), [UasAction::Retransmit2xx]);
+        assert_eq!(c.next_deadline(), Some(t0 + Duration::from_millis(1500)), "T1 doubling");
+        c.on_ack();
+        assert_eq!(c.next_deadline(), None);
+        assert_eq!(c.hang_up(), [UasAction::Bye]);
+        assert_eq!(c.on_bye_response(), [UasAction::Report(CallProgress::Ended { reason: "200 OK".into() })]);
+    }
+
+    #[test]
+    fn no_ack_ends_with_bye() {
+        let t0 = Instant::now();
+        let mut c = UasInvite::new(Timers::default());
+        c.answer(t0, true);
+        assert_eq!(c.next_deadline(), Some(t0 + Duration::from_secs(32)), "no retransmissions on TCP");
+        let a = c.on_timeout(t0 + Duration::from_secs(32));
+        assert_eq!(a[0], UasAction::Bye);
+    }
+
+    #[test]
+    fn cancel_and_decline() {
+        let mut c = UasInvite::new(Timers::default());
+        assert_eq!(
+            c.on_cancel(),
+            [
+                UasAction::CancelAccepted,
+                UasAction::Report(CallProgress::Ended { reason: "487 Request Terminated".into() })
+            ]
+        );
+        assert!(c.is_ended());
+        let mut c = UasInvite::new(Timers::default());
+        assert_eq!(c.decline(603, "Decline")[0], UasAction::SendFinal { code: 603 });
+        assert!(c.answer(Instant::now(), false).is_empty(), "decided already");
+    }
+}
