@@ -5,7 +5,8 @@
 # Steps: formatting, build (debug binaries are what the behavioural tests start), clippy with
 # warnings as errors, then `cargo test` for the whole workspace: unit tests, capture replays,
 # fuzz corpora, the behavioural suite against both binaries over real sockets on loopback, and
-# the end-to-end tests against real SIP peers (kamailio, sipp), each in its own network namespace.
+# the end-to-end tests against real SIP peers (kamailio, sipp) and the web phone in headless
+# Chromium, each in its own network namespace.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,6 +20,8 @@ have kamailio || missing+=(kamailio)
 have sipp || missing+=(sip-tester)
 have ip || missing+=(iproute2)
 have unshare || missing+=(util-linux)
+# The built-in web phone's tests (tests/tests/web_phone.rs) drive headless Chromium.
+[ -x /usr/lib/chromium/chromium ] || have chromium || missing+=(chromium)
 if [ "${#missing[@]}" -gt 0 ]; then
     echo "== installing: ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive

@@ -530,6 +530,8 @@ pub fn replay(capture: &Capture, epoch: Instant) -> Result<String, String> {
     let mut config = capture.config.clone();
     config.capture = true;
     config.tls = None;
+    // Captures are taken above TLS: SIP TLS flows replay as plaintext.
+    config.sip.tls_replay_plaintext = true;
     let mut gw = crate::Gateway::new(config, capture.seed, epoch, capture.unix).map_err(|e| e.to_string())?;
     let mut recorded = String::new();
     let drain = |gw: &mut crate::Gateway, recorded: &mut String| {

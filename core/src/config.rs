@@ -56,6 +56,26 @@ pub struct SipConfig {
     pub user_agent: String,
     /// Largest SIP message accepted (bytes), on every transport.
     pub max_message_size: usize,
+    /// PEM text of the CA certificates that SIP TLS servers are verified against (RFC 5922):
+    /// the runtime reads `sip_tls_ca_file` into it. `None`: TLS flows fail (no trust roots).
+    /// Never serialised.
+    #[serde(skip)]
+    pub tls_ca_pem: Option<PemBundle>,
+    /// Replay only: TLS flows carry plaintext, without TLS. Captures are taken above TLS, so a
+    /// replay runs a captured TLS flow on a plain core (see `capture::replay`). Never set it
+    /// otherwise. Never serialised.
+    #[serde(skip)]
+    pub tls_replay_plaintext: bool,
+}
+
+/// PEM text (CA certificates); printed by `Debug` as its size only.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct PemBundle(pub Vec<u8>);
+
+impl fmt::Debug for PemBundle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PemBundle({} bytes)", self.0.len())
+    }
 }
 
 impl Default for SipConfig {
@@ -67,6 +87,8 @@ impl Default for SipConfig {
             register_ttl: 600,
             user_agent: concat!("sylkgw/", env!("CARGO_PKG_VERSION")).to_string(),
             max_message_size: 64 * 1024,
+            tls_ca_pem: None,
+            tls_replay_plaintext: false,
         }
     }
 }

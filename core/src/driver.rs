@@ -4,7 +4,7 @@
 
 #![allow(clippy::disallowed_methods)] // this module is where the real clock is read
 
-use crate::config::{parse_ini, Config, TlsConfig};
+use crate::config::{parse_ini, Config, PemBundle, TlsConfig};
 use argh::FromArgs;
 use std::fs::File;
 use std::io::Write;
@@ -14,6 +14,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Default web listener.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:10888";
+
+/// The CA certificates SIP TLS servers are verified against when `sip_tls_ca_file` is not
+/// given (Debian's bundle), if the file exists.
+pub const DEFAULT_SIP_TLS_CA_FILE: &str = "/etc/ssl/certs/ca-certificates.crt";
 
 /// How long a stopping process waits for WebSockets to finish their close handshake.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
@@ -57,6 +61,10 @@ pub struct Args {
     /// (SylkServer's outbound_sip_proxy)
     #[argh(option)]
     pub outbound_proxy: Option<String>,
+    /// PEM file of the CA certificates that SIP TLS servers (transport=tls, sips) are verified
+    /// against (default /etc/ssl/certs/ca-certificates.crt when it exists)
+    #[argh(option)]
+    pub sip_tls_ca_file: Option<PathBuf>,
     /// worker threads, each with its own core (sylkgw only; default: number of cores)
     #[argh(option)]
     pub threads: Option<usize>,
@@ -91,6 +99,7 @@ pub fn load(args: &Args) -> Result<Settings, String> {
     let (mut local_ip, mut local_port): (Option<String>, Option<u16>) = (None, None);
     let mut threads = None;
     let (mut cert, mut key, mut combined): (Option<PathBuf>, Option<PathBuf>, Option<PathBuf>) = (None, None, None);
+    let mut sip_ca: Option<PathBuf> = None;
     if let Some(path) = &args.config {
         let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
         let entries = parse_ini(&text).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -108,6 +117,7 @@ pub fn load(args: &Args) -> Result<Settings, String> {
                 "certificate" => combined = Some(base.join(&e.value)),
                 "tls_cert" => cert = Some(base.join(&e.value)),
                 "tls_key" => key = Some(base.join(&e.value)),
+                "sip_tls_ca_file" => sip_ca = (!e.value.is_empty()).then(|| base.join(&e.value)),
                 _ => return Err(format!("{}: line {}: unknown option `{}`", path.display(), e.line, e.key)),
             }
         }
@@ -129,6 +139,7 @@ pub fn load(args: &Args) -> Result<Settings, String> {
         (None, None) => None,
         _ => return Err("TLS needs both a certificate and a key (--tls-cert and --tls-key)".into()),
     };
+    core.sip.tls_ca_pem = sip_tls_roots(args.sip_tls_ca_file.clone().or(sip_ca))?;
     core.capture = args.capture.is_some();
     if let Some(l) = args.sip_listen {
         core.sip.listen = l;
@@ -152,6 +163,25 @@ pub fn load(args: &Args) -> Result<Settings, String> {
         capture: args.capture.clone(),
         core,
     })
+}
+
+/// Reads the CA certificates for SIP TLS: `path` (which must hold at least one `CERTIFICATE`
+/// block), else [`DEFAULT_SIP_TLS_CA_FILE`] if it exists; `None` leaves TLS flows failing with
+/// a clear error.
+fn sip_tls_roots(path: Option<PathBuf>) -> Result<Option<PemBundle>, String> {
+    let Some(path) = path else {
+        let default = Path::new(DEFAULT_SIP_TLS_CA_FILE);
+        if !default.is_file() {
+            log::debug!("no {DEFAULT_SIP_TLS_CA_FILE}: SIP over TLS needs --sip-tls-ca-file");
+            return Ok(None);
+        }
+        return Ok(read(default).ok().map(PemBundle));
+    };
+    let pem = read(&path)?;
+    if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
+        return Err(format!("{}: no CERTIFICATE block (sip_tls_ca_file)", path.display()));
+    }
+    Ok(Some(PemBundle(pem)))
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, String> {
@@ -321,6 +351,18 @@ mod tests {
         assert_eq!(load(&args).unwrap().listen, "127.0.0.1:1".parse().unwrap());
         let args = Args { tls_cert: Some(dir.join("c.pem")), ..Args::default() };
         assert!(load(&args).unwrap_err().contains("both"));
+        // SIP TLS trust roots: the flag wins over the file; a file without certificates is an
+        // error; a missing one too.
+        let ca = dir.join("ca.pem");
+        std::fs::write(&ca, "-----BEGIN CERTIFICATE-----\nAA==\n-----END CERTIFICATE-----\n").unwrap();
+        let cfg2 = dir.join("gw2.ini");
+        std::fs::write(&cfg2, "sip_tls_ca_file = nothing.pem\n").unwrap();
+        let args = Args { config: Some(cfg2.clone()), ..Args::default() };
+        assert!(load(&args).unwrap_err().contains("nothing.pem"));
+        let args = Args { config: Some(cfg2), sip_tls_ca_file: Some(ca.clone()), ..Args::default() };
+        assert_eq!(load(&args).unwrap().core.sip.tls_ca_pem.map(|p| p.0), Some(std::fs::read(&ca).unwrap()));
+        let args = Args { sip_tls_ca_file: Some(dir.join("gw.ini")), ..Args::default() };
+        assert!(load(&args).unwrap_err().contains("no CERTIFICATE"));
         assert_eq!(capture_path(Path::new("x.cap"), 2, 4), PathBuf::from("x.cap.2"));
     }
 

@@ -141,7 +141,9 @@ impl Gateway {
             })?;
         }
         let recorder = config.capture.then(|| Recorder::new(now, &seed, unix_time, &config));
-        let sip = SipStack::new(config.sip.clone());
+        let mut sip = SipStack::new(config.sip.clone());
+        sip.set_clock(now, unix_time);
+        sip.set_tap(config.capture);
         Ok(Self {
             config,
             tls,
@@ -177,7 +179,8 @@ impl Gateway {
             Input::Accepted { conn, listener: Listener::SipTcp, peer } => self.sip.handle_accepted(conn, peer, now),
             Input::Accepted { conn, listener, peer } => self.accept(conn, listener, peer),
             Input::StreamData { conn, data } if self.sip.owns_conn(conn) => {
-                if let Some(rec) = &mut self.recorder {
+                // TLS records are below captures: their plaintext is recorded from the taps.
+                if let (Some(rec), false) = (&mut self.recorder, self.sip.encrypted_conn(conn)) {
                     rec.stream_in(now, conn, data);
                 }
                 self.sip.handle_stream_data(conn, data, now, &mut self.rng)
@@ -220,6 +223,28 @@ impl Gateway {
                 SipOutput::Transport(TransportOut::Connect { conn, to }) => Output::Connect { conn, to },
                 SipOutput::Transport(TransportOut::Write { conn, data }) => Output::StreamWrite { conn, data },
                 SipOutput::Transport(TransportOut::Close { conn }) => Output::StreamClose { conn },
+                // Below captures: seen from above TLS, nothing is written, and a failure of the
+                // TLS layer is the stream going away (what a replay on a plain core is fed).
+                SipOutput::Transport(TransportOut::WriteTls { conn, data }) => {
+                    self.out.push_back(Output::StreamWrite { conn, data });
+                    continue;
+                }
+                SipOutput::Transport(TransportOut::CloseTls { conn }) => {
+                    if let Some(rec) = &mut self.recorder {
+                        rec.input(self.now, &Input::StreamClosed { conn });
+                    }
+                    self.out.push_back(Output::StreamClose { conn });
+                    continue;
+                }
+                SipOutput::Transport(TransportOut::Tap { conn, sent, plain }) => {
+                    if let Some(rec) = &mut self.recorder {
+                        match sent {
+                            true => rec.output(self.now, &Output::StreamWrite { conn, data: plain }),
+                            false => rec.stream_in(self.now, conn, &plain),
+                        }
+                    }
+                    continue;
+                }
                 SipOutput::Resolve { query, name } => Output::Resolve { query, name },
             };
             if let Some(rec) = &mut self.recorder {
@@ -403,6 +428,7 @@ impl Gateway {
                         let rest = buf.split_off(len);
                         match upgrade::decide(&head, &self.config) {
                             Decision::Reject(resp) => self.reject(id, resp),
+                            Decision::Page(resp) => self.serve_page(id, &head, resp),
                             Decision::Upgrade { accept, dialect } => {
                                 self.upgrade(id, &accept, dialect);
                                 if !rest.is_empty() {
@@ -423,6 +449,15 @@ impl Gateway {
     fn reject(&mut self, id: ConnId, resp: Response) {
         let Some(conn) = self.conns.get_mut(&id) else { return };
         log::info!("{id}: HTTP {} for {}: {}", resp.status, conn.peer, resp.body);
+        let bytes = resp.to_bytes();
+        self.write_plain(id, &bytes);
+        self.close_now(id);
+    }
+
+    /// Answers a page request (the web phone) and closes, as [`Self::reject`] does.
+    fn serve_page(&mut self, id: ConnId, head: &upgrade::RequestHead, resp: Response) {
+        let Some(conn) = self.conns.get_mut(&id) else { return };
+        log::info!("{id}: HTTP {} {} {} for {}", resp.status, head.method, head.path, conn.peer);
         let bytes = resp.to_bytes();
         self.write_plain(id, &bytes);
         self.close_now(id);

@@ -72,10 +72,12 @@ pub mod drive;
 pub mod gateway;
 pub mod http;
 pub mod ids;
+pub mod media;
 pub mod rng;
 pub mod sip;
 pub mod time;
 pub mod transport;
+pub mod web;
 pub mod ws;
 
 #[cfg(feature = "driver")]

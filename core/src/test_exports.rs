@@ -181,3 +181,186 @@ pub fn fuzz_sip_stream(data: &[u8]) {
         }
     }
 }
+
+/// Fuzz body: any bytes as a SIP peer's SDP offer. Checks that parsing never panics, and that the
+/// answer we would build from it (codec intersection, RFC 3264 §6.1 directions, rejected lines,
+/// an SDES answer key) is SDP we parse back to the same media count, ports, codecs, directions
+/// and crypto.
+pub fn fuzz_sip_sdp(data: &[u8]) {
+    use crate::media::sdp::{
+        answer_direction, intersect, Codec, Direction, LocalMedia, LocalSession, MediaKind, Proto, SessionDescription,
+    };
+    use crate::media::srtp::CryptoAttribute;
+
+    let Ok(offer) = SessionDescription::parse(data) else { return };
+    let supported = [
+        Codec::opus(111),
+        Codec::g722(),
+        Codec::pcmu(),
+        Codec::pcma(),
+        Codec::telephone_event(101),
+        Codec::vp8(96),
+        Codec::h264(97, None),
+    ];
+    let mut rng = crate::rng::Rng::new([3; 32]);
+    let mut media = Vec::new();
+    for (i, m) in offer.media.iter().enumerate() {
+        let _ = (offer.rtp_addr(m), offer.rtcp_addr(m, m.rtcp_mux), offer.effective_direction(m));
+        let codecs = intersect(&m.codecs(), &supported);
+        let crypto = m.usable_crypto();
+        if m.is_rejected()
+            || !m.proto.is_rtp()
+            || codecs.is_empty()
+            || matches!(m.kind, MediaKind::Other(_))
+            || (m.proto.is_secure() && crypto.is_none())
+        {
+            media.push(LocalMedia::rejected(m));
+            continue;
+        }
+        let mut l = LocalMedia::new(m.kind.clone(), 20000 + 2 * i as u16, codecs);
+        l.direction = answer_direction(offer.effective_direction(m), Direction::SendRecv);
+        l.rtcp_mux = m.rtcp_mux;
+        l.ptime = m.ptime;
+        if let (true, Some(c)) = (m.proto.is_secure(), crypto) {
+            l.proto = Proto::RtpSavp;
+            l.crypto = vec![CryptoAttribute::answer(c, &mut rng)];
+        }
+        media.push(l);
+    }
+    let address = offer.connection.unwrap_or(std::net::IpAddr::from([192, 0, 2, 1]));
+    let local = LocalSession { username: "-".into(), session_name: "sylkgw".into(), address, media };
+    let text = local.write(1, 2);
+    let back = SessionDescription::parse(text.as_bytes()).expect("our own SDP parses");
+    assert_eq!(back.media.len(), local.media.len(), "m= lines lost");
+    for (b, l) in back.media.iter().zip(&local.media) {
+        assert_eq!((b.port, &b.kind, &b.proto), (l.port, &l.kind, &l.proto), "m= line changed");
+        if l.port != 0 {
+            assert_eq!(b.codecs(), l.codecs, "codecs changed");
+            assert_eq!(back.media_direction(b), l.direction, "direction changed");
+            assert_eq!(b.crypto, l.crypto, "crypto changed");
+            assert_eq!(b.rtcp_mux, l.rtcp_mux);
+        }
+    }
+}
+
+/// Fuzz body: the first byte picks the SRTP suite and timing, the rest is one datagram seen as
+/// RTP, RTCP and SRTP/SRTCP, then as a stream of 8-byte records (seq, ts, SSRC choice, delay)
+/// for the sequence rewriter and the reception statistics. Checks that nothing panics, that
+/// rebuilt headers and RTCP reports parse back to the same fields, and that SRTP and SRTCP
+/// round-trip any packet they accept.
+pub fn fuzz_rtp_rtcp(data: &[u8]) {
+    use crate::media::rtcp::{self, RtcpPacket};
+    use crate::media::rtp::{self, RtpOut};
+    use crate::media::srtp::{MasterKey, SrtpContext, SrtpProfile};
+
+    let Some((&mode, pkt)) = data.split_first() else { return };
+    let _ = (rtp::looks_like_rtcp(pkt), rtp::parse_header(pkt));
+    let mut buf = vec![0u8; pkt.len() + 64];
+
+    // RTP: rebuild a fresh header around the payload and parse it back.
+    if let Ok(v) = rtp::parse(pkt) {
+        let h = v.header;
+        let _ = (v.csrcs().count(), v.extension());
+        let out = RtpOut { marker: h.marker, pt: h.pt, seq: h.seq, ts: h.ts, ssrc: h.ssrc };
+        let n = rtp::write_packet(&mut buf, &out, v.payload()).expect("room for a rebuilt packet");
+        let back = rtp::parse(&buf[..n]).expect("a rebuilt packet parses");
+        let b = back.header;
+        assert_eq!((b.marker, b.pt, b.seq, b.ts, b.ssrc), (h.marker, h.pt, h.seq, h.ts, h.ssrc));
+        assert_eq!(back.payload(), v.payload());
+    }
+
+    // RTCP: every SR/RR rebuilds to the same fields.
+    let _ = (rtcp::validate_compound(pkt), rtcp::summarize(pkt));
+    for p in rtcp::parse_compound(pkt).map_while(Result::ok) {
+        let mut out = Vec::new();
+        match p {
+            RtcpPacket::SenderReport { ssrc, info, blocks } => {
+                let blocks: Vec<_> = blocks.collect();
+                rtcp::write_sr(&mut out, ssrc, &info, &blocks);
+                let again = rtcp::parse_compound(&out).next().and_then(Result::ok);
+                let Some(RtcpPacket::SenderReport { ssrc: s2, info: i2, blocks: b2 }) = again else {
+                    panic!("a rebuilt SR does not parse")
+                };
+                assert_eq!((s2, i2, b2.collect::<Vec<_>>()), (ssrc, info, blocks));
+            }
+            RtcpPacket::ReceiverReport { ssrc, blocks } => {
+                let blocks: Vec<_> = blocks.collect();
+                rtcp::write_rr(&mut out, ssrc, &blocks);
+                let again = rtcp::parse_compound(&out).next().and_then(Result::ok);
+                let Some(RtcpPacket::ReceiverReport { ssrc: s2, blocks: b2 }) = again else {
+                    panic!("a rebuilt RR does not parse")
+                };
+                assert_eq!((s2, b2.collect::<Vec<_>>()), (ssrc, blocks));
+            }
+            RtcpPacket::Bye { ssrcs, reason } => {
+                let ssrcs: Vec<_> = ssrcs.collect();
+                rtcp::write_bye(&mut out, &ssrcs, reason);
+                assert_eq!(rtcp::validate_compound(&out), Err(rtcp::RtcpError::NotCompound));
+                assert!(rtcp::summarize(&out).bye);
+            }
+            RtcpPacket::Fir { entries, .. } => {
+                let _ = entries.count();
+            }
+            RtcpPacket::Pli { .. } | RtcpPacket::Other { .. } => {}
+        }
+    }
+
+    // SRTP/SRTCP: foreign bytes never unprotect; our own protection round-trips.
+    let profile = if mode & 1 == 0 { SrtpProfile::AesCm128HmacSha1_80 } else { SrtpProfile::AesCm128HmacSha1_32 };
+    let key = MasterKey { key: [7; 16], salt: [9; 14] };
+    let (Ok(mut tx), Ok(mut rx)) = (SrtpContext::new(profile, &key), SrtpContext::new(profile, &key)) else {
+        panic!("context setup failed")
+    };
+    let mut copy = pkt.to_vec();
+    let _ = rx.unprotect_rtp(&mut copy);
+    let mut copy = pkt.to_vec();
+    let _ = rx.unprotect_rtcp(&mut copy);
+    buf[..pkt.len()].copy_from_slice(pkt);
+    if let Ok(n) = tx.protect_rtp(&mut buf, pkt.len()) {
+        let got = rx.unprotect_rtp(&mut buf[..n]).expect("our SRTP unprotects");
+        assert_eq!(&buf[..got], pkt, "SRTP round trip changed the packet");
+        assert_eq!(rx.unprotect_rtp(&mut buf[..n]), Err(crate::media::srtp::SrtpError::Replayed));
+    }
+    buf[..pkt.len()].copy_from_slice(pkt);
+    if let Ok(n) = tx.protect_rtcp(&mut buf, pkt.len()) {
+        let got = rx.unprotect_rtcp(&mut buf[..n]).expect("our SRTCP unprotects");
+        assert_eq!(&buf[..got], pkt, "SRTCP round trip changed the packet");
+    }
+
+    // The rewriter and the statistics over a stream of records.
+    let epoch = Instant::now();
+    let mut now = epoch;
+    let clock = [8000, 48000, 90000][usize::from(mode >> 1) % 3];
+    let mut rewriter = rtp::SeqTsRewriter::new(u16::from(mode), u32::from(mode) << 8);
+    let mut stats = rtcp::ReceiveStats::new(1, clock);
+    let mut send = rtcp::SendStats::new(clock);
+    let mut last_new = None;
+    for r in pkt.chunks_exact(8) {
+        let seq = u16::from_be_bytes([r[0], r[1]]);
+        let ts = u32::from_be_bytes([r[2], r[3], r[4], r[5]]);
+        let ssrc = u32::from(r[6] % 3);
+        now += Duration::from_millis(u64::from(r[7]));
+        if r[6] == 0xff {
+            rewriter.reset_source();
+        }
+        if let Some(out) = rewriter.rewrite(now, ssrc, seq, ts, clock) {
+            assert_eq!(out.seq, out.ext_seq as u16);
+            if out.new_source {
+                assert!(last_new.is_none_or(|l| out.ext_seq > l), "a new source went backwards");
+                last_new = Some(out.ext_seq);
+            }
+            send.on_sent(now, out.ts, 160);
+        }
+        if ssrc == 1 {
+            stats.on_rtp(now, seq, ts);
+        }
+        if r[7] > 250 {
+            stats.on_sender_report(now, rtcp::ntp_from_unix(now - epoch));
+            let blocks: Vec<_> = stats.report_block(now).into_iter().collect();
+            let info = send.sender_info(now, now - epoch);
+            let mut out = Vec::new();
+            rtcp::write_report(&mut out, 9, info.as_ref(), &blocks, b"fuzz");
+            assert_eq!(rtcp::validate_compound(&out), Ok(()));
+        }
+    }
+}

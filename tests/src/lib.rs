@@ -5,8 +5,10 @@
 //! Every blocking read here has a deadline, so a misbehaving gateway makes a test fail, never
 //! hang.
 
+pub mod browser;
 pub mod netns;
 pub mod peers;
+pub mod tls_registrar;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};

@@ -46,3 +46,13 @@ fn sip_message() {
 fn sip_stream() {
     run("sip_stream", test_exports::fuzz_sip_stream);
 }
+
+#[test]
+fn sdp_sip() {
+    run("sdp_sip", test_exports::fuzz_sip_sdp);
+}
+
+#[test]
+fn rtp_rtcp() {
+    run("rtp_rtcp", test_exports::fuzz_rtp_rtcp);
+}

@@ -83,6 +83,7 @@ replay!(
     sip_register_refresh,
     sip_register_dns,
     sip_incoming,
+    web_phone_page,
 );
 
 /// A changed expectation fails, and the failure shows what changed.

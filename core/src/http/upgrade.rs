@@ -1,12 +1,23 @@
 //! The WebSocket upgrade on `/webrtcgateway/ws` (RFC 6455 §4.2), with SylkServer's rejections:
 //! 404 for other paths, 403 for an `Origin` outside `web_origins`, 406
 //! `No compatible protocol specified` when neither `sylkRTC-2` nor `sylkRTC-1` is offered.
+//! Besides the upgrade, `GET /` (and `/index.html`) serves the built-in web phone
+//! ([`crate::web::PHONE_HTML`]).
 
 use crate::api::Dialect;
 use crate::config::Config;
 
 /// The WebSocket endpoint.
 pub const WS_PATH: &str = "/webrtcgateway/ws";
+
+/// The paths that serve the built-in web phone.
+pub const PHONE_PATHS: [&str; 2] = ["/", "/index.html"];
+
+/// The Content-Security-Policy of the web phone: everything from this origin or inline, media
+/// from the page's own streams, and WebSocket connections to any gateway (the URL is editable).
+pub const PHONE_CSP: &str = "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; \
+                             img-src 'self' data:; media-src 'self' blob: mediastream:; connect-src 'self' ws: wss:; \
+                             base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
 const MAX_HEADERS: usize = 64;
 
@@ -86,40 +97,71 @@ pub enum Decision {
     },
     /// Answer with an error and close.
     Reject(Response),
+    /// Serve a page (the web phone) and close.
+    Page(Response),
 }
 
-/// A plain-text HTTP response.
+/// An HTTP response: plain text unless made with [`Response::html`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Response {
     /// Status code.
     pub status: u16,
-    /// Body text (also logged).
+    /// Body text (logged for rejections).
     pub body: String,
     /// Extra headers.
     pub headers: Vec<(&'static str, String)>,
+    /// The `Content-Type`.
+    pub content_type: &'static str,
+    /// An answer to `HEAD`: the headers (with the body's `Content-Length`) but no body.
+    pub head_only: bool,
 }
 
 impl Response {
     /// A response with `body` as text.
     pub fn text(status: u16, body: impl Into<String>) -> Self {
-        Self { status, body: body.into(), headers: Vec::new() }
+        Self {
+            status,
+            body: body.into(),
+            headers: Vec::new(),
+            content_type: "text/plain; charset=utf-8",
+            head_only: false,
+        }
+    }
+
+    /// A response with `body` as HTML.
+    pub fn html(status: u16, body: impl Into<String>) -> Self {
+        Self { content_type: "text/html; charset=utf-8", ..Self::text(status, body) }
     }
 
     /// The bytes on the wire; the connection closes after it.
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut s = format!(
-            "HTTP/1.1 {} {}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n",
+            "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n",
             self.status,
             reason_phrase(self.status),
+            self.content_type,
             self.body.len()
         );
         for (name, value) in &self.headers {
             s.push_str(&format!("{name}: {value}\r\n"));
         }
         s.push_str("\r\n");
-        s.push_str(&self.body);
+        if !self.head_only {
+            s.push_str(&self.body);
+        }
         s.into_bytes()
     }
+}
+
+/// The web phone page for `GET` (`head_only` for `HEAD`).
+pub fn phone_page(head_only: bool) -> Response {
+    let mut r = Response::html(200, crate::web::PHONE_HTML);
+    r.head_only = head_only;
+    r.headers.push(("Cache-Control", "no-cache".into()));
+    r.headers.push(("Content-Security-Policy", PHONE_CSP.into()));
+    r.headers.push(("X-Content-Type-Options", "nosniff".into()));
+    r.headers.push(("Referrer-Policy", "no-referrer".into()));
+    r
 }
 
 /// The `101 Switching Protocols` answer.
@@ -134,6 +176,18 @@ pub fn switching_protocols(accept: &str, dialect: Dialect) -> Vec<u8> {
 
 /// Decides what to do with a complete request head.
 pub fn decide(head: &RequestHead, config: &Config) -> Decision {
+    let upgrade = head.tokens("upgrade").any(|t| t.eq_ignore_ascii_case("websocket"));
+    if PHONE_PATHS.contains(&head.path.as_str()) && !upgrade {
+        return match head.method.as_str() {
+            "GET" => Decision::Page(phone_page(false)),
+            "HEAD" => Decision::Page(phone_page(true)),
+            _ => {
+                let mut r = Response::text(405, "Method Not Allowed");
+                r.headers.push(("Allow", "GET, HEAD".into()));
+                Decision::Reject(r)
+            }
+        };
+    }
     if head.path != WS_PATH {
         return Decision::Reject(Response::text(404, "Not Found"));
     }
@@ -142,7 +196,6 @@ pub fn decide(head: &RequestHead, config: &Config) -> Decision {
         r.headers.push(("Allow", "GET".into()));
         return Decision::Reject(r);
     }
-    let upgrade = head.tokens("upgrade").any(|t| t.eq_ignore_ascii_case("websocket"));
     let connection = head.tokens("connection").any(|t| t.eq_ignore_ascii_case("upgrade"));
     if !upgrade || !connection {
         let mut r = Response::text(426, "WebSocket upgrade required");
@@ -195,6 +248,7 @@ fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
 pub fn reason_phrase(status: u16) -> &'static str {
     match status {
         101 => "Switching Protocols",
+        200 => "OK",
         400 => "Bad Request",
         403 => "Forbidden",
         404 => "Not Found",
@@ -241,6 +295,52 @@ mod tests {
         assert!(matches!(d, Decision::Upgrade { .. }));
         let d = decide(&head("Sec-WebSocket-Protocol: sylkRTC-2\r\n"), &cfg);
         assert!(matches!(d, Decision::Reject(Response { status: 403, .. })), "no origin with a list");
+    }
+
+    fn plain(request: &str) -> RequestHead {
+        match parse_head(request.as_bytes(), 8192) {
+            Head::Complete { head, .. } => head,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn serves_the_phone() {
+        let cfg = Config::default();
+        for path in ["/", "/index.html", "/?autorun=1"] {
+            let d = decide(&plain(&format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n")), &cfg);
+            let Decision::Page(r) = d else { panic!("{path}: {d:?}") };
+            assert_eq!((r.status, r.content_type, r.head_only), (200, "text/html; charset=utf-8", false));
+            assert_eq!(r.body, crate::web::PHONE_HTML);
+            let bytes = String::from_utf8(r.to_bytes()).unwrap();
+            let (head, body) = bytes.split_once("\r\n\r\n").unwrap();
+            assert!(head.starts_with("HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\n"), "{head}");
+            assert!(head.contains(&format!("\r\nContent-Length: {}\r\n", crate::web::PHONE_HTML.len())), "{head}");
+            assert!(head.contains("\r\nConnection: close\r\n"), "{head}");
+            assert!(head.contains("\r\nCache-Control: no-cache"), "{head}");
+            assert!(head.contains("\r\nContent-Security-Policy: default-src 'self'; "), "{head}");
+            assert!(head.contains("connect-src 'self' ws: wss:"), "{head}");
+            assert_eq!(body, crate::web::PHONE_HTML);
+        }
+        // HEAD: the same headers, no body.
+        let Decision::Page(r) = decide(&plain("HEAD / HTTP/1.1\r\nHost: x\r\n\r\n"), &cfg) else { panic!() };
+        let bytes = String::from_utf8(r.to_bytes()).unwrap();
+        assert!(bytes.ends_with("\r\n\r\n") && bytes.contains(&format!("Content-Length: {}", r.body.len())));
+        assert!(bytes.contains("Content-Type: text/html; charset=utf-8"), "{bytes}");
+        // Other methods on the page, other paths, and an upgrade aimed at `/`.
+        let d = decide(&plain("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"), &cfg);
+        assert!(matches!(d, Decision::Reject(Response { status: 405, .. })), "{d:?}");
+        let d = decide(&plain("GET /phone.html HTTP/1.1\r\nHost: x\r\n\r\n"), &cfg);
+        assert_eq!(d, Decision::Reject(Response::text(404, "Not Found")));
+        let d = decide(&plain("GET /index.html/ HTTP/1.1\r\nHost: x\r\n\r\n"), &cfg);
+        assert_eq!(d, Decision::Reject(Response::text(404, "Not Found")));
+        let upgrade = "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                       Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+                       Sec-WebSocket-Protocol: sylkRTC-2\r\n\r\n";
+        assert_eq!(decide(&plain(upgrade), &cfg), Decision::Reject(Response::text(404, "Not Found")));
+        // A plain GET on the WebSocket path still asks for the upgrade.
+        let d = decide(&plain("GET /webrtcgateway/ws HTTP/1.1\r\nHost: x\r\n\r\n"), &cfg);
+        assert!(matches!(d, Decision::Reject(Response { status: 426, .. })), "{d:?}");
     }
 
     #[test]

@@ -163,8 +163,11 @@ impl SipStack {
     /// A stack with no sockets yet. `cfg.outbound_sip_proxy` must already be valid.
     pub fn new(cfg: SipConfig) -> Self {
         let proxy = cfg.outbound_sip_proxy.as_deref().and_then(|p| ProxySpec::parse(p).ok());
+        let mut transports = Transports::new(cfg.max_message_size);
+        transports.set_tls_roots(cfg.tls_ca_pem.as_ref().map(|p| p.0.clone()));
+        transports.set_tls_replay_plaintext(cfg.tls_replay_plaintext);
         Self {
-            transports: Transports::new(cfg.max_message_size),
+            transports,
             cfg,
             timers: Timers::default(),
             proxy,
@@ -191,6 +194,22 @@ impl SipStack {
     /// Whether a stream connection belongs to SIP.
     pub fn owns_conn(&self, conn: ConnId) -> bool {
         self.transports.owns(conn)
+    }
+
+    /// Whether the bytes of a SIP stream connection are TLS records (captures record the
+    /// plaintext instead, from [`TransportOut::Tap`]).
+    pub fn encrypted_conn(&self, conn: ConnId) -> bool {
+        self.transports.encrypted(conn)
+    }
+
+    /// Anchors the wall clock TLS certificate checks use: `unix` is the Unix time at `start`.
+    pub fn set_clock(&mut self, start: Instant, unix: std::time::Duration) {
+        self.transports.set_clock(start, unix);
+    }
+
+    /// Reports the plaintext of TLS flows ([`TransportOut::Tap`]) for captures.
+    pub fn set_tap(&mut self, on: bool) {
+        self.transports.set_tap(on);
     }
 
     /// Table sizes: (transactions, registrations, flows).
@@ -380,12 +399,14 @@ impl SipStack {
         let transport = if transport == Transport::Udp && bytes.len() > 1300 { Transport::Tcp } else { transport };
         let peer = Peer { transport, addr, conn: e.flow };
         e.in_flight = Some(branch.clone());
-        self.send_client(branch, bytes, peer, id, now);
+        // RFC 5922 §4: a TLS next hop is verified (and named in SNI) by its domain.
+        let name = e.hop.host.clone();
+        self.send_client(branch, bytes, peer, &name, id, now);
     }
 
-    fn send_client(&mut self, branch: String, bytes: Vec<u8>, peer: Peer, owner: RegId, now: Instant) {
+    fn send_client(&mut self, branch: String, bytes: Vec<u8>, peer: Peer, name: &str, owner: RegId, now: Instant) {
         let mut tout = Vec::new();
-        let conn = self.transports.send(peer, bytes.clone(), now, &mut tout);
+        let conn = self.transports.send_named(peer, Some(name), bytes.clone(), now, &mut tout);
         self.emit(tout);
         let peer = Peer { conn, ..peer };
         if let Some(c) = conn {
@@ -492,7 +513,7 @@ impl SipStack {
     /// The runtime finished (or failed) connecting.
     pub fn handle_connected(&mut self, conn: ConnId, ok: bool, now: Instant, rng: &mut Rng) {
         let (mut out, mut arrivals) = (Vec::new(), Vec::new());
-        self.transports.connected(conn, ok, &mut out, &mut arrivals);
+        self.transports.connected(conn, ok, now, &mut out, &mut arrivals);
         self.emit(out);
         self.arrivals(arrivals, now, rng);
     }
@@ -509,6 +530,13 @@ impl SipStack {
             match a {
                 Arrival::Message { peer, bytes } => self.message(peer, &bytes, now, rng),
                 Arrival::FlowLost { conn } => self.flow_lost(conn, now, rng),
+                Arrival::TlsLost { conn } => {
+                    let mut out = Vec::new();
+                    if self.transports.lose_tls(conn, &mut out) {
+                        self.emit(out);
+                        self.flow_lost(conn, now, rng);
+                    }
+                }
             }
         }
     }

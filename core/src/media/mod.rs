@@ -1,0 +1,18 @@
+//! SIP-side media building blocks, all pure (no IO, no clock: `now` and the wall clock are
+//! passed in; randomness only from the caller's [`Rng`](crate::rng::Rng)).
+//!
+//! The browser leg is str0m's (media spec §1); the SIP leg is plain RTP/AVP or SDES RTP/SAVP that
+//! the gateway speaks itself (media spec §0 point 5, §2.3):
+//!
+//! - [`rtp`]: RTP header parse/build (RFC 3550 §5.1), sequence/timestamp rewriting across source
+//!   changes, payload-type maps, symmetric-RTP latching.
+//! - [`rtcp`]: compound RTCP parsing (SR, RR, BYE, PLI, FIR), our SR/RR with RFC 3550 A.1/A.3/A.8
+//!   statistics, PLI/FIR builders.
+//! - [`srtp`]: SDES-SRTP (RFC 3711) with AES_CM_128_HMAC_SHA1_80/_32 and the `a=crypto`
+//!   attribute (RFC 4568).
+//! - [`sdp`]: the SIP-side SDP parser and offer/answer builder (RFC 8866, RFC 3264).
+
+pub mod rtcp;
+pub mod rtp;
+pub mod sdp;
+pub mod srtp;

@@ -1,0 +1,1204 @@
+//! The SIP-side SDP (RFC 8866, offer/answer per RFC 3264; media spec §2.3 points 1, 2, 7).
+//!
+//! - [`SessionDescription::parse`] reads what a plain SIP peer sends: `v o s c t m` lines and the
+//!   attributes the gateway acts on (`rtpmap`, `fmtp`, `ptime`, `maxptime`, `rtcp`, `rtcp-mux`,
+//!   direction, `crypto`). Every other line is dropped, so nothing the peer wrote leaks into the
+//!   other leg. Never panics; sizes are bounded.
+//! - [`LocalSession::write`] generates our offers and answers: plain `RTP/AVP` or `RTP/SAVP`,
+//!   rtpmap/fmtp for the given codecs, direction, optional `a=ptime`, `a=rtcp`, `a=rtcp-mux`
+//!   (answers only), `a=crypto` — never ICE, DTLS, fingerprint, mid, msid, ssrc, rtcp-fb or
+//!   BUNDLE lines (media spec §2.3 point 1). [`SdpVersioner`] keeps `o=` right across
+//!   re-offers (RFC 3264 §8: the version increases exactly when the description changes).
+//! - [`intersect`] matches codecs by name, clock rate and channels, keeping the offer's PTs and
+//!   order (media spec §1.6, §2.3 point 2); [`answer_direction`] answers directions per
+//!   RFC 3264 §6.1.
+
+use super::srtp::CryptoAttribute;
+use std::fmt::Write as _;
+use std::net::{IpAddr, SocketAddr};
+
+/// At most this many m= lines are accepted.
+pub const MAX_MEDIA: usize = 16;
+/// At most this many formats per m= line are accepted.
+pub const MAX_FORMATS: usize = 64;
+/// At most this many lines are read (the rest of a longer SDP is an error).
+pub const MAX_LINES: usize = 1024;
+/// At most this many `a=crypto` lines per m= line are kept.
+pub const MAX_CRYPTO: usize = 16;
+
+/// Why an SDP was rejected (answer 488 or 400).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SdpError {
+    /// A line is not `<letter>=<value>`, or the first line is not `v=0`.
+    Syntax,
+    /// No `o=` line, or a malformed one.
+    Origin,
+    /// A `c=` line whose address is not an IP address.
+    Connection,
+    /// A malformed `m=` line.
+    Media,
+    /// More lines, media or formats than the limits above.
+    TooLarge,
+}
+
+impl SdpError {
+    /// A short reason for logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SdpError::Syntax => "SDP syntax",
+            SdpError::Origin => "bad or missing o= line",
+            SdpError::Connection => "bad c= line",
+            SdpError::Media => "bad m= line",
+            SdpError::TooLarge => "SDP too large",
+        }
+    }
+}
+
+impl std::fmt::Display for SdpError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Media direction (RFC 3264 §5.1, §6.1).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Direction {
+    /// `a=sendrecv` (the default).
+    #[default]
+    SendRecv,
+    /// `a=sendonly`.
+    SendOnly,
+    /// `a=recvonly`.
+    RecvOnly,
+    /// `a=inactive`.
+    Inactive,
+}
+
+impl Direction {
+    /// From "does this side send" and "does this side receive".
+    pub fn from_flags(sends: bool, receives: bool) -> Self {
+        match (sends, receives) {
+            (true, true) => Direction::SendRecv,
+            (true, false) => Direction::SendOnly,
+            (false, true) => Direction::RecvOnly,
+            (false, false) => Direction::Inactive,
+        }
+    }
+
+    /// The attribute name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::SendRecv => "sendrecv",
+            Direction::SendOnly => "sendonly",
+            Direction::RecvOnly => "recvonly",
+            Direction::Inactive => "inactive",
+        }
+    }
+
+    /// From an attribute name.
+    pub fn from_attr(s: &str) -> Option<Self> {
+        [Direction::SendRecv, Direction::SendOnly, Direction::RecvOnly, Direction::Inactive]
+            .into_iter()
+            .find(|d| d.as_str() == s)
+    }
+
+    /// True for sendrecv and sendonly.
+    pub fn sends(self) -> bool {
+        matches!(self, Direction::SendRecv | Direction::SendOnly)
+    }
+
+    /// True for sendrecv and recvonly.
+    pub fn receives(self) -> bool {
+        matches!(self, Direction::SendRecv | Direction::RecvOnly)
+    }
+
+    /// The same stream seen from the other end (sendonly ↔ recvonly).
+    pub fn reversed(self) -> Self {
+        Direction::from_flags(self.receives(), self.sends())
+    }
+}
+
+/// RFC 3264 §6.1: the answer's direction for an `offered` one, given what we would like
+/// (`wanted`, from our side). We send only if the offerer receives and we want to send; we
+/// receive only if the offerer sends and we want to receive: sendonly → recvonly (or inactive),
+/// recvonly → sendonly (or inactive), inactive → inactive, sendrecv → `wanted`.
+pub fn answer_direction(offered: Direction, wanted: Direction) -> Direction {
+    Direction::from_flags(offered.receives() && wanted.sends(), offered.sends() && wanted.receives())
+}
+
+/// The media type of an m= line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MediaKind {
+    /// `audio`.
+    Audio,
+    /// `video`.
+    Video,
+    /// Anything else (`application`, `image`, …): only ever rejected.
+    Other(String),
+}
+
+impl MediaKind {
+    fn parse(s: &str) -> Self {
+        match s {
+            "audio" => MediaKind::Audio,
+            "video" => MediaKind::Video,
+            other => MediaKind::Other(other.to_string()),
+        }
+    }
+
+    /// The token.
+    pub fn as_str(&self) -> &str {
+        match self {
+            MediaKind::Audio => "audio",
+            MediaKind::Video => "video",
+            MediaKind::Other(s) => s,
+        }
+    }
+}
+
+/// The transport protocol of an m= line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Proto {
+    /// `RTP/AVP` (RFC 3551).
+    RtpAvp,
+    /// `RTP/SAVP` (RFC 3711): SDES-SRTP with `a=crypto`.
+    RtpSavp,
+    /// `RTP/AVPF` (RFC 4585).
+    RtpAvpf,
+    /// `RTP/SAVPF`.
+    RtpSavpf,
+    /// Anything else (`UDP/TLS/RTP/SAVPF`, `udptl`, …).
+    Other(String),
+}
+
+impl Proto {
+    fn parse(s: &str) -> Self {
+        match s {
+            "RTP/AVP" => Proto::RtpAvp,
+            "RTP/SAVP" => Proto::RtpSavp,
+            "RTP/AVPF" => Proto::RtpAvpf,
+            "RTP/SAVPF" => Proto::RtpSavpf,
+            other => Proto::Other(other.to_string()),
+        }
+    }
+
+    /// The token.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Proto::RtpAvp => "RTP/AVP",
+            Proto::RtpSavp => "RTP/SAVP",
+            Proto::RtpAvpf => "RTP/AVPF",
+            Proto::RtpSavpf => "RTP/SAVPF",
+            Proto::Other(s) => s,
+        }
+    }
+
+    /// True for the four plain RTP profiles the gateway can speak.
+    pub fn is_rtp(&self) -> bool {
+        !matches!(self, Proto::Other(_))
+    }
+
+    /// True for SAVP and SAVPF (SDES-SRTP).
+    pub fn is_secure(&self) -> bool {
+        matches!(self, Proto::RtpSavp | Proto::RtpSavpf)
+    }
+}
+
+/// The `o=` line (RFC 8866 §5.2). Id and version are kept as the digits the peer sent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Origin {
+    /// Username (`-` usually).
+    pub username: String,
+    /// Session id.
+    pub session_id: String,
+    /// Session version: a changed value means a changed description.
+    pub session_version: String,
+    /// The address field (may be a name).
+    pub address: String,
+}
+
+/// `a=rtpmap` (RFC 8866 §6.6).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RtpMap {
+    /// Payload type.
+    pub pt: u8,
+    /// Encoding name as written.
+    pub name: String,
+    /// Clock rate.
+    pub clock_rate: u32,
+    /// Channels (1 when omitted).
+    pub channels: u8,
+}
+
+/// `a=rtcp` (RFC 3605).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RtcpAttr {
+    /// The RTCP port.
+    pub port: u16,
+    /// The RTCP address, if given.
+    pub addr: Option<IpAddr>,
+}
+
+/// One m= section as received.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MediaDescription {
+    /// Media type.
+    pub kind: MediaKind,
+    /// Port; 0 means the stream is rejected or disabled.
+    pub port: u16,
+    /// The `/count` suffix of the port, if any.
+    pub port_count: Option<u16>,
+    /// Transport protocol.
+    pub proto: Proto,
+    /// The format tokens (PTs for RTP protocols), in order.
+    pub formats: Vec<String>,
+    /// Media-level `c=` address.
+    pub connection: Option<IpAddr>,
+    /// `a=rtpmap` lines (first per PT).
+    pub rtpmaps: Vec<RtpMap>,
+    /// `a=fmtp` lines as (PT, parameters) (first per PT; control characters removed, trimmed,
+    /// empty ones dropped).
+    pub fmtps: Vec<(u8, String)>,
+    /// `a=ptime`.
+    pub ptime: Option<u32>,
+    /// `a=maxptime`.
+    pub maxptime: Option<u32>,
+    /// `a=rtcp`.
+    pub rtcp: Option<RtcpAttr>,
+    /// `a=rtcp-mux`.
+    pub rtcp_mux: bool,
+    /// Media-level direction attribute.
+    pub direction: Option<Direction>,
+    /// `a=crypto` lines with supported suites, in offer order (others are skipped).
+    pub crypto: Vec<CryptoAttribute>,
+}
+
+impl MediaDescription {
+    fn new(kind: MediaKind, port: u16, port_count: Option<u16>, proto: Proto, formats: Vec<String>) -> Self {
+        Self {
+            kind,
+            port,
+            port_count,
+            proto,
+            formats,
+            connection: None,
+            rtpmaps: Vec::new(),
+            fmtps: Vec::new(),
+            ptime: None,
+            maxptime: None,
+            rtcp: None,
+            rtcp_mux: false,
+            direction: None,
+            crypto: Vec::new(),
+        }
+    }
+
+    /// True if the port is 0.
+    pub fn is_rejected(&self) -> bool {
+        self.port == 0
+    }
+
+    /// The numeric formats (PTs 0–127) of an RTP m= line, in order.
+    pub fn payload_types(&self) -> impl Iterator<Item = u8> + '_ {
+        self.formats.iter().filter_map(|f| f.parse::<u8>().ok()).filter(|&pt| pt < 128)
+    }
+
+    /// The fmtp parameters of `pt`.
+    pub fn fmtp(&self, pt: u8) -> Option<&str> {
+        self.fmtps.iter().find(|(p, _)| *p == pt).map(|(_, s)| s.as_str())
+    }
+
+    /// The codecs of the m= line, in format order: the rtpmap of each PT, else the RFC 3551
+    /// static assignment; dynamic PTs without rtpmap are skipped.
+    pub fn codecs(&self) -> Vec<Codec> {
+        self.payload_types()
+            .filter_map(|pt| {
+                let (name, clock_rate, channels) = match self.rtpmaps.iter().find(|r| r.pt == pt) {
+                    Some(r) => (r.name.clone(), r.clock_rate, r.channels),
+                    None => {
+                        let (name, clock) = static_pt(pt)?;
+                        (name.to_string(), clock, 1)
+                    }
+                };
+                Some(Codec { pt, name, clock_rate, channels, fmtp: self.fmtp(pt).map(str::to_string) })
+            })
+            .collect()
+    }
+
+    /// The first `a=crypto` whose session parameters we can honour (RFC 4568 §7.1.1: the
+    /// answerer picks one offered attribute).
+    pub fn usable_crypto(&self) -> Option<&CryptoAttribute> {
+        self.crypto.iter().find(|c| c.is_usable())
+    }
+}
+
+/// RFC 3551 §6 static payload types the gateway may meet.
+fn static_pt(pt: u8) -> Option<(&'static str, u32)> {
+    Some(match pt {
+        0 => ("PCMU", 8000),
+        3 => ("GSM", 8000),
+        4 => ("G723", 8000),
+        8 => ("PCMA", 8000),
+        9 => ("G722", 8000),
+        13 => ("CN", 8000),
+        18 => ("G729", 8000),
+        34 => ("H263", 90000),
+        _ => return None,
+    })
+}
+
+/// A parsed SIP-side session description.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionDescription {
+    /// `o=`.
+    pub origin: Origin,
+    /// `s=` (empty if absent).
+    pub session_name: String,
+    /// Session-level `c=` address.
+    pub connection: Option<IpAddr>,
+    /// Session-level direction attribute.
+    pub direction: Option<Direction>,
+    /// The m= sections, in order.
+    pub media: Vec<MediaDescription>,
+}
+
+fn parse_connection(value: &str) -> Result<IpAddr, SdpError> {
+    let mut f = value.split_ascii_whitespace();
+    if f.next() != Some("IN") {
+        return Err(SdpError::Connection);
+    }
+    let addrtype = f.next().ok_or(SdpError::Connection)?;
+    let addr = f.next().ok_or(SdpError::Connection)?;
+    // Multicast TTL / count suffixes.
+    let addr = addr.split('/').next().unwrap_or_default();
+    let ip: IpAddr = addr.parse().map_err(|_| SdpError::Connection)?;
+    match (addrtype, ip) {
+        ("IP4", IpAddr::V4(_)) | ("IP6", IpAddr::V6(_)) => Ok(ip),
+        _ => Err(SdpError::Connection),
+    }
+}
+
+fn is_token(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_graphic())
+}
+
+fn parse_media_line(value: &str) -> Result<MediaDescription, SdpError> {
+    let mut f = value.split_ascii_whitespace();
+    if !value.split_ascii_whitespace().all(is_token) {
+        return Err(SdpError::Media);
+    }
+    let kind = MediaKind::parse(f.next().ok_or(SdpError::Media)?);
+    let port_field = f.next().ok_or(SdpError::Media)?;
+    let (port, count) = match port_field.split_once('/') {
+        Some((p, c)) => (p, Some(c.parse::<u16>().map_err(|_| SdpError::Media)?)),
+        None => (port_field, None),
+    };
+    let port: u16 = port.parse().map_err(|_| SdpError::Media)?;
+    let proto = Proto::parse(f.next().ok_or(SdpError::Media)?);
+    let mut formats = Vec::new();
+    for fmt in f {
+        if formats.len() == MAX_FORMATS {
+            return Err(SdpError::TooLarge);
+        }
+        if proto.is_rtp() && fmt.parse::<u8>().map_or(true, |pt| pt > 127) {
+            return Err(SdpError::Media);
+        }
+        formats.push(fmt.to_string());
+    }
+    Ok(MediaDescription::new(kind, port, count, proto, formats))
+}
+
+fn parse_rtpmap(value: &str) -> Option<RtpMap> {
+    let (pt, enc) = value.split_once(' ')?;
+    let pt: u8 = pt.parse().ok().filter(|&p| p < 128)?;
+    let mut parts = enc.trim().split('/');
+    let name = parts.next().filter(|n| is_token(n))?.to_string();
+    let clock_rate: u32 = parts.next()?.parse().ok().filter(|&c| c > 0)?;
+    let channels = match parts.next() {
+        Some(c) => c.parse().ok().filter(|&c| c > 0)?,
+        None => 1,
+    };
+    Some(RtpMap { pt, name, clock_rate, channels })
+}
+
+fn parse_rtcp(value: &str) -> Option<RtcpAttr> {
+    let mut f = value.split_ascii_whitespace();
+    let port: u16 = f.next()?.parse().ok()?;
+    let addr = match f.next() {
+        Some(_) => Some(parse_connection(value.split_once(' ')?.1).ok()?),
+        None => None,
+    };
+    Some(RtcpAttr { port, addr })
+}
+
+fn parse_origin(value: &str) -> Result<Origin, SdpError> {
+    let f: Vec<&str> = value.split_ascii_whitespace().collect();
+    let [username, id, version, "IN", _addrtype, address] = f[..] else { return Err(SdpError::Origin) };
+    if [id, version].iter().any(|s| s.is_empty() || s.len() > 24 || !s.bytes().all(|b| b.is_ascii_digit())) {
+        return Err(SdpError::Origin);
+    }
+    Ok(Origin {
+        username: username.to_string(),
+        session_id: id.to_string(),
+        session_version: version.to_string(),
+        address: address.to_string(),
+    })
+}
+
+impl SessionDescription {
+    /// Parses an SDP body (RFC 8866 §5). Lines end in CRLF or LF; blank lines are skipped;
+    /// unknown line types and attributes are dropped, as are malformed attributes we would not
+    /// use (a bad rtpmap just leaves its PT without codec). Invalid UTF-8 is replaced.
+    pub fn parse(body: &[u8]) -> Result<Self, SdpError> {
+        let text = String::from_utf8_lossy(body);
+        let mut lines = text.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l)).filter(|l| !l.is_empty());
+        if lines.next() != Some("v=0") {
+            return Err(SdpError::Syntax);
+        }
+        let mut origin = None;
+        let mut session_name = String::new();
+        let mut connection = None;
+        let mut direction = None;
+        let mut media: Vec<MediaDescription> = Vec::new();
+        for (n, line) in lines.enumerate() {
+            if n >= MAX_LINES {
+                return Err(SdpError::TooLarge);
+            }
+            let bytes = line.as_bytes();
+            if bytes.len() < 2 || bytes[1] != b'=' || !bytes[0].is_ascii_lowercase() {
+                return Err(SdpError::Syntax);
+            }
+            let value = &line[2..];
+            match (bytes[0], media.last_mut()) {
+                (b'o', None) if origin.is_none() => origin = Some(parse_origin(value)?),
+                (b's', None) => session_name = value.to_string(),
+                (b'c', None) => connection = Some(parse_connection(value)?),
+                (b'c', Some(m)) => m.connection = Some(parse_connection(value)?),
+                (b'm', _) => {
+                    if origin.is_none() {
+                        return Err(SdpError::Origin);
+                    }
+                    if media.len() == MAX_MEDIA {
+                        return Err(SdpError::TooLarge);
+                    }
+                    media.push(parse_media_line(value)?);
+                }
+                (b'a', None) => {
+                    if let Some(d) = Direction::from_attr(value) {
+                        direction = Some(d);
+                    }
+                }
+                (b'a', Some(m)) => media_attribute(m, value),
+                _ => {}
+            }
+        }
+        let origin = origin.ok_or(SdpError::Origin)?;
+        Ok(Self { origin, session_name, connection, direction, media })
+    }
+
+    /// The address of `m`: its own `c=`, else the session's.
+    pub fn media_connection(&self, m: &MediaDescription) -> Option<IpAddr> {
+        m.connection.or(self.connection)
+    }
+
+    /// The declared direction of `m` from the SDP sender's side: media-level attribute, else
+    /// session-level, else sendrecv.
+    pub fn media_direction(&self, m: &MediaDescription) -> Direction {
+        m.direction.or(self.direction).unwrap_or_default()
+    }
+
+    /// Like [`media_direction`](Self::media_direction) but folding the RFC 2543 hold: with a
+    /// `c=` of 0.0.0.0 or `::` the sender cannot receive, so its receive half is cleared
+    /// (sendrecv → sendonly, recvonly → inactive; RFC 3264 §8.4). A rejected stream is inactive.
+    pub fn effective_direction(&self, m: &MediaDescription) -> Direction {
+        let d = self.media_direction(m);
+        if m.is_rejected() {
+            Direction::Inactive
+        } else if self.media_connection(m).is_some_and(|ip| ip.is_unspecified()) {
+            Direction::from_flags(d.sends(), false)
+        } else {
+            d
+        }
+    }
+
+    /// Where to send RTP for `m` (before latching), or `None` if rejected or on hold.
+    pub fn rtp_addr(&self, m: &MediaDescription) -> Option<SocketAddr> {
+        let ip = self.media_connection(m).filter(|ip| !ip.is_unspecified())?;
+        (m.port != 0).then(|| SocketAddr::new(ip, m.port))
+    }
+
+    /// Where to send RTCP for `m`: the RTP address when rtcp-mux was negotiated (`mux`), else
+    /// `a=rtcp` (RFC 3605), else RTP port + 1 (RFC 3550 §11).
+    pub fn rtcp_addr(&self, m: &MediaDescription, mux: bool) -> Option<SocketAddr> {
+        let rtp = self.rtp_addr(m)?;
+        if mux {
+            return Some(rtp);
+        }
+        match m.rtcp {
+            Some(r) => Some(SocketAddr::new(r.addr.unwrap_or(rtp.ip()), r.port)).filter(|a| a.port() != 0),
+            None => rtp.port().checked_add(1).map(|p| SocketAddr::new(rtp.ip(), p)),
+        }
+    }
+}
+
+fn media_attribute(m: &mut MediaDescription, value: &str) {
+    let (name, arg) = value.split_once(':').unwrap_or((value, ""));
+    match name {
+        "rtpmap" => {
+            if let Some(r) = parse_rtpmap(arg) {
+                if !m.rtpmaps.iter().any(|x| x.pt == r.pt) && m.rtpmaps.len() < MAX_FORMATS {
+                    m.rtpmaps.push(r);
+                }
+            }
+        }
+        "fmtp" => {
+            if let Some((pt, params)) = arg.split_once(' ') {
+                let params: String = params.chars().filter(|c| !c.is_control()).collect();
+                let params = params.trim();
+                if let Some(pt) = pt.parse::<u8>().ok().filter(|&p| p < 128) {
+                    if !params.is_empty() && !m.fmtps.iter().any(|(p, _)| *p == pt) && m.fmtps.len() < MAX_FORMATS {
+                        m.fmtps.push((pt, params.to_string()));
+                    }
+                }
+            }
+        }
+        "ptime" => m.ptime = arg.trim().parse().ok(),
+        "maxptime" => m.maxptime = arg.trim().parse().ok(),
+        "rtcp" => m.rtcp = parse_rtcp(arg),
+        "rtcp-mux" => m.rtcp_mux = true,
+        "crypto" => {
+            if m.crypto.len() < MAX_CRYPTO {
+                if let Ok(c) = CryptoAttribute::parse(arg) {
+                    m.crypto.push(c);
+                }
+            }
+        }
+        _ => {
+            if let Some(d) = Direction::from_attr(value) {
+                m.direction = Some(d);
+            }
+        }
+    }
+}
+
+/// A codec on an m= line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Codec {
+    /// Payload type.
+    pub pt: u8,
+    /// Encoding name (`opus`, `PCMU`, `telephone-event`, …).
+    pub name: String,
+    /// RTP clock rate.
+    pub clock_rate: u32,
+    /// Channels (written only when not 1).
+    pub channels: u8,
+    /// fmtp parameters.
+    pub fmtp: Option<String>,
+}
+
+impl Codec {
+    fn new(pt: u8, name: &str, clock_rate: u32, channels: u8, fmtp: Option<&str>) -> Self {
+        Self { pt, name: name.to_string(), clock_rate, channels, fmtp: fmtp.map(str::to_string) }
+    }
+
+    /// `opus/48000/2` (RFC 7587) at `pt`.
+    pub fn opus(pt: u8) -> Self {
+        Self::new(pt, "opus", 48000, 2, None)
+    }
+
+    /// `G722/8000` at its static PT 9 (the RTP clock is 8000 by RFC 3551's mistake).
+    pub fn g722() -> Self {
+        Self::new(9, "G722", 8000, 1, None)
+    }
+
+    /// `PCMU/8000` at PT 0.
+    pub fn pcmu() -> Self {
+        Self::new(0, "PCMU", 8000, 1, None)
+    }
+
+    /// `PCMA/8000` at PT 8.
+    pub fn pcma() -> Self {
+        Self::new(8, "PCMA", 8000, 1, None)
+    }
+
+    /// `telephone-event/8000` with events `0-16` (RFC 4733; media spec §1.12) at `pt`.
+    pub fn telephone_event(pt: u8) -> Self {
+        Self::new(pt, "telephone-event", 8000, 1, Some("0-16"))
+    }
+
+    /// `VP8/90000` at `pt`.
+    pub fn vp8(pt: u8) -> Self {
+        Self::new(pt, "VP8", 90000, 1, None)
+    }
+
+    /// `H264/90000` at `pt` with the given fmtp (profile-level-id, packetization-mode).
+    pub fn h264(pt: u8, fmtp: Option<&str>) -> Self {
+        Self::new(pt, "H264", 90000, 1, fmtp)
+    }
+
+    /// Same codec: name (case-insensitive), clock rate and channels. PT and fmtp are not
+    /// compared (H.264 profiles are not checked).
+    pub fn matches(&self, other: &Codec) -> bool {
+        self.name.eq_ignore_ascii_case(&other.name)
+            && self.clock_rate == other.clock_rate
+            && self.channels == other.channels
+    }
+}
+
+/// The offered codecs that match one of `supported`, keeping the offer's PTs, fmtp and order
+/// (media spec §2.3 point 2: the answer reuses the offer's numbers, so no renumbering).
+pub fn intersect(offered: &[Codec], supported: &[Codec]) -> Vec<Codec> {
+    offered.iter().filter(|o| supported.iter().any(|s| s.matches(o))).cloned().collect()
+}
+
+/// One m= line we generate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LocalMedia {
+    /// Media type.
+    pub kind: MediaKind,
+    /// Our RTP port; 0 rejects or disables the stream (then only the m= line is written).
+    pub port: u16,
+    /// `RTP/AVP`, or `RTP/SAVP` with `crypto`; `Other` only for rejected lines.
+    pub proto: Proto,
+    /// Codecs in preference order.
+    pub codecs: Vec<Codec>,
+    /// The format written when `codecs` is empty (rejected lines must still name one): the
+    /// offer's first format, else `0`.
+    pub fallback_format: Option<String>,
+    /// Our direction.
+    pub direction: Direction,
+    /// `a=ptime`.
+    pub ptime: Option<u32>,
+    /// `a=rtcp:<port>` when RTCP is not on port+1.
+    pub rtcp_port: Option<u16>,
+    /// `a=rtcp-mux`: only in an answer to an offer that had it.
+    pub rtcp_mux: bool,
+    /// `a=crypto` lines (one in an answer).
+    pub crypto: Vec<CryptoAttribute>,
+}
+
+impl LocalMedia {
+    /// An active audio or video line with the given codecs: RTP/AVP, sendrecv, nothing else.
+    pub fn new(kind: MediaKind, port: u16, codecs: Vec<Codec>) -> Self {
+        Self {
+            kind,
+            port,
+            proto: Proto::RtpAvp,
+            codecs,
+            fallback_format: None,
+            direction: Direction::SendRecv,
+            ptime: None,
+            rtcp_port: None,
+            rtcp_mux: false,
+            crypto: Vec::new(),
+        }
+    }
+
+    /// The answer line rejecting `offered` (RFC 3264 §6: port 0, same media type and protocol,
+    /// one of its formats).
+    pub fn rejected(offered: &MediaDescription) -> Self {
+        Self {
+            proto: offered.proto.clone(),
+            fallback_format: offered.formats.first().cloned(),
+            direction: Direction::Inactive,
+            ..Self::new(offered.kind.clone(), 0, Vec::new())
+        }
+    }
+}
+
+/// A session description we generate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LocalSession {
+    /// `o=` username (`-` if empty).
+    pub username: String,
+    /// `s=` (`-` if empty).
+    pub session_name: String,
+    /// Our media address, written in `o=` and the session-level `c=`.
+    pub address: IpAddr,
+    /// The m= lines, in order (an answer has exactly the offer's count).
+    pub media: Vec<LocalMedia>,
+}
+
+/// Drops control characters (CR, LF, …) so no value can start a new line.
+fn clean(s: &str) -> impl std::fmt::Display + '_ {
+    struct Clean<'a>(&'a str);
+    impl std::fmt::Display for Clean<'_> {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            self.0.chars().filter(|c| !c.is_control()).try_for_each(|c| f.write_char(c))
+        }
+    }
+    Clean(s)
+}
+
+fn token(s: &str) -> impl std::fmt::Display + '_ {
+    struct Token<'a>(&'a str);
+    impl std::fmt::Display for Token<'_> {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            let mut any = false;
+            for c in self.0.chars().filter(|c| c.is_ascii_graphic()) {
+                f.write_char(c)?;
+                any = true;
+            }
+            if !any {
+                f.write_char('-')?;
+            }
+            Ok(())
+        }
+    }
+    Token(s)
+}
+
+fn addr_type(ip: IpAddr) -> &'static str {
+    if ip.is_ipv4() {
+        "IP4"
+    } else {
+        "IP6"
+    }
+}
+
+impl LocalSession {
+    /// Writes the SDP with CRLF line ends (RFC 8866 §5). Strings are sanitised: tokens lose
+    /// whitespace and control characters, free text loses control characters.
+    pub fn write(&self, session_id: u64, session_version: u64) -> String {
+        let mut s = String::with_capacity(256 + 256 * self.media.len());
+        let at = addr_type(self.address);
+        let _ =
+            write!(s, "v=0\r\no={} {session_id} {session_version} IN {at} {}\r\n", token(&self.username), self.address);
+        let name = if self.session_name.is_empty() { "-" } else { &self.session_name };
+        let _ = write!(s, "s={}\r\nc=IN {at} {}\r\nt=0 0\r\n", clean(name), self.address);
+        for m in &self.media {
+            let _ = write!(s, "m={} {} {}", token(m.kind.as_str()), m.port, token(m.proto.as_str()));
+            if m.codecs.is_empty() {
+                let _ = write!(s, " {}", token(m.fallback_format.as_deref().unwrap_or("0")));
+            }
+            for c in &m.codecs {
+                let _ = write!(s, " {}", c.pt);
+            }
+            s.push_str("\r\n");
+            if m.port == 0 {
+                continue;
+            }
+            for c in &m.codecs {
+                let _ = write!(s, "a=rtpmap:{} {}/{}", c.pt, token(&c.name), c.clock_rate);
+                if c.channels != 1 {
+                    let _ = write!(s, "/{}", c.channels);
+                }
+                s.push_str("\r\n");
+                if let Some(f) = c.fmtp.as_deref().filter(|f| !f.is_empty()) {
+                    let _ = write!(s, "a=fmtp:{} {}\r\n", c.pt, clean(f));
+                }
+            }
+            if let Some(p) = m.ptime {
+                let _ = write!(s, "a=ptime:{p}\r\n");
+            }
+            if let Some(p) = m.rtcp_port {
+                let _ = write!(s, "a=rtcp:{p}\r\n");
+            }
+            if m.rtcp_mux {
+                s.push_str("a=rtcp-mux\r\n");
+            }
+            for c in &m.crypto {
+                let _ = write!(s, "a=crypto:{}\r\n", clean(&c.to_string()));
+            }
+            let _ = write!(s, "a={}\r\n", m.direction.as_str());
+        }
+        s
+    }
+}
+
+/// Keeps our `o=` line right across a dialog (RFC 3264 §8, §5): the session id is fixed, the
+/// version goes up by one whenever the description differs from the previous one we sent and
+/// stays the same when it does not (session refreshes).
+#[derive(Clone, Debug)]
+pub struct SdpVersioner {
+    session_id: u64,
+    version: u64,
+    last: Option<LocalSession>,
+}
+
+impl SdpVersioner {
+    /// Draw `session_id` (and, often, the same value as `first_version`) from the caller's
+    /// `Rng`; keep both below 2^62 so the version never overflows in practice.
+    pub fn new(session_id: u64, first_version: u64) -> Self {
+        Self { session_id, version: first_version, last: None }
+    }
+
+    /// The version of the last SDP rendered.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// Renders `session`, bumping the version if it changed since the last call.
+    pub fn render(&mut self, session: &LocalSession) -> String {
+        match &self.last {
+            Some(last) if last == session => {}
+            Some(_) => {
+                self.version = self.version.wrapping_add(1);
+                self.last = Some(session.clone());
+            }
+            None => self.last = Some(session.clone()),
+        }
+        session.write(self.session_id, self.version)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::srtp::SrtpProfile;
+    use crate::rng::Rng;
+
+    const BARESIP: &str = "v=0\r\n\
+        o=- 1618513711 3946293413 IN IP4 192.0.2.10\r\n\
+        s=-\r\n\
+        c=IN IP4 192.0.2.10\r\n\
+        t=0 0\r\n\
+        m=audio 30000 RTP/AVP 96 9 0 8 101\r\n\
+        b=AS:64\r\n\
+        a=rtpmap:96 opus/48000/2\r\n\
+        a=fmtp:96 stereo=1;sprop-stereo=1\r\n\
+        a=rtpmap:9 G722/8000\r\n\
+        a=rtpmap:0 PCMU/8000\r\n\
+        a=rtpmap:8 PCMA/8000\r\n\
+        a=rtpmap:101 telephone-event/8000\r\n\
+        a=fmtp:101 0-15\r\n\
+        a=rtcp:30001\r\n\
+        a=ssrc:12345 cname:foo\r\n\
+        a=extmap:1 urn:ietf:params:rtp-hdrext:ssrc-audio-level\r\n\
+        a=sendrecv\r\n\
+        a=label:1\r\n\
+        a=ptime:20\r\n";
+
+    #[test]
+    fn parses_a_baresip_offer_and_drops_unknown_lines() {
+        let sdp = SessionDescription::parse(BARESIP.as_bytes()).unwrap();
+        assert_eq!(sdp.origin.session_version, "3946293413");
+        assert_eq!(sdp.origin.address, "192.0.2.10");
+        assert_eq!(sdp.session_name, "-");
+        assert_eq!(sdp.connection, Some("192.0.2.10".parse().unwrap()));
+        assert_eq!(sdp.media.len(), 1);
+        let m = &sdp.media[0];
+        assert_eq!((&m.kind, m.port, &m.proto), (&MediaKind::Audio, 30000, &Proto::RtpAvp));
+        assert_eq!(m.payload_types().collect::<Vec<_>>(), [96, 9, 0, 8, 101]);
+        assert_eq!(m.ptime, Some(20));
+        assert_eq!(m.rtcp, Some(RtcpAttr { port: 30001, addr: None }));
+        assert_eq!(m.direction, Some(Direction::SendRecv));
+        assert_eq!(m.fmtp(101), Some("0-15"));
+        let codecs = m.codecs();
+        assert_eq!(codecs[0], Codec { fmtp: Some("stereo=1;sprop-stereo=1".into()), ..Codec::opus(96) });
+        assert_eq!(codecs[1], Codec::g722());
+        assert_eq!(codecs[4], Codec { fmtp: Some("0-15".into()), ..Codec::telephone_event(101) });
+        assert_eq!(sdp.rtp_addr(m), Some("192.0.2.10:30000".parse().unwrap()));
+        assert_eq!(sdp.rtcp_addr(m, false), Some("192.0.2.10:30001".parse().unwrap()));
+        assert_eq!(sdp.rtcp_addr(m, true), Some("192.0.2.10:30000".parse().unwrap()));
+    }
+
+    #[test]
+    fn parses_ipv6_srtp_hold_and_static_pts() {
+        let text = "v=0\n\
+            o=alice 1 2 IN IP6 2001:db8::1\n\
+            s=call\n\
+            t=0 0\n\
+            a=sendonly\n\
+            m=audio 4000 RTP/SAVP 0 18 13\n\
+            c=IN IP6 2001:db8::2\n\
+            a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:PS1uQCVeeCFCanVmcjkpPywjNWhcYD0mXXtxaVBR|2^20|1:4\n\
+            a=crypto:2 AEAD_AES_256_GCM inline:PS1uQCVeeCFCanVmcjkpPywjNWhcYD0mXXtxaVBRPS1uQCVeeCFCanVm\n\
+            a=crypto:3 AES_CM_128_HMAC_SHA1_32 inline:NzB4d1BINUAvLEw6UzF3WSJ+PSdFcGdUJShpX1Zj\n\
+            a=rtcp:4001 IN IP6 2001:db8::3\n\
+            a=rtcp-mux\n\
+            m=video 0 RTP/AVP 96\n\
+            m=image 5000 udptl t38\n\
+            c=IN IP4 0.0.0.0\n";
+        let sdp = SessionDescription::parse(text.as_bytes()).unwrap();
+        assert_eq!(sdp.connection, None);
+        assert_eq!(sdp.direction, Some(Direction::SendOnly));
+        let a = &sdp.media[0];
+        assert!(a.proto.is_secure());
+        assert_eq!(a.crypto.len(), 2, "unsupported suites are skipped");
+        assert_eq!(a.usable_crypto().unwrap().tag, 1);
+        assert_eq!(a.crypto[1].profile, SrtpProfile::AesCm128HmacSha1_32);
+        assert!(a.rtcp_mux);
+        let codecs: Vec<_> = a.codecs().into_iter().map(|c| (c.pt, c.name, c.clock_rate)).collect();
+        assert_eq!(codecs, [(0, "PCMU".into(), 8000), (18, "G729".into(), 8000), (13, "CN".into(), 8000)]);
+        assert_eq!(sdp.media_direction(a), Direction::SendOnly);
+        assert_eq!(sdp.rtp_addr(a), Some("[2001:db8::2]:4000".parse().unwrap()));
+        assert_eq!(sdp.rtcp_addr(a, false), Some("[2001:db8::3]:4001".parse().unwrap()));
+        let v = &sdp.media[1];
+        assert!(v.is_rejected());
+        assert_eq!(sdp.effective_direction(v), Direction::Inactive);
+        assert_eq!(sdp.rtp_addr(v), None);
+        assert_eq!(v.codecs(), [], "a dynamic PT without rtpmap has no codec");
+        let img = &sdp.media[2];
+        assert_eq!((&img.kind, &img.proto), (&MediaKind::Other("image".into()), &Proto::Other("udptl".into())));
+        assert_eq!(img.formats, ["t38"]);
+        // c=0.0.0.0: legacy hold. The sender cannot receive.
+        assert_eq!(sdp.effective_direction(img), Direction::SendOnly);
+        assert_eq!(sdp.rtp_addr(img), None);
+    }
+
+    #[test]
+    fn legacy_hold_folds_into_the_direction() {
+        let text = "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nc=IN IP4 0.0.0.0\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n";
+        let sdp = SessionDescription::parse(text.as_bytes()).unwrap();
+        let m = &sdp.media[0];
+        assert_eq!(sdp.media_direction(m), Direction::SendRecv);
+        assert_eq!(sdp.effective_direction(m), Direction::SendOnly);
+        assert_eq!(answer_direction(sdp.effective_direction(m), Direction::SendRecv), Direction::RecvOnly);
+        let text = text.replace("m=audio 4000 RTP/AVP 0\r\n", "m=audio 4000 RTP/AVP 0\r\na=recvonly\r\n");
+        let sdp = SessionDescription::parse(text.as_bytes()).unwrap();
+        assert_eq!(sdp.effective_direction(&sdp.media[0]), Direction::Inactive);
+    }
+
+    #[test]
+    fn rejects_malformed_sdp() {
+        for (text, err) in [
+            ("", SdpError::Syntax),
+            ("v=1\r\n", SdpError::Syntax),
+            ("o=- 1 1 IN IP4 1.2.3.4\r\nv=0\r\n", SdpError::Syntax),
+            ("v=0\r\nm=audio 1 RTP/AVP 0\r\n", SdpError::Origin),
+            ("v=0\r\ns=-\r\n", SdpError::Origin),
+            ("v=0\r\no=- x 1 IN IP4 1.2.3.4\r\n", SdpError::Origin),
+            ("v=0\r\no=- 1 1 IN IP4\r\n", SdpError::Origin),
+            ("v=0\r\no=- 1 1 IN IP4 1.2.3.4\r\nbogus\r\n", SdpError::Syntax),
+            ("v=0\r\no=- 1 1 IN IP4 1.2.3.4\r\nX=1\r\n", SdpError::Syntax),
+            ("v=0\r\no=- 1 1 IN IP4 1.2.3.4\r\nc=IN IP4 host.example\r\n", SdpError::Connection),
+            ("v=0\r\no=- 1 1 IN IP4 1.2.3.4\r\nc=IN IP6 1.2.3.4\r\n", SdpError::Connection),
+            ("v=0\r\no=- 1 1 IN IP4 1.2.3.4\r\nc=XX IP4 1.2.3.4\r\n", SdpError::Connection),
+            ("v=0\r\no=- 1 1 IN IP4 1.2.3.4\r\nm=audio\r\n", SdpError::Media),
+            ("v=0\r\no=- 1 1 IN IP4 1.2.3.4\r\nm=audio 70000 RTP/AVP 0\r\n", SdpError::Media),
+            ("v=0\r\no=- 1 1 IN IP4 1.2.3.4\r\nm=audio 1 RTP/AVP 128\r\n", SdpError::Media),
+            ("v=0\r\no=- 1 1 IN IP4 1.2.3.4\r\nm=audio 1 RTP/AVP x\r\n", SdpError::Media),
+            ("v=0\r\no=- 1 1 IN IP4 1.2.3.4\r\nm=audio 1/x RTP/AVP 0\r\n", SdpError::Media),
+            ("v=0\r\no=- 1 1 IN IP4 1.2.3.4\r\nm=audio 1 RTP/AVP\u{1} 0\r\n", SdpError::Media),
+            ("v=0\r\no=- 1 1 IN IP4 1.2.3.4\r\nm=image 1 udptl t\u{e9}38\r\n", SdpError::Media),
+        ] {
+            assert_eq!(SessionDescription::parse(text.as_bytes()), Err(err), "{text:?}");
+        }
+        let many = format!("v=0\r\no=- 1 1 IN IP4 1.2.3.4\r\n{}", "m=audio 1 RTP/AVP 0\r\n".repeat(MAX_MEDIA + 1));
+        assert_eq!(SessionDescription::parse(many.as_bytes()), Err(SdpError::TooLarge));
+        let fmts = format!("v=0\r\no=- 1 1 IN IP4 1.2.3.4\r\nm=audio 1 RTP/AVP{}\r\n", " 0".repeat(MAX_FORMATS + 1));
+        assert_eq!(SessionDescription::parse(fmts.as_bytes()), Err(SdpError::TooLarge));
+        let lines = format!("v=0\r\no=- 1 1 IN IP4 1.2.3.4\r\n{}", "a=x\r\n".repeat(MAX_LINES));
+        assert_eq!(SessionDescription::parse(lines.as_bytes()), Err(SdpError::TooLarge));
+    }
+
+    #[test]
+    fn tolerates_odd_but_harmless_input() {
+        // Blank lines, LF only, no s=/t=, malformed attributes (ignored), duplicate rtpmaps
+        // (first wins), multicast suffix, port count.
+        let text = "v=0\n\no=- 1 1 IN IP4 1.2.3.4\nc=IN IP4 233.252.0.1/127\nm=audio 49170/2 RTP/AVP 0 97\n\
+            a=rtpmap:97 L16/0\na=rtpmap:0 PCMU/8000\na=rtpmap:0 PCMA/8000\na=rtpmap:x y\na=fmtp:200 a\n\
+            a=ptime:abc\na=rtcp:99999\na=crypto:junk\na=direction:sendonly\na=fmtp:0 \u{1}\t \n\
+            a=rtpmap:97 L\u{1}16/8000\n";
+        let sdp = SessionDescription::parse(text.as_bytes()).unwrap();
+        let m = &sdp.media[0];
+        assert_eq!(sdp.connection, Some("233.252.0.1".parse().unwrap()));
+        assert_eq!(m.port_count, Some(2));
+        assert_eq!(m.rtpmaps.len(), 1);
+        assert_eq!(m.codecs(), [Codec::pcmu()]);
+        assert_eq!((m.ptime, m.rtcp, m.crypto.len(), m.direction), (None, None, 0, None));
+        assert!(m.fmtps.is_empty());
+        // Invalid UTF-8 in s= is replaced, not fatal.
+        let mut bytes = b"v=0\r\no=- 1 1 IN IP4 1.2.3.4\r\ns=".to_vec();
+        bytes.extend_from_slice(&[0xff, 0xfe]);
+        bytes.extend_from_slice(b"\r\n");
+        assert!(SessionDescription::parse(&bytes).is_ok());
+    }
+
+    #[test]
+    fn direction_answers_per_rfc3264_6_1() {
+        use Direction::*;
+        let table = [
+            (SendRecv, SendRecv, SendRecv),
+            (SendRecv, SendOnly, SendOnly),
+            (SendRecv, RecvOnly, RecvOnly),
+            (SendRecv, Inactive, Inactive),
+            (SendOnly, SendRecv, RecvOnly),
+            (SendOnly, SendOnly, Inactive),
+            (SendOnly, RecvOnly, RecvOnly),
+            (RecvOnly, SendRecv, SendOnly),
+            (RecvOnly, RecvOnly, Inactive),
+            (Inactive, SendRecv, Inactive),
+        ];
+        for (offered, wanted, answer) in table {
+            assert_eq!(answer_direction(offered, wanted), answer, "{offered:?} {wanted:?}");
+        }
+        assert_eq!(SendOnly.reversed(), RecvOnly);
+        assert_eq!(Inactive.reversed(), Inactive);
+        assert_eq!(Direction::from_attr("recvonly"), Some(RecvOnly));
+        assert_eq!(Direction::from_attr("sendrecv "), None);
+    }
+
+    fn supported() -> Vec<Codec> {
+        vec![Codec::opus(111), Codec::g722(), Codec::pcmu(), Codec::pcma(), Codec::telephone_event(101)]
+    }
+
+    #[test]
+    fn intersection_keeps_offer_pts_and_order() {
+        let sdp = SessionDescription::parse(BARESIP.as_bytes()).unwrap();
+        let got = intersect(&sdp.media[0].codecs(), &supported());
+        let pts: Vec<u8> = got.iter().map(|c| c.pt).collect();
+        assert_eq!(pts, [96, 9, 0, 8, 101]);
+        assert_eq!(got[4].fmtp.as_deref(), Some("0-15"), "the offer's fmtp is kept");
+        // telephone-event at 48 kHz, opus mono, and unknown codecs do not match.
+        let offered = vec![
+            Codec::new(126, "telephone-event", 48000, 1, None),
+            Codec::new(97, "OPUS", 48000, 1, None),
+            Codec::new(98, "iLBC", 8000, 1, None),
+            Codec::new(8, "pcma", 8000, 1, None),
+            Codec::new(100, "VP8", 90000, 1, None),
+        ];
+        assert_eq!(intersect(&offered, &supported()), [Codec::new(8, "pcma", 8000, 1, None)]);
+        assert_eq!(intersect(&offered, &[Codec::vp8(96)]), [Codec::new(100, "VP8", 90000, 1, None)]);
+        assert!(intersect(&offered, &[]).is_empty());
+    }
+
+    fn local(address: &str) -> LocalSession {
+        let mut rng = Rng::new([11; 32]);
+        let mut audio = LocalMedia::new(MediaKind::Audio, 20000, supported());
+        audio.ptime = Some(20);
+        audio.rtcp_port = Some(20001);
+        audio.proto = Proto::RtpSavp;
+        audio.crypto = vec![
+            CryptoAttribute::generate(1, SrtpProfile::AesCm128HmacSha1_80, &mut rng),
+            CryptoAttribute::generate(2, SrtpProfile::AesCm128HmacSha1_32, &mut rng),
+        ];
+        let mut video = LocalMedia::new(
+            MediaKind::Video,
+            20002,
+            vec![Codec::vp8(96), Codec::h264(97, Some("profile-level-id=42e01f;packetization-mode=1"))],
+        );
+        video.direction = Direction::RecvOnly;
+        LocalSession {
+            username: String::new(),
+            session_name: String::new(),
+            address: address.parse().unwrap(),
+            media: vec![audio, video],
+        }
+    }
+
+    #[test]
+    fn writes_a_plain_sip_offer() {
+        let s = local("198.51.100.1");
+        let text = s.write(42, 43);
+        let expected_head = "v=0\r\no=- 42 43 IN IP4 198.51.100.1\r\ns=-\r\nc=IN IP4 198.51.100.1\r\nt=0 0\r\n\
+            m=audio 20000 RTP/SAVP 111 9 0 8 101\r\n\
+            a=rtpmap:111 opus/48000/2\r\na=rtpmap:9 G722/8000\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\n\
+            a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\na=ptime:20\r\na=rtcp:20001\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:";
+        assert!(text.starts_with(expected_head), "{text}");
+        assert!(
+            text.ends_with(
+                "a=sendrecv\r\nm=video 20002 RTP/AVP 96 97\r\na=rtpmap:96 VP8/90000\r\na=rtpmap:97 H264/90000\r\n\
+             a=fmtp:97 profile-level-id=42e01f;packetization-mode=1\r\na=recvonly\r\n"
+            ),
+            "{text}"
+        );
+        // Only the attributes a plain SIP peer needs: no ICE, DTLS, mid, msid, ssrc, rtcp-fb, BUNDLE.
+        let allowed = ["rtpmap", "fmtp", "ptime", "rtcp", "crypto", "sendrecv", "sendonly", "recvonly", "inactive"];
+        for line in text.lines().filter_map(|l| l.strip_prefix("a=")) {
+            let name = line.split(':').next().unwrap();
+            assert!(allowed.contains(&name), "a={name} in {text}");
+        }
+        let kinds: String = text.lines().map(|l| &l[..1]).collect();
+        assert_eq!(kinds, "vosctmaaaaaaaaaaamaaaa");
+        // It parses back to the same thing.
+        let back = SessionDescription::parse(text.as_bytes()).unwrap();
+        assert_eq!(back.media[0].codecs(), s.media[0].codecs);
+        assert_eq!(back.media[0].crypto, s.media[0].crypto);
+        assert_eq!(back.media[1].codecs(), s.media[1].codecs);
+        assert_eq!(back.media_direction(&back.media[1]), Direction::RecvOnly);
+        assert_eq!(back.origin.session_version, "43");
+    }
+
+    #[test]
+    fn writes_ipv6_answers_with_rejected_lines() {
+        let offer = SessionDescription::parse(
+            b"v=0\r\no=- 1 1 IN IP4 1.2.3.4\r\nc=IN IP4 1.2.3.4\r\nm=audio 5 RTP/AVP 0\r\na=rtcp-mux\r\na=sendonly\r\nm=image 6 udptl t38\r\n",
+        )
+        .unwrap();
+        let m = &offer.media[0];
+        let mut audio = LocalMedia::new(MediaKind::Audio, 7000, intersect(&m.codecs(), &supported()));
+        audio.direction = answer_direction(offer.effective_direction(m), Direction::SendRecv);
+        audio.rtcp_mux = m.rtcp_mux;
+        let s = LocalSession {
+            username: "sylk gw\r\n".into(),
+            session_name: "x\r\na=evil".into(),
+            address: "2001:db8::9".parse().unwrap(),
+            media: vec![audio, LocalMedia::rejected(&offer.media[1])],
+        };
+        let text = s.write(1, 1);
+        assert_eq!(
+            text,
+            "v=0\r\no=sylkgw 1 1 IN IP6 2001:db8::9\r\ns=xa=evil\r\nc=IN IP6 2001:db8::9\r\nt=0 0\r\n\
+             m=audio 7000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=rtcp-mux\r\na=recvonly\r\nm=image 0 udptl t38\r\n"
+        );
+        let back = SessionDescription::parse(text.as_bytes()).unwrap();
+        assert_eq!(back.media.len(), 2);
+        assert!(back.media[1].is_rejected());
+    }
+
+    #[test]
+    fn versioner_bumps_only_on_change() {
+        let mut v = SdpVersioner::new(7, 100);
+        let mut s = local("192.0.2.1");
+        assert!(v.render(&s).contains("o=- 7 100 IN IP4"));
+        assert!(v.render(&s).contains("o=- 7 100 IN IP4"), "a refresh keeps the version");
+        s.media[0].direction = Direction::SendOnly;
+        assert!(v.render(&s).contains("o=- 7 101 IN IP4"));
+        assert!(v.render(&s).contains("o=- 7 101 IN IP4"));
+        s.media[0].direction = Direction::SendRecv;
+        assert!(v.render(&s).contains("o=- 7 102 IN IP4"));
+        assert_eq!(v.version(), 102);
+    }
+
+    #[test]
+    fn parser_never_panics_on_random_input() {
+        let mut rng = Rng::new([12; 32]);
+        let pieces: [&str; 24] = [
+            "v=0\r\n",
+            "o=- 1 2 IN IP4 1.2.3.4\r\n",
+            "c=IN IP4 0.0.0.0\r\n",
+            "c=IN IP6 ::1\r\n",
+            "m=audio 9 RTP/AVP 0 8 101\r\n",
+            "m=video 0 RTP/SAVP 96\r\n",
+            "a=rtpmap:101 telephone-event/8000\r\n",
+            "a=fmtp:101 0-16\r\n",
+            "a=rtcp:9 IN IP4 1.1.1.1\r\n",
+            "a=rtcp-mux\r\n",
+            "a=sendonly\r\n",
+            "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:PS1uQCVeeCFCanVmcjkpPywjNWhcYD0mXXtxaVBR\r\n",
+            "a=ptime:",
+            "=",
+            "\r",
+            "\n",
+            " ",
+            ":",
+            "/",
+            "9",
+            "a=rtpmap:",
+            "\u{e9}",
+            "\0",
+            "t=0 0\r\n",
+        ];
+        for i in 0..20_000 {
+            let mut text = String::new();
+            if i % 2 == 0 {
+                text.push_str("v=0\r\no=- 1 1 IN IP4 1.2.3.4\r\n");
+            }
+            for _ in 0..rng.next_u64() % 24 {
+                text.push_str(pieces[(rng.next_u64() % pieces.len() as u64) as usize]);
+            }
+            let mut bytes = text.into_bytes();
+            if i % 5 == 0 && !bytes.is_empty() {
+                let at = (rng.next_u64() % bytes.len() as u64) as usize;
+                bytes[at] = rng.next_u64() as u8;
+            }
+            if let Ok(sdp) = SessionDescription::parse(&bytes) {
+                for m in &sdp.media {
+                    let _ = (m.codecs(), sdp.effective_direction(m), sdp.rtp_addr(m), sdp.rtcp_addr(m, false));
+                }
+            }
+        }
+    }
+}
