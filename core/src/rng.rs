@@ -101,7 +101,12 @@ impl Rng {
         const HEX: &[u8; 16] = b"0123456789abcdef";
         let mut bytes = vec![0u8; n.div_ceil(2)];
         self.fill(&mut bytes);
-        bytes.iter().flat_map(|b| [HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]).take(n).map(char::from).collect()
+        bytes
+            .iter()
+            .flat_map(|b| [HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]])
+            .take(n)
+            .map(char::from)
+            .collect()
     }
 }
 
@@ -119,7 +124,8 @@ mod tests {
         }
         let nonce = [0x0900_0000, 0x4a00_0000, 0];
         let out = chacha20_block(&key, 1, nonce);
-        let expected_start = [0x10, 0xf1, 0xe7, 0xe4, 0xd1, 0x3b, 0x59, 0x15, 0x50, 0x0f, 0xdd, 0x1f, 0xa3, 0x20, 0x71, 0xc4];
+        let expected_start =
+            [0x10, 0xf1, 0xe7, 0xe4, 0xd1, 0x3b, 0x59, 0x15, 0x50, 0x0f, 0xdd, 0x1f, 0xa3, 0x20, 0x71, 0xc4];
         assert_eq!(&out[..16], &expected_start);
         assert_eq!(&out[60..], &[0xa2, 0x50, 0x3c, 0x4e]);
     }

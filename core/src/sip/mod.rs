@@ -12,8 +12,8 @@
 
 pub mod dialog;
 pub mod digest;
-pub mod invite;
 pub mod framing;
+pub mod invite;
 pub mod message;
 pub mod parse;
 pub mod registration;
