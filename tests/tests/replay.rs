@@ -84,6 +84,7 @@ replay!(
     sip_register_dns,
     sip_incoming,
     web_phone_page,
+    sip_register_large_tcp,
 );
 
 /// A changed expectation fails, and the failure shows what changed.

@@ -393,10 +393,17 @@ impl SipStack {
             log::error!("registration of {}: bad request URI {ruri}", e.params.aor);
             return;
         };
-        let req = Request { method: Method::Register, uri, headers: h, body: Vec::new() };
-        let bytes = req.to_bytes();
-        // RFC 3261 §18.1.1: a request over 1300 bytes moves from UDP to TCP.
-        let transport = if transport == Transport::Udp && bytes.len() > 1300 { Transport::Tcp } else { transport };
+        let mut req = Request { method: Method::Register, uri, headers: h, body: Vec::new() };
+        let mut bytes = req.to_bytes();
+        // RFC 3261 §18.1.1: a request over 1300 bytes moves from UDP to TCP, and its Via says so.
+        let transport = if transport == Transport::Udp && bytes.len() > 1300 {
+            let via = format!("SIP/2.0/TCP {vhost}:{vport};rport;branch={branch}");
+            req.headers.set(HeaderName::Via, via.into_bytes());
+            bytes = req.to_bytes();
+            Transport::Tcp
+        } else {
+            transport
+        };
         let peer = Peer { transport, addr, conn: e.flow };
         e.in_flight = Some(branch.clone());
         // RFC 5922 §4: a TLS next hop is verified (and named in SNI) by its domain.
