@@ -211,7 +211,7 @@ pub fn decide(head: &RequestHead, config: &Config) -> Decision {
         return Decision::Reject(Response::text(400, "Missing Sec-WebSocket-Key"));
     };
     let origin = head.header("origin").map(str::trim);
-    if !origin_allowed(origin, &config.web_origins) {
+    if !origin_allowed(origin, &config.web_origins) && !same_origin(origin, head.header("host")) {
         let shown = origin.unwrap_or("null");
         return Decision::Reject(Response::text(
             403,
@@ -233,6 +233,18 @@ pub fn origin_allowed(origin: Option<&str>, allowed: &[String]) -> bool {
     match origin {
         None | Some("null") => false,
         Some(o) => allowed.iter().any(|pattern| glob_match(pattern.as_bytes(), o.as_bytes())),
+    }
+}
+
+/// The built-in web phone connects from the gateway's own origin: `http(s)://<Host>` is always
+/// allowed. (A browser cannot forge both headers; other clients can send anything anyway.)
+fn same_origin(origin: Option<&str>, host: Option<&str>) -> bool {
+    match (origin, host) {
+        (Some(o), Some(h)) => {
+            let h = h.trim();
+            !h.is_empty() && (o.strip_prefix("http://") == Some(h) || o.strip_prefix("https://") == Some(h))
+        }
+        _ => false,
     }
 }
 
@@ -295,6 +307,9 @@ mod tests {
         assert!(matches!(d, Decision::Upgrade { .. }));
         let d = decide(&head("Sec-WebSocket-Protocol: sylkRTC-2\r\n"), &cfg);
         assert!(matches!(d, Decision::Reject(Response { status: 403, .. })), "no origin with a list");
+        // The gateway's own page (Host is `x` in these requests) is same-origin.
+        let d = decide(&head("Origin: http://x\r\nSec-WebSocket-Protocol: sylkRTC-2\r\n"), &cfg);
+        assert!(matches!(d, Decision::Upgrade { .. }), "same origin");
     }
 
     fn plain(request: &str) -> RequestHead {
