@@ -820,6 +820,39 @@ pub fn vm_rss_kib(pid: u32) -> Option<u64> {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
+// ===== sylkRTC helpers shared by the end-to-end tests =====
+
+/// `md5("user:realm:password")` in hex: the HA1 a sylkRTC client sends as `password`.
+pub fn ha1(user: &str, realm: &str, password: &str) -> String {
+    sylkgw_core::sip::digest::Algorithm::Md5.hash_hex(format!("{user}:{realm}:{password}").as_bytes())
+}
+
+impl WsClient {
+    /// Reads until a `registration-state` event arrives (40 s at most); returns
+    /// `(state, reason)`.
+    pub fn next_registration_state(&mut self) -> (String, Option<String>) {
+        let deadline = Instant::now() + Duration::from_secs(40);
+        while Instant::now() < deadline {
+            let text = self.recv_text();
+            let v: serde_json::Value = serde_json::from_str(&text).expect("JSON event");
+            if v["event"] == "registration-state" {
+                return (v["state"].as_str().unwrap_or_default().to_string(), v["reason"].as_str().map(String::from));
+            }
+        }
+        panic!("no registration-state event within 40 s");
+    }
+
+    /// `account-add` then `account-register`, both acked, then the `registering` event.
+    pub fn add_and_register(&mut self, account: &str, password: &str) {
+        let add =
+            format!(r#"{{"sylkrtc":"account-add","transaction":"a","account":"{account}","password":"{password}"}}"#);
+        assert_eq!(self.request(&add), r#"{"sylkrtc":"ack","transaction":"a"}"#);
+        let reg = format!(r#"{{"sylkrtc":"account-register","transaction":"r","account":"{account}"}}"#);
+        assert_eq!(self.request(&reg), r#"{"sylkrtc":"ack","transaction":"r"}"#);
+        assert_eq!(self.next_registration_state(), ("registering".into(), None));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,17 +2,12 @@
 //! SHA-256, UDP and TCP) and the sipp stub registrar. Every test runs in its own network
 //! namespace with only loopback, starts its peers there and stops them by PID.
 
-use std::time::{Duration, Instant};
-use sylkgw_core::sip::digest::Algorithm;
+use std::time::Duration;
 use sylkgw_tests::netns::in_netns;
 use sylkgw_tests::peers::{DigestAlgorithm, Kamailio, KamailioOpts, Sipp, Transport};
-use sylkgw_tests::{binary, Server, TempDir, WsClient};
+use sylkgw_tests::{binary, ha1, Server, TempDir, WsClient};
 
 const STEP: Duration = Duration::from_secs(10);
-
-fn ha1(user: &str, realm: &str, password: &str) -> String {
-    Algorithm::Md5.hash_hex(format!("{user}:{realm}:{password}").as_bytes())
-}
 
 fn gateway(bin: &str, args: &[&str]) -> Server {
     let mut all = vec!["--sip-listen", "127.0.0.1:5080"];
@@ -21,27 +16,6 @@ fn gateway(bin: &str, args: &[&str]) -> Server {
     }
     all.extend(args);
     Server::start(binary(bin), &all)
-}
-
-/// Reads until a `registration-state` event arrives; returns `(state, reason)`.
-fn next_state(ws: &mut WsClient) -> (String, Option<String>) {
-    let deadline = Instant::now() + Duration::from_secs(40);
-    while Instant::now() < deadline {
-        let text = ws.recv_text();
-        let v: serde_json::Value = serde_json::from_str(&text).expect("JSON event");
-        if v["event"] == "registration-state" {
-            return (v["state"].as_str().unwrap_or_default().to_string(), v["reason"].as_str().map(String::from));
-        }
-    }
-    panic!("no registration-state event within 40 s");
-}
-
-fn add_and_register(ws: &mut WsClient, account: &str, password: &str) {
-    let add = format!(r#"{{"sylkrtc":"account-add","transaction":"a","account":"{account}","password":"{password}"}}"#);
-    assert_eq!(ws.request(&add), r#"{"sylkrtc":"ack","transaction":"a"}"#);
-    let reg = format!(r#"{{"sylkrtc":"account-register","transaction":"r","account":"{account}"}}"#);
-    assert_eq!(ws.request(&reg), r#"{"sylkrtc":"ack","transaction":"r"}"#);
-    assert_eq!(next_state(ws), ("registering".into(), None));
 }
 
 /// alice registers through kamailio over `transport`; the binding shows in kamailio's location
@@ -56,8 +30,8 @@ fn kamailio_register(bin: &str, transport: Transport) {
     };
     let gw = gateway(bin, &["--outbound-proxy", &proxy]);
     let mut ws = WsClient::ready(&gw);
-    add_and_register(&mut ws, "alice@127.0.0.1", &ha1("alice", "127.0.0.1", "secret"));
-    assert_eq!(next_state(&mut ws), ("registered".into(), None), "gateway log:\n{}", gw.stderr_text());
+    ws.add_and_register("alice@127.0.0.1", &ha1("alice", "127.0.0.1", "secret"));
+    assert_eq!(ws.next_registration_state(), ("registered".into(), None), "gateway log:\n{}", gw.stderr_text());
     let b = kam.wait_binding("alice", STEP);
     assert!(b.address.contains("@127.0.0.1:5080"), "binding {b:?}");
     if transport == Transport::Tcp {
@@ -68,8 +42,8 @@ fn kamailio_register(bin: &str, transport: Transport) {
     kam.wait_no_binding("alice", STEP);
     let reg = r#"{"sylkrtc":"account-register","transaction":"r2","account":"alice@127.0.0.1"}"#;
     assert_eq!(ws.request(reg), r#"{"sylkrtc":"ack","transaction":"r2"}"#);
-    assert_eq!(next_state(&mut ws), ("registering".into(), None));
-    assert_eq!(next_state(&mut ws), ("registered".into(), None));
+    assert_eq!(ws.next_registration_state(), ("registering".into(), None));
+    assert_eq!(ws.next_registration_state(), ("registered".into(), None));
     kam.wait_binding("alice", STEP);
     ws.close();
     kam.wait_no_binding("alice", STEP);
@@ -114,8 +88,8 @@ fn kamailio_wrong_password() {
     let kam = Kamailio::start(work.path(), KamailioOpts::default());
     let gw = gateway("sylkgw-mio", &["--outbound-proxy", &kam.addr().to_string()]);
     let mut ws = WsClient::ready(&gw);
-    add_and_register(&mut ws, "alice@127.0.0.1", &ha1("alice", "127.0.0.1", "wrong"));
-    assert_eq!(next_state(&mut ws), ("failed".into(), Some("401 Unauthorized".into())));
+    ws.add_and_register("alice@127.0.0.1", &ha1("alice", "127.0.0.1", "wrong"));
+    assert_eq!(ws.next_registration_state(), ("failed".into(), Some("401 Unauthorized".into())));
     // Nothing else happens: the client hears nothing until it asks again.
     let ping = r#"{"sylkrtc":"ping","transaction":"p"}"#;
     std::thread::sleep(Duration::from_secs(3));
@@ -135,8 +109,8 @@ fn kamailio_sha256() {
     let kam = Kamailio::start(work.path(), KamailioOpts::with_algorithm(DigestAlgorithm::Sha256));
     let gw = gateway("sylkgw-mio", &["--outbound-proxy", &kam.addr().to_string()]);
     let mut ws = WsClient::ready(&gw);
-    add_and_register(&mut ws, "alice@127.0.0.1", "secret");
-    assert_eq!(next_state(&mut ws), ("registered".into(), None), "gateway log:\n{}", gw.stderr_text());
+    ws.add_and_register("alice@127.0.0.1", "secret");
+    assert_eq!(ws.next_registration_state(), ("registered".into(), None), "gateway log:\n{}", gw.stderr_text());
     kam.wait_binding("alice", STEP);
     kam.stop();
 }
@@ -153,8 +127,8 @@ fn sipp_stub(transport: Transport) {
     };
     let gw = gateway("sylkgw-mio", &["--outbound-proxy", &proxy]);
     let mut ws = WsClient::ready(&gw);
-    add_and_register(&mut ws, "alice@sipp.test", &ha1("alice", "sipp.test", "secret"));
-    assert_eq!(next_state(&mut ws), ("registered".into(), None), "gateway log:\n{}", gw.stderr_text());
+    ws.add_and_register("alice@sipp.test", &ha1("alice", "sipp.test", "secret"));
+    assert_eq!(ws.next_registration_state(), ("registered".into(), None), "gateway log:\n{}", gw.stderr_text());
     let outcome = stub.wait(STEP);
     outcome.assert_success();
 }

@@ -5,10 +5,9 @@
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
-use sylkgw_core::sip::digest::Algorithm;
 use sylkgw_tests::netns::in_netns;
 use sylkgw_tests::tls_registrar::TlsRegistrar;
-use sylkgw_tests::{binary, Server, WsClient};
+use sylkgw_tests::{binary, ha1, Server, WsClient};
 
 const STEP: Duration = Duration::from_secs(10);
 const PROXY: &str = "127.0.0.1:5061;transport=tls";
@@ -34,26 +33,8 @@ fn wait_log(gw: &Server, needles: &[&str]) {
     }
 }
 
-/// Reads until a `registration-state` event arrives; returns `(state, reason)`.
-fn next_state(ws: &mut WsClient) -> (String, Option<String>) {
-    let deadline = Instant::now() + Duration::from_secs(40);
-    while Instant::now() < deadline {
-        let text = ws.recv_text();
-        let v: serde_json::Value = serde_json::from_str(&text).expect("JSON event");
-        if v["event"] == "registration-state" {
-            return (v["state"].as_str().unwrap_or_default().to_string(), v["reason"].as_str().map(String::from));
-        }
-    }
-    panic!("no registration-state event within 40 s");
-}
-
 fn add_and_register(ws: &mut WsClient) {
-    let ha1 = Algorithm::Md5.hash_hex(b"alice:sip.test:secret");
-    let add = format!(r#"{{"sylkrtc":"account-add","transaction":"a","account":"alice@sip.test","password":"{ha1}"}}"#);
-    assert_eq!(ws.request(&add), r#"{"sylkrtc":"ack","transaction":"a"}"#);
-    let reg = r#"{"sylkrtc":"account-register","transaction":"r","account":"alice@sip.test"}"#;
-    assert_eq!(ws.request(reg), r#"{"sylkrtc":"ack","transaction":"r"}"#);
-    assert_eq!(next_state(ws), ("registering".into(), None));
+    ws.add_and_register("alice@sip.test", &ha1("alice", "sip.test", "secret"));
 }
 
 /// alice registers over TLS (401 challenge, then 200); closing the WebSocket un-REGISTERs over
@@ -63,7 +44,7 @@ fn tls_register(bin: &str) {
     let gw = gateway(bin, &reg.ca_path().display().to_string());
     let mut ws = WsClient::ready(&gw);
     add_and_register(&mut ws);
-    assert_eq!(next_state(&mut ws), ("registered".into(), None), "gateway log:\n{}", gw.stderr_text());
+    assert_eq!(ws.next_registration_state(), ("registered".into(), None), "gateway log:\n{}", gw.stderr_text());
 
     let got = reg.received();
     let registers: Vec<_> = got.iter().filter(|r| r.message.start_line().starts_with("REGISTER ")).collect();
@@ -114,7 +95,7 @@ fn tls_untrusted(bin: &str) {
     let mut ws = WsClient::ready(&gw);
     let start = Instant::now();
     add_and_register(&mut ws);
-    assert_eq!(next_state(&mut ws), ("failed".into(), Some("503 Service Unavailable".into())));
+    assert_eq!(ws.next_registration_state(), ("failed".into(), Some("503 Service Unavailable".into())));
     assert!(start.elapsed() < STEP, "failing took {:?}", start.elapsed());
     let error = reg.wait_tls_error(STEP);
     assert!(error.to_ascii_lowercase().contains("alert"), "registrar's TLS error: {error}");
