@@ -229,6 +229,48 @@ pub fn host_address(v6: bool) -> std::net::IpAddr {
     found.unwrap_or(fallback)
 }
 
+/// Bytes asked for as the SIP UDP socket's receive and send buffers: a burst of registrations
+/// or a reconnect storm must not be dropped by the kernel before the loop reads it.
+pub const UDP_BUFFER: usize = 4 << 20;
+
+/// Enlarges a UDP socket's kernel buffers to [`UDP_BUFFER`]: `SO_RCVBUFFORCE` when the process
+/// may (root, CAP_NET_ADMIN), else `SO_RCVBUF`, which the kernel caps at `net.core.rmem_max`
+/// (raise that sysctl for non-root deployments). Returns the receive buffer obtained.
+pub fn enlarge_udp_buffers(fd: std::os::fd::RawFd) -> usize {
+    let size = libc::c_int::try_from(UDP_BUFFER).unwrap_or(libc::c_int::MAX);
+    let set = |opt: libc::c_int| {
+        // SAFETY: setsockopt reads `size_of::<c_int>()` bytes from a valid c_int.
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                opt,
+                std::ptr::addr_of!(size).cast(),
+                size_of::<libc::c_int>() as libc::socklen_t,
+            ) == 0
+        }
+    };
+    if !set(libc::SO_RCVBUFFORCE) {
+        set(libc::SO_RCVBUF);
+    }
+    if !set(libc::SO_SNDBUFFORCE) {
+        set(libc::SO_SNDBUF);
+    }
+    let mut got: libc::c_int = 0;
+    let mut len = size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into a valid c_int.
+    #[allow(unsafe_code)]
+    let ok = unsafe {
+        libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, std::ptr::addr_of_mut!(got).cast(), &mut len) == 0
+    };
+    if ok {
+        usize::try_from(got).unwrap_or(0)
+    } else {
+        0
+    }
+}
+
 /// Starts logging to stderr: info by default, debug with `-v`, trace with `-vv`; `RUST_LOG`
 /// overrides.
 pub fn init_logging(verbose: u8) {

@@ -94,6 +94,10 @@ enum ConnTimer {
 }
 
 impl ConnTimer {
+    /// The smallest and largest timers in `Ord` order (declaration order), for range removal.
+    const FIRST: Self = Self::Handshake;
+    const LAST: Self = Self::Linger;
+
     fn reason(self) -> TimeoutReason {
         match self {
             Self::Handshake => TimeoutReason::HttpHandshake,
@@ -626,7 +630,7 @@ impl Gateway {
                 s.client.release(&mut ctx);
             }
         }
-        self.timers.stop_where(|TimerKey::Conn(c, _)| *c == id);
+        self.timers.stop_range(TimerKey::Conn(id, ConnTimer::FIRST)..=TimerKey::Conn(id, ConnTimer::LAST));
     }
 
     fn shutdown(&mut self) {

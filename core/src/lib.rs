@@ -60,7 +60,7 @@
 //! over memory) · `transport` (in-memory duplex, TLS) · `client` and `account` (one connection's
 //! sylkRTC state) · `gateway` (routing, timers, outputs) · `capture` (record and replay).
 
-#![deny(unsafe_code)] // one audited exception: `driver::host_address` (getifaddrs)
+#![deny(unsafe_code)] // audited exceptions in `driver`: getifaddrs, setsockopt/getsockopt
 
 pub mod account;
 pub mod api;

@@ -71,9 +71,9 @@ impl<K: Ord + Copy> TimerTable<K> {
         Some(key)
     }
 
-    /// Disarms every timer whose key satisfies `pred` (used when an owner goes away).
-    pub fn stop_where(&mut self, mut pred: impl FnMut(&K) -> bool) {
-        let doomed: Vec<K> = self.by_key.keys().filter(|k| pred(k)).copied().collect();
+    /// Disarms every timer whose key lies in `range` (an owner going away: O(log n + k)).
+    pub fn stop_range(&mut self, range: std::ops::RangeInclusive<K>) {
+        let doomed: Vec<K> = self.by_key.range(range).map(|(k, _)| *k).collect();
         for k in doomed {
             self.stop(k);
         }
@@ -108,5 +108,19 @@ mod tests {
         assert_eq!(t.pop_expired(t0 + Duration::from_secs(5)), Some(1));
         t.stop(2);
         assert!(t.is_empty());
+    }
+
+    #[test]
+    fn stop_range_only_touches_the_range() {
+        let t0 = Instant::now();
+        let mut t = TimerTable::default();
+        for owner in 1u32..=3 {
+            for timer in 0u8..3 {
+                t.set((owner, timer), t0 + Duration::from_secs(u64::from(owner * 10 + u32::from(timer))));
+            }
+        }
+        t.stop_range((2, u8::MIN)..=(2, u8::MAX));
+        assert_eq!(t.len(), 6);
+        assert!(t.get((2, 1)).is_none() && t.get((1, 1)).is_some() && t.get((3, 0)).is_some());
     }
 }

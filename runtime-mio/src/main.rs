@@ -73,6 +73,8 @@ fn run(gw: Gateway, capture: Option<CaptureFile>, listen: SocketAddr, sip: Socke
     let mut listener = TcpListener::bind(listen).map_err(named(listen))?;
     poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
     let mut sip_udp = UdpSocket::bind(sip).map_err(named(sip))?;
+    let rcvbuf = driver::enlarge_udp_buffers(std::os::fd::AsRawFd::as_raw_fd(&sip_udp));
+    log::debug!("SIP udp receive buffer: {rcvbuf} bytes");
     poll.registry().register(&mut sip_udp, SIP_UDP, Interest::READABLE)?;
     let sip_local = sip_udp.local_addr()?;
     let mut sip_tcp = TcpListener::bind(sip_local).map_err(named(sip_local))?;
