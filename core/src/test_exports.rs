@@ -76,6 +76,17 @@ pub fn fuzz_ws_stream(data: &[u8]) {
     }
 }
 
+/// Drains `gw`; returns every output before the final `Timeout`.
+pub fn drain_outputs(gw: &mut Gateway) -> Vec<Output> {
+    let mut out = Vec::new();
+    loop {
+        match gw.poll_output() {
+            Output::Timeout(_) => return out,
+            o => out.push(o),
+        }
+    }
+}
+
 /// Drains `gw`; returns the deadline.
 pub fn drain(gw: &mut Gateway) -> Instant {
     loop {

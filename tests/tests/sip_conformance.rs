@@ -128,18 +128,18 @@ fn rfc4475_3_1_1_1_wsinv() {
     assert_eq!(uri.host, domain("chair-dnrc.example.com"));
     assert_eq!(uri.params.get("unknownparam"), Some(None));
 
-    let to = r.to_header().unwrap();
+    let to = r.headers.to_header().unwrap();
     assert_eq!(to.uri.to_string(), "sip:vivekg@chair-dnrc.example.com");
     assert_eq!(to.tag(), Some("1918181833n"));
-    let from = r.from_header().unwrap();
+    let from = r.headers.from_header().unwrap();
     assert_eq!(from.display_name.as_deref(), Some("J Rosenberg \\\""));
     assert_eq!(from.tag(), Some("98asjd8"));
-    assert_eq!(r.max_forwards(), Ok(Some(68)));
-    assert_eq!(r.call_id(), Ok("wsinv.ndaksdj@192.0.2.1"));
-    assert_eq!(r.cseq(), Ok(CSeq { seq: 9, method: Method::Invite }));
+    assert_eq!(r.headers.max_forwards(), Ok(Some(68)));
+    assert_eq!(r.headers.call_id(), Ok("wsinv.ndaksdj@192.0.2.1"));
+    assert_eq!(r.headers.cseq(), Ok(CSeq { seq: 9, method: Method::Invite }));
 
     // Three Vias: one folded header, then a compact one with a comma list split over lines.
-    let vias = r.vias().unwrap();
+    let vias = r.headers.vias().unwrap();
     let summary: Vec<_> =
         vias.iter().map(|v| (v.transport.as_str(), v.host.to_string(), v.branch().unwrap().to_string())).collect();
     assert_eq!(
@@ -164,7 +164,7 @@ fn rfc4475_3_1_1_1_wsinv() {
     assert_eq!(ruri.params.value("unknownwith"), Some("value"));
     assert_eq!(ruri.params.get("unknown-no-value"), Some(None));
 
-    let ContactList::Bindings(contacts) = r.contacts().unwrap() else { panic!("wildcard") };
+    let ContactList::Bindings(contacts) = r.headers.contacts().unwrap() else { panic!("wildcard") };
     assert_eq!(contacts.len(), 1);
     assert_eq!(contacts[0].display_name.as_deref(), Some("Quoted string \"\""));
     assert_eq!(contacts[0].params.value("newparam"), Some("newvalue"));
@@ -186,16 +186,16 @@ fn rfc4475_3_1_1_2_intmeth() {
     assert_eq!(uri.user.as_deref(), Some("1_unusual.URI~(to-be!sure)&isn't+it$/crazy?,/;;*"));
     assert_eq!(uri.password.as_deref(), Some("&it+has=1,weird!*pas$wo~d_too.(doesn't-it)"));
     assert_eq!(uri.host, domain("example.com"));
-    assert_eq!(r.vias().unwrap()[0].branch(), Some("z9hG4bK-.!%66*_+`'~"));
-    let to = r.to_header().unwrap();
+    assert_eq!(r.headers.vias().unwrap()[0].branch(), Some("z9hG4bK-.!%66*_+`'~"));
+    let to = r.headers.to_header().unwrap();
     assert_eq!(to.display_name.as_deref(), Some("BEL:\x07 NUL:\0 DEL:\x7f"), "quoted-pairs, NUL included");
-    let from = r.from_header().unwrap();
+    let from = r.headers.from_header().unwrap();
     assert_eq!(from.display_name.as_deref(), Some("token1~` token2'+_ token3*%!.-"));
     assert_eq!(from.params.value("fromParam''~+*_!.-%"), Some("работающий"));
     assert_eq!(from.tag(), Some("_token~1'+`*%!-."));
-    assert_eq!(r.call_id(), Ok("intmeth.word%ZK-!.*_+'@word`~)(><:\\/\"][?}{"));
-    assert_eq!(r.cseq(), Ok(CSeq { seq: 139_122_385, method: Method::Other(method.into()) }));
-    assert_eq!(r.max_forwards(), Ok(Some(255)));
+    assert_eq!(r.headers.call_id(), Ok("intmeth.word%ZK-!.*_+'@word`~)(><:\\/\"][?}{"));
+    assert_eq!(r.headers.cseq(), Ok(CSeq { seq: 139_122_385, method: Method::Other(method.into()) }));
+    assert_eq!(r.headers.max_forwards(), Ok(Some(255)));
     assert_eq!(
         header(&r.headers, "extensionHeader-!.%*+_`'~"),
         b"\xef\xbb\xbf\xe5\xa4\xa7\xe5\x81\x9c\xe9\x9b\xbb",
@@ -205,7 +205,7 @@ fn rfc4475_3_1_1_2_intmeth() {
     // The UA's 501 carries everything a response needs.
     let resp = Response::for_request(&r, 501, default_reason(501));
     assert_eq!(resp.reason, "Not Implemented");
-    assert_eq!(resp.cseq(), r.cseq());
+    assert_eq!(resp.headers.cseq(), r.headers.cseq());
     assert_roundtrip(&SipMessage::Request(r));
 }
 
@@ -216,12 +216,12 @@ fn rfc4475_3_1_1_3_esc01() {
     assert_eq!(uri.user.as_deref(), Some("sips%3Auser%40example.com"), "not a scheme, an escaped user part");
     assert_eq!(uri.user_unescaped().unwrap(), b"sips:user@example.com");
     assert_eq!(uri.host, domain("example.net"));
-    let to = r.to_header().unwrap();
+    let to = r.headers.to_header().unwrap();
     assert!(to.uri.equivalent(&"sip:user@example.com".parse().unwrap()), "%75se%72 is user");
-    let from = r.from_header().unwrap();
+    let from = r.headers.from_header().unwrap();
     assert_eq!(sip(&from.uri).user_unescaped().unwrap(), b"I have spaces");
-    assert_eq!(r.call_id(), Ok("esc01.239409asdfakjkn23onasd0-3234"));
-    let ContactList::Bindings(c) = r.contacts().unwrap() else { panic!() };
+    assert_eq!(r.headers.call_id(), Ok("esc01.239409asdfakjkn23onasd0-3234"));
+    let ContactList::Bindings(c) = r.headers.contacts().unwrap() else { panic!() };
     let curi = sip(&c[0].uri);
     assert_eq!(curi.params.get("%6C%72"), Some(None));
     assert_eq!(unescape(curi.params.value("n%61me").unwrap()), b"value%41", "never unescaped twice");
@@ -238,14 +238,14 @@ fn rfc4475_3_1_1_3_esc01() {
 #[test]
 fn rfc4475_3_1_1_4_escnull() {
     let r = request(&rfc4475("escnull"));
-    let to = r.to_header().unwrap();
+    let to = r.headers.to_header().unwrap();
     assert_eq!(sip(&to.uri).user_unescaped().unwrap(), b"null-\0-null", "not cut at the NUL");
-    let ContactList::Bindings(c) = r.contacts().unwrap() else { panic!() };
+    let ContactList::Bindings(c) = r.headers.contacts().unwrap() else { panic!() };
     assert_eq!(c.len(), 2);
     assert_eq!(sip(&c[0].uri).user_unescaped().unwrap(), b"\0");
     assert_eq!(sip(&c[1].uri).user_unescaped().unwrap(), b"\0\0");
     assert!(!c[0].uri.equivalent(&c[1].uri), "two distinct bindings");
-    assert_eq!(r.content_length(), Ok(Some(0)));
+    assert_eq!(r.headers.content_length(), Ok(Some(0)));
     assert_eq!(validate_request(&r), Ok(()));
     assert_roundtrip(&SipMessage::Request(r));
 }
@@ -255,9 +255,9 @@ fn rfc4475_3_1_1_5_esc02() {
     let r = request(&rfc4475("esc02"));
     assert_eq!(r.method, Method::Other("RE%47IST%45R".into()), "% is not an escape in a method");
     assert_ne!(r.method, Method::Register);
-    assert_eq!(r.to_header().unwrap().display_name.as_deref(), Some("%Z%45"));
-    assert_eq!(r.vias().unwrap()[0].branch(), Some("z9hG4bK209%fzsnel234"));
-    let ContactList::Bindings(c) = r.contacts().unwrap() else { panic!() };
+    assert_eq!(r.headers.to_header().unwrap().display_name.as_deref(), Some("%Z%45"));
+    assert_eq!(r.headers.vias().unwrap()[0].branch(), Some("z9hG4bK209%fzsnel234"));
+    let ContactList::Bindings(c) = r.headers.contacts().unwrap() else { panic!() };
     let hosts: Vec<String> = c.iter().map(|n| sip(&n.uri).host.to_string()).collect();
     assert_eq!(hosts, vec!["host1.example.com", "host3.example.com"], "two Contacts, not three");
     assert_eq!(header(&r.headers, "C%6Fntact"), b"<sip:alias2@host2.example.com>");
@@ -268,7 +268,7 @@ fn rfc4475_3_1_1_5_esc02() {
 #[test]
 fn rfc4475_3_1_1_6_lwsdisp() {
     let r = request(&rfc4475("lwsdisp"));
-    let from = r.from_header().unwrap();
+    let from = r.headers.from_header().unwrap();
     assert_eq!(from.display_name.as_deref(), Some("caller"));
     assert_eq!(from.uri.to_string(), "sip:caller@example.com");
     assert_eq!(from.tag(), Some("323"));
@@ -279,7 +279,7 @@ fn rfc4475_3_1_1_6_lwsdisp() {
 #[test]
 fn rfc4475_3_1_1_7_longreq() {
     let r = request(&rfc4475("longreq"));
-    let vias = r.vias().unwrap();
+    let vias = r.headers.vias().unwrap();
     assert_eq!(vias.len(), 34, "mixed-case, compact and `V  :` Vias all count");
     for (i, via) in vias.iter().take(33).enumerate() {
         assert_eq!(via.host, domain(&format!("sip{}.example.com", 33 - i)));
@@ -287,15 +287,15 @@ fn rfc4475_3_1_1_7_longreq() {
     let last = &vias[33];
     assert_eq!(last.received(), Some("192.0.2.5"));
     assert_eq!(last.branch().unwrap().len(), "very".len() + 4 * 50 + "branchvalue".len());
-    let to = r.to_header().unwrap();
+    let to = r.headers.to_header().unwrap();
     assert!(to.display_name.unwrap().contains(&"extreme".repeat(10)));
     let turi = sip(&to.uri);
     assert_eq!(turi.port, Some(6000));
     assert_eq!(turi.params.len(), 3);
-    let from = r.from_header().unwrap();
+    let from = r.headers.from_header().unwrap();
     assert_eq!(from.tag().unwrap().len(), 2 + 3 * 50 + 3);
     assert_eq!(from.params.len(), 3);
-    assert!(r.call_id().unwrap().contains(&"really".repeat(20)));
+    assert!(r.headers.call_id().unwrap().contains(&"really".repeat(20)));
     assert_eq!(r.body.len(), 150, "framed by the compact l: 150");
     assert_eq!(validate_request(&r), Ok(()));
     assert_roundtrip(&SipMessage::Request(r));
@@ -306,7 +306,7 @@ fn rfc4475_3_1_1_8_dblreq() {
     let bytes = rfc4475("dblreq");
     let r = request(&bytes);
     assert_eq!(r.method, Method::Register);
-    assert_eq!(r.call_id(), Ok("dblreq.0ha0isndaksdj99sdfafnl3lk233412"));
+    assert_eq!(r.headers.call_id(), Ok("dblreq.0ha0isndaksdj99sdfafnl3lk233412"));
     assert!(r.body.is_empty(), "the INVITE after Content-Length: 0 is discarded (§18.3)");
     assert_eq!(r.headers.len(), 8);
     assert_eq!(validate_request(&r), Ok(()));
@@ -328,7 +328,7 @@ fn rfc4475_3_1_1_8_dblreq() {
     let invite = request(&messages[1]);
     assert_eq!(invite.method, Method::Invite);
     assert_eq!(invite.body.len(), 150);
-    assert_eq!(invite.to_header().unwrap().uri.to_string(), "sip:joe@example.com", "compact t:");
+    assert_eq!(invite.headers.to_header().unwrap().uri.to_string(), "sip:joe@example.com", "compact t:");
 }
 
 #[test]
@@ -349,9 +349,9 @@ fn rfc4475_3_1_1_9_semiuri() {
 #[test]
 fn rfc4475_3_1_1_10_transports() {
     let r = request(&rfc4475("transports"));
-    let t: Vec<String> = r.vias().unwrap().into_iter().map(|v| v.transport).collect();
+    let t: Vec<String> = r.headers.vias().unwrap().into_iter().map(|v| v.transport).collect();
     assert_eq!(t, vec!["UDP", "SCTP", "TLS", "UNKNOWN", "TCP"]);
-    assert_eq!(r.call_id(), Ok("transports.kijh4akdnaqjkwendsasfdj"));
+    assert_eq!(r.headers.call_id(), Ok("transports.kijh4akdnaqjkwendsasfdj"));
     assert_eq!(validate_request(&r), Ok(()));
     assert_roundtrip(&SipMessage::Request(r));
 }
@@ -487,10 +487,10 @@ fn rfc4475_invalid_requests_fail_for_the_right_reason() {
 #[test]
 fn rfc4475_3_1_2_4_scalar02_every_overflow_is_seen() {
     let r = request(&rfc4475("scalar02"));
-    assert!(r.cseq().is_err(), "CSeq > 2^32-1");
-    assert!(r.max_forwards().is_err(), "Max-Forwards > 255");
-    assert!(r.expires().is_err(), "Expires > 2^32-1");
-    let ContactList::Bindings(c) = r.contacts().unwrap() else { panic!() };
+    assert!(r.headers.cseq().is_err(), "CSeq > 2^32-1");
+    assert!(r.headers.max_forwards().is_err(), "Max-Forwards > 255");
+    assert!(r.headers.expires().is_err(), "Expires > 2^32-1");
+    let ContactList::Bindings(c) = r.headers.contacts().unwrap() else { panic!() };
     assert_eq!(c[0].params.value("expires"), Some("280297596632815"));
     assert_eq!(c[0].expires(), None, "contact expires > 2^32-1 is not a number we use");
 }
@@ -499,7 +499,7 @@ fn rfc4475_3_1_2_4_scalar02_every_overflow_is_seen() {
 fn rfc4475_3_1_2_5_scalarlg_and_3_1_2_19_bigcode_are_dropped() {
     let r = response(&rfc4475("scalarlg"));
     assert_eq!(r.code, 503);
-    assert!(r.cseq().is_err());
+    assert!(r.headers.cseq().is_err());
     assert!(validate_response(&r).is_err());
     assert_eq!(parse_message(&rfc4475("bigcode")), Err(ParseError::Invalid("status code")), "no wrap-around to 5");
 }
@@ -530,11 +530,11 @@ fn rfc4475_liberal_cases_read_sensibly() {
     let r = request(&rfc4475("baddate"));
     assert_eq!(header(&r.headers, "Date"), b"Fri, 01 Jan 2010 16:00:00 EST");
     let r = request(&rfc4475("regbadct"));
-    let ContactList::Bindings(c) = r.contacts().unwrap() else { panic!() };
+    let ContactList::Bindings(c) = r.headers.contacts().unwrap() else { panic!() };
     assert_eq!(sip(&c[0].uri).headers[0].0, "Route");
     let r = request(&rfc4475("badaspec"));
-    assert_eq!(r.to_header().unwrap().uri.to_string(), "sip:t.watson@example.org");
-    assert_eq!(r.from_header().unwrap().display_name.as_deref(), Some("Bell, Alexander"));
+    assert_eq!(r.headers.to_header().unwrap().uri.to_string(), "sip:t.watson@example.org");
+    assert_eq!(r.headers.from_header().unwrap().display_name.as_deref(), Some("Bell, Alexander"));
 }
 
 #[test]
@@ -544,10 +544,10 @@ fn rfc4475_3_2_and_3_3_details() {
 
     let r = request(&rfc4475("unksm2"));
     assert!(
-        matches!(&r.to_header().unwrap().uri, Uri::Other { scheme, rest } if scheme == "isbn" && rest == "2983792873")
+        matches!(&r.headers.to_header().unwrap().uri, Uri::Other { scheme, rest } if scheme == "isbn" && rest == "2983792873")
     );
-    assert_eq!(r.from_header().unwrap().uri.scheme(), "http");
-    let ContactList::Bindings(c) = r.contacts().unwrap() else { panic!() };
+    assert_eq!(r.headers.from_header().unwrap().uri.scheme(), "http");
+    let ContactList::Bindings(c) = r.headers.contacts().unwrap() else { panic!() };
     assert_eq!(c[0].uri.to_string(), "name:John_Smith");
 
     let r = request(&rfc4475("bext01"));
@@ -559,23 +559,27 @@ fn rfc4475_3_2_and_3_3_details() {
     assert_eq!(header(&r.headers, "Authorization"), b"NoOneKnowsThisScheme opaque-data=here");
 
     let r = response(&rfc4475("bcast"));
-    assert_eq!(r.vias().unwrap()[1].host, Host::V4([255, 255, 255, 255].into()), "the caller must not answer there");
+    assert_eq!(
+        r.headers.vias().unwrap()[1].host,
+        Host::V4([255, 255, 255, 255].into()),
+        "the caller must not answer there"
+    );
 
     let r = request(&rfc4475("zeromf"));
-    assert_eq!(r.max_forwards(), Ok(Some(0)));
+    assert_eq!(r.headers.max_forwards(), Ok(Some(0)));
 
     // §20.10: without <>, parameters after the URI are header parameters.
     let r = request(&rfc4475("cparam01"));
-    let ContactList::Bindings(c) = r.contacts().unwrap() else { panic!() };
+    let ContactList::Bindings(c) = r.headers.contacts().unwrap() else { panic!() };
     assert!(sip(&c[0].uri).params.is_empty());
     assert_eq!(c[0].params.get("unknownparam"), Some(None));
     let r = request(&rfc4475("cparam02"));
-    let ContactList::Bindings(c) = r.contacts().unwrap() else { panic!() };
+    let ContactList::Bindings(c) = r.headers.contacts().unwrap() else { panic!() };
     assert_eq!(sip(&c[0].uri).params.get("unknownparam"), Some(None));
     assert!(c[0].params.is_empty());
 
     let r = request(&rfc4475("regescrt"));
-    let ContactList::Bindings(c) = r.contacts().unwrap() else { panic!() };
+    let ContactList::Bindings(c) = r.headers.contacts().unwrap() else { panic!() };
     assert_eq!(sip(&c[0].uri).headers, vec![("Route".to_string(), "%3Csip:sip.example.com%3E".to_string())]);
 
     let r = request(&rfc4475("sdp01"));
@@ -584,11 +588,11 @@ fn rfc4475_3_2_and_3_3_details() {
     // §3.4.1 RFC 2543: no Max-Forwards, no Content-Length (the datagram's rest is the body),
     // no branch, no From tag.
     let r = request(&rfc4475("inv2543"));
-    assert_eq!(r.max_forwards(), Ok(None));
-    assert_eq!(r.content_length(), Ok(None));
+    assert_eq!(r.headers.max_forwards(), Ok(None));
+    assert_eq!(r.headers.content_length(), Ok(None));
     assert!(r.body.starts_with(b"v=0\r\n") && r.body.ends_with(b"m=audio 49217 RTP/AVP 0\r\n"));
-    assert_eq!(r.vias().unwrap()[0].branch(), None);
-    assert_eq!(r.from_header().unwrap().tag(), None);
+    assert_eq!(r.headers.vias().unwrap()[0].branch(), None);
+    assert_eq!(r.headers.from_header().unwrap().tag(), None);
 }
 
 #[test]
@@ -624,8 +628,8 @@ fn wire(bytes: &[u8]) -> Vec<u8> {
 fn rfc5118_4_1_ipv6_good() {
     let r = request(&rfc5118("ipv6-good"));
     assert_eq!(sip(&r.uri).host, v6("2001:db8::10"));
-    assert_eq!(r.vias().unwrap()[0].host, v6("2001:db8::9:1"));
-    let ContactList::Bindings(c) = r.contacts().unwrap() else { panic!() };
+    assert_eq!(r.headers.vias().unwrap()[0].host, v6("2001:db8::9:1"));
+    let ContactList::Bindings(c) = r.headers.contacts().unwrap() else { panic!() };
     assert_eq!(c[0].display_name.as_deref(), Some("Caller"));
     assert_eq!(sip(&c[0].uri).host, v6("2001:db8::1"));
     assert_eq!(validate_request(&r), Ok(()));
@@ -665,11 +669,11 @@ fn rfc5118_4_6_to_4_9_sdp_and_mixed_addresses() {
     // §4.6 declares 268 bytes of SDP but carries fewer: as archived it is short (400 on UDP).
     assert_eq!(parse_message(&rfc5118("ipv6-in-sdp")), Err(ParseError::Truncated));
     let r = request(&wire(&rfc5118("ipv6-in-sdp")));
-    assert_eq!(r.to_header().unwrap().uri.to_string(), "sip:user@[2001:db8::10]");
+    assert_eq!(r.headers.to_header().unwrap().uri.to_string(), "sip:user@[2001:db8::10]");
     assert!(r.body.windows(23).any(|w| w == b"c=IN IP6 2001:db8::20\r\n"));
 
     let r = request(&rfc5118("mult-ip-in-header"));
-    let vias = r.vias().unwrap();
+    let vias = r.headers.vias().unwrap();
     assert_eq!((vias[0].host.clone(), vias[0].port), (v6("2001:db8::9:1"), Some(6050)));
     assert_eq!(vias[1].host, Host::V4([192, 0, 2, 1].into()));
     assert_eq!(vias[2].host, v6("2001:db8::9:255"));
@@ -679,10 +683,10 @@ fn rfc5118_4_6_to_4_9_sdp_and_mixed_addresses() {
     assert!(r.body.ends_with(b"a=rtpmap:107 H263-1998/90000\r\n"));
 
     let r = request(&rfc5118("ipv4-mapped-ipv6"));
-    let vias = r.vias().unwrap();
+    let vias = r.headers.vias().unwrap();
     assert_eq!((vias[0].host.clone(), vias[0].port), (v6("::ffff:192.0.2.10"), Some(19823)));
     assert_eq!(vias[1].host, v6("::ffff:192.0.2.2"));
-    let ContactList::Bindings(c) = r.contacts().unwrap() else { panic!() };
+    let ContactList::Bindings(c) = r.headers.contacts().unwrap() else { panic!() };
     assert_eq!(sip(&c[0].uri).host, v6("::ffff:192.0.2.2"));
     assert_eq!(c[0].display_name.as_deref(), Some("T. desk phone"));
     assert_eq!(r.body.len(), 236, "LF-only body exactly as long as declared");
@@ -696,7 +700,7 @@ fn rfc5118_4_10_abnf_three_colons_tolerated() {
     let addr = v6("2001:db8::192.0.2.1");
     assert_eq!(sip(&correct.uri).host, addr);
     assert_eq!(sip(&buggy.uri).host, addr, "read as the same address");
-    assert_eq!(sip(&buggy.to_header().unwrap().uri).host, addr);
+    assert_eq!(sip(&buggy.headers.to_header().unwrap().uri).host, addr);
     assert!(buggy.uri.equivalent(&correct.uri));
     assert_eq!(validate_request(&buggy), Ok(()));
     // Only that one position: `:::` elsewhere is still wrong.
@@ -785,8 +789,8 @@ l: 0
             "Content-Length"
         ]
     );
-    assert_eq!(r.call_id(), Ok("compact@example.com"));
-    assert_eq!(r.vias().unwrap()[0].transport, "TCP");
+    assert_eq!(r.headers.call_id(), Ok("compact@example.com"));
+    assert_eq!(r.headers.vias().unwrap()[0].transport, "TCP");
     assert_eq!(validate_request(&r), Ok(()));
     let printed = String::from_utf8(r.to_bytes()).unwrap();
     assert!(printed.contains("\r\nSession-Expires: 1800;refresher=uac\r\n"));
@@ -805,10 +809,10 @@ fn folding_and_lws_around_colon_and_semicolon() {
             "Contact: <sip:alice@192.0.2.1:5060> ;expires = 600 ;\n  q=0.5",
         );
     let r = request(&crlf(&text));
-    let from = r.from_header().unwrap();
+    let from = r.headers.from_header().unwrap();
     assert_eq!(from.display_name.as_deref(), Some("Alice"));
     assert_eq!(from.tag(), Some("1928301774"));
-    let ContactList::Bindings(c) = r.contacts().unwrap() else { panic!() };
+    let ContactList::Bindings(c) = r.headers.contacts().unwrap() else { panic!() };
     assert_eq!(c[0].expires(), Some(600));
     assert_eq!(c[0].params.value("q"), Some("0.5"));
 }
@@ -856,7 +860,7 @@ fn non_utf8_bytes_are_kept() {
 fn unknown_methods_parse_and_get_501() {
     let r = request(&crlf(&INVITE.replace("INVITE", "FOOBAR")));
     assert_eq!(r.method, Method::Other("FOOBAR".into()));
-    assert_eq!(r.cseq().unwrap().method, r.method);
+    assert_eq!(r.headers.cseq().unwrap().method, r.method);
     assert_eq!(validate_request(&r), Ok(()));
     let resp = Response::for_request(&r, 501, default_reason(501));
     assert_eq!(resp.headers.len(), 5);
@@ -878,7 +882,7 @@ fn tel_uris() {
     assert_eq!(t.number, "+15551234567");
     assert_eq!(t.params.value("phone-context"), Some("example.com"));
     assert_eq!(validate_request(&r), Ok(()), "tel: is supported, no 416");
-    let to = r.to_header().unwrap();
+    let to = r.headers.to_header().unwrap();
     assert!(to.uri.equivalent(&"tel:+15551234567".parse().unwrap()), "visual separators ignored");
     let from = NameAddr::parse(b"<tel:+15550001111>;tag=1").unwrap();
     assert_eq!(from.uri, Uri::Tel(TelUri { number: "+15550001111".into(), params: Params::new() }));
@@ -923,14 +927,14 @@ fn comma_separated_via_lists() {
         "Via: SIP/2.0/UDP proxy.example.com;branch=z9hG4bK1;received=192.0.2.7, SIP/2.0/TCP [2001:db8::1]:5061;branch=z9hG4bK2\nv: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKabc;rport=40000",
     );
     let r = request(&crlf(&text));
-    let vias = r.vias().unwrap();
+    let vias = r.headers.vias().unwrap();
     assert_eq!(vias.len(), 3);
     assert_eq!(vias[0].received(), Some("192.0.2.7"));
     assert_eq!((vias[1].host.clone(), vias[1].port), (v6("2001:db8::1"), Some(5061)));
     assert_eq!(vias[2].rport(), Some(Some(40000)));
     assert_eq!(r.headers.top_via().unwrap().branch(), Some("z9hG4bK1"));
     let resp = Response::for_request(&r, 200, "OK");
-    assert_eq!(resp.vias().unwrap(), vias, "all Via values copied in order (§8.2.6.2)");
+    assert_eq!(resp.headers.vias().unwrap(), vias, "all Via values copied in order (§8.2.6.2)");
 }
 
 #[test]
@@ -947,8 +951,8 @@ Content-Length: 0
 
 ";
     let r = request(&crlf(text));
-    assert_eq!(r.contacts(), Ok(ContactList::Wildcard));
-    assert_eq!(r.expires(), Ok(Some(0)));
+    assert_eq!(r.headers.contacts(), Ok(ContactList::Wildcard));
+    assert_eq!(r.headers.expires(), Ok(Some(0)));
     assert_eq!(contact_list(b"*, <sip:a@b>").map(|_| ()), Err(ParseError::Invalid("URI scheme")));
 }
 
@@ -1052,10 +1056,10 @@ a=rtpmap:0 PCMU/8000
 fn sipp_register_with_digest() {
     let r = request(&crlf(SIPP_REGISTER));
     assert_eq!(validate_request(&r), Ok(()));
-    assert_eq!(r.cseq(), Ok(CSeq { seq: 2, method: Method::Register }));
-    assert_eq!(r.vias().unwrap()[0].rport(), Some(None));
+    assert_eq!(r.headers.cseq(), Ok(CSeq { seq: 2, method: Method::Register }));
+    assert_eq!(r.headers.vias().unwrap()[0].rport(), Some(None));
     assert!(header(&r.headers, "Authorization").starts_with(b"Digest username=\"alice\",realm=\"example.test\""));
-    assert_eq!(r.expires(), Ok(Some(300)));
+    assert_eq!(r.headers.expires(), Ok(Some(300)));
     assert_roundtrip(&SipMessage::Request(r));
 }
 
@@ -1071,7 +1075,7 @@ fn kamailio_401_challenge() {
         header(&r.headers, "www-authenticate"),
         &b"Digest realm=\"example.test\", nonce=\"Zf3sW2Xx9k1cC0m1x7V5YQ\", qop=\"auth\", algorithm=MD5"[..]
     );
-    assert!(r.to_header().unwrap().tag().is_some());
+    assert!(r.headers.to_header().unwrap().tag().is_some());
     assert_roundtrip(&SipMessage::Response(r));
 }
 
@@ -1079,7 +1083,7 @@ fn kamailio_401_challenge() {
 fn kamailio_register_200_with_several_bindings() {
     let r = response(&crlf(KAMAILIO_200_REGISTER));
     assert_eq!(validate_response(&r), Ok(()));
-    let ContactList::Bindings(bindings) = r.contacts().unwrap() else { panic!() };
+    let ContactList::Bindings(bindings) = r.headers.contacts().unwrap() else { panic!() };
     assert_eq!(bindings.len(), 2);
     assert_eq!(bindings.iter().map(NameAddr::expires).collect::<Vec<_>>(), vec![Some(296), Some(300)]);
     assert_eq!(bindings[1].params.value("+sip.instance"), Some("<urn:uuid:0d3f5a1e-1c9b-4c4b-9f7e-6a7b8c9d0e1f>"));
@@ -1104,7 +1108,7 @@ fn baresip_invite_with_sdp() {
         header(&r.headers, "Allow"),
         b"INVITE,ACK,BYE,CANCEL,OPTIONS,NOTIFY,SUBSCRIBE,INFO,MESSAGE,UPDATE,REFER"
     );
-    let ContactList::Bindings(c) = r.contacts().unwrap() else { panic!() };
+    let ContactList::Bindings(c) = r.headers.contacts().unwrap() else { panic!() };
     assert_eq!(sip(&c[0].uri).user.as_deref(), Some("bob-0x55d5c1a0"));
     // Our answer: Response::for_request, then To tag, Contact and SDP.
     let mut resp = Response::for_request(&r, 200, default_reason(200));
@@ -1134,7 +1138,7 @@ fn kamailio_200_ok_with_record_route() {
     assert!(rr.lr(), "lr=on counts as lr");
     assert_eq!(rr.params.value("ftag"), Some("4242SIPpTag001"));
     assert_eq!((rr.host.clone(), rr.port), (Host::V4([127, 0, 0, 1].into()), Some(5070)));
-    assert_eq!(r.from_header().unwrap().display_name.as_deref(), Some("sipp"));
+    assert_eq!(r.headers.from_header().unwrap().display_name.as_deref(), Some("sipp"));
     assert_eq!(r.body.len(), 129);
     assert_roundtrip(&SipMessage::Response(r));
 }
@@ -1273,7 +1277,7 @@ fn building_a_request_prints_canonically() {
     );
     let mut back = request(text.as_bytes());
     assert_eq!(validate_request(&back), Ok(()));
-    assert_eq!(back.from_header().unwrap(), from);
+    assert_eq!(back.headers.from_header().unwrap(), from);
     assert_eq!(back.headers.remove(&HeaderName::ContentLength), 1);
     assert_eq!(back, req);
 }

@@ -19,15 +19,7 @@ use sylkgw_tests::tls_registrar::{answer, next_message};
 const UNIX: Duration = Duration::from_secs(1_767_225_600);
 const PROXY: &str = "192.0.2.5:5061";
 
-fn drain(gw: &mut Gateway) -> Vec<Output> {
-    let mut out = Vec::new();
-    loop {
-        match gw.poll_output() {
-            Output::Timeout(_) => return out,
-            o => out.push(o),
-        }
-    }
-}
+use sylkgw_core::test_exports::drain_outputs as drain;
 
 /// A self-signed certificate for `names`: (PEM, server configuration).
 fn server(names: &[&str]) -> (String, Arc<rustls::ServerConfig>) {

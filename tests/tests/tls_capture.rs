@@ -7,15 +7,7 @@
 use std::time::{Duration, Instant};
 use sylkgw_core::{capture, Config, ConnId, Gateway, Input, Listener, Output, TlsConfig};
 
-fn drain(gw: &mut Gateway) -> Vec<Output> {
-    let mut out = Vec::new();
-    loop {
-        match gw.poll_output() {
-            Output::Timeout(_) => return out,
-            o => out.push(o),
-        }
-    }
-}
+use sylkgw_core::test_exports::drain_outputs as drain;
 
 #[test]
 fn tls_failure_capture_replays_identically() {

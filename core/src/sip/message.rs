@@ -582,51 +582,6 @@ impl Request {
         out.extend_from_slice(&self.body);
         out
     }
-
-    /// [`Headers::vias`].
-    pub fn vias(&self) -> Result<Vec<Via>, ParseError> {
-        self.headers.vias()
-    }
-
-    /// [`Headers::cseq`].
-    pub fn cseq(&self) -> Result<CSeq, ParseError> {
-        self.headers.cseq()
-    }
-
-    /// [`Headers::call_id`].
-    pub fn call_id(&self) -> Result<&str, ParseError> {
-        self.headers.call_id()
-    }
-
-    /// [`Headers::from_header`].
-    pub fn from_header(&self) -> Result<NameAddr, ParseError> {
-        self.headers.from_header()
-    }
-
-    /// [`Headers::to_header`].
-    pub fn to_header(&self) -> Result<NameAddr, ParseError> {
-        self.headers.to_header()
-    }
-
-    /// [`Headers::contacts`].
-    pub fn contacts(&self) -> Result<ContactList, ParseError> {
-        self.headers.contacts()
-    }
-
-    /// [`Headers::max_forwards`].
-    pub fn max_forwards(&self) -> Result<Option<u8>, ParseError> {
-        self.headers.max_forwards()
-    }
-
-    /// [`Headers::expires`].
-    pub fn expires(&self) -> Result<Option<u32>, ParseError> {
-        self.headers.expires()
-    }
-
-    /// [`Headers::content_length`].
-    pub fn content_length(&self) -> Result<Option<usize>, ParseError> {
-        self.headers.content_length()
-    }
 }
 
 /// A response.
@@ -672,46 +627,6 @@ impl Response {
         self.headers.write(&mut out, self.body.len());
         out.extend_from_slice(&self.body);
         out
-    }
-
-    /// [`Headers::vias`].
-    pub fn vias(&self) -> Result<Vec<Via>, ParseError> {
-        self.headers.vias()
-    }
-
-    /// [`Headers::cseq`].
-    pub fn cseq(&self) -> Result<CSeq, ParseError> {
-        self.headers.cseq()
-    }
-
-    /// [`Headers::call_id`].
-    pub fn call_id(&self) -> Result<&str, ParseError> {
-        self.headers.call_id()
-    }
-
-    /// [`Headers::from_header`].
-    pub fn from_header(&self) -> Result<NameAddr, ParseError> {
-        self.headers.from_header()
-    }
-
-    /// [`Headers::to_header`].
-    pub fn to_header(&self) -> Result<NameAddr, ParseError> {
-        self.headers.to_header()
-    }
-
-    /// [`Headers::contacts`].
-    pub fn contacts(&self) -> Result<ContactList, ParseError> {
-        self.headers.contacts()
-    }
-
-    /// [`Headers::expires`].
-    pub fn expires(&self) -> Result<Option<u32>, ParseError> {
-        self.headers.expires()
-    }
-
-    /// [`Headers::content_length`].
-    pub fn content_length(&self) -> Result<Option<usize>, ParseError> {
-        self.headers.content_length()
     }
 }
 
@@ -1241,9 +1156,9 @@ mod tests {
             CSeq: 1 INVITE\r\nContact: <sip:a@1.2.3.4>\r\nl: 0\r\n\r\n";
         let Ok(SipMessage::Request(req)) = super::super::parse::parse_message(text) else { panic!() };
         let resp = Response::for_request(&req, 486, default_reason(486));
-        assert_eq!(resp.vias().unwrap().len(), 3);
+        assert_eq!(resp.headers.vias().unwrap().len(), 3);
         assert_eq!(resp.headers.len(), 6);
-        assert_eq!(resp.cseq().unwrap().method, Method::Invite);
+        assert_eq!(resp.headers.cseq().unwrap().method, Method::Invite);
         assert!(resp.headers.get(&HeaderName::Contact).is_none());
     }
 }

@@ -8,7 +8,6 @@
 //! reports the ping→ack latency (target: p99 at most 1 ms). Finally it sends SIGTERM, answers
 //! the 1001 closes and reports how the server exited.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 use sylkgw_tests::{close_code, opcode, vm_rss_kib, RawWs, Server};
@@ -22,13 +21,13 @@ fn main() -> ExitCode {
     let m: usize = argv.next().map(|a| a.parse().expect("M: a number of pings")).unwrap_or(20_000);
     assert!(n > 0, "N must be at least 1");
 
-    let (soft, hard) = raise_nofile();
+    let (soft, hard) = sylkgw_tests::bench::raise_nofile();
     println!("RLIMIT_NOFILE: soft {soft}, hard {hard}");
     if (soft as usize) < n + 64 {
         eprintln!("warning: {soft} file descriptors are too few for {n} connections");
     }
 
-    let bin = locate_binary();
+    let bin = sylkgw_tests::bench::locate_binary();
     println!("server: {}", bin.display());
     let mut server = Server::start(&bin, &[] as &[&str]);
     let pid = server.pid();
@@ -140,44 +139,4 @@ fn verdict(ok: bool) -> &'static str {
 fn fail(server: &Server, what: &str) -> ! {
     eprintln!("bench_idle: {what}\n---- server stderr ----\n{}", server.stderr_text());
     std::process::exit(1);
-}
-
-/// `$SYLKGW_BIN_DIR/sylkgw-mio`, else `target/release/sylkgw-mio`, else the debug build.
-fn locate_binary() -> PathBuf {
-    if std::env::var_os("SYLKGW_BIN_DIR").is_some() {
-        return sylkgw_tests::binary("sylkgw-mio");
-    }
-    let exe = std::env::current_exe().expect("current_exe");
-    let profile_dir = exe.parent().expect("target/PROFILE");
-    let target = profile_dir.parent().expect("target");
-    let release = target.join("release").join("sylkgw-mio");
-    if release.is_file() {
-        return release;
-    }
-    let debug = target.join("debug").join("sylkgw-mio");
-    if debug.is_file() {
-        eprintln!("warning: {} is missing; measuring the DEBUG build {}", release.display(), debug.display());
-        return debug;
-    }
-    panic!("sylkgw-mio is missing: build the binaries first: cargo build --release --workspace");
-}
-
-/// Raises the soft `RLIMIT_NOFILE` to the hard limit (inherited by the server).
-fn raise_nofile() -> (u64, u64) {
-    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: getrlimit/setrlimit write/read the struct we pass and nothing else.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
-            panic!("getrlimit: {}", std::io::Error::last_os_error());
-        }
-        if lim.rlim_cur < lim.rlim_max {
-            let raised = libc::rlimit { rlim_cur: lim.rlim_max, rlim_max: lim.rlim_max };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
-                lim = raised;
-            } else {
-                eprintln!("warning: setrlimit: {}", std::io::Error::last_os_error());
-            }
-        }
-    }
-    (lim.rlim_cur, lim.rlim_max)
 }

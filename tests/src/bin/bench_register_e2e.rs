@@ -28,7 +28,6 @@
 
 use serde_json::Value;
 use std::io::{Read, Write};
-use std::path::PathBuf;
 use std::process::{Command, ExitCode, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -120,7 +119,7 @@ struct Registered {
 
 fn run(n: usize, k: usize) -> ExitCode {
     println!("==== bench_register_e2e: N = {n} accounts over K = {k} WebSockets (sylkgw-mio <-> kamailio, UDP) ====");
-    let (soft, _) = raise_nofile();
+    let (soft, _) = sylkgw_tests::bench::raise_nofile();
     if (soft as usize) < k + 64 {
         eprintln!("warning: {soft} file descriptors are too few for {k} connections");
     }
@@ -139,7 +138,7 @@ fn run(n: usize, k: usize) -> ExitCode {
     }
     println!("kamailio: users alice1..alice{n} (password {PASSWORD:?}) added in {:.2} s", t.elapsed().as_secs_f64());
 
-    let bin = locate_binary();
+    let bin = sylkgw_tests::bench::locate_binary();
     let args = ["--sip-listen", "127.0.0.1:5080", "--outbound-proxy", "127.0.0.1:5060"];
     let mut server = Server::start(&bin, &args);
     let pid = server.pid();
@@ -612,42 +611,4 @@ fn udp_drops() -> String {
             .sum()
     };
     format!("kamailio :5060 {}, gateway :5080 {}", drops(5060), drops(5080))
-}
-
-/// `$SYLKGW_BIN_DIR/sylkgw-mio`, else `target/release/sylkgw-mio`, else the debug build.
-fn locate_binary() -> PathBuf {
-    if std::env::var_os("SYLKGW_BIN_DIR").is_some() {
-        return sylkgw_tests::binary("sylkgw-mio");
-    }
-    let exe = std::env::current_exe().expect("current_exe");
-    let profile_dir = exe.parent().expect("target/PROFILE");
-    let target = profile_dir.parent().expect("target");
-    let release = target.join("release").join("sylkgw-mio");
-    if release.is_file() {
-        return release;
-    }
-    let debug = target.join("debug").join("sylkgw-mio");
-    if debug.is_file() {
-        eprintln!("warning: {} is missing; measuring the DEBUG build {}", release.display(), debug.display());
-        return debug;
-    }
-    panic!("sylkgw-mio is missing: build the binaries first: cargo build --release --workspace");
-}
-
-/// Raises the soft `RLIMIT_NOFILE` to the hard limit (inherited by the gateway).
-fn raise_nofile() -> (u64, u64) {
-    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: getrlimit/setrlimit read and write the struct we pass and nothing else.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
-            panic!("getrlimit: {}", std::io::Error::last_os_error());
-        }
-        if lim.rlim_cur < lim.rlim_max {
-            let raised = libc::rlimit { rlim_cur: lim.rlim_max, rlim_max: lim.rlim_max };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
-                lim = raised;
-            }
-        }
-    }
-    (lim.rlim_cur, lim.rlim_max)
 }
