@@ -258,6 +258,8 @@ impl Gateway {
         }
         while let Some(ev) = self.sip.poll_event() {
             match ev {
+                // Sessions (sylkRTC `session-create`) are not wired to calls yet.
+                SipEvent::Call { leg, progress } => log::debug!("call {leg:?}: {progress:?}"),
                 SipEvent::Registration { id, state } => {
                     let Some((conn, account)) = self.regs.get(&id).cloned() else { continue };
                     let state = match state {

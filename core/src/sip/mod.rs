@@ -10,6 +10,7 @@
 //!
 //! Everything here is pure: bytes in, values out, no IO and no clock.
 
+pub mod calls;
 pub mod dialog;
 pub mod digest;
 pub mod framing;

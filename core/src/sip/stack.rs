@@ -41,6 +41,8 @@ pub enum SipOutput {
 pub enum SipEvent {
     /// A registration changed state.
     Registration { id: RegId, state: RegState },
+    /// An outgoing call progressed.
+    Call { leg: super::calls::LegId, progress: super::invite::CallProgress },
 }
 
 /// Push parameters for the Contact (RFC 8599).
@@ -100,11 +102,20 @@ struct ServerKey {
     method: String,
 }
 
-struct ClientEntry {
-    tx: ClientTransaction,
-    bytes: Vec<u8>,
-    peer: Peer,
-    owner: RegId,
+/// Who a client transaction works for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Owner {
+    /// A registration's REGISTER.
+    Reg(RegId),
+    /// A call leg's INVITE, CANCEL or BYE.
+    Leg(super::calls::LegId, super::calls::LegTx),
+}
+
+pub(super) struct ClientEntry {
+    pub(super) tx: ClientTransaction,
+    pub(super) bytes: Vec<u8>,
+    pub(super) peer: Peer,
+    pub(super) owner: Owner,
 }
 
 struct ServerEntry {
@@ -137,22 +148,24 @@ struct RegEntry {
 
 /// The SIP stack.
 pub struct SipStack {
-    cfg: SipConfig,
-    timers: Timers,
-    proxy: Option<ProxySpec>,
-    transports: Transports,
-    clients: BTreeMap<String, ClientEntry>,
+    pub(super) cfg: SipConfig,
+    pub(super) timers: Timers,
+    pub(super) proxy: Option<ProxySpec>,
+    pub(super) transports: Transports,
+    pub(super) clients: BTreeMap<String, ClientEntry>,
+    pub(super) legs: BTreeMap<super::calls::LegId, super::calls::LegEntry>,
+    pub(super) next_leg: u64,
     servers: BTreeMap<ServerKey, ServerEntry>,
     regs: BTreeMap<RegId, RegEntry>,
-    queries: BTreeMap<u64, RegId>,
-    next_query: u64,
+    pub(super) queries: BTreeMap<u64, Owner>,
+    pub(super) next_query: u64,
     next_reg: u64,
     table: TimerTable<SipTimerKey>,
     keys: BTreeMap<SipTimerKey, SipTimer>,
     key_of: BTreeMap<SipTimer, SipTimerKey>,
     next_key: u64,
-    events: VecDeque<SipEvent>,
-    out: VecDeque<SipOutput>,
+    pub(super) events: VecDeque<SipEvent>,
+    pub(super) out: VecDeque<SipOutput>,
 }
 
 /// Small copyable handle for [`TimerTable`].
@@ -172,6 +185,8 @@ impl SipStack {
             timers: Timers::default(),
             proxy,
             clients: BTreeMap::new(),
+            legs: BTreeMap::new(),
+            next_leg: 1,
             servers: BTreeMap::new(),
             regs: BTreeMap::new(),
             queries: BTreeMap::new(),
@@ -214,6 +229,7 @@ impl SipStack {
 
     /// Table sizes: (transactions, registrations, flows).
     pub fn sizes(&self) -> (usize, usize, usize) {
+        // Call legs count with the transactions until the calls layer reports its own.
         (self.clients.len() + self.servers.len(), self.regs.len(), self.transports.flow_count())
     }
 
@@ -313,7 +329,7 @@ impl SipStack {
     }
 
     /// Host and port for Via and Contact.
-    fn advertised(&self, transport: Transport) -> (String, u16) {
+    pub(super) fn advertised(&self, transport: Transport) -> (String, u16) {
         let bound = self.transports.udp().map_or(self.cfg.listen, |(_, a)| a);
         let port = bound.port();
         let _ = transport;
@@ -334,7 +350,7 @@ impl SipStack {
             e.waiting = Some(send);
             let query = self.next_query;
             self.next_query += 1;
-            self.queries.insert(query, id);
+            self.queries.insert(query, Owner::Reg(id));
             self.out.push_back(SipOutput::Resolve { query, name: e.hop.host.clone() });
             return;
         };
@@ -408,29 +424,41 @@ impl SipStack {
         e.in_flight = Some(branch.clone());
         // RFC 5922 §4: a TLS next hop is verified (and named in SNI) by its domain.
         let name = e.hop.host.clone();
-        self.send_client(branch, bytes, peer, &name, id, now);
+        self.send_client(branch, bytes, peer, &name, Owner::Reg(id), Kind::NonInvite, now);
     }
 
-    fn send_client(&mut self, branch: String, bytes: Vec<u8>, peer: Peer, name: &str, owner: RegId, now: Instant) {
+    /// Sends a request and starts its client transaction; returns the connection used.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn send_client(
+        &mut self,
+        branch: String,
+        bytes: Vec<u8>,
+        peer: Peer,
+        name: &str,
+        owner: Owner,
+        kind: Kind,
+        now: Instant,
+    ) -> Option<ConnId> {
         let mut tout = Vec::new();
         let conn = self.transports.send_named(peer, Some(name), bytes.clone(), now, &mut tout);
         self.emit(tout);
         let peer = Peer { conn, ..peer };
         if let Some(c) = conn {
             self.transports.retain(c, true, now);
-            if let Some(e) = self.regs.get_mut(&owner) {
-                if e.flow != Some(c) {
+            if let Owner::Reg(id) = owner {
+                if let Some(e) = self.regs.get_mut(&id) {
                     e.flow = Some(c);
                 }
             }
         }
-        let tx = ClientTransaction::new(Kind::NonInvite, peer.transport.reliable(), self.timers, now);
+        let tx = ClientTransaction::new(kind, peer.transport.reliable(), self.timers, now);
         let deadline = tx.next_deadline();
         self.clients.insert(branch.clone(), ClientEntry { tx, bytes, peer, owner });
         self.arm(SipTimer::Client(branch), deadline);
+        conn
     }
 
-    fn drop_client(&mut self, branch: &str, now: Instant) {
+    pub(super) fn drop_client(&mut self, branch: &str, now: Instant) {
         if let Some(c) = self.clients.remove(branch) {
             if let Some(conn) = c.peer.conn {
                 self.transports.retain(conn, false, now);
@@ -450,7 +478,11 @@ impl SipStack {
 
     /// The runtime resolved a name.
     pub fn handle_resolved(&mut self, query: u64, result: Result<Vec<IpAddr>, String>, now: Instant, rng: &mut Rng) {
-        let Some(id) = self.queries.remove(&query) else { return };
+        let id = match self.queries.remove(&query) {
+            Some(Owner::Reg(id)) => id,
+            Some(Owner::Leg(leg, _)) => return self.leg_resolved(leg, result, now, rng),
+            None => return,
+        };
         let Some(e) = self.regs.get_mut(&id) else { return };
         let send = e.waiting.take();
         match result.ok().and_then(|ips| ips.first().copied()) {
@@ -555,8 +587,7 @@ impl SipStack {
         for branch in failed {
             if let Some(c) = self.clients.remove(&branch) {
                 self.arm(SipTimer::Client(branch), None);
-                let resp = RegResponse { code: 503, reason: "Service Unavailable".into(), ..RegResponse::default() };
-                self.reg_response(c.owner, &resp, now, rng);
+                self.client_failed(c.owner, 503, "Service Unavailable", now, rng);
             }
         }
         for e in self.regs.values_mut() {
@@ -594,6 +625,11 @@ impl SipStack {
             log::debug!("response without a Via branch; dropped");
             return;
         };
+        // A CANCEL shares its INVITE's branch (§9.1); its transaction is keyed apart.
+        let branch = match resp.headers.cseq() {
+            Ok(c) if c.method == Method::Cancel => cancel_key(&branch),
+            _ => branch,
+        };
         let Some(c) = self.clients.get_mut(&branch) else {
             log::debug!("response for no transaction of ours ({branch}); dropped");
             return;
@@ -602,6 +638,10 @@ impl SipStack {
         let owner = c.owner;
         let deadline = c.tx.next_deadline();
         self.arm(SipTimer::Client(branch.clone()), deadline);
+        let owner = match owner {
+            Owner::Reg(id) => id,
+            Owner::Leg(leg, tx) => return self.leg_response(leg, tx, &branch, &resp, verdict, now, rng),
+        };
         if verdict == ResponseVerdict::Absorb || resp.code < 200 {
             return;
         }
@@ -620,7 +660,6 @@ impl SipStack {
     }
 
     fn request(&mut self, req: Request, peer: Peer, now: Instant, rng: &mut Rng) {
-        let _ = rng;
         let Ok(via) = req.headers.top_via() else {
             log::info!("request from {} without a readable Via; dropped", peer.addr);
             return;
@@ -671,8 +710,15 @@ impl SipStack {
         let kind = if req.method == Method::Invite { Kind::Invite } else { Kind::NonInvite };
         let tx = ServerTransaction::new(kind, peer.transport.reliable(), self.timers);
         self.servers.insert(key.clone(), ServerEntry { tx, peer, merge_key });
+        // Requests inside one of our calls' dialogs (§12.2.2) are answered by the call.
+        let in_dialog = if merged { None } else { self.leg_request(&req, now) };
         let (code, reason) = if merged {
             (482, "Loop Detected")
+        } else if let Some(answer) = in_dialog {
+            answer
+        } else if req.headers.to_header().is_ok_and(|to| to.tag().is_some()) && req.method != Method::Options {
+            // §12.2.2: a request for a dialog we do not have.
+            (481, "Call/Transaction Does Not Exist")
         } else {
             match &req.method {
                 Method::Options => (200, "OK"),
@@ -685,6 +731,9 @@ impl SipStack {
             }
         };
         self.respond(&key, &req, code, reason, now);
+        if in_dialog.is_some() {
+            self.leg_after_request(&req, now, rng);
+        }
     }
 
     /// Whether the Request-URI names one of our Contacts.
@@ -718,19 +767,19 @@ impl SipStack {
         }
     }
 
-    fn reply_stateless(&mut self, req: &Request, peer: Peer, code: u16, reason: &str, now: Instant) {
+    pub(super) fn reply_stateless(&mut self, req: &Request, peer: Peer, code: u16, reason: &str, now: Instant) {
         let resp = Response::for_request(req, code, reason);
         let dest = response_peer(req, peer);
         self.transmit(dest, resp.to_bytes(), now);
     }
 
-    fn transmit(&mut self, peer: Peer, bytes: Vec<u8>, now: Instant) {
+    pub(super) fn transmit(&mut self, peer: Peer, bytes: Vec<u8>, now: Instant) {
         let mut out = Vec::new();
         self.transports.send(peer, bytes, now, &mut out);
         self.emit(out);
     }
 
-    fn emit(&mut self, out: Vec<TransportOut>) {
+    pub(super) fn emit(&mut self, out: Vec<TransportOut>) {
         self.out.extend(out.into_iter().map(SipOutput::Transport));
     }
 
@@ -792,12 +841,11 @@ impl SipStack {
             match ev {
                 ClientEvent::Retransmit => self.transmit(peer, bytes.clone(), now),
                 ClientEvent::TimedOut => {
-                    let resp = RegResponse { code: 408, reason: "Request Timeout".into(), ..RegResponse::default() };
                     self.clients.remove(&branch);
                     if let Some(conn) = peer.conn {
                         self.transports.retain(conn, false, now);
                     }
-                    self.reg_response(owner, &resp, now, rng);
+                    self.client_failed(owner, 408, "Request Timeout", now, rng);
                     return;
                 }
                 ClientEvent::Terminated => {
@@ -810,6 +858,17 @@ impl SipStack {
             }
         }
         self.arm(SipTimer::Client(branch), deadline);
+    }
+
+    /// A client transaction failed without a response (timeout, transport error).
+    fn client_failed(&mut self, owner: Owner, code: u16, reason: &str, now: Instant, rng: &mut Rng) {
+        match owner {
+            Owner::Reg(id) => {
+                let resp = RegResponse { code, reason: reason.into(), ..RegResponse::default() };
+                self.reg_response(id, &resp, now, rng);
+            }
+            Owner::Leg(leg, tx) => self.leg_failed(leg, tx, code, reason, now, rng),
+        }
     }
 
     fn server_timer(&mut self, key: ServerKey, now: Instant) {
@@ -839,11 +898,16 @@ impl SipStack {
 
 // ===== Reading and writing headers =====
 
-fn put(h: &mut Headers, name: HeaderName, value: &str) {
+/// The client-transaction key of the CANCEL for the INVITE with `branch`.
+pub(super) fn cancel_key(branch: &str) -> String {
+    format!("{branch}:CANCEL")
+}
+
+pub(super) fn put(h: &mut Headers, name: HeaderName, value: &str) {
     h.push(name, value.as_bytes().to_vec());
 }
 
-fn bracket(host: &str) -> String {
+pub(super) fn bracket(host: &str) -> String {
     if host.contains(':') && !host.starts_with('[') {
         format!("[{host}]")
     } else {
@@ -851,7 +915,7 @@ fn bracket(host: &str) -> String {
     }
 }
 
-fn header_values(h: &Headers, name: HeaderName) -> Vec<String> {
+pub(super) fn header_values(h: &Headers, name: HeaderName) -> Vec<String> {
     h.get_all(&name).map(|v| v.value_str().into_owned()).collect()
 }
 
