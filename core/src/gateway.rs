@@ -219,6 +219,16 @@ impl Gateway {
 
     /// Moves the SIP stack's outputs to ours and its events to the connections they concern.
     fn drain_sip(&mut self) {
+        // Handling an event can make the stack send more (a declined call): go round until quiet.
+        loop {
+            self.drain_sip_outputs();
+            if !self.drain_sip_events() {
+                return;
+            }
+        }
+    }
+
+    fn drain_sip_outputs(&mut self) {
         while let Some(o) = self.sip.poll_output() {
             let out = match o {
                 SipOutput::Transport(TransportOut::Datagram { socket, to, payload }) => {
@@ -256,10 +266,21 @@ impl Gateway {
             }
             self.out.push_back(out);
         }
+    }
+
+    /// Hands the stack's events to their owners; returns whether there were any.
+    fn drain_sip_events(&mut self) -> bool {
+        let mut any = false;
         while let Some(ev) = self.sip.poll_event() {
+            any = true;
             match ev {
                 // Sessions (sylkRTC `session-create`) are not wired to calls yet.
                 SipEvent::Call { leg, progress } => log::debug!("call {leg:?}: {progress:?}"),
+                // Until sessions are wired, an incoming call is declined as unavailable.
+                SipEvent::Incoming { leg, call, .. } => {
+                    log::info!("incoming call {} from {}: sessions not wired yet; 480", call.call_id, call.from_uri);
+                    self.sip.decline(leg, 480, "Temporarily Unavailable", self.now);
+                }
                 SipEvent::Registration { id, state } => {
                     let Some((conn, account)) = self.regs.get(&id).cloned() else { continue };
                     let state = match state {
@@ -274,6 +295,7 @@ impl Gateway {
                 }
             }
         }
+        any
     }
 
     /// The next output. Ends every drain with [`Output::Timeout`].

@@ -200,3 +200,147 @@ fn proxy_challenge_then_remote_bye() {
     h.receive(&bye.replace("z9hG4bKbye1", "z9hG4bKbye2"));
     assert!(h.sent()[0].starts_with("SIP/2.0 481 "));
 }
+
+// ===== Incoming calls =====
+
+impl Harness {
+    /// Registers alice (Contact user `alice-1`) so INVITEs for her Contact are ours.
+    fn registered(&mut self) {
+        let params = sylkgw_core::sip::stack::RegParams {
+            aor: "alice@example.com".into(),
+            secret: "secret".into(),
+            display_name: None,
+            user_agent: None,
+            contact_user: "alice-1".into(),
+            push: None,
+        };
+        self.stack.register(params, self.now, &mut self.rng);
+        let register = self.sent().remove(0);
+        self.receive(&reply(&register, 200, "OK", Some("r1"), "", ""));
+        while self.stack.poll_event().is_some() {}
+    }
+
+    fn events_all(&mut self) -> Vec<SipEvent> {
+        let mut out = Vec::new();
+        while let Some(e) = self.stack.poll_event() {
+            out.push(e);
+        }
+        out
+    }
+
+    fn tick(&mut self, ms: u64) {
+        self.now += Duration::from_millis(ms);
+        self.stack.handle_timeout(self.now, &mut self.rng);
+    }
+}
+
+const OFFER: &str =
+    "v=0\r\no=- 2 2 IN IP4 198.51.100.7\r\ns=-\r\nc=IN IP4 198.51.100.7\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n";
+
+fn incoming_invite(branch: &str) -> String {
+    format!(
+        "INVITE sip:alice-1@192.0.2.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.5:5060;branch={branch}\r\nMax-Forwards: 69\r\n\
+         From: \"Bob\" <sip:bob@example.com>;tag=caller1\r\nTo: <sip:alice@example.com>\r\nCall-ID: in-1@198.51.100.7\r\n\
+         CSeq: 7 INVITE\r\nContact: <sip:bob@198.51.100.7:5062>\r\nX-Custom: yes\r\nContent-Type: application/sdp\r\n\
+         Content-Length: {}\r\n\r\n{OFFER}",
+        OFFER.len()
+    )
+}
+
+fn incoming_leg(events: &[SipEvent]) -> LegId {
+    match events {
+        [SipEvent::Incoming { leg, call, .. }] => {
+            assert_eq!(call.from_uri, "bob@example.com");
+            assert_eq!(call.display_name.as_deref(), Some("Bob"));
+            assert_eq!(call.call_id, "in-1@198.51.100.7");
+            assert_eq!(call.sdp, OFFER.as_bytes());
+            assert!(call.headers.iter().any(|(n, v)| n == "X-Custom" && v == "yes"));
+            *leg
+        }
+        other => panic!("expected one Incoming event, got {other:?}"),
+    }
+}
+
+#[test]
+fn incoming_answered_2xx_retransmitted_until_ack_then_remote_bye() {
+    let mut h = Harness::new();
+    h.registered();
+    h.receive(&incoming_invite("z9hG4bKin1"));
+    let ringing = h.sent().remove(0);
+    assert!(ringing.starts_with("SIP/2.0 180 Ringing\r\n"), "{ringing}");
+    let tag = header(&ringing, "To").split("tag=").nth(1).unwrap().to_string();
+    let leg = incoming_leg(&h.events_all());
+    h.stack.answer(leg, b"v=0\r\nanswer\r\n".to_vec(), h.now);
+    let ok = h.sent().remove(0);
+    assert!(ok.starts_with("SIP/2.0 200 OK\r\n") && ok.ends_with("v=0\r\nanswer\r\n"), "{ok}");
+    assert!(header(&ok, "To").ends_with(&format!("tag={tag}")), "same tag as the 180");
+    assert!(header(&ok, "Contact").contains("sip:alice-1@192.0.2.1:5060"));
+    h.tick(500);
+    assert!(h.sent()[0].starts_with("SIP/2.0 200 OK"), "2xx retransmitted at T1");
+    let ack = format!(
+        "ACK sip:alice-1@192.0.2.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.5:5060;branch=z9hG4bKack1\r\nMax-Forwards: 70\r\n\
+         From: \"Bob\" <sip:bob@example.com>;tag=caller1\r\nTo: <sip:alice@example.com>;tag={tag}\r\n\
+         Call-ID: in-1@198.51.100.7\r\nCSeq: 7 ACK\r\nContent-Length: 0\r\n\r\n"
+    );
+    h.receive(&ack);
+    h.tick(1000);
+    h.tick(2000);
+    assert!(h.sent().is_empty(), "no retransmission after the ACK");
+    let bye = ack.replace("ACK sip", "BYE sip").replace("z9hG4bKack1", "z9hG4bKbye1").replace("7 ACK", "8 BYE");
+    h.receive(&bye);
+    assert!(h.sent()[0].starts_with("SIP/2.0 200 OK"));
+    assert!(
+        matches!(&h.events_all()[..], [SipEvent::Call { progress: CallProgress::Ended { reason }, .. }] if reason == "200 OK")
+    );
+    assert_eq!(h.stack.leg_count(), 0);
+}
+
+#[test]
+fn incoming_cancelled_is_a_missed_call() {
+    let mut h = Harness::new();
+    h.registered();
+    h.receive(&incoming_invite("z9hG4bKin2"));
+    h.sent();
+    incoming_leg(&h.events_all());
+    let cancel = incoming_invite("z9hG4bKin2")
+        .replace("INVITE sip:alice-1", "CANCEL sip:alice-1")
+        .replace("7 INVITE", "7 CANCEL")
+        .split("Contact:")
+        .next()
+        .unwrap()
+        .to_string()
+        + "Content-Length: 0\r\n\r\n";
+    h.receive(&cancel);
+    let sent = h.sent();
+    assert!(sent.iter().any(|m| m.starts_with("SIP/2.0 200 OK") && m.contains("CSeq: 7 CANCEL")), "{sent:?}");
+    assert!(sent.iter().any(|m| m.starts_with("SIP/2.0 487 Request Terminated") && m.contains("CSeq: 7 INVITE")));
+    let ended = h.events_all();
+    assert!(
+        matches!(&ended[..], [SipEvent::Call { progress: CallProgress::Ended { reason }, .. }] if reason == "487 Request Terminated")
+    );
+}
+
+#[test]
+fn incoming_declined_and_hung_up() {
+    let mut h = Harness::new();
+    h.registered();
+    h.receive(&incoming_invite("z9hG4bKin3"));
+    h.sent();
+    let leg = incoming_leg(&h.events_all());
+    assert!(h.stack.is_ringing(leg));
+    h.stack.decline(leg, 603, "Decline", h.now);
+    assert!(h.sent()[0].starts_with("SIP/2.0 603 Decline"));
+
+    let mut h = Harness::new();
+    h.registered();
+    h.receive(&incoming_invite("z9hG4bKin4"));
+    h.sent();
+    let leg = incoming_leg(&h.events_all());
+    h.stack.answer(leg, b"v=0\r\n".to_vec(), h.now);
+    h.sent();
+    h.stack.hang_up(leg, h.now, &mut h.rng);
+    let bye = h.sent().remove(0);
+    assert!(bye.starts_with("BYE sip:bob@198.51.100.7:5062 SIP/2.0\r\n"), "{bye}");
+    assert!(header(&bye, "From").contains("<sip:alice@example.com>;tag="));
+    assert!(header(&bye, "To").ends_with("tag=caller1"));
+}

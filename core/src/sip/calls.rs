@@ -117,6 +117,9 @@ impl SipStack {
 
     /// Hangs up: CANCEL before an answer (once a provisional came), BYE after.
     pub fn hang_up(&mut self, id: LegId, now: Instant, rng: &mut Rng) {
+        if self.inbound_hang_up(id, now, rng) {
+            return;
+        }
         let Some(leg) = self.legs.get_mut(&id) else { return };
         if leg.invite.is_none() {
             // Still resolving: nothing went out.
@@ -131,9 +134,9 @@ impl SipStack {
         self.leg_actions(id, actions, None, now, rng);
     }
 
-    /// Number of call legs alive.
+    /// Number of call legs alive (outgoing and incoming).
     pub fn leg_count(&self) -> usize {
-        self.legs.len()
+        self.legs.len() + self.inbound.len()
     }
 
     pub(super) fn leg_resolved(&mut self, id: LegId, result: Result<Vec<IpAddr>, String>, now: Instant, rng: &mut Rng) {
@@ -427,7 +430,9 @@ impl SipStack {
         let from_tag = req.headers.from_header().ok()?.tag().unwrap_or_default().to_string();
         let call_id = req.headers.call_id().ok()?.to_string();
         let cseq = req.headers.cseq().ok()?.seq;
-        let leg = self.legs.values_mut().find(|l| l.call_id == call_id && l.from_tag == to_tag)?;
+        let Some(leg) = self.legs.values_mut().find(|l| l.call_id == call_id && l.from_tag == to_tag) else {
+            return self.inbound_request(req);
+        };
         let dialog = leg.dialogs.get_mut(&from_tag)?;
         if !dialog.accept_remote_cseq(cseq) {
             return Some((500, "Server Internal Error"));
@@ -444,6 +449,9 @@ impl SipStack {
     /// After answering an in-dialog request: a BYE ends the call.
     pub(super) fn leg_after_request(&mut self, req: &Request, now: Instant, rng: &mut Rng) {
         if req.method != Method::Bye {
+            return;
+        }
+        if self.inbound_after_bye(req, now) {
             return;
         }
         let Ok(call_id) = req.headers.call_id() else { return };

@@ -14,6 +14,7 @@ pub mod calls;
 pub mod dialog;
 pub mod digest;
 pub mod framing;
+pub mod incoming;
 pub mod invite;
 pub mod message;
 pub mod parse;

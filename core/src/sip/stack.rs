@@ -41,8 +41,11 @@ pub enum SipOutput {
 pub enum SipEvent {
     /// A registration changed state.
     Registration { id: RegId, state: RegState },
-    /// An outgoing call progressed.
+    /// A call progressed (outgoing, or an incoming one after [`SipEvent::Incoming`]).
     Call { leg: super::calls::LegId, progress: super::invite::CallProgress },
+    /// An INVITE for the Contact of registration `reg`; answer with [`SipStack::answer`] or
+    /// [`SipStack::decline`]. A 180 Ringing has been sent.
+    Incoming { leg: super::calls::LegId, reg: RegId, call: super::incoming::IncomingCall },
 }
 
 /// Push parameters for the Contact (RFC 8599).
@@ -88,18 +91,20 @@ impl std::fmt::Debug for RegParams {
 
 /// Why a timer is armed.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-enum SipTimer {
+pub(super) enum SipTimer {
     Client(String),
     Server(ServerKey),
     Reg(RegId),
+    /// An incoming call's 2xx retransmission or ACK wait (§13.3.1.4).
+    Leg(super::calls::LegId),
 }
 
 /// RFC 3261 §17.2.3: branch, sent-by and method (ACK matches INVITE).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-struct ServerKey {
-    branch: String,
-    sent_by: String,
-    method: String,
+pub(super) struct ServerKey {
+    pub(super) branch: String,
+    pub(super) sent_by: String,
+    pub(super) method: String,
 }
 
 /// Who a client transaction works for.
@@ -154,6 +159,7 @@ pub struct SipStack {
     pub(super) transports: Transports,
     pub(super) clients: BTreeMap<String, ClientEntry>,
     pub(super) legs: BTreeMap<super::calls::LegId, super::calls::LegEntry>,
+    pub(super) inbound: BTreeMap<super::calls::LegId, super::incoming::InLeg>,
     pub(super) next_leg: u64,
     servers: BTreeMap<ServerKey, ServerEntry>,
     regs: BTreeMap<RegId, RegEntry>,
@@ -186,6 +192,7 @@ impl SipStack {
             proxy,
             clients: BTreeMap::new(),
             legs: BTreeMap::new(),
+            inbound: BTreeMap::new(),
             next_leg: 1,
             servers: BTreeMap::new(),
             regs: BTreeMap::new(),
@@ -692,7 +699,9 @@ impl SipStack {
             return;
         }
         if req.method == Method::Ack {
-            return; // an ACK for a 2xx we never sent, or late: nothing to do
+            // The ACK of a 2xx is its own transaction (§13.3.1.4): it belongs to the call.
+            self.inbound_ack(&req);
+            return;
         }
         if let Err(rej) = validate_request(&req) {
             self.reply_stateless(&req, peer, rej.code, rej.reason, now);
@@ -723,9 +732,23 @@ impl SipStack {
             match &req.method {
                 Method::Options => (200, "OK"),
                 Method::Other(_) => (501, "Not Implemented"),
-                Method::Cancel => (481, "Call/Transaction Does Not Exist"),
+                Method::Cancel => {
+                    // §9.2: the CANCEL matches the INVITE transaction with the same branch.
+                    let invite = ServerKey { method: "INVITE".into(), ..key.clone() };
+                    if self.inbound_cancel(&invite, now) {
+                        (200, "OK")
+                    } else {
+                        (481, "Call/Transaction Does Not Exist")
+                    }
+                }
                 _ if !self.is_local_user(&req) => (404, "Not Found"),
-                Method::Invite => (480, "Temporarily Unavailable"),
+                Method::Invite => {
+                    if let Some(reg) = self.reg_of_user(&req) {
+                        self.inbound_invite(reg, &req, peer, &key, now);
+                        return;
+                    }
+                    (480, "Temporarily Unavailable")
+                }
                 Method::Bye | Method::Info | Method::Update | Method::Prack => (481, "Call/Transaction Does Not Exist"),
                 _ => (405, "Method Not Allowed"),
             }
@@ -738,13 +761,38 @@ impl SipStack {
 
     /// Whether the Request-URI names one of our Contacts.
     fn is_local_user(&self, req: &Request) -> bool {
-        let super::uri::Uri::Sip(uri) = &req.uri else { return false };
-        let Some(user) = uri.user.as_deref() else { return false };
-        self.regs.values().any(|e| e.params.contact_user == user)
+        self.reg_of_user(req).is_some()
+    }
+
+    /// The registration whose Contact the Request-URI names.
+    fn reg_of_user(&self, req: &Request) -> Option<RegId> {
+        let super::uri::Uri::Sip(uri) = &req.uri else { return None };
+        let user = uri.user.as_deref()?;
+        self.regs.iter().find(|(_, e)| e.params.contact_user == user).map(|(id, _)| *id)
     }
 
     fn respond(&mut self, key: &ServerKey, req: &Request, code: u16, reason: &str, now: Instant) {
+        self.respond_full(key, req, code, reason, &[], &[], now);
+    }
+
+    /// Answers `req` through its server transaction `key` (our To tag added), with extra headers
+    /// and a body; returns whether the response went out (one final response only).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn respond_full(
+        &mut self,
+        key: &ServerKey,
+        req: &Request,
+        code: u16,
+        reason: &str,
+        extra: &[(HeaderName, String)],
+        body: &[u8],
+        now: Instant,
+    ) -> bool {
         let mut resp = Response::for_request(req, code, reason);
+        for (name, value) in extra {
+            put(&mut resp.headers, name.clone(), value);
+        }
+        resp.body = body.to_vec();
         if code != 100 {
             add_to_tag(&mut resp.headers, key);
         }
@@ -757,14 +805,16 @@ impl SipStack {
         }
         put(&mut resp.headers, HeaderName::Server, &self.cfg.user_agent.clone());
         let bytes = resp.to_bytes();
-        let Some(s) = self.servers.get_mut(key) else { return };
-        if s.tx.send_response(code, bytes.clone(), now) {
-            let peer = s.peer;
-            let deadline = s.tx.next_deadline();
-            self.arm(SipTimer::Server(key.clone()), deadline);
-            let dest = response_peer(req, peer);
-            self.transmit(dest, bytes, now);
+        let Some(s) = self.servers.get_mut(key) else { return false };
+        if !s.tx.send_response(code, bytes.clone(), now) {
+            return false;
         }
+        let peer = s.peer;
+        let deadline = s.tx.next_deadline();
+        self.arm(SipTimer::Server(key.clone()), deadline);
+        let dest = response_peer(req, peer);
+        self.transmit(dest, bytes, now);
+        true
     }
 
     pub(super) fn reply_stateless(&mut self, req: &Request, peer: Peer, code: u16, reason: &str, now: Instant) {
@@ -785,7 +835,7 @@ impl SipStack {
 
     // ===== Timers =====
 
-    fn arm(&mut self, timer: SipTimer, at: Option<Instant>) {
+    pub(super) fn arm(&mut self, timer: SipTimer, at: Option<Instant>) {
         let key = match self.key_of.get(&timer) {
             Some(k) => *k,
             None if at.is_none() => return,
@@ -815,6 +865,7 @@ impl SipStack {
             match timer {
                 SipTimer::Client(branch) => self.client_timer(branch, now, rng),
                 SipTimer::Server(skey) => self.server_timer(skey, now),
+                SipTimer::Leg(leg) => self.inbound_timer(leg, now, rng),
                 SipTimer::Reg(id) => {
                     let mut changes = Vec::new();
                     let send = self.regs.get_mut(&id).and_then(|e| e.reg.on_timeout(now, &mut changes));
@@ -923,13 +974,19 @@ fn first_value(h: &Headers, name: HeaderName) -> Option<String> {
     h.get(&name).map(|v| v.value_str().into_owned())
 }
 
+/// Our To tag for the requests of server transaction `key` (stable, so retransmitted
+/// responses and the dialog agree).
+pub(super) fn to_tag_for(key: &ServerKey) -> String {
+    digest::Algorithm::Md5.hash_hex(key.branch.as_bytes()).chars().take(16).collect()
+}
+
 /// Adds our To tag (stable per transaction) unless the request had one.
 fn add_to_tag(h: &mut Headers, key: &ServerKey) {
     let Some(to) = first_value(h, HeaderName::To) else { return };
     if h.to_header().is_ok_and(|t| t.tag().is_some()) {
         return;
     }
-    let tag: String = digest::Algorithm::Md5.hash_hex(key.branch.as_bytes()).chars().take(16).collect();
+    let tag = to_tag_for(key);
     h.set(HeaderName::To, format!("{to};tag={tag}").into_bytes());
 }
 
