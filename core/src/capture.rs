@@ -26,6 +26,15 @@
 //! (bytes on a SIP stream), `resolve`/`resolved` (channel `dns`, by query id). A `ws.text` payload is the text itself when it is one line, else a JSON
 //! string. In `account-add` the `password` is masked (hex digits become `0`, other characters `*`),
 //! and in SIP messages the digest `response` values are zeroed.
+//!
+//! Media sockets: `bound` with purpose `webrtc` (the runtime's socket at start), `bind` (`<
+//! udp:N bind rtp|rtcp ADDR`, the core asks for a socket), `bindfailed` (`> udp:N bindfailed
+//! "error"`), `closeudp` (`< udp:N closeudp`). Datagrams on media sockets are recorded like any
+//! other (`udp:N<peer datagram b64:…`).
+//!
+//! TODO: elide media datagrams (RTP, RTCP, STUN, DTLS on the WebRTC and RTP sockets) from
+//! captures, and mask what str0m draws itself, once calls carry media (architecture notes,
+//! "Determinism and replay"); until then a capture holds every media packet.
 
 use crate::api::py_str_repr;
 use crate::base64;
@@ -105,6 +114,9 @@ impl Recorder {
             Input::UdpBound { socket, purpose, local } => {
                 self.line(now, '>', &socket.to_string(), "bound", &format!("{} {local}", purpose.name()));
             }
+            Input::UdpBindFailed { socket, error } => {
+                self.line(now, '>', &socket.to_string(), "bindfailed", &Value::from(error.as_str()).to_string());
+            }
             Input::Connected { conn, result } => {
                 let payload = match result {
                     Ok(()) => "ok".to_string(),
@@ -182,6 +194,10 @@ impl Recorder {
             Output::StreamWrite { conn, data } => self.line(now, '<', &conn.to_string(), "sip", &sip_payload(data)),
             Output::StreamClose { conn } => self.close_out(now, *conn),
             Output::Resolve { query, name } => self.line(now, '<', "dns", "resolve", &format!("{query} {name}")),
+            Output::BindUdp { socket, purpose, local } => {
+                self.line(now, '<', &socket.to_string(), "bind", &format!("{} {local}", purpose.name()))
+            }
+            Output::CloseUdp { socket } => self.line(now, '<', &socket.to_string(), "closeudp", ""),
             Output::Timeout(_) => {}
         }
     }
@@ -344,6 +360,8 @@ pub enum ReplayInput {
     Timer,
     /// `bound`: the runtime bound a UDP socket.
     UdpBound { socket: SocketId, purpose: UdpPurpose, local: SocketAddr },
+    /// `bindfailed`: the runtime could not bind a socket the core asked for.
+    UdpBindFailed { socket: SocketId, error: String },
     /// `datagram` received.
     Datagram { socket: SocketId, from: SocketAddr, bytes: Vec<u8> },
     /// `connected`.
@@ -439,6 +457,10 @@ pub fn parse(text: &str) -> Result<Capture, String> {
                     let local = local.trim().parse().map_err(|_| err("bad address"))?;
                     ReplayInput::UdpBound { socket, purpose, local }
                 }
+                ("bindfailed", None) => ReplayInput::UdpBindFailed {
+                    socket,
+                    error: serde_json::from_str::<String>(payload).map_err(|_| err("bad bind error"))?,
+                },
                 ("datagram", Some(from)) => {
                     let from = from.parse().map_err(|_| err("bad sender address"))?;
                     ReplayInput::Datagram { socket, from, bytes: input_bytes("http", payload).map_err(|m| err(&m))? }
@@ -551,6 +573,9 @@ pub fn replay(capture: &Capture, epoch: Instant) -> Result<String, String> {
             ReplayInput::UdpBound { socket, purpose, local } => {
                 gw.handle_input(now, Input::UdpBound { socket: *socket, purpose: *purpose, local: *local })
             }
+            ReplayInput::UdpBindFailed { socket, error } => {
+                gw.handle_input(now, Input::UdpBindFailed { socket: *socket, error: error.clone() })
+            }
             ReplayInput::Datagram { socket, from, bytes } => {
                 gw.handle_input(now, Input::Datagram { socket: *socket, from: *from, data: bytes })
             }
@@ -593,6 +618,38 @@ mod tests {
         assert!(redact_secrets(r#"{"password":""}"#).contains(r#""password":"""#));
         assert_eq!(redact_secrets(r#"{"sylkrtc":"ping"}"#), r#"{"sylkrtc":"ping"}"#);
         assert_eq!(redact_secrets(&r), r, "idempotent");
+    }
+
+    #[test]
+    fn media_socket_records_parse() {
+        let text = format!(
+            "{MAGIC}\n#  seed   {}\n#  unix   0.000\n\
+             0            > udp:1     bound    webrtc 127.0.0.1:40000\n\
+             0            < udp:16    bind     rtp 127.0.0.1:20000\n\
+             0            < udp:17    bind     rtcp 127.0.0.1:20001\n\
+             1            > udp:17    bindfailed \"Address in use\"\n\
+             2            < udp:16    closeudp\n\
+             3            > udp:1<127.0.0.1:5000 datagram b64:gAA=\n",
+            "00".repeat(32)
+        );
+        let cap = parse(&text).unwrap();
+        let inputs: Vec<ReplayInput> = cap.inputs.into_iter().map(|(_, i)| i).collect();
+        assert_eq!(
+            inputs,
+            [
+                ReplayInput::UdpBound {
+                    socket: SocketId(1),
+                    purpose: UdpPurpose::WebRtc,
+                    local: "127.0.0.1:40000".parse().unwrap()
+                },
+                ReplayInput::UdpBindFailed { socket: SocketId(17), error: "Address in use".into() },
+                ReplayInput::Datagram {
+                    socket: SocketId(1),
+                    from: "127.0.0.1:5000".parse().unwrap(),
+                    bytes: vec![0x80, 0]
+                },
+            ]
+        );
     }
 
     #[test]

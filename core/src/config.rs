@@ -5,9 +5,10 @@
 //! headers (ignored, so SylkServer's sections can be kept), `key = value` lines, `;` or `#`
 //! comments, and comma-separated lists.
 
+use crate::media::webrtc::DtlsIdentity;
 use serde::{Deserialize, Serialize};
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 /// Everything the core needs to know at construction. Built by the runtime from its CLI and
 /// config file; serialised into capture headers (without secrets) so a replay rebuilds it.
@@ -29,6 +30,10 @@ pub struct Config {
     pub http_handshake_timeout: u64,
     /// The SIP side.
     pub sip: SipConfig,
+    /// The browser (WebRTC) media legs.
+    pub webrtc: WebRtcConfig,
+    /// Media sockets: the WebRTC UDP socket, the RTP port range, the addresses put in SDP.
+    pub media: MediaConfig,
     /// TLS for the web listener (wss). `None` serves plain ws. Never serialised.
     #[serde(skip)]
     pub tls: Option<TlsConfig>,
@@ -68,6 +73,18 @@ pub struct SipConfig {
     pub tls_replay_plaintext: bool,
 }
 
+/// The browser media legs (`media::webrtc`). Their ICE host candidates are the WebRTC socket's
+/// advertised addresses ([`MediaConfig`]).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebRtcConfig {
+    /// The DTLS certificate every browser leg uses. Made outside the core, which has no OS
+    /// randomness (`driver::webrtc_dtls_identity`); tests and replays pass a fixed one. `None`: no
+    /// browser leg can be built. Never serialised.
+    #[serde(skip)]
+    pub dtls_cert: Option<DtlsIdentity>,
+}
+
 /// PEM text (CA certificates); printed by `Debug` as its size only.
 #[derive(Clone, PartialEq, Eq, Default)]
 pub struct PemBundle(pub Vec<u8>);
@@ -92,6 +109,138 @@ impl Default for SipConfig {
         }
     }
 }
+
+// ===== Media sockets (`MediaConfig`) =====
+
+/// Media sockets. The WebRTC UDP socket (one per core, shared by every browser leg) is bound by
+/// the runtime at start; RTP/RTCP pairs for the SIP legs are bound on request
+/// (`Output::BindUdp`) from `rtp_ports`, on the IP of the WebRTC socket.
+///
+/// With several workers (the tokio binary), worker `i` of `n` gets [`MediaConfig::for_worker`]:
+/// the WebRTC port + `i` (unless it is 0, which lets the OS choose for each), and the `i`-th of
+/// `n` equal slices of the RTP pairs (a remainder of fewer than `n` pairs is left unused).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MediaConfig {
+    /// Where the WebRTC UDP socket is bound (`webrtc_listen`, `--webrtc-listen`). `None`: the
+    /// SIP listen IP with port 0 (chosen by the OS); see [`Config::webrtc_listen`].
+    pub webrtc_listen: Option<SocketAddr>,
+    /// First and last port (inclusive) of the RTP/RTCP pairs (`rtp_ports = LOW-HIGH`,
+    /// `--rtp-ports`): RTP on an even port, RTCP on the odd one above it. LOW is even, LOW < HIGH.
+    pub rtp_ports: (u16, u16),
+    /// IPs put in SDP (`media_advertised_addresses`, `--media-address`). Empty: the runtime fills
+    /// in the WebRTC socket's IP, or the host's address when that is a wildcard.
+    pub media_advertised_addresses: Vec<String>,
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        Self { webrtc_listen: None, rtp_ports: (20000, 29999), media_advertised_addresses: Vec::new() }
+    }
+}
+
+/// Parses `LOW-HIGH` (a port range for RTP/RTCP pairs: LOW even, LOW < HIGH).
+pub fn parse_port_range(value: &str) -> Result<(u16, u16), ConfigError> {
+    let bad = |expected| ConfigError::BadValue { key: "rtp_ports".into(), value: value.into(), expected };
+    let (low, high) = value.split_once('-').ok_or_else(|| bad("LOW-HIGH (two ports)"))?;
+    let low: u16 = low.trim().parse().map_err(|_| bad("LOW-HIGH (two ports)"))?;
+    let high: u16 = high.trim().parse().map_err(|_| bad("LOW-HIGH (two ports)"))?;
+    check_port_range((low, high))?;
+    Ok((low, high))
+}
+
+/// LOW even (RTP on even ports), non-zero, and below HIGH.
+fn check_port_range((low, high): (u16, u16)) -> Result<(), ConfigError> {
+    let bad = |expected| ConfigError::BadValue { key: "rtp_ports".into(), value: format!("{low}-{high}"), expected };
+    if low == 0 || low % 2 != 0 {
+        return Err(bad("a range whose LOW is an even port above 0 (RTP on even ports, RTCP on odd)"));
+    }
+    if low >= high {
+        return Err(bad("a range with LOW < HIGH"));
+    }
+    Ok(())
+}
+
+/// Parses a list of IPs (for SDP), normalised.
+pub fn parse_media_addresses(value: &str) -> Result<Vec<String>, ConfigError> {
+    parse_list(value)
+        .iter()
+        .map(|a| {
+            a.parse::<IpAddr>().map(|ip| ip.to_string()).map_err(|_| ConfigError::BadValue {
+                key: "media_advertised_addresses".into(),
+                value: a.clone(),
+                expected: "an IP address",
+            })
+        })
+        .collect()
+}
+
+impl MediaConfig {
+    /// Applies a media option; `Ok(false)` for other keys.
+    pub fn apply(&mut self, key: &str, value: &str) -> Result<bool, ConfigError> {
+        match key {
+            "webrtc_listen" => {
+                self.webrtc_listen = non_empty(value).map(|v| parse_num(key, &v, "HOST:PORT")).transpose()?
+            }
+            "rtp_ports" => self.rtp_ports = parse_port_range(value)?,
+            "media_advertised_addresses" => self.media_advertised_addresses = parse_media_addresses(value)?,
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// Checks what [`MediaConfig::apply`] checks, for a configuration built in code.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        check_port_range(self.rtp_ports)?;
+        for a in &self.media_advertised_addresses {
+            parse_media_addresses(a)?;
+        }
+        Ok(())
+    }
+
+    /// The share of worker `index` out of `workers` (see the type's documentation). Fails when a
+    /// WebRTC port + index passes 65535 or the range holds less than one pair per worker.
+    pub fn for_worker(&self, index: usize, workers: usize) -> Result<MediaConfig, ConfigError> {
+        self.validate()?;
+        let workers = workers.max(1);
+        let mut out = self.clone();
+        if let Some(listen) = &mut out.webrtc_listen {
+            if listen.port() != 0 {
+                let port = u16::try_from(usize::from(listen.port()) + index).map_err(|_| ConfigError::BadValue {
+                    key: "webrtc_listen".into(),
+                    value: format!("{listen} with {workers} workers"),
+                    expected: "a port that leaves one port per worker below 65536",
+                })?;
+                listen.set_port(port);
+            }
+        }
+        let (low, high) = self.rtp_ports;
+        let pairs = (usize::from(high) - usize::from(low)).div_ceil(2);
+        let per = pairs / workers;
+        if per == 0 {
+            return Err(ConfigError::BadValue {
+                key: "rtp_ports".into(),
+                value: format!("{low}-{high} ({pairs} pairs) with {workers} workers"),
+                expected: "a range with at least one RTP/RTCP port pair per worker",
+            });
+        }
+        let first = usize::from(low) + 2 * per * index;
+        let last = first + 2 * per - 1;
+        // `index < workers`, so the slice is within the range.
+        out.rtp_ports = (first as u16, last as u16);
+        Ok(out)
+    }
+}
+
+impl Config {
+    /// Where the WebRTC UDP socket is bound: `media.webrtc_listen`, else the SIP listen IP with
+    /// port 0. RTP/RTCP pairs are bound on its IP.
+    pub fn webrtc_listen(&self) -> SocketAddr {
+        self.media.webrtc_listen.unwrap_or_else(|| SocketAddr::new(self.sip.listen.ip(), 0))
+    }
+}
+
+// ===== End of media sockets =====
 
 /// PEM text of the server certificate chain and private key (they may be the same text, as in
 /// SylkServer's `certificate` option, which holds both).
@@ -120,6 +269,8 @@ impl Default for Config {
             max_websocket_message_size: 256 * 1024,
             http_handshake_timeout: 10,
             sip: SipConfig::default(),
+            webrtc: WebRtcConfig::default(),
+            media: MediaConfig::default(),
             tls: None,
             capture: false,
         }
@@ -211,6 +362,9 @@ impl Config {
     /// are not the core's (the runtime's own options), so the caller can try them.
     pub fn apply(&mut self, entry: &IniEntry) -> Result<bool, ConfigError> {
         let (k, v) = (entry.key.as_str(), entry.value.as_str());
+        if self.media.apply(k, v)? {
+            return Ok(true);
+        }
         match k {
             "web_origins" => self.web_origins = parse_list(v),
             "sip_domains" => self.sip_domains = parse_list(v),
@@ -269,5 +423,55 @@ mod tests {
         assert!(matches!(c.apply(e), Err(ConfigError::BadValue { .. })));
         let e = &parse_ini("listen = 1").unwrap()[0];
         assert_eq!(c.apply(e), Ok(false));
+    }
+
+    #[test]
+    fn media_options() {
+        let mut c = Config::default();
+        assert_eq!(c.media.rtp_ports, (20000, 29999));
+        assert_eq!(c.webrtc_listen(), "0.0.0.0:0".parse().unwrap(), "the SIP IP, port 0");
+        c.sip.listen = "127.0.0.1:5060".parse().unwrap();
+        assert_eq!(c.webrtc_listen(), "127.0.0.1:0".parse().unwrap());
+        let text = "webrtc_listen = 127.0.0.2:4000\nrtp_ports = 30000-30099\n\
+                    media_advertised_addresses = 192.0.2.1, ::1\n";
+        for e in parse_ini(text).unwrap() {
+            assert!(c.apply(&e).unwrap(), "{e:?}");
+        }
+        assert_eq!(c.webrtc_listen(), "127.0.0.2:4000".parse().unwrap());
+        assert_eq!(c.media.rtp_ports, (30000, 30099));
+        assert_eq!(c.media.media_advertised_addresses, ["192.0.2.1", "::1"]);
+        for bad in [
+            "rtp_ports = 30001-30099",
+            "rtp_ports = 30000-30000",
+            "rtp_ports = 3-",
+            "rtp_ports = 0-9",
+            "media_advertised_addresses = example.com",
+            "webrtc_listen = 1.2.3.4",
+        ] {
+            let e = &parse_ini(bad).unwrap()[0];
+            assert!(matches!(c.apply(e), Err(ConfigError::BadValue { .. })), "{bad}");
+        }
+        let e = parse_port_range("30001-30099").unwrap_err().to_string();
+        assert!(e.contains("rtp_ports") && e.contains("even"), "{e}");
+    }
+
+    #[test]
+    fn media_per_worker() {
+        let m = MediaConfig { webrtc_listen: Some("127.0.0.1:4000".parse().unwrap()), ..MediaConfig::default() };
+        let w: Vec<MediaConfig> = (0..3).map(|i| m.for_worker(i, 3).unwrap()).collect();
+        // 5000 pairs: 1666 each, the last 2 pairs unused.
+        assert_eq!(w[0].rtp_ports, (20000, 23331));
+        assert_eq!(w[1].rtp_ports, (23332, 26663));
+        assert_eq!(w[2].rtp_ports, (26664, 29995));
+        assert_eq!(w[2].webrtc_listen, Some("127.0.0.1:4002".parse().unwrap()));
+        assert_eq!(m.for_worker(0, 1).unwrap().rtp_ports, (20000, 29999), "one worker: the whole range");
+        let any = MediaConfig::default();
+        assert_eq!(any.for_worker(5, 8).unwrap().webrtc_listen, None, "port 0 stays for the OS to choose");
+        let small = MediaConfig { rtp_ports: (20000, 20005), ..MediaConfig::default() };
+        assert_eq!(small.for_worker(2, 3).unwrap().rtp_ports, (20004, 20005));
+        let e = small.for_worker(0, 4).unwrap_err().to_string();
+        assert!(e.contains("at least one") && e.contains("4 workers"), "{e}");
+        let top = MediaConfig { webrtc_listen: Some("127.0.0.1:65535".parse().unwrap()), ..MediaConfig::default() };
+        assert!(top.for_worker(1, 2).is_err());
     }
 }

@@ -42,7 +42,8 @@ pub enum Input<'a> {
         /// Payload.
         data: &'a [u8],
     },
-    /// The runtime bound a UDP socket for the core (answering configuration or a request).
+    /// The runtime bound a UDP socket for the core: at start for the SIP and WebRTC sockets
+    /// (ids of the runtime's choosing, below 16), or answering [`Output::BindUdp`].
     UdpBound {
         /// Id the core will send from.
         socket: SocketId,
@@ -50,6 +51,14 @@ pub enum Input<'a> {
         purpose: UdpPurpose,
         /// The address actually bound.
         local: SocketAddr,
+    },
+    /// The answer to [`Output::BindUdp`] when the socket could not be bound (typically the port
+    /// is in use). The id is free again; the core tries another port pair under the same id.
+    UdpBindFailed {
+        /// The id the core chose.
+        socket: SocketId,
+        /// The error text.
+        error: String,
     },
     /// The answer to [`Output::Connect`].
     Connected {
@@ -77,6 +86,13 @@ pub enum Input<'a> {
 pub enum UdpPurpose {
     /// The SIP socket (`sip.listen`).
     Sip,
+    /// The WebRTC socket shared by every browser leg (`media.webrtc_listen`), bound by the
+    /// runtime at start.
+    WebRtc,
+    /// The RTP socket of a SIP leg (an even port of `media.rtp_ports`), bound on request.
+    Rtp,
+    /// The RTCP socket of a SIP leg (the RTP port + 1), bound on request.
+    Rtcp,
 }
 
 impl UdpPurpose {
@@ -84,12 +100,15 @@ impl UdpPurpose {
     pub fn name(self) -> &'static str {
         match self {
             Self::Sip => "sip",
+            Self::WebRtc => "webrtc",
+            Self::Rtp => "rtp",
+            Self::Rtcp => "rtcp",
         }
     }
 
     /// Inverse of [`UdpPurpose::name`].
     pub fn from_name(s: &str) -> Option<Self> {
-        (s == "sip").then_some(Self::Sip)
+        [Self::Sip, Self::WebRtc, Self::Rtp, Self::Rtcp].into_iter().find(|p| p.name() == s)
     }
 }
 
@@ -120,8 +139,28 @@ pub enum Output {
         /// Which connection.
         conn: ConnId,
     },
-    /// Send a datagram.
+    /// Send a datagram from the socket `t.socket` names (any bound socket: SIP, WebRTC, RTP,
+    /// RTCP).
     Datagram(Transmit),
+    /// Bind a UDP socket at `local` and call it `socket`. Answer with [`Input::UdpBound`] or
+    /// [`Input::UdpBindFailed`], exactly once and after the current drain; then deliver what it
+    /// receives as [`Input::Datagram`]. Ids the core chooses are 16 or more; one is asked for
+    /// again (at another port) only after its bind failed, and never after [`Output::CloseUdp`].
+    BindUdp {
+        /// The id the core chose.
+        socket: SocketId,
+        /// What it is for (passed back in [`Input::UdpBound`]).
+        purpose: UdpPurpose,
+        /// Where to bind (a specific port).
+        local: SocketAddr,
+    },
+    /// Close a socket bound for [`Output::BindUdp`] and forget it; nothing more is delivered for
+    /// it. An id whose bind is still unanswered is closed once bound (its answer is still given,
+    /// and ignored).
+    CloseUdp {
+        /// Which socket.
+        socket: SocketId,
+    },
     /// Open a TCP connection to `to` and call it `conn` (the id has
     /// [`crate::sip::transport::OUTGOING_CONN_BIT`] set, so it never collides with accepted
     /// ones); answer with [`Input::Connected`], then deliver its bytes as

@@ -5,6 +5,7 @@
 #![allow(clippy::disallowed_methods)] // this module is where the real clock is read
 
 use crate::config::{parse_ini, Config, PemBundle, TlsConfig};
+use crate::media::webrtc::DtlsIdentity;
 use argh::FromArgs;
 use std::fs::File;
 use std::io::Write;
@@ -65,6 +66,20 @@ pub struct Args {
     /// against (default /etc/ssl/certs/ca-certificates.crt when it exists)
     #[argh(option)]
     pub sip_tls_ca_file: Option<PathBuf>,
+    // ----- Media sockets (see `apply_media_args`) -----
+    /// UDP address of the WebRTC socket shared by all browser legs (default: the SIP listen IP
+    /// with a port chosen by the OS; with several workers, worker N uses PORT+N unless PORT is 0)
+    #[argh(option)]
+    pub webrtc_listen: Option<SocketAddr>,
+    /// RTP/RTCP ports LOW-HIGH: RTP on even ports, RTCP on the odd one above; LOW even (default
+    /// 20000-29999; with several workers, worker N gets the N-th of equal slices)
+    #[argh(option)]
+    pub rtp_ports: Option<String>,
+    /// IP put in SDP for media; repeat it or give a comma list (default: the IP of the WebRTC
+    /// socket, or the host's address when that is a wildcard)
+    #[argh(option)]
+    pub media_address: Vec<String>,
+    // ----- End of media sockets -----
     /// worker threads, each with its own core (sylkgw only; default: number of cores)
     #[argh(option)]
     pub threads: Option<usize>,
@@ -140,6 +155,7 @@ pub fn load(args: &Args) -> Result<Settings, String> {
         _ => return Err("TLS needs both a certificate and a key (--tls-cert and --tls-key)".into()),
     };
     core.sip.tls_ca_pem = sip_tls_roots(args.sip_tls_ca_file.clone().or(sip_ca))?;
+    core.webrtc.dtls_cert = Some(webrtc_dtls_identity()?);
     core.capture = args.capture.is_some();
     if let Some(l) = args.sip_listen {
         core.sip.listen = l;
@@ -157,6 +173,7 @@ pub fn load(args: &Args) -> Result<Settings, String> {
         log::info!("SIP listens on {}; advertising {ip}", core.sip.listen);
         core.sip.advertised_address = Some(if ip.is_ipv6() { format!("[{ip}]") } else { ip.to_string() });
     }
+    apply_media_args(args, &mut core)?;
     Ok(Settings {
         listen: args.listen.or(listen).unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("valid default")),
         threads: args.threads.or(threads),
@@ -164,6 +181,46 @@ pub fn load(args: &Args) -> Result<Settings, String> {
         core,
     })
 }
+
+/// A fresh self-signed DTLS certificate (ECDSA P-256, about 1.4 ms) for the browser legs: one per
+/// process, shared by every leg (media spec §1.7). Made here because it draws OS randomness,
+/// which the sans-IO core never does; it reaches the core in `Config::webrtc`.
+pub fn webrtc_dtls_identity() -> Result<DtlsIdentity, String> {
+    str0m::crypto::from_feature_flags()
+        .dtls_provider
+        .generate_certificate()
+        .map(DtlsIdentity::from)
+        .ok_or_else(|| "could not generate the WebRTC DTLS certificate".to_string())
+}
+
+// ===== Media sockets =====
+
+/// Applies the media options of the command line (they win over the config file), checks them,
+/// and fills in the default `media_advertised_addresses`: the WebRTC socket's IP, or the host's
+/// own address when that is a wildcard (as for SIP's advertised address).
+fn apply_media_args(args: &Args, core: &mut Config) -> Result<(), String> {
+    if let Some(l) = args.webrtc_listen {
+        core.media.webrtc_listen = Some(l);
+    }
+    if let Some(r) = &args.rtp_ports {
+        core.media.rtp_ports = crate::config::parse_port_range(r).map_err(|e| format!("--rtp-ports: {e}"))?;
+    }
+    if !args.media_address.is_empty() {
+        let list = args.media_address.join(",");
+        core.media.media_advertised_addresses =
+            crate::config::parse_media_addresses(&list).map_err(|e| format!("--media-address: {e}"))?;
+    }
+    core.media.validate().map_err(|e| e.to_string())?;
+    if core.media.media_advertised_addresses.is_empty() {
+        let ip = core.webrtc_listen().ip();
+        let ip = if ip.is_unspecified() { host_address(ip.is_ipv6()) } else { ip };
+        log::debug!("media binds on {}; advertising {ip}", core.webrtc_listen());
+        core.media.media_advertised_addresses = vec![ip.to_string()];
+    }
+    Ok(())
+}
+
+// ===== End of media sockets =====
 
 /// Reads the CA certificates for SIP TLS: `path` (which must hold at least one `CERTIFICATE`
 /// block), else [`DEFAULT_SIP_TLS_CA_FILE`] if it exists; `None` leaves TLS flows failing with
@@ -414,5 +471,40 @@ mod tests {
         assert_eq!(listening_line(addr, false), "listening on ws://127.0.0.1:4321/webrtcgateway/ws");
         let addr: SocketAddr = "[::1]:99".parse().unwrap();
         assert_eq!(listening_line(addr, true), "listening on wss://[::1]:99/webrtcgateway/ws");
+    }
+}
+
+#[cfg(test)]
+mod media_tests {
+    use super::*;
+
+    #[test]
+    fn media_args() {
+        let args = Args { sip_listen: Some("127.0.0.1:5060".parse().unwrap()), ..Args::default() };
+        let m = load(&args).unwrap().core;
+        assert_eq!(m.webrtc_listen(), "127.0.0.1:0".parse().unwrap(), "SIP IP, OS-chosen port");
+        assert_eq!(m.media.rtp_ports, (20000, 29999));
+        assert_eq!(m.media.media_advertised_addresses, ["127.0.0.1"], "the bound IP by default");
+        let args = Args {
+            webrtc_listen: Some("127.0.0.2:4000".parse().unwrap()),
+            rtp_ports: Some("30000-30999".into()),
+            media_address: vec!["192.0.2.1,192.0.2.2".into(), "2001:db8::1".into()],
+            ..Args::default()
+        };
+        let m = load(&args).unwrap().core.media;
+        assert_eq!(m.webrtc_listen, Some("127.0.0.2:4000".parse().unwrap()));
+        assert_eq!(m.rtp_ports, (30000, 30999));
+        assert_eq!(m.media_advertised_addresses, ["192.0.2.1", "192.0.2.2", "2001:db8::1"]);
+        // A wildcard is advertised as the host's address.
+        let args = Args { webrtc_listen: Some("0.0.0.0:0".parse().unwrap()), ..Args::default() };
+        let m = load(&args).unwrap().core.media;
+        assert_eq!(m.media_advertised_addresses, [host_address(false).to_string()]);
+        for (bad, says) in [("30001-30999", "even"), ("30000-30000", "LOW < HIGH"), ("30000", "LOW-HIGH")] {
+            let args = Args { rtp_ports: Some(bad.into()), ..Args::default() };
+            let e = load(&args).unwrap_err();
+            assert!(e.contains("--rtp-ports") && e.contains(says), "{e}");
+        }
+        let args = Args { media_address: vec!["media.example.com".into()], ..Args::default() };
+        assert!(load(&args).unwrap_err().contains("--media-address"));
     }
 }

@@ -22,6 +22,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod sockets;
+pub use sockets::{FIRST_MEDIA_SOCKET, MAX_BIND_ATTEMPTS};
+
 /// How long we wait for the peer's close frame after sending ours.
 const CLOSE_LINGER: Duration = Duration::from_secs(2);
 /// The deadline reported when nothing is scheduled.
@@ -48,6 +51,8 @@ pub struct Gateway {
     sip: SipStack,
     /// The SIP UDP socket, once bound.
     sip_udp: Option<SocketId>,
+    /// The WebRTC socket and the RTP/RTCP pairs (`gateway::sockets`).
+    media: sockets::MediaSockets,
     /// Which connection and account each registration belongs to.
     regs: BTreeMap<RegId, (ConnId, String)>,
     timers: TimerTable<TimerKey>,
@@ -74,6 +79,8 @@ pub struct Stats {
     pub sip_registrations: usize,
     /// SIP stream connections.
     pub sip_flows: usize,
+    /// RTP/RTCP socket pairs asked for and not released.
+    pub rtp_pairs: usize,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -137,6 +144,8 @@ impl Gateway {
     /// `unix_time + (now' - now)`); `seed` is the only randomness it will ever use.
     pub fn new(config: Config, seed: [u8; 32], now: Instant, unix_time: Duration) -> Result<Self, ConfigError> {
         let tls = config.tls.as_ref().map(tls::server_config).transpose()?;
+        config.media.validate()?;
+        let media = sockets::MediaSockets::new(config.webrtc_listen().ip(), config.media.rtp_ports);
         if let Some(p) = &config.sip.outbound_sip_proxy {
             crate::sip::target::ProxySpec::parse(p).map_err(|expected| ConfigError::BadValue {
                 key: "outbound_sip_proxy".into(),
@@ -157,6 +166,7 @@ impl Gateway {
             conns: BTreeMap::new(),
             sip,
             sip_udp: None,
+            media,
             regs: BTreeMap::new(),
             timers: TimerTable::default(),
             out: VecDeque::new(),
@@ -197,6 +207,9 @@ impl Gateway {
             Input::Datagram { socket, from, data } if Some(socket) == self.sip_udp => {
                 self.sip.handle_datagram(from, data, now, &mut self.rng)
             }
+            Input::Datagram { socket, from, data } if self.media.owns(socket) => {
+                self.media_datagram(socket, from, data)
+            }
             Input::Datagram { socket, from, data } => {
                 log::debug!("{socket}: {} bytes from {from} on a socket nothing uses", data.len());
             }
@@ -205,6 +218,8 @@ impl Gateway {
                 self.sip_udp = Some(socket);
                 self.sip.set_udp_socket(socket, local);
             }
+            Input::UdpBound { socket, purpose, local } => self.media_bound(socket, purpose, local),
+            Input::UdpBindFailed { socket, error } => self.media_bind_failed(socket, &error),
             Input::Connected { conn, result } => {
                 if let Err(e) = &result {
                     log::info!("{conn}: connect failed: {e}");
@@ -333,6 +348,12 @@ impl Gateway {
         self.config.sip.listen
     }
 
+    /// The address the runtime must bind the WebRTC UDP socket on at start (then report it with
+    /// `Input::UdpBound { purpose: UdpPurpose::WebRtc, .. }`).
+    pub fn webrtc_listen(&self) -> SocketAddr {
+        self.config.webrtc_listen()
+    }
+
     /// Live stream connections (during shutdown the runtime waits for this to reach 0).
     pub fn connection_count(&self) -> usize {
         self.conns.len()
@@ -347,6 +368,7 @@ impl Gateway {
             sip_transactions,
             sip_registrations,
             sip_flows,
+            rtp_pairs: self.media.pair_count(),
             ..Stats::default()
         };
         for c in self.conns.values() {

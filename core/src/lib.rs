@@ -17,6 +17,12 @@
 //!    [`Input::Timeout`] once the last `Output::Timeout` instant has passed.
 //! 4. Connection ids are the runtime's to choose ([`Input::Accepted`]); after
 //!    [`Output::StreamClose`] or [`Input::StreamClosed`] the core has forgotten that id.
+//! 5. UDP sockets: at start the runtime binds the SIP socket ([`Gateway::sip_listen`]) and the
+//!    WebRTC socket ([`Gateway::webrtc_listen`]) under ids below 16 of its choosing and reports
+//!    each with [`Input::UdpBound`]. The core asks for more with [`Output::BindUdp`] (ids from
+//!    16), answered once each, after the drain, by [`Input::UdpBound`] or
+//!    [`Input::UdpBindFailed`]; [`Output::CloseUdp`] ends one. [`Output::Datagram`] is sent from
+//!    the socket its `socket` names.
 //!
 //! # Run loop
 //! ```
@@ -49,6 +55,8 @@
 //!             Output::Datagram(t) => { /* send t.payload from socket t.socket to t.to */ }
 //!             Output::Connect { conn, to } => { /* connect; answer with Input::Connected */ }
 //!             Output::Resolve { query, name } => { /* resolve; answer with Input::Resolved */ }
+//!             Output::BindUdp { socket, purpose, local } => { /* bind; answer after the drain */ }
+//!             Output::CloseUdp { socket } => { /* close that socket */ }
 //!             Output::Timeout(at) => return at,
 //!         }
 //!     }

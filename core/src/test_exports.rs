@@ -375,3 +375,16 @@ pub fn fuzz_rtp_rtcp(data: &[u8]) {
         }
     }
 }
+
+// ===== Media sockets (the call layer's entry points, until requests trigger them) =====
+
+/// `Gateway::request_rtp_pair` for tests: emits the two `Output::BindUdp` and returns the RTP
+/// id, the RTCP id and the RTP port asked for (`None`: no free pair).
+pub fn request_rtp_pair_for_test(gw: &mut Gateway) -> Option<(crate::SocketId, crate::SocketId, u16)> {
+    gw.request_rtp_pair()
+}
+
+/// `Gateway::release_rtp_pair` for tests: closes the pair whose RTP id is `rtp`.
+pub fn release_rtp_pair_for_test(gw: &mut Gateway, rtp: crate::SocketId) {
+    gw.release_rtp_pair(rtp)
+}

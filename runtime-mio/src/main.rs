@@ -10,9 +10,16 @@
 //!   not read cannot grow the queue without bound).
 //! - A connection the core closed gets [`CLOSE_LINGER`] to take its last bytes, then is dropped.
 //! - Tokens: 0 the web listener, 1 the signal pipe, 2 the SIP UDP socket, 3 the SIP TCP
-//!   listener, 4 the name-resolution waker; any other token is a connection and equals its
-//!   [`ConnId`] (accepted ids start at 16 and are never reused; ids of connections the core
-//!   opens have the high bit set).
+//!   listener, 4 the name-resolution waker; a token with bit 62 ([`UDP_TOKEN`]) set is a UDP
+//!   socket other than SIP's, its [`SocketId`] in the low bits (1 the WebRTC socket, bound at
+//!   start; 16 and up those the core asks for with `Output::BindUdp`); any other token is a
+//!   connection and equals its [`ConnId`] (accepted ids start at 16 and are never reused; ids of
+//!   connections the core opens have the high bit set).
+//! - UDP sockets the core asks for are bound at once, inside the drain; the answer
+//!   (`Input::UdpBound` or `Input::UdpBindFailed`) is fed right after the drain. Per socket the
+//!   runtime keeps only the mio socket; `Output::CloseUdp` drops it. `Output::Datagram` goes out
+//!   of the socket its id names. Every UDP socket is read until `WouldBlock` into the shared
+//!   buffer.
 //! - Name resolution (`Output::Resolve`) blocks in `getaddrinfo`, so each query runs on a
 //!   short-lived thread that reports back through a channel and the waker.
 //! - Every `handle_input` is followed by a drain (`poll_output` until `Output::Timeout`) whose
@@ -38,10 +45,16 @@ const SIGNALS: Token = Token(1);
 const SIP_UDP: Token = Token(2);
 const SIP_TCP: Token = Token(3);
 const WAKER: Token = Token(4);
+/// Set in the token of every UDP socket but SIP's; the socket id is in the low bits.
+const UDP_TOKEN: usize = 1 << 62;
 /// The first connection id (and token).
 const FIRST_CONN: u64 = 16;
+/// The answer to an `Output::BindUdp`: the purpose and bound address, or the error text.
+type BindAnswer = (SocketId, Result<(UdpPurpose, SocketAddr), String>);
 /// The SIP socket's id towards the core.
 const SIP_SOCKET: SocketId = SocketId(0);
+/// The WebRTC socket's id towards the core.
+const WEBRTC_SOCKET: SocketId = SocketId(1);
 /// Size of the one read buffer shared by all connections.
 const READ_BUF: usize = 64 * 1024;
 /// Queued bytes at which a connection stops being read until the peer takes some.
@@ -57,6 +70,8 @@ fn main() {
     };
     let tls = settings.core.tls.is_some();
     let sip_listen = settings.core.sip.listen;
+    let (rtp_low, rtp_high) = settings.core.media.rtp_ports;
+    log::info!("RTP ports {rtp_low}-{rtp_high}");
     let capture =
         settings.capture.as_deref().map(CaptureFile::create).transpose().unwrap_or_else(|e| driver::fatal(2, e));
     let gw = Gateway::new(settings.core, driver::os_seed(), Instant::now(), driver::unix_time())
@@ -79,6 +94,12 @@ fn run(gw: Gateway, capture: Option<CaptureFile>, listen: SocketAddr, sip: Socke
     let sip_local = sip_udp.local_addr()?;
     let mut sip_tcp = TcpListener::bind(sip_local).map_err(named(sip_local))?;
     poll.registry().register(&mut sip_tcp, SIP_TCP, Interest::READABLE)?;
+    let webrtc_listen = gw.webrtc_listen();
+    let mut webrtc = UdpSocket::bind(webrtc_listen).map_err(named(webrtc_listen))?;
+    let rcvbuf = driver::enlarge_udp_buffers(std::os::fd::AsRawFd::as_raw_fd(&webrtc));
+    log::debug!("WebRTC udp receive buffer: {rcvbuf} bytes");
+    poll.registry().register(&mut webrtc, udp_token(WEBRTC_SOCKET), Interest::READABLE)?;
+    let webrtc_local = webrtc.local_addr()?;
     let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
     let (resolved_tx, resolved_rx) = mpsc::channel();
     let mut signals = Signals::new([SIGINT, SIGTERM])?;
@@ -90,6 +111,8 @@ fn run(gw: Gateway, capture: Option<CaptureFile>, listen: SocketAddr, sip: Socke
         listener: Some(listener),
         sip_udp,
         sip_tcp: Some(sip_tcp),
+        udp: HashMap::from([(WEBRTC_SOCKET, webrtc)]),
+        bind_answers: VecDeque::new(),
         waker,
         resolved_tx,
         resolved_rx,
@@ -107,6 +130,8 @@ fn run(gw: Gateway, capture: Option<CaptureFile>, listen: SocketAddr, sip: Socke
     rt.drain();
     rt.feed(Input::UdpBound { socket: SIP_SOCKET, purpose: UdpPurpose::Sip, local: sip_local });
     log::info!("SIP on {sip_local} (udp, tcp)");
+    rt.feed(Input::UdpBound { socket: WEBRTC_SOCKET, purpose: UdpPurpose::WebRtc, local: webrtc_local });
+    log::info!("WebRTC media on {webrtc_local} (udp)");
     let mut events = Events::with_capacity(1024);
     let mut grace: Option<Instant> = None;
     loop {
@@ -131,7 +156,8 @@ fn run(gw: Gateway, capture: Option<CaptureFile>, listen: SocketAddr, sip: Socke
             match event.token() {
                 LISTENER => rt.accept(Listener::Web),
                 SIP_TCP => rt.accept(Listener::SipTcp),
-                SIP_UDP => rt.receive_datagrams(),
+                SIP_UDP => rt.receive_datagrams(SIP_SOCKET),
+                Token(t) if t & UDP_TOKEN != 0 => rt.receive_datagrams(SocketId((t & !UDP_TOKEN) as u32)),
                 WAKER => rt.resolved(),
                 SIGNALS => {
                     for signal in signals.pending() {
@@ -206,6 +232,10 @@ struct Runtime {
     sip_udp: UdpSocket,
     /// `None` once shutting down.
     sip_tcp: Option<TcpListener>,
+    /// The other UDP sockets: WebRTC, and those the core asked for (`Output::BindUdp`).
+    udp: HashMap<SocketId, UdpSocket>,
+    /// Answers to `Output::BindUdp`, fed once the drain that asked is over.
+    bind_answers: VecDeque<BindAnswer>,
     waker: Arc<Waker>,
     resolved_tx: mpsc::Sender<(u64, Result<Vec<IpAddr>, String>)>,
     resolved_rx: mpsc::Receiver<(u64, Result<Vec<IpAddr>, String>)>,
@@ -234,8 +264,23 @@ impl Runtime {
         self.drain()
     }
 
-    /// Carries out the core's outputs until `Output::Timeout`, then appends to the capture file.
+    /// Carries out the core's outputs until `Output::Timeout`, then feeds the answers to the
+    /// binds it asked for (each followed by its own drain).
     fn drain(&mut self) -> bool {
+        let mut any = self.drain_outputs();
+        while let Some((socket, answer)) = self.bind_answers.pop_front() {
+            let input = match answer {
+                Ok((purpose, local)) => Input::UdpBound { socket, purpose, local },
+                Err(error) => Input::UdpBindFailed { socket, error },
+            };
+            self.gw.handle_input(Instant::now(), input);
+            any |= self.drain_outputs();
+        }
+        any
+    }
+
+    /// Carries out the core's outputs until `Output::Timeout`, then appends to the capture file.
+    fn drain_outputs(&mut self) -> bool {
         let mut any = false;
         loop {
             match self.gw.poll_output() {
@@ -262,8 +307,27 @@ impl Runtime {
                 Output::Datagram(t) => {
                     any = true;
                     // UDP: a datagram the socket cannot take now is lost, as on the wire.
-                    if let Err(e) = self.sip_udp.send_to(&t.payload, t.to) {
-                        log::debug!("{}: send to {}: {e}", t.socket, t.to);
+                    match self.udp_socket(t.socket) {
+                        Some(socket) => {
+                            if let Err(e) = socket.send_to(&t.payload, t.to) {
+                                log::debug!("{}: send to {}: {e}", t.socket, t.to);
+                            }
+                        }
+                        None => log::debug!("{}: no such socket; datagram to {} dropped", t.socket, t.to),
+                    }
+                }
+                Output::BindUdp { socket, purpose, local } => {
+                    any = true;
+                    self.bind_udp(socket, purpose, local);
+                }
+                Output::CloseUdp { socket } => {
+                    any = true;
+                    match self.udp.remove(&socket) {
+                        Some(mut s) => {
+                            let _ = self.poll.registry().deregister(&mut s);
+                            log::debug!("{socket}: closed");
+                        }
+                        None => log::debug!("{socket}: close of a socket not bound"),
                     }
                 }
                 Output::Connect { conn, to } => {
@@ -359,19 +423,53 @@ impl Runtime {
         self.feed(Input::Connected { conn, result: Err(e) });
     }
 
-    /// Reads the SIP UDP socket until `WouldBlock`.
-    fn receive_datagrams(&mut self) {
+    /// The UDP socket `id` names.
+    fn udp_socket(&self, id: SocketId) -> Option<&UdpSocket> {
+        if id == SIP_SOCKET {
+            Some(&self.sip_udp)
+        } else {
+            self.udp.get(&id)
+        }
+    }
+
+    /// Binds a socket the core asked for and registers it; the answer waits in `bind_answers`.
+    fn bind_udp(&mut self, socket: SocketId, purpose: UdpPurpose, local: SocketAddr) {
+        let bound = if self.udp_socket(socket).is_some() {
+            Err(io::Error::new(ErrorKind::AlreadyExists, format!("{socket} is already bound")))
+        } else {
+            UdpSocket::bind(local).and_then(|mut s| {
+                self.poll.registry().register(&mut s, udp_token(socket), Interest::READABLE)?;
+                let local = s.local_addr()?;
+                Ok((s, local))
+            })
+        };
+        let answer = match bound {
+            Ok((s, local)) => {
+                log::debug!("{socket}: {} on {local}", purpose.name());
+                self.udp.insert(socket, s);
+                Ok((purpose, local))
+            }
+            Err(e) => {
+                log::debug!("{socket}: bind {local}: {e}");
+                Err(e.to_string())
+            }
+        };
+        self.bind_answers.push_back((socket, answer));
+    }
+
+    /// Reads UDP socket `socket` until `WouldBlock` (or until the core closes it).
+    fn receive_datagrams(&mut self, socket: SocketId) {
         let mut buf = std::mem::take(&mut self.buf);
-        loop {
-            match self.sip_udp.recv_from(&mut buf) {
+        while let Some(udp) = self.udp_socket(socket) {
+            match udp.recv_from(&mut buf) {
                 Ok((n, from)) => {
-                    self.feed(Input::Datagram { socket: SIP_SOCKET, from, data: &buf[..n] });
+                    self.feed(Input::Datagram { socket, from, data: &buf[..n] });
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(e) => {
                     // ICMP errors of earlier sends surface here; they are not fatal.
-                    log::debug!("SIP udp: {e}");
+                    log::debug!("{socket}: {e}");
                 }
             }
         }
@@ -509,6 +607,10 @@ impl Runtime {
 
 fn token(conn: ConnId) -> Token {
     Token(conn.0 as usize)
+}
+
+fn udp_token(socket: SocketId) -> Token {
+    Token(UDP_TOKEN | socket.0 as usize)
 }
 
 /// `READABLE` unless closing or at [`HIGH_WATER`]; `WRITABLE` while bytes are queued. (A conn

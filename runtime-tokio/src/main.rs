@@ -20,9 +20,18 @@
 //!   registration or call (the core advertises its own port in Via and Contact). Connections the
 //!   core opens (`Output::Connect`) and name resolutions (`Output::Resolve`) run as tasks that
 //!   report back over the same event channel.
+//! - Media: each worker binds its own WebRTC UDP socket at start (the `--webrtc-listen` port + N,
+//!   or a port of the OS's choosing when it is 0, the default) and takes the N-th of equal slices
+//!   of the RTP port range (`MediaConfig::for_worker`). UDP sockets the core asks for
+//!   (`Output::BindUdp`) are bound at once, inside the drain, and answered right after it. Every
+//!   UDP socket but SIP's has a task that forwards its datagrams to the core task over the event
+//!   channel (reading into one buffer per worker, so an idle socket holds none); the core task
+//!   sends from the socket an `Output::Datagram` names, and `Output::CloseUdp` aborts the task and
+//!   drops the socket.
 //! - The main thread waits for SIGINT/SIGTERM, tells the workers through a watch channel, and
 //!   waits for them (each stops when its connections are gone or after the grace period).
 
+use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, ErrorKind};
 use std::net::{IpAddr, SocketAddr};
@@ -43,8 +52,12 @@ const READ_CHUNK: usize = 16 * 1024;
 const EVENT_QUEUE: usize = 256;
 /// Listen backlog of each worker's listener.
 const BACKLOG: u32 = 1024;
+/// The answer to an `Output::BindUdp`: the purpose and bound address, or the error text.
+type BindAnswer = (SocketId, Result<(UdpPurpose, SocketAddr), String>);
 /// The SIP socket's id towards the core.
 const SIP_SOCKET: SocketId = SocketId(0);
+/// The WebRTC socket's id towards the core.
+const WEBRTC_SOCKET: SocketId = SocketId(1);
 /// Largest datagram read.
 const DATAGRAM: usize = 64 * 1024;
 
@@ -66,6 +79,9 @@ fn main() {
                 .unwrap_or_else(|_| driver::fatal(2, "--sip-listen port + workers exceeds 65535"));
             config.sip.listen.set_port(port);
         }
+        config.media = config.media.for_worker(index, workers).unwrap_or_else(|e| driver::fatal(2, e));
+        let (rtp_low, rtp_high) = config.media.rtp_ports;
+        log::info!("worker {index}: RTP ports {rtp_low}-{rtp_high}");
         let gw = Gateway::new(config, driver::os_seed(), Instant::now(), driver::unix_time())
             .unwrap_or_else(|e| driver::fatal(2, e));
         let path = settings.capture.as_deref().map(|base| driver::capture_path(base, index, workers));
@@ -170,9 +186,19 @@ fn worker(
             let sip_local = udp.local_addr()?;
             let sip_tcp = TcpListener::bind(sip_local).await.map_err(named)?;
             log::info!("worker {index}: SIP on {sip_local} (udp, tcp)");
+            let webrtc_listen = gw.webrtc_listen();
+            let webrtc = UdpSocket::bind(webrtc_listen)
+                .await
+                .map_err(|e| io::Error::new(e.kind(), format!("WebRTC {webrtc_listen}: {e}")))?;
+            let rcvbuf = driver::enlarge_udp_buffers(std::os::fd::AsRawFd::as_raw_fd(&webrtc));
+            log::debug!("worker {index}: WebRTC udp receive buffer: {rcvbuf} bytes");
+            let webrtc_local = webrtc.local_addr()?;
+            log::info!("worker {index}: WebRTC media on {webrtc_local} (udp)");
             let (events_tx, events) = mpsc::channel(EVENT_QUEUE);
             let mut core = Core {
                 udp: Arc::clone(&udp),
+                sockets: HashMap::new(),
+                bind_answers: VecDeque::new(),
                 events_tx,
                 connects: Vec::new(),
                 gw,
@@ -185,6 +211,8 @@ fn worker(
             };
             core.drain(); // the contract: drain after `new`, before the first input
             core.feed(Input::UdpBound { socket: SIP_SOCKET, purpose: UdpPurpose::Sip, local: sip_local });
+            core.add_socket(WEBRTC_SOCKET, webrtc);
+            core.feed(Input::UdpBound { socket: WEBRTC_SOCKET, purpose: UdpPurpose::WebRtc, local: webrtc_local });
             core.run(listener, sip_tcp, udp, events, stop).await;
             Ok(())
         })
@@ -203,6 +231,8 @@ enum Event {
     Connected(ConnId, Result<(), String>),
     /// A name resolution finished.
     Resolved(u64, Result<Vec<IpAddr>, String>),
+    /// A datagram on a UDP socket other than SIP's.
+    Datagram(SocketId, SocketAddr, Vec<u8>),
 }
 
 /// From the core task to a connection task.
@@ -216,6 +246,10 @@ enum Command {
 struct Core {
     /// The SIP UDP socket (shared with the receive loop in [`Core::run`]).
     udp: Arc<UdpSocket>,
+    /// The other UDP sockets (WebRTC, and those the core asked for), with their receive tasks.
+    sockets: HashMap<SocketId, (Arc<UdpSocket>, AbortHandle)>,
+    /// Answers to `Output::BindUdp`, fed once the drain that asked is over.
+    bind_answers: VecDeque<BindAnswer>,
     /// For tasks started by outputs (connects, resolutions).
     events_tx: mpsc::Sender<Event>,
     /// `Output::Connect`s of the last drains, started by [`Core::run`] (which owns the tasks).
@@ -326,6 +360,10 @@ impl Core {
                         self.feed(Input::Resolved { query, result });
                     }
                     Event::Connected(..) => {}
+                    Event::Datagram(socket, from, data) if self.sockets.contains_key(&socket) => {
+                        self.feed(Input::Datagram { socket, from, data: &data });
+                    }
+                    Event::Datagram(..) => {} // the core closed that socket
                     Event::Data(conn, data) if self.conns.contains_key(&conn) => {
                         self.feed(Input::StreamData { conn, data: &data });
                     }
@@ -362,9 +400,24 @@ impl Core {
         self.drain()
     }
 
+    /// Hands the core's outputs to the connection tasks until `Output::Timeout`, then feeds the
+    /// answers to the binds it asked for (each followed by its own drain).
+    fn drain(&mut self) -> bool {
+        let mut any = self.drain_outputs();
+        while let Some((socket, answer)) = self.bind_answers.pop_front() {
+            let input = match answer {
+                Ok((purpose, local)) => Input::UdpBound { socket, purpose, local },
+                Err(error) => Input::UdpBindFailed { socket, error },
+            };
+            self.gw.handle_input(Instant::now(), input);
+            any |= self.drain_outputs();
+        }
+        any
+    }
+
     /// Hands the core's outputs to the connection tasks until `Output::Timeout`, then appends to
     /// the capture file.
-    fn drain(&mut self) -> bool {
+    fn drain_outputs(&mut self) -> bool {
         let mut any = false;
         loop {
             match self.gw.poll_output() {
@@ -384,9 +437,32 @@ impl Core {
                 }
                 Output::Datagram(t) => {
                     any = true;
+                    let socket = match t.socket {
+                        SIP_SOCKET => Some(&self.udp),
+                        id => self.sockets.get(&id).map(|(s, _)| s),
+                    };
                     // UDP: a datagram the socket cannot take now is lost, as on the wire.
-                    if let Err(e) = self.udp.try_send_to(&t.payload, t.to) {
-                        log::debug!("{}: send to {}: {e}", t.socket, t.to);
+                    match socket {
+                        Some(socket) => {
+                            if let Err(e) = socket.try_send_to(&t.payload, t.to) {
+                                log::debug!("{}: send to {}: {e}", t.socket, t.to);
+                            }
+                        }
+                        None => log::debug!("{}: no such socket; datagram to {} dropped", t.socket, t.to),
+                    }
+                }
+                Output::BindUdp { socket, purpose, local } => {
+                    any = true;
+                    self.bind_udp(socket, purpose, local);
+                }
+                Output::CloseUdp { socket } => {
+                    any = true;
+                    match self.sockets.remove(&socket) {
+                        Some((_, task)) => {
+                            task.abort(); // its socket closes with the task's handle
+                            log::debug!("{socket}: closed");
+                        }
+                        None => log::debug!("{socket}: close of a socket not bound"),
                     }
                 }
                 Output::Connect { conn, to } => {
@@ -416,6 +492,38 @@ impl Core {
         any
     }
 
+    /// Binds a socket the core asked for and starts its receive task; the answer waits in
+    /// `bind_answers`.
+    fn bind_udp(&mut self, socket: SocketId, purpose: UdpPurpose, local: SocketAddr) {
+        let bound = if socket == SIP_SOCKET || self.sockets.contains_key(&socket) {
+            Err(io::Error::new(ErrorKind::AlreadyExists, format!("{socket} is already bound")))
+        } else {
+            std::net::UdpSocket::bind(local)
+                .and_then(|s| s.set_nonblocking(true).map(|()| s))
+                .and_then(UdpSocket::from_std)
+                .and_then(|s| s.local_addr().map(|local| (s, local)))
+        };
+        let answer = match bound {
+            Ok((s, local)) => {
+                log::debug!("{socket}: {} on {local}", purpose.name());
+                self.add_socket(socket, s);
+                Ok((purpose, local))
+            }
+            Err(e) => {
+                log::debug!("{socket}: bind {local}: {e}");
+                Err(e.to_string())
+            }
+        };
+        self.bind_answers.push_back((socket, answer));
+    }
+
+    /// Keeps `udp` as `socket` and starts the task that forwards what it receives.
+    fn add_socket(&mut self, socket: SocketId, udp: UdpSocket) {
+        let udp = Arc::new(udp);
+        let task = tokio::spawn(receive_datagrams(socket, Arc::clone(&udp), self.events_tx.clone()));
+        self.sockets.insert(socket, (udp, task.abort_handle()));
+    }
+
     /// Feeds `Input::Timeout` if the deadline has passed, and watches for a busy loop.
     fn timer(&mut self) {
         let now = Instant::now();
@@ -425,6 +533,38 @@ impl Core {
         self.gw.handle_input(now, Input::Timeout);
         let output = self.drain();
         self.busy.record(&self.gw, now, output, self.deadline);
+    }
+}
+
+thread_local! {
+    /// The read buffer of the UDP receive tasks of this worker (one thread, so one at a time).
+    static DATAGRAM_BUF: RefCell<Box<[u8]>> = RefCell::new(vec![0; DATAGRAM].into_boxed_slice());
+}
+
+/// Forwards what UDP socket `socket` receives to the core task (reading until `WouldBlock` on
+/// each readiness), as `Event::Datagram`; ends when the worker is gone or when aborted
+/// (`Output::CloseUdp`).
+async fn receive_datagrams(socket: SocketId, udp: Arc<UdpSocket>, events: mpsc::Sender<Event>) {
+    loop {
+        if let Err(e) = udp.readable().await {
+            log::warn!("{socket}: {e}");
+            return;
+        }
+        loop {
+            let received =
+                DATAGRAM_BUF.with_borrow_mut(|buf| udp.try_recv_from(buf).map(|(n, from)| (from, buf[..n].to_vec())));
+            match received {
+                Ok((from, data)) => {
+                    if events.send(Event::Datagram(socket, from, data)).await.is_err() {
+                        return; // the worker is gone
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                // ICMP errors of earlier sends surface here; they are not fatal.
+                Err(e) => log::debug!("{socket}: {e}"),
+            }
+        }
     }
 }
 

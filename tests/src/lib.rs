@@ -113,8 +113,8 @@ pub struct Server {
 }
 
 impl Server {
-    /// Starts `binary` with `--listen 127.0.0.1:0` (and `--sip-listen 127.0.0.1:0` unless
-    /// `extra_args` has one) and `extra_args`, and waits for its
+    /// Starts `binary` with `--listen 127.0.0.1:0` (and `--sip-listen 127.0.0.1:0`,
+    /// `--webrtc-listen 127.0.0.1:0` unless `extra_args` has them) and `extra_args`, and waits for its
     /// `listening on ws(s)://ADDR/webrtcgateway/ws` line.
     pub fn start<S: AsRef<OsStr>>(binary: impl AsRef<Path>, extra_args: &[S]) -> Self {
         let binary = binary.as_ref();
@@ -123,6 +123,9 @@ impl Server {
         // Unless the test chooses, SIP takes any free loopback port: parallel tests never clash.
         if !extra_args.iter().any(|a| a.as_ref() == "--sip-listen") {
             cmd.arg("--sip-listen").arg("127.0.0.1:0");
+        }
+        if !extra_args.iter().any(|a| a.as_ref() == "--webrtc-listen") {
+            cmd.arg("--webrtc-listen").arg("127.0.0.1:0");
         }
         cmd.args(extra_args);
         cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());

@@ -73,6 +73,8 @@ both!(
     wss_ready,
     sigterm_closes_1001_and_exits_0,
     capture_replays_identically,
+    media_sockets_bound_and_read,
+    bad_media_options_exit_2,
 );
 
 const PASSWORD: &str = "b1726872c344b6dc8365b774f8fd6412";
@@ -364,4 +366,68 @@ fn capture_replays_identically(v: &Variant) {
 
 fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+// ===== Media sockets =====
+
+/// Every worker binds its own WebRTC UDP socket at start and reads it: a datagram on it (even
+/// SIP text) is media, dropped for now, never answered as SIP.
+fn media_sockets_bound_and_read(v: &Variant) {
+    let s = v.start(&["-v".into()]);
+    let workers = if v.multi_worker() { 2 } else { 1 };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let ports = loop {
+        let ports: Vec<u16> = s
+            .stderr_text()
+            .lines()
+            .filter_map(|l| l.split("WebRTC media on 127.0.0.1:").nth(1))
+            .filter_map(|rest| rest.split_whitespace().next()?.parse().ok())
+            .collect();
+        if ports.len() >= workers || Instant::now() > deadline {
+            break ports;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(ports.len(), workers, "one WebRTC socket per worker:\n{}", s.stderr_text());
+    assert!(ports.iter().all(|&p| p != 0) && (workers == 1 || ports[0] != ports[1]), "{ports:?}");
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+    let options = "OPTIONS sip:gw@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bK-m1\r\n\
+        Max-Forwards: 70\r\nTo: <sip:gw@127.0.0.1>\r\nFrom: <sip:t@127.0.0.1>;tag=1\r\nCall-ID: m1\r\n\
+        CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n";
+    for &port in &ports {
+        udp.send_to(options.as_bytes(), ("127.0.0.1", port)).unwrap();
+    }
+    let mut buf = [0u8; 2048];
+    assert!(udp.recv_from(&mut buf).is_err(), "a datagram on the WebRTC socket was answered");
+    let dropped = format!("{} media bytes from {}", options.len(), udp.local_addr().unwrap());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while s.stderr_text().matches(&dropped).count() < ports.len() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(s.stderr_text().matches(&dropped).count(), ports.len(), "{}", s.stderr_text());
+}
+
+/// Bad RTP port ranges stop the process with exit code 2 and say why.
+fn bad_media_options_exit_2(v: &Variant) {
+    let mut cases = vec![
+        (vec!["--rtp-ports", "20001-20099"], "even"),
+        (vec!["--rtp-ports", "20000-20000"], "LOW < HIGH"),
+        (vec!["--rtp-ports", "lots"], "LOW-HIGH"),
+        (vec!["--media-address", "media.example.com"], "IP address"),
+    ];
+    if v.multi_worker() {
+        cases.push((vec!["--rtp-ports", "20000-20001"], "at least one RTP/RTCP port pair per worker"));
+    }
+    for (extra, says) in cases {
+        let out = std::process::Command::new(sylkgw_tests::binary(v.bin))
+            .args(v.args)
+            .args(["--listen", "127.0.0.1:0", "--sip-listen", "127.0.0.1:0"])
+            .args(&extra)
+            .output()
+            .expect("run");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{extra:?}: {stderr}");
+        assert!(stderr.contains(says), "{extra:?}: {stderr}");
+    }
 }

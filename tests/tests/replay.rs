@@ -85,6 +85,7 @@ replay!(
     sip_incoming,
     web_phone_page,
     sip_register_large_tcp,
+    media_sockets,
 );
 
 /// A changed expectation fails, and the failure shows what changed.

@@ -1,5 +1,6 @@
-//! SIP-side media building blocks, all pure (no IO, no clock: `now` and the wall clock are
-//! passed in; randomness only from the caller's [`Rng`](crate::rng::Rng)).
+//! Media building blocks, all sans-IO (no IO, no clock: `now` and the wall clock are passed in;
+//! the core's randomness only from the caller's [`Rng`](crate::rng::Rng); str0m's own draws are
+//! listed in [`webrtc`]).
 //!
 //! The browser leg is str0m's (media spec §1); the SIP leg is plain RTP/AVP or SDES RTP/SAVP that
 //! the gateway speaks itself (media spec §0 point 5, §2.3):
@@ -11,8 +12,18 @@
 //! - [`srtp`]: SDES-SRTP (RFC 3711) with AES_CM_128_HMAC_SHA1_80/_32 and the `a=crypto`
 //!   attribute (RFC 4568).
 //! - [`sdp`]: the SIP-side SDP parser and offer/answer builder (RFC 8866, RFC 3264).
+//! - [`ports`]: the RTP/RTCP port pairs of one core, handed out round-robin.
+//!
+//! The browser side:
+//!
+//! - [`webrtc`]: the browser leg, one str0m `Rtc` per call (ICE-lite, DTLS-SRTP, RTP mode).
+//! - [`demux`]: which leg a datagram on the shared WebRTC UDP socket belongs to (STUN USERNAME
+//!   ufrag, learned source address).
 
+pub mod demux;
+pub mod ports;
 pub mod rtcp;
 pub mod rtp;
 pub mod sdp;
 pub mod srtp;
+pub mod webrtc;

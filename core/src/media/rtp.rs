@@ -718,7 +718,7 @@ mod tests {
             now += Duration::from_millis(r % 50);
             let ssrc = (r >> 8) as u32 % 3;
             let seq = (r >> 16) as u16;
-            if r % 97 == 0 {
+            if r.is_multiple_of(97) {
                 rw.reset_source();
             }
             if let Some(out) = rw.rewrite(now, ssrc, seq, (r >> 32) as u32, (r >> 40) as u32) {

@@ -490,6 +490,8 @@ impl Bench {
                 Output::Datagram(t) => self.odd("datagram elsewhere", format!("{} -> {}", t.socket, t.to)),
                 Output::Connect { conn, to } => self.odd("connect", format!("{conn} -> {to}")),
                 Output::Resolve { name, .. } => self.odd("resolve", name.clone()),
+                Output::BindUdp { socket, local, .. } => self.odd("bind udp", format!("{socket} {local}")),
+                Output::CloseUdp { socket } => self.odd("close udp", format!("{socket}")),
                 Output::Timeout(_) => {}
             }
         }

@@ -1,0 +1,774 @@
+//! The browser leg: ICE-lite, DTLS-SRTP and RTP towards the browser, one [`str0m::Rtc`] per call
+//! (media spec §1, §4.1), wrapped in the core's sans-IO style.
+//!
+//! - Built per call with `RtcConfig::new().set_ice_lite(true).set_rtp_mode(true)
+//!   .set_dtls_cert(shared)`, `clear_codecs()` and then **only the codecs the SIP side accepted**
+//!   (Opus, G722, PCMU, PCMA, telephone-event, at the PTs of the browser's offer), so the answer
+//!   cannot steer the browser towards a codec the SIP leg does not carry (media spec §2.3 point 2).
+//!   The `Rtc` is therefore built in [`BrowserLeg::accept_offer`], not in [`BrowserLeg::new`].
+//! - Local ICE credentials come from the core's [`Rng`]; the host candidates are the advertised
+//!   addresses (IPv4 and IPv6) of the one shared WebRTC UDP socket. Datagrams on that socket reach
+//!   the right leg through [`super::demux::Demux`] (media spec §1.4), keyed by [`BrowserLeg::ufrag`].
+//! - One DTLS certificate serves every leg ([`DtlsIdentity`], made by `driver::webrtc_dtls_identity`
+//!   outside the sans-IO part, handed in through `Config::webrtc`).
+//! - str0m's rule is kept: after every mutation (`handle_input`, `accept_offer`, candidates,
+//!   `write_rtp`, `close`) `poll_output` is drained until `Output::Timeout`; what it produced waits
+//!   in a queue that [`BrowserLeg::poll`] hands out as [`LegOutput`]s.
+//! - str0m is fail-fast (a panic is one of its bugs, its README says): every call into the `Rtc` runs
+//!   under `catch_unwind`, and an error or a panic closes only this leg ([`LegOutput::Closed`]).
+//!
+//! # Determinism
+//! The core's own choices (ICE credentials) come from the seeded [`Rng`], and str0m never reads
+//! the clock for its timers (time is the `now` passed in). But str0m is not fully replayable, and
+//! this is known and accepted (a replay masks media):
+//! - It draws SSRCs, CNAME/msid and STUN transaction ids from `fastrand`'s thread-local generator,
+//!   seeded by the OS, not from our [`Rng`].
+//! - DTLS (dimpl over aws-lc-rs) takes its client/server randoms and ECDHE keys from the OS
+//!   (`SystemRandom`), as it must.
+//! - To turn `Instant`s into NTP time for RTCP sender reports it reads `Instant::now()` and
+//!   `SystemTime::now()` once per process (a lazily set "beginning of time"). The `now` handed to a
+//!   leg must therefore not lie more than about an hour before the process's first use of str0m.
+
+use super::sdp::Codec as SdpCodec;
+use crate::rng::Rng;
+use std::collections::VecDeque;
+use std::fmt;
+use std::net::SocketAddr;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+use std::time::Instant;
+use str0m::change::SdpOffer;
+use str0m::config::DtlsCert;
+use str0m::format::{Codec, FormatParams};
+use str0m::media::{Frequency, KeyframeRequestKind, Mid, Pt};
+use str0m::net::{Protocol, Receive};
+use str0m::rtp::RtpWrite;
+use str0m::{Candidate, Event, IceConnectionState, IceCreds, Input, Output, Rtc, RtcConfig, RtcError};
+
+/// Hex digits of the local ICE ufrag (64 bits: unique enough to demultiplex on, RFC 8839 §5.4).
+pub const UFRAG_HEX: usize = 16;
+/// Hex digits of the local ICE password (128 bits; RFC 8839 asks for at least 128).
+pub const PWD_HEX: usize = 32;
+/// Trickled candidates kept while no offer has been accepted yet (the browser trickles while the
+/// SIP side is still deciding); more are dropped.
+pub const MAX_PENDING_CANDIDATES: usize = 32;
+
+/// The DTLS certificate and private key (DER) shared by every browser leg. Made outside the core
+/// (it needs OS randomness): `driver::webrtc_dtls_identity` in a runtime, a fixed one in tests and
+/// replays. Its `Debug` never prints the key.
+#[derive(Clone)]
+pub struct DtlsIdentity(DtlsCert);
+
+impl DtlsIdentity {
+    /// From a DER certificate and its DER (PKCS#8) private key.
+    pub fn from_der(certificate: Vec<u8>, private_key: Vec<u8>) -> Self {
+        Self(DtlsCert { certificate, private_key })
+    }
+
+    /// The DER certificate.
+    pub fn certificate_der(&self) -> &[u8] {
+        &self.0.certificate
+    }
+
+    /// str0m's form.
+    pub fn as_dtls_cert(&self) -> &DtlsCert {
+        &self.0
+    }
+}
+
+impl From<DtlsCert> for DtlsIdentity {
+    fn from(c: DtlsCert) -> Self {
+        Self(c)
+    }
+}
+
+impl PartialEq for DtlsIdentity {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.certificate == other.0.certificate && self.0.private_key == other.0.private_key
+    }
+}
+
+impl Eq for DtlsIdentity {}
+
+impl fmt::Debug for DtlsIdentity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DtlsIdentity").field("certificate", &self.0.certificate.len()).finish_non_exhaustive()
+    }
+}
+
+/// Why a browser-leg operation failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WebRtcError {
+    /// The offer is not SDP str0m can read.
+    BadOffer(String),
+    /// str0m refused the offer (no fingerprint, no BUNDLE, ICE-lite offerer, ...).
+    Rejected(String),
+    /// None of the allowed codecs is one the browser leg carries (Opus, G722, PCMU, PCMA), or the
+    /// offer has none of them.
+    NoCodec,
+    /// The offer has no audio m-line.
+    NoAudio,
+    /// A trickled candidate line could not be read.
+    BadCandidate(String),
+    /// No offer accepted yet, or the leg does not send (direction), or ICE/DTLS is not up yet.
+    NotReady,
+    /// A payload type that was not negotiated.
+    UnknownPt(u8),
+    /// The leg is closed.
+    Closed,
+}
+
+impl fmt::Display for WebRtcError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::BadOffer(e) => write!(f, "unreadable offer: {e}"),
+            Self::Rejected(e) => write!(f, "offer refused: {e}"),
+            Self::NoCodec => f.write_str("no common audio codec"),
+            Self::NoAudio => f.write_str("no audio in the offer"),
+            Self::BadCandidate(e) => write!(f, "bad ICE candidate: {e}"),
+            Self::NotReady => f.write_str("media not negotiated or not connected"),
+            Self::UnknownPt(pt) => write!(f, "payload type {pt} not negotiated"),
+            Self::Closed => f.write_str("browser leg closed"),
+        }
+    }
+}
+
+impl std::error::Error for WebRtcError {}
+
+/// What a [`BrowserLeg`] wants done or reports, from [`BrowserLeg::poll`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LegOutput {
+    /// Send `payload` to `to` from the shared WebRTC socket. `from` is the local candidate (an
+    /// advertised address) it must leave from: pick the socket of that address family.
+    Transmit {
+        /// The browser's address.
+        to: SocketAddr,
+        /// Our candidate address.
+        from: SocketAddr,
+        /// The datagram.
+        payload: Vec<u8>,
+    },
+    /// An RTP packet from the browser, decrypted (header fields as received).
+    Rtp {
+        /// Payload type (one the leg negotiated).
+        pt: u8,
+        /// Sequence number.
+        seq: u16,
+        /// RTP timestamp.
+        ts: u32,
+        /// M bit.
+        marker: bool,
+        /// The browser's SSRC.
+        ssrc: u32,
+        /// The payload, without the header.
+        payload: Arc<[u8]>,
+    },
+    /// ICE and DTLS are up, SRTP keys derived: sylkRTC's `established`. Reported once.
+    Connected,
+    /// The browser stopped ICE consent checks (no binding request for 15 s, media spec §1.5). str0m
+    /// never gives up by itself: the call decides how long to wait for [`LegOutput::Reconnected`].
+    Disconnected,
+    /// ICE works again after [`LegOutput::Disconnected`].
+    Reconnected,
+    /// The browser asks for a key frame (PLI, or FIR when `full_intra`): forward to the SIP side.
+    KeyframeRequest {
+        /// FIR rather than PLI.
+        full_intra: bool,
+    },
+    /// Call [`BrowserLeg::poll`] again with a `now` at or after this instant.
+    Timeout(Instant),
+    /// The leg is over (DTLS closed by the browser, [`BrowserLeg::close`] drained, or an error in
+    /// str0m). Transmits queued before it are still to be sent; after it `poll` returns `None`.
+    Closed,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum IceUp {
+    Never,
+    Up,
+    Lost,
+}
+
+/// One call's browser leg. See the module documentation.
+pub struct BrowserLeg {
+    cert: DtlsCert,
+    candidates: Vec<SocketAddr>,
+    creds: IceCreds,
+    rtc: Option<Rtc>,
+    /// The audio m-line (from the answer).
+    mid: Option<Mid>,
+    pending_candidates: Vec<Candidate>,
+    queue: VecDeque<LegOutput>,
+    next_timeout: Option<Instant>,
+    connected: bool,
+    ice: IceUp,
+    closed: bool,
+}
+
+impl fmt::Debug for BrowserLeg {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The ICE password is a secret: never print it.
+        f.debug_struct("BrowserLeg")
+            .field("ufrag", &self.creds.ufrag)
+            .field("candidates", &self.candidates)
+            .field("mid", &self.mid.map(|m| m.to_string()))
+            .field("connected", &self.connected)
+            .field("closed", &self.closed)
+            .finish_non_exhaustive()
+    }
+}
+
+impl BrowserLeg {
+    /// A leg that will answer with `cert`'s fingerprint and `candidates` (the advertised
+    /// addresses of the shared WebRTC socket, all families) as host candidates. Draws the local
+    /// ICE ufrag and password from `rng`. Cheap: the `Rtc` (about 1.5 ms) is built by
+    /// [`BrowserLeg::accept_offer`].
+    pub fn new(cert: &DtlsIdentity, candidates: &[SocketAddr], rng: &mut Rng) -> Self {
+        let creds = IceCreds { ufrag: rng.hex(UFRAG_HEX), pass: rng.hex(PWD_HEX) };
+        let mut unique: Vec<SocketAddr> = Vec::with_capacity(candidates.len());
+        for a in candidates {
+            if !unique.contains(a) {
+                unique.push(*a);
+            }
+        }
+        Self {
+            cert: cert.0.clone(),
+            candidates: unique,
+            creds,
+            rtc: None,
+            mid: None,
+            pending_candidates: Vec::new(),
+            queue: VecDeque::new(),
+            next_timeout: None,
+            connected: false,
+            ice: IceUp::Never,
+            closed: false,
+        }
+    }
+
+    /// Our ICE ufrag: the key of this leg in [`super::demux::Demux`].
+    pub fn ufrag(&self) -> &str {
+        &self.creds.ufrag
+    }
+
+    /// True once ICE and DTLS are up ([`LegOutput::Connected`] was queued).
+    pub fn is_connected(&self) -> bool {
+        self.connected
+    }
+
+    /// False once the leg is over ([`LegOutput::Closed`] was queued).
+    pub fn is_alive(&self) -> bool {
+        !self.closed
+    }
+
+    /// The payload types of the session (str0m renumbers its configuration to the offer's PTs when
+    /// it answers); empty before an offer was accepted.
+    pub fn payload_types(&self) -> Vec<u8> {
+        self.rtc.as_ref().map(|r| r.codec_config().params().iter().map(|p| *p.pt()).collect()).unwrap_or_default()
+    }
+
+    /// Answers the browser's offer and returns the answer SDP. The first offer builds the `Rtc`
+    /// with only the `allowed` codecs (what the SIP side accepted; PTs of the browser's offer):
+    /// Opus, G722, PCMU, PCMA and telephone-event/8000 are carried, anything else in `allowed` is
+    /// ignored. A later offer (renegotiation) keeps the first offer's codecs (str0m keeps one PT
+    /// table per session); `allowed` is then ignored.
+    pub fn accept_offer(&mut self, offer_sdp: &str, allowed: &[SdpCodec], now: Instant) -> Result<String, WebRtcError> {
+        if self.closed {
+            return Err(WebRtcError::Closed);
+        }
+        let offer = SdpOffer::from_sdp_string(offer_sdp).map_err(|e| WebRtcError::BadOffer(e.to_string()))?;
+        let fresh = self.rtc.is_none();
+        if fresh {
+            let config = self.rtc_config(allowed)?;
+            let rtc = guarded(|| config.build(now)).ok_or_else(|| WebRtcError::Rejected("str0m panicked".into()))?;
+            self.rtc = Some(rtc);
+            self.next_timeout = Some(now);
+            for addr in self.candidates.clone() {
+                // Cannot fail for a UDP host candidate; ice-lite takes only host candidates.
+                if let Ok(c) = Candidate::host(addr, "udp") {
+                    self.mutate(|rtc| {
+                        rtc.add_local_candidate(c);
+                        Ok(())
+                    });
+                }
+            }
+        }
+        let mut answer = None;
+        self.mutate(|rtc| {
+            answer = Some(rtc.sdp_api().accept_offer(offer));
+            Ok(())
+        });
+        let answer = match answer {
+            Some(Ok(a)) => a,
+            other => {
+                let reason = match other {
+                    Some(Err(e)) => e.to_string(),
+                    _ => "str0m panicked".into(),
+                };
+                if fresh {
+                    // Nothing was answered: forget the Rtc so that a corrected offer can retry.
+                    self.reset();
+                }
+                return Err(WebRtcError::Rejected(reason));
+            }
+        };
+        let sdp = answer.to_sdp_string();
+        let error = match answer_audio(&sdp) {
+            Some((mid, true)) => {
+                self.mid = Some(Mid::from(mid.as_str()));
+                if fresh {
+                    for c in std::mem::take(&mut self.pending_candidates) {
+                        self.mutate(|rtc| {
+                            rtc.add_remote_candidate(c);
+                            Ok(())
+                        });
+                    }
+                }
+                if self.closed {
+                    return Err(WebRtcError::Closed);
+                }
+                return Ok(sdp);
+            }
+            Some((_, false)) => WebRtcError::NoCodec,
+            None => WebRtcError::NoAudio,
+        };
+        if fresh {
+            self.reset();
+        }
+        Err(error)
+    }
+
+    /// A datagram that arrived at `local` (our address the browser sent it to; when the socket is
+    /// bound to a wildcard or sits behind a 1:1 NAT, the advertised address of that family is used)
+    /// from `from`. Returns true if this leg took it (str0m checked it: for STUN, ufrag and
+    /// MESSAGE-INTEGRITY), so the demultiplexer may learn `from` for this call; false if it was
+    /// dropped.
+    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, local: SocketAddr, data: &[u8]) -> bool {
+        if self.closed || self.rtc.is_none() {
+            return false;
+        }
+        let local = self.local_candidate(local);
+        let Ok(receive) = Receive::new(Protocol::Udp, from, local, data) else {
+            return false;
+        };
+        let input = Input::Receive(now, receive);
+        let accepted = self.rtc.as_ref().and_then(|rtc| guarded(|| rtc.accepts(&input))).unwrap_or(false);
+        if !accepted {
+            return false;
+        }
+        self.mutate(|rtc| rtc.handle_input(input));
+        true
+    }
+
+    /// A trickled remote candidate: a `candidate:...` line (with or without `a=`), as sylkRTC's
+    /// `session-trickle` carries it. An empty line or `end-of-candidates` is the end of the
+    /// browser's candidates, which str0m ignores (media spec §1.5). Candidates that arrive before
+    /// the offer was accepted are kept (at most [`MAX_PENDING_CANDIDATES`]) and added then. With
+    /// ICE-lite they are not needed (the browser's checks reveal its addresses), but they let str0m
+    /// accept early traffic from them.
+    pub fn add_remote_candidate(&mut self, line: &str) -> Result<(), WebRtcError> {
+        if self.closed {
+            return Err(WebRtcError::Closed);
+        }
+        let line = line.trim();
+        let line = line.strip_prefix("a=").unwrap_or(line);
+        if line.is_empty() || line == "end-of-candidates" {
+            self.end_of_candidates();
+            return Ok(());
+        }
+        let c = Candidate::from_sdp_string(line).map_err(|e| WebRtcError::BadCandidate(e.to_string()))?;
+        if self.rtc.is_none() {
+            if self.pending_candidates.len() < MAX_PENDING_CANDIDATES {
+                self.pending_candidates.push(c);
+            }
+            return Ok(());
+        }
+        self.mutate(|rtc| {
+            rtc.add_remote_candidate(c);
+            Ok(())
+        });
+        Ok(())
+    }
+
+    /// The browser has no more candidates (sylkRTC `session-trickle` with an empty list). A no-op:
+    /// str0m is always trickling and has no end-of-candidates (media spec §1.5).
+    pub fn end_of_candidates(&mut self) {}
+
+    /// Sends one RTP packet to the browser on the audio stream (str0m's SSRC). `seq` is the
+    /// extended sequence number: its upper bits are the SRTP rollover counter, so a stream must
+    /// start below 2^16 (media spec §1.9; [`super::rtp::SeqTsRewriter`] does). `ts` is passed
+    /// through verbatim (G722 uses the 8 kHz wire clock). Before ICE and DTLS are up packets are
+    /// refused ([`WebRtcError::NotReady`]) rather than queued, so no stale audio follows the
+    /// handshake.
+    pub fn write_rtp(
+        &mut self,
+        now: Instant,
+        pt: u8,
+        seq: u64,
+        ts: u32,
+        marker: bool,
+        payload: &[u8],
+    ) -> Result<(), WebRtcError> {
+        if self.closed {
+            return Err(WebRtcError::Closed);
+        }
+        let (Some(mid), true) = (self.mid, self.connected) else {
+            return Err(WebRtcError::NotReady);
+        };
+        let Some(rtc) = self.rtc.as_mut() else {
+            return Err(WebRtcError::NotReady);
+        };
+        if !rtc.codec_config().params().iter().any(|p| *p.pt() == pt) {
+            return Err(WebRtcError::UnknownPt(pt));
+        }
+        if rtc.direct_api().stream_tx_by_mid(mid, None).is_none() {
+            return Err(WebRtcError::NotReady);
+        }
+        let packet = RtpWrite::new(Pt::from(pt), seq.into(), ts, now, payload).marker(marker);
+        self.mutate(|rtc| {
+            if let Some(tx) = rtc.direct_api().stream_tx_by_mid(mid, None) {
+                tx.write_rtp(packet);
+            }
+            Ok(())
+        });
+        // str0m sends queued RTP when time advances.
+        self.mutate(|rtc| rtc.handle_input(Input::Timeout(now)));
+        Ok(())
+    }
+
+    /// Starts closing: RTCP BYE and DTLS close_notify are queued, then [`LegOutput::Closed`].
+    pub fn close(&mut self) {
+        if self.closed {
+            return;
+        }
+        if self.rtc.is_none() {
+            self.finish();
+            return;
+        }
+        self.mutate(|rtc| rtc.close());
+    }
+
+    /// The next output. Queued outputs first; then, once `now` has reached the last
+    /// [`LegOutput::Timeout`], str0m's timers run (a mutation, drained at once); then
+    /// `Timeout(at)` for the next one. `None` before an offer was accepted (nothing to do, no
+    /// timer) and after [`LegOutput::Closed`].
+    pub fn poll(&mut self, now: Instant) -> Option<LegOutput> {
+        if let Some(o) = self.queue.pop_front() {
+            return Some(o);
+        }
+        self.rtc.as_ref()?;
+        if self.next_timeout.is_some_and(|t| now >= t) {
+            self.mutate(|rtc| rtc.handle_input(Input::Timeout(now)));
+            if let Some(o) = self.queue.pop_front() {
+                return Some(o);
+            }
+        }
+        self.rtc.as_ref()?;
+        self.next_timeout.map(LegOutput::Timeout)
+    }
+
+    fn rtc_config(&self, allowed: &[SdpCodec]) -> Result<RtcConfig, WebRtcError> {
+        let mut config = RtcConfig::new()
+            .set_ice_lite(true)
+            .set_rtp_mode(true)
+            .set_dtls_cert(self.cert.clone())
+            .set_local_ice_credentials(self.creds.clone())
+            .clear_codecs();
+        let mut audio = 0;
+        let mut seen: Vec<&str> = Vec::new();
+        for c in allowed {
+            let name = c.name.to_ascii_lowercase();
+            // One entry per codec: the first (preferred) one of the SIP answer.
+            if seen.iter().any(|s| s.eq_ignore_ascii_case(&c.name)) {
+                continue;
+            }
+            match (name.as_str(), c.clock_rate, c.channels) {
+                ("opus", 48000, 2) => config.codec_config().add_config(
+                    Pt::from(c.pt),
+                    None,
+                    Codec::Opus,
+                    Frequency::FORTY_EIGHT_KHZ,
+                    Some(2),
+                    FormatParams { min_p_time: Some(10), use_inband_fec: Some(true), ..FormatParams::default() },
+                ),
+                ("g722", 8000, 1) => config = config.enable_g722(true, false),
+                ("pcmu", 8000, 1) => config = config.enable_pcmu(true, false),
+                ("pcma", 8000, 1) => config = config.enable_pcma(true, false),
+                ("telephone-event", 8000, 1) => {
+                    let events = c.fmtp.as_deref().unwrap_or("0-16");
+                    config.codec_config().add_config(
+                        Pt::from(c.pt),
+                        None,
+                        Codec::Tele,
+                        Frequency::EIGHT_KHZ,
+                        None,
+                        FormatParams::parse_line(events),
+                    );
+                    seen.push(&c.name);
+                    continue;
+                }
+                _ => continue,
+            }
+            seen.push(&c.name);
+            audio += 1;
+        }
+        if audio == 0 {
+            return Err(WebRtcError::NoCodec);
+        }
+        Ok(config)
+    }
+
+    /// The local candidate a datagram sent to `local` arrived on: `local` itself if it is one,
+    /// else the first advertised address of its family with its port, else of its family.
+    fn local_candidate(&self, local: SocketAddr) -> SocketAddr {
+        let same_family = |a: &&SocketAddr| a.is_ipv4() == local.is_ipv4();
+        if self.candidates.contains(&local) {
+            return local;
+        }
+        self.candidates
+            .iter()
+            .filter(same_family)
+            .find(|a| a.port() == local.port())
+            .or_else(|| self.candidates.iter().find(same_family))
+            .copied()
+            .unwrap_or(local)
+    }
+
+    /// One mutation of the `Rtc`, then a full drain of `poll_output` (str0m's single-mutation
+    /// rule). An error or a panic closes the leg.
+    fn mutate(&mut self, f: impl FnOnce(&mut Rtc) -> Result<(), RtcError>) {
+        let Some(rtc) = self.rtc.as_mut() else {
+            return;
+        };
+        match guarded(|| f(rtc)) {
+            Some(Ok(())) => self.drain(),
+            Some(Err(e)) => {
+                log::debug!("browser leg {}: {e}", self.creds.ufrag);
+                self.finish();
+            }
+            None => self.finish(),
+        }
+    }
+
+    fn drain(&mut self) {
+        loop {
+            let Some(rtc) = self.rtc.as_mut() else {
+                return;
+            };
+            let output = guarded(|| rtc.poll_output());
+            let alive = rtc.is_alive();
+            match output {
+                Some(Ok(Output::Timeout(t))) => {
+                    self.next_timeout = Some(t);
+                    if !alive {
+                        self.finish();
+                    }
+                    return;
+                }
+                Some(Ok(Output::Transmit(t))) => self.queue.push_back(LegOutput::Transmit {
+                    to: t.destination,
+                    from: t.source,
+                    payload: t.contents.into(),
+                }),
+                Some(Ok(Output::Event(e))) => self.on_event(e),
+                Some(Err(e)) => {
+                    log::debug!("browser leg {}: {e}", self.creds.ufrag);
+                    self.finish();
+                    return;
+                }
+                None => {
+                    self.finish();
+                    return;
+                }
+            }
+        }
+    }
+
+    fn on_event(&mut self, e: Event) {
+        match e {
+            Event::Connected if !self.connected => {
+                self.connected = true;
+                self.queue.push_back(LegOutput::Connected);
+            }
+            Event::IceConnectionStateChange(s) => match (s, self.ice) {
+                (IceConnectionState::Disconnected, IceUp::Up) => {
+                    self.ice = IceUp::Lost;
+                    self.queue.push_back(LegOutput::Disconnected);
+                }
+                (IceConnectionState::Connected | IceConnectionState::Completed, IceUp::Lost) => {
+                    self.ice = IceUp::Up;
+                    self.queue.push_back(LegOutput::Reconnected);
+                }
+                (IceConnectionState::Connected | IceConnectionState::Completed, IceUp::Never) => self.ice = IceUp::Up,
+                _ => {}
+            },
+            Event::RtpPacket(p) => self.queue.push_back(LegOutput::Rtp {
+                pt: *p.header.payload_type,
+                seq: p.header.sequence_number,
+                ts: p.header.timestamp,
+                marker: p.header.marker,
+                ssrc: *p.header.ssrc,
+                payload: p.payload,
+            }),
+            Event::KeyframeRequest(k) => {
+                self.queue.push_back(LegOutput::KeyframeRequest { full_intra: k.kind == KeyframeRequestKind::Fir })
+            }
+            // The browser closed DTLS: str0m still drains its own close output (BYE,
+            // close_notify), then stops being alive, and `drain` reports Closed.
+            Event::Closed => {}
+            _ => {}
+        }
+    }
+
+    /// The leg is over: drop the `Rtc` (its memory, 60-130 kB) and report it once.
+    fn finish(&mut self) {
+        if !self.closed {
+            self.closed = true;
+            self.queue.push_back(LegOutput::Closed);
+        }
+        self.rtc = None;
+        self.next_timeout = None;
+    }
+
+    /// Back to the state before the first offer (a refused first offer).
+    fn reset(&mut self) {
+        self.rtc = None;
+        self.mid = None;
+        self.next_timeout = None;
+        self.queue.clear();
+        self.closed = false;
+        self.connected = false;
+        self.ice = IceUp::Never;
+    }
+}
+
+/// Runs a call into str0m, turning a panic into `None` (str0m's README: catch_unwind per `Rtc`
+/// and drop only the faulty instance).
+fn guarded<T>(f: impl FnOnce() -> T) -> Option<T> {
+    catch_unwind(AssertUnwindSafe(f)).ok()
+}
+
+/// The first audio m-line of an answer: its mid, and whether it is in use (a port and at least
+/// one format; str0m answers an offer it shares no codec with by disabling the m-line).
+fn answer_audio(answer: &str) -> Option<(String, bool)> {
+    let mut in_audio: Option<bool> = None;
+    for line in answer.lines().map(str::trim_end) {
+        if let Some(m) = line.strip_prefix("m=") {
+            if in_audio.is_some() {
+                return None; // the audio section had no a=mid
+            }
+            let mut parts = m.split_whitespace();
+            if parts.next() == Some("audio") {
+                let port = parts.next().unwrap_or("0");
+                in_audio = Some(port != "0" && parts.nth(1).is_some());
+            }
+        } else if let (Some(used), Some(mid)) = (in_audio, line.strip_prefix("a=mid:")) {
+            return Some((mid.to_string(), used));
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+    use str0m::change::SdpAnswer;
+    use str0m::media::MediaKind;
+
+    fn cert() -> DtlsIdentity {
+        str0m::crypto::from_feature_flags().dtls_provider.generate_certificate().expect("certificate").into()
+    }
+
+    /// A browser-like offer (full ICE, Opus + PCMU + telephone-event/8000 at 126) and the pending
+    /// state to accept the answer with.
+    fn offer(now: Instant) -> (Rtc, String, str0m::change::SdpPendingOffer) {
+        let mut config =
+            RtcConfig::new().set_rtp_mode(true).clear_codecs().enable_opus(true, false).enable_pcmu(true, false);
+        config.codec_config().add_config(
+            126.into(),
+            None,
+            Codec::Tele,
+            Frequency::EIGHT_KHZ,
+            None,
+            FormatParams::parse_line("0-16"),
+        );
+        let mut rtc = config.build(now);
+        rtc.add_local_candidate(Candidate::host("192.0.2.10:50000".parse().unwrap(), "udp").unwrap());
+        let mut api = rtc.sdp_api();
+        api.add_media(MediaKind::Audio, str0m::media::Direction::SendRecv, None, None, None);
+        let (offer, pending) = api.apply().expect("an offer");
+        (rtc, offer.to_sdp_string(), pending)
+    }
+
+    fn adv() -> Vec<SocketAddr> {
+        vec!["198.51.100.1:40000".parse().unwrap(), "[2001:db8::1]:40000".parse().unwrap()]
+    }
+
+    #[test]
+    fn answers_with_only_the_allowed_codecs() {
+        #[allow(clippy::disallowed_methods)] // str0m maps Instants to NTP from the real clock
+        let now = Instant::now();
+        let (mut browser, offer_sdp, pending) = offer(now);
+        let mut rng = Rng::new([3; 32]);
+        let mut leg = BrowserLeg::new(&cert(), &adv(), &mut rng);
+        assert_eq!(leg.ufrag().len(), UFRAG_HEX);
+        assert_eq!(leg.ufrag(), Rng::new([3; 32]).hex(UFRAG_HEX), "credentials come from our Rng");
+        assert_eq!(leg.poll(now), None, "nothing to do before the offer");
+        // Trickled before the answer: kept for later.
+        leg.add_remote_candidate("a=candidate:1 1 udp 2130706431 192.0.2.10 50000 typ host").unwrap();
+        leg.add_remote_candidate("").unwrap();
+        assert!(matches!(leg.add_remote_candidate("candidate:nonsense"), Err(WebRtcError::BadCandidate(_))));
+
+        let answer = leg.accept_offer(&offer_sdp, &[SdpCodec::pcmu(), SdpCodec::telephone_event(126)], now).unwrap();
+        let m = answer.lines().find(|l| l.starts_with("m=audio")).unwrap();
+        assert!(m.ends_with("UDP/TLS/RTP/SAVPF 0 126"), "{m}");
+        assert!(!answer.to_ascii_lowercase().contains("opus"));
+        assert!(answer.contains("a=ice-lite"));
+        assert!(answer.contains(&format!("a=ice-ufrag:{}", leg.ufrag())));
+        assert_eq!(answer.matches("a=candidate:").count(), 2, "{answer}");
+        assert!(answer.contains("198.51.100.1 40000 typ host") && answer.contains("2001:db8::1 40000 typ host"));
+        assert_eq!(leg.payload_types(), [0, 126]);
+        browser.sdp_api().accept_answer(pending, SdpAnswer::from_sdp_string(&answer).unwrap()).unwrap();
+        assert!(matches!(leg.poll(now), Some(LegOutput::Timeout(_))));
+        assert_eq!(leg.write_rtp(now, 0, 1, 0, false, &[0xff; 160]), Err(WebRtcError::NotReady));
+        leg.close();
+        assert_eq!(leg.poll(now + Duration::from_millis(1)), Some(LegOutput::Closed));
+        assert_eq!(leg.poll(now), None);
+        assert!(!leg.is_alive());
+    }
+
+    #[test]
+    fn refuses_offers_without_a_common_codec() {
+        #[allow(clippy::disallowed_methods)] // str0m maps Instants to NTP from the real clock
+        let now = Instant::now();
+        let (_browser, offer_sdp, _) = offer(now);
+        let mut leg = BrowserLeg::new(&cert(), &adv(), &mut Rng::new([4; 32]));
+        // Only things the browser leg does not carry.
+        let vp8_only = [SdpCodec::vp8(96), SdpCodec::telephone_event(101)];
+        assert_eq!(leg.accept_offer(&offer_sdp, &vp8_only, now), Err(WebRtcError::NoCodec));
+        assert!(matches!(leg.accept_offer("v=0\r\nnonsense", &[SdpCodec::pcmu()], now), Err(WebRtcError::BadOffer(_))));
+        // PCMA is carried but not offered: the audio m-line is refused.
+        assert_eq!(leg.accept_offer(&offer_sdp, &[SdpCodec::pcma()], now), Err(WebRtcError::NoCodec));
+    }
+
+    #[test]
+    fn local_candidate_for_wildcard_and_nat() {
+        let leg = BrowserLeg::new(&cert(), &adv(), &mut Rng::new([5; 32]));
+        let v4: SocketAddr = "198.51.100.1:40000".parse().unwrap();
+        let v6: SocketAddr = "[2001:db8::1]:40000".parse().unwrap();
+        assert_eq!(leg.local_candidate(v4), v4);
+        assert_eq!(leg.local_candidate("0.0.0.0:40000".parse().unwrap()), v4);
+        assert_eq!(leg.local_candidate("10.0.0.5:40000".parse().unwrap()), v4);
+        assert_eq!(leg.local_candidate("[::]:40000".parse().unwrap()), v6);
+    }
+
+    #[test]
+    fn identity_debug_hides_the_key() {
+        let id = DtlsIdentity::from_der(vec![1, 2, 3], vec![0x42; 40]);
+        let text = format!("{id:?}");
+        assert!(text.contains("certificate: 3") && !text.contains("66"), "{text}");
+        assert_eq!(id.clone(), id);
+        assert_ne!(id, DtlsIdentity::from_der(vec![1, 2, 3], vec![0x43; 40]));
+    }
+}
