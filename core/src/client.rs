@@ -7,7 +7,7 @@ use crate::api::{self, Dialect, Event, Request, RequestBody};
 use crate::config::Config;
 use crate::ids::ConnId;
 use crate::rng::Rng;
-use crate::sip::stack::{PushContact, RegId, RegParams, SipStack};
+use crate::sip::stack::{PushContact, RegId, RegParams, SipIdentity, SipStack};
 use std::collections::BTreeMap;
 use std::time::Instant;
 
@@ -128,11 +128,13 @@ impl Client {
                     ctx.unregister(old);
                 }
                 let params = RegParams {
-                    aor: acc.aor.clone(),
-                    secret: acc.password.clone(),
-                    display_name: acc.display_name.clone(),
-                    user_agent: acc.user_agent.clone(),
-                    contact_user: contact_user(&acc.aor, ctx.rng),
+                    identity: SipIdentity {
+                        aor: acc.aor.clone(),
+                        secret: acc.password.clone(),
+                        display_name: acc.display_name.clone(),
+                        user_agent: acc.user_agent.clone(),
+                        contact_user: contact_user(&acc.aor, ctx.rng),
+                    },
                     push: acc.push.as_ref().map(|p| PushContact {
                         app: p.app.clone(),
                         token: p.token.clone(),

@@ -11,7 +11,7 @@ use sylkgw_core::config::SipConfig;
 use sylkgw_core::rng::Rng;
 use sylkgw_core::sip::calls::{CallParams, LegId};
 use sylkgw_core::sip::invite::CallProgress;
-use sylkgw_core::sip::stack::{SipEvent, SipOutput, SipStack};
+use sylkgw_core::sip::stack::{SipEvent, SipIdentity, SipOutput, SipStack};
 use sylkgw_core::sip::transport::TransportOut;
 use sylkgw_core::SocketId;
 
@@ -37,11 +37,13 @@ impl Harness {
 
     fn call(&mut self) -> LegId {
         let params = CallParams {
-            aor: "alice@example.com".into(),
-            secret: "secret".into(),
-            display_name: Some("Alice".into()),
-            user_agent: None,
-            contact_user: "alice-1".into(),
+            identity: SipIdentity {
+                aor: "alice@example.com".into(),
+                secret: "secret".into(),
+                display_name: Some("Alice".into()),
+                user_agent: None,
+                contact_user: "alice-1".into(),
+            },
             target: "bob@example.com".into(),
             sdp:
                 b"v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\nm=audio 40000 RTP/AVP 0\r\n"
@@ -207,11 +209,13 @@ impl Harness {
     /// Registers alice (Contact user `alice-1`) so INVITEs for her Contact are ours.
     fn registered(&mut self) {
         let params = sylkgw_core::sip::stack::RegParams {
-            aor: "alice@example.com".into(),
-            secret: "secret".into(),
-            display_name: None,
-            user_agent: None,
-            contact_user: "alice-1".into(),
+            identity: SipIdentity {
+                aor: "alice@example.com".into(),
+                secret: "secret".into(),
+                display_name: None,
+                user_agent: None,
+                contact_user: "alice-1".into(),
+            },
             push: None,
         };
         self.stack.register(params, self.now, &mut self.rng);

@@ -33,30 +33,16 @@ pub enum LegTx {
 }
 
 /// Who calls whom, and what.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct CallParams {
-    /// The caller's AOR, `user@domain`.
-    pub aor: String,
-    /// The account's password or HA1.
-    pub secret: String,
-    /// For From.
-    pub display_name: Option<String>,
-    /// `User-Agent`.
-    pub user_agent: Option<String>,
-    /// Our Contact's user part.
-    pub contact_user: String,
+    /// The caller's account.
+    pub identity: super::stack::SipIdentity,
     /// The callee, `user@domain` (no scheme).
     pub target: String,
     /// The SDP offer for the SIP side.
     pub sdp: Vec<u8>,
     /// Extra headers for the INVITE (sylkRTC `headers`).
     pub headers: Vec<(String, String)>,
-}
-
-impl std::fmt::Debug for CallParams {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CallParams").field("aor", &self.aor).field("target", &self.target).finish_non_exhaustive()
-    }
 }
 
 /// One outgoing call.
@@ -166,9 +152,9 @@ impl SipStack {
             &format!("SIP/2.0/{} {vhost}:{vport};rport;branch={branch}", transport.via_token()),
         );
         put(&mut h, HeaderName::MaxForwards, "70");
-        let from = match &p.display_name {
-            Some(d) => format!("\"{}\" <sip:{}>;tag={}", d.replace('"', "\\\""), p.aor, leg.from_tag),
-            None => format!("<sip:{}>;tag={}", p.aor, leg.from_tag),
+        let from = match &p.identity.display_name {
+            Some(d) => format!("\"{}\" <sip:{}>;tag={}", d.replace('"', "\\\""), p.identity.aor, leg.from_tag),
+            None => format!("<sip:{}>;tag={}", p.identity.aor, leg.from_tag),
         };
         put(&mut h, HeaderName::From, &from);
         put(&mut h, HeaderName::To, &format!("<sip:{}>", p.target));
@@ -177,7 +163,7 @@ impl SipStack {
         if proxy {
             put(&mut h, HeaderName::Route, &leg.hop.route());
         }
-        let mut contact = format!("sip:{}@{vhost}:{vport}", p.contact_user);
+        let mut contact = format!("sip:{}@{vhost}:{vport}", p.identity.contact_user);
         if transport != Transport::Udp {
             contact.push_str(&format!(";transport={}", transport.param()));
         }
@@ -188,12 +174,12 @@ impl SipStack {
         for (name, value) in &p.headers {
             h.push(HeaderName::parse(name), value.as_bytes().to_vec());
         }
-        let ua = p.user_agent.clone().unwrap_or_else(|| self.cfg.user_agent.clone());
+        let ua = p.identity.user_agent.clone().unwrap_or_else(|| self.cfg.user_agent.clone());
         put(&mut h, HeaderName::UserAgent, &ua);
         put(&mut h, HeaderName::Allow, ALLOW);
         put(&mut h, HeaderName::ContentType, "application/sdp");
         let Ok(uri) = format!("sip:{}", p.target).parse() else {
-            log::info!("call from {}: bad target {}", p.aor, p.target);
+            log::info!("call from {}: bad target {}", p.identity.aor, p.target);
             return self.end_leg(id, "416 Unsupported URI Scheme");
         };
         let req = Request { method: Method::Invite, uri, headers: h, body: p.sdp.clone() };
@@ -294,18 +280,19 @@ impl SipStack {
                 }
                 UacAction::Authenticate { challenge, proxy, nc } => {
                     let Some(leg) = self.legs.get_mut(&id) else { continue };
-                    let username = leg.params.aor.split_once('@').map_or(leg.params.aor.as_str(), |(u, _)| u);
+                    let username =
+                        leg.params.identity.aor.split_once('@').map_or(leg.params.identity.aor.as_str(), |(u, _)| u);
                     let uri = format!("sip:{}", leg.params.target);
                     let cnonce = rng.hex(16);
                     let answer = Answer { username, method: "INVITE", uri: &uri, cnonce: &cnonce, nc };
-                    match digest::authorize(&challenge, Secret::from_sylkrtc(&leg.params.secret), &answer) {
+                    match digest::authorize(&challenge, Secret::from_sylkrtc(&leg.params.identity.secret), &answer) {
                         Ok(value) => {
                             let name = if proxy { HeaderName::ProxyAuthorization } else { HeaderName::Authorization };
                             leg.auth = Some((name, value));
                             self.send_invite(id, now, rng);
                         }
                         Err(e) => {
-                            log::info!("call from {}: {e}", leg.params.aor);
+                            log::info!("call from {}: {e}", leg.params.identity.aor);
                             let code = if proxy { "407 Proxy Authentication Required" } else { "401 Unauthorized" };
                             self.end_leg(id, code);
                         }

@@ -63,9 +63,9 @@ pub struct PushContact {
     pub silent: bool,
 }
 
-/// Who registers, and how.
+/// The account a registration or a call acts for.
 #[derive(Clone)]
-pub struct RegParams {
+pub struct SipIdentity {
     /// `user@domain` (no scheme).
     pub aor: String,
     /// The account's password or HA1 (sylkRTC's `password`).
@@ -76,17 +76,25 @@ pub struct RegParams {
     pub user_agent: Option<String>,
     /// Our Contact's user part, unique per account and connection.
     pub contact_user: String,
-    /// Push parameters.
-    pub push: Option<PushContact>,
 }
 
-impl std::fmt::Debug for RegParams {
+impl std::fmt::Debug for SipIdentity {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RegParams")
+        // The secret is never printed.
+        f.debug_struct("SipIdentity")
             .field("aor", &self.aor)
             .field("contact_user", &self.contact_user)
             .finish_non_exhaustive()
     }
+}
+
+/// Who registers, and how.
+#[derive(Clone, Debug)]
+pub struct RegParams {
+    /// The account.
+    pub identity: SipIdentity,
+    /// Push parameters.
+    pub push: Option<PushContact>,
 }
 
 /// Why a timer is armed.
@@ -262,7 +270,7 @@ impl SipStack {
     pub fn register(&mut self, params: RegParams, now: Instant, rng: &mut Rng) -> RegId {
         let id = RegId(self.next_reg);
         self.next_reg += 1;
-        let domain = params.aor.split_once('@').map_or(params.aor.as_str(), |(_, d)| d).to_string();
+        let domain = params.identity.aor.split_once('@').map_or(params.identity.aor.as_str(), |(_, d)| d).to_string();
         let hop = self.proxy.clone().unwrap_or_else(|| {
             ProxySpec::parse(&domain).unwrap_or(ProxySpec {
                 host: domain.clone(),
@@ -318,7 +326,7 @@ impl SipStack {
 
     fn contact_uri(&self, p: &RegParams, transport: Transport) -> String {
         let (host, port) = self.advertised(transport);
-        let mut uri = format!("sip:{}@{host}:{port}", p.contact_user);
+        let mut uri = format!("sip:{}@{host}:{port}", p.identity.contact_user);
         if transport != Transport::Udp {
             uri.push_str(&format!(";transport={}", transport.param()));
         }
@@ -365,7 +373,7 @@ impl SipStack {
         e.cseq += 1;
         let branch = format!("z9hG4bK{}", rng.hex(20));
         let transport = e.hop.transport;
-        let domain = e.params.aor.split_once('@').map_or(e.params.aor.as_str(), |(_, d)| d);
+        let domain = e.params.identity.aor.split_once('@').map_or(e.params.identity.aor.as_str(), |(_, d)| d);
         let ruri = format!("sip:{domain}");
         let (vhost, vport) = self.advertised(transport);
         let e = self.regs.get_mut(&id).expect("present");
@@ -376,12 +384,12 @@ impl SipStack {
             &format!("SIP/2.0/{} {vhost}:{vport};rport;branch={branch}", transport.via_token()),
         );
         put(&mut h, HeaderName::MaxForwards, "70");
-        let from = match &e.params.display_name {
-            Some(d) => format!("\"{}\" <sip:{}>;tag={}", d.replace('"', "\\\""), e.params.aor, e.from_tag),
-            None => format!("<sip:{}>;tag={}", e.params.aor, e.from_tag),
+        let from = match &e.params.identity.display_name {
+            Some(d) => format!("\"{}\" <sip:{}>;tag={}", d.replace('"', "\\\""), e.params.identity.aor, e.from_tag),
+            None => format!("<sip:{}>;tag={}", e.params.identity.aor, e.from_tag),
         };
         put(&mut h, HeaderName::From, &from);
-        put(&mut h, HeaderName::To, &format!("<sip:{}>", e.params.aor));
+        put(&mut h, HeaderName::To, &format!("<sip:{}>", e.params.identity.aor));
         put(&mut h, HeaderName::CallId, &e.call_id);
         put(&mut h, HeaderName::CSeq, &format!("{} REGISTER", e.cseq));
         if self.proxy.is_some() {
@@ -390,16 +398,16 @@ impl SipStack {
         put(&mut h, HeaderName::Contact, &format!("<{}>;expires={}", e.contact_uri, send.expires));
         put(&mut h, HeaderName::Expires, &send.expires.to_string());
         if let Some((challenge, proxy, nc)) = &send.auth {
-            let username = e.params.aor.split_once('@').map_or(e.params.aor.as_str(), |(u, _)| u);
+            let username = e.params.identity.aor.split_once('@').map_or(e.params.identity.aor.as_str(), |(u, _)| u);
             let cnonce = rng.hex(16);
             let answer = Answer { username, method: "REGISTER", uri: &ruri, cnonce: &cnonce, nc: *nc };
-            match digest::authorize(challenge, Secret::from_sylkrtc(&e.params.secret), &answer) {
+            match digest::authorize(challenge, Secret::from_sylkrtc(&e.params.identity.secret), &answer) {
                 Ok(value) => {
                     let name = if *proxy { HeaderName::ProxyAuthorization } else { HeaderName::Authorization };
                     put(&mut h, name, &value);
                 }
                 Err(err) => {
-                    log::info!("registration of {}: {err}", e.params.aor);
+                    log::info!("registration of {}: {err}", e.params.identity.aor);
                     let resp = RegResponse { code: 403, reason: "Forbidden".into(), ..RegResponse::default() };
                     let mut changes = Vec::new();
                     e.reg.on_response(&resp, now, &mut changes);
@@ -409,11 +417,11 @@ impl SipStack {
                 }
             }
         }
-        let ua = e.params.user_agent.clone().unwrap_or_else(|| self.cfg.user_agent.clone());
+        let ua = e.params.identity.user_agent.clone().unwrap_or_else(|| self.cfg.user_agent.clone());
         put(&mut h, HeaderName::UserAgent, &ua);
         put(&mut h, HeaderName::Allow, ALLOW);
         let Ok(uri) = ruri.parse() else {
-            log::error!("registration of {}: bad request URI {ruri}", e.params.aor);
+            log::error!("registration of {}: bad request URI {ruri}", e.params.identity.aor);
             return;
         };
         let mut req = Request { method: Method::Register, uri, headers: h, body: Vec::new() };
@@ -500,7 +508,7 @@ impl SipStack {
                 }
             }
             None => {
-                log::info!("registration of {}: cannot resolve {}", e.params.aor, e.hop.host);
+                log::info!("registration of {}: cannot resolve {}", e.params.identity.aor, e.hop.host);
                 let resp = RegResponse { code: 503, reason: "Service Unavailable".into(), ..RegResponse::default() };
                 self.reg_response(id, &resp, now, rng);
             }
@@ -768,7 +776,7 @@ impl SipStack {
     fn reg_of_user(&self, req: &Request) -> Option<RegId> {
         let super::uri::Uri::Sip(uri) = &req.uri else { return None };
         let user = uri.user.as_deref()?;
-        self.regs.iter().find(|(_, e)| e.params.contact_user == user).map(|(id, _)| *id)
+        self.regs.iter().find(|(_, e)| e.params.identity.contact_user == user).map(|(id, _)| *id)
     }
 
     fn respond(&mut self, key: &ServerKey, req: &Request, code: u16, reason: &str, now: Instant) {
