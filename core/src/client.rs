@@ -8,8 +8,18 @@ use crate::config::Config;
 use crate::ids::ConnId;
 use crate::rng::Rng;
 use crate::sip::stack::{PushContact, RegId, RegParams, SipIdentity, SipStack};
-use std::collections::BTreeMap;
-use std::time::Instant;
+use std::collections::{BTreeMap, VecDeque};
+use std::time::{Duration, Instant};
+
+/// The window of `Config::max_requests_per_second`.
+const RATE_WINDOW: Duration = Duration::from_secs(1);
+/// The `error` for an `account-add` beyond `Config::max_accounts_per_connection`.
+pub const TOO_MANY_ACCOUNTS: &str = "Too many accounts on this connection";
+/// The `error` (and WebSocket close reason) for a request beyond
+/// `Config::max_requests_per_second`.
+pub const TOO_MANY_REQUESTS: &str = "Too many requests";
+/// WebSocket close code for a policy violation (RFC 6455 §7.4.1).
+pub const CLOSE_POLICY_VIOLATION: u16 = 1008;
 
 /// What a connection's requests may use of the rest of the gateway.
 pub struct SipCtx<'a> {
@@ -38,12 +48,15 @@ pub struct Client {
     /// Negotiated dialect.
     pub dialect: Dialect,
     accounts: BTreeMap<String, Account>,
+    /// When the requests of the last [`RATE_WINDOW`] arrived, oldest first (at most
+    /// `Config::max_requests_per_second` entries).
+    recent: VecDeque<Instant>,
 }
 
 impl Client {
     /// A fresh connection.
     pub fn new(dialect: Dialect) -> Self {
-        Self { dialect, accounts: BTreeMap::new() }
+        Self { dialect, accounts: BTreeMap::new(), recent: VecDeque::new() }
     }
 
     /// Number of accounts added.
@@ -51,8 +64,29 @@ impl Client {
         self.accounts.len()
     }
 
-    /// Handles one text message; pushes the events to send, in order.
-    pub fn handle_text(&mut self, text: &str, config: &Config, ctx: &mut SipCtx<'_>, out: &mut Vec<Event>) {
+    /// Handles one text message; pushes the events to send, in order. Returns the WebSocket
+    /// close (code, reason) the gateway must start when the message broke a limit: the first
+    /// message over `max_requests_per_second` is answered `error` "Too many requests" (when it
+    /// has a transaction) and closes with 1008.
+    pub fn handle_text(
+        &mut self,
+        text: &str,
+        config: &Config,
+        ctx: &mut SipCtx<'_>,
+        out: &mut Vec<Event>,
+    ) -> Option<(u16, &'static str)> {
+        if !self.within_rate(ctx.now, config.max_requests_per_second) {
+            let transaction = match api::decode(text) {
+                Ok(request) => Some(request.transaction),
+                Err(e) => e.reply().and_then(|r| match r {
+                    Event::Error { transaction, .. } => Some(transaction),
+                    _ => None,
+                }),
+            };
+            log::warn!("{}: more than {} requests per second; closing", ctx.conn, config.max_requests_per_second);
+            out.extend(transaction.map(|transaction| Event::Error { transaction, error: TOO_MANY_REQUESTS.into() }));
+            return Some((CLOSE_POLICY_VIOLATION, TOO_MANY_REQUESTS));
+        }
         match api::decode(text) {
             Ok(request) => self.handle_request(request, config, ctx, out),
             Err(e) => {
@@ -60,6 +94,19 @@ impl Client {
                 out.extend(e.reply());
             }
         }
+        None
+    }
+
+    /// Counts a request arriving at `now` in the sliding window; false when it is over `max`.
+    fn within_rate(&mut self, now: Instant, max: usize) -> bool {
+        while self.recent.front().is_some_and(|&t| now.saturating_duration_since(t) >= RATE_WINDOW) {
+            self.recent.pop_front();
+        }
+        if self.recent.len() >= max {
+            return false;
+        }
+        self.recent.push_back(now);
+        true
     }
 
     /// The connection is gone: every registration it made is removed (`Expires: 0`).
@@ -91,6 +138,9 @@ impl Client {
             RequestBody::AccountAdd { account, password, display_name, user_agent, incoming_header_prefixes } => {
                 if self.accounts.contains_key(&account) {
                     return Err(format!("Account {account} already added"));
+                }
+                if self.accounts.len() >= config.max_accounts_per_connection {
+                    return Err(TOO_MANY_ACCOUNTS.into());
                 }
                 let new = Account {
                     aor: account,
@@ -219,8 +269,58 @@ mod tests {
         #[allow(clippy::disallowed_methods)] // an epoch for the test
         let now = Instant::now();
         let mut ctx = SipCtx { sip: &mut sip, rng: &mut rng, now, conn: ConnId(1), regs: &mut regs };
-        c.handle_text(text, cfg, &mut ctx, &mut out);
+        assert_eq!(c.handle_text(text, cfg, &mut ctx, &mut out), None);
         out.iter().map(api::sylkrtc2::encode).collect()
+    }
+
+    #[test]
+    fn accounts_per_connection() {
+        let cfg = Config { max_accounts_per_connection: 2, ..Config::default() };
+        let mut c = Client::new(Dialect::V2);
+        let add = |t: u32, user: &str| {
+            format!(r#"{{"sylkrtc":"account-add","transaction":"{t}","account":"{user}@example.com","password":"x"}}"#)
+        };
+        assert_eq!(run(&mut c, &cfg, &add(1, "a")), [r#"{"sylkrtc":"ack","transaction":"1"}"#]);
+        assert_eq!(run(&mut c, &cfg, &add(2, "b")), [r#"{"sylkrtc":"ack","transaction":"2"}"#]);
+        let too_many = r#"{"sylkrtc":"error","transaction":"3","error":"Too many accounts on this connection"}"#;
+        assert_eq!(run(&mut c, &cfg, &add(3, "c")), [too_many]);
+        // A duplicate is still reported as one; a removal makes room again.
+        let dup = r#"{"sylkrtc":"error","transaction":"4","error":"Account a@example.com already added"}"#;
+        assert_eq!(run(&mut c, &cfg, &add(4, "a")), [dup]);
+        let rm = r#"{"sylkrtc":"account-remove","transaction":"5","account":"a@example.com"}"#;
+        assert_eq!(run(&mut c, &cfg, rm), [r#"{"sylkrtc":"ack","transaction":"5"}"#]);
+        assert_eq!(run(&mut c, &cfg, &add(6, "c")), [r#"{"sylkrtc":"ack","transaction":"6"}"#]);
+        assert_eq!(c.account_count(), 2);
+    }
+
+    #[test]
+    fn requests_per_second_slide() {
+        let cfg = Config { max_requests_per_second: 3, ..Config::default() };
+        let mut c = Client::new(Dialect::V2);
+        let mut sip = SipStack::new(cfg.sip.clone());
+        let mut rng = Rng::new([1; 32]);
+        let mut regs = BTreeMap::new();
+        #[allow(clippy::disallowed_methods)] // an epoch for the test
+        let t0 = Instant::now();
+        let mut send = |ms: u64, text: &str| {
+            let now = t0 + Duration::from_millis(ms);
+            let mut ctx = SipCtx { sip: &mut sip, rng: &mut rng, now, conn: ConnId(1), regs: &mut regs };
+            let mut out = Vec::new();
+            let close = c.handle_text(text, &cfg, &mut ctx, &mut out);
+            (out.iter().map(api::sylkrtc2::encode).collect::<Vec<_>>(), close)
+        };
+        let ping = |t: u32| format!(r#"{{"sylkrtc":"ping","transaction":"{t}"}}"#);
+        let ack = |t: u32| vec![format!(r#"{{"sylkrtc":"ack","transaction":"{t}"}}"#)];
+        assert_eq!(send(0, &ping(1)), (ack(1), None));
+        assert_eq!(send(100, &ping(2)), (ack(2), None));
+        // Garbage counts as a request too.
+        assert_eq!(send(200, "{nope"), (vec![], None));
+        // 1 s after the first, it has left the window: room for one more.
+        assert_eq!(send(1000, &ping(3)), (ack(3), None));
+        let over = r#"{"sylkrtc":"error","transaction":"4","error":"Too many requests"}"#;
+        assert_eq!(send(1099, &ping(4)), (vec![over.to_string()], Some((1008, "Too many requests"))));
+        // Over the limit without a transaction: no error event, still closed.
+        assert_eq!(send(1099, "{nope").1, Some((1008, "Too many requests")));
     }
 
     #[test]

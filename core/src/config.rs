@@ -28,6 +28,16 @@ pub struct Config {
     pub max_websocket_message_size: usize,
     /// Seconds a client has to complete the HTTP upgrade before the connection is dropped.
     pub http_handshake_timeout: u64,
+    /// Most accounts one WebSocket may add (default 20); one more `account-add` gets the
+    /// `error` "Too many accounts on this connection".
+    pub max_accounts_per_connection: usize,
+    /// Most sylkRTC requests (WebSocket text messages) one connection may send in any 1-second
+    /// window (default 50, at least 1). The first one over it gets the `error` "Too many
+    /// requests" and the WebSocket is closed with 1008 (policy violation).
+    pub max_requests_per_second: usize,
+    /// Most live web connections (any phase) from one peer IP (default 100, at least 1). A
+    /// connection accepted beyond it is closed at once, before any HTTP.
+    pub max_connections_per_ip: usize,
     /// The SIP side.
     pub sip: SipConfig,
     /// The browser (WebRTC) media legs.
@@ -61,6 +71,11 @@ pub struct SipConfig {
     pub user_agent: String,
     /// Largest SIP message accepted (bytes), on every transport.
     pub max_message_size: usize,
+    /// Most SIP transactions, client and server together, alive at once (`max_sip_transactions`,
+    /// default 10000). A REGISTER beyond it is not sent and fails at once as if answered 503
+    /// (the registration reports `failed` "503 Service Unavailable"); a new request received
+    /// beyond it is answered 503 statelessly. Call legs' transactions count but are not refused.
+    pub max_transactions: usize,
     /// PEM text of the CA certificates that SIP TLS servers are verified against (RFC 5922):
     /// the runtime reads `sip_tls_ca_file` into it. `None`: TLS flows fail (no trust roots).
     /// Never serialised.
@@ -104,6 +119,7 @@ impl Default for SipConfig {
             register_ttl: 600,
             user_agent: concat!("sylkgw/", env!("CARGO_PKG_VERSION")).to_string(),
             max_message_size: 64 * 1024,
+            max_transactions: 10_000,
             tls_ca_pem: None,
             tls_replay_plaintext: false,
         }
@@ -268,6 +284,9 @@ impl Default for Config {
             max_http_header_size: 8 * 1024,
             max_websocket_message_size: 256 * 1024,
             http_handshake_timeout: 10,
+            max_accounts_per_connection: 20,
+            max_requests_per_second: 50,
+            max_connections_per_ip: 100,
             sip: SipConfig::default(),
             webrtc: WebRtcConfig::default(),
             media: MediaConfig::default(),
@@ -353,6 +372,14 @@ fn parse_num<T: std::str::FromStr>(key: &str, value: &str, expected: &'static st
     value.parse().map_err(|_| ConfigError::BadValue { key: key.into(), value: value.into(), expected })
 }
 
+/// A count that must be at least 1 (0 would refuse everything).
+fn parse_at_least_one(key: &str, value: &str) -> Result<usize, ConfigError> {
+    match parse_num(key, value, "a number (at least 1)")? {
+        0 => Err(ConfigError::BadValue { key: key.into(), value: value.into(), expected: "at least 1" }),
+        n => Ok(n),
+    }
+}
+
 fn non_empty(v: &str) -> Option<String> {
     (!v.is_empty()).then(|| v.to_string())
 }
@@ -377,6 +404,9 @@ impl Config {
             "max_http_header_size" => self.max_http_header_size = parse_num(k, v, "a size in bytes")?,
             "max_websocket_message_size" => self.max_websocket_message_size = parse_num(k, v, "a size in bytes")?,
             "http_handshake_timeout" => self.http_handshake_timeout = parse_num(k, v, "a number of seconds")?,
+            "max_accounts_per_connection" => self.max_accounts_per_connection = parse_num(k, v, "a number")?,
+            "max_requests_per_second" => self.max_requests_per_second = parse_at_least_one(k, v)?,
+            "max_connections_per_ip" => self.max_connections_per_ip = parse_at_least_one(k, v)?,
             "sip_listen" => self.sip.listen = parse_num(k, v, "HOST:PORT")?,
             "sip_advertised_address" => self.sip.advertised_address = non_empty(v),
             "outbound_sip_proxy" => {
@@ -392,6 +422,7 @@ impl Config {
             "register_ttl" => self.sip.register_ttl = parse_num(k, v, "a number of seconds")?,
             "sip_user_agent" => self.sip.user_agent = v.to_string(),
             "max_sip_message_size" => self.sip.max_message_size = parse_num(k, v, "a size in bytes")?,
+            "max_sip_transactions" => self.sip.max_transactions = parse_num(k, v, "a number")?,
             _ => return Ok(false),
         }
         Ok(true)
@@ -423,6 +454,25 @@ mod tests {
         assert!(matches!(c.apply(e), Err(ConfigError::BadValue { .. })));
         let e = &parse_ini("listen = 1").unwrap()[0];
         assert_eq!(c.apply(e), Ok(false));
+    }
+
+    #[test]
+    fn limits() {
+        let c = Config::default();
+        assert_eq!((c.max_accounts_per_connection, c.max_requests_per_second, c.max_connections_per_ip), (20, 50, 100));
+        assert_eq!(c.sip.max_transactions, 10_000);
+        let text = "max_accounts_per_connection = 0\nmax_requests_per_second = 5\n\
+                    max_connections_per_ip = 2\nmax_sip_transactions = 7\n";
+        let mut c = Config::default();
+        for e in parse_ini(text).unwrap() {
+            assert!(c.apply(&e).unwrap(), "{e:?}");
+        }
+        assert_eq!((c.max_accounts_per_connection, c.max_requests_per_second, c.max_connections_per_ip), (0, 5, 2));
+        assert_eq!(c.sip.max_transactions, 7);
+        for bad in ["max_requests_per_second = 0", "max_connections_per_ip = 0", "max_sip_transactions = many"] {
+            let e = &parse_ini(bad).unwrap()[0];
+            assert!(matches!(c.apply(e), Err(ConfigError::BadValue { .. })), "{bad}");
+        }
     }
 
     #[test]

@@ -18,7 +18,7 @@ use crate::time::{Clock, TimerTable};
 use crate::transport::tls::{self, TlsStream};
 use crate::ws::conn::{WsConn, WsEnd, WsEvent};
 use std::collections::{BTreeMap, VecDeque};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -48,6 +48,9 @@ pub struct Gateway {
     now: Instant,
     rng: Rng,
     conns: BTreeMap<ConnId, Conn>,
+    /// Live web connections per peer IP (`Config::max_connections_per_ip`); an IP with none
+    /// has no entry.
+    per_ip: BTreeMap<IpAddr, usize>,
     sip: SipStack,
     /// The SIP UDP socket, once bound.
     sip_udp: Option<SocketId>,
@@ -164,6 +167,7 @@ impl Gateway {
             now,
             rng: Rng::new(seed),
             conns: BTreeMap::new(),
+            per_ip: BTreeMap::new(),
             sip,
             sip_udp: None,
             media,
@@ -397,6 +401,15 @@ impl Gateway {
             log::error!("{id}: accepted twice; dropping the old connection");
             self.forget(id);
         }
+        let from_ip = self.per_ip.get(&peer.ip()).copied().unwrap_or(0);
+        if from_ip >= self.config.max_connections_per_ip {
+            log::warn!("{id}: {from_ip} connections from {} already; closing", peer.ip());
+            if let Some(rec) = &mut self.recorder {
+                rec.close_out(self.now, id);
+            }
+            self.out.push_back(Output::StreamClose { conn: id });
+            return;
+        }
         let tls = match (&self.tls, listener) {
             (Some(cfg), Listener::Web) => match TlsStream::new(cfg.clone()) {
                 Ok(t) => Some(Box::new(t)),
@@ -411,6 +424,7 @@ impl Gateway {
         };
         log::debug!("{id}: accepted from {peer}");
         self.conns.insert(id, Conn { peer, tls, phase: Phase::Http(Vec::new()), pending: Vec::new(), close: false });
+        *self.per_ip.entry(peer.ip()).or_default() += 1;
         if self.shutting_down {
             self.close_now(id);
             return;
@@ -558,9 +572,12 @@ impl Gateway {
                         conn: id,
                         regs: &mut self.regs,
                     };
-                    session.client.handle_text(&text, &self.config, &mut ctx, &mut events);
+                    let close = session.client.handle_text(&text, &self.config, &mut ctx, &mut events);
                     for e in &events {
                         self.send_event(id, e);
+                    }
+                    if let Some((code, reason)) = close {
+                        self.close_ws(id, code, reason);
                     }
                 }
                 WsEvent::Binary(n) => log::warn!("{id}: received invalid binary message ({n} bytes); ignored"),
@@ -666,6 +683,12 @@ impl Gateway {
     /// Drops everything `id` owned. Nothing more is emitted for it.
     fn forget(&mut self, id: ConnId) {
         if let Some(conn) = self.conns.remove(&id) {
+            if let Some(n) = self.per_ip.get_mut(&conn.peer.ip()) {
+                *n -= 1;
+                if *n == 0 {
+                    self.per_ip.remove(&conn.peer.ip());
+                }
+            }
             if let Phase::Ws(mut s) = conn.phase {
                 if s.client.account_count() > 0 {
                     log::info!("{id}: connection gone; {} account(s) removed", s.client.account_count());

@@ -86,6 +86,10 @@ replay!(
     web_phone_page,
     sip_register_large_tcp,
     media_sockets,
+    limit_accounts,
+    limit_requests,
+    limit_connections_per_ip,
+    limit_sip_transactions,
 );
 
 /// A changed expectation fails, and the failure shows what changed.

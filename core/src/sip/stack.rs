@@ -358,6 +358,12 @@ impl SipStack {
     }
 
     fn send_register(&mut self, id: RegId, send: SendRegister, now: Instant, rng: &mut Rng) {
+        // `SipConfig::max_transactions`: no room for the REGISTER's transaction; it fails at once.
+        if self.transactions_full() {
+            log::warn!("{} SIP transactions in flight; REGISTER not sent", self.cfg.max_transactions);
+            let resp = RegResponse { code: 503, reason: "Service Unavailable".into(), ..RegResponse::default() };
+            return self.reg_response(id, &resp, now, rng);
+        }
         let Some(e) = self.regs.get_mut(&id) else { return };
         let Some(addr) = e.resolved.or_else(|| e.hop.ip().map(|ip| SocketAddr::new(ip, e.hop.port_or_default())))
         else {
@@ -440,6 +446,11 @@ impl SipStack {
         // RFC 5922 §4: a TLS next hop is verified (and named in SNI) by its domain.
         let name = e.hop.host.clone();
         self.send_client(branch, bytes, peer, &name, Owner::Reg(id), Kind::NonInvite, now);
+    }
+
+    /// Whether `SipConfig::max_transactions` (client and server together) are alive.
+    fn transactions_full(&self) -> bool {
+        self.clients.len() + self.servers.len() >= self.cfg.max_transactions
     }
 
     /// Sends a request and starts its client transaction; returns the connection used.
@@ -713,6 +724,16 @@ impl SipStack {
         }
         if let Err(rej) = validate_request(&req) {
             self.reply_stateless(&req, peer, rej.code, rej.reason, now);
+            return;
+        }
+        if self.transactions_full() {
+            log::warn!(
+                "{} SIP transactions in flight; 503 to {} from {}",
+                self.cfg.max_transactions,
+                req.method.as_str(),
+                peer.addr
+            );
+            self.reply_stateless(&req, peer, 503, "Service Unavailable", now);
             return;
         }
         let from_tag = req.headers.from_header().ok().and_then(|f| f.tag().map(String::from)).unwrap_or_default();
