@@ -210,7 +210,12 @@ impl Recorder {
 
     /// Records the end-of-drain deadline when it changed.
     pub fn timer(&mut self, now: Instant, at: Instant, reason: TimeoutReason) {
-        if self.last_timer == Some((at, reason)) {
+        // The idle deadline moves with time; only a change of reason is news.
+        let same = match self.last_timer {
+            Some((_, TimeoutReason::Idle)) => reason == TimeoutReason::Idle,
+            last => last == Some((at, reason)),
+        };
+        if same {
             return;
         }
         self.last_timer = Some((at, reason));

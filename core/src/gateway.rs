@@ -333,7 +333,8 @@ impl Gateway {
                 }
             }
             (Some(x), None) | (None, Some(x)) => x,
-            (None, None) => (self.clock.start + IDLE, TimeoutReason::Idle),
+            // Relative to now, so a runtime woken at an idle deadline never spins on it.
+            (None, None) => (self.now + IDLE, TimeoutReason::Idle),
         };
         self.last_reason = reason;
         if let Some(rec) = &mut self.recorder {

@@ -388,3 +388,564 @@ pub fn request_rtp_pair_for_test(gw: &mut Gateway) -> Option<(crate::SocketId, c
 pub fn release_rtp_pair_for_test(gw: &mut Gateway, rtp: crate::SocketId) {
     gw.release_rtp_pair(rtp)
 }
+
+// ===== Stateful fuzzing of the whole gateway =====
+
+/// Reads the fuzz input one byte at a time; past the end every read is 0.
+struct ByteCursor<'a> {
+    data: &'a [u8],
+    pos: usize,
+}
+
+impl ByteCursor<'_> {
+    fn done(&self) -> bool {
+        self.pos >= self.data.len()
+    }
+
+    fn byte(&mut self) -> u8 {
+        let b = self.data.get(self.pos).copied().unwrap_or(0);
+        self.pos += 1;
+        b
+    }
+
+    /// A number below `n` (`n` > 0).
+    fn below(&mut self, n: usize) -> usize {
+        usize::from(self.byte()) % n
+    }
+
+    fn pick<'t, T>(&mut self, items: &'t [T]) -> &'t T {
+        &items[self.below(items.len())]
+    }
+
+    /// Up to `max` raw bytes, the count chosen by the first.
+    fn bytes(&mut self, max: usize) -> &[u8] {
+        let n = self.below(max + 1).min(self.data.len().saturating_sub(self.pos));
+        let start = self.pos.min(self.data.len());
+        self.pos += n;
+        &self.data[start..start + n]
+    }
+}
+
+/// What opened a stream connection the harness tracks.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum ConnKind {
+    Web,
+    SipTcp,
+    /// The core asked for it with `Output::Connect`.
+    Outgoing,
+}
+
+/// The harness' model of the runtime side, and the invariants checked against it.
+struct GatewayHarness {
+    gw: Gateway,
+    epoch: Instant,
+    now: Instant,
+    deadline: Instant,
+    /// Live stream connections.
+    live: std::collections::BTreeMap<ConnId, ConnKind>,
+    /// Every connection ever accepted or asked for.
+    known: std::collections::BTreeSet<ConnId>,
+    /// Connect requests not answered yet.
+    connects: Vec<ConnId>,
+    /// Resolve requests not answered yet.
+    resolves: Vec<u64>,
+    /// BindUdp requests not answered yet.
+    binds: Vec<(crate::SocketId, crate::UdpPurpose, std::net::SocketAddr)>,
+    /// Sockets the core may send from.
+    bound: std::collections::BTreeSet<crate::SocketId>,
+    /// Ids closed while their bind was unanswered: the answer is still given, then ignored.
+    closed_pending: std::collections::BTreeSet<crate::SocketId>,
+    /// RTP ids of pairs asked for with `request_rtp_pair`.
+    rtp_pairs: Vec<crate::SocketId>,
+    /// The last SIP requests the gateway sent (newest last).
+    sip_requests: Vec<String>,
+    /// Users of the Contacts the gateway registered.
+    contact_users: Vec<String>,
+    /// Call-IDs of INVITEs the harness sent.
+    calls: Vec<String>,
+    counter: u32,
+}
+
+const FUZZ_SIP_SOCKET: crate::SocketId = crate::SocketId(0);
+const FUZZ_WEBRTC_SOCKET: crate::SocketId = crate::SocketId(1);
+const FUZZ_PROXY: ([u8; 4], u16) = ([192, 0, 2, 5], 5060);
+
+impl GatewayHarness {
+    fn new(proxy: &str) -> Option<Self> {
+        use crate::UdpPurpose;
+        let mut config = Config::default();
+        config.sip.listen = ([192, 0, 2, 1], 5060).into();
+        config.sip.outbound_sip_proxy = Some(proxy.to_string());
+        let epoch = Instant::now();
+        let gw = Gateway::new(config, [0x5a; 32], epoch, Duration::from_secs(1_767_225_600)).ok()?;
+        let mut h = Self {
+            gw,
+            epoch,
+            now: epoch,
+            deadline: epoch,
+            live: Default::default(),
+            known: Default::default(),
+            connects: Vec::new(),
+            resolves: Vec::new(),
+            binds: Vec::new(),
+            bound: [FUZZ_SIP_SOCKET, FUZZ_WEBRTC_SOCKET].into(),
+            closed_pending: Default::default(),
+            rtp_pairs: Vec::new(),
+            sip_requests: Vec::new(),
+            contact_users: Vec::new(),
+            calls: Vec::new(),
+            counter: 0,
+        };
+        h.drain();
+        let sip = h.gw.sip_listen();
+        h.input(Input::UdpBound { socket: FUZZ_SIP_SOCKET, purpose: UdpPurpose::Sip, local: sip });
+        let webrtc = h.gw.webrtc_listen();
+        h.input(Input::UdpBound { socket: FUZZ_WEBRTC_SOCKET, purpose: UdpPurpose::WebRtc, local: webrtc });
+        Some(h)
+    }
+
+    fn next_id(&mut self) -> u32 {
+        self.counter += 1;
+        self.counter
+    }
+
+    /// Feeds one input, drains, checks, and feeds `Timeout` while one is due.
+    fn input(&mut self, input: Input<'_>) {
+        self.gw.handle_input(self.now, input);
+        self.drain();
+        self.run_due_timers();
+    }
+
+    fn run_due_timers(&mut self) {
+        // A handful of rounds: each must move the deadline past `now`, so one is enough.
+        for _ in 0..4 {
+            if self.deadline > self.now {
+                return;
+            }
+            self.gw.handle_input(self.now, Input::Timeout);
+            self.drain();
+            assert!(
+                self.deadline > self.now,
+                "invariant (b): Timeout at +{:?} left the deadline at +{:?} ({})",
+                self.now - self.epoch,
+                self.deadline.saturating_duration_since(self.epoch),
+                self.gw.last_timeout_reason()
+            );
+        }
+    }
+
+    /// Drains the core, updating the model and checking every output against it.
+    fn drain(&mut self) {
+        loop {
+            match self.gw.poll_output() {
+                Output::Timeout(at) => {
+                    self.deadline = at;
+                    break;
+                }
+                Output::StreamWrite { conn, data } => {
+                    self.check_live(conn, "StreamWrite");
+                    if self.live.get(&conn) != Some(&ConnKind::Web) {
+                        self.saw_sip(&data);
+                    }
+                }
+                Output::StreamClose { conn } => {
+                    self.check_live(conn, "StreamClose");
+                    self.live.remove(&conn);
+                    self.connects.retain(|c| *c != conn);
+                }
+                Output::Datagram(t) => {
+                    assert!(
+                        self.bound.contains(&t.socket),
+                        "invariant (d): Datagram to {} from {}, which is not bound (bound: {:?})",
+                        t.to,
+                        t.socket,
+                        self.bound
+                    );
+                    if t.socket == FUZZ_SIP_SOCKET {
+                        self.saw_sip(&t.payload);
+                    }
+                }
+                Output::Connect { conn, .. } => {
+                    assert!(!self.live.contains_key(&conn), "Connect names {conn}, which is live");
+                    self.live.insert(conn, ConnKind::Outgoing);
+                    self.known.insert(conn);
+                    self.connects.push(conn);
+                }
+                Output::Resolve { query, .. } => self.resolves.push(query),
+                Output::BindUdp { socket, purpose, local } => {
+                    assert!(socket.0 >= 16, "BindUdp chose {socket}, below 16");
+                    assert!(!self.bound.contains(&socket), "BindUdp names {socket}, which is bound");
+                    self.binds.push((socket, purpose, local));
+                }
+                Output::CloseUdp { socket } => {
+                    if self.binds.iter().any(|b| b.0 == socket) {
+                        self.closed_pending.insert(socket);
+                    }
+                    self.bound.remove(&socket);
+                }
+            }
+        }
+        let web = self.live.values().filter(|k| **k == ConnKind::Web).count();
+        let stats = self.gw.stats();
+        assert!(
+            stats.connections <= web,
+            "invariant (e): stats report {} connections, the harness has {web} live web connections",
+            stats.connections
+        );
+    }
+
+    fn check_live(&self, conn: ConnId, what: &str) {
+        assert!(self.known.contains(&conn), "invariant (c): {what} for {conn}, never accepted nor asked for");
+        assert!(self.live.contains_key(&conn), "invariant (c): {what} for {conn} after it was closed");
+    }
+
+    /// Remembers a SIP request the gateway sent, for responses to echo.
+    fn saw_sip(&mut self, data: &[u8]) {
+        let Ok(text) = std::str::from_utf8(data) else { return };
+        if text.starts_with("SIP/") || text.trim().is_empty() {
+            return;
+        }
+        if text.starts_with("REGISTER ") {
+            let contact = text.lines().find(|l| l.to_ascii_lowercase().starts_with("contact:") || l.starts_with("m:"));
+            let user = contact.and_then(|l| l.split("sip:").nth(1)).and_then(|u| u.split('@').next());
+            if let Some(user) = user {
+                if !self.contact_users.iter().any(|u| u == user) {
+                    self.contact_users.push(user.to_string());
+                }
+            }
+        }
+        if self.sip_requests.len() == 8 {
+            self.sip_requests.remove(0);
+        }
+        self.sip_requests.push(text.to_string());
+    }
+
+    fn live_of(&self, kind: ConnKind) -> Vec<ConnId> {
+        self.live.iter().filter(|(_, k)| **k == kind).map(|(c, _)| *c).collect()
+    }
+
+    /// A live web connection chosen by the cursor.
+    fn pick_web(&self, c: &mut ByteCursor<'_>) -> Option<ConnId> {
+        let web = self.live_of(ConnKind::Web);
+        (!web.is_empty()).then(|| *c.pick(&web))
+    }
+
+    fn send_text(&mut self, conn: ConnId, text: &str) {
+        let frame = client_text_frame(text);
+        self.input(Input::StreamData { conn, data: &frame });
+    }
+
+    /// Delivers SIP bytes: on a live SIP stream when the cursor says so and there is one,
+    /// otherwise as a datagram on the SIP socket.
+    fn deliver_sip(&mut self, c: &mut ByteCursor<'_>, msg: &[u8]) {
+        let mut streams = self.live_of(ConnKind::Outgoing);
+        streams.retain(|s| !self.connects.contains(s));
+        streams.extend(self.live_of(ConnKind::SipTcp));
+        let how = c.byte();
+        if !streams.is_empty() && how & 1 == 1 {
+            let conn = streams[usize::from(how >> 1) % streams.len()];
+            self.input(Input::StreamData { conn, data: msg });
+            return;
+        }
+        let from = match how % 8 {
+            7 => ([198, 51, 100, 7], 5062).into(),
+            _ => FUZZ_PROXY.into(),
+        };
+        self.input(Input::Datagram { socket: FUZZ_SIP_SOCKET, from, data: msg });
+    }
+}
+
+const FUZZ_ACCOUNTS: [&str; 5] = ["alice@example.com", "bob@sip.test", "carol@192.0.2.5", "dave", "é@x"];
+const FUZZ_PASSWORDS: [&str; 4] = ["b1726872c344b6dc8365b774f8fd6412", "secret", "", "\u{0}\"\\"];
+
+/// A sylkRTC request from the template list, fields chosen by the cursor.
+fn fuzz_sylkrtc_text(c: &mut ByteCursor<'_>) -> String {
+    let tr = c.byte();
+    let account = *c.pick(&FUZZ_ACCOUNTS);
+    match c.below(12) {
+        0 => format!(r#"{{"sylkrtc":"ping","transaction":"{tr}"}}"#),
+        1 | 2 => {
+            let password = c.pick(&FUZZ_PASSWORDS).escape_default();
+            format!(r#"{{"sylkrtc":"account-add","transaction":"{tr}","account":"{account}","password":"{password}"}}"#)
+        }
+        3 => format!(r#"{{"sylkrtc":"account-remove","transaction":"{tr}","account":"{account}"}}"#),
+        4 | 5 => format!(r#"{{"sylkrtc":"account-register","transaction":"{tr}","account":"{account}"}}"#),
+        6 => format!(r#"{{"sylkrtc":"account-unregister","transaction":"{tr}","account":"{account}"}}"#),
+        7 => {
+            let platform = c.pick(&["ios", "android", ""]);
+            let silent = c.byte() & 1 == 1;
+            format!(
+                r#"{{"sylkrtc":"account-devicetoken","transaction":"{tr}","account":"{account}","token":"t{tr}","platform":"{platform}","device":"d","silent":{silent},"app":"com.example"}}"#
+            )
+        }
+        8 => {
+            let sdp = c.pick(&["v=0\\r\\nm=audio 9 UDP/TLS/RTP/SAVPF 111\\r\\n", "", "garbage", "v=0\\r\\n\\r\\n"]);
+            let session = c.byte() % 4;
+            format!(
+                r#"{{"sylkrtc":"session-create","transaction":"{tr}","account":"{account}","session":"s{session}","uri":"sip:bob@example.com","sdp":"{sdp}"}}"#
+            )
+        }
+        9 => format!(r#"{{"sylkrtc":"session-terminate","transaction":"{tr}","session":"s{}"}}"#, c.byte() % 4),
+        10 => format!(r#"{{"sylkrtc":"{}","transaction":"{tr}"}}"#, c.pick(&["nope", "session-answer", "", "ack"])),
+        _ => c.pick(&["{", "[]", "null", r#"{"sylkrtc":7}"#, r#"{"transaction":"1"}"#, "\u{feff}{}"]).to_string(),
+    }
+}
+
+/// Header lines of `req` a response copies (Via, From, To, Call-ID, CSeq), To tagged.
+fn fuzz_echo_headers(req: &str, tag: u32) -> String {
+    let mut out = String::new();
+    for line in req.split("\r\n").skip(1).take_while(|l| !l.is_empty()) {
+        let name = line.split(':').next().unwrap_or_default().trim().to_ascii_lowercase();
+        if ["via", "v", "from", "f", "call-id", "i", "cseq"].contains(&name.as_str()) {
+            out.push_str(line);
+            out.push_str("\r\n");
+        } else if name == "to" || name == "t" {
+            out.push_str(line);
+            if !line.contains(";tag=") {
+                out.push_str(&format!(";tag=fz{tag}"));
+            }
+            out.push_str("\r\n");
+        }
+    }
+    out
+}
+
+/// A SIP message from the template list, fields chosen by the cursor.
+fn fuzz_sip_text(h: &mut GatewayHarness, c: &mut ByteCursor<'_>) -> Vec<u8> {
+    let n = h.next_id();
+    match c.below(8) {
+        0..=2 => {
+            // A response to a request the gateway sent (a REGISTER, preferably).
+            let pick = c.byte();
+            let registers: Vec<&String> = h.sip_requests.iter().filter(|r| r.starts_with("REGISTER ")).collect();
+            let req = if !registers.is_empty() && pick & 1 == 0 {
+                registers[usize::from(pick >> 1) % registers.len()].clone()
+            } else if !h.sip_requests.is_empty() {
+                h.sip_requests[usize::from(pick >> 1) % h.sip_requests.len()].clone()
+            } else {
+                "REGISTER sip:example.com SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKnone\r\n\
+                 From: <sip:alice@example.com>;tag=a\r\nTo: <sip:alice@example.com>\r\nCall-ID: none\r\n\
+                 CSeq: 1 REGISTER\r\n\r\n"
+                    .to_string()
+            };
+            let echoed = fuzz_echo_headers(&req, n);
+            let (code, extra) = match c.below(6) {
+                0 | 1 => {
+                    let expires = c.pick(&[0, 1, 30, 600, 3600]);
+                    let contact = req
+                        .split("\r\n")
+                        .find(|l| l.to_ascii_lowercase().starts_with("contact:"))
+                        .map(|l| format!("{l};expires={expires}\r\n"))
+                        .unwrap_or_default();
+                    (200, format!("{contact}Expires: {expires}\r\n"))
+                }
+                2 | 3 => {
+                    let alg = c.pick(&["MD5", "SHA-256", "MD5-sess", "bogus"]);
+                    let stale = c.byte() & 1 == 1;
+                    (
+                        401,
+                        format!(
+                            "WWW-Authenticate: Digest realm=\"example.com\", nonce=\"n{n}\", algorithm={alg}, qop=\"auth\", stale={stale}\r\n"
+                        ),
+                    )
+                }
+                4 => (423, format!("Min-Expires: {}\r\n", c.pick(&[0, 60, 3600, 99999]))),
+                _ => (*c.pick(&[500, 503, 403, 100, 183]), String::new()),
+            };
+            format!("SIP/2.0 {code} Fuzz\r\n{echoed}{extra}Content-Length: 0\r\n\r\n").into_bytes()
+        }
+        3 => format!(
+            "OPTIONS sip:192.0.2.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.5:5060;branch=z9hG4bKo{n}\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:probe@example.com>;tag=o{n}\r\nTo: <sip:192.0.2.1>\r\n\
+             Call-ID: opt{n}@fuzz\r\nCSeq: {n} OPTIONS\r\nContent-Length: 0\r\n\r\n"
+        )
+        .into_bytes(),
+        4 | 5 => {
+            let user = match h.contact_users.is_empty() {
+                true => "nobody".to_string(),
+                false => h.contact_users[c.below(h.contact_users.len())].clone(),
+            };
+            let sdp = *c.pick(&[
+                "v=0\r\no=- 1 1 IN IP4 192.0.2.5\r\ns=-\r\nc=IN IP4 192.0.2.5\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n",
+                "",
+                "garbage\r\n",
+            ]);
+            let call = format!("call{n}@fuzz");
+            h.calls.push(call.clone());
+            format!(
+                "INVITE sip:{user}@192.0.2.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.5:5060;branch=z9hG4bKi{n}\r\n\
+                 Max-Forwards: 70\r\nFrom: <sip:caller@example.com>;tag=c{n}\r\nTo: <sip:{user}@example.com>\r\n\
+                 Call-ID: {call}\r\nCSeq: 1 INVITE\r\nContact: <sip:caller@192.0.2.5:5060>\r\n\
+                 Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+                sdp.len()
+            )
+            .into_bytes()
+        }
+        6 => {
+            let call = match h.calls.is_empty() {
+                true => "nocall@fuzz".to_string(),
+                false => h.calls[c.below(h.calls.len())].clone(),
+            };
+            format!(
+                "BYE sip:x@192.0.2.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.5:5060;branch=z9hG4bKb{n}\r\n\
+                 Max-Forwards: 70\r\nFrom: <sip:caller@example.com>;tag=c{n}\r\nTo: <sip:x@example.com>;tag=g\r\n\
+                 Call-ID: {call}\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n"
+            )
+            .into_bytes()
+        }
+        _ => c.bytes(64).to_vec(),
+    }
+}
+
+/// The upgrade request in either dialect.
+fn fuzz_upgrade(v1: bool) -> String {
+    match v1 {
+        true => UPGRADE_V2.replace("sylkRTC-2", "sylkRTC-1"),
+        false => UPGRADE_V2.to_string(),
+    }
+}
+
+/// Fuzz body: the bytes choose a sequence of operations against one whole [`Gateway`]: web
+/// connections (upgrades, sylkRTC requests from templates, raw bytes, closes), SIP datagrams and
+/// stream bytes from templates (responses echo the requests the gateway sent), answers to
+/// `Resolve`/`Connect`/`BindUdp`, time passing and `Shutdown`. The first byte picks the outbound
+/// proxy (mostly `192.0.2.5:5060`; sometimes over TCP, by name, or none). After every step it
+/// checks: a handled `Timeout` moves the deadline past `now`; writes and closes name only live
+/// connections the runtime accepted or the core asked for; datagrams leave only from bound
+/// sockets; `stats()` counts no more connections than are live.
+pub fn fuzz_gateway_ops(data: &[u8]) {
+    let mut c = ByteCursor { data, pos: 0 };
+    let proxy = match c.byte() % 8 {
+        5 => "192.0.2.5:5060;transport=tcp",
+        6 => "proxy.example:5060",
+        7 => "proxy.example;transport=tcp",
+        _ => "192.0.2.5:5060",
+    };
+    let Some(mut h) = GatewayHarness::new(proxy) else { return };
+    let mut steps = 0;
+    while !c.done() && steps < 256 {
+        steps += 1;
+        match c.below(16) {
+            0 => {
+                let conn = ConnId(u64::from(c.byte() % 6) + 1);
+                if h.live.contains_key(&conn) {
+                    continue;
+                }
+                let (listener, kind) = match conn.0 {
+                    6 => (Listener::SipTcp, ConnKind::SipTcp),
+                    _ => (Listener::Web, ConnKind::Web),
+                };
+                h.live.insert(conn, kind);
+                h.known.insert(conn);
+                let peer = ([203, 0, 113, conn.0 as u8], 40000).into();
+                h.input(Input::Accepted { conn, listener, peer });
+            }
+            1 => {
+                let v1 = c.byte().is_multiple_of(4);
+                let Some(conn) = h.pick_web(&mut c) else { continue };
+                h.input(Input::StreamData { conn, data: fuzz_upgrade(v1).as_bytes() });
+            }
+            2..=4 => {
+                let text = fuzz_sylkrtc_text(&mut c);
+                let Some(conn) = h.pick_web(&mut c) else { continue };
+                h.send_text(conn, &text);
+            }
+            5 => {
+                let conns: Vec<ConnId> = h.live.keys().copied().collect();
+                if conns.is_empty() {
+                    continue;
+                }
+                let conn = *c.pick(&conns);
+                let raw = c.bytes(48).to_vec();
+                h.input(Input::StreamData { conn, data: &raw });
+            }
+            6 => {
+                let conns: Vec<ConnId> = h.live.keys().copied().collect();
+                if conns.is_empty() {
+                    continue;
+                }
+                let conn = *c.pick(&conns);
+                h.live.remove(&conn);
+                h.connects.retain(|x| *x != conn);
+                h.input(Input::StreamClosed { conn });
+            }
+            7 | 8 => {
+                let msg = fuzz_sip_text(&mut h, &mut c);
+                h.deliver_sip(&mut c, &msg);
+            }
+            9 => fuzz_answer(&mut h, &mut c),
+            10 | 11 => {
+                let b = c.byte();
+                let step = match b % 4 {
+                    0 => Duration::from_millis(u64::from(b) * 10),
+                    1 => Duration::from_secs(u64::from(b)),
+                    2 => Duration::from_secs(u64::from(b) * 60),
+                    // Straight to the deadline (the idle one is years away: checks it moves on).
+                    _ => h.deadline.saturating_duration_since(h.now),
+                };
+                h.now += step;
+                h.run_due_timers();
+            }
+            12 => {
+                if c.byte() < 16 {
+                    h.input(Input::Shutdown);
+                }
+            }
+            13 => {
+                if c.byte() & 1 == 0 || h.rtp_pairs.is_empty() {
+                    if let Some((rtp, _, _)) = request_rtp_pair_for_test(&mut h.gw) {
+                        h.rtp_pairs.push(rtp);
+                    }
+                } else {
+                    let rtp = h.rtp_pairs.remove(c.below(h.rtp_pairs.len()));
+                    release_rtp_pair_for_test(&mut h.gw, rtp);
+                }
+                h.drain();
+                h.run_due_timers();
+            }
+            _ => {
+                let sockets: Vec<crate::SocketId> = h.bound.iter().copied().collect();
+                let socket = *c.pick(&sockets);
+                let data = c.bytes(64).to_vec();
+                h.input(Input::Datagram { socket, from: ([198, 51, 100, 9], 7000).into(), data: &data });
+            }
+        }
+    }
+}
+
+/// Answers one pending `Resolve`, `Connect` or `BindUdp`, success or failure by the cursor.
+fn fuzz_answer(h: &mut GatewayHarness, c: &mut ByteCursor<'_>) {
+    let ok = !c.byte().is_multiple_of(4);
+    match c.below(3) {
+        0 if !h.resolves.is_empty() => {
+            let query = h.resolves.remove(c.below(h.resolves.len()));
+            let result = match ok {
+                true => Ok(vec![std::net::IpAddr::from(FUZZ_PROXY.0)]),
+                false => Err(c.pick(&["NXDOMAIN", ""]).to_string()),
+            };
+            let result = if c.byte() == 0 { Ok(Vec::new()) } else { result };
+            h.input(Input::Resolved { query, result });
+        }
+        1 if !h.connects.is_empty() => {
+            let conn = h.connects.remove(c.below(h.connects.len()));
+            if !ok {
+                h.live.remove(&conn);
+            }
+            let result = if ok { Ok(()) } else { Err("connection refused".to_string()) };
+            h.input(Input::Connected { conn, result });
+        }
+        _ if !h.binds.is_empty() => {
+            let (socket, purpose, local) = h.binds.remove(c.below(h.binds.len()));
+            let closed = h.closed_pending.remove(&socket);
+            if ok {
+                if !closed {
+                    h.bound.insert(socket);
+                }
+                h.input(Input::UdpBound { socket, purpose, local });
+            } else {
+                h.input(Input::UdpBindFailed { socket, error: "address in use".into() });
+            }
+        }
+        _ => {}
+    }
+}

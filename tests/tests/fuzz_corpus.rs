@@ -56,3 +56,8 @@ fn sdp_sip() {
 fn rtp_rtcp() {
     run("rtp_rtcp", test_exports::fuzz_rtp_rtcp);
 }
+
+#[test]
+fn gateway_ops() {
+    run("gateway_ops", test_exports::fuzz_gateway_ops);
+}
