@@ -8,7 +8,7 @@ use super::dialog::Dialog;
 use super::digest::{self, Answer, Secret};
 use super::invite::{CallProgress, UacAction, UacInvite};
 use super::message::{HeaderName, Headers, Method, Request, Response};
-use super::stack::{cancel_key, put, Owner, SipEvent, SipOutput, SipStack, ALLOW};
+use super::stack::{cancel_key, put, via_value, Owner, SipEvent, SipOutput, SipStack, ALLOW};
 use super::target::{ProxySpec, Transport};
 use super::transaction::{Kind, ResponseVerdict};
 use super::transport::Peer;
@@ -146,16 +146,9 @@ impl SipStack {
         leg.cseq += 1;
         let p = &leg.params;
         let mut h = Headers::default();
-        put(
-            &mut h,
-            HeaderName::Via,
-            &format!("SIP/2.0/{} {vhost}:{vport};rport;branch={branch}", transport.via_token()),
-        );
+        put(&mut h, HeaderName::Via, &via_value(transport, &vhost, vport, &branch));
         put(&mut h, HeaderName::MaxForwards, "70");
-        let from = match &p.identity.display_name {
-            Some(d) => format!("\"{}\" <sip:{}>;tag={}", d.replace('"', "\\\""), p.identity.aor, leg.from_tag),
-            None => format!("<sip:{}>;tag={}", p.identity.aor, leg.from_tag),
-        };
+        let from = p.identity.tagged_from(&leg.from_tag);
         put(&mut h, HeaderName::From, &from);
         put(&mut h, HeaderName::To, &format!("<sip:{}>", p.target));
         put(&mut h, HeaderName::CallId, &leg.call_id);
@@ -368,7 +361,7 @@ impl SipStack {
         let Some(peer) = self.dialog_peer(leg, &dialog) else { return };
         let cseq = leg.cseq;
         let (vhost, vport) = self.advertised(peer.transport);
-        let via = format!("SIP/2.0/{} {vhost}:{vport};rport;branch=z9hG4bK{}", peer.transport.via_token(), rng.hex(20));
+        let via = via_value(peer.transport, &vhost, vport, &format!("z9hG4bK{}", rng.hex(20)));
         let ack = dialog.request(Method::Ack, &via, None, Some(cseq));
         self.transmit(peer, ack.to_bytes(), now);
     }
@@ -402,7 +395,7 @@ impl SipStack {
         let Some(peer) = self.dialog_peer(leg, &dialog) else { return };
         let (vhost, vport) = self.advertised(peer.transport);
         let branch = format!("z9hG4bK{}", rng.hex(20));
-        let via = format!("SIP/2.0/{} {vhost}:{vport};rport;branch={branch}", peer.transport.via_token());
+        let via = via_value(peer.transport, &vhost, vport, &branch);
         let bye = dialog.request(Method::Bye, &via, None, None);
         let name = leg.hop.host.clone();
         if let Some(leg) = self.legs.get_mut(&id) {

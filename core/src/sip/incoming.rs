@@ -167,7 +167,7 @@ impl SipStack {
                         None => to_tag_for(&leg.key),
                     };
                     let branch = format!("z9hG4bK{tag}");
-                    let via = format!("SIP/2.0/{} {vhost}:{vport};rport;branch={branch}", peer.transport.via_token());
+                    let via = super::stack::via_value(peer.transport, &vhost, vport, &branch);
                     let bye = dialog.request(Method::Bye, &via, None, None);
                     if let Some(l) = self.inbound.get_mut(&id) {
                         l.dialog = Some(dialog);

@@ -78,6 +78,21 @@ pub struct SipIdentity {
     pub contact_user: String,
 }
 
+impl SipIdentity {
+    /// Our From value with `tag`: `"Display" <sip:aor>;tag=…` (quotes escaped).
+    pub(super) fn tagged_from(&self, tag: &str) -> String {
+        match &self.display_name {
+            Some(d) => format!("\"{}\" <sip:{}>;tag={tag}", d.replace('"', "\\\""), self.aor),
+            None => format!("<sip:{}>;tag={tag}", self.aor),
+        }
+    }
+}
+
+/// Our Via value: `SIP/2.0/<T> host:port;rport;branch=…` (RFC 3581 `rport` always).
+pub(super) fn via_value(transport: Transport, host: &str, port: u16, branch: &str) -> String {
+    format!("SIP/2.0/{} {host}:{port};rport;branch={branch}", transport.via_token())
+}
+
 impl std::fmt::Debug for SipIdentity {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // The secret is never printed.
@@ -384,16 +399,9 @@ impl SipStack {
         let (vhost, vport) = self.advertised(transport);
         let e = self.regs.get_mut(&id).expect("present");
         let mut h = Headers::default();
-        put(
-            &mut h,
-            HeaderName::Via,
-            &format!("SIP/2.0/{} {vhost}:{vport};rport;branch={branch}", transport.via_token()),
-        );
+        put(&mut h, HeaderName::Via, &via_value(transport, &vhost, vport, &branch));
         put(&mut h, HeaderName::MaxForwards, "70");
-        let from = match &e.params.identity.display_name {
-            Some(d) => format!("\"{}\" <sip:{}>;tag={}", d.replace('"', "\\\""), e.params.identity.aor, e.from_tag),
-            None => format!("<sip:{}>;tag={}", e.params.identity.aor, e.from_tag),
-        };
+        let from = e.params.identity.tagged_from(&e.from_tag);
         put(&mut h, HeaderName::From, &from);
         put(&mut h, HeaderName::To, &format!("<sip:{}>", e.params.identity.aor));
         put(&mut h, HeaderName::CallId, &e.call_id);
@@ -434,7 +442,7 @@ impl SipStack {
         let mut bytes = req.to_bytes();
         // RFC 3261 §18.1.1: a request over 1300 bytes moves from UDP to TCP, and its Via says so.
         let transport = if transport == Transport::Udp && bytes.len() > 1300 {
-            let via = format!("SIP/2.0/TCP {vhost}:{vport};rport;branch={branch}");
+            let via = via_value(Transport::Tcp, &vhost, vport, &branch);
             req.headers.set(HeaderName::Via, via.into_bytes());
             bytes = req.to_bytes();
             Transport::Tcp
