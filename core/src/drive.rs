@@ -80,6 +80,16 @@ pub enum Input<'a> {
     Shutdown,
 }
 
+impl Input<'static> {
+    /// The answer to an [`Output::BindUdp`]: [`Input::UdpBound`] or [`Input::UdpBindFailed`].
+    pub fn udp_bind_result(socket: SocketId, result: Result<(UdpPurpose, SocketAddr), String>) -> Self {
+        match result {
+            Ok((purpose, local)) => Self::UdpBound { socket, purpose, local },
+            Err(error) => Self::UdpBindFailed { socket, error },
+        }
+    }
+}
+
 /// What a UDP socket is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 #[non_exhaustive]

@@ -405,11 +405,7 @@ impl Core {
     fn drain(&mut self) -> bool {
         let mut any = self.drain_outputs();
         while let Some((socket, answer)) = self.bind_answers.pop_front() {
-            let input = match answer {
-                Ok((purpose, local)) => Input::UdpBound { socket, purpose, local },
-                Err(error) => Input::UdpBindFailed { socket, error },
-            };
-            self.gw.handle_input(Instant::now(), input);
+            self.gw.handle_input(Instant::now(), Input::udp_bind_result(socket, answer));
             any |= self.drain_outputs();
         }
         any
