@@ -286,6 +286,28 @@ pub fn host_address(v6: bool) -> std::net::IpAddr {
     found.unwrap_or(fallback)
 }
 
+/// Binds the SIP UDP socket and the SIP TCP listener on the same address, both non-blocking.
+/// With port 0 the OS picks the UDP port, and the TCP port may already be taken by another
+/// process: then both are dropped and a fresh port is tried (up to 16 times). A fixed port that
+/// is taken is an error.
+pub fn bind_sip(addr: SocketAddr) -> std::io::Result<(std::net::UdpSocket, std::net::TcpListener)> {
+    let mut last = None;
+    for _ in 0..16 {
+        let udp = std::net::UdpSocket::bind(addr)?;
+        let local = udp.local_addr()?;
+        match std::net::TcpListener::bind(local) {
+            Ok(tcp) => {
+                udp.set_nonblocking(true)?;
+                tcp.set_nonblocking(true)?;
+                return Ok((udp, tcp));
+            }
+            Err(e) if addr.port() == 0 && e.kind() == std::io::ErrorKind::AddrInUse => last = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| std::io::ErrorKind::AddrInUse.into()))
+}
+
 /// Bytes asked for as the SIP UDP socket's receive and send buffers: a burst of registrations
 /// or a reconnect storm must not be dropped by the kernel before the loop reads it.
 pub const UDP_BUFFER: usize = 4 << 20;
@@ -463,6 +485,17 @@ mod tests {
         let args = Args { sip_tls_ca_file: Some(dir.join("gw.ini")), ..Args::default() };
         assert!(load(&args).unwrap_err().contains("no CERTIFICATE"));
         assert_eq!(capture_path(Path::new("x.cap"), 2, 4), PathBuf::from("x.cap.2"));
+    }
+
+    #[test]
+    fn sip_pair_shares_one_port() {
+        for _ in 0..20 {
+            let (udp, tcp) = bind_sip("127.0.0.1:0".parse().unwrap()).unwrap();
+            assert_eq!(udp.local_addr().unwrap(), tcp.local_addr().unwrap());
+        }
+        // A fixed port whose TCP side is taken is an error, not a silent move.
+        let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        assert!(bind_sip(busy.local_addr().unwrap()).is_err());
     }
 
     #[test]

@@ -87,12 +87,12 @@ fn run(gw: Gateway, capture: Option<CaptureFile>, listen: SocketAddr, sip: Socke
     let named = |addr: SocketAddr| move |e: io::Error| io::Error::new(e.kind(), format!("{addr}: {e}"));
     let mut listener = TcpListener::bind(listen).map_err(named(listen))?;
     poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
-    let mut sip_udp = UdpSocket::bind(sip).map_err(named(sip))?;
+    let (sip_udp, sip_tcp) = driver::bind_sip(sip).map_err(named(sip))?;
+    let (mut sip_udp, mut sip_tcp) = (UdpSocket::from_std(sip_udp), TcpListener::from_std(sip_tcp));
     let rcvbuf = driver::enlarge_udp_buffers(std::os::fd::AsRawFd::as_raw_fd(&sip_udp));
     log::debug!("SIP udp receive buffer: {rcvbuf} bytes");
     poll.registry().register(&mut sip_udp, SIP_UDP, Interest::READABLE)?;
     let sip_local = sip_udp.local_addr()?;
-    let mut sip_tcp = TcpListener::bind(sip_local).map_err(named(sip_local))?;
     poll.registry().register(&mut sip_tcp, SIP_TCP, Interest::READABLE)?;
     let webrtc_listen = gw.webrtc_listen();
     let mut webrtc = UdpSocket::bind(webrtc_listen).map_err(named(webrtc_listen))?;

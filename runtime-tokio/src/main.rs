@@ -179,12 +179,12 @@ fn worker(
             let listener = TcpListener::from_std(listener)?;
             let sip = gw.sip_listen();
             let named = |e: io::Error| io::Error::new(e.kind(), format!("SIP {sip}: {e}"));
-            let udp = UdpSocket::bind(sip).await.map_err(named)?;
+            let (udp, sip_tcp) = driver::bind_sip(sip).map_err(named)?;
+            let (udp, sip_tcp) = (UdpSocket::from_std(udp)?, TcpListener::from_std(sip_tcp)?);
             let rcvbuf = driver::enlarge_udp_buffers(std::os::fd::AsRawFd::as_raw_fd(&udp));
             log::debug!("worker {index}: SIP udp receive buffer: {rcvbuf} bytes");
             let udp = Arc::new(udp);
             let sip_local = udp.local_addr()?;
-            let sip_tcp = TcpListener::bind(sip_local).await.map_err(named)?;
             log::info!("worker {index}: SIP on {sip_local} (udp, tcp)");
             let webrtc_listen = gw.webrtc_listen();
             let webrtc = UdpSocket::bind(webrtc_listen)
