@@ -42,6 +42,16 @@ impl SipCtx<'_> {
     }
 }
 
+/// What [`Client::handle_text`] leaves to the gateway.
+#[derive(Debug, Default, PartialEq)]
+pub struct Handled {
+    /// The WebSocket close (code, reason) to start: the message broke a limit.
+    pub close: Option<(u16, &'static str)>,
+    /// A session request (calls are the gateway's): it must be answered by the gateway with
+    /// exactly one `ack` or `error`, after the events already pushed.
+    pub session: Option<Request>,
+}
+
 /// Per-connection sylkRTC state.
 #[derive(Debug)]
 pub struct Client {
@@ -64,17 +74,11 @@ impl Client {
         self.accounts.len()
     }
 
-    /// Handles one text message; pushes the events to send, in order. Returns the WebSocket
-    /// close (code, reason) the gateway must start when the message broke a limit: the first
-    /// message over `max_requests_per_second` is answered `error` "Too many requests" (when it
-    /// has a transaction) and closes with 1008.
-    pub fn handle_text(
-        &mut self,
-        text: &str,
-        config: &Config,
-        ctx: &mut SipCtx<'_>,
-        out: &mut Vec<Event>,
-    ) -> Option<(u16, &'static str)> {
+    /// Handles one text message; pushes the events to send, in order. Returns what is left to
+    /// the gateway: the WebSocket close to start when the message broke a limit (the first
+    /// message over `max_requests_per_second` is answered `error` "Too many requests" when it
+    /// has a transaction, and closes with 1008), or a session request to carry out.
+    pub fn handle_text(&mut self, text: &str, config: &Config, ctx: &mut SipCtx<'_>, out: &mut Vec<Event>) -> Handled {
         if !self.within_rate(ctx.now, config.max_requests_per_second) {
             let transaction = match api::decode(text) {
                 Ok(request) => Some(request.transaction),
@@ -85,16 +89,30 @@ impl Client {
             };
             log::warn!("{}: more than {} requests per second; closing", ctx.conn, config.max_requests_per_second);
             out.extend(transaction.map(|transaction| Event::Error { transaction, error: TOO_MANY_REQUESTS.into() }));
-            return Some((CLOSE_POLICY_VIOLATION, TOO_MANY_REQUESTS));
+            return Handled { close: Some((CLOSE_POLICY_VIOLATION, TOO_MANY_REQUESTS)), session: None };
         }
         match api::decode(text) {
+            Ok(request) if is_session_request(&request.body) => {
+                if let RequestBody::SessionCreate { account, .. } = &request.body {
+                    if let Err(error) = self.known(account, "Unknown account specified: ") {
+                        out.push(Event::Error { transaction: request.transaction, error });
+                        return Handled::default();
+                    }
+                }
+                return Handled { close: None, session: Some(request) };
+            }
             Ok(request) => self.handle_request(request, config, ctx, out),
             Err(e) => {
                 log::warn!("{e}");
                 out.extend(e.reply());
             }
         }
-        None
+        Handled::default()
+    }
+
+    /// The account `aor` of this connection.
+    pub fn account(&self, aor: &str) -> Option<&Account> {
+        self.accounts.get(aor)
     }
 
     /// Counts a request arriving at `now` in the sliding window; false when it is over `max`.
@@ -217,16 +235,14 @@ impl Client {
                 acc.push = Some(PushParams { token, platform, device, silent, app });
                 Ok(())
             }
-            RequestBody::SessionCreate { account, .. } => {
-                self.known(&account, "Unknown account specified: ")?;
-                Err(not_supported("session-create"))
-            }
-            RequestBody::SessionAnswer { session, .. }
-            | RequestBody::SessionTrickle { session, .. }
-            | RequestBody::SessionTerminate { session }
-            | RequestBody::SessionUpdate { session, .. }
-            | RequestBody::SessionMessage { session, .. }
-            | RequestBody::SessionDtmfInfo { session, .. } => Err(format!("Unknown session {session}")),
+            RequestBody::SessionCreate { .. }
+            | RequestBody::SessionAnswer { .. }
+            | RequestBody::SessionTrickle { .. }
+            | RequestBody::SessionTerminate { .. }
+            | RequestBody::SessionUpdate { .. }
+            | RequestBody::SessionMessage { .. }
+            // Routed to the gateway by `handle_text`, never here.
+            | RequestBody::SessionDtmfInfo { .. } => Err("Internal error".into()),
             RequestBody::Unsupported { kind, account } => {
                 if let Some(account) = account {
                     self.known(&account, "Unknown account specified: ")?;
@@ -245,9 +261,23 @@ impl Client {
     }
 }
 
+/// Whether `body` is about a call (carried out by the gateway's call layer).
+fn is_session_request(body: &RequestBody) -> bool {
+    matches!(
+        body,
+        RequestBody::SessionCreate { .. }
+            | RequestBody::SessionAnswer { .. }
+            | RequestBody::SessionTrickle { .. }
+            | RequestBody::SessionTerminate { .. }
+            | RequestBody::SessionUpdate { .. }
+            | RequestBody::SessionMessage { .. }
+            | RequestBody::SessionDtmfInfo { .. }
+    )
+}
+
 /// Our Contact's user part for an account on this connection: the AOR's user, made safe, and a
 /// random suffix so two connections with the same account get distinct bindings.
-fn contact_user(aor: &str, rng: &mut Rng) -> String {
+pub(crate) fn contact_user(aor: &str, rng: &mut Rng) -> String {
     let user = aor.split_once('@').map_or(aor, |(u, _)| u);
     let safe: String = user.chars().filter(|c| c.is_ascii_alphanumeric() || "-_.!~*'()".contains(*c)).collect();
     format!("{}-{}", if safe.is_empty() { "u" } else { &safe }, rng.hex(8))
@@ -269,7 +299,7 @@ mod tests {
         #[allow(clippy::disallowed_methods)] // an epoch for the test
         let now = Instant::now();
         let mut ctx = SipCtx { sip: &mut sip, rng: &mut rng, now, conn: ConnId(1), regs: &mut regs };
-        assert_eq!(c.handle_text(text, cfg, &mut ctx, &mut out), None);
+        assert_eq!(c.handle_text(text, cfg, &mut ctx, &mut out), Handled::default());
         out.iter().map(api::sylkrtc2::encode).collect()
     }
 
@@ -306,7 +336,7 @@ mod tests {
             let now = t0 + Duration::from_millis(ms);
             let mut ctx = SipCtx { sip: &mut sip, rng: &mut rng, now, conn: ConnId(1), regs: &mut regs };
             let mut out = Vec::new();
-            let close = c.handle_text(text, &cfg, &mut ctx, &mut out);
+            let close = c.handle_text(text, &cfg, &mut ctx, &mut out).close;
             (out.iter().map(api::sylkrtc2::encode).collect::<Vec<_>>(), close)
         };
         let ping = |t: u32| format!(r#"{{"sylkrtc":"ping","transaction":"{t}"}}"#);

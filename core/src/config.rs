@@ -38,6 +38,12 @@ pub struct Config {
     /// Most live web connections (any phase) from one peer IP (default 100, at least 1). A
     /// connection accepted beyond it is closed at once, before any HTTP.
     pub max_connections_per_ip: usize,
+    /// The SIP final response for an incoming call the browser declines (`session-terminate`
+    /// before answering): 486 (Busy Here, the default) or 603 (Decline). SylkServer's name.
+    pub decline_code: u16,
+    /// Seconds without media from the SIP side (RTP or RTCP) after which an answered call is hung
+    /// up (BYE, `terminated`); 0 disables it. Default 30, as Janus's `rtp_timeout`-like checks.
+    pub media_timeout: u64,
     /// The SIP side.
     pub sip: SipConfig,
     /// The browser (WebRTC) media legs.
@@ -287,6 +293,8 @@ impl Default for Config {
             max_accounts_per_connection: 20,
             max_requests_per_second: 50,
             max_connections_per_ip: 100,
+            decline_code: 486,
+            media_timeout: 30,
             sip: SipConfig::default(),
             webrtc: WebRtcConfig::default(),
             media: MediaConfig::default(),
@@ -407,6 +415,14 @@ impl Config {
             "max_accounts_per_connection" => self.max_accounts_per_connection = parse_num(k, v, "a number")?,
             "max_requests_per_second" => self.max_requests_per_second = parse_at_least_one(k, v)?,
             "max_connections_per_ip" => self.max_connections_per_ip = parse_at_least_one(k, v)?,
+            "decline_code" => {
+                self.decline_code = match v.trim() {
+                    "486" => 486,
+                    "603" => 603,
+                    _ => return Err(ConfigError::BadValue { key: k.into(), value: v.into(), expected: "486 or 603" }),
+                }
+            }
+            "media_timeout" => self.media_timeout = parse_num(k, v, "a number of seconds (0 disables)")?,
             "sip_listen" => self.sip.listen = parse_num(k, v, "HOST:PORT")?,
             "sip_advertised_address" => self.sip.advertised_address = non_empty(v),
             "outbound_sip_proxy" => {

@@ -209,6 +209,8 @@ pub enum TimeoutReason {
     WsClose,
     /// A SIP transaction, registration or connection timer.
     Sip,
+    /// A call's timer: its browser leg (ICE, DTLS, RTCP) or the media timeout.
+    Call,
 }
 
 impl TimeoutReason {
@@ -221,6 +223,7 @@ impl TimeoutReason {
             Self::WsPong => "ws-pong",
             Self::WsClose => "ws-close",
             Self::Sip => "sip",
+            Self::Call => "call",
         }
     }
 }

@@ -3,6 +3,7 @@
 //! WebSocket → sylkRTC client.
 
 use crate::api::{AccountEvent, Event, RegistrationState};
+use crate::call::CallId;
 use crate::capture::Recorder;
 use crate::client::{Client, SipCtx};
 use crate::config::{Config, ConfigError};
@@ -22,7 +23,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod calls;
 mod sockets;
+pub use calls::MEDIA_TIMEOUT_REASON;
 pub use sockets::{FIRST_MEDIA_SOCKET, MAX_BIND_ATTEMPTS};
 
 /// How long we wait for the peer's close frame after sending ours.
@@ -58,6 +61,8 @@ pub struct Gateway {
     media: sockets::MediaSockets,
     /// Which connection and account each registration belongs to.
     regs: BTreeMap<RegId, (ConnId, String)>,
+    /// Calls (`gateway/calls.rs`).
+    calls: calls::Calls,
     timers: TimerTable<TimerKey>,
     out: VecDeque<Output>,
     recorder: Option<Recorder>,
@@ -84,11 +89,16 @@ pub struct Stats {
     pub sip_flows: usize,
     /// RTP/RTCP socket pairs asked for and not released.
     pub rtp_pairs: usize,
+    /// Calls (sylkRTC sessions) alive.
+    pub calls: usize,
+    /// SIP call legs alive in the stack.
+    pub sip_legs: usize,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum TimerKey {
     Conn(ConnId, ConnTimer),
+    Call(CallId, calls::CallTimer),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -172,6 +182,7 @@ impl Gateway {
             sip_udp: None,
             media,
             regs: BTreeMap::new(),
+            calls: calls::Calls::default(),
             timers: TimerTable::default(),
             out: VecDeque::new(),
             recorder,
@@ -185,7 +196,9 @@ impl Gateway {
     pub fn handle_input(&mut self, now: Instant, input: Input<'_>) {
         debug_assert!(now >= self.now, "time went backwards");
         self.now = now.max(self.now);
-        if let Some(rec) = &mut self.recorder {
+        // Media is left out of captures (str0m is not replayable; media spec §4.1).
+        let media = matches!(input, Input::Datagram { socket, .. } if self.is_media_socket(socket));
+        if let (Some(rec), false) = (&mut self.recorder, media) {
             rec.input(self.now, &input);
         }
         let now = self.now;
@@ -293,13 +306,12 @@ impl Gateway {
         while let Some(ev) = self.sip.poll_event() {
             any = true;
             match ev {
-                // Sessions (sylkRTC `session-create`) are not wired to calls yet.
-                SipEvent::Call { leg, progress } => log::debug!("call {leg:?}: {progress:?}"),
-                // Until sessions are wired, an incoming call is declined as unavailable.
-                SipEvent::Incoming { leg, call, .. } => {
-                    log::info!("incoming call {} from {}: sessions not wired yet; 480", call.call_id, call.from_uri);
-                    self.sip.decline(leg, 480, "Temporarily Unavailable", self.now);
-                }
+                SipEvent::Call { leg, progress } => self.call_sip_event(leg, progress),
+                SipEvent::Incoming { leg, reg, call } => self.call_sip_incoming(leg, reg, call),
+                ev @ (SipEvent::Info { .. }
+                | SipEvent::Reoffer { .. }
+                | SipEvent::ReofferAck { .. }
+                | SipEvent::ReinviteResult { .. }) => self.call_sip_midcall(ev),
                 SipEvent::Registration { id, state } => {
                     let Some((conn, account)) = self.regs.get(&id).cloned() else { continue };
                     let state = match state {
@@ -322,7 +334,10 @@ impl Gateway {
         if let Some(o) = self.out.pop_front() {
             return o;
         }
-        let web = self.timers.next().map(|(at, TimerKey::Conn(_, t))| (at, t.reason()));
+        let web = self.timers.next().map(|(at, key)| match key {
+            TimerKey::Conn(_, t) => (at, t.reason()),
+            TimerKey::Call(..) => (at, TimeoutReason::Call),
+        });
         let sip = self.sip.next_deadline().map(|at| (at, TimeoutReason::Sip));
         let (at, reason) = match (web, sip) {
             (Some(w), Some(s)) => {
@@ -374,6 +389,8 @@ impl Gateway {
             sip_registrations,
             sip_flows,
             rtp_pairs: self.media.pair_count(),
+            calls: self.calls.calls.len(),
+            sip_legs: self.sip.leg_count(),
             ..Stats::default()
         };
         for c in self.conns.values() {
@@ -393,6 +410,14 @@ impl Gateway {
     /// Wall-clock time now, derived from the clock given at construction.
     pub fn unix_now(&self) -> Duration {
         self.clock.unix(self.now)
+    }
+
+    /// The sylkRTC state of WebSocket `id`.
+    fn client(&self, id: ConnId) -> Option<&Client> {
+        match self.conns.get(&id) {
+            Some(Conn { phase: Phase::Ws(s), .. }) => Some(&s.client),
+            _ => None,
+        }
     }
 
     // ===== Stream connections =====
@@ -573,11 +598,14 @@ impl Gateway {
                         conn: id,
                         regs: &mut self.regs,
                     };
-                    let close = session.client.handle_text(&text, &self.config, &mut ctx, &mut events);
+                    let handled = session.client.handle_text(&text, &self.config, &mut ctx, &mut events);
                     for e in &events {
                         self.send_event(id, e);
                     }
-                    if let Some((code, reason)) = close {
+                    if let Some(request) = handled.session {
+                        self.session_request(id, request.transaction, request.body);
+                    }
+                    if let Some((code, reason)) = handled.close {
                         self.close_ws(id, code, reason);
                     }
                 }
@@ -699,6 +727,7 @@ impl Gateway {
                     SipCtx { sip: &mut self.sip, rng: &mut self.rng, now: self.now, conn: id, regs: &mut self.regs };
                 s.client.release(&mut ctx);
             }
+            self.release_calls(id);
         }
         self.timers.stop_range(TimerKey::Conn(id, ConnTimer::FIRST)..=TimerKey::Conn(id, ConnTimer::LAST));
     }
@@ -719,7 +748,14 @@ impl Gateway {
     }
 
     fn handle_timeout(&mut self) {
-        while let Some(TimerKey::Conn(id, timer)) = self.timers.pop_expired(self.now) {
+        while let Some(key) = self.timers.pop_expired(self.now) {
+            let (id, timer) = match key {
+                TimerKey::Conn(id, timer) => (id, timer),
+                TimerKey::Call(call, timer) => {
+                    self.call_timer(call, timer);
+                    continue;
+                }
+            };
             match timer {
                 ConnTimer::Handshake => {
                     log::info!("{id}: no WebSocket upgrade within {} s; dropping", self.config.http_handshake_timeout);

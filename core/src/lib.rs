@@ -72,6 +72,7 @@
 
 pub mod account;
 pub mod api;
+pub mod call;
 mod base64;
 pub mod capture;
 pub mod client;

@@ -120,7 +120,8 @@ fn bind_fail_move_release() {
     assert!(failed(&mut gw, t1, 20).is_empty(), "waits for the RTCP answer");
     assert_eq!(show(&failed(&mut gw, t1, 21)), ["bind udp:20 rtp 127.0.0.1:20002", "bind udp:21 rtcp 127.0.0.1:20003"]);
 
-    // The capture records the requests, the answers and the closes, and parses back.
+    // The capture records the requests, the answers and the closes, and parses back; media
+    // datagrams are left out (str0m is not replayable).
     let text = gw.take_capture();
     for line in [
         "< udp:16    bind     rtp 127.0.0.1:20000",
@@ -128,10 +129,10 @@ fn bind_fail_move_release() {
         "> udp:17    bindfailed \"Address in use (os error 98)\"",
         "< udp:16    closeudp",
         "> udp:1     bound    webrtc 127.0.0.1:40000",
-        "> udp:16<192.0.2.9:7000 datagram b64:gAA=",
     ] {
         assert!(text.lines().any(|l| l.ends_with(line)), "no `{line}` in\n{text}");
     }
+    assert!(!text.contains("udp:16<"), "media datagrams are not captured:\n{text}");
     let cap = capture::parse(&text).unwrap();
     let failures = cap.inputs.iter().filter(|(_, i)| matches!(i, ReplayInput::UdpBindFailed { .. })).count();
     assert_eq!(failures, 4);

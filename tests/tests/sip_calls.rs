@@ -348,3 +348,426 @@ fn incoming_declined_and_hung_up() {
     assert!(header(&bye, "From").contains("<sip:alice@example.com>;tag="));
     assert!(header(&bye, "To").ends_with("tag=caller1"));
 }
+
+// ===== Inside the dialog: INFO, re-INVITE, UPDATE =====
+
+const DTMF: &str = "Signal=1\r\nDuration=160\r\n";
+const BOB_CONTACT: &str = "Contact: <sip:bob@198.51.100.7:5062>\r\n";
+
+fn cseq_no(msg: &str) -> u32 {
+    header(msg, "CSeq").split(' ').next().unwrap().parse().unwrap()
+}
+
+impl Harness {
+    /// An answered outgoing call (bob's tag `b1`, Contact `sip:bob@198.51.100.7:5062`): the leg
+    /// and our INVITE.
+    fn answered(&mut self) -> (LegId, String) {
+        let leg = self.call();
+        let invite = self.sent().remove(0);
+        let extra = format!("{BOB_CONTACT}Content-Type: application/sdp\r\n");
+        self.receive(&reply(&invite, 200, "OK", Some("b1"), &extra, "v=0\r\n"));
+        assert!(self.sent()[0].starts_with("ACK "));
+        self.events_all();
+        (leg, invite)
+    }
+
+    /// An answered and ACKed incoming call: the leg and our To tag.
+    fn answered_incoming(&mut self) -> (LegId, String) {
+        self.registered();
+        self.receive(&incoming_invite("z9hG4bKinA"));
+        let ringing = self.sent().remove(0);
+        let tag = header(&ringing, "To").split("tag=").nth(1).unwrap().to_string();
+        let leg = incoming_leg(&self.events_all());
+        self.stack.answer(leg, b"v=0\r\nanswer\r\n".to_vec(), self.now);
+        self.sent();
+        self.receive(&from_caller(&tag, "ACK", 7, "z9hG4bKackA", "", ""));
+        (leg, tag)
+    }
+}
+
+/// A request from bob in the dialog of our outgoing call (`invite`), CSeq `cseq`.
+fn from_bob(invite: &str, method: &str, cseq: u32, branch: &str, extra: &str, body: &str) -> String {
+    format!(
+        "{method} sip:alice-1@192.0.2.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.5:5060;branch={branch}\r\nMax-Forwards: 70\r\n\
+         From: <sip:bob@example.com>;tag=b1\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: {cseq} {method}\r\n{extra}Content-Length: {}\r\n\r\n{body}",
+        header(invite, "From"),
+        header(invite, "Call-ID"),
+        body.len()
+    )
+}
+
+/// A request from the caller of the incoming call (our To tag `tag`), CSeq `cseq`.
+fn from_caller(tag: &str, method: &str, cseq: u32, branch: &str, extra: &str, body: &str) -> String {
+    format!(
+        "{method} sip:alice-1@192.0.2.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.5:5060;branch={branch}\r\nMax-Forwards: 70\r\n\
+         From: \"Bob\" <sip:bob@example.com>;tag=caller1\r\nTo: <sip:alice@example.com>;tag={tag}\r\n\
+         Call-ID: in-1@198.51.100.7\r\nCSeq: {cseq} {method}\r\n{extra}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+#[test]
+fn info_goes_out_one_at_a_time_and_failures_end_nothing() {
+    let mut h = Harness::new();
+    let leg = h.call();
+    assert!(!h.stack.send_info(leg, "application/dtmf-relay", DTMF.into(), h.now, &mut h.rng), "not answered yet");
+    let invite = h.sent().remove(0);
+    let extra = format!("{BOB_CONTACT}Content-Type: application/sdp\r\n");
+    h.receive(&reply(&invite, 200, "OK", Some("b1"), &extra, "v=0\r\n"));
+    h.sent();
+    h.events_all();
+    assert!(h.stack.send_info(leg, "application/dtmf-relay", DTMF.into(), h.now, &mut h.rng));
+    let two = "Signal=2\r\nDuration=160\r\n";
+    assert!(h.stack.send_info(leg, "application/dtmf-relay", two.into(), h.now, &mut h.rng));
+    let sent = h.sent();
+    assert_eq!(sent.len(), 1, "the second INFO waits for the first: {sent:?}");
+    let info = &sent[0];
+    assert!(info.starts_with("INFO sip:bob@198.51.100.7:5062 SIP/2.0\r\n"), "{info}");
+    assert_eq!(header(info, "CSeq"), format!("{} INFO", cseq_no(&invite) + 1));
+    assert_eq!(header(info, "Content-Type"), "application/dtmf-relay");
+    assert_eq!(header(info, "Max-Forwards"), "70");
+    assert!(header(info, "To").ends_with(";tag=b1") && header(info, "Call-ID") == header(&invite, "Call-ID"));
+    assert!(info.ends_with(&format!("\r\n\r\n{DTMF}")), "{info}");
+    h.tick(500);
+    assert_eq!(h.sent(), std::slice::from_ref(info), "timer E retransmits the INFO over UDP");
+    h.receive(&reply(info, 200, "OK", None, "", ""));
+    let second = h.sent().remove(0);
+    assert!(second.starts_with("INFO ") && second.ends_with(two), "{second}");
+    assert_eq!(cseq_no(&second), cseq_no(info) + 1);
+    assert_ne!(branch(&second), branch(info));
+    h.receive(&reply(&second, 481, "Call/Transaction Does Not Exist", None, "", ""));
+    assert!(h.events_all().is_empty(), "a failed INFO ends nothing");
+    assert_eq!(h.stack.leg_count(), 1);
+    // A third one times out (timer F, 64·T1): still nothing ends, and the next one goes.
+    assert!(h.stack.send_info(leg, "application/dtmf-relay", DTMF.into(), h.now, &mut h.rng));
+    assert!(h.stack.send_info(leg, "application/dtmf-relay", two.into(), h.now, &mut h.rng));
+    let third = h.sent().remove(0);
+    for _ in 0..64 {
+        h.tick(500);
+    }
+    let after = h.sent();
+    assert!(after.iter().all(|m| *m == third || m.ends_with(two)), "{after:?}");
+    assert!(after.last().unwrap().ends_with(two), "the queued INFO went after the timeout");
+    assert!(h.events_all().is_empty());
+    assert_eq!(h.stack.leg_count(), 1);
+
+    // The far end's INFO: 200 and an event.
+    h.receive(&from_bob(&invite, "INFO", 5, "z9hG4bKinfo1", "Content-Type: application/dtmf-relay\r\n", DTMF));
+    let ok = h.sent().remove(0);
+    assert!(ok.starts_with("SIP/2.0 200 OK\r\n") && header(&ok, "CSeq") == "5 INFO", "{ok}");
+    assert_eq!(
+        h.events_all(),
+        [SipEvent::Info { leg, content_type: "application/dtmf-relay".into(), body: DTMF.into() }]
+    );
+}
+
+#[test]
+fn info_in_an_incoming_call() {
+    let mut h = Harness::new();
+    let (leg, tag) = h.answered_incoming();
+    assert!(h.stack.send_info(leg, "application/dtmf-relay", DTMF.into(), h.now, &mut h.rng));
+    let info = h.sent().remove(0);
+    assert!(info.starts_with("INFO sip:bob@198.51.100.7:5062 SIP/2.0\r\n"), "{info}");
+    assert_eq!(header(&info, "From"), format!("<sip:alice@example.com>;tag={tag}"));
+    assert!(header(&info, "To").ends_with("tag=caller1"));
+    assert_eq!(header(&info, "CSeq"), "1 INFO");
+    h.receive(&reply(&info, 200, "OK", None, "", ""));
+    h.receive(&from_caller(&tag, "INFO", 8, "z9hG4bKinfo2", "Content-Type: application/dtmf-relay\r\n", DTMF));
+    assert!(h.sent()[0].starts_with("SIP/2.0 200 OK\r\n"));
+    assert!(
+        matches!(&h.events_all()[..], [SipEvent::Info { leg: l, body, .. }] if *l == leg && body == DTMF.as_bytes())
+    );
+}
+
+#[test]
+fn reinvite_from_the_far_end_is_answered_and_retransmitted_until_ack() {
+    let mut h = Harness::new();
+    let (leg, invite) = h.answered();
+    let new_contact = "Contact: <sip:bob@198.51.100.8:5070>\r\nContent-Type: application/sdp\r\n";
+    h.receive(&from_bob(&invite, "INVITE", 2, "z9hG4bKre1", new_contact, OFFER));
+    let trying = h.sent();
+    assert_eq!(trying.len(), 1);
+    assert!(trying[0].starts_with("SIP/2.0 100 Trying\r\n") && header(&trying[0], "CSeq") == "2 INVITE");
+    assert_eq!(h.events_all(), [SipEvent::Reoffer { leg, sdp: OFFER.into() }]);
+    // A second offer while the first waits: 500 with Retry-After 0–10 s (§14.2).
+    h.receive(&from_bob(&invite, "INVITE", 3, "z9hG4bKre2", new_contact, OFFER));
+    let busy = h.sent().remove(0);
+    assert!(busy.starts_with("SIP/2.0 500 "), "{busy}");
+    assert!(header(&busy, "Retry-After").parse::<u32>().unwrap() <= 10);
+    assert!(h.events_all().is_empty());
+    h.receive(&from_bob(&invite, "ACK", 3, "z9hG4bKre2", "", ""));
+    // A retransmission of the re-INVITE gets the 100 again.
+    h.receive(&from_bob(&invite, "INVITE", 2, "z9hG4bKre1", new_contact, OFFER));
+    assert!(h.sent()[0].starts_with("SIP/2.0 100 Trying"));
+
+    h.stack.answer_reoffer(leg, Ok(b"v=0\r\nour-answer\r\n".to_vec()), h.now);
+    let ok = h.sent().remove(0);
+    assert!(ok.starts_with("SIP/2.0 200 OK\r\n") && ok.ends_with("\r\n\r\nv=0\r\nour-answer\r\n"), "{ok}");
+    assert_eq!(header(&ok, "CSeq"), "2 INVITE");
+    assert_eq!(header(&ok, "Contact"), "<sip:alice-1@192.0.2.1:5060>");
+    assert_eq!(header(&ok, "Content-Type"), "application/sdp");
+    assert!(header(&ok, "Allow").contains("INVITE") && header(&ok, "Allow").contains("INFO"));
+    h.tick(500);
+    assert_eq!(h.sent(), std::slice::from_ref(&ok), "§13.3.1.4: the 2xx again at T1");
+    h.tick(1000);
+    assert_eq!(h.sent(), std::slice::from_ref(&ok), "and at 2·T1");
+    h.receive(&from_bob(&invite, "ACK", 2, "z9hG4bKreack", "", ""));
+    h.tick(2000);
+    h.tick(4000);
+    assert!(h.sent().is_empty(), "no retransmission after the ACK");
+    assert!(h.events_all().is_empty(), "an ACK without SDP for an offer is no news");
+    // The re-INVITE's Contact is the new remote target (§12.2.2).
+    h.stack.hang_up(leg, h.now, &mut h.rng);
+    let bye = h.sent().remove(0);
+    assert!(bye.starts_with("BYE sip:bob@198.51.100.8:5070 SIP/2.0\r\n"), "{bye}");
+}
+
+#[test]
+fn reinvite_rejected_cancelled_and_unacked() {
+    let mut h = Harness::new();
+    let (leg, invite) = h.answered();
+    let sdp = "Content-Type: application/sdp\r\n";
+    h.receive(&from_bob(&invite, "INVITE", 2, "z9hG4bKre1", sdp, OFFER));
+    h.sent();
+    h.events_all();
+    h.stack.answer_reoffer(leg, Err((488, "Not Acceptable Here".into())), h.now);
+    let rejected = h.sent().remove(0);
+    assert!(rejected.starts_with("SIP/2.0 488 Not Acceptable Here\r\n"), "{rejected}");
+    h.receive(&from_bob(&invite, "ACK", 2, "z9hG4bKre1", "", ""));
+    assert!(h.sent().is_empty() && h.events_all().is_empty(), "the ACK of the 488 stays in its transaction");
+    assert_eq!(h.stack.leg_count(), 1, "the call goes on");
+
+    // A re-INVITE CANCELled before the answer: 200 to the CANCEL, 487 to the re-INVITE.
+    h.receive(&from_bob(&invite, "INVITE", 3, "z9hG4bKre3", sdp, OFFER));
+    h.sent();
+    assert!(matches!(&h.events_all()[..], [SipEvent::Reoffer { .. }]));
+    h.receive(&from_bob(&invite, "CANCEL", 3, "z9hG4bKre3", "", ""));
+    let sent = h.sent();
+    assert!(sent[0].starts_with("SIP/2.0 200 OK\r\n") && header(&sent[0], "CSeq") == "3 CANCEL", "{sent:?}");
+    assert!(sent[1].starts_with("SIP/2.0 487 Request Terminated\r\n") && header(&sent[1], "CSeq") == "3 INVITE");
+    h.stack.answer_reoffer(leg, Ok(b"v=0\r\n".to_vec()), h.now);
+    assert!(h.sent().is_empty(), "the cancelled offer is not answered");
+
+    // A 2xx never ACKed: 64·T1 later the call ends with BYE.
+    h.receive(&from_bob(&invite, "INVITE", 4, "z9hG4bKre4", sdp, OFFER));
+    h.sent();
+    h.events_all();
+    h.stack.answer_reoffer(leg, Ok(b"v=0\r\n".to_vec()), h.now);
+    h.sent();
+    for _ in 0..64 {
+        h.tick(500);
+    }
+    let sent = h.sent();
+    assert!(sent.iter().filter(|m| m.starts_with("SIP/2.0 200 OK")).count() >= 8, "{sent:?}");
+    assert!(sent.last().unwrap().starts_with("BYE sip:bob@198.51.100.7:5062 "), "{sent:?}");
+    let events = h.events_all();
+    assert!(
+        matches!(&events[..], [SipEvent::Call { progress: CallProgress::Ended { reason }, .. }] if reason == "408 Request Timeout"),
+        "{events:?}"
+    );
+    assert_eq!(h.stack.leg_count(), 0);
+}
+
+#[test]
+fn late_offer_reinvite_and_update_in_an_incoming_call() {
+    let mut h = Harness::new();
+    let (leg, tag) = h.answered_incoming();
+    h.events_all();
+    // A re-INVITE without SDP: we offer in the 2xx, the ACK answers.
+    h.receive(&from_caller(&tag, "INVITE", 8, "z9hG4bKlate", BOB_CONTACT, ""));
+    assert!(h.sent()[0].starts_with("SIP/2.0 100 Trying"));
+    assert_eq!(h.events_all(), [SipEvent::Reoffer { leg, sdp: Vec::new() }]);
+    h.stack.answer_reoffer(leg, Ok(b"v=0\r\nour-offer\r\n".to_vec()), h.now);
+    let ok = h.sent().remove(0);
+    assert!(ok.starts_with("SIP/2.0 200 OK\r\n") && ok.ends_with("our-offer\r\n"), "{ok}");
+    assert_eq!(header(&ok, "To"), format!("<sip:alice@example.com>;tag={tag}"));
+    let answer_sdp = "Content-Type: application/sdp\r\n";
+    h.receive(&from_caller(&tag, "ACK", 8, "z9hG4bKlateack", answer_sdp, OFFER));
+    assert_eq!(h.events_all(), [SipEvent::ReofferAck { leg, sdp: OFFER.into() }]);
+    h.tick(500);
+    assert!(h.sent().is_empty());
+
+    // UPDATE with SDP (RFC 3311): reported, answered without ACK.
+    h.receive(&from_caller(&tag, "UPDATE", 9, "z9hG4bKupd1", answer_sdp, OFFER));
+    assert!(h.sent().is_empty(), "no 100 for an UPDATE");
+    assert_eq!(h.events_all(), [SipEvent::Reoffer { leg, sdp: OFFER.into() }]);
+    h.stack.answer_reoffer(leg, Ok(b"v=0\r\nupd\r\n".to_vec()), h.now);
+    let ok = h.sent().remove(0);
+    assert!(ok.starts_with("SIP/2.0 200 OK\r\n") && header(&ok, "CSeq") == "9 UPDATE" && ok.ends_with("upd\r\n"));
+    assert!(header(&ok, "Contact").contains("sip:alice-1@192.0.2.1:5060"));
+    h.tick(500);
+    assert!(h.sent().is_empty(), "the UPDATE's 2xx is the transaction's");
+    // UPDATE without SDP: a target refresh answered at once.
+    h.receive(&from_caller(&tag, "UPDATE", 10, "z9hG4bKupd2", "Contact: <sip:bob@198.51.100.9>\r\n", ""));
+    let ok = h.sent().remove(0);
+    assert!(ok.starts_with("SIP/2.0 200 OK\r\n") && header(&ok, "Contact").contains("alice-1"), "{ok}");
+    assert!(h.events_all().is_empty());
+    // An offer in another content type: 415.
+    h.receive(&from_caller(&tag, "UPDATE", 11, "z9hG4bKupd3", "Content-Type: text/plain\r\n", "hi"));
+    let r = h.sent().remove(0);
+    assert!(r.starts_with("SIP/2.0 415 ") && header(&r, "Accept") == "application/sdp", "{r}");
+    // A lower CSeq: 500 (§12.2.2).
+    h.receive(&from_caller(&tag, "INFO", 3, "z9hG4bKold", "", ""));
+    assert!(h.sent()[0].starts_with("SIP/2.0 500 "));
+    h.stack.hang_up(leg, h.now, &mut h.rng);
+    let bye = h.sent().remove(0);
+    assert!(bye.starts_with("BYE sip:bob@198.51.100.9 SIP/2.0\r\n"), "target refreshed by the UPDATE: {bye}");
+}
+
+#[test]
+fn our_reinvite_glare_retry_digest_and_ack() {
+    let mut h = Harness::new();
+    let (leg, invite) = h.answered();
+    let offer = b"v=0\r\nhold\r\n".to_vec();
+    assert!(h.stack.reinvite(leg, offer.clone(), h.now, &mut h.rng));
+    assert!(!h.stack.reinvite(leg, offer.clone(), h.now, &mut h.rng), "one INVITE transaction at a time");
+    let re = h.sent().remove(0);
+    assert!(re.starts_with("INVITE sip:bob@198.51.100.7:5062 SIP/2.0\r\n"), "{re}");
+    assert_eq!(header(&re, "CSeq"), format!("{} INVITE", cseq_no(&invite) + 1));
+    assert_eq!(header(&re, "Call-ID"), header(&invite, "Call-ID"));
+    assert!(header(&re, "To").ends_with(";tag=b1"));
+    assert_eq!(header(&re, "Contact"), "<sip:alice-1@192.0.2.1:5060>");
+    assert_eq!(header(&re, "Max-Forwards"), "70");
+    assert_eq!(header(&re, "Content-Type"), "application/sdp");
+    assert!(re.ends_with("\r\n\r\nv=0\r\nhold\r\n"));
+
+    // Glare: the far end's re-INVITE meets ours (491), and ours gets 491 too.
+    h.receive(&from_bob(&invite, "INVITE", 2, "z9hG4bKglare", "Content-Type: application/sdp\r\n", OFFER));
+    let r = h.sent().remove(0);
+    assert!(r.starts_with("SIP/2.0 491 Request Pending\r\n"), "{r}");
+    assert!(h.events_all().is_empty());
+    h.receive(&from_bob(&invite, "ACK", 2, "z9hG4bKglare", "", ""));
+    h.receive(&reply(&re, 491, "Request Pending", Some("b1"), "", ""));
+    let ack = h.sent().remove(0);
+    assert!(ack.starts_with("ACK sip:bob@198.51.100.7:5062 SIP/2.0\r\n"), "{ack}");
+    assert_eq!(branch(&ack), branch(&re), "the ACK of a non-2xx is the INVITE transaction's");
+    assert_eq!(header(&ack, "CSeq"), format!("{} ACK", cseq_no(&re)));
+    assert!(h.events_all().is_empty(), "a 491 is retried, not reported");
+    // We own the Call-ID: the retry comes 2.1–4 s later (§14.1).
+    h.tick(2090);
+    assert!(h.sent().is_empty(), "no retry before 2.1 s");
+    h.tick(1910);
+    let retry = h.sent().remove(0);
+    assert!(retry.starts_with("INVITE sip:bob@198.51.100.7:5062 ") && retry.ends_with("hold\r\n"), "{retry}");
+    assert_eq!(cseq_no(&retry), cseq_no(&re) + 1);
+    assert_ne!(branch(&retry), branch(&re));
+
+    // 407 on the re-INVITE: answered with credentials, like the initial INVITE.
+    let challenge = "Proxy-Authenticate: Digest realm=\"example.com\", nonce=\"xyz\", qop=\"auth\"\r\n";
+    h.receive(&reply(&retry, 407, "Proxy Authentication Required", Some("b1"), challenge, ""));
+    let sent = h.sent();
+    assert!(sent[0].starts_with("ACK ") && branch(&sent[0]) == branch(&retry));
+    let authed = &sent[1];
+    assert!(authed.starts_with("INVITE sip:bob@198.51.100.7:5062 "), "{authed}");
+    let auth = header(authed, "Proxy-Authorization");
+    assert!(auth.contains("username=\"alice\"") && auth.contains("uri=\"sip:bob@198.51.100.7:5062\""), "{auth}");
+    assert_eq!(cseq_no(authed), cseq_no(&retry) + 1);
+
+    // The 2xx (with a new Contact) is ACKed by us: new branch, the re-INVITE's CSeq number.
+    let extra = "Contact: <sip:bob@198.51.100.8:5070>\r\nContent-Type: application/sdp\r\n";
+    let ok = reply(authed, 200, "OK", Some("b1"), extra, "v=0\r\nheld\r\n");
+    h.receive(&ok);
+    let ack = h.sent().remove(0);
+    assert!(ack.starts_with("ACK sip:bob@198.51.100.8:5070 SIP/2.0\r\n"), "target refreshed: {ack}");
+    assert_eq!(header(&ack, "CSeq"), format!("{} ACK", cseq_no(authed)));
+    assert_ne!(branch(&ack), branch(authed));
+    assert_eq!(h.events_all(), [SipEvent::ReinviteResult { leg, result: Ok(b"v=0\r\nheld\r\n".to_vec()) }]);
+    h.receive(&ok);
+    assert_eq!(h.sent(), std::slice::from_ref(&ack), "a retransmitted 2xx gets the same ACK");
+    assert!(h.events_all().is_empty());
+
+    // A failure leaves the call as it was.
+    assert!(h.stack.reinvite(leg, offer, h.now, &mut h.rng));
+    let re = h.sent().remove(0);
+    assert_eq!(cseq_no(&re), cseq_no(authed) + 1);
+    h.receive(&reply(&re, 488, "Not Acceptable Here", Some("b1"), "", ""));
+    h.sent();
+    assert_eq!(h.events_all(), [SipEvent::ReinviteResult { leg, result: Err("488 Not Acceptable Here".into()) }]);
+    assert_eq!(h.stack.leg_count(), 1);
+}
+
+#[test]
+fn our_reinvite_in_an_incoming_call_retries_glare_within_2s() {
+    let mut h = Harness::new();
+    let (leg, tag) = h.answered_incoming();
+    h.events_all();
+    assert!(h.stack.reinvite(leg, b"v=0\r\n".to_vec(), h.now, &mut h.rng));
+    let re = h.sent().remove(0);
+    assert!(re.starts_with("INVITE sip:bob@198.51.100.7:5062 SIP/2.0\r\n"), "{re}");
+    assert_eq!(header(&re, "From"), format!("<sip:alice@example.com>;tag={tag}"));
+    assert_eq!(header(&re, "CSeq"), "1 INVITE");
+    h.receive(&reply(&re, 491, "Request Pending", None, "", ""));
+    h.sent();
+    // Not the Call-ID's owner: 0–2 s.
+    h.tick(2000);
+    let retry = h.sent().remove(0);
+    assert_eq!(header(&retry, "CSeq"), "2 INVITE");
+    h.receive(&reply(&retry, 200, "OK", None, BOB_CONTACT, ""));
+    let ack = h.sent().remove(0);
+    assert!(ack.starts_with("ACK sip:bob@198.51.100.7:5062 ") && header(&ack, "CSeq") == "2 ACK", "{ack}");
+    assert_eq!(h.events_all(), [SipEvent::ReinviteResult { leg, result: Ok(Vec::new()) }]);
+}
+
+#[test]
+fn reinvite_481_or_timeout_ends_the_call() {
+    let mut h = Harness::new();
+    let (leg, _) = h.answered();
+    assert!(h.stack.reinvite(leg, b"v=0\r\n".to_vec(), h.now, &mut h.rng));
+    let re = h.sent().remove(0);
+    h.receive(&reply(&re, 481, "Call/Transaction Does Not Exist", Some("b1"), "", ""));
+    assert!(h.sent()[0].starts_with("ACK "));
+    let events = h.events_all();
+    assert_eq!(
+        events,
+        [
+            SipEvent::ReinviteResult { leg, result: Err("481 Call/Transaction Does Not Exist".into()) },
+            SipEvent::Call {
+                leg,
+                progress: CallProgress::Ended { reason: "481 Call/Transaction Does Not Exist".into() }
+            },
+        ]
+    );
+    assert_eq!(h.stack.leg_count(), 0);
+    assert!(!h.stack.reinvite(leg, b"v=0\r\n".to_vec(), h.now, &mut h.rng), "no call, no re-INVITE");
+
+    let mut h = Harness::new();
+    let (leg, _) = h.answered();
+    assert!(h.stack.reinvite(leg, b"v=0\r\n".to_vec(), h.now, &mut h.rng));
+    let re = h.sent().remove(0);
+    for _ in 0..64 {
+        h.tick(500);
+    }
+    let sent = h.sent();
+    assert!(sent.len() >= 5 && sent.iter().all(|m| *m == re), "timer A retransmissions only: {sent:?}");
+    let events = h.events_all();
+    assert_eq!(events.len(), 2, "{events:?}");
+    assert!(
+        matches!(&events[1], SipEvent::Call { progress: CallProgress::Ended { reason }, .. } if reason == "408 Request Timeout")
+    );
+    assert_eq!(h.stack.leg_count(), 0);
+}
+
+#[test]
+fn require_100rel_gets_420_and_no_hops_left_gets_483() {
+    let mut h = Harness::new();
+    h.registered();
+    let invite = incoming_invite("z9hG4bKreq").replace("X-Custom: yes\r\n", "Require: 100rel\r\n");
+    h.receive(&invite);
+    let r = h.sent().remove(0);
+    assert!(r.starts_with("SIP/2.0 420 Bad Extension\r\n"), "{r}");
+    assert_eq!(header(&r, "Unsupported"), "100rel");
+    assert!(header(&r, "To").contains(";tag="), "a final response carries our To tag");
+    assert!(h.events_all().is_empty(), "no call");
+    assert_eq!(h.stack.leg_count(), 0);
+    // Another Call-ID each time: the same From tag, Call-ID and CSeq would be a merged request.
+    let invite = incoming_invite("z9hG4bKmf0").replace("Max-Forwards: 69", "Max-Forwards: 0").replace("in-1@", "in-2@");
+    h.receive(&invite);
+    let r = h.sent().remove(0);
+    assert!(r.starts_with("SIP/2.0 483 Too Many Hops\r\n"), "{r}");
+    assert!(h.events_all().is_empty());
+    // Supported: 100rel (not Require) is fine.
+    let invite = incoming_invite("z9hG4bKsup").replace("X-Custom: yes\r\n", "Supported: 100rel\r\n");
+    h.receive(&invite.replace("in-1@", "in-3@"));
+    assert!(h.sent()[0].starts_with("SIP/2.0 180 Ringing"));
+    assert!(matches!(&h.events_all()[..], [SipEvent::Incoming { .. }]));
+}

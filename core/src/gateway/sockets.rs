@@ -70,6 +70,11 @@ impl MediaSockets {
         self.webrtc.is_some_and(|(id, _)| id == socket) || self.pair_key(socket).is_some()
     }
 
+    /// The WebRTC socket and its local address, once bound.
+    pub(super) fn webrtc(&self) -> Option<(SocketId, SocketAddr)> {
+        self.webrtc
+    }
+
     /// RTP/RTCP pairs alive (binding or bound).
     pub(super) fn pair_count(&self) -> usize {
         self.pairs.len()
@@ -86,7 +91,6 @@ impl Gateway {
     /// Asks the runtime for an RTP/RTCP pair: emits the two [`Output::BindUdp`]s and returns
     /// the RTP id, the RTCP id and the RTP port asked for. `None` when every pair of the range
     /// is in use or cooling down after a failed bind.
-    #[allow(dead_code)] // the call layer's, which is not wired yet (tests use it through test_exports)
     pub(crate) fn request_rtp_pair(&mut self) -> Option<(SocketId, SocketId, u16)> {
         let Some(port) = self.media.pool.allocate(self.now) else {
             log::warn!("no free RTP port pair in {:?} ({} in use)", self.media.pool.range(), self.media.pool.in_use());
@@ -102,7 +106,6 @@ impl Gateway {
 
     /// Gives a pair back (by its RTP id): closes both sockets and frees the ports. Unknown ids
     /// are ignored.
-    #[allow(dead_code)] // the call layer's, which is not wired yet (tests use it through test_exports)
     pub(crate) fn release_rtp_pair(&mut self, rtp: SocketId) {
         let Some(pair) = self.media.pairs.remove(&rtp) else {
             log::debug!("{rtp}: released, but it is no RTP pair");
@@ -193,21 +196,30 @@ impl Gateway {
         }
     }
 
-    /// Both sockets of a pair are bound. (The call layer will take it from here.)
+    /// Both sockets of a pair are bound: its call takes it from here.
     fn rtp_pair_ready(&mut self, rtp: SocketId, rtcp: SocketId, port: u16) {
         log::debug!("{rtp}/{rtcp}: RTP pair bound on ports {port}/{}", port + 1);
+        self.call_rtp_ready(rtp, port);
     }
 
     /// A pair could not be bound in [`MAX_BIND_ATTEMPTS`] tries, or the range ran out; it is
-    /// forgotten. (The call layer will fail its call.)
+    /// forgotten, and its call fails.
     fn rtp_pair_failed(&mut self, rtp: SocketId, rtcp: SocketId, attempts: u32) {
         log::warn!("{rtp}/{rtcp}: no RTP port pair could be bound ({attempts} tried)");
+        self.call_rtp_failed(rtp);
     }
 
-    /// A datagram on the WebRTC socket or an RTP/RTCP socket. (The call layer will route it to
-    /// its leg; for now it is dropped.)
+    /// A datagram on the WebRTC socket or an RTP/RTCP socket: to its call.
     pub(super) fn media_datagram(&mut self, socket: SocketId, from: SocketAddr, data: &[u8]) {
-        log::debug!("{socket}: {} media bytes from {from}; no call yet, dropped", data.len());
+        match self.media.webrtc {
+            Some((webrtc, local)) if webrtc == socket => self.webrtc_datagram(local, from, data),
+            _ => self.rtp_datagram(socket, from, data),
+        }
+    }
+
+    /// Whether `socket` is a media socket whose datagrams captures leave out.
+    pub(super) fn is_media_socket(&self, socket: SocketId) -> bool {
+        self.media.owns(socket)
     }
 
     /// Records `out` and queues it.

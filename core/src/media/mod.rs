@@ -20,6 +20,7 @@
 //! - [`demux`]: which leg a datagram on the shared WebRTC UDP socket belongs to (STUN USERNAME
 //!   ufrag, learned source address).
 
+pub mod bridge;
 pub mod demux;
 pub mod ports;
 pub mod rtcp;

@@ -3,9 +3,25 @@
 //!
 //! - Built per call with `RtcConfig::new().set_ice_lite(true).set_rtp_mode(true)
 //!   .set_dtls_cert(shared)`, `clear_codecs()` and then **only the codecs the SIP side accepted**
-//!   (Opus, G722, PCMU, PCMA, telephone-event, at the PTs of the browser's offer), so the answer
-//!   cannot steer the browser towards a codec the SIP leg does not carry (media spec §2.3 point 2).
-//!   The `Rtc` is therefore built in [`BrowserLeg::accept_offer`], not in [`BrowserLeg::new`].
+//!   (Opus, G722, PCMU, PCMA, telephone-event, at the PTs of the browser's offer, or of the SIP
+//!   offer when we offer), so the answer cannot steer the browser towards a codec the SIP leg does
+//!   not carry (media spec §2.3 point 2). The `Rtc` is therefore built in
+//!   [`BrowserLeg::accept_offer`] or [`BrowserLeg::create_offer`], not in [`BrowserLeg::new`].
+//! - Two ways to start, one per call direction (media spec §2.3 point 2):
+//!   - answerer (outgoing calls, the browser offers): [`BrowserLeg::accept_offer`];
+//!   - offerer (incoming calls, the SIP offer comes first): [`BrowserLeg::create_offer`] with the
+//!     SIP offer's codecs at its PTs, then [`BrowserLeg::accept_answer`] with the browser's answer
+//!     (sylkRTC `incoming-session` / `session-answer`).
+//!
+//!   Either way everything after it (ICE, DTLS, [`LegOutput::Rtp`], [`BrowserLeg::write_rtp`]) is
+//!   the same: we are ICE-lite and controlled, the browser is the full ICE agent; the DTLS role
+//!   follows the answer (`a=setup:active` from the browser, as browsers do, makes us the DTLS
+//!   server; `a=setup:passive` makes us the client).
+//! - Renegotiation (media spec §2.3 point 7): a browser re-offer (sylkRTC `session-update`) goes
+//!   to [`BrowserLeg::accept_offer`] again; a SIP re-INVITE (hold, resume) becomes our re-offer,
+//!   [`BrowserLeg::create_reoffer`], answered through [`BrowserLeg::accept_answer`].
+//!   [`BrowserLeg::direction`] is the negotiated direction. str0m keeps one pending offer: a
+//!   browser offer while ours is pending (glare) drops ours ([`BrowserLeg::rollback_offer`]).
 //! - Local ICE credentials come from the core's [`Rng`]; the host candidates are the advertised
 //!   addresses (IPv4 and IPv6) of the one shared WebRTC UDP socket. Datagrams on that socket reach
 //!   the right leg through [`super::demux::Demux`] (media spec §1.4), keyed by [`BrowserLeg::ufrag`].
@@ -29,7 +45,7 @@
 //!   `SystemTime::now()` once per process (a lazily set "beginning of time"). The `now` handed to a
 //!   leg must therefore not lie more than about an hour before the process's first use of str0m.
 
-use super::sdp::Codec as SdpCodec;
+use super::sdp::{Codec as SdpCodec, Direction};
 use crate::rng::Rng;
 use std::collections::VecDeque;
 use std::fmt;
@@ -37,10 +53,10 @@ use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::Instant;
-use str0m::change::SdpOffer;
+use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::config::DtlsCert;
 use str0m::format::{Codec, FormatParams};
-use str0m::media::{Frequency, KeyframeRequestKind, Mid, Pt};
+use str0m::media::{Direction as RtcDirection, Frequency, KeyframeRequestKind, MediaKind, Mid, Pt};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::RtpWrite;
 use str0m::{Candidate, Event, IceConnectionState, IceCreds, Input, Output, Rtc, RtcConfig, RtcError};
@@ -99,18 +115,20 @@ impl fmt::Debug for DtlsIdentity {
 /// Why a browser-leg operation failed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum WebRtcError {
-    /// The offer is not SDP str0m can read.
+    /// The offer (or, for [`BrowserLeg::accept_answer`], the answer) is not SDP str0m can read.
     BadOffer(String),
-    /// str0m refused the offer (no fingerprint, no BUNDLE, ICE-lite offerer, ...).
+    /// str0m refused the offer or answer (no fingerprint, no BUNDLE, ICE-lite offerer, an answer
+    /// that does not match our offer, ...), or an offer cannot be made now (already negotiated).
     Rejected(String),
     /// None of the allowed codecs is one the browser leg carries (Opus, G722, PCMU, PCMA), or the
-    /// offer has none of them.
+    /// offer has none of them, or the browser's answer refused our audio m-line (port 0).
     NoCodec,
-    /// The offer has no audio m-line.
+    /// The offer (or answer) has no audio m-line.
     NoAudio,
     /// A trickled candidate line could not be read.
     BadCandidate(String),
-    /// No offer accepted yet, or the leg does not send (direction), or ICE/DTLS is not up yet.
+    /// No offer accepted yet, or the leg does not send (direction), or ICE/DTLS is not up yet; or
+    /// an answer without a pending offer of ours, or a re-offer before the first negotiation.
     NotReady,
     /// A payload type that was not negotiated.
     UnknownPt(u8),
@@ -189,14 +207,27 @@ enum IceUp {
     Lost,
 }
 
+/// Our offer waiting for the browser's answer.
+struct PendingOffer {
+    offer: SdpPendingOffer,
+    /// The audio m-line it offers.
+    mid: Mid,
+    /// The first offer ([`BrowserLeg::create_offer`]): nothing negotiated yet.
+    initial: bool,
+}
+
 /// One call's browser leg. See the module documentation.
 pub struct BrowserLeg {
     cert: DtlsCert,
     candidates: Vec<SocketAddr>,
     creds: IceCreds,
     rtc: Option<Rtc>,
-    /// The audio m-line (from the answer).
+    /// The audio m-line (from the answer), once a negotiation completed.
     mid: Option<Mid>,
+    /// Our offer (first or re-offer) waiting for the browser's answer.
+    pending: Option<PendingOffer>,
+    /// Direction of the audio m-line from our side, as of the last completed negotiation.
+    negotiated: Option<RtcDirection>,
     pending_candidates: Vec<Candidate>,
     queue: VecDeque<LegOutput>,
     next_timeout: Option<Instant>,
@@ -212,6 +243,8 @@ impl fmt::Debug for BrowserLeg {
             .field("ufrag", &self.creds.ufrag)
             .field("candidates", &self.candidates)
             .field("mid", &self.mid.map(|m| m.to_string()))
+            .field("direction", &self.negotiated)
+            .field("offer_pending", &self.pending.is_some())
             .field("connected", &self.connected)
             .field("closed", &self.closed)
             .finish_non_exhaustive()
@@ -237,6 +270,8 @@ impl BrowserLeg {
             creds,
             rtc: None,
             mid: None,
+            pending: None,
+            negotiated: None,
             pending_candidates: Vec::new(),
             queue: VecDeque::new(),
             next_timeout: None,
@@ -262,7 +297,8 @@ impl BrowserLeg {
     }
 
     /// The payload types of the session (str0m renumbers its configuration to the offer's PTs when
-    /// it answers); empty before an offer was accepted.
+    /// it answers; when it offers they are the configured ones); empty before the first offer was
+    /// accepted or made.
     pub fn payload_types(&self) -> Vec<u8> {
         self.rtc.as_ref().map(|r| r.codec_config().params().iter().map(|p| *p.pt()).collect()).unwrap_or_default()
     }
@@ -270,28 +306,33 @@ impl BrowserLeg {
     /// Answers the browser's offer and returns the answer SDP. The first offer builds the `Rtc`
     /// with only the `allowed` codecs (what the SIP side accepted; PTs of the browser's offer):
     /// Opus, G722, PCMU, PCMA and telephone-event/8000 are carried, anything else in `allowed` is
-    /// ignored. A later offer (renegotiation) keeps the first offer's codecs (str0m keeps one PT
-    /// table per session); `allowed` is then ignored.
+    /// ignored. A later offer (renegotiation, e.g. a direction change for hold) keeps the first
+    /// negotiation's codecs (str0m keeps one PT table per session, whoever offered first); `allowed`
+    /// is then ignored, and [`BrowserLeg::direction`] follows the offer.
+    ///
+    /// An offer of ours still waiting for its answer is dropped first (glare: the browser's offer
+    /// wins, [`BrowserLeg::rollback_offer`]); if that was the first offer, the leg starts over as an
+    /// answerer.
     pub fn accept_offer(&mut self, offer_sdp: &str, allowed: &[SdpCodec], now: Instant) -> Result<String, WebRtcError> {
         if self.closed {
             return Err(WebRtcError::Closed);
         }
         let offer = SdpOffer::from_sdp_string(offer_sdp).map_err(|e| WebRtcError::BadOffer(e.to_string()))?;
+        self.rollback_offer();
         let fresh = self.rtc.is_none();
         if fresh {
             let config = self.rtc_config(allowed)?;
             let rtc = guarded(|| config.build(now)).ok_or_else(|| WebRtcError::Rejected("str0m panicked".into()))?;
             self.rtc = Some(rtc);
             self.next_timeout = Some(now);
-            for addr in self.candidates.clone() {
-                // Cannot fail for a UDP host candidate; ice-lite takes only host candidates.
-                if let Ok(c) = Candidate::host(addr, "udp") {
-                    self.mutate(|rtc| {
-                        rtc.add_local_candidate(c);
-                        Ok(())
-                    });
-                }
-            }
+            self.add_local_candidates();
+        } else if let Some(mid) = self.mid.filter(|m| self.rtc_direction(*m) == Some(RtcDirection::Inactive)) {
+            // str0m ignores a remote `recvonly` on an `inactive` m-line it created (an incoming
+            // call's): leave `inactive` locally first (no offer is made), the offer sets the rest.
+            self.mutate(|rtc| {
+                rtc.sdp_api().set_direction(mid, RtcDirection::SendRecv);
+                Ok(())
+            });
         }
         let mut answer = None;
         self.mutate(|rtc| {
@@ -308,6 +349,8 @@ impl BrowserLeg {
                 if fresh {
                     // Nothing was answered: forget the Rtc so that a corrected offer can retry.
                     self.reset();
+                } else {
+                    self.restore_direction();
                 }
                 return Err(WebRtcError::Rejected(reason));
             }
@@ -316,13 +359,9 @@ impl BrowserLeg {
         let error = match answer_audio(&sdp) {
             Some((mid, true)) => {
                 self.mid = Some(Mid::from(mid.as_str()));
+                self.note_direction();
                 if fresh {
-                    for c in std::mem::take(&mut self.pending_candidates) {
-                        self.mutate(|rtc| {
-                            rtc.add_remote_candidate(c);
-                            Ok(())
-                        });
-                    }
+                    self.flush_pending_candidates();
                 }
                 if self.closed {
                     return Err(WebRtcError::Closed);
@@ -336,6 +375,187 @@ impl BrowserLeg {
             self.reset();
         }
         Err(error)
+    }
+
+    /// Makes the first offer to the browser (incoming calls: the SIP offer came first) and returns
+    /// its SDP, for sylkRTC's `incoming-session`. Builds the `Rtc` with only the `allowed` codecs
+    /// (the SIP offer's, at its PTs; as for [`BrowserLeg::accept_offer`], Opus, G722, PCMU, PCMA
+    /// and telephone-event/8000 are carried, the rest ignored; G722/PCMU/PCMA at their static PTs)
+    /// and offers one `sendrecv` audio m-line with them, our host candidates (all of them: we are
+    /// ICE-lite and never trickle), `a=ice-lite`, our fingerprint and `a=setup:actpass`. The
+    /// browser's answer goes to [`BrowserLeg::accept_answer`]; trickled candidates that arrive
+    /// before it are kept until then.
+    ///
+    /// Only before the first negotiation (a second call replaces a first offer still waiting for
+    /// its answer); afterwards [`WebRtcError::Rejected`], see [`BrowserLeg::create_reoffer`].
+    pub fn create_offer(&mut self, allowed: &[SdpCodec], now: Instant) -> Result<String, WebRtcError> {
+        if self.closed {
+            return Err(WebRtcError::Closed);
+        }
+        if self.mid.is_some() {
+            return Err(WebRtcError::Rejected("already negotiated: re-offer instead".into()));
+        }
+        // A first offer still pending, or a leftover Rtc: start over.
+        self.reset();
+        let config = self.rtc_config(allowed)?;
+        let rtc = guarded(|| config.build(now)).ok_or_else(|| WebRtcError::Rejected("str0m panicked".into()))?;
+        self.rtc = Some(rtc);
+        self.next_timeout = Some(now);
+        self.add_local_candidates();
+        let mut made = None;
+        self.mutate(|rtc| {
+            let mut api = rtc.sdp_api();
+            let mid = api.add_media(MediaKind::Audio, RtcDirection::SendRecv, None, None, None);
+            made = Some((mid, api.apply()));
+            Ok(())
+        });
+        match made {
+            Some((mid, Some((offer, pending)))) if !self.closed => {
+                self.pending = Some(PendingOffer { offer: pending, mid, initial: true });
+                Ok(offer.to_sdp_string())
+            }
+            _ => {
+                self.reset();
+                Err(WebRtcError::Rejected("str0m made no offer".into()))
+            }
+        }
+    }
+
+    /// Re-offers our audio m-line with `direction` (ours: [`Direction::SendOnly`] = we send to the
+    /// browser and do not receive, as when the SIP side holds with `sendonly`) and returns the offer
+    /// SDP for the browser (media spec §2.3 point 7). Codecs, ICE and DTLS stay as they are. The
+    /// same direction as now still makes an offer (a refresh). The browser's answer goes to
+    /// [`BrowserLeg::accept_answer`]; until then [`BrowserLeg::direction`] stays the negotiated one.
+    /// An earlier offer of ours still pending is replaced.
+    ///
+    /// [`WebRtcError::NotReady`] before the first negotiation completed.
+    pub fn create_reoffer(&mut self, direction: Direction, now: Instant) -> Result<String, WebRtcError> {
+        if self.closed {
+            return Err(WebRtcError::Closed);
+        }
+        let Some(mid) = self.mid else {
+            return Err(WebRtcError::NotReady);
+        };
+        self.rollback_offer();
+        self.mutate(|rtc| rtc.handle_input(Input::Timeout(now)));
+        let dir = to_rtc_direction(direction);
+        let current = self.rtc_direction(mid);
+        let mut made = None;
+        self.mutate(|rtc| {
+            let mut api = rtc.sdp_api();
+            if current == Some(dir) {
+                // str0m offers only changes: step away and back, so the offer is made.
+                let other = if dir == RtcDirection::Inactive { RtcDirection::SendRecv } else { RtcDirection::Inactive };
+                api.set_direction(mid, other);
+            }
+            api.set_direction(mid, dir);
+            made = Some(api.apply());
+            Ok(())
+        });
+        if self.closed {
+            return Err(WebRtcError::Closed);
+        }
+        match made {
+            Some(Some((offer, pending))) => {
+                self.pending = Some(PendingOffer { offer: pending, mid, initial: false });
+                Ok(offer.to_sdp_string())
+            }
+            _ => {
+                self.restore_direction();
+                Err(WebRtcError::Rejected("str0m made no offer".into()))
+            }
+        }
+    }
+
+    /// Applies the browser's answer to our pending offer ([`BrowserLeg::create_offer`] or
+    /// [`BrowserLeg::create_reoffer`]). After the first answer the leg is negotiated exactly as after
+    /// [`BrowserLeg::accept_offer`]: trickled candidates kept so far are added, ICE and DTLS come up
+    /// ([`LegOutput::Connected`]), RTP flows. After a re-offer's answer [`BrowserLeg::direction`] is
+    /// the new direction.
+    ///
+    /// Errors: [`WebRtcError::NotReady`] without a pending offer; [`WebRtcError::BadOffer`] for text
+    /// that is not SDP (the offer stays pending, a corrected answer may follow);
+    /// [`WebRtcError::NoAudio`] / [`WebRtcError::NoCodec`] if the answer lacks or refuses our audio
+    /// m-line, [`WebRtcError::Rejected`] if str0m refuses it. After those the offer is gone: a
+    /// refused first answer puts the leg back to its state after [`BrowserLeg::new`], a refused
+    /// re-answer leaves the previous negotiation in place.
+    pub fn accept_answer(&mut self, answer_sdp: &str, now: Instant) -> Result<(), WebRtcError> {
+        if self.closed {
+            return Err(WebRtcError::Closed);
+        }
+        if self.pending.is_none() {
+            return Err(WebRtcError::NotReady);
+        }
+        let answer = SdpAnswer::from_sdp_string(answer_sdp).map_err(|e| WebRtcError::BadOffer(e.to_string()))?;
+        let Some(pending) = self.pending.take() else {
+            return Err(WebRtcError::NotReady);
+        };
+        let initial = pending.initial;
+        let mid = pending.mid;
+        let checked = match answer_audio(answer_sdp) {
+            Some((m, true)) if Mid::from(m.as_str()) == mid => Ok(()),
+            Some((m, true)) => Err(WebRtcError::Rejected(format!("answer's audio is mid {m}, not {mid}"))),
+            Some((_, false)) => Err(WebRtcError::NoCodec),
+            None => Err(WebRtcError::NoAudio),
+        };
+        if let Err(e) = checked {
+            self.abandon(initial);
+            return Err(e);
+        }
+        self.mutate(|rtc| rtc.handle_input(Input::Timeout(now)));
+        let mut result = None;
+        self.mutate(|rtc| {
+            result = Some(rtc.sdp_api().accept_answer(pending.offer, answer));
+            Ok(())
+        });
+        match result {
+            Some(Ok(())) if !self.closed => {
+                self.mid = Some(mid);
+                self.note_direction();
+                if initial {
+                    self.flush_pending_candidates();
+                }
+                if self.closed {
+                    return Err(WebRtcError::Closed);
+                }
+                Ok(())
+            }
+            other => {
+                let reason = match other {
+                    Some(Err(e)) => e.to_string(),
+                    _ => "str0m panicked or closed".into(),
+                };
+                self.abandon(initial);
+                Err(WebRtcError::Rejected(reason))
+            }
+        }
+    }
+
+    /// True while an offer of ours waits for the browser's answer.
+    pub fn has_pending_offer(&self) -> bool {
+        self.pending.is_some()
+    }
+
+    /// Forgets our pending offer, if any (the browser will not answer it: glare, a cancelled SIP
+    /// re-INVITE, an error on the browser's side). A pending re-offer leaves the previous
+    /// negotiation (and [`BrowserLeg::direction`]) in place; a pending first offer puts the leg
+    /// back to its state after [`BrowserLeg::new`] (trickled candidates are kept).
+    pub fn rollback_offer(&mut self) {
+        if let Some(p) = self.pending.take() {
+            self.abandon(p.initial);
+        }
+    }
+
+    /// The negotiated direction of our audio m-line, from our side: whether we may send to the
+    /// browser ([`Direction::SendRecv`], [`Direction::SendOnly`]) and whether it sends to us
+    /// ([`Direction::SendRecv`], [`Direction::RecvOnly`]). As of the last completed offer/answer
+    /// (a pending re-offer does not change it); `None` before the first one and once closed.
+    /// [`BrowserLeg::write_rtp`] refuses packets while it does not send.
+    pub fn direction(&self) -> Option<Direction> {
+        if self.closed {
+            return None;
+        }
+        self.negotiated.map(from_rtc_direction)
     }
 
     /// A datagram that arrived at `local` (our address the browser sent it to; when the socket is
@@ -363,9 +583,9 @@ impl BrowserLeg {
     /// A trickled remote candidate: a `candidate:...` line (with or without `a=`), as sylkRTC's
     /// `session-trickle` carries it. An empty line or `end-of-candidates` is the end of the
     /// browser's candidates, which str0m ignores (media spec §1.5). Candidates that arrive before
-    /// the offer was accepted are kept (at most [`MAX_PENDING_CANDIDATES`]) and added then. With
-    /// ICE-lite they are not needed (the browser's checks reveal its addresses), but they let str0m
-    /// accept early traffic from them.
+    /// the first offer/answer completed (offer accepted, or answer to ours accepted) are kept (at
+    /// most [`MAX_PENDING_CANDIDATES`]) and added then. With ICE-lite they are not needed (the
+    /// browser's checks reveal its addresses), but they let str0m accept early traffic from them.
     pub fn add_remote_candidate(&mut self, line: &str) -> Result<(), WebRtcError> {
         if self.closed {
             return Err(WebRtcError::Closed);
@@ -377,7 +597,7 @@ impl BrowserLeg {
             return Ok(());
         }
         let c = Candidate::from_sdp_string(line).map_err(|e| WebRtcError::BadCandidate(e.to_string()))?;
-        if self.rtc.is_none() {
+        if self.rtc.is_none() || self.mid.is_none() {
             if self.pending_candidates.len() < MAX_PENDING_CANDIDATES {
                 self.pending_candidates.push(c);
             }
@@ -399,7 +619,7 @@ impl BrowserLeg {
     /// start below 2^16 (media spec §1.9; [`super::rtp::SeqTsRewriter`] does). `ts` is passed
     /// through verbatim (G722 uses the 8 kHz wire clock). Before ICE and DTLS are up packets are
     /// refused ([`WebRtcError::NotReady`]) rather than queued, so no stale audio follows the
-    /// handshake.
+    /// handshake; so are they while the negotiated [`BrowserLeg::direction`] does not send (hold).
     pub fn write_rtp(
         &mut self,
         now: Instant,
@@ -415,6 +635,9 @@ impl BrowserLeg {
         let (Some(mid), true) = (self.mid, self.connected) else {
             return Err(WebRtcError::NotReady);
         };
+        if self.negotiated.is_some_and(|d| !d.is_sending()) {
+            return Err(WebRtcError::NotReady);
+        }
         let Some(rtc) = self.rtc.as_mut() else {
             return Err(WebRtcError::NotReady);
         };
@@ -450,8 +673,8 @@ impl BrowserLeg {
 
     /// The next output. Queued outputs first; then, once `now` has reached the last
     /// [`LegOutput::Timeout`], str0m's timers run (a mutation, drained at once); then
-    /// `Timeout(at)` for the next one. `None` before an offer was accepted (nothing to do, no
-    /// timer) and after [`LegOutput::Closed`].
+    /// `Timeout(at)` for the next one. `None` before an offer was accepted or made (nothing to
+    /// do, no timer) and after [`LegOutput::Closed`].
     pub fn poll(&mut self, now: Instant) -> Option<LegOutput> {
         if let Some(o) = self.queue.pop_front() {
             return Some(o);
@@ -465,6 +688,66 @@ impl BrowserLeg {
         }
         self.rtc.as_ref()?;
         self.next_timeout.map(LegOutput::Timeout)
+    }
+
+    /// Our host candidates into a new `Rtc` (written into every SDP of ours).
+    fn add_local_candidates(&mut self) {
+        for addr in self.candidates.clone() {
+            // Cannot fail for a UDP host candidate; ice-lite takes only host candidates.
+            if let Ok(c) = Candidate::host(addr, "udp") {
+                self.mutate(|rtc| {
+                    rtc.add_local_candidate(c);
+                    Ok(())
+                });
+            }
+        }
+    }
+
+    /// The candidates trickled before the first negotiation completed, into the `Rtc`.
+    fn flush_pending_candidates(&mut self) {
+        for c in std::mem::take(&mut self.pending_candidates) {
+            self.mutate(|rtc| {
+                rtc.add_remote_candidate(c);
+                Ok(())
+            });
+        }
+    }
+
+    /// str0m's current direction of `mid` (ours).
+    fn rtc_direction(&self, mid: Mid) -> Option<RtcDirection> {
+        let rtc = self.rtc.as_ref()?;
+        guarded(|| rtc.media(mid).map(|m| m.direction())).flatten()
+    }
+
+    /// A negotiation completed: remember its direction.
+    fn note_direction(&mut self) {
+        if let Some(mid) = self.mid {
+            self.negotiated = self.rtc_direction(mid).or(self.negotiated);
+        }
+    }
+
+    /// str0m applies a direction change to the session when the offer is made: put the negotiated
+    /// one back (a change that is never applied makes no offer).
+    fn restore_direction(&mut self) {
+        let (Some(mid), Some(dir)) = (self.mid, self.negotiated) else {
+            return;
+        };
+        if self.rtc_direction(mid) == Some(dir) {
+            return;
+        }
+        self.mutate(|rtc| {
+            rtc.sdp_api().set_direction(mid, dir);
+            Ok(())
+        });
+    }
+
+    /// Our offer will not be answered (or its answer was refused).
+    fn abandon(&mut self, initial: bool) {
+        if initial {
+            self.reset();
+        } else {
+            self.restore_direction();
+        }
     }
 
     fn rtc_config(&self, allowed: &[SdpCodec]) -> Result<RtcConfig, WebRtcError> {
@@ -630,10 +913,12 @@ impl BrowserLeg {
         self.next_timeout = None;
     }
 
-    /// Back to the state before the first offer (a refused first offer).
+    /// Back to the state before the first offer (a refused first offer or answer).
     fn reset(&mut self) {
         self.rtc = None;
         self.mid = None;
+        self.pending = None;
+        self.negotiated = None;
         self.next_timeout = None;
         self.queue.clear();
         self.closed = false;
@@ -646,6 +931,24 @@ impl BrowserLeg {
 /// and drop only the faulty instance).
 fn guarded<T>(f: impl FnOnce() -> T) -> Option<T> {
     catch_unwind(AssertUnwindSafe(f)).ok()
+}
+
+fn to_rtc_direction(d: Direction) -> RtcDirection {
+    match d {
+        Direction::SendRecv => RtcDirection::SendRecv,
+        Direction::SendOnly => RtcDirection::SendOnly,
+        Direction::RecvOnly => RtcDirection::RecvOnly,
+        Direction::Inactive => RtcDirection::Inactive,
+    }
+}
+
+fn from_rtc_direction(d: RtcDirection) -> Direction {
+    match d {
+        RtcDirection::SendRecv => Direction::SendRecv,
+        RtcDirection::SendOnly => Direction::SendOnly,
+        RtcDirection::RecvOnly => Direction::RecvOnly,
+        RtcDirection::Inactive => Direction::Inactive,
+    }
 }
 
 /// The first audio m-line of an answer: its mid, and whether it is in use (a port and at least
@@ -673,8 +976,6 @@ fn answer_audio(answer: &str) -> Option<(String, bool)> {
 mod tests {
     use super::*;
     use std::time::Duration;
-    use str0m::change::SdpAnswer;
-    use str0m::media::MediaKind;
 
     fn cert() -> DtlsIdentity {
         str0m::crypto::from_feature_flags().dtls_provider.generate_certificate().expect("certificate").into()
@@ -682,7 +983,7 @@ mod tests {
 
     /// A browser-like offer (full ICE, Opus + PCMU + telephone-event/8000 at 126) and the pending
     /// state to accept the answer with.
-    fn offer(now: Instant) -> (Rtc, String, str0m::change::SdpPendingOffer) {
+    fn offer(now: Instant) -> (Rtc, String, SdpPendingOffer) {
         let mut config =
             RtcConfig::new().set_rtp_mode(true).clear_codecs().enable_opus(true, false).enable_pcmu(true, false);
         config.codec_config().add_config(

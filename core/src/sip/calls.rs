@@ -1,13 +1,15 @@
 //! Outgoing calls in the SIP stack: the INVITE client session ([`super::invite::UacInvite`])
 //! wired to transactions and dialogs — building the INVITE (and its authenticated retry), the
-//! ACKs (§17.1.1.3 for non-2xx, §13.2.2.4 for 2xx), CANCEL (§9.1) and BYE (§15.1), and answering
-//! the requests the peer sends inside the dialog. The SDP is the caller's: the media layer
-//! builds it; this module only carries it.
+//! ACKs (§17.1.1.3 for non-2xx, §13.2.2.4 for 2xx), CANCEL (§9.1) and BYE (§15.1). Requests
+//! inside the answered dialog, either way, are [`super::indialog`]'s. The SDP is the caller's:
+//! the media layer builds it; this module only carries it.
 
 use super::dialog::Dialog;
 use super::digest::{self, Answer, Secret};
+use super::indialog::DialogCtx;
 use super::invite::{CallProgress, UacAction, UacInvite};
 use super::message::{HeaderName, Headers, Method, Request, Response};
+use super::midcall::MidCall;
 use super::stack::{cancel_key, put, via_value, Owner, SipEvent, SipOutput, SipStack, ALLOW};
 use super::target::{ProxySpec, Transport};
 use super::transaction::{Kind, ResponseVerdict};
@@ -30,6 +32,10 @@ pub enum LegTx {
     Cancel,
     /// A BYE.
     Bye,
+    /// An INFO in the dialog.
+    Info,
+    /// A re-INVITE in the dialog.
+    Reinvite,
 }
 
 /// Who calls whom, and what.
@@ -60,6 +66,15 @@ pub(super) struct LegEntry {
     dialogs: BTreeMap<String, Dialog>,
     /// Authorization for the next INVITE.
     auth: Option<(HeaderName, String)>,
+    /// INFO, re-INVITE and UPDATE once answered.
+    pub(super) mid: MidCall,
+}
+
+impl LegEntry {
+    /// The To tag of the answered dialog, while the call is up.
+    pub(super) fn confirmed_tag(&self) -> Option<String> {
+        self.uac.confirmed_tag().map(String::from)
+    }
 }
 
 impl SipStack {
@@ -87,6 +102,7 @@ impl SipStack {
             invite: None,
             dialogs: BTreeMap::new(),
             auth: None,
+            mid: MidCall::default(),
         };
         let host = entry.hop.host.clone();
         self.legs.insert(id, entry);
@@ -103,6 +119,7 @@ impl SipStack {
 
     /// Hangs up: CANCEL before an answer (once a provisional came), BYE after.
     pub fn hang_up(&mut self, id: LegId, now: Instant, rng: &mut Rng) {
+        self.abandon_reoffer(id, now);
         if self.inbound_hang_up(id, now, rng) {
             return;
         }
@@ -123,6 +140,11 @@ impl SipStack {
     /// Number of call legs alive (outgoing and incoming).
     pub fn leg_count(&self) -> usize {
         self.legs.len() + self.inbound.len()
+    }
+
+    /// The Call-ID of outgoing leg `id`.
+    pub fn leg_call_id(&self, id: LegId) -> Option<String> {
+        self.legs.get(&id).map(|l| l.call_id.clone())
     }
 
     pub(super) fn leg_resolved(&mut self, id: LegId, result: Result<Vec<IpAddr>, String>, now: Instant, rng: &mut Rng) {
@@ -156,11 +178,11 @@ impl SipStack {
         if proxy {
             put(&mut h, HeaderName::Route, &leg.hop.route());
         }
-        let mut contact = format!("sip:{}@{vhost}:{vport}", p.identity.contact_user);
-        if transport != Transport::Udp {
-            contact.push_str(&format!(";transport={}", transport.param()));
-        }
-        put(&mut h, HeaderName::Contact, &format!("<{contact}>"));
+        put(
+            &mut h,
+            HeaderName::Contact,
+            &format!("<{}>", contact_uri(&p.identity.contact_user, &vhost, vport, transport)),
+        );
         if let Some((name, value)) = &leg.auth {
             put(&mut h, name.clone(), value);
         }
@@ -200,6 +222,8 @@ impl SipStack {
             return;
         }
         match tx {
+            LegTx::Info => self.info_response(id, branch, resp, now, rng),
+            LegTx::Reinvite => self.reinvite_response(id, branch, resp, verdict, now, rng),
             LegTx::Cancel => {} // the INVITE's 487 tells the outcome
             LegTx::Bye if resp.code >= 200 => {
                 let actions = self.legs.get_mut(&id).map(|l| l.uac.on_bye_response()).unwrap_or_default();
@@ -243,13 +267,28 @@ impl SipStack {
         }
     }
 
-    /// A client transaction of the leg failed without a response.
-    pub(super) fn leg_failed(&mut self, id: LegId, tx: LegTx, code: u16, reason: &str, now: Instant, rng: &mut Rng) {
+    /// A client transaction (`branch`) of the leg failed without a response.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn leg_failed(
+        &mut self,
+        id: LegId,
+        tx: LegTx,
+        branch: &str,
+        code: u16,
+        reason: &str,
+        now: Instant,
+        rng: &mut Rng,
+    ) {
+        match tx {
+            LegTx::Info => return self.info_finished(id, branch, now, rng),
+            LegTx::Reinvite => return self.reinvite_failed(id, branch, code, reason, now, rng),
+            _ => {}
+        }
         let Some(leg) = self.legs.get_mut(&id) else { return };
         let actions = match tx {
             LegTx::Invite => leg.uac.on_response(code, reason, None, None, &[]),
             LegTx::Bye => leg.uac.on_bye_response(),
-            LegTx::Cancel => Vec::new(),
+            LegTx::Cancel | LegTx::Info | LegTx::Reinvite => Vec::new(),
         };
         self.leg_actions(id, actions, None, now, rng);
     }
@@ -311,24 +350,7 @@ impl SipStack {
         let Some((invite, _)) = &leg.invite else { return };
         let Some(c) = self.clients.get(branch) else { return };
         let peer = c.peer;
-        let mut h = Headers::default();
-        if let Some(v) = invite.headers.get(&HeaderName::Via) {
-            h.push(HeaderName::Via, v.value.clone());
-        }
-        put(&mut h, HeaderName::MaxForwards, "70");
-        for name in [HeaderName::From, HeaderName::CallId] {
-            if let Some(v) = invite.headers.get(&name) {
-                h.push(name, v.value.clone());
-            }
-        }
-        if let Some(to) = resp.headers.get(&HeaderName::To) {
-            h.push(HeaderName::To, to.value.clone());
-        }
-        put(&mut h, HeaderName::CSeq, &format!("{} ACK", leg.cseq));
-        for r in invite.headers.get_all(&HeaderName::Route) {
-            h.push(HeaderName::Route, r.value.clone());
-        }
-        let ack = Request { method: Method::Ack, uri: invite.uri.clone(), headers: h, body: Vec::new() };
+        let ack = super::indialog::non_2xx_ack(invite, resp);
         self.transmit(peer, ack.to_bytes(), now);
     }
 
@@ -389,7 +411,7 @@ impl SipStack {
         self.send_client(key, cancel.to_bytes(), peer, &name, Owner::Leg(id, LegTx::Cancel), Kind::NonInvite, now);
     }
 
-    fn send_bye(&mut self, id: LegId, to_tag: &str, now: Instant, rng: &mut Rng) {
+    pub(super) fn send_bye(&mut self, id: LegId, to_tag: &str, now: Instant, rng: &mut Rng) {
         let Some(leg) = self.legs.get(&id) else { return };
         let Some(mut dialog) = leg.dialogs.get(to_tag).cloned() else { return };
         let Some(peer) = self.dialog_peer(leg, &dialog) else { return };
@@ -404,26 +426,56 @@ impl SipStack {
         self.send_client(branch, bye.to_bytes(), peer, &name, Owner::Leg(id, LegTx::Bye), Kind::NonInvite, now);
     }
 
-    /// The answer to a request inside one of our calls' dialogs, if it belongs to one.
-    pub(super) fn leg_request(&mut self, req: &Request, _now: Instant) -> Option<(u16, &'static str)> {
+    /// The outgoing leg whose dialog `req` is in: the leg, the peer's tag, and whether that
+    /// dialog is the answered one.
+    pub(super) fn leg_of_request(&self, req: &Request) -> Option<(LegId, String, bool)> {
         let to_tag = req.headers.to_header().ok()?.tag()?.to_string();
         let from_tag = req.headers.from_header().ok()?.tag().unwrap_or_default().to_string();
-        let call_id = req.headers.call_id().ok()?.to_string();
-        let cseq = req.headers.cseq().ok()?.seq;
-        let Some(leg) = self.legs.values_mut().find(|l| l.call_id == call_id && l.from_tag == to_tag) else {
-            return self.inbound_request(req);
-        };
-        let dialog = leg.dialogs.get_mut(&from_tag)?;
-        if !dialog.accept_remote_cseq(cseq) {
-            return Some((500, "Server Internal Error"));
+        let call_id = req.headers.call_id().ok()?;
+        let (id, leg) = self.legs.iter().find(|(_, l)| l.call_id == call_id && l.from_tag == to_tag)?;
+        if !leg.dialogs.contains_key(&from_tag) {
+            return None;
         }
-        Some(match req.method {
-            Method::Bye => (200, "OK"),
-            Method::Info | Method::Options => (200, "OK"),
-            // Re-INVITE and UPDATE come with the media work; refuse them cleanly until then.
-            Method::Invite | Method::Update => (488, "Not Acceptable Here"),
-            _ => (405, "Method Not Allowed"),
+        let established = leg.uac.confirmed_tag() == Some(from_tag.as_str());
+        Some((*id, from_tag, established))
+    }
+
+    /// The leg's dialog with the peer's tag `remote_tag`.
+    pub(super) fn leg_dialog_mut(&mut self, id: LegId, remote_tag: &str) -> Option<&mut Dialog> {
+        self.legs.get_mut(&id)?.dialogs.get_mut(remote_tag)
+    }
+
+    /// The answered dialog of an outgoing leg, and what requests in it need.
+    pub(super) fn leg_dialog_ctx(&self, id: LegId) -> Option<DialogCtx> {
+        let leg = self.legs.get(&id)?;
+        let dialog = leg.dialogs.get(leg.uac.confirmed_tag()?)?.clone();
+        let peer = self.dialog_peer(leg, &dialog)?;
+        let identity = &leg.params.identity;
+        let (vhost, vport) = self.advertised(leg.hop.transport);
+        Some(DialogCtx {
+            dialog,
+            peer,
+            name: leg.hop.host.clone(),
+            contact: contact_uri(&identity.contact_user, &vhost, vport, leg.hop.transport),
+            user_agent: identity.user_agent.clone().unwrap_or_else(|| self.cfg.user_agent.clone()),
+            identity: Some(identity.clone()),
         })
+    }
+
+    /// Stores an outgoing leg's dialog back (by its remote tag).
+    pub(super) fn leg_store_dialog(&mut self, id: LegId, dialog: Dialog) {
+        if let Some(leg) = self.legs.get_mut(&id) {
+            leg.dialogs.insert(dialog.id.remote_tag.clone(), dialog);
+        }
+    }
+
+    /// Our Contact URI in the leg (either direction).
+    pub(super) fn contact_of(&self, id: LegId) -> Option<String> {
+        if let Some(leg) = self.legs.get(&id) {
+            let (vhost, vport) = self.advertised(leg.hop.transport);
+            return Some(contact_uri(&leg.params.identity.contact_user, &vhost, vport, leg.hop.transport));
+        }
+        self.inbound.get(&id).map(|l| l.contact.clone())
     }
 
     /// After answering an in-dialog request: a BYE ends the call.
@@ -441,4 +493,13 @@ impl SipStack {
             self.leg_actions(id, actions, None, now, rng);
         }
     }
+}
+
+/// Our Contact URI: `sip:<user>@host:port`, with `;transport=` unless UDP.
+fn contact_uri(user: &str, host: &str, port: u16, transport: Transport) -> String {
+    let mut contact = format!("sip:{user}@{host}:{port}");
+    if transport != Transport::Udp {
+        contact.push_str(&format!(";transport={}", transport.param()));
+    }
+    contact
 }

@@ -5,8 +5,10 @@
 
 use super::calls::LegId;
 use super::dialog::Dialog;
+use super::indialog::DialogCtx;
 use super::invite::{CallProgress, UasAction, UasInvite};
 use super::message::{HeaderName, Method, Request};
+use super::midcall::MidCall;
 use super::stack::{to_tag_for, RegId, ServerKey, SipEvent, SipStack, SipTimer, ALLOW};
 use super::target::Transport;
 use super::transport::Peer;
@@ -37,7 +39,13 @@ pub(super) struct InLeg {
     dialog: Option<Dialog>,
     /// Our answer's SDP, kept for 2xx retransmissions.
     answer: Vec<u8>,
-    contact: String,
+    /// Our Contact URI.
+    pub(super) contact: String,
+    /// The registration whose Contact the INVITE reached (its account's credentials answer
+    /// challenges to our re-INVITE).
+    reg: RegId,
+    /// INFO, re-INVITE and UPDATE once answered.
+    pub(super) mid: MidCall,
 }
 
 impl SipStack {
@@ -83,6 +91,8 @@ impl SipStack {
                 dialog,
                 answer: Vec::new(),
                 contact: contact.clone(),
+                reg,
+                mid: MidCall::default(),
             },
         );
         // §13.3.1.1: ring while the user decides.
@@ -159,21 +169,7 @@ impl SipStack {
                     self.respond_full(&key, &invite, 487, "Request Terminated", &[], &[], now);
                 }
                 UasAction::Bye => {
-                    let Some(mut dialog) = leg.dialog.clone() else { continue };
-                    let peer = Peer { conn: leg.peer.conn, ..leg.peer };
-                    let (vhost, vport) = self.advertised(peer.transport);
-                    let tag = match rng.as_deref_mut() {
-                        Some(r) => r.hex(20),
-                        None => to_tag_for(&leg.key),
-                    };
-                    let branch = format!("z9hG4bK{tag}");
-                    let via = super::stack::via_value(peer.transport, &vhost, vport, &branch);
-                    let bye = dialog.request(Method::Bye, &via, None, None);
-                    if let Some(l) = self.inbound.get_mut(&id) {
-                        l.dialog = Some(dialog);
-                    }
-                    // The far end answers the BYE; its response needs no owner.
-                    self.transmit(peer, bye.to_bytes(), now);
+                    self.inbound_send_bye(id, now, rng.as_deref_mut());
                     // The call is over for us once the BYE is out.
                     self.finish_inbound(id, "200 OK");
                 }
@@ -188,13 +184,33 @@ impl SipStack {
         }
     }
 
+    /// Sends BYE in the incoming call's dialog; the far end answers it, and its response needs
+    /// no owner.
+    pub(super) fn inbound_send_bye(&mut self, id: LegId, now: Instant, rng: Option<&mut Rng>) {
+        let Some(leg) = self.inbound.get(&id) else { return };
+        let Some(mut dialog) = leg.dialog.clone() else { return };
+        let peer = leg.peer;
+        let (vhost, vport) = self.advertised(peer.transport);
+        let tag = match rng {
+            Some(r) => r.hex(20),
+            None => to_tag_for(&leg.key),
+        };
+        let branch = format!("z9hG4bK{tag}");
+        let via = super::stack::via_value(peer.transport, &vhost, vport, &branch);
+        let bye = dialog.request(Method::Bye, &via, None, None);
+        if let Some(l) = self.inbound.get_mut(&id) {
+            l.dialog = Some(dialog);
+        }
+        self.transmit(peer, bye.to_bytes(), now);
+    }
+
     fn finish_inbound(&mut self, id: LegId, reason: &str) {
         if self.remove_inbound(id) {
             self.events.push_back(SipEvent::Call { leg: id, progress: CallProgress::Ended { reason: reason.into() } });
         }
     }
 
-    fn remove_inbound(&mut self, id: LegId) -> bool {
+    pub(super) fn remove_inbound(&mut self, id: LegId) -> bool {
         self.arm(SipTimer::Leg(id), None);
         self.inbound.remove(&id).is_some()
     }
@@ -234,23 +250,43 @@ impl SipStack {
         }
     }
 
-    /// The answer to a request inside an incoming call's dialog, if it belongs to one.
-    pub(super) fn inbound_request(&mut self, req: &Request) -> Option<(u16, &'static str)> {
+    /// The incoming call whose dialog `req` is in: the leg, the peer's tag, and whether the
+    /// call is answered (2xx sent).
+    pub(super) fn inbound_of_request(&self, req: &Request) -> Option<(LegId, String, bool)> {
         let to_tag = req.headers.to_header().ok()?.tag()?.to_string();
-        let call_id = req.headers.call_id().ok()?.to_string();
-        let cseq = req.headers.cseq().ok()?.seq;
-        let leg = self
+        let call_id = req.headers.call_id().ok()?;
+        let (id, leg) = self
             .inbound
-            .values_mut()
-            .find(|l| l.dialog.as_ref().is_some_and(|d| d.id.call_id == call_id && d.id.local_tag == to_tag))?;
-        let dialog = leg.dialog.as_mut()?;
-        if !dialog.accept_remote_cseq(cseq) {
-            return Some((500, "Server Internal Error"));
-        }
-        Some(match req.method {
-            Method::Bye | Method::Info | Method::Options => (200, "OK"),
-            Method::Invite | Method::Update => (488, "Not Acceptable Here"),
-            _ => (405, "Method Not Allowed"),
+            .iter()
+            .find(|(_, l)| l.dialog.as_ref().is_some_and(|d| d.id.call_id == call_id && d.id.local_tag == to_tag))?;
+        let remote_tag = leg.dialog.as_ref().map(|d| d.id.remote_tag.clone()).unwrap_or_default();
+        Some((*id, remote_tag, leg.uas.is_established()))
+    }
+
+    /// The incoming call's dialog.
+    pub(super) fn inbound_dialog_mut(&mut self, id: LegId) -> Option<&mut Dialog> {
+        self.inbound.get_mut(&id)?.dialog.as_mut()
+    }
+
+    /// Whether the incoming call's 2xx was ACKed (its INVITE transaction is over, §14.1).
+    pub(super) fn inbound_confirmed(&self, id: LegId) -> bool {
+        self.inbound.get(&id).is_some_and(|l| l.uas.is_confirmed())
+    }
+
+    /// The answered dialog of an incoming call, and what requests in it need.
+    pub(super) fn inbound_dialog_ctx(&self, id: LegId) -> Option<DialogCtx> {
+        let leg = self.inbound.get(&id).filter(|l| l.uas.is_established())?;
+        let identity = self.reg_identity(leg.reg).cloned();
+        Some(DialogCtx {
+            dialog: leg.dialog.clone()?,
+            peer: leg.peer,
+            name: leg.peer.addr.ip().to_string(),
+            contact: leg.contact.clone(),
+            user_agent: identity
+                .as_ref()
+                .and_then(|i| i.user_agent.clone())
+                .unwrap_or_else(|| self.cfg.user_agent.clone()),
+            identity,
         })
     }
 

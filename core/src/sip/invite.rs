@@ -374,6 +374,16 @@ impl UasInvite {
         self.state == UasState::Offered
     }
 
+    /// True once answered (2xx sent) and until the call closes: the dialog is usable.
+    pub fn is_established(&self) -> bool {
+        matches!(self.state, UasState::Answered | UasState::Confirmed)
+    }
+
+    /// True once the ACK for our 2xx arrived: the INVITE transaction is over (§14.1).
+    pub fn is_confirmed(&self) -> bool {
+        self.state == UasState::Confirmed
+    }
+
     /// When [`UasInvite::on_timeout`] should run.
     pub fn next_deadline(&self) -> Option<std::time::Instant> {
         [self.retransmit.map(|r| r.0), self.give_up].into_iter().flatten().min()

@@ -46,6 +46,20 @@ pub enum SipEvent {
     /// An INVITE for the Contact of registration `reg`; answer with [`SipStack::answer`] or
     /// [`SipStack::decline`]. A 180 Ringing has been sent.
     Incoming { leg: super::calls::LegId, reg: RegId, call: super::incoming::IncomingCall },
+    /// An INFO arrived in the dialog of a call (answered 200 already; RFC 6086 legacy usage,
+    /// e.g. `application/dtmf-relay`).
+    Info { leg: super::calls::LegId, content_type: String, body: Vec<u8> },
+    /// The peer sent a new offer in the established call: a re-INVITE (RFC 3261 §14.2) or an
+    /// UPDATE (RFC 3311) with SDP. Answer with [`SipStack::answer_reoffer`]. `sdp` is empty for a
+    /// re-INVITE without SDP (late offer): then pass our offer, and the answer arrives as
+    /// [`SipEvent::ReofferAck`]. A 100 Trying has been sent for a re-INVITE.
+    Reoffer { leg: super::calls::LegId, sdp: Vec<u8> },
+    /// The ACK for our 2xx to a late-offer re-INVITE carried the peer's answer.
+    ReofferAck { leg: super::calls::LegId, sdp: Vec<u8> },
+    /// The outcome of [`SipStack::reinvite`]: the answer SDP of the 2xx (empty if it had none),
+    /// or `"<code> <phrase>"` (the session is unchanged, RFC 3261 §14.1). A 481 or 408 is
+    /// followed by the call's [`SipEvent::Call`] `Ended` (§12.2.1.2).
+    ReinviteResult { leg: super::calls::LegId, result: Result<Vec<u8>, String> },
 }
 
 /// Push parameters for the Contact (RFC 8599).
@@ -120,6 +134,10 @@ pub(super) enum SipTimer {
     Reg(RegId),
     /// An incoming call's 2xx retransmission or ACK wait (§13.3.1.4).
     Leg(super::calls::LegId),
+    /// Our 2xx to a re-INVITE: retransmission or ACK wait (§13.3.1.4).
+    Reoffer(super::calls::LegId),
+    /// Our re-INVITE answered 491 waits to be retried (§14.1).
+    Glare(super::calls::LegId),
 }
 
 /// RFC 3261 §17.2.3: branch, sent-by and method (ACK matches INVITE).
@@ -135,7 +153,7 @@ pub(super) struct ServerKey {
 pub(super) enum Owner {
     /// A registration's REGISTER.
     Reg(RegId),
-    /// A call leg's INVITE, CANCEL or BYE.
+    /// A call leg's INVITE, CANCEL, BYE, INFO or re-INVITE.
     Leg(super::calls::LegId, super::calls::LegTx),
 }
 
@@ -620,8 +638,8 @@ impl SipStack {
             self.clients.iter().filter(|(_, c)| c.peer.conn == Some(conn)).map(|(b, _)| b.clone()).collect();
         for branch in failed {
             if let Some(c) = self.clients.remove(&branch) {
-                self.arm(SipTimer::Client(branch), None);
-                self.client_failed(c.owner, 503, "Service Unavailable", now, rng);
+                self.arm(SipTimer::Client(branch.clone()), None);
+                self.client_failed(c.owner, &branch, 503, "Service Unavailable", now, rng);
             }
         }
         for e in self.regs.values_mut() {
@@ -727,7 +745,7 @@ impl SipStack {
         }
         if req.method == Method::Ack {
             // The ACK of a 2xx is its own transaction (§13.3.1.4): it belongs to the call.
-            self.inbound_ack(&req);
+            self.dialog_ack(&req);
             return;
         }
         if let Err(rej) = validate_request(&req) {
@@ -756,15 +774,33 @@ impl SipStack {
         let kind = if req.method == Method::Invite { Kind::Invite } else { Kind::NonInvite };
         let tx = ServerTransaction::new(kind, peer.transport.reliable(), self.timers);
         self.servers.insert(key.clone(), ServerEntry { tx, peer, merge_key });
+        if merged {
+            self.respond(&key, &req, 482, "Loop Detected", now);
+            return;
+        }
+        // §8.2.2.3: we support no extension, so any option tag in Require is unsupported.
+        let required = unsupported_required(&req);
+        if !required.is_empty() && req.method != Method::Cancel {
+            let extra = [(HeaderName::Unsupported, required.join(", "))];
+            self.respond_full(&key, &req, 420, "Bad Extension", &extra, &[], now);
+            return;
+        }
         // Requests inside one of our calls' dialogs (§12.2.2) are answered by the call.
-        let in_dialog = if merged { None } else { self.leg_request(&req, now) };
-        let (code, reason) = if merged {
-            (482, "Loop Detected")
-        } else if let Some(answer) = in_dialog {
-            answer
-        } else if req.headers.to_header().is_ok_and(|to| to.tag().is_some()) && req.method != Method::Options {
+        if self.in_dialog_request(&req, &key, now, rng) {
+            self.leg_after_request(&req, now, rng);
+            return;
+        }
+        let (code, reason) = if req.headers.to_header().is_ok_and(|to| to.tag().is_some())
+            && req.method != Method::Options
+        {
             // §12.2.2: a request for a dialog we do not have.
             (481, "Call/Transaction Does Not Exist")
+        } else if req.headers.max_forwards().ok().flatten() == Some(0)
+            && !matches!(req.method, Method::Options | Method::Cancel)
+        {
+            // A new request that used up its hops (spec §2.9: a B2BUA ends loops with 483). Requests
+            // inside a dialog reached their destination and are served (a BYE must not fail).
+            (483, "Too Many Hops")
         } else {
             match &req.method {
                 Method::Options => (200, "OK"),
@@ -791,9 +827,6 @@ impl SipStack {
             }
         };
         self.respond(&key, &req, code, reason, now);
-        if in_dialog.is_some() {
-            self.leg_after_request(&req, now, rng);
-        }
     }
 
     /// Whether the Request-URI names one of our Contacts.
@@ -808,7 +841,7 @@ impl SipStack {
         self.regs.iter().find(|(_, e)| e.params.identity.contact_user == user).map(|(id, _)| *id)
     }
 
-    fn respond(&mut self, key: &ServerKey, req: &Request, code: u16, reason: &str, now: Instant) {
+    pub(super) fn respond(&mut self, key: &ServerKey, req: &Request, code: u16, reason: &str, now: Instant) {
         self.respond_full(key, req, code, reason, &[], &[], now);
     }
 
@@ -825,6 +858,22 @@ impl SipStack {
         body: &[u8],
         now: Instant,
     ) -> bool {
+        self.respond_kept(key, req, code, reason, extra, body, now).is_some()
+    }
+
+    /// [`SipStack::respond_full`], returning where the response went and its bytes (for a 2xx
+    /// the UA core retransmits, §13.3.1.4).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn respond_kept(
+        &mut self,
+        key: &ServerKey,
+        req: &Request,
+        code: u16,
+        reason: &str,
+        extra: &[(HeaderName, String)],
+        body: &[u8],
+        now: Instant,
+    ) -> Option<(Peer, Vec<u8>)> {
         let mut resp = Response::for_request(req, code, reason);
         for (name, value) in extra {
             put(&mut resp.headers, name.clone(), value);
@@ -842,16 +891,26 @@ impl SipStack {
         }
         put(&mut resp.headers, HeaderName::Server, &self.cfg.user_agent.clone());
         let bytes = resp.to_bytes();
-        let Some(s) = self.servers.get_mut(key) else { return false };
+        let s = self.servers.get_mut(key)?;
         if !s.tx.send_response(code, bytes.clone(), now) {
-            return false;
+            return None;
         }
         let peer = s.peer;
         let deadline = s.tx.next_deadline();
         self.arm(SipTimer::Server(key.clone()), deadline);
         let dest = response_peer(req, peer);
-        self.transmit(dest, bytes, now);
-        true
+        self.transmit(dest, bytes.clone(), now);
+        Some((dest, bytes))
+    }
+
+    /// Whether the server transaction `key` is alive.
+    pub(super) fn has_server(&self, key: &ServerKey) -> bool {
+        self.servers.contains_key(key)
+    }
+
+    /// The account of registration `reg`.
+    pub(super) fn reg_identity(&self, reg: RegId) -> Option<&SipIdentity> {
+        self.regs.get(&reg).map(|e| &e.params.identity)
     }
 
     pub(super) fn reply_stateless(&mut self, req: &Request, peer: Peer, code: u16, reason: &str, now: Instant) {
@@ -903,6 +962,8 @@ impl SipStack {
                 SipTimer::Client(branch) => self.client_timer(branch, now, rng),
                 SipTimer::Server(skey) => self.server_timer(skey, now),
                 SipTimer::Leg(leg) => self.inbound_timer(leg, now, rng),
+                SipTimer::Reoffer(leg) => self.reoffer_timer(leg, now, rng),
+                SipTimer::Glare(leg) => self.glare_timer(leg, now, rng),
                 SipTimer::Reg(id) => {
                     let mut changes = Vec::new();
                     let send = self.regs.get_mut(&id).and_then(|e| e.reg.on_timeout(now, &mut changes));
@@ -933,7 +994,7 @@ impl SipStack {
                     if let Some(conn) = peer.conn {
                         self.transports.retain(conn, false, now);
                     }
-                    self.client_failed(owner, 408, "Request Timeout", now, rng);
+                    self.client_failed(owner, &branch, 408, "Request Timeout", now, rng);
                     return;
                 }
                 ClientEvent::Terminated => {
@@ -949,13 +1010,13 @@ impl SipStack {
     }
 
     /// A client transaction failed without a response (timeout, transport error).
-    fn client_failed(&mut self, owner: Owner, code: u16, reason: &str, now: Instant, rng: &mut Rng) {
+    fn client_failed(&mut self, owner: Owner, branch: &str, code: u16, reason: &str, now: Instant, rng: &mut Rng) {
         match owner {
             Owner::Reg(id) => {
                 let resp = RegResponse { code, reason: reason.into(), ..RegResponse::default() };
                 self.reg_response(id, &resp, now, rng);
             }
-            Owner::Leg(leg, tx) => self.leg_failed(leg, tx, code, reason, now, rng),
+            Owner::Leg(leg, tx) => self.leg_failed(leg, tx, branch, code, reason, now, rng),
         }
     }
 
@@ -1005,6 +1066,17 @@ pub(super) fn bracket(host: &str) -> String {
 
 pub(super) fn header_values(h: &Headers, name: HeaderName) -> Vec<String> {
     h.get_all(&name).map(|v| v.value_str().into_owned()).collect()
+}
+
+/// The option tags of the request's Require headers (all of them: we support none, §8.2.2.3).
+fn unsupported_required(req: &Request) -> Vec<String> {
+    header_values(&req.headers, HeaderName::Require)
+        .iter()
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(String::from)
+        .collect()
 }
 
 fn first_value(h: &Headers, name: HeaderName) -> Option<String> {

@@ -1,0 +1,233 @@
+//! One sylkRTC session (a 1:1 call) as the gateway holds it: which connection and account it
+//! belongs to, its server-side state (spec `sylkrtc-protocol.md` §4.1), its SIP leg (by id, in
+//! the SIP stack), its browser leg (str0m) and its SIP-side media. The gateway's call layer
+//! (`gateway/calls.rs`) drives it; this module holds the data and the pure decisions.
+
+use crate::ids::{ConnId, SocketId};
+use crate::media::bridge::SipMedia;
+use crate::media::sdp::{Codec, SdpVersioner};
+use crate::media::webrtc::BrowserLeg;
+use crate::sip::calls::LegId;
+use std::fmt;
+use std::net::SocketAddr;
+
+/// A call's handle in the gateway (never reused).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct CallId(pub u64);
+
+impl fmt::Display for CallId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "call{}", self.0)
+    }
+}
+
+/// Who placed the call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// `session-create`: the browser calls a SIP URI.
+    Outgoing,
+    /// An INVITE for one of the connection's registered accounts.
+    Incoming,
+}
+
+/// The server-side session state (spec §4.1); it decides which requests are allowed. Its names
+/// are SylkServer's, as they appear in its error strings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// Outgoing: waiting for the RTP pair before the INVITE. Incoming: offered to the browser.
+    Connecting,
+    /// Outgoing: the INVITE is out.
+    Progress,
+    /// Outgoing: a provisional response with SDP was the browser's answer.
+    EarlyMedia,
+    /// Answered (200 received, or our 200 sent).
+    Accepted,
+    /// ICE and DTLS are up with the browser, after the answer.
+    Established,
+    /// Our re-INVITE (the browser's `session-update` offer) is out.
+    LocalUpdating,
+    /// The SIP peer's re-INVITE waits for the browser's `session-update` answer.
+    RemoteUpdating,
+}
+
+impl State {
+    /// SylkServer's name of the state.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Connecting => "connecting",
+            Self::Progress => "progress",
+            Self::EarlyMedia => "early_media",
+            Self::Accepted => "accepted",
+            Self::Established => "established",
+            Self::LocalUpdating => "local-updating",
+            Self::RemoteUpdating => "remote-updating",
+        }
+    }
+
+    /// Whether `session-terminate` may end the call (every live state, spec §2.3).
+    pub fn can_terminate(self) -> bool {
+        true
+    }
+
+    /// Whether `session-dtmf-info` may send INFO (spec §2.3).
+    pub fn can_send_dtmf(self) -> bool {
+        matches!(
+            self,
+            Self::Established | Self::Accepted | Self::EarlyMedia | Self::LocalUpdating | Self::RemoteUpdating
+        )
+    }
+}
+
+/// The RTP/RTCP socket pair of the call's SIP leg.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RtpPair {
+    /// The RTP socket (RTCP is the next id).
+    pub rtp: SocketId,
+    /// The RTCP socket.
+    pub rtcp: SocketId,
+    /// Our RTP port once both sockets are bound.
+    pub port: Option<u16>,
+}
+
+/// What waits for the RTP pair to be bound.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pending {
+    /// Nothing.
+    None,
+    /// Outgoing: the INVITE to `uri` with `headers`.
+    Invite { uri: String, headers: Vec<(String, String)> },
+    /// Incoming: the 200 OK (the browser answered before the pair was bound).
+    Answer,
+}
+
+/// One call.
+pub struct Call {
+    /// The WebSocket it belongs to.
+    pub conn: ConnId,
+    /// The sylkRTC session id (the client's for outgoing calls; MD5 of the Call-ID for incoming).
+    pub session: String,
+    /// The account (AOR).
+    pub account: String,
+    /// Who called.
+    pub origin: Origin,
+    /// Server-side state.
+    pub state: State,
+    /// The SIP leg, once the INVITE went out (outgoing) or from the start (incoming).
+    pub leg: Option<LegId>,
+    /// The SIP Call-ID, once known (for `early-media`/`accepted`).
+    pub call_id: Option<String>,
+    /// The browser leg.
+    pub browser: BrowserLeg,
+    /// Outgoing: the browser's offer, kept until the first SIP answer is applied.
+    pub browser_offer: Option<String>,
+    /// The codecs the SIP side was offered (outgoing: the browser's, at the browser's numbers;
+    /// incoming: the SIP peer's offer, at its numbers), already narrowed to what we carry.
+    pub offered: Vec<Codec>,
+    /// Incoming: the SIP peer's RTP address from its offer.
+    pub offer_addr: Option<SocketAddr>,
+    /// Outgoing: an SDP was sent to the browser (`early-media` or `accepted` with `sdp`).
+    pub browser_answered: bool,
+    /// The SIP leg's sockets.
+    pub rtp: RtpPair,
+    /// The SIP side's media once an answer is known.
+    pub media: Option<SipMedia>,
+    /// Our `o=` line on the SIP side.
+    pub sdp: SdpVersioner,
+    /// What waits for the RTP pair.
+    pub pending: Pending,
+    /// ICE and DTLS are up with the browser (`established` was sent).
+    pub ice_up: bool,
+    /// Incoming: the SIP answer (our codecs at the peer's numbers) to send once the pair is bound.
+    pub answer_codecs: Vec<Codec>,
+    /// Our re-INVITE is out: the answer the browser got for its offer, for `update accepted`.
+    pub pending_update: Option<String>,
+    /// Incoming: the caller, for `missed-session`.
+    pub originator: Option<crate::api::Identity>,
+}
+
+impl fmt::Debug for Call {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Call")
+            .field("conn", &self.conn)
+            .field("session", &self.session)
+            .field("origin", &self.origin)
+            .field("state", &self.state)
+            .field("leg", &self.leg)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The codecs the gateway carries between the two sides, in our preference order (media spec
+/// §2.3 point 2): Opus, G.722, PCMU, PCMA and telephone-event/8000. PTs here are placeholders:
+/// [`crate::media::sdp::intersect`] keeps the offer's.
+pub fn supported_codecs() -> [Codec; 5] {
+    [Codec::opus(111), Codec::g722(), Codec::pcmu(), Codec::pcma(), Codec::telephone_event(101)]
+}
+
+/// The session id of an incoming call: the MD5 of its Call-ID in UUID layout (8-4-4-4-12), as
+/// SylkServer makes it.
+pub fn incoming_session_id(call_id: &str) -> String {
+    use md5::{Digest, Md5};
+    let h = Md5::digest(call_id.as_bytes());
+    let hex: String = h.iter().map(|b| format!("{b:02x}")).collect();
+    format!("{}-{}-{}-{}-{}", &hex[..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..])
+}
+
+/// The `headers` of `incoming-session`: every SIP header whose name starts with one of the
+/// account's `incoming_header_prefixes` (case-insensitive), first value of each name.
+pub fn filter_headers(headers: &[(String, String)], prefixes: &[String]) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for (name, value) in headers {
+        let wanted = prefixes.iter().any(|p| {
+            !p.is_empty() && name.len() >= p.len() && name.as_bytes()[..p.len()].eq_ignore_ascii_case(p.as_bytes())
+        });
+        if wanted && !out.iter().any(|(n, _)| n.eq_ignore_ascii_case(name)) {
+            out.push((name.clone(), value.clone()));
+        }
+    }
+    out
+}
+
+/// The INFO body for one DTMF digit (`application/dtmf-relay`, as Janus sends it); `duration` in
+/// ms, 160 when absent or outside 1..=5000 (spec §5.4).
+pub fn dtmf_relay_body(digit: char, duration: Option<i64>) -> Vec<u8> {
+    let d = duration.filter(|d| (1..=5000).contains(d)).unwrap_or(160);
+    format!("Signal={digit}\r\nDuration={d}\r\n").into_bytes()
+}
+
+/// Whether `c` is a DTMF digit INFO may carry.
+pub fn is_dtmf_digit(c: char) -> bool {
+    c.is_ascii_digit() || matches!(c.to_ascii_uppercase(), '*' | '#' | 'A' | 'B' | 'C' | 'D')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_id_is_md5_of_call_id_in_uuid_layout() {
+        // md5("abc") = 900150983cd24fb0d6963f7d28e17f72
+        assert_eq!(incoming_session_id("abc"), "90015098-3cd2-4fb0-d696-3f7d28e17f72");
+    }
+
+    #[test]
+    fn headers_filtered_by_prefix() {
+        let h = [
+            ("X-Foo".to_string(), "1".to_string()),
+            ("Via".to_string(), "v".to_string()),
+            ("x-foo".to_string(), "2".to_string()),
+            ("X-Bar".to_string(), "3".to_string()),
+        ];
+        let got = filter_headers(&h, &["x-".to_string()]);
+        assert_eq!(got, [("X-Foo".to_string(), "1".to_string()), ("X-Bar".to_string(), "3".to_string())]);
+        assert!(filter_headers(&h, &[]).is_empty());
+    }
+
+    #[test]
+    fn dtmf_body() {
+        assert_eq!(dtmf_relay_body('5', None), b"Signal=5\r\nDuration=160\r\n");
+        assert_eq!(dtmf_relay_body('#', Some(250)), b"Signal=#\r\nDuration=250\r\n");
+        assert_eq!(dtmf_relay_body('1', Some(0)), b"Signal=1\r\nDuration=160\r\n");
+        assert!(is_dtmf_digit('*') && is_dtmf_digit('d') && !is_dtmf_digit('x'));
+    }
+}

@@ -1,0 +1,1009 @@
+//! The call layer: sylkRTC sessions (spec `sylkrtc-protocol.md` §2.3, §3.3, §4.1) joined to SIP
+//! legs (`sip/calls.rs`, `sip/incoming.rs`), browser legs (`media/webrtc.rs`, behind the demux of
+//! the shared WebRTC socket) and SIP-side media (`media/bridge.rs`, on an RTP/RTCP pair).
+//!
+//! # Outgoing (`session-create`)
+//! The browser's offer is read and narrowed to the codecs we carry (at the browser's numbers);
+//! an RTP pair is asked for; once it is bound the INVITE goes out with our SIP offer (`progress`).
+//! The first SIP answer (a 183 with SDP, or the 200) becomes the browser's answer, with exactly
+//! the codecs the SIP side accepted (`early-media` or `accepted` with `sdp`, once); a later,
+//! different SDP is absorbed by the media plane. `established` follows ICE+DTLS.
+//!
+//! # Incoming (an INVITE for a registered account)
+//! The SIP offer is narrowed the same way; the browser leg makes the offer (`incoming-session`);
+//! `session-answer` applies the browser's answer and sends the 200 with the codecs it kept.
+//!
+//! # Ending
+//! `terminated` is sent exactly once, when the call is dropped from the tables: from the SIP
+//! stack's end of the leg, a decline, the media timeout, or a failure here. A connection that goes
+//! away hangs up its calls without events.
+
+use super::{Gateway, TimerKey};
+use crate::api::{AccountEvent, Event, Identity, RequestBody, SessionEvent, SessionState};
+use crate::call::{self, Call, CallId, Origin, Pending, RtpPair, State};
+use crate::drive::{Output, Transmit};
+use crate::ids::{ConnId, SocketId};
+use crate::media::bridge::{pair_codecs, SipMedia};
+use crate::media::sdp::{self, Codec, LocalMedia, LocalSession, MediaKind, SdpVersioner, SessionDescription};
+use crate::media::webrtc::{BrowserLeg, LegOutput};
+use crate::sip::calls::{CallParams, LegId};
+use crate::sip::incoming::IncomingCall;
+use crate::sip::invite::CallProgress;
+use crate::sip::stack::{RegId, SipIdentity};
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+/// A call's timers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) enum CallTimer {
+    /// The browser leg's (str0m's) next deadline.
+    Browser,
+    /// Check for media from the SIP side (`Config::media_timeout`).
+    Media,
+}
+
+impl CallTimer {
+    pub(super) const FIRST: Self = Self::Browser;
+    pub(super) const LAST: Self = Self::Media;
+}
+
+/// The reason in `terminated` when the SIP side sent no media for `media_timeout`.
+pub const MEDIA_TIMEOUT_REASON: &str = "408 Media Timeout";
+
+/// The call tables of a gateway.
+#[derive(Debug, Default)]
+pub(super) struct Calls {
+    pub(super) calls: std::collections::BTreeMap<CallId, Call>,
+    /// (connection, session id) → call.
+    pub(super) sessions: std::collections::BTreeMap<(ConnId, String), CallId>,
+    /// SIP leg → call.
+    pub(super) legs: std::collections::BTreeMap<LegId, CallId>,
+    /// RTP socket id → call (RTCP is RTP + 1).
+    pub(super) sockets: std::collections::BTreeMap<SocketId, CallId>,
+    /// The shared WebRTC socket's demultiplexer.
+    pub(super) demux: crate::media::demux::Demux<CallId>,
+    next: u64,
+}
+
+fn parse_sdp(sdp: &[u8]) -> Result<(SessionDescription, usize), String> {
+    let desc = SessionDescription::parse(sdp).map_err(|e| format!("Invalid SDP: {}", e.as_str()))?;
+    let idx = desc
+        .media
+        .iter()
+        .position(|m| m.kind == MediaKind::Audio && !m.is_rejected())
+        .ok_or_else(|| "Invalid SDP: no audio stream".to_string())?;
+    Ok((desc, idx))
+}
+
+/// The codecs of `m` we carry, in `m`'s order and numbers.
+fn carried(m: &sdp::MediaDescription) -> Vec<Codec> {
+    sdp::intersect(&m.codecs(), &call::supported_codecs())
+}
+
+impl Gateway {
+    /// A session request from connection `conn` (already validated; the account of a
+    /// `session-create` is known). Answers it with one `ack` or `error`, followed by the events
+    /// it caused.
+    pub(super) fn session_request(&mut self, conn: ConnId, transaction: String, body: RequestBody) {
+        let mut after = Vec::new();
+        let result = self.apply_session_request(conn, body, &mut after);
+        let answer = match result {
+            Ok(()) => Event::Ack { transaction },
+            Err(error) => {
+                log::info!("{conn}: session request failed ({transaction}): {error}");
+                Event::Error { transaction, error }
+            }
+        };
+        self.send_event(conn, &answer);
+        for e in &after {
+            self.send_event(conn, e);
+        }
+    }
+
+    fn call_of_session(&self, conn: ConnId, session: &str) -> Result<CallId, String> {
+        self.calls
+            .sessions
+            .get(&(conn, session.to_string()))
+            .copied()
+            .ok_or_else(|| format!("Unknown session {session}"))
+    }
+
+    fn apply_session_request(&mut self, conn: ConnId, body: RequestBody, after: &mut Vec<Event>) -> Result<(), String> {
+        match body {
+            RequestBody::SessionCreate { session, account, uri, sdp, headers } => {
+                let headers = headers.into_iter().map(|h| (h.name, h.value)).collect();
+                self.session_create(conn, session, account, uri, sdp, headers)
+            }
+            RequestBody::SessionAnswer { session, sdp, headers } => {
+                let id = self.call_of_session(conn, &session)?;
+                if !headers.is_empty() {
+                    log::debug!("{id}: session-answer headers are not added to the 200 OK");
+                }
+                self.session_answer(id, &session, &sdp, after)
+            }
+            RequestBody::SessionTrickle { session, candidates } => {
+                let id = self.call_of_session(conn, &session)?;
+                let Some(call) = self.calls.calls.get_mut(&id) else {
+                    return Err(format!("Unknown session {session}"));
+                };
+                if candidates.is_empty() {
+                    call.browser.end_of_candidates();
+                }
+                for c in candidates {
+                    // A candidate str0m cannot read is dropped: with ICE-lite the browser's
+                    // checks reveal its addresses anyway.
+                    if let Err(e) = call.browser.add_remote_candidate(&c.candidate) {
+                        log::debug!("{id}: candidate {:?} ignored: {e}", c.candidate);
+                    }
+                }
+                self.drain_browser(id);
+                Ok(())
+            }
+            RequestBody::SessionTerminate { session } => {
+                let id = self.call_of_session(conn, &session)?;
+                self.terminate_call(id);
+                Ok(())
+            }
+            RequestBody::SessionDtmfInfo { session, digit, duration } => {
+                let id = self.call_of_session(conn, &session)?;
+                let call = &self.calls.calls[&id];
+                if !call.state.can_send_dtmf() {
+                    return Err(format!("Invalid state session {session}: {} for DTMF info", call.state.name()));
+                }
+                let leg = call.leg.ok_or_else(|| format!("Invalid state session {session}: no dialog"))?;
+                for d in digit.chars().filter(|c| call::is_dtmf_digit(*c)) {
+                    let body = call::dtmf_relay_body(d, duration);
+                    self.sip.send_info(leg, "application/dtmf-relay", body, self.now, &mut self.rng);
+                }
+                Ok(())
+            }
+            RequestBody::SessionUpdate { session, sdp, .. } => {
+                let id = self.call_of_session(conn, &session)?;
+                self.session_update(id, &session, &sdp, after)
+            }
+            RequestBody::SessionMessage { session, .. } => {
+                let id = self.call_of_session(conn, &session)?;
+                let state = self.calls.calls[&id].state;
+                Err(format!("Invalid state session {session}: {} for sending messages", state.name()))
+            }
+            _ => Err("Internal error".into()),
+        }
+    }
+
+    /// The ICE host candidates of browser legs: every advertised media address with the WebRTC
+    /// socket's port.
+    fn webrtc_candidates(&self) -> Option<Vec<SocketAddr>> {
+        let (_, local) = self.media.webrtc()?;
+        let ips: Vec<IpAddr> =
+            self.config.media.media_advertised_addresses.iter().filter_map(|a| a.parse().ok()).collect();
+        if ips.is_empty() {
+            return Some(vec![local]);
+        }
+        Some(ips.into_iter().map(|ip| SocketAddr::new(ip, local.port())).collect())
+    }
+
+    /// The address in our SIP-side SDP: the first advertised media address of the peer's
+    /// family (IPv4 when unknown), else the WebRTC socket's IP.
+    fn sip_media_address(&self, peer: Option<IpAddr>) -> IpAddr {
+        let ips: Vec<IpAddr> =
+            self.config.media.media_advertised_addresses.iter().filter_map(|a| a.parse().ok()).collect();
+        let v6 = peer.is_some_and(|p| p.is_ipv6() && p.to_canonical().is_ipv6());
+        ips.iter()
+            .find(|ip| ip.is_ipv6() == v6)
+            .or(ips.first())
+            .copied()
+            .or_else(|| self.media.webrtc().map(|(_, a)| a.ip()))
+            .unwrap_or(IpAddr::from([127, 0, 0, 1]))
+    }
+
+    fn new_call(&mut self, conn: ConnId, session: String, account: String, origin: Origin) -> Result<CallId, String> {
+        let cert = self.config.webrtc.dtls_cert.clone().ok_or("Media is not available (no DTLS certificate)")?;
+        let candidates = self.webrtc_candidates().ok_or("Media is not available (no WebRTC socket)")?;
+        let (rtp, rtcp, _) = self.request_rtp_pair().ok_or("No media ports available")?;
+        let browser = BrowserLeg::new(&cert, &candidates, &mut self.rng);
+        let id = CallId(self.calls.next);
+        self.calls.next += 1;
+        if self.calls.demux.register(browser.ufrag(), id).is_err() {
+            self.release_rtp_pair(rtp);
+            return Err("Internal error".into());
+        }
+        let sdp_id = self.rng.next_u64() >> 2;
+        let call = Call {
+            conn,
+            session: session.clone(),
+            account,
+            origin,
+            state: State::Connecting,
+            leg: None,
+            call_id: None,
+            browser,
+            browser_offer: None,
+            offered: Vec::new(),
+            offer_addr: None,
+            browser_answered: false,
+            rtp: RtpPair { rtp, rtcp, port: None },
+            media: None,
+            sdp: SdpVersioner::new(sdp_id, sdp_id),
+            pending: Pending::None,
+            ice_up: false,
+            answer_codecs: Vec::new(),
+            originator: None,
+            pending_update: None,
+        };
+        self.calls.calls.insert(id, call);
+        self.calls.sessions.insert((conn, session), id);
+        self.calls.sockets.insert(rtp, id);
+        Ok(id)
+    }
+
+    fn identity(&mut self, conn: ConnId, account: &str) -> Option<SipIdentity> {
+        let acc = self.client(conn)?.account(account)?.clone();
+        Some(SipIdentity {
+            contact_user: crate::client::contact_user(&acc.aor, &mut self.rng),
+            aor: acc.aor,
+            secret: acc.password,
+            display_name: acc.display_name,
+            user_agent: acc.user_agent,
+        })
+    }
+
+    // ===== Outgoing =====
+
+    fn session_create(
+        &mut self,
+        conn: ConnId,
+        session: String,
+        account: String,
+        uri: String,
+        sdp: String,
+        headers: Vec<(String, String)>,
+    ) -> Result<(), String> {
+        if self.calls.sessions.contains_key(&(conn, session.clone())) {
+            return Err(format!("Session ID {session} already in use"));
+        }
+        let (desc, idx) = parse_sdp(sdp.as_bytes())?;
+        let offered = carried(&desc.media[idx]);
+        if !offered.iter().any(|c| !c.name.eq_ignore_ascii_case("telephone-event")) {
+            return Err("Invalid SDP: no supported audio codec (Opus, G722, PCMU, PCMA)".into());
+        }
+        let id = self.new_call(conn, session, account, Origin::Outgoing)?;
+        let call = self.calls.calls.get_mut(&id).expect("just added");
+        call.browser_offer = Some(sdp);
+        call.offered = offered;
+        call.pending = Pending::Invite { uri, headers };
+        log::info!(
+            "{conn}: {id} session {} to {}",
+            call.session,
+            match &call.pending {
+                Pending::Invite { uri, .. } => uri.as_str(),
+                _ => "",
+            }
+        );
+        Ok(())
+    }
+
+    /// Our SIP-side SDP for the call: one sendrecv audio line on our RTP port with `codecs`.
+    fn local_sdp(&mut self, id: CallId, codecs: Vec<Codec>, peer: Option<IpAddr>) -> Option<Vec<u8>> {
+        self.local_sdp_directed(id, codecs, peer, sdp::Direction::SendRecv)
+    }
+
+    /// [`Self::local_sdp`] with a direction (hold and resume).
+    fn local_sdp_directed(
+        &mut self,
+        id: CallId,
+        codecs: Vec<Codec>,
+        peer: Option<IpAddr>,
+        direction: sdp::Direction,
+    ) -> Option<Vec<u8>> {
+        let address = self.sip_media_address(peer);
+        let call = self.calls.calls.get_mut(&id)?;
+        let port = call.rtp.port?;
+        let media = LocalMedia { ptime: Some(20), direction, ..LocalMedia::new(MediaKind::Audio, port, codecs) };
+        let session =
+            LocalSession { username: "sylkgw".into(), session_name: "sylkgw".into(), address, media: vec![media] };
+        Some(call.sdp.render(&session).into_bytes())
+    }
+
+    /// Both sockets of the call's RTP pair are bound: what waited for them goes out.
+    pub(super) fn call_rtp_ready(&mut self, rtp: SocketId, port: u16) {
+        let Some(&id) = self.calls.sockets.get(&rtp) else {
+            log::debug!("{rtp}: RTP pair bound for no call");
+            return;
+        };
+        let Some(call) = self.calls.calls.get_mut(&id) else { return };
+        call.rtp.port = Some(port);
+        match std::mem::replace(&mut call.pending, Pending::None) {
+            Pending::None => {}
+            Pending::Invite { uri, headers } => self.send_invite(id, uri, headers),
+            Pending::Answer => self.send_answer(id),
+        }
+    }
+
+    /// The call's RTP pair could not be bound.
+    pub(super) fn call_rtp_failed(&mut self, rtp: SocketId) {
+        let Some(&id) = self.calls.sockets.get(&rtp) else { return };
+        self.calls.sockets.remove(&rtp);
+        if let Some(call) = self.calls.calls.get_mut(&id) {
+            call.rtp.port = None;
+        }
+        log::warn!("{id}: no RTP ports; ending the call");
+        self.end_call(id, "503 Service Unavailable", true);
+    }
+
+    fn send_invite(&mut self, id: CallId, uri: String, headers: Vec<(String, String)>) {
+        let Some(call) = self.calls.calls.get(&id) else { return };
+        let (conn, account, codecs) = (call.conn, call.account.clone(), call.offered.clone());
+        let Some(identity) = self.identity(conn, &account) else {
+            self.end_call(id, "480 Temporarily Unavailable", true);
+            return;
+        };
+        let Some(sdp) = self.local_sdp(id, codecs, None) else { return };
+        let params = CallParams { identity, target: uri, sdp, headers };
+        let leg = self.sip.invite(params, self.now, &mut self.rng);
+        self.calls.legs.insert(leg, id);
+        let Some(call) = self.calls.calls.get_mut(&id) else { return };
+        call.leg = Some(leg);
+        call.state = State::Progress;
+        self.call_event(id, SessionState::Progress);
+    }
+
+    /// Applies the SIP peer's answer (outgoing): the SIP media, and the first time the browser's
+    /// answer, returned.
+    fn apply_sip_answer(&mut self, id: CallId, sdp: &[u8]) -> Result<Option<String>, String> {
+        let (desc, idx) = parse_sdp(sdp)?;
+        let m = &desc.media[idx];
+        let remote = desc.rtp_addr(m);
+        let direction = desc.effective_direction(m).reversed();
+        let now = self.now;
+        let Some(call) = self.calls.calls.get_mut(&id) else { return Err("gone".into()) };
+        let pairs = pair_codecs(&call.offered, &m.codecs(), true);
+        if !pairs.iter().any(|p| !p.codec.name.eq_ignore_ascii_case("telephone-event")) {
+            return Err("488 Not Acceptable Here".into());
+        }
+        let remote = remote.unwrap_or_else(|| SocketAddr::new(IpAddr::from([0, 0, 0, 0]), 0));
+        let answer = if call.browser_answered {
+            None
+        } else {
+            let allowed: Vec<Codec> = pairs.iter().map(|p| Codec { pt: p.browser_pt, ..p.codec.clone() }).collect();
+            let offer = call.browser_offer.take().unwrap_or_default();
+            let answer = call.browser.accept_offer(&offer, &allowed, now).map_err(|e| {
+                log::info!("{id}: the browser's offer could not be answered: {e}");
+                "488 Not Acceptable Here".to_string()
+            })?;
+            call.browser_answered = true;
+            Some(answer)
+        };
+        match &mut call.media {
+            Some(media) => {
+                media.set_remote(remote);
+                media.set_codecs(pairs);
+                media.set_direction(direction);
+            }
+            None => {
+                let mut media = SipMedia::new(remote, pairs, now, &mut self.rng);
+                media.set_direction(direction);
+                call.media = Some(media);
+                self.arm_media_timeout(id);
+            }
+        }
+        self.drain_browser(id);
+        Ok(answer)
+    }
+
+    fn call_progress(&mut self, id: CallId, progress: CallProgress) {
+        match progress {
+            CallProgress::Provisional { code, sdp, .. } => {
+                self.call_event(id, SessionState::Proceeding { code });
+                match sdp {
+                    None if code == 180 || code == 183 => self.call_event(id, SessionState::Ringing),
+                    None => {}
+                    Some(sdp) => match self.apply_sip_answer(id, &sdp) {
+                        Ok(Some(answer)) => {
+                            let call_id = self.leg_call_id(id);
+                            if let Some(call) = self.calls.calls.get_mut(&id) {
+                                call.state = State::EarlyMedia;
+                            }
+                            self.call_event(
+                                id,
+                                SessionState::EarlyMedia { sdp: answer, call_id: call_id.unwrap_or_default() },
+                            );
+                        }
+                        Ok(None) => {}
+                        Err(reason) => {
+                            log::info!("{id}: early media refused: {reason}");
+                            self.hang_up_call(id, &reason);
+                        }
+                    },
+                }
+            }
+            CallProgress::Answered { sdp } => {
+                let Some(call) = self.calls.calls.get(&id) else { return };
+                let first = !call.browser_answered;
+                let result = match sdp {
+                    Some(sdp) => self.apply_sip_answer(id, &sdp),
+                    None if first => Err("488 Not Acceptable Here".into()),
+                    None => Ok(None),
+                };
+                match result {
+                    Ok(answer) => {
+                        let call_id = self.leg_call_id(id);
+                        let Some(call) = self.calls.calls.get_mut(&id) else { return };
+                        if call.state != State::Established {
+                            call.state = State::Accepted;
+                        }
+                        if let Some(m) = &mut call.media {
+                            m.touch(self.now);
+                        }
+                        let sdp_sent = answer.is_some();
+                        self.call_event(
+                            id,
+                            SessionState::Accepted {
+                                sdp: answer,
+                                call_id: if sdp_sent { call_id } else { None },
+                                headers: Vec::new(),
+                            },
+                        );
+                    }
+                    Err(reason) => {
+                        log::info!("{id}: answer refused: {reason}");
+                        self.hang_up_call(id, &reason);
+                    }
+                }
+            }
+            CallProgress::Ended { reason } => self.end_call(id, &reason, false),
+        }
+    }
+
+    fn leg_call_id(&self, id: CallId) -> Option<String> {
+        let call = self.calls.calls.get(&id)?;
+        call.call_id.clone().or_else(|| call.leg.and_then(|l| self.sip.leg_call_id(l)))
+    }
+
+    // ===== Incoming =====
+
+    /// An INVITE for registration `reg`: offered to its connection's browser, or declined.
+    fn incoming_call(&mut self, leg: LegId, reg: RegId, call: IncomingCall) {
+        let Some((conn, account)) = self.regs.get(&reg).cloned() else {
+            self.sip.decline(leg, 480, "Temporarily Unavailable", self.now);
+            return;
+        };
+        match self.offer_incoming(conn, &account, leg, &call) {
+            Ok(()) => {}
+            Err((code, reason)) => {
+                log::info!("{conn}: incoming call {} from {} declined: {code} {reason}", call.call_id, call.from_uri);
+                self.sip.decline(leg, code, reason, self.now);
+            }
+        }
+    }
+
+    fn offer_incoming(
+        &mut self,
+        conn: ConnId,
+        account: &str,
+        leg: LegId,
+        incoming: &IncomingCall,
+    ) -> Result<(), (u16, &'static str)> {
+        let session = call::incoming_session_id(&incoming.call_id);
+        if self.calls.sessions.contains_key(&(conn, session.clone())) {
+            return Err((482, "Loop Detected"));
+        }
+        let prefixes = self.client(conn).and_then(|c| c.account(account)).map(|a| a.incoming_header_prefixes.clone());
+        let Some(prefixes) = prefixes else { return Err((480, "Temporarily Unavailable")) };
+        if incoming.sdp.is_empty() {
+            // Late offer (an INVITE without SDP) is not supported.
+            return Err((488, "Not Acceptable Here"));
+        }
+        let (desc, idx) = parse_sdp(&incoming.sdp).map_err(|_| (488, "Not Acceptable Here"))?;
+        let m = &desc.media[idx];
+        if m.proto.is_secure() {
+            return Err((488, "Not Acceptable Here"));
+        }
+        let offered = carried(m);
+        if !offered.iter().any(|c| !c.name.eq_ignore_ascii_case("telephone-event")) {
+            return Err((488, "Not Acceptable Here"));
+        }
+        let offer_addr = desc.rtp_addr(m);
+        let id = self
+            .new_call(conn, session.clone(), account.to_string(), Origin::Incoming)
+            .map_err(|_| (503, "Service Unavailable"))?;
+        let now = self.now;
+        let Some(call) = self.calls.calls.get_mut(&id) else { return Err((500, "Server Internal Error")) };
+        let offer = match call.browser.create_offer(&offered, now) {
+            Ok(o) => o,
+            Err(e) => {
+                log::info!("{id}: no offer for the browser: {e}");
+                self.drop_call(id);
+                return Err((488, "Not Acceptable Here"));
+            }
+        };
+        call.offered = offered;
+        call.offer_addr = offer_addr;
+        call.leg = Some(leg);
+        call.call_id = Some(incoming.call_id.clone());
+        let originator = Identity { uri: incoming.from_uri.clone(), display_name: incoming.display_name.clone() };
+        call.originator = Some(originator.clone());
+        self.calls.legs.insert(leg, id);
+        self.drain_browser(id);
+        let headers = call::filter_headers(&incoming.headers, &prefixes);
+        let event = Event::Account {
+            account: account.to_string(),
+            event: AccountEvent::IncomingSession {
+                session,
+                originator,
+                sdp: offer,
+                call_id: incoming.call_id.clone(),
+                headers,
+            },
+        };
+        log::info!("{conn}: {id} incoming call {} from {}", incoming.call_id, incoming.from_uri);
+        self.send_event(conn, &event);
+        self.flush(conn);
+        Ok(())
+    }
+
+    fn session_answer(&mut self, id: CallId, session: &str, sdp: &str, after: &mut Vec<Event>) -> Result<(), String> {
+        let now = self.now;
+        let call = self.calls.calls.get_mut(&id).ok_or_else(|| format!("Unknown session {session}"))?;
+        if call.origin == Origin::Outgoing {
+            return Err(format!("Cannot answer outgoing session {session}"));
+        }
+        if call.state != State::Connecting {
+            return Err(format!("Invalid state for answering session {session}: {}", call.state.name()));
+        }
+        let (desc, idx) = parse_sdp(sdp.as_bytes())?;
+        call.browser.accept_answer(sdp, now).map_err(|e| format!("Invalid SDP: {e}"))?;
+        let pairs = pair_codecs(&call.offered, &desc.media[idx].codecs(), false);
+        if !pairs.iter().any(|p| !p.codec.name.eq_ignore_ascii_case("telephone-event")) {
+            return Err("Invalid SDP: no common codec".into());
+        }
+        call.answer_codecs = pairs.iter().map(|p| Codec { pt: p.sip_pt, ..p.codec.clone() }).collect();
+        let remote = call.offer_addr.unwrap_or_else(|| SocketAddr::new(IpAddr::from([0, 0, 0, 0]), 0));
+        call.media = Some(SipMedia::new(remote, pairs, now, &mut self.rng));
+        call.state = State::Accepted;
+        let ready = call.rtp.port.is_some();
+        if !ready {
+            call.pending = Pending::Answer;
+        }
+        self.drain_browser(id);
+        if ready {
+            self.send_answer(id);
+        }
+        self.arm_media_timeout(id);
+        after.push(Event::Session {
+            session: session.to_string(),
+            event: SessionEvent::State(SessionState::Accepted { sdp: None, call_id: None, headers: Vec::new() }),
+        });
+        Ok(())
+    }
+
+    fn send_answer(&mut self, id: CallId) {
+        let Some(call) = self.calls.calls.get(&id) else { return };
+        let (leg, codecs, peer) = (call.leg, call.answer_codecs.clone(), call.offer_addr.map(|a| a.ip()));
+        let Some(leg) = leg else { return };
+        let Some(sdp) = self.local_sdp(id, codecs, peer) else { return };
+        self.sip.answer(leg, sdp, self.now);
+    }
+
+    // ===== Updates (re-INVITE both ways, spec §2.3 `session-update`, §3.3 `update`) =====
+
+    /// `session-update`: in `remote-updating` the browser's answer to the SIP peer's re-offer;
+    /// when established (or accepted) a new offer from the browser, sent as a re-INVITE.
+    fn session_update(&mut self, id: CallId, session: &str, sdp: &str, _after: &mut Vec<Event>) -> Result<(), String> {
+        let now = self.now;
+        let call = self.calls.calls.get_mut(&id).ok_or_else(|| format!("Unknown session {session}"))?;
+        let leg =
+            call.leg.ok_or_else(|| format!("Invalid state for updating session {session}: {}", call.state.name()))?;
+        match call.state {
+            State::RemoteUpdating => {
+                call.browser.accept_answer(sdp, now).map_err(|e| format!("Invalid SDP: {e}"))?;
+                // Towards the SIP peer we do what the browser does towards us: the reverse of our
+                // direction towards the browser.
+                let direction = call.browser.direction().unwrap_or_default().reversed();
+                call.state = if call.ice_up { State::Established } else { State::Accepted };
+                let codecs = call
+                    .media
+                    .as_ref()
+                    .map(|m| m.codecs().iter().map(|p| Codec { pt: p.sip_pt, ..p.codec.clone() }).collect())
+                    .unwrap_or_default();
+                if let Some(m) = &mut call.media {
+                    m.set_direction(direction);
+                    m.touch(now);
+                }
+                self.drain_browser(id);
+                let peer =
+                    self.calls.calls.get(&id).and_then(|c| c.media.as_ref()).and_then(|m| m.target()).map(|a| a.ip());
+                let body = self.local_sdp_directed(id, codecs, peer, direction);
+                match body {
+                    Some(body) => self.sip.answer_reoffer(leg, Ok(body), now),
+                    None => self.sip.answer_reoffer(leg, Err((500, "Server Internal Error".into())), now),
+                }
+                Ok(())
+            }
+            State::Established | State::Accepted => {
+                let answer = call.browser.accept_offer(sdp, &[], now).map_err(|e| format!("Invalid SDP: {e}"))?;
+                let direction = call.browser.direction().unwrap_or_default().reversed();
+                call.state = State::LocalUpdating;
+                call.pending_update = Some(answer);
+                let codecs = call
+                    .media
+                    .as_ref()
+                    .map(|m| m.codecs().iter().map(|p| Codec { pt: p.sip_pt, ..p.codec.clone() }).collect())
+                    .unwrap_or_default();
+                self.drain_browser(id);
+                let peer =
+                    self.calls.calls.get(&id).and_then(|c| c.media.as_ref()).and_then(|m| m.target()).map(|a| a.ip());
+                let body = self.local_sdp_directed(id, codecs, peer, direction).ok_or("Internal error")?;
+                if !self.sip.reinvite(leg, body, now, &mut self.rng) {
+                    if let Some(call) = self.calls.calls.get_mut(&id) {
+                        call.state = State::Established;
+                        call.pending_update = None;
+                    }
+                    return Err(format!("Invalid state for updating session {session}: no dialog"));
+                }
+                Ok(())
+            }
+            other => Err(format!("Invalid state for updating session {session}: {}", other.name())),
+        }
+    }
+
+    /// The SIP peer re-offers (re-INVITE or UPDATE with SDP): the browser gets `update`
+    /// `received` with our re-offer in the direction the peer asked for, and answers with
+    /// `session-update`. The 200 waits for that answer.
+    fn call_reoffer(&mut self, id: CallId, sdp: &[u8]) {
+        let now = self.now;
+        let Some(call) = self.calls.calls.get_mut(&id) else { return };
+        let Some(leg) = call.leg else { return };
+        if !matches!(call.state, State::Established | State::Accepted) {
+            self.sip.answer_reoffer(leg, Err((491, "Request Pending".into())), now);
+            return;
+        }
+        let parsed = if sdp.is_empty() { Err("late offer".to_string()) } else { parse_sdp(sdp) };
+        let (desc, idx) = match parsed {
+            Ok(d) => d,
+            Err(e) => {
+                log::info!("{id}: re-offer refused: {e}");
+                self.sip.answer_reoffer(leg, Err((488, "Not Acceptable Here".into())), now);
+                return;
+            }
+        };
+        let m = &desc.media[idx];
+        // What the peer will do is what we do towards the browser.
+        let direction = desc.effective_direction(m);
+        if let (Some(media), Some(remote)) = (&mut call.media, desc.rtp_addr(m)) {
+            media.set_remote(remote);
+        }
+        let offer = match call.browser.create_reoffer(direction, now) {
+            Ok(o) => o,
+            Err(e) => {
+                log::info!("{id}: no re-offer for the browser: {e}");
+                self.sip.answer_reoffer(leg, Err((488, "Not Acceptable Here".into())), now);
+                return;
+            }
+        };
+        call.state = State::RemoteUpdating;
+        self.drain_browser(id);
+        self.update_event(id, crate::api::UpdateState::Received { sdp: offer });
+    }
+
+    /// The result of our re-INVITE.
+    fn call_reinvite_result(&mut self, id: CallId, result: Result<Vec<u8>, String>) {
+        let now = self.now;
+        let Some(call) = self.calls.calls.get_mut(&id) else { return };
+        let answer = call.pending_update.take();
+        call.state = if call.ice_up { State::Established } else { State::Accepted };
+        match result {
+            Ok(sdp) => {
+                if let Ok((desc, idx)) = parse_sdp(&sdp) {
+                    let m = &desc.media[idx];
+                    let direction = desc.effective_direction(m).reversed();
+                    if let Some(media) = &mut call.media {
+                        if let Some(remote) = desc.rtp_addr(m) {
+                            media.set_remote(remote);
+                        }
+                        media.set_direction(direction);
+                        media.touch(now);
+                    }
+                }
+                if let Some(answer) = answer {
+                    self.update_event(id, crate::api::UpdateState::Accepted { sdp: answer });
+                }
+            }
+            Err(reason) => {
+                log::info!("{id}: re-INVITE failed: {reason}");
+                self.update_event(id, crate::api::UpdateState::Failed { reason });
+            }
+        }
+    }
+
+    fn update_event(&mut self, id: CallId, update: crate::api::UpdateState) {
+        let Some(call) = self.calls.calls.get(&id) else { return };
+        let (conn, session) = (call.conn, call.session.clone());
+        self.send_event(conn, &Event::Session { session, event: SessionEvent::Update(update) });
+        self.flush(conn);
+    }
+
+    // ===== Ending =====
+
+    /// `session-terminate`: decline a ringing incoming call, else hang up (CANCEL or BYE).
+    fn terminate_call(&mut self, id: CallId) {
+        let Some(call) = self.calls.calls.get(&id) else { return };
+        match (call.origin, call.state, call.leg) {
+            (Origin::Incoming, State::Connecting, Some(leg)) => {
+                let code = self.config.decline_code;
+                let reason = crate::sip::message::default_reason(code);
+                self.sip.decline(leg, code, reason, self.now);
+            }
+            (_, _, Some(leg)) => self.sip.hang_up(leg, self.now, &mut self.rng),
+            (_, _, None) => self.end_call(id, "487 Request Terminated", true),
+        }
+    }
+
+    /// Hangs up the SIP leg because of us (no usable answer, media timeout) and ends the call
+    /// with `reason` at once; the leg finishes in the stack on its own.
+    fn hang_up_call(&mut self, id: CallId, reason: &str) {
+        self.end_call(id, reason, true);
+    }
+
+    /// Drops the call and sends `terminated` with `reason` (once). `hang_up`: the SIP leg is
+    /// still up and must be ended (CANCEL, BYE or a decline).
+    pub(super) fn end_call(&mut self, id: CallId, reason: &str, hang_up: bool) {
+        let Some(call) = self.calls.calls.get(&id) else { return };
+        let (conn, session, leg) = (call.conn, call.session.clone(), call.leg);
+        // The caller gave up before the browser answered (spec §3.3).
+        let missed = (call.origin == Origin::Incoming && call.state == State::Connecting && reason.starts_with("487"))
+            .then(|| call.originator.clone())
+            .flatten();
+        let account = call.account.clone();
+        if hang_up {
+            if let Some(leg) = leg {
+                self.release_leg(id, leg);
+            }
+        }
+        self.drop_call(id);
+        log::info!("{conn}: {id} session {session} terminated: {reason}");
+        let event = Event::Session {
+            session: session.clone(),
+            event: SessionEvent::State(SessionState::Terminated { reason: reason.to_string() }),
+        };
+        self.send_event(conn, &event);
+        if let Some(originator) = missed {
+            self.send_event(conn, &Event::Account { account, event: AccountEvent::MissedSession { originator } });
+        }
+        self.flush(conn);
+    }
+
+    /// Ends the SIP leg of a call that is going away: a ringing incoming call is declined 480
+    /// (the browser is gone) unless it is answered, else CANCEL or BYE.
+    fn release_leg(&mut self, id: CallId, leg: LegId) {
+        self.calls.legs.remove(&leg);
+        if self.sip.is_ringing(leg) {
+            log::debug!("{id}: declining the ringing leg");
+            self.sip.decline(leg, 480, "Temporarily Unavailable", self.now);
+        } else {
+            self.sip.hang_up(leg, self.now, &mut self.rng);
+        }
+    }
+
+    /// Forgets the call: tables, timers, browser leg, RTP pair. No event.
+    fn drop_call(&mut self, id: CallId) {
+        let Some(mut call) = self.calls.calls.remove(&id) else { return };
+        self.calls.sessions.remove(&(call.conn, call.session.clone()));
+        if let Some(leg) = call.leg {
+            self.calls.legs.remove(&leg);
+        }
+        self.calls.demux.remove(id);
+        if self.calls.sockets.remove(&call.rtp.rtp).is_some() {
+            self.release_rtp_pair(call.rtp.rtp);
+        }
+        call.browser.close();
+        // The DTLS close_notify and RTCP BYE are sent if the browser is reachable.
+        while let Some(o) = call.browser.poll(self.now) {
+            match o {
+                LegOutput::Transmit { to, payload, .. } => self.send_webrtc(to, payload),
+                LegOutput::Timeout(_) | LegOutput::Closed => break,
+                _ => {}
+            }
+        }
+        self.timers.stop_range(TimerKey::Call(id, CallTimer::FIRST)..=TimerKey::Call(id, CallTimer::LAST));
+    }
+
+    /// The WebSocket `conn` went away: its calls are hung up without events.
+    pub(super) fn release_calls(&mut self, conn: ConnId) {
+        let ids: Vec<CallId> = self
+            .calls
+            .sessions
+            .range((conn, String::new())..)
+            .take_while(|((c, _), _)| *c == conn)
+            .map(|(_, id)| *id)
+            .collect();
+        for id in ids {
+            if let Some(leg) = self.calls.calls.get(&id).and_then(|c| c.leg) {
+                self.release_leg(id, leg);
+            }
+            log::info!("{conn}: {id} hung up with its connection");
+            self.drop_call(id);
+        }
+    }
+
+    // ===== SIP events =====
+
+    /// A SIP stack event about a call leg.
+    pub(super) fn call_sip_event(&mut self, leg: LegId, progress: CallProgress) {
+        let Some(&id) = self.calls.legs.get(&leg) else {
+            log::debug!("leg {leg:?}: {progress:?} for no call");
+            return;
+        };
+        self.call_progress(id, progress);
+    }
+
+    /// A mid-call SIP event (re-offer, INFO, our re-INVITE's result).
+    pub(super) fn call_sip_midcall(&mut self, ev: crate::sip::stack::SipEvent) {
+        use crate::sip::stack::SipEvent;
+        let leg = match &ev {
+            SipEvent::Info { leg, .. }
+            | SipEvent::Reoffer { leg, .. }
+            | SipEvent::ReofferAck { leg, .. }
+            | SipEvent::ReinviteResult { leg, .. } => *leg,
+            _ => return,
+        };
+        let Some(&id) = self.calls.legs.get(&leg) else {
+            log::debug!("leg {leg:?}: mid-call event for no call");
+            if let SipEvent::Reoffer { .. } = ev {
+                self.sip.answer_reoffer(leg, Err((481, "Call/Transaction Does Not Exist".into())), self.now);
+            }
+            return;
+        };
+        match ev {
+            SipEvent::Info { content_type, body, .. } => {
+                log::info!("{id}: INFO {content_type} ({} bytes) from the SIP side", body.len());
+            }
+            SipEvent::Reoffer { sdp, .. } => self.call_reoffer(id, &sdp),
+            SipEvent::ReofferAck { .. } => log::debug!("{id}: late-offer ACK ignored"),
+            SipEvent::ReinviteResult { result, .. } => self.call_reinvite_result(id, result),
+            _ => {}
+        }
+    }
+
+    /// An incoming INVITE for a registration.
+    pub(super) fn call_sip_incoming(&mut self, leg: LegId, reg: RegId, call: IncomingCall) {
+        self.incoming_call(leg, reg, call);
+    }
+
+    // ===== Media =====
+
+    /// A datagram on the WebRTC socket.
+    pub(super) fn webrtc_datagram(&mut self, local: SocketAddr, from: SocketAddr, data: &[u8]) {
+        let Some(id) = self.calls.demux.route(from, data) else {
+            log::trace!("{} WebRTC bytes from {from} for no call", data.len());
+            return;
+        };
+        let now = self.now;
+        let Some(call) = self.calls.calls.get_mut(&id) else { return };
+        if call.browser.handle_datagram(now, from, local, data) {
+            self.calls.demux.learn(from, id);
+        }
+        self.drain_browser(id);
+    }
+
+    /// A datagram on a call's RTP or RTCP socket.
+    pub(super) fn rtp_datagram(&mut self, socket: SocketId, from: SocketAddr, data: &[u8]) {
+        let rtp = SocketId(socket.0 & !1);
+        let Some(&id) = self.calls.sockets.get(&rtp) else { return };
+        let now = self.now;
+        let Some(call) = self.calls.calls.get_mut(&id) else { return };
+        let Some(media) = &mut call.media else { return };
+        if socket != rtp {
+            media.rtcp_from_sip(now, data);
+            return;
+        }
+        match media.from_sip(now, from, data) {
+            Ok(p) => {
+                if let Some(payload) = data.get(p.payload.clone()) {
+                    if let Err(e) = call.browser.write_rtp(now, p.pt, p.seq, p.ts, p.marker, payload) {
+                        log::trace!("{id}: RTP to the browser dropped: {e}");
+                    }
+                }
+                self.drain_browser(id);
+            }
+            Err(why) => log::trace!("{id}: RTP from {from} dropped: {why:?}"),
+        }
+    }
+
+    fn send_webrtc(&mut self, to: SocketAddr, payload: Vec<u8>) {
+        if let Some((socket, _)) = self.media.webrtc() {
+            // Media is not recorded in captures.
+            self.out.push_back(Output::Datagram(Transmit { socket, to, payload }));
+        }
+    }
+
+    /// Runs the browser leg's outputs: transmits, RTP to the SIP side, state changes, its timer.
+    pub(super) fn drain_browser(&mut self, id: CallId) {
+        let now = self.now;
+        let mut events = Vec::new();
+        let mut closed = false;
+        loop {
+            let Some(call) = self.calls.calls.get_mut(&id) else { return };
+            let Some(o) = call.browser.poll(now) else {
+                self.timers.stop(TimerKey::Call(id, CallTimer::Browser));
+                break;
+            };
+            match o {
+                LegOutput::Transmit { to, payload, .. } => self.send_webrtc(to, payload),
+                LegOutput::Rtp { pt, seq, ts, marker, ssrc, payload } => {
+                    let socket = call.rtp.rtp;
+                    let bound = call.rtp.port.is_some();
+                    if let (Some(media), true) = (&mut call.media, bound) {
+                        if let Some((to, pkt)) = media.from_browser(now, (pt, seq, ts, marker, ssrc), &payload) {
+                            let payload = pkt.to_vec();
+                            self.out.push_back(Output::Datagram(Transmit { socket, to, payload }));
+                        }
+                    }
+                }
+                LegOutput::Connected => {
+                    if !call.ice_up {
+                        call.ice_up = true;
+                        if matches!(call.state, State::Accepted | State::EarlyMedia) {
+                            call.state = State::Established;
+                        }
+                        events.push(SessionState::Established);
+                    }
+                }
+                LegOutput::Disconnected => log::info!("{id}: the browser stopped ICE consent checks"),
+                LegOutput::Reconnected => log::info!("{id}: the browser is back"),
+                LegOutput::KeyframeRequest { .. } => {}
+                LegOutput::Timeout(at) => {
+                    self.timers.set(TimerKey::Call(id, CallTimer::Browser), at);
+                    break;
+                }
+                LegOutput::Closed => {
+                    closed = true;
+                    break;
+                }
+            }
+        }
+        for e in events {
+            self.call_event(id, e);
+        }
+        if closed {
+            log::info!("{id}: the browser leg closed");
+            self.end_call(id, "200 OK", true);
+        }
+    }
+
+    fn arm_media_timeout(&mut self, id: CallId) {
+        if self.config.media_timeout > 0 {
+            let at = self.now + Duration::from_secs(self.config.media_timeout);
+            self.timers.set(TimerKey::Call(id, CallTimer::Media), at);
+        }
+    }
+
+    /// A call timer fired.
+    pub(super) fn call_timer(&mut self, id: CallId, timer: CallTimer) {
+        match timer {
+            CallTimer::Browser => self.drain_browser(id),
+            CallTimer::Media => {
+                let limit = Duration::from_secs(self.config.media_timeout);
+                let Some(call) = self.calls.calls.get(&id) else { return };
+                let Some(media) = &call.media else { return };
+                let last = media.last_rx();
+                // On hold (the peer does not send) the timeout does not apply.
+                let quiet_allowed = !media.direction().receives();
+                if quiet_allowed || self.now.saturating_duration_since(last) < limit {
+                    let base = if quiet_allowed { self.now } else { last };
+                    self.timers.set(TimerKey::Call(id, CallTimer::Media), base + limit);
+                    return;
+                }
+                log::info!("{id}: no media from the SIP side for {} s; hanging up", limit.as_secs());
+                self.hang_up_call(id, MEDIA_TIMEOUT_REASON);
+            }
+        }
+    }
+
+    /// Sends a session `state` event for the call.
+    fn call_event(&mut self, id: CallId, state: SessionState) {
+        let Some(call) = self.calls.calls.get(&id) else { return };
+        let (conn, session) = (call.conn, call.session.clone());
+        self.send_event(conn, &Event::Session { session, event: SessionEvent::State(state) });
+        self.flush(conn);
+    }
+}

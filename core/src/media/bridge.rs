@@ -1,0 +1,321 @@
+//! The SIP side of one call's media and the rules that join it to the browser leg (media spec
+//! §2.3): payload-type mapping between the two sides' numbers, SSRC/sequence/timestamp rewriting
+//! per direction (sequence numbers start small, so the browser leg's SRTP rollover counter starts
+//! at 0), symmetric-RTP latching of the SIP peer, hold by direction, and the time of the last
+//! packet for the media timeout. Sans-IO: datagrams in, datagrams (or RTP for the browser leg) out.
+
+use super::rtp::{self, Latch, LatchPolicy, LatchVerdict, PtMap, RtpOut, SeqTsRewriter};
+use super::sdp::{Codec, Direction};
+use crate::rng::Rng;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+/// The largest RTP packet we forward (the SIP side has no use for more than a UDP MTU).
+pub const MAX_RTP: usize = 1500;
+
+/// One negotiated codec, as each side numbers it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CodecPair {
+    /// The payload type towards and from the browser.
+    pub browser_pt: u8,
+    /// The payload type we send to the SIP peer (its answer's or its offer's number).
+    pub sip_pt: u8,
+    /// RTP clock rate.
+    pub clock_rate: u32,
+    /// The codec itself (name, channels, fmtp), at the SIP number.
+    pub codec: Codec,
+}
+
+/// An RTP packet for the browser leg ([`super::webrtc::BrowserLeg::write_rtp`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ToBrowser {
+    /// Payload type, in the browser's numbering.
+    pub pt: u8,
+    /// Extended sequence number (starts small; its upper bits are the SRTP rollover counter).
+    pub seq: u64,
+    /// Rewritten timestamp.
+    pub ts: u32,
+    /// M bit.
+    pub marker: bool,
+    /// Payload offset and length in the packet handed to [`SipMedia::from_sip`].
+    pub payload: std::ops::Range<usize>,
+}
+
+/// Why a datagram from the SIP side was not forwarded (counted, logged at debug).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dropped {
+    /// Not RTP (or RTCP on the RTP port).
+    NotRtp,
+    /// From a source other than the latched one.
+    WrongSource,
+    /// A payload type not negotiated.
+    UnknownPt,
+    /// Sequence number out of the acceptable window (a stray or a restart being confirmed).
+    Sequence,
+    /// We are on hold towards the browser (the browser does not receive).
+    Hold,
+}
+
+/// The SIP leg's media of one call.
+#[derive(Debug)]
+pub struct SipMedia {
+    latch: Latch,
+    /// Codecs both sides carry.
+    codecs: Vec<CodecPair>,
+    /// SIP number (sent or offered) → browser number.
+    from_sip: PtMap,
+    /// Browser number → SIP number.
+    to_sip: PtMap,
+    ssrc: u32,
+    to_sip_rw: SeqTsRewriter,
+    to_browser_rw: SeqTsRewriter,
+    /// Our direction towards the SIP peer (what our last SDP said).
+    direction: Direction,
+    /// The last valid RTP or RTCP from the SIP peer (or the start).
+    last_rx: Instant,
+    buf: Vec<u8>,
+    /// Packets forwarded each way, for logs and tests.
+    pub sent: u64,
+    /// Packets received from the SIP peer and forwarded.
+    pub received: u64,
+}
+
+impl SipMedia {
+    /// Media towards `remote` (the SIP SDP's RTP address) with `codecs`; SSRC and the first
+    /// sequence numbers and timestamps come from `rng` (sequence numbers below 2^15, so no
+    /// rollover starts the stream). `now` starts the media-timeout clock.
+    pub fn new(remote: SocketAddr, codecs: Vec<CodecPair>, now: Instant, rng: &mut Rng) -> Self {
+        let r = rng.next_u64();
+        let r2 = rng.next_u64();
+        let mut media = Self {
+            latch: Latch::new(remote, LatchPolicy::AnySource),
+            codecs: Vec::new(),
+            from_sip: PtMap::new(),
+            to_sip: PtMap::new(),
+            ssrc: (r >> 32) as u32,
+            to_sip_rw: SeqTsRewriter::new((r & 0x7fff) as u16, r2 as u32),
+            to_browser_rw: SeqTsRewriter::new(((r >> 16) & 0x7fff) as u16, (r2 >> 32) as u32),
+            direction: Direction::SendRecv,
+            last_rx: now,
+            buf: vec![0; MAX_RTP],
+            sent: 0,
+            received: 0,
+        };
+        media.set_codecs(codecs);
+        media
+    }
+
+    /// Replaces the codec table (a new answer).
+    pub fn set_codecs(&mut self, codecs: Vec<CodecPair>) {
+        self.from_sip = PtMap::new();
+        self.to_sip = PtMap::new();
+        for c in &codecs {
+            self.to_sip.insert(c.browser_pt, c.sip_pt);
+            // The peer may send with its own number or with the one we offered (RFC 3264 §6.1
+            // asks for ours, not every phone does).
+            self.from_sip.insert(c.sip_pt, c.browser_pt);
+            self.from_sip.insert(c.browser_pt, c.browser_pt);
+        }
+        self.codecs = codecs;
+    }
+
+    /// The codec table.
+    pub fn codecs(&self) -> &[CodecPair] {
+        &self.codecs
+    }
+
+    /// A new remote address from a new SDP (re-INVITE, 200 after early media): latching starts
+    /// over if it changed.
+    pub fn set_remote(&mut self, remote: SocketAddr) {
+        if self.latch.sdp_addr() != SocketAddr::new(remote.ip().to_canonical(), remote.port()) {
+            self.latch.reset(remote);
+        }
+    }
+
+    /// Our direction towards the SIP peer: `sends()` false stops forwarding to it, `receives()`
+    /// false drops what it sends.
+    pub fn set_direction(&mut self, direction: Direction) {
+        self.direction = direction;
+    }
+
+    /// Our direction towards the SIP peer.
+    pub fn direction(&self) -> Direction {
+        self.direction
+    }
+
+    /// Where RTP to the SIP peer goes now.
+    pub fn target(&self) -> Option<SocketAddr> {
+        self.latch.target()
+    }
+
+    /// The last time the SIP peer sent valid media (or when the media started).
+    pub fn last_rx(&self) -> Instant {
+        self.last_rx
+    }
+
+    /// Restarts the media-timeout clock (hold, a new answer).
+    pub fn touch(&mut self, now: Instant) {
+        self.last_rx = now;
+    }
+
+    /// An RTP packet from the browser: the datagram for the SIP peer, or `None` (unknown payload
+    /// type, on hold, nowhere to send, out-of-window sequence).
+    pub fn from_browser(
+        &mut self,
+        now: Instant,
+        pkt: (u8, u16, u32, bool, u32),
+        payload: &[u8],
+    ) -> Option<(SocketAddr, &[u8])> {
+        let (pt, seq, ts, marker, ssrc) = pkt;
+        if !self.direction.sends() {
+            return None;
+        }
+        let sip_pt = self.to_sip.get(pt)?;
+        let clock = self.clock_of_browser_pt(pt);
+        let to = self.latch.target()?;
+        let rw = self.to_sip_rw.rewrite(now, ssrc, seq, ts, clock)?;
+        let out = RtpOut { marker, pt: sip_pt, seq: rw.seq, ts: rw.ts, ssrc: self.ssrc };
+        if payload.len() + 12 > self.buf.len() {
+            return None;
+        }
+        let len = rtp::write_packet(&mut self.buf, &out, payload).ok()?;
+        self.sent += 1;
+        Some((to, &self.buf[..len]))
+    }
+
+    /// A datagram on the SIP leg's RTP socket from `from`: what to write to the browser leg.
+    pub fn from_sip(&mut self, now: Instant, from: SocketAddr, data: &[u8]) -> Result<ToBrowser, Dropped> {
+        if rtp::looks_like_rtcp(data) {
+            return Err(Dropped::NotRtp);
+        }
+        let view = rtp::parse(data).map_err(|_| Dropped::NotRtp)?;
+        let h = view.header;
+        let browser_pt = self.from_sip.get(h.pt).ok_or(Dropped::UnknownPt)?;
+        match self.latch.on_packet(from) {
+            LatchVerdict::Accept => {}
+            LatchVerdict::Latched(src) => log::debug!("SIP media latched to {src}"),
+            LatchVerdict::Reject => return Err(Dropped::WrongSource),
+        }
+        self.last_rx = now;
+        if !self.direction.receives() {
+            return Err(Dropped::Hold);
+        }
+        let clock = self.clock_of_browser_pt(browser_pt);
+        let rw = self.to_browser_rw.rewrite(now, h.ssrc, h.seq, h.ts, clock).ok_or(Dropped::Sequence)?;
+        self.received += 1;
+        Ok(ToBrowser {
+            pt: browser_pt,
+            seq: rw.ext_seq,
+            ts: rw.ts,
+            marker: h.marker,
+            payload: h.payload_offset..h.payload_end,
+        })
+    }
+
+    /// A datagram on the RTCP socket: it only proves the peer alive (our own RTCP is per leg).
+    pub fn rtcp_from_sip(&mut self, now: Instant, data: &[u8]) {
+        if rtp::looks_like_rtcp(data) {
+            self.last_rx = now;
+        }
+    }
+
+    fn clock_of_browser_pt(&self, pt: u8) -> u32 {
+        self.codecs.iter().find(|c| c.browser_pt == pt).map_or(8000, |c| c.clock_rate)
+    }
+}
+
+/// Pairs the codecs of `answer` (the side that chose, with its numbers) with `offer` (the other
+/// side, with its numbers): each answered codec that matches an offered one, in the answer's
+/// order. `browser_is_offer` says which side the offer came from.
+pub fn pair_codecs(offer: &[Codec], answer: &[Codec], browser_is_offer: bool) -> Vec<CodecPair> {
+    answer
+        .iter()
+        .filter_map(|a| {
+            let o =
+                offer.iter().find(|x| x.matches(a) && x.pt == a.pt).or_else(|| offer.iter().find(|x| x.matches(a)))?;
+            let (browser_pt, sip_pt) = if browser_is_offer { (o.pt, a.pt) } else { (a.pt, o.pt) };
+            Some(CodecPair { browser_pt, sip_pt, clock_rate: a.clock_rate, codec: a.clone() })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn packet(pt: u8, seq: u16, ts: u32, ssrc: u32, payload: &[u8]) -> Vec<u8> {
+        let mut buf = vec![0; 1500];
+        let n = rtp::write_packet(&mut buf, &RtpOut { marker: false, pt, seq, ts, ssrc }, payload).unwrap();
+        buf.truncate(n);
+        buf
+    }
+
+    #[allow(clippy::disallowed_methods)] // an epoch for the test
+    fn epoch() -> Instant {
+        Instant::now()
+    }
+
+    fn pcmu_pair() -> Vec<CodecPair> {
+        vec![
+            CodecPair { browser_pt: 0, sip_pt: 0, clock_rate: 8000, codec: Codec::pcmu() },
+            CodecPair { browser_pt: 126, sip_pt: 101, clock_rate: 8000, codec: Codec::telephone_event(101) },
+        ]
+    }
+
+    #[test]
+    fn codecs_pair_by_name_with_each_side_s_number() {
+        let browser = [Codec::opus(111), Codec::g722(), Codec::pcmu(), Codec::telephone_event(126)];
+        let sip_answer = [Codec::pcmu(), Codec::telephone_event(101)];
+        let pairs = pair_codecs(&browser, &sip_answer, true);
+        assert_eq!(pairs.iter().map(|p| (p.browser_pt, p.sip_pt)).collect::<Vec<_>>(), [(0, 0), (126, 101)]);
+        // The other way round (incoming): the SIP side offered, the browser answered.
+        let pairs = pair_codecs(&sip_answer, &[Codec::telephone_event(101), Codec::pcmu()], false);
+        assert_eq!(pairs.iter().map(|p| (p.browser_pt, p.sip_pt)).collect::<Vec<_>>(), [(101, 101), (0, 0)]);
+    }
+
+    #[test]
+    fn rewrites_both_ways_and_latches() {
+        let t0 = epoch();
+        let mut rng = Rng::new([3; 32]);
+        let sdp_addr: SocketAddr = "192.0.2.10:30000".parse().unwrap();
+        let mut m = SipMedia::new(sdp_addr, pcmu_pair(), t0, &mut rng);
+        // Browser → SIP: to the SDP address until latched, our SSRC, SIP numbering.
+        let (to, pkt) = m.from_browser(t0, (126, 50_000, 1000, true, 7), b"ev").unwrap();
+        assert_eq!(to, sdp_addr);
+        let h = rtp::parse_header(pkt).unwrap();
+        assert_eq!(h.pt, 101);
+        assert!(h.seq < 0x8000);
+        let first_seq = h.seq;
+        let (_, pkt) = m.from_browser(t0, (0, 50_001, 1160, false, 7), b"x").unwrap();
+        assert_eq!(rtp::parse_header(pkt).unwrap().seq, first_seq.wrapping_add(1));
+        // SIP → browser: latches on the first valid packet, from any source (NAT).
+        let natted: SocketAddr = "198.51.100.7:4000".parse().unwrap();
+        let data = packet(0, 9, 80, 99, b"abc");
+        let got = m.from_sip(t0 + Duration::from_millis(20), natted, &data).unwrap();
+        assert_eq!((got.pt, &data[got.payload.clone()]), (0, &b"abc"[..]));
+        assert!(got.seq < 0x8000);
+        assert_eq!(m.target(), Some(natted));
+        // Another source is refused now; unknown PTs and RTCP too.
+        assert_eq!(m.from_sip(t0, sdp_addr, &packet(0, 10, 240, 99, b"x")), Err(Dropped::WrongSource));
+        assert_eq!(m.from_sip(t0, natted, &packet(18, 10, 240, 99, b"x")), Err(Dropped::UnknownPt));
+        assert_eq!(m.from_sip(t0, natted, &[0x80, 200, 0, 1, 0, 0, 0, 0]), Err(Dropped::NotRtp));
+        // The peer's number for telephone-event maps back to the browser's.
+        assert_eq!(m.from_sip(t0, natted, &packet(101, 10, 240, 99, b"e")).unwrap().pt, 126);
+        assert_eq!(m.last_rx(), t0);
+    }
+
+    #[test]
+    fn hold_stops_each_direction() {
+        let t0 = epoch();
+        let mut rng = Rng::new([4; 32]);
+        let addr: SocketAddr = "192.0.2.10:30000".parse().unwrap();
+        let mut m = SipMedia::new(addr, pcmu_pair(), t0, &mut rng);
+        m.set_direction(Direction::RecvOnly);
+        assert!(m.from_browser(t0, (0, 1, 1, false, 1), b"x").is_none());
+        assert!(m.from_sip(t0, addr, &packet(0, 1, 1, 2, b"x")).is_ok());
+        m.set_direction(Direction::SendOnly);
+        assert_eq!(m.from_sip(t0, addr, &packet(0, 2, 161, 2, b"x")), Err(Dropped::Hold));
+        assert!(m.from_browser(t0, (0, 2, 161, false, 1), b"x").is_some());
+    }
+}
