@@ -5,7 +5,7 @@
 # Steps: formatting, build (debug binaries are what the behavioural tests start), clippy with
 # warnings as errors, then `cargo test` for the whole workspace: unit tests, capture replays,
 # fuzz corpora, the behavioural suite against both binaries over real sockets on loopback, and
-# the end-to-end tests against real SIP peers (kamailio, sipp) and the web phone in headless
+# the end-to-end tests against real SIP peers (kamailio, sipp, baresip) and the web phone in headless
 # Chromium, each in its own network namespace.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,6 +18,10 @@ command -v make >/dev/null 2>&1 || missing+=(make)
 have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/sbin/$1" ]; }
 have kamailio || missing+=(kamailio)
 have sipp || missing+=(sip-tester)
+# Calls with media (tests/tests/e2e_calls.rs): baresip as a far end that plays and records audio.
+# baresip-core holds the binary and every module used (g711, aufile, sndfile, alsa with its null
+# PCM, ctrl_tcp); the `baresip` package only adds GUI/video recommends.
+have baresip || missing+=(baresip-core)
 have ip || missing+=(iproute2)
 have unshare || missing+=(util-linux)
 # The built-in web phone's tests (tests/tests/web_phone.rs) drive headless Chromium.

@@ -21,6 +21,34 @@ impl fmt::Display for CallId {
     }
 }
 
+/// What the media plane decided about a call. Media is left out of captures, so these are
+/// recorded instead (`call:N media <event>`), and a replay feeds them back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MediaEvent {
+    /// ICE and DTLS came up with the browser (`established`).
+    Connected,
+    /// The browser leg closed (DTLS close, or an error in str0m).
+    Closed,
+    /// No media from the SIP side for `media_timeout`.
+    Timeout,
+}
+
+impl MediaEvent {
+    /// Its name in captures.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Connected => "connected",
+            Self::Closed => "closed",
+            Self::Timeout => "timeout",
+        }
+    }
+
+    /// The event named `name`.
+    pub fn from_name(name: &str) -> Option<Self> {
+        [Self::Connected, Self::Closed, Self::Timeout].into_iter().find(|e| e.name() == name)
+    }
+}
+
 /// Who placed the call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Origin {

@@ -202,6 +202,11 @@ impl Recorder {
         }
     }
 
+    /// Records a media decision about `call` (media itself is left out).
+    pub fn media_event(&mut self, now: Instant, call: crate::call::CallId, event: crate::call::MediaEvent) {
+        self.line(now, '>', &format!("call:{}", call.0), "media", event.name());
+    }
+
     /// Records that the core closed `conn`.
     pub fn close_out(&mut self, now: Instant, conn: ConnId) {
         self.conns.remove(&conn);
@@ -375,6 +380,35 @@ pub enum ReplayInput {
     Resolved { query: u64, result: Result<Vec<IpAddr>, String> },
     /// `shutdown`.
     Shutdown,
+    /// `call:N media <event>`: a media decision of the recorded run.
+    Media { call: crate::call::CallId, event: crate::call::MediaEvent },
+}
+
+/// The SDP attribute of a browser leg that depends on the process's DTLS certificate (made from
+/// the OS's randomness by the runtime, and afresh by a replay).
+const VOLATILE_SDP: [&str; 1] = ["a=fingerprint:"];
+
+/// `text` with the certificate fingerprints of SDPs (in `ws.text` lines only) replaced by `*`,
+/// for comparing a replay with its capture; everything else the core and str0m decide stays
+/// compared (str0m's own draws are seeded per leg, `media::webrtc`).
+pub fn mask_media(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for line in text.lines() {
+        if line.contains(" ws.text ") && line.contains("v=0") {
+            let parts: Vec<String> = line
+                .split("\\r\\n")
+                .map(|seg| match VOLATILE_SDP.iter().find(|p| seg.starts_with(*p)) {
+                    Some(p) => format!("{p}*"),
+                    None => seg.to_string(),
+                })
+                .collect();
+            out.push_str(&parts.join("\\r\\n"));
+        } else {
+            out.push_str(line);
+        }
+        out.push('\n');
+    }
+    out
 }
 
 /// Parses a capture. Output (`<`) lines are skipped: replay regenerates them.
@@ -435,6 +469,10 @@ pub fn parse(text: &str) -> Result<Capture, String> {
         };
         let input = if channel == "timer" {
             ReplayInput::Timer
+        } else if let (Some(id), "media") = (channel.strip_prefix("call:"), verb) {
+            let call = crate::call::CallId(id.parse().map_err(|_| err("bad call id"))?);
+            let event = crate::call::MediaEvent::from_name(payload).ok_or_else(|| err("unknown media event"))?;
+            ReplayInput::Media { call, event }
         } else if channel == "gateway" && verb == "shutdown" {
             ReplayInput::Shutdown
         } else if channel == "dns" && verb == "resolved" {
@@ -559,6 +597,10 @@ pub fn replay(capture: &Capture, epoch: Instant) -> Result<String, String> {
     config.tls = None;
     // Captures are taken above TLS: SIP TLS flows replay as plaintext.
     config.sip.tls_replay_plaintext = true;
+    // Media is not in captures: its decisions come from the capture; a certificate is still
+    // needed to build browser legs (its fingerprint is masked by `mask_media`).
+    config.replay = true;
+    config.webrtc.dtls_cert = crate::media::webrtc::DtlsIdentity::generate();
     let mut gw = crate::Gateway::new(config, capture.seed, epoch, capture.unix).map_err(|e| e.to_string())?;
     let mut recorded = String::new();
     let drain = |gw: &mut crate::Gateway, recorded: &mut String| {
@@ -591,6 +633,7 @@ pub fn replay(capture: &Capture, epoch: Instant) -> Result<String, String> {
                 gw.handle_input(now, Input::Resolved { query: *query, result: result.clone() })
             }
             ReplayInput::Shutdown => gw.handle_input(now, Input::Shutdown),
+            ReplayInput::Media { call, event } => gw.replay_media_event(now, *call, *event),
         }
         drain(&mut gw, &mut recorded);
     }

@@ -56,6 +56,11 @@ pub struct Config {
     /// Record a capture of every input and output (see `capture`).
     #[serde(skip)]
     pub capture: bool,
+    /// The core replays a capture: media, which captures leave out, is not judged (no media
+    /// timeout, no ICE state); the media decisions the capture recorded are fed instead
+    /// (`capture::replay`). Never set it otherwise. Never serialised.
+    #[serde(skip)]
+    pub replay: bool,
 }
 
 /// SIP options. Names follow SylkServer (`outbound_sip_proxy`) and Janus (`register_ttl`)
@@ -300,6 +305,7 @@ impl Default for Config {
             media: MediaConfig::default(),
             tls: None,
             capture: false,
+            replay: false,
         }
     }
 }

@@ -186,11 +186,7 @@ pub fn load(args: &Args) -> Result<Settings, String> {
 /// process, shared by every leg (media spec §1.7). Made here because it draws OS randomness,
 /// which the sans-IO core never does; it reaches the core in `Config::webrtc`.
 pub fn webrtc_dtls_identity() -> Result<DtlsIdentity, String> {
-    str0m::crypto::from_feature_flags()
-        .dtls_provider
-        .generate_certificate()
-        .map(DtlsIdentity::from)
-        .ok_or_else(|| "could not generate the WebRTC DTLS certificate".to_string())
+    DtlsIdentity::generate().ok_or_else(|| "could not generate the WebRTC DTLS certificate".to_string())
 }
 
 // ===== Media sockets =====

@@ -3,7 +3,6 @@
 //! WebSocket → sylkRTC client.
 
 use crate::api::{AccountEvent, Event, RegistrationState};
-use crate::call::CallId;
 use crate::capture::Recorder;
 use crate::client::{Client, SipCtx};
 use crate::config::{Config, ConfigError};
@@ -98,7 +97,6 @@ pub struct Stats {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum TimerKey {
     Conn(ConnId, ConnTimer),
-    Call(CallId, calls::CallTimer),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -334,25 +332,20 @@ impl Gateway {
         if let Some(o) = self.out.pop_front() {
             return o;
         }
-        let web = self.timers.next().map(|(at, key)| match key {
-            TimerKey::Conn(_, t) => (at, t.reason()),
-            TimerKey::Call(..) => (at, TimeoutReason::Call),
-        });
+        let web = self.timers.next().map(|(at, TimerKey::Conn(_, t))| (at, t.reason()));
         let sip = self.sip.next_deadline().map(|at| (at, TimeoutReason::Sip));
-        let (at, reason) = match (web, sip) {
-            (Some(w), Some(s)) => {
-                if s.0 < w.0 {
-                    s
-                } else {
-                    w
-                }
-            }
-            (Some(x), None) | (None, Some(x)) => x,
-            // Relative to now, so a runtime woken at an idle deadline never spins on it.
-            (None, None) => (self.now + IDLE, TimeoutReason::Idle),
+        let call = self.calls.timers.next().map(|(at, _)| (at, TimeoutReason::Call));
+        let earliest = |a: Option<(Instant, TimeoutReason)>, b: Option<(Instant, TimeoutReason)>| match (a, b) {
+            (Some(x), Some(y)) => Some(if y.0 < x.0 { y } else { x }),
+            (x, None) | (None, x) => x,
         };
+        // Relative to now, so a runtime woken at an idle deadline never spins on it.
+        let idle = (self.now + IDLE, TimeoutReason::Idle);
+        let (at, reason) = earliest(earliest(web, sip), call).unwrap_or(idle);
         self.last_reason = reason;
         if let Some(rec) = &mut self.recorder {
+            // Call timers follow media, which captures leave out: only the others are recorded.
+            let (at, reason) = earliest(web, sip).unwrap_or(idle);
             rec.timer(self.now, at, reason);
         }
         Output::Timeout(at)
@@ -384,7 +377,7 @@ impl Gateway {
         let (sip_transactions, sip_registrations, sip_flows) = self.sip.sizes();
         let mut s = Stats {
             connections: self.conns.len(),
-            timers: self.timers.len(),
+            timers: self.timers.len() + self.calls.timers.len(),
             sip_transactions,
             sip_registrations,
             sip_flows,
@@ -748,14 +741,10 @@ impl Gateway {
     }
 
     fn handle_timeout(&mut self) {
-        while let Some(key) = self.timers.pop_expired(self.now) {
-            let (id, timer) = match key {
-                TimerKey::Conn(id, timer) => (id, timer),
-                TimerKey::Call(call, timer) => {
-                    self.call_timer(call, timer);
-                    continue;
-                }
-            };
+        while let Some((call, timer)) = self.calls.timers.pop_expired(self.now) {
+            self.call_timer(call, timer);
+        }
+        while let Some(TimerKey::Conn(id, timer)) = self.timers.pop_expired(self.now) {
             match timer {
                 ConnTimer::Handshake => {
                     log::info!("{id}: no WebSocket upgrade within {} s; dropping", self.config.http_handshake_timeout);

@@ -72,8 +72,8 @@
 
 pub mod account;
 pub mod api;
-pub mod call;
 mod base64;
+pub mod call;
 pub mod capture;
 pub mod client;
 pub mod config;

@@ -93,10 +93,25 @@ impl Browser {
     /// Starts Chromium, attaches to its page and loads `url`; returns once `window.phone` (or,
     /// for other pages, the document) is there. Panics with Chromium's stderr on failure.
     pub fn launch(url: &str) -> Self {
+        Self::launch_with(url, &[] as &[&str])
+    }
+
+    /// [`Self::launch`] with a fake microphone that plays `wav` (looped) instead of Chromium's
+    /// beep: `--use-file-for-fake-audio-capture=WAV`. Write it with
+    /// [`crate::audio::write_tone_wav`]: mono PCM16, 48 kHz (Chromium resamples other rates, but
+    /// 48 kHz is what WebRTC runs at and what was verified).
+    pub fn launch_with_fake_audio(url: &str, wav: &Path) -> Self {
+        assert!(wav.is_file(), "fake audio capture file {} is missing", wav.display());
+        Self::launch_with(url, &[format!("--use-file-for-fake-audio-capture={}", wav.display())])
+    }
+
+    /// [`Self::launch`] with extra Chromium flags after [`FLAGS`].
+    pub fn launch_with<S: AsRef<std::ffi::OsStr>>(url: &str, extra_flags: &[S]) -> Self {
         let bin = require_chromium();
         let profile = TempDir::new("chromium");
         let mut cmd = Command::new(&bin);
         cmd.args(FLAGS)
+            .args(extra_flags)
             .arg(format!("--user-data-dir={}", profile.path().display()))
             .arg("--remote-debugging-port=0")
             .arg("about:blank")

@@ -5,6 +5,7 @@
 //! Every blocking read here has a deadline, so a misbehaving gateway makes a test fail, never
 //! hang.
 
+pub mod audio;
 pub mod bench;
 pub mod browser;
 pub mod netns;

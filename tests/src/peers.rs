@@ -1,5 +1,7 @@
 //! Real SIP peers for end-to-end tests: kamailio (registrar + authenticating proxy), sipp
-//! (scenario-driven UAC/UAS, stub registrar) and a raw UDP SIP client for exact wire checks.
+//! (scenario-driven UAC/UAS, stub registrar, echo UAS, UAC streaming a tone), baresip (a UA with
+//! media: auto-answer, a WAV tone as its microphone, received audio recorded to WAV, driven over
+//! ctrl_tcp) and a raw UDP SIP client for exact wire checks.
 //!
 //! Use them inside a private network namespace ([`crate::netns::in_netns`]): they listen on
 //! 127.0.0.1 / ::1 at fixed ports (5060 by default), which is safe only there.
@@ -12,7 +14,8 @@
 //!
 //! Configs come from `tests/peers/` (copies of `shared/peers/`): `kamailio/kamailio.cfg` is a
 //! template whose `$WORKDIR`, `$LISTEN`, `$MODULES_DIR`, `$AUTH_ALGORITHM`, `$USERS` and `$EXTRA`
-//! are filled in at run time; `sipp/*.xml` are used as they are.
+//! are filled in at run time; `sipp/*.xml` are used as they are; `baresip/config` is a template
+//! too (see [`Baresip::start`]).
 
 use crate::netns::{alive, descendants, find_program, kill_pid, wait_deadline, Collector};
 use std::ffi::OsString;
@@ -1246,6 +1249,472 @@ impl Drop for SippProcess {
     }
 }
 
+// ===== sipp call scenarios =====
+
+impl Sipp {
+    /// An echo UAS on `local` (`tests/peers/sipp/uas_rr.xml`: 180, 200 with PCMU only, keeps
+    /// Record-Route, so it works behind kamailio) with `-rtp_echo -mp MEDIA_PORT`: every RTP
+    /// packet is sent back to its source. One call (`-m 1`); it exits 0 after the BYE (and 4 s of
+    /// timewait). Spawn it, [`SippProcess::wait_bound`], then call `sip:anything@LOCAL`.
+    pub fn echo_uas(workdir: &Path, local: SocketAddr, media_port: u16) -> Self {
+        Self::new(workdir, Scenario::peer_file("uas_rr.xml"))
+            .local(local)
+            .media_port(media_port)
+            .calls(1)
+            .arg("-rtp_echo")
+    }
+
+    /// [`Sipp::echo_uas`] answering PCMU plus telephone-event/8000 (payload 101,
+    /// `tests/peers/sipp/uas_pcmu_te.xml`); RFC 4733 events are echoed like audio.
+    pub fn echo_uas_te(workdir: &Path, local: SocketAddr, media_port: u16) -> Self {
+        Self::new(workdir, Scenario::peer_file("uas_pcmu_te.xml"))
+            .local(local)
+            .media_port(media_port)
+            .calls(1)
+            .arg("-rtp_echo")
+    }
+
+    /// A UAC (`tests/peers/sipp/uac_auth_rtp.xml`) calling `callee` through `proxy` as
+    /// `caller@PROXY_IP` with digest `caller`/`password` (answering the proxy's 407), offering PCMU,
+    /// and once answered streaming a sine of `freq` Hz (µ-law, amplitude 0.3) for `talk`, then BYE.
+    /// Writes `WORKDIR/uac_tone.ulaw` (the scenario's fixed file name).
+    pub fn call_with_tone(
+        workdir: &Path,
+        proxy: SocketAddr,
+        local: SocketAddr,
+        (caller, password): (&str, &str),
+        callee: &str,
+        freq: f64,
+        talk: Duration,
+    ) -> Self {
+        let file = workdir.join("uac_tone.ulaw");
+        crate::audio::write_tone_ulaw(&file, freq, talk.as_secs_f64() + 5.0, 0.3)
+            .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        Self::new(workdir, Scenario::peer_file("uac_auth_rtp.xml"))
+            .remote(proxy)
+            .local(local)
+            .service(callee)
+            .auth(caller, password)
+            .set("caller", caller)
+            .calls(1)
+            .arg("-d")
+            .arg(talk.as_millis().to_string())
+            .timeout(talk + Duration::from_secs(15))
+    }
+}
+
+// ===== baresip =====
+
+/// How long baresip may take to print `baresip is ready.` and accept ctrl_tcp connections.
+pub const BARESIP_START_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What [`Baresip::start`] configures. [`BaresipOpts::new`] gives the defaults.
+#[derive(Debug, Clone)]
+pub struct BaresipOpts {
+    /// The user part of the account (`bob`).
+    pub user: String,
+    /// The digest password (with a registrar). Default `secret`.
+    pub password: String,
+    /// Register to this registrar (an IP literal: baresip would look names up). The account is
+    /// then `<sip:USER@IP:PORT>;auth_pass=PASSWORD;regint=300`, challenges are answered with it.
+    /// `None`: no registration, the account is `<sip:USER@NET_IP>;regint=0` and calls reach it
+    /// directly at [`Self::sip_listen`].
+    pub registrar: Option<SocketAddr>,
+    /// Send every outgoing request through this proxy (`;outbound="sip:IP:PORT"`). Default none.
+    pub outbound: Option<SocketAddr>,
+    /// SIP socket. Default 127.0.0.1:5064.
+    pub sip_listen: SocketAddr,
+    /// ctrl_tcp socket. Default 127.0.0.1:4444.
+    pub ctrl_listen: SocketAddr,
+    /// RTP/RTCP ports. Default 30000-30100 (clear of the gateway's default 20000-29999).
+    pub rtp_ports: (u16, u16),
+    /// `answermode=auto` (default) or manual (then [`Baresip::accept`]).
+    pub auto_answer: bool,
+    /// `audio_codecs=`. Default `pcmu,pcma`.
+    pub codecs: String,
+    /// The WAV played into every call (mono PCM16; 8 kHz avoids resampling). baresip hangs the
+    /// call up when it reaches its end, so make it longer than the call.
+    pub source_wav: PathBuf,
+}
+
+impl BaresipOpts {
+    /// `user` playing `source_wav`, no registrar, auto-answer, the default ports.
+    pub fn new(user: &str, source_wav: &Path) -> Self {
+        Self {
+            user: user.to_string(),
+            password: "secret".into(),
+            registrar: None,
+            outbound: None,
+            sip_listen: SocketAddr::new(Ipv4Addr::LOCALHOST.into(), 5064),
+            ctrl_listen: SocketAddr::new(Ipv4Addr::LOCALHOST.into(), 4444),
+            rtp_ports: (30000, 30100),
+            auto_answer: true,
+            codecs: "pcmu,pcma".into(),
+            source_wav: source_wav.to_path_buf(),
+        }
+    }
+
+    /// Registers to `registrar` with `password`.
+    pub fn registered(mut self, registrar: SocketAddr, password: &str) -> Self {
+        self.registrar = Some(registrar);
+        self.password = password.to_string();
+        self
+    }
+
+    /// The `accounts` line.
+    pub fn account_line(&self) -> String {
+        let answer = if self.auto_answer { "auto" } else { "manual" };
+        let mut line = match self.registrar {
+            Some(r) => format!(
+                "<sip:{}@{}>;auth_pass={};answermode={answer};regint=300;audio_codecs={}",
+                self.user,
+                host_port(r),
+                self.password,
+                self.codecs
+            ),
+            None => format!(
+                "<sip:{}@{}>;regint=0;answermode={answer};audio_codecs={}",
+                self.user,
+                host(self.sip_listen.ip()),
+                self.codecs
+            ),
+        };
+        if self.registrar.is_none() && self.outbound.is_some() {
+            line.push_str(&format!(";auth_pass={}", self.password));
+        }
+        if let Some(o) = self.outbound {
+            line.push_str(&format!(";outbound=\"sip:{}\"", host_port(o)));
+        }
+        line
+    }
+}
+
+fn host(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(ip) => ip.to_string(),
+        IpAddr::V6(ip) => format!("[{ip}]"),
+    }
+}
+
+fn host_port(a: SocketAddr) -> String {
+    format!("{}:{}", host(a.ip()), a.port())
+}
+
+/// Netstring framing of ctrl_tcp (`LEN:JSON,`).
+pub fn netstring(payload: &str) -> String {
+    format!("{}:{payload},", payload.len())
+}
+
+/// Splits complete netstrings off the front of `buf`; returns their payloads.
+pub fn take_netstrings(buf: &mut Vec<u8>) -> Vec<String> {
+    let mut out = Vec::new();
+    while let Some(colon) = buf.iter().position(|&b| b == b':') {
+        let Some(len) = std::str::from_utf8(&buf[..colon]).ok().and_then(|s| s.trim().parse::<usize>().ok()) else {
+            // Garbage: drop up to the colon and resynchronise.
+            buf.drain(..=colon);
+            continue;
+        };
+        if buf.len() < colon + 1 + len + 1 {
+            break;
+        }
+        out.push(String::from_utf8_lossy(&buf[colon + 1..colon + 1 + len]).into_owned());
+        buf.drain(..colon + 1 + len + 1);
+    }
+    out
+}
+
+/// A running baresip (`baresip -f DIR -v`), configured from `tests/peers/baresip/config`, with a
+/// ctrl_tcp connection for commands and events. Dropping it stops it by PID (SIGTERM, a second
+/// SIGTERM after 3 s — baresip un-REGISTERs first and waits ~30 s when the registrar is gone —
+/// then SIGKILL).
+pub struct Baresip {
+    child: Option<Child>,
+    /// The options it was started with.
+    pub opts: BaresipOpts,
+    /// Its config dir (`config`, `accounts`, `uuid`, …).
+    pub dir: PathBuf,
+    /// Where sndfile writes the recordings.
+    pub rec_dir: PathBuf,
+    /// The command line, for messages.
+    pub command: String,
+    log: LineLog,
+    ctrl: Option<TcpStream>,
+    messages: Arc<Mutex<Vec<serde_json::Value>>>,
+    next_token: u64,
+}
+
+impl Baresip {
+    /// Writes `WORKDIR/baresip-USER/{config,accounts}`, starts baresip there and waits (bounded by
+    /// [`BARESIP_START_TIMEOUT`]) until it is ready and ctrl_tcp accepts. It does not wait for the
+    /// registration: use [`Self::wait_registered`] or the registrar's own view.
+    pub fn start(workdir: &Path, opts: BaresipOpts) -> Self {
+        let bin = require_program("baresip", "baresip-core");
+        assert!(opts.source_wav.is_file(), "baresip's source WAV {} is missing", opts.source_wav.display());
+        let dir = workdir.join(format!("baresip-{}", opts.user));
+        let rec_dir = dir.join("rec");
+        std::fs::create_dir_all(&rec_dir).unwrap_or_else(|e| panic!("{}: {e}", rec_dir.display()));
+        let template = std::fs::read_to_string(peers_dir().join("baresip/config")).expect("baresip template");
+        let config = substitute(
+            &template,
+            &[
+                ("SIP_LISTEN", host_port(opts.sip_listen)),
+                ("NET_IP", opts.sip_listen.ip().to_string()),
+                ("AUDIO_SOURCE", opts.source_wav.display().to_string()),
+                ("RTP_PORTS", format!("{}-{}", opts.rtp_ports.0, opts.rtp_ports.1)),
+                ("CTRL_LISTEN", host_port(opts.ctrl_listen)),
+                ("SND_PATH", rec_dir.display().to_string()),
+            ],
+        );
+        std::fs::write(dir.join("config"), config).expect("writing baresip config");
+        std::fs::write(dir.join("accounts"), format!("{}\n", opts.account_line())).expect("writing baresip accounts");
+
+        let mut cmd = Command::new(&bin);
+        cmd.arg("-f").arg(&dir).arg("-v");
+        cmd.current_dir(&dir).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        die_with_parent(&mut cmd, libc::SIGKILL);
+        let command = format!("{cmd:?}");
+        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawning {command}: {e}"));
+        let log = LineLog::default();
+        log.follow(child.stdout.take());
+        log.follow(child.stderr.take());
+        let mut b = Self {
+            child: Some(child),
+            opts,
+            dir,
+            rec_dir,
+            command,
+            log,
+            ctrl: None,
+            messages: Arc::new(Mutex::new(Vec::new())),
+            next_token: 0,
+        };
+        b.wait_ready();
+        b
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + BARESIP_START_TIMEOUT;
+        loop {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
+                panic!("baresip exited during startup ({status}); {}\nlog:\n{}", self.command, self.log_text());
+            }
+            if self.log_text().contains("baresip is ready") {
+                if let Ok(s) = TcpStream::connect_timeout(&self.opts.ctrl_listen, Duration::from_millis(200)) {
+                    self.follow_ctrl(s);
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "baresip not ready within {BARESIP_START_TIMEOUT:?}; {}\nlog:\n{}",
+                self.command,
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn follow_ctrl(&mut self, s: TcpStream) {
+        let mut reader = s.try_clone().expect("clone ctrl socket");
+        let messages = Arc::clone(&self.messages);
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 8192];
+            loop {
+                match reader.read(&mut chunk) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        buf.extend_from_slice(&chunk[..n]);
+                        for text in take_netstrings(&mut buf) {
+                            let v = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
+                            messages.lock().unwrap_or_else(|e| e.into_inner()).push(v);
+                        }
+                    }
+                }
+            }
+        });
+        self.ctrl = Some(s);
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// The SIP URI calls reach it at without a registrar: `sip:USER@IP:PORT`.
+    pub fn direct_uri(&self) -> String {
+        format!("sip:{}@{}", self.opts.user, host_port(self.opts.sip_listen))
+    }
+
+    /// baresip's stdout and stderr so far (`-v`).
+    pub fn log_text(&self) -> String {
+        self.log.text()
+    }
+
+    /// Waits until the log contains `needle`; panics with the log after `timeout`.
+    pub fn wait_log(&self, needle: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while !self.log_text().contains(needle) {
+            assert!(Instant::now() < deadline, "baresip log has no {needle:?} after {timeout:?}:\n{}", self.log_text());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits for the registrar's `200 OK … [1 binding]` in the log.
+    pub fn wait_registered(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while !self.log_text().lines().any(|l| l.contains(" 200 ") && l.contains("binding")) {
+            assert!(Instant::now() < deadline, "baresip not registered after {timeout:?}:\n{}", self.log_text());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Every ctrl_tcp message so far (responses and events), in order.
+    pub fn messages(&self) -> Vec<serde_json::Value> {
+        self.messages.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The ctrl_tcp events so far (`{"event":true,"type":"CALL_ESTABLISHED",…}`).
+    pub fn events(&self) -> Vec<serde_json::Value> {
+        self.messages().into_iter().filter(|m| m["event"] == true).collect()
+    }
+
+    /// The number of events so far (a cursor for [`Self::wait_event_since`]).
+    pub fn event_count(&self) -> usize {
+        self.events().len()
+    }
+
+    /// Waits for an event of type `kind` (`CALL_INCOMING`, `CALL_ESTABLISHED`, `CALL_CLOSED`, …)
+    /// among the events from index `since` on; panics with the events and the log after `timeout`.
+    pub fn wait_event_since(&self, since: usize, kind: &str, timeout: Duration) -> serde_json::Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(e) = self.events().into_iter().skip(since).find(|e| e["type"] == kind) {
+                return e;
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "baresip: no {kind} event after {timeout:?}; events: {:?}\nlog:\n{}",
+                    self.events().iter().map(|e| e["type"].to_string()).collect::<Vec<_>>(),
+                    self.log_text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// [`Self::wait_event_since`] from the first event.
+    pub fn wait_event(&self, kind: &str, timeout: Duration) -> serde_json::Value {
+        self.wait_event_since(0, kind, timeout)
+    }
+
+    /// Sends ctrl_tcp command `command` with `params` and returns its response
+    /// (`{"response":true,"ok":…,"data":…}`); panics when none comes within 5 s or it is not ok.
+    pub fn command(&mut self, command: &str, params: &str) -> serde_json::Value {
+        use std::io::Write;
+        self.next_token += 1;
+        let token = format!("t{}", self.next_token);
+        let msg = serde_json::json!({"command": command, "params": params, "token": token}).to_string();
+        let s = self.ctrl.as_mut().expect("ctrl_tcp connected");
+        s.write_all(netstring(&msg).as_bytes()).unwrap_or_else(|e| panic!("baresip ctrl_tcp {command}: {e}"));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Some(r) = self.messages().into_iter().find(|m| m["response"] == true && m["token"] == token.as_str())
+            {
+                assert!(r["ok"] == true, "baresip {command} {params:?} failed: {r}\nlog:\n{}", self.log_text());
+                return r;
+            }
+            assert!(Instant::now() < deadline, "baresip: no answer to {command} within 5 s\nlog:\n{}", self.log_text());
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// `dial URI` (use IP literals: baresip would resolve names).
+    pub fn dial(&mut self, uri: &str) -> serde_json::Value {
+        self.command("dial", uri)
+    }
+
+    /// `hangup` (the current call).
+    pub fn hangup(&mut self) -> serde_json::Value {
+        self.command("hangup", "")
+    }
+
+    /// `accept` (answers the incoming call; with `auto_answer: false`).
+    pub fn accept(&mut self) -> serde_json::Value {
+        self.command("accept", "")
+    }
+
+    /// The recordings of received (decoded) audio, `dump-<time>-dec.wav`, oldest first. One per
+    /// call; names have one-second resolution, so calls must start in different seconds.
+    pub fn received_recordings(&self) -> Vec<PathBuf> {
+        self.recordings("-dec.wav")
+    }
+
+    /// The recordings of sent (source) audio, `dump-<time>-enc.wav`, oldest first.
+    pub fn sent_recordings(&self) -> Vec<PathBuf> {
+        self.recordings("-enc.wav")
+    }
+
+    fn recordings(&self, suffix: &str) -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(&self.rec_dir)
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.path())
+                    .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.ends_with(suffix)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+
+    /// The newest received-audio recording, decoded. Read it after the call closed (sndfile
+    /// finalises the WAV header at the end of the call; [`crate::audio::read_wav`] copes anyway).
+    pub fn last_received(&self) -> crate::audio::Wav {
+        let path = self.received_recordings().pop().unwrap_or_else(|| {
+            panic!("baresip recorded nothing in {}\nlog:\n{}", self.rec_dir.display(), self.log_text())
+        });
+        crate::audio::read_wav(&path).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Stops baresip by PID: SIGTERM, a second SIGTERM after 3 s (it may be waiting for an
+    /// un-REGISTER answer), SIGKILL after 3 s more. Returns its log. Panics if it survives.
+    pub fn stop(mut self) -> String {
+        let pid = self.pid();
+        self.halt();
+        assert!(!alive(pid), "baresip {pid} still runs after stop");
+        self.log_text()
+    }
+
+    fn halt(&mut self) {
+        self.ctrl = None;
+        let Some(mut child) = self.child.take() else { return };
+        for _ in 0..2 {
+            if !matches!(child.try_wait(), Ok(None)) {
+                break;
+            }
+            kill_pid(child.id(), libc::SIGTERM);
+            if wait_deadline(&mut child, Instant::now() + Duration::from_secs(3)).is_some() {
+                break;
+            }
+        }
+        if matches!(child.try_wait(), Ok(None)) {
+            let _ = child.kill();
+        }
+        let _ = child.wait();
+    }
+}
+
+impl Drop for Baresip {
+    fn drop(&mut self) {
+        self.halt();
+        if std::thread::panicking() {
+            std::thread::sleep(Duration::from_millis(50));
+            eprintln!("---- baresip log ({}) ----\n{}\n---- end ----", self.dir.display(), self.log_text());
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1290,6 +1759,31 @@ mod tests {
         assert_eq!(get("nonce"), Some("n=1"));
         assert_eq!(get("qop"), Some("auth"));
         assert_eq!(get("algorithm"), Some("SHA-256"));
+    }
+
+    #[test]
+    fn netstrings() {
+        let mut buf = b"3:abc,5:{\"a\"},2:x".to_vec();
+        assert_eq!(take_netstrings(&mut buf), ["abc", "{\"a\"}"]);
+        assert_eq!(buf, b"2:x");
+        buf.extend_from_slice(b"y,");
+        assert_eq!(take_netstrings(&mut buf), ["xy"]);
+        assert!(buf.is_empty());
+        assert_eq!(netstring("{}"), "2:{},");
+    }
+
+    #[test]
+    fn baresip_account_lines() {
+        let o = BaresipOpts::new("bob", Path::new("/t.wav"));
+        assert_eq!(o.account_line(), "<sip:bob@127.0.0.1>;regint=0;answermode=auto;audio_codecs=pcmu,pcma");
+        let r = o.clone().registered("127.0.0.1:5060".parse().unwrap(), "pw");
+        assert_eq!(
+            r.account_line(),
+            "<sip:bob@127.0.0.1:5060>;auth_pass=pw;answermode=auto;regint=300;audio_codecs=pcmu,pcma"
+        );
+        let m = BaresipOpts { auto_answer: false, outbound: Some("127.0.0.1:5060".parse().unwrap()), ..r };
+        assert!(m.account_line().contains("answermode=manual"), "{}", m.account_line());
+        assert!(m.account_line().ends_with(";outbound=\"sip:127.0.0.1:5060\""), "{}", m.account_line());
     }
 
     #[test]

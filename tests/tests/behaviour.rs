@@ -371,7 +371,7 @@ fn read(path: &Path) -> String {
 // ===== Media sockets =====
 
 /// Every worker binds its own WebRTC UDP socket at start and reads it: a datagram on it (even
-/// SIP text) is media, dropped for now, never answered as SIP.
+/// SIP text) is media, routed by the demux (here to no call, so dropped), never answered as SIP.
 fn media_sockets_bound_and_read(v: &Variant) {
     let s = v.start(&["-v".into()]);
     let workers = if v.multi_worker() { 2 } else { 1 };
@@ -400,7 +400,7 @@ fn media_sockets_bound_and_read(v: &Variant) {
     }
     let mut buf = [0u8; 2048];
     assert!(udp.recv_from(&mut buf).is_err(), "a datagram on the WebRTC socket was answered");
-    let dropped = format!("{} media bytes from {}", options.len(), udp.local_addr().unwrap());
+    let dropped = format!("{} WebRTC bytes from {} for no call", options.len(), udp.local_addr().unwrap());
     let deadline = Instant::now() + Duration::from_secs(5);
     while s.stderr_text().matches(&dropped).count() < ports.len() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));

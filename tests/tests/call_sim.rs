@@ -21,6 +21,7 @@ use str0m::media::{Direction, Frequency, MediaKind, Mid};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::RtpWrite;
 use str0m::{Candidate, Event, Input as RtcInput, Output as RtcOutput, Rtc, RtcConfig};
+use sylkgw_core::capture;
 use sylkgw_core::config::Config;
 use sylkgw_core::media::rtp;
 use sylkgw_core::media::webrtc::DtlsIdentity;
@@ -148,6 +149,8 @@ enum Script {
     Busy,
     /// 180 only.
     Ring,
+    /// 407 with a digest challenge, then (authenticated) as `Answer`.
+    Challenge,
 }
 
 struct Sim {
@@ -232,6 +235,7 @@ impl Sim {
         config.media.media_advertised_addresses = vec!["127.0.0.1".into()];
         config.media.rtp_ports = (20000, 20099);
         config.webrtc.dtls_cert = Some(test_cert());
+        config.capture = true;
         tweak(&mut config);
         let now = Instant::now();
         let gw = Gateway::new(config, [7; 32], now, Duration::from_secs(1_700_000_000)).unwrap();
@@ -480,6 +484,14 @@ impl Sim {
                     }
                     Script::Busy => self.far_send(reply(&text, 486, "Busy Here", "", "")),
                     Script::Ring => self.far_send(reply(&text, 180, "Ringing", contact, "")),
+                    Script::Challenge if !text.contains("Proxy-Authorization:") => {
+                        let challenge = "Proxy-Authenticate: Digest realm=\"example.com\", nonce=\"n0nce\", qop=\"auth\", algorithm=MD5\r\n";
+                        self.far_send(reply(&text, 407, "Proxy Authentication Required", challenge, ""));
+                    }
+                    Script::Challenge => {
+                        let extra = format!("{contact}Content-Type: application/sdp\r\n");
+                        self.far_send(reply(&text, 200, "OK", &extra, &far_sdp("sendrecv")));
+                    }
                 }
             }
             "ACK" => {}
@@ -529,8 +541,12 @@ impl Sim {
         assert_eq!(ack["sylkrtc"], "ack", "{ack}");
         let seen = self.until_state("accepted");
         let states: Vec<&str> = seen.iter().filter_map(|e| e["state"].as_str()).collect();
-        assert_eq!(states, ["progress", "proceeding", "ringing", "accepted"]);
-        assert_eq!(seen[1]["code"], 180);
+        if self.script == Script::Challenge {
+            assert_eq!(states, ["progress", "accepted"]);
+        } else {
+            assert_eq!(states, ["progress", "proceeding", "ringing", "accepted"]);
+            assert_eq!(seen[1]["code"], 180);
+        }
         let accepted = seen.last().unwrap();
         let answer = accepted["sdp"].as_str().expect("the first answer carries the SDP");
         assert!(accepted["call_id"].as_str().is_some_and(|c| !c.is_empty()));
@@ -579,6 +595,7 @@ fn outgoing_call_bridges_media_and_ends_with_local_bye() {
     assert_eq!((stats.calls, stats.rtp_pairs), (0, 0), "{stats:?}");
     let err = sim.request(&format!(r#"{{"sylkrtc":"session-terminate","session":"{session}"}}"#));
     assert_eq!(err["error"], format!("Unknown session {session}"));
+    sim.check_capture("call_outgoing_local_bye");
 }
 
 #[test]
@@ -596,6 +613,7 @@ fn remote_bye_terminates() {
     assert_eq!(sim.terminated_reason(), "200 OK");
     assert!(sim.sip_in.iter().any(|m| m.starts_with("SIP/2.0 200 OK") && m.contains("BYE")));
     assert_eq!(sim.gw.stats().calls, 0);
+    sim.check_capture("call_remote_bye");
 }
 
 #[test]
@@ -608,6 +626,7 @@ fn busy() {
     sim.run(Duration::from_millis(100));
     assert_eq!(sim.far_requests("ACK").len(), 1, "the 486 is ACKed");
     assert_eq!(sim.gw.stats().rtp_pairs, 0);
+    sim.check_capture("call_busy");
 }
 
 #[test]
@@ -620,6 +639,7 @@ fn cancel_before_answer() {
     assert_eq!(sim.request(r#"{"sylkrtc":"session-terminate","session":"s1"}"#)["sylkrtc"], "ack");
     assert_eq!(sim.terminated_reason(), "487 Request Terminated");
     assert_eq!(sim.far_requests("CANCEL").len(), 1);
+    sim.check_capture("call_cancel");
 }
 
 #[test]
@@ -639,6 +659,7 @@ fn early_media_then_200_sends_one_answer() {
     let seen = sim.until_state("accepted");
     let accepted = seen.iter().find(|e| e["state"] == "accepted").unwrap();
     assert!(accepted.get("sdp").is_none(), "no second answer: {accepted}");
+    sim.check_capture("call_early_media_then_200");
 }
 
 #[test]
@@ -654,6 +675,7 @@ fn dtmf_info_one_per_digit() {
         assert_eq!(header(info, "Content-Type"), "application/dtmf-relay");
         assert_eq!(body(info), format!("Signal={d}\r\nDuration=160\r\n"));
     }
+    sim.check_capture("call_info_dtmf");
 }
 
 #[test]
@@ -666,6 +688,7 @@ fn media_timeout_hangs_up() {
     let t = seen.iter().find(|e| e["state"] == "terminated").unwrap();
     assert_eq!(t["reason"], "408 Media Timeout");
     assert_eq!(sim.far_requests("BYE").len(), 1);
+    sim.check_capture("call_media_timeout");
 }
 
 #[test]
@@ -676,6 +699,7 @@ fn websocket_gone_mid_call_sends_bye() {
     sim.run(Duration::from_secs(1));
     assert_eq!(sim.far_requests("BYE").len(), 1);
     assert_eq!(sim.gw.stats().calls, 0);
+    sim.check_capture("call_websocket_gone");
 }
 
 impl Sim {
@@ -747,6 +771,7 @@ fn incoming_call_answered_with_media_then_remote_bye() {
     );
     sim.far_send(bye);
     assert_eq!(sim.terminated_reason(), "200 OK");
+    sim.check_capture("call_incoming_answered");
 }
 
 #[test]
@@ -767,6 +792,7 @@ fn incoming_call_cancelled_is_missed() {
     let missed = seen.iter().find(|e| e["event"] == "missed-session").unwrap();
     assert_eq!(missed["originator"]["uri"], "bob@example.com");
     assert!(sim.sip_in.iter().any(|m| m.starts_with("SIP/2.0 487")));
+    sim.check_capture("call_incoming_missed");
 }
 
 #[test]
@@ -782,6 +808,7 @@ fn incoming_call_declined_with_486() {
     assert_eq!(sim.terminated_reason(), "486 Busy Here");
     sim.run(Duration::from_millis(100));
     assert!(sim.sip_in.iter().any(|m| m.starts_with("SIP/2.0 486 Busy Here")));
+    sim.check_capture("call_incoming_declined");
 }
 
 #[test]
@@ -876,6 +903,7 @@ fn hold_and_resume_from_the_sip_side() {
     sim.run(Duration::from_secs(1));
     assert!(sim.far_rtp.len() > far + 20, "media flows again after resume");
     assert!(sim.states().is_empty(), "no state change during updates");
+    sim.check_capture("call_reinvite_remote_hold");
 }
 
 #[test]
@@ -899,4 +927,45 @@ fn hold_from_the_browser_is_a_reinvite() {
     assert!(header(reinvites[0], "To").contains("tag=far1"), "in the dialog");
     sim.run(Duration::from_millis(100));
     assert_eq!(sim.far_requests("ACK").len(), 2, "the re-INVITE's 200 is ACKed");
+    sim.check_capture("call_reinvite_local_hold");
+}
+
+impl Sim {
+    /// Checks the gateway's capture of this run: it replays to the same record (str0m's random
+    /// SDP parts masked), and with `WRITE_CAPTURES=1` it becomes `tests/captures/<name>.cap`
+    /// (replayed by `tests/replay.rs`).
+    fn check_capture(&mut self, name: &str) {
+        let text = self.gw.take_capture();
+        let cap = capture::parse(&text).expect("the capture parses");
+        let got = capture::replay(&cap, Instant::now()).expect("replay");
+        let (want, got) = (capture::mask_media(&text), capture::mask_media(&got));
+        if want != got {
+            let first = want.lines().zip(got.lines()).position(|(a, b)| a != b).unwrap_or(0);
+            let show = |t: &str| t.lines().skip(first.saturating_sub(2)).take(6).collect::<Vec<_>>().join("\n");
+            panic!(
+                "{name}: replay differs at line {}:\n--- capture\n{}\n+++ replay\n{}",
+                first + 1,
+                show(&want),
+                show(&got)
+            );
+        }
+        assert!(!text.contains("udp:2<"), "no media in captures");
+        if std::env::var_os("WRITE_CAPTURES").is_some() {
+            let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("captures").join(format!("{name}.cap"));
+            std::fs::write(path, text).unwrap();
+        }
+    }
+}
+
+#[test]
+fn outgoing_call_after_407() {
+    let mut sim = Sim::new(Script::Challenge);
+    sim.outgoing_call();
+    let invites = sim.far_requests("INVITE");
+    assert_eq!(invites.len(), 2);
+    assert!(invites[1].contains("Proxy-Authorization: Digest"));
+    assert_eq!(sim.far_requests("ACK").len(), 2, "the 407 and the 200 are ACKed");
+    sim.run(Duration::from_millis(200));
+    assert!(!sim.browser.got.is_empty());
+    sim.check_capture("call_407_then_ok");
 }

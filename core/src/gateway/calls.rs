@@ -18,9 +18,9 @@
 //! stack's end of the leg, a decline, the media timeout, or a failure here. A connection that goes
 //! away hangs up its calls without events.
 
-use super::{Gateway, TimerKey};
+use super::Gateway;
 use crate::api::{AccountEvent, Event, Identity, RequestBody, SessionEvent, SessionState};
-use crate::call::{self, Call, CallId, Origin, Pending, RtpPair, State};
+use crate::call::{self, Call, CallId, MediaEvent, Origin, Pending, RtpPair, State};
 use crate::drive::{Output, Transmit};
 use crate::ids::{ConnId, SocketId};
 use crate::media::bridge::{pair_codecs, SipMedia};
@@ -62,6 +62,9 @@ pub(super) struct Calls {
     pub(super) sockets: std::collections::BTreeMap<SocketId, CallId>,
     /// The shared WebRTC socket's demultiplexer.
     pub(super) demux: crate::media::demux::Demux<CallId>,
+    /// The calls' timers (kept apart from the connections': their deadlines depend on media,
+    /// which captures leave out, so captures do not show them).
+    pub(super) timers: crate::time::TimerTable<(CallId, CallTimer)>,
     next: u64,
 }
 
@@ -804,7 +807,7 @@ impl Gateway {
                 _ => {}
             }
         }
-        self.timers.stop_range(TimerKey::Call(id, CallTimer::FIRST)..=TimerKey::Call(id, CallTimer::LAST));
+        self.calls.timers.stop_range((id, CallTimer::FIRST)..=(id, CallTimer::LAST));
     }
 
     /// The WebSocket `conn` went away: its calls are hung up without events.
@@ -874,7 +877,7 @@ impl Gateway {
     /// A datagram on the WebRTC socket.
     pub(super) fn webrtc_datagram(&mut self, local: SocketAddr, from: SocketAddr, data: &[u8]) {
         let Some(id) = self.calls.demux.route(from, data) else {
-            log::trace!("{} WebRTC bytes from {from} for no call", data.len());
+            log::debug!("{} WebRTC bytes from {from} for no call; dropped", data.len());
             return;
         };
         let now = self.now;
@@ -919,12 +922,12 @@ impl Gateway {
     /// Runs the browser leg's outputs: transmits, RTP to the SIP side, state changes, its timer.
     pub(super) fn drain_browser(&mut self, id: CallId) {
         let now = self.now;
-        let mut events = Vec::new();
+        let mut connected = false;
         let mut closed = false;
         loop {
             let Some(call) = self.calls.calls.get_mut(&id) else { return };
             let Some(o) = call.browser.poll(now) else {
-                self.timers.stop(TimerKey::Call(id, CallTimer::Browser));
+                self.calls.timers.stop((id, CallTimer::Browser));
                 break;
             };
             match o {
@@ -939,41 +942,72 @@ impl Gateway {
                         }
                     }
                 }
-                LegOutput::Connected => {
-                    if !call.ice_up {
-                        call.ice_up = true;
-                        if matches!(call.state, State::Accepted | State::EarlyMedia) {
-                            call.state = State::Established;
-                        }
-                        events.push(SessionState::Established);
-                    }
-                }
+                LegOutput::Connected => connected = !self.config.replay,
                 LegOutput::Disconnected => log::info!("{id}: the browser stopped ICE consent checks"),
                 LegOutput::Reconnected => log::info!("{id}: the browser is back"),
                 LegOutput::KeyframeRequest { .. } => {}
                 LegOutput::Timeout(at) => {
-                    self.timers.set(TimerKey::Call(id, CallTimer::Browser), at);
+                    self.calls.timers.set((id, CallTimer::Browser), at);
                     break;
                 }
                 LegOutput::Closed => {
-                    closed = true;
+                    closed = !self.config.replay;
                     break;
                 }
             }
         }
-        for e in events {
-            self.call_event(id, e);
+        if connected {
+            self.media_event(id, MediaEvent::Connected);
         }
         if closed {
-            log::info!("{id}: the browser leg closed");
-            self.end_call(id, "200 OK", true);
+            self.media_event(id, MediaEvent::Closed);
         }
+    }
+
+    /// A decision of the media plane about call `id`: recorded (media is not), then acted on.
+    fn media_event(&mut self, id: CallId, event: MediaEvent) {
+        if !self.calls.calls.contains_key(&id) {
+            return;
+        }
+        if let Some(rec) = &mut self.recorder {
+            rec.media_event(self.now, id, event);
+        }
+        match event {
+            MediaEvent::Connected => {
+                let Some(call) = self.calls.calls.get_mut(&id) else { return };
+                if call.ice_up {
+                    return;
+                }
+                call.ice_up = true;
+                if matches!(call.state, State::Accepted | State::EarlyMedia) {
+                    call.state = State::Established;
+                }
+                self.call_event(id, SessionState::Established);
+            }
+            MediaEvent::Closed => {
+                log::info!("{id}: the browser leg closed");
+                self.end_call(id, "200 OK", true);
+            }
+            MediaEvent::Timeout => {
+                log::info!("{id}: no media from the SIP side for {} s; hanging up", self.config.media_timeout);
+                self.hang_up_call(id, MEDIA_TIMEOUT_REASON);
+            }
+        }
+    }
+
+    /// Replays a media decision recorded in a capture (`capture::replay` only).
+    #[doc(hidden)]
+    pub fn replay_media_event(&mut self, now: std::time::Instant, id: CallId, event: MediaEvent) {
+        debug_assert!(now >= self.now, "time went backwards");
+        self.now = now.max(self.now);
+        self.media_event(id, event);
+        self.drain_sip();
     }
 
     fn arm_media_timeout(&mut self, id: CallId) {
         if self.config.media_timeout > 0 {
             let at = self.now + Duration::from_secs(self.config.media_timeout);
-            self.timers.set(TimerKey::Call(id, CallTimer::Media), at);
+            self.calls.timers.set((id, CallTimer::Media), at);
         }
     }
 
@@ -986,15 +1020,15 @@ impl Gateway {
                 let Some(call) = self.calls.calls.get(&id) else { return };
                 let Some(media) = &call.media else { return };
                 let last = media.last_rx();
-                // On hold (the peer does not send) the timeout does not apply.
-                let quiet_allowed = !media.direction().receives();
+                // On hold (the peer does not send) the timeout does not apply; nor in a replay,
+                // which has no media (the capture's decision comes as a media event).
+                let quiet_allowed = !media.direction().receives() || self.config.replay;
                 if quiet_allowed || self.now.saturating_duration_since(last) < limit {
                     let base = if quiet_allowed { self.now } else { last };
-                    self.timers.set(TimerKey::Call(id, CallTimer::Media), base + limit);
+                    self.calls.timers.set((id, CallTimer::Media), base + limit);
                     return;
                 }
-                log::info!("{id}: no media from the SIP side for {} s; hanging up", limit.as_secs());
-                self.hang_up_call(id, MEDIA_TIMEOUT_REASON);
+                self.media_event(id, MediaEvent::Timeout);
             }
         }
     }

@@ -35,10 +35,11 @@
 //!
 //! # Determinism
 //! The core's own choices (ICE credentials) come from the seeded [`Rng`], and str0m never reads
-//! the clock for its timers (time is the `now` passed in). But str0m is not fully replayable, and
-//! this is known and accepted (a replay masks media):
-//! - It draws SSRCs, CNAME/msid and STUN transaction ids from `fastrand`'s thread-local generator,
-//!   seeded by the OS, not from our [`Rng`].
+//! the clock for its timers (time is the `now` passed in). str0m draws mids, SSRCs, CNAME/msid and
+//! STUN transaction ids from `fastrand`'s thread-local generator: every call into it runs with that
+//! generator reseeded from the leg's own stream (drawn from our [`Rng`]) and the stream saved after,
+//! so those draws replay. What is left is known and accepted (captures leave media out, and a
+//! replay masks the fingerprint, `capture::mask_media`):
 //! - DTLS (dimpl over aws-lc-rs) takes its client/server randoms and ECDHE keys from the OS
 //!   (`SystemRandom`), as it must.
 //! - To turn `Instant`s into NTP time for RTCP sender reports it reads `Instant::now()` and
@@ -47,6 +48,7 @@
 
 use super::sdp::{Codec as SdpCodec, Direction};
 use crate::rng::Rng;
+use std::cell::Cell;
 use std::collections::VecDeque;
 use std::fmt;
 use std::net::SocketAddr;
@@ -76,6 +78,13 @@ pub const MAX_PENDING_CANDIDATES: usize = 32;
 pub struct DtlsIdentity(DtlsCert);
 
 impl DtlsIdentity {
+    /// A fresh self-signed identity from str0m's crypto provider. It draws from the OS's
+    /// randomness, so it is made outside the sans-IO state machine: by a runtime at start
+    /// (`driver::webrtc_dtls_identity`) or for a replay (whose fingerprints are masked).
+    pub fn generate() -> Option<Self> {
+        str0m::crypto::from_feature_flags().dtls_provider.generate_certificate().map(Self::from)
+    }
+
     /// From a DER certificate and its DER (PKCS#8) private key.
     pub fn from_der(certificate: Vec<u8>, private_key: Vec<u8>) -> Self {
         Self(DtlsCert { certificate, private_key })
@@ -221,6 +230,8 @@ pub struct BrowserLeg {
     cert: DtlsCert,
     candidates: Vec<SocketAddr>,
     creds: IceCreds,
+    /// The state of str0m's RNG for this leg (see [`guarded`]).
+    seed: Cell<u64>,
     rtc: Option<Rtc>,
     /// The audio m-line (from the answer), once a negotiation completed.
     mid: Option<Mid>,
@@ -268,6 +279,7 @@ impl BrowserLeg {
             cert: cert.0.clone(),
             candidates: unique,
             creds,
+            seed: Cell::new(rng.next_u64()),
             rtc: None,
             mid: None,
             pending: None,
@@ -322,7 +334,8 @@ impl BrowserLeg {
         let fresh = self.rtc.is_none();
         if fresh {
             let config = self.rtc_config(allowed)?;
-            let rtc = guarded(|| config.build(now)).ok_or_else(|| WebRtcError::Rejected("str0m panicked".into()))?;
+            let rtc = guarded(&self.seed, || config.build(now))
+                .ok_or_else(|| WebRtcError::Rejected("str0m panicked".into()))?;
             self.rtc = Some(rtc);
             self.next_timeout = Some(now);
             self.add_local_candidates();
@@ -398,7 +411,8 @@ impl BrowserLeg {
         // A first offer still pending, or a leftover Rtc: start over.
         self.reset();
         let config = self.rtc_config(allowed)?;
-        let rtc = guarded(|| config.build(now)).ok_or_else(|| WebRtcError::Rejected("str0m panicked".into()))?;
+        let rtc =
+            guarded(&self.seed, || config.build(now)).ok_or_else(|| WebRtcError::Rejected("str0m panicked".into()))?;
         self.rtc = Some(rtc);
         self.next_timeout = Some(now);
         self.add_local_candidates();
@@ -572,7 +586,7 @@ impl BrowserLeg {
             return false;
         };
         let input = Input::Receive(now, receive);
-        let accepted = self.rtc.as_ref().and_then(|rtc| guarded(|| rtc.accepts(&input))).unwrap_or(false);
+        let accepted = self.rtc.as_ref().and_then(|rtc| guarded(&self.seed, || rtc.accepts(&input))).unwrap_or(false);
         if !accepted {
             return false;
         }
@@ -716,7 +730,7 @@ impl BrowserLeg {
     /// str0m's current direction of `mid` (ours).
     fn rtc_direction(&self, mid: Mid) -> Option<RtcDirection> {
         let rtc = self.rtc.as_ref()?;
-        guarded(|| rtc.media(mid).map(|m| m.direction())).flatten()
+        guarded(&self.seed, || rtc.media(mid).map(|m| m.direction())).flatten()
     }
 
     /// A negotiation completed: remember its direction.
@@ -823,7 +837,7 @@ impl BrowserLeg {
         let Some(rtc) = self.rtc.as_mut() else {
             return;
         };
-        match guarded(|| f(rtc)) {
+        match guarded(&self.seed, || f(rtc)) {
             Some(Ok(())) => self.drain(),
             Some(Err(e)) => {
                 log::debug!("browser leg {}: {e}", self.creds.ufrag);
@@ -838,7 +852,7 @@ impl BrowserLeg {
             let Some(rtc) = self.rtc.as_mut() else {
                 return;
             };
-            let output = guarded(|| rtc.poll_output());
+            let output = guarded(&self.seed, || rtc.poll_output());
             let alive = rtc.is_alive();
             match output {
                 Some(Ok(Output::Timeout(t))) => {
@@ -929,8 +943,14 @@ impl BrowserLeg {
 
 /// Runs a call into str0m, turning a panic into `None` (str0m's README: catch_unwind per `Rtc`
 /// and drop only the faulty instance).
-fn guarded<T>(f: impl FnOnce() -> T) -> Option<T> {
-    catch_unwind(AssertUnwindSafe(f)).ok()
+/// Runs a call into str0m: a panic becomes `None`, and str0m's thread-local RNG (fastrand, which
+/// it draws mids, SSRCs, msids and STUN transaction ids from) runs on the leg's own stream,
+/// seeded from the core's [`Rng`], so a leg's draws are the same in a replay.
+fn guarded<T>(seed: &Cell<u64>, f: impl FnOnce() -> T) -> Option<T> {
+    fastrand::seed(seed.get());
+    let out = catch_unwind(AssertUnwindSafe(f)).ok();
+    seed.set(fastrand::u64(..));
+    out
 }
 
 fn to_rtc_direction(d: Direction) -> RtcDirection {
