@@ -169,6 +169,12 @@ pub struct Call {
     pub answer_codecs: Vec<Codec>,
     /// Our re-INVITE is out: the answer the browser got for its offer, for `update accepted`.
     pub pending_update: Option<String>,
+    /// The SIP side's transport profile: `RTP/AVP`, or `RTP/SAVP` with SDES.
+    pub sip_proto: crate::media::sdp::Proto,
+    /// Our `a=crypto` lines on the SIP side (offered, or the one answered), with our keys.
+    pub local_crypto: Vec<crate::media::srtp::CryptoAttribute>,
+    /// The peer's `a=crypto` in use (its key for what it sends).
+    pub remote_crypto: Option<crate::media::srtp::CryptoAttribute>,
     /// Incoming: the caller, for `missed-session`.
     pub originator: Option<crate::api::Identity>,
 }

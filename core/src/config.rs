@@ -44,6 +44,10 @@ pub struct Config {
     /// Seconds without media from the SIP side (RTP or RTCP) after which an answered call is hung
     /// up (BYE, `terminated`); 0 disables it. Default 30, as Janus's `rtp_timeout`-like checks.
     pub media_timeout: u64,
+    /// SDES-SRTP on the SIP side (RFC 4568; `sdes_srtp`): `disabled` (RTP/AVP only; an RTP/SAVP
+    /// offer is refused with 488), `optional` (our offers are RTP/AVP with `a=crypto`, used if the
+    /// peer answers with one; RTP/SAVP offers are accepted) or `mandatory` (RTP/SAVP only).
+    pub sdes_srtp: SdesMode,
     /// The SIP side.
     pub sip: SipConfig,
     /// The browser (WebRTC) media legs.
@@ -61,6 +65,31 @@ pub struct Config {
     /// (`capture::replay`). Never set it otherwise. Never serialised.
     #[serde(skip)]
     pub replay: bool,
+}
+
+/// SDES-SRTP on the SIP side ([`Config::sdes_srtp`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SdesMode {
+    /// Plain RTP only.
+    #[default]
+    Disabled,
+    /// SRTP when the peer takes it.
+    Optional,
+    /// SRTP or no call.
+    Mandatory,
+}
+
+impl SdesMode {
+    /// The mode named `name` (`disabled`, `optional`, `mandatory`).
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "disabled" => Some(Self::Disabled),
+            "optional" => Some(Self::Optional),
+            "mandatory" => Some(Self::Mandatory),
+            _ => None,
+        }
+    }
 }
 
 /// SIP options. Names follow SylkServer (`outbound_sip_proxy`) and Janus (`register_ttl`)
@@ -300,6 +329,7 @@ impl Default for Config {
             max_connections_per_ip: 100,
             decline_code: 486,
             media_timeout: 30,
+            sdes_srtp: SdesMode::Disabled,
             sip: SipConfig::default(),
             webrtc: WebRtcConfig::default(),
             media: MediaConfig::default(),
@@ -427,6 +457,13 @@ impl Config {
                     "603" => 603,
                     _ => return Err(ConfigError::BadValue { key: k.into(), value: v.into(), expected: "486 or 603" }),
                 }
+            }
+            "sdes_srtp" => {
+                self.sdes_srtp = SdesMode::from_name(v.trim()).ok_or_else(|| ConfigError::BadValue {
+                    key: k.into(),
+                    value: v.into(),
+                    expected: "disabled, optional or mandatory",
+                })?
             }
             "media_timeout" => self.media_timeout = parse_num(k, v, "a number of seconds (0 disables)")?,
             "sip_listen" => self.sip.listen = parse_num(k, v, "HOST:PORT")?,

@@ -24,6 +24,8 @@ use str0m::{Candidate, Event, Input as RtcInput, Output as RtcOutput, Rtc, RtcCo
 use sylkgw_core::capture;
 use sylkgw_core::config::Config;
 use sylkgw_core::media::rtp;
+use sylkgw_core::media::sdp::SessionDescription;
+use sylkgw_core::media::srtp::{CryptoAttribute, SrtpContext};
 use sylkgw_core::media::webrtc::DtlsIdentity;
 use sylkgw_core::test_exports::{client_text_frame, UPGRADE_V2};
 use sylkgw_core::{ConnId, Gateway, Input, Listener, Output, SocketId, UdpPurpose};
@@ -151,6 +153,8 @@ enum Script {
     Ring,
     /// 407 with a digest challenge, then (authenticated) as `Answer`.
     Challenge,
+    /// As `Answer`, with SDES-SRTP (RTP/SAVP, the offer's tag-1 suite, a key of its own).
+    AnswerSrtp,
 }
 
 struct Sim {
@@ -178,6 +182,10 @@ struct Sim {
     /// The far end's final response to send later (early media), and the INVITE it got last.
     far_sip_later: Option<String>,
     last_invite: Option<String>,
+    /// SDES-SRTP of the far end: (its sending context, the gateway's).
+    far_srtp: Option<(SrtpContext, SrtpContext)>,
+    /// RTCP packets the far end received (decrypted when SRTP is on).
+    far_rtcp: Vec<Vec<u8>>,
     transaction: u32,
 }
 
@@ -258,6 +266,8 @@ impl Sim {
             far_sends: true,
             far_sip_later: None,
             last_invite: None,
+            far_srtp: None,
+            far_rtcp: Vec::new(),
             transaction: 0,
         };
         sim.drain();
@@ -412,7 +422,10 @@ impl Sim {
             self.far_seq = self.far_seq.wrapping_add(1);
             let h =
                 rtp::RtpOut { marker: false, pt: 0, seq: self.far_seq, ts: u32::from(self.far_seq) * 160, ssrc: 0xfa7 };
-            let n = rtp::write_packet(&mut buf, &h, b"from-far-end").unwrap();
+            let mut n = rtp::write_packet(&mut buf, &h, b"from-far-end").unwrap();
+            if let Some((tx, _)) = &mut self.far_srtp {
+                n = tx.protect_rtp(&mut buf, n).unwrap();
+            }
             buf.truncate(n);
             self.wire.push_back(Datagram { at: self.now + LATENCY, from: addr(FAR_RTP), to, data: buf });
         }
@@ -427,9 +440,21 @@ impl Sim {
             let text = String::from_utf8(d.data).unwrap();
             self.far_sip(text);
         } else if d.to == addr(FAR_RTP) {
-            if let Ok(v) = rtp::parse(&d.data) {
+            let mut data = d.data;
+            if let Some((_, rx)) = &mut self.far_srtp {
+                let n = rx.unprotect_rtp(&mut data).expect("SRTP from the gateway authenticates");
+                data.truncate(n);
+            }
+            if let Ok(v) = rtp::parse(&data) {
                 self.far_rtp.push((v.header.pt, v.payload().to_vec()));
             }
+        } else if d.to == addr("127.0.0.1:30001") {
+            let mut data = d.data;
+            if let Some((_, rx)) = &mut self.far_srtp {
+                let n = rx.unprotect_rtcp(&mut data).expect("SRTCP from the gateway authenticates");
+                data.truncate(n);
+            }
+            self.far_rtcp.push(data);
         } else if let Some((&socket, _)) = self.sockets.iter().find(|(_, a)| **a == d.to) {
             self.input(Input::Datagram { socket, from: d.from, data: &d.data });
         }
@@ -492,6 +517,17 @@ impl Sim {
                         let extra = format!("{contact}Content-Type: application/sdp\r\n");
                         self.far_send(reply(&text, 200, "OK", &extra, &far_sdp("sendrecv")));
                     }
+                    Script::AnswerSrtp => {
+                        let offer = SessionDescription::parse(body(&text).as_bytes()).unwrap();
+                        let gw = offer.media[0].crypto.iter().find(|c| c.tag == 1).expect("a tag-1 crypto").clone();
+                        let mut rng = sylkgw_core::rng::Rng::new([5; 32]);
+                        let ours = CryptoAttribute::answer(&gw, &mut rng);
+                        self.far_srtp =
+                            Some((SrtpContext::from_crypto(&ours).unwrap(), SrtpContext::from_crypto(&gw).unwrap()));
+                        let sdp = far_sdp("sendrecv").replace("RTP/AVP", "RTP/SAVP") + &format!("a=crypto:{ours}\r\n");
+                        let extra = format!("{contact}Content-Type: application/sdp\r\n");
+                        self.far_send(reply(&text, 200, "OK", &extra, &sdp));
+                    }
                 }
             }
             "ACK" => {}
@@ -541,7 +577,7 @@ impl Sim {
         assert_eq!(ack["sylkrtc"], "ack", "{ack}");
         let seen = self.until_state("accepted");
         let states: Vec<&str> = seen.iter().filter_map(|e| e["state"].as_str()).collect();
-        if self.script == Script::Challenge {
+        if matches!(self.script, Script::Challenge | Script::AnswerSrtp) {
             assert_eq!(states, ["progress", "accepted"]);
         } else {
             assert_eq!(states, ["progress", "proceeding", "ringing", "accepted"]);
@@ -968,4 +1004,37 @@ fn outgoing_call_after_407() {
     sim.run(Duration::from_millis(200));
     assert!(!sim.browser.got.is_empty());
     sim.check_capture("call_407_then_ok");
+}
+
+#[test]
+fn sdes_srtp_mandatory_both_ways_with_srtcp() {
+    let mut sim = Sim::with_config(Script::AnswerSrtp, |c| c.sdes_srtp = sylkgw_core::config::SdesMode::Mandatory);
+    sim.outgoing_call();
+    let invite = sim.far_requests("INVITE")[0].clone();
+    let offer = body(&invite);
+    assert!(offer.contains("m=audio 20000 RTP/SAVP 111 0 126"), "{offer}");
+    assert!(
+        offer.contains("a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:")
+            && offer.contains("a=crypto:2 AES_CM_128_HMAC_SHA1_32 inline:")
+    );
+    sim.run(Duration::from_secs(6));
+    // Decrypted and authenticated on both sides (the far end's contexts panic otherwise).
+    assert!(sim.far_rtp.len() > 100 && sim.far_rtp.iter().all(|(pt, p)| *pt == 0 && p == b"from-browser"));
+    assert!(sim.browser.got.len() > 100 && sim.browser.got.iter().all(|(pt, p)| *pt == 0 && p == b"from-far-end"));
+    // Our RTCP (SRTCP here) every 5 s: an SR (we send) with the far end's report block, and SDES.
+    assert!(!sim.far_rtcp.is_empty(), "an RTCP report within 6 s");
+    let summary = sylkgw_core::media::rtcp::summarize(&sim.far_rtcp[0]);
+    assert!(summary.sender_report.is_some(), "an SR: {:?}", sim.far_rtcp[0]);
+    sim.check_capture("call_sdes_srtp");
+}
+
+#[test]
+fn sdes_mandatory_refuses_a_plain_answer() {
+    let mut sim = Sim::with_config(Script::Answer, |c| c.sdes_srtp = sylkgw_core::config::SdesMode::Mandatory);
+    let offer = sim.browser.offer();
+    let req = serde_json::json!({"sylkrtc": "session-create", "account": "alice@example.com", "session": "s1", "uri": "bob@example.com", "sdp": offer});
+    assert_eq!(sim_ack(sim.request(&req.to_string())), "ack");
+    assert_eq!(sim.terminated_reason(), "488 Not Acceptable Here");
+    sim.run(Duration::from_millis(200));
+    assert_eq!(sim.far_requests("BYE").len(), 1, "the answered call is hung up");
 }

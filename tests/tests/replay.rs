@@ -107,6 +107,7 @@ replay!(
     call_incoming_missed,
     call_incoming_declined,
     call_websocket_gone,
+    call_sdes_srtp,
 );
 
 /// A changed expectation fails, and the failure shows what changed.

@@ -21,10 +21,12 @@
 use super::Gateway;
 use crate::api::{AccountEvent, Event, Identity, RequestBody, SessionEvent, SessionState};
 use crate::call::{self, Call, CallId, MediaEvent, Origin, Pending, RtpPair, State};
+use crate::config::SdesMode;
 use crate::drive::{Output, Transmit};
 use crate::ids::{ConnId, SocketId};
 use crate::media::bridge::{pair_codecs, SipMedia};
 use crate::media::sdp::{self, Codec, LocalMedia, LocalSession, MediaKind, SdpVersioner, SessionDescription};
+use crate::media::srtp::{CryptoAttribute, SrtpContext, SrtpProfile};
 use crate::media::webrtc::{BrowserLeg, LegOutput};
 use crate::sip::calls::{CallParams, LegId};
 use crate::sip::incoming::IncomingCall;
@@ -40,11 +42,13 @@ pub(super) enum CallTimer {
     Browser,
     /// Check for media from the SIP side (`Config::media_timeout`).
     Media,
+    /// Our next RTCP report on the SIP side.
+    Rtcp,
 }
 
 impl CallTimer {
     pub(super) const FIRST: Self = Self::Browser;
-    pub(super) const LAST: Self = Self::Media;
+    pub(super) const LAST: Self = Self::Rtcp;
 }
 
 /// The reason in `terminated` when the SIP side sent no media for `media_timeout`.
@@ -76,6 +80,11 @@ fn parse_sdp(sdp: &[u8]) -> Result<(SessionDescription, usize), String> {
         .position(|m| m.kind == MediaKind::Audio && !m.is_rejected())
         .ok_or_else(|| "Invalid SDP: no audio stream".to_string())?;
     Ok((desc, idx))
+}
+
+/// The SRTP contexts of a call: ours protects what we send, theirs checks what the peer sends.
+fn srtp_contexts(ours: &CryptoAttribute, theirs: &CryptoAttribute) -> Option<(SrtpContext, SrtpContext)> {
+    Some((SrtpContext::from_crypto(ours).ok()?, SrtpContext::from_crypto(theirs).ok()?))
 }
 
 /// The codecs of `m` we carry, in `m`'s order and numbers.
@@ -232,6 +241,9 @@ impl Gateway {
             answer_codecs: Vec::new(),
             originator: None,
             pending_update: None,
+            sip_proto: sdp::Proto::RtpAvp,
+            local_crypto: Vec::new(),
+            remote_crypto: None,
         };
         self.calls.calls.insert(id, call);
         self.calls.sessions.insert((conn, session), id);
@@ -301,7 +313,13 @@ impl Gateway {
         let address = self.sip_media_address(peer);
         let call = self.calls.calls.get_mut(&id)?;
         let port = call.rtp.port?;
-        let media = LocalMedia { ptime: Some(20), direction, ..LocalMedia::new(MediaKind::Audio, port, codecs) };
+        let media = LocalMedia {
+            ptime: Some(20),
+            direction,
+            proto: call.sip_proto.clone(),
+            crypto: call.local_crypto.clone(),
+            ..LocalMedia::new(MediaKind::Audio, port, codecs)
+        };
         let session =
             LocalSession { username: "sylkgw".into(), session_name: "sylkgw".into(), address, media: vec![media] };
         Some(call.sdp.render(&session).into_bytes())
@@ -340,6 +358,18 @@ impl Gateway {
             self.end_call(id, "480 Temporarily Unavailable", true);
             return;
         };
+        // SDES (RFC 4568): both suites offered, each with its own key.
+        let mode = self.config.sdes_srtp;
+        if mode != SdesMode::Disabled {
+            let crypto = vec![
+                CryptoAttribute::generate(1, SrtpProfile::AesCm128HmacSha1_80, &mut self.rng),
+                CryptoAttribute::generate(2, SrtpProfile::AesCm128HmacSha1_32, &mut self.rng),
+            ];
+            if let Some(call) = self.calls.calls.get_mut(&id) {
+                call.local_crypto = crypto;
+                call.sip_proto = if mode == SdesMode::Mandatory { sdp::Proto::RtpSavp } else { sdp::Proto::RtpAvp };
+            }
+        }
         let Some(sdp) = self.local_sdp(id, codecs, None) else { return };
         let params = CallParams { identity, target: uri, sdp, headers };
         let leg = self.sip.invite(params, self.now, &mut self.rng);
@@ -364,6 +394,23 @@ impl Gateway {
             return Err("488 Not Acceptable Here".into());
         }
         let remote = remote.unwrap_or_else(|| SocketAddr::new(IpAddr::from([0, 0, 0, 0]), 0));
+        // SDES: the answer's crypto names one of our offered lines by tag and suite.
+        let srtp = match (m.usable_crypto(), call.local_crypto.is_empty()) {
+            (_, true) => None,
+            (Some(theirs), false) => {
+                let ours = call.local_crypto.iter().find(|c| c.tag == theirs.tag && c.profile == theirs.profile);
+                let Some(ours) = ours.cloned() else { return Err("488 Not Acceptable Here".into()) };
+                Some((ours, theirs.clone()))
+            }
+            (None, false) if self.config.sdes_srtp == SdesMode::Mandatory => {
+                return Err("488 Not Acceptable Here".into())
+            }
+            (None, false) => None,
+        };
+        let contexts = match &srtp {
+            Some((ours, theirs)) => Some(srtp_contexts(ours, theirs).ok_or("488 Not Acceptable Here")?),
+            None => None,
+        };
         let answer = if call.browser_answered {
             None
         } else {
@@ -376,18 +423,26 @@ impl Gateway {
             call.browser_answered = true;
             Some(answer)
         };
-        match &mut call.media {
-            Some(media) => {
-                media.set_remote(remote);
-                media.set_codecs(pairs);
-                media.set_direction(direction);
+        let fresh = call.media.is_none();
+        let media = call.media.get_or_insert_with(|| SipMedia::new(remote, pairs.clone(), now, &mut self.rng));
+        media.set_remote(remote);
+        media.set_codecs(pairs);
+        media.set_direction(direction);
+        if let (Some((tx, rx)), Some((ours, theirs))) = (contexts, srtp) {
+            if call.remote_crypto.as_ref() != Some(&theirs) {
+                media.set_srtp(tx, rx);
+                call.local_crypto = vec![ours];
+                call.remote_crypto = Some(theirs);
+                if call.sip_proto == sdp::Proto::RtpAvp && m.proto.is_secure() {
+                    call.sip_proto = sdp::Proto::RtpSavp;
+                }
             }
-            None => {
-                let mut media = SipMedia::new(remote, pairs, now, &mut self.rng);
-                media.set_direction(direction);
-                call.media = Some(media);
-                self.arm_media_timeout(id);
-            }
+        } else if fresh {
+            // No SRTP: later offers carry no crypto.
+            call.local_crypto.clear();
+        }
+        if fresh {
+            self.arm_media_timeout(id);
         }
         self.drain_browser(id);
         Ok(answer)
@@ -498,9 +553,15 @@ impl Gateway {
         }
         let (desc, idx) = parse_sdp(&incoming.sdp).map_err(|_| (488, "Not Acceptable Here"))?;
         let m = &desc.media[idx];
-        if m.proto.is_secure() {
-            return Err((488, "Not Acceptable Here"));
-        }
+        let mode = self.config.sdes_srtp;
+        let theirs = m.usable_crypto().cloned();
+        let srtp = match (mode, m.proto.is_secure(), &theirs) {
+            (SdesMode::Disabled, true, _) | (_, true, None) => return Err((488, "Not Acceptable Here")),
+            (SdesMode::Mandatory, false, None) => return Err((488, "Not Acceptable Here")),
+            (SdesMode::Disabled, false, _) | (_, false, None) => None,
+            (_, _, Some(theirs)) => Some((CryptoAttribute::answer(theirs, &mut self.rng), theirs.clone())),
+        };
+        let secure = m.proto.is_secure();
         let offered = carried(m);
         if !offered.iter().any(|c| !c.name.eq_ignore_ascii_case("telephone-event")) {
             return Err((488, "Not Acceptable Here"));
@@ -522,6 +583,11 @@ impl Gateway {
         call.offered = offered;
         call.offer_addr = offer_addr;
         call.leg = Some(leg);
+        if let Some((ours, theirs)) = srtp {
+            call.local_crypto = vec![ours];
+            call.remote_crypto = Some(theirs);
+            call.sip_proto = if secure { sdp::Proto::RtpSavp } else { sdp::Proto::RtpAvp };
+        }
         call.call_id = Some(incoming.call_id.clone());
         let originator = Identity { uri: incoming.from_uri.clone(), display_name: incoming.display_name.clone() };
         call.originator = Some(originator.clone());
@@ -561,7 +627,12 @@ impl Gateway {
         }
         call.answer_codecs = pairs.iter().map(|p| Codec { pt: p.sip_pt, ..p.codec.clone() }).collect();
         let remote = call.offer_addr.unwrap_or_else(|| SocketAddr::new(IpAddr::from([0, 0, 0, 0]), 0));
-        call.media = Some(SipMedia::new(remote, pairs, now, &mut self.rng));
+        let mut media = SipMedia::new(remote, pairs, now, &mut self.rng);
+        if let (Some(ours), Some(theirs)) = (call.local_crypto.first(), &call.remote_crypto) {
+            let (tx, rx) = srtp_contexts(ours, theirs).ok_or("Internal error")?;
+            media.set_srtp(tx, rx);
+        }
+        call.media = Some(media);
         call.state = State::Accepted;
         let ready = call.rtp.port.is_some();
         if !ready {
@@ -670,6 +741,11 @@ impl Gateway {
             }
         };
         let m = &desc.media[idx];
+        if !self.rekey_srtp(id, m.usable_crypto()) {
+            self.sip.answer_reoffer(leg, Err((488, "Not Acceptable Here".into())), now);
+            return;
+        }
+        let Some(call) = self.calls.calls.get_mut(&id) else { return };
         // What the peer will do is what we do towards the browser.
         let direction = desc.effective_direction(m);
         if let (Some(media), Some(remote)) = (&mut call.media, desc.rtp_addr(m)) {
@@ -699,6 +775,11 @@ impl Gateway {
                 if let Ok((desc, idx)) = parse_sdp(&sdp) {
                     let m = &desc.media[idx];
                     let direction = desc.effective_direction(m).reversed();
+                    let rekeyed = self.rekey_srtp(id, m.usable_crypto());
+                    let Some(call) = self.calls.calls.get_mut(&id) else { return };
+                    if !rekeyed {
+                        log::warn!("{id}: the re-INVITE's answer has no usable crypto; media keeps the old keys");
+                    }
                     if let Some(media) = &mut call.media {
                         if let Some(remote) = desc.rtp_addr(m) {
                             media.set_remote(remote);
@@ -716,6 +797,31 @@ impl Gateway {
                 self.update_event(id, crate::api::UpdateState::Failed { reason });
             }
         }
+    }
+
+    /// A new SDP from the SIP peer in an SRTP call (RFC 4568 §7.1.4): a changed `a=crypto` gets
+    /// new contexts, with our key under the peer's tag. False when the call is SRTP and the SDP
+    /// has no usable crypto (or a plain call is offered one: it stays plain).
+    fn rekey_srtp(&mut self, id: CallId, theirs: Option<&CryptoAttribute>) -> bool {
+        let Some(call) = self.calls.calls.get_mut(&id) else { return false };
+        let Some(current) = call.remote_crypto.clone() else { return true };
+        let Some(theirs) = theirs else { return false };
+        if &current == theirs {
+            return true;
+        }
+        let mut ours =
+            call.local_crypto.first().cloned().unwrap_or_else(|| CryptoAttribute::answer(theirs, &mut self.rng));
+        if ours.profile != theirs.profile {
+            ours = CryptoAttribute::answer(theirs, &mut self.rng);
+        }
+        ours.tag = theirs.tag;
+        let Some((tx, rx)) = srtp_contexts(&ours, theirs) else { return false };
+        if let Some(media) = &mut call.media {
+            media.set_srtp(tx, rx);
+        }
+        call.local_crypto = vec![ours];
+        call.remote_crypto = Some(theirs.clone());
+        true
     }
 
     fn update_event(&mut self, id: CallId, update: crate::api::UpdateState) {
@@ -896,15 +1002,14 @@ impl Gateway {
         let Some(call) = self.calls.calls.get_mut(&id) else { return };
         let Some(media) = &mut call.media else { return };
         if socket != rtp {
-            media.rtcp_from_sip(now, data);
+            media.rtcp_from_sip(now, from, data);
             return;
         }
         match media.from_sip(now, from, data) {
             Ok(p) => {
-                if let Some(payload) = data.get(p.payload.clone()) {
-                    if let Err(e) = call.browser.write_rtp(now, p.pt, p.seq, p.ts, p.marker, payload) {
-                        log::trace!("{id}: RTP to the browser dropped: {e}");
-                    }
+                let payload = media.rx_payload(p.payload.clone());
+                if let Err(e) = call.browser.write_rtp(now, p.pt, p.seq, p.ts, p.marker, payload) {
+                    log::trace!("{id}: RTP to the browser dropped: {e}");
                 }
                 self.drain_browser(id);
             }
@@ -1005,6 +1110,7 @@ impl Gateway {
     }
 
     fn arm_media_timeout(&mut self, id: CallId) {
+        self.calls.timers.set((id, CallTimer::Rtcp), self.now + crate::media::bridge::RTCP_INTERVAL);
         if self.config.media_timeout > 0 {
             let at = self.now + Duration::from_secs(self.config.media_timeout);
             self.calls.timers.set((id, CallTimer::Media), at);
@@ -1015,6 +1121,16 @@ impl Gateway {
     pub(super) fn call_timer(&mut self, id: CallId, timer: CallTimer) {
         match timer {
             CallTimer::Browser => self.drain_browser(id),
+            CallTimer::Rtcp => {
+                let (now, unix) = (self.now, self.clock.unix(self.now));
+                let Some(call) = self.calls.calls.get_mut(&id) else { return };
+                let socket = call.rtp.rtcp;
+                let report = call.media.as_mut().and_then(|m| m.rtcp_report(now, unix));
+                if let (Some((to, payload)), Some(_)) = (report, call.rtp.port) {
+                    self.out.push_back(Output::Datagram(Transmit { socket, to, payload }));
+                }
+                self.calls.timers.set((id, CallTimer::Rtcp), now + crate::media::bridge::RTCP_INTERVAL);
+            }
             CallTimer::Media => {
                 let limit = Duration::from_secs(self.config.media_timeout);
                 let Some(call) = self.calls.calls.get(&id) else { return };

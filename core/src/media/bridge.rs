@@ -4,11 +4,16 @@
 //! at 0), symmetric-RTP latching of the SIP peer, hold by direction, and the time of the last
 //! packet for the media timeout. Sans-IO: datagrams in, datagrams (or RTP for the browser leg) out.
 
+use super::rtcp::{self, ReceiveStats, SendStats};
 use super::rtp::{self, Latch, LatchPolicy, LatchVerdict, PtMap, RtpOut, SeqTsRewriter};
 use super::sdp::{Codec, Direction};
+use super::srtp::SrtpContext;
 use crate::rng::Rng;
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// The interval of our RTCP reports on the SIP side (RFC 3550 §6.2: 5 s minimum).
+pub const RTCP_INTERVAL: Duration = Duration::from_secs(5);
 
 /// The largest RTP packet we forward (the SIP side has no use for more than a UDP MTU).
 pub const MAX_RTP: usize = 1500;
@@ -52,6 +57,8 @@ pub enum Dropped {
     UnknownPt,
     /// Sequence number out of the acceptable window (a stray or a restart being confirmed).
     Sequence,
+    /// SRTP authentication or replay check failed.
+    Srtp,
     /// We are on hold towards the browser (the browser does not receive).
     Hold,
 }
@@ -74,6 +81,15 @@ pub struct SipMedia {
     /// The last valid RTP or RTCP from the SIP peer (or the start).
     last_rx: Instant,
     buf: Vec<u8>,
+    /// The last packet from the SIP peer, decrypted (payloads of [`ToBrowser`] point into it).
+    rx_buf: Vec<u8>,
+    /// SDES-SRTP: our sending context and the peer's (RFC 4568), when negotiated.
+    srtp: Option<(SrtpContext, SrtpContext)>,
+    /// Our RTCP: what we sent, what we received (per the peer's SSRC), the RTCP peer.
+    send_stats: SendStats,
+    recv_stats: Option<ReceiveStats>,
+    rtcp_from: Option<SocketAddr>,
+    cname: String,
     /// Packets forwarded each way, for logs and tests.
     pub sent: u64,
     /// Packets received from the SIP peer and forwarded.
@@ -98,6 +114,12 @@ impl SipMedia {
             direction: Direction::SendRecv,
             last_rx: now,
             buf: vec![0; MAX_RTP],
+            rx_buf: Vec::with_capacity(MAX_RTP),
+            srtp: None,
+            send_stats: SendStats::new(8000),
+            recv_stats: None,
+            rtcp_from: None,
+            cname: format!("sylkgw-{:08x}", (r2 >> 8) as u32),
             sent: 0,
             received: 0,
         };
@@ -105,8 +127,21 @@ impl SipMedia {
         media
     }
 
+    /// SDES-SRTP from now on: `tx` protects what we send, `rx` checks what the peer sends.
+    pub fn set_srtp(&mut self, tx: SrtpContext, rx: SrtpContext) {
+        self.srtp = Some((tx, rx));
+    }
+
+    /// Whether SRTP is on.
+    pub fn is_secure(&self) -> bool {
+        self.srtp.is_some()
+    }
+
     /// Replaces the codec table (a new answer).
     pub fn set_codecs(&mut self, codecs: Vec<CodecPair>) {
+        if let Some(first) = codecs.first() {
+            self.send_stats = SendStats::new(first.clock_rate);
+        }
         self.from_sip = PtMap::new();
         self.to_sip = PtMap::new();
         for c in &codecs {
@@ -175,20 +210,33 @@ impl SipMedia {
         let to = self.latch.target()?;
         let rw = self.to_sip_rw.rewrite(now, ssrc, seq, ts, clock)?;
         let out = RtpOut { marker, pt: sip_pt, seq: rw.seq, ts: rw.ts, ssrc: self.ssrc };
-        if payload.len() + 12 > self.buf.len() {
+        // Room for the header and an SRTP tag.
+        if payload.len() + 12 + 16 > self.buf.len() {
             return None;
         }
-        let len = rtp::write_packet(&mut self.buf, &out, payload).ok()?;
+        let mut len = rtp::write_packet(&mut self.buf, &out, payload).ok()?;
+        if let Some((tx, _)) = &mut self.srtp {
+            len = tx.protect_rtp(&mut self.buf, len).ok()?;
+        }
+        self.send_stats.on_sent(now, rw.ts, payload.len());
         self.sent += 1;
         Some((to, &self.buf[..len]))
     }
 
-    /// A datagram on the SIP leg's RTP socket from `from`: what to write to the browser leg.
+    /// A datagram on the SIP leg's RTP socket from `from`: what to write to the browser leg (its
+    /// payload is [`SipMedia::rx_payload`]).
     pub fn from_sip(&mut self, now: Instant, from: SocketAddr, data: &[u8]) -> Result<ToBrowser, Dropped> {
         if rtp::looks_like_rtcp(data) {
             return Err(Dropped::NotRtp);
         }
-        let view = rtp::parse(data).map_err(|_| Dropped::NotRtp)?;
+        rtp::parse_header(data).map_err(|_| Dropped::NotRtp)?;
+        self.rx_buf.clear();
+        self.rx_buf.extend_from_slice(data);
+        if let Some((_, rx)) = &mut self.srtp {
+            let len = rx.unprotect_rtp(&mut self.rx_buf).map_err(|_| Dropped::Srtp)?;
+            self.rx_buf.truncate(len);
+        }
+        let view = rtp::parse(&self.rx_buf).map_err(|_| Dropped::NotRtp)?;
         let h = view.header;
         let browser_pt = self.from_sip.get(h.pt).ok_or(Dropped::UnknownPt)?;
         match self.latch.on_packet(from) {
@@ -201,6 +249,12 @@ impl SipMedia {
             return Err(Dropped::Hold);
         }
         let clock = self.clock_of_browser_pt(browser_pt);
+        if self.recv_stats.as_ref().is_none_or(|r| r.ssrc() != h.ssrc) {
+            self.recv_stats = Some(ReceiveStats::new(h.ssrc, clock));
+        }
+        if let Some(stats) = &mut self.recv_stats {
+            stats.on_rtp(now, h.seq, h.ts);
+        }
         let rw = self.to_browser_rw.rewrite(now, h.ssrc, h.seq, h.ts, clock).ok_or(Dropped::Sequence)?;
         self.received += 1;
         Ok(ToBrowser {
@@ -212,11 +266,53 @@ impl SipMedia {
         })
     }
 
-    /// A datagram on the RTCP socket: it only proves the peer alive (our own RTCP is per leg).
-    pub fn rtcp_from_sip(&mut self, now: Instant, data: &[u8]) {
-        if rtp::looks_like_rtcp(data) {
-            self.last_rx = now;
+    /// The payload of the last [`ToBrowser`].
+    pub fn rx_payload(&self, range: std::ops::Range<usize>) -> &[u8] {
+        self.rx_buf.get(range).unwrap_or_default()
+    }
+
+    /// A datagram on the RTCP socket from `from`: RTCP is terminated per leg (media spec §2.3),
+    /// so it only proves the peer alive, tells where its RTCP comes from, and feeds the delay
+    /// since its last SR into our reports.
+    pub fn rtcp_from_sip(&mut self, now: Instant, from: SocketAddr, data: &[u8]) {
+        let mut buf = data.to_vec();
+        if let Some((_, rx)) = &mut self.srtp {
+            match rx.unprotect_rtcp(&mut buf) {
+                Ok(len) => buf.truncate(len),
+                Err(_) => return,
+            }
         }
+        if !rtp::looks_like_rtcp(&buf) || rtcp::validate_compound(&buf).is_err() {
+            return;
+        }
+        self.last_rx = now;
+        self.rtcp_from = Some(from);
+        let summary = rtcp::summarize(&buf);
+        if let (Some(stats), Some((ssrc, ntp))) = (&mut self.recv_stats, summary.sender_report) {
+            if stats.ssrc() == ssrc {
+                stats.on_sender_report(now, ntp);
+            }
+        }
+    }
+
+    /// Our compound RTCP report (SR or RR with SDES CNAME; SRTCP when SRTP is on) and where to
+    /// send it: the peer's RTCP source, else its RTP address with port + 1 (RFC 3550 §11).
+    pub fn rtcp_report(&mut self, now: Instant, unix_now: Duration) -> Option<(SocketAddr, Vec<u8>)> {
+        let to = self.rtcp_from.or_else(|| {
+            let rtp = self.latch.target()?;
+            Some(SocketAddr::new(rtp.ip(), rtp.port().checked_add(1)?))
+        })?;
+        let sender = self.send_stats.sender_info(now, unix_now);
+        let blocks: Vec<_> = self.recv_stats.as_mut().and_then(|r| r.report_block(now)).into_iter().collect();
+        let mut out = Vec::with_capacity(128);
+        rtcp::write_report(&mut out, self.ssrc, sender.as_ref(), &blocks, self.cname.as_bytes());
+        if let Some((tx, _)) = &mut self.srtp {
+            let len = out.len();
+            out.resize(len + tx.rtcp_overhead(), 0);
+            let n = tx.protect_rtcp(&mut out, len).ok()?;
+            out.truncate(n);
+        }
+        Some((to, out))
     }
 
     fn clock_of_browser_pt(&self, pt: u8) -> u32 {
