@@ -1038,3 +1038,21 @@ fn sdes_mandatory_refuses_a_plain_answer() {
     sim.run(Duration::from_millis(200));
     assert_eq!(sim.far_requests("BYE").len(), 1, "the answered call is hung up");
 }
+
+/// The browser never completes ICE/DTLS (it drops our answer): the call does not hang forever;
+/// a media timeout after the answer it ends, with BYE (found by the load benchmark: calls that
+/// never reached `established` under overload were never reported).
+#[test]
+fn browser_never_connects_times_out() {
+    let mut sim = Sim::new(Script::Answer);
+    let offer = sim.browser.offer();
+    let req = serde_json::json!({"sylkrtc": "session-create", "account": "alice@example.com", "session": "s1", "uri": "bob@example.com", "sdp": offer});
+    assert_eq!(sim_ack(sim.request(&req.to_string())), "ack");
+    sim.until_state("accepted");
+    let seen = sim.until(Duration::from_secs(40), |e| e["state"] == "terminated");
+    assert_eq!(seen.iter().find(|e| e["state"] == "terminated").unwrap()["reason"], "408 Media Timeout");
+    sim.run(Duration::from_millis(100));
+    assert_eq!(sim.far_requests("BYE").len(), 1);
+    assert_eq!(sim.gw.stats().calls, 0);
+    sim.check_capture("call_browser_never_connects");
+}

@@ -108,6 +108,7 @@ replay!(
     call_incoming_declined,
     call_websocket_gone,
     call_sdes_srtp,
+    call_browser_never_connects,
 );
 
 /// A changed expectation fails, and the failure shows what changed.

@@ -1135,6 +1135,13 @@ impl Gateway {
                 let limit = Duration::from_secs(self.config.media_timeout);
                 let Some(call) = self.calls.calls.get(&id) else { return };
                 let Some(media) = &call.media else { return };
+                // The browser never came up (ICE or DTLS failed) within the timeout after the
+                // answer: nobody can hear anything (the first check is a full timeout after it).
+                if !call.ice_up && !self.config.replay {
+                    log::info!("{id}: ICE/DTLS with the browser did not come up in {} s", limit.as_secs());
+                    self.media_event(id, MediaEvent::Timeout);
+                    return;
+                }
                 let last = media.last_rx();
                 // On hold (the peer does not send) the timeout does not apply; nor in a replay,
                 // which has no media (the capture's decision comes as a media event).
