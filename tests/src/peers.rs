@@ -1332,6 +1332,8 @@ pub struct BaresipOpts {
     pub auto_answer: bool,
     /// `audio_codecs=`. Default `pcmu,pcma`.
     pub codecs: String,
+    /// Modules loaded besides the template's (`opus.so`, ...). Default none.
+    pub modules: Vec<String>,
     /// The WAV played into every call (mono PCM16; 8 kHz avoids resampling). baresip hangs the
     /// call up when it reaches its end, so make it longer than the call.
     pub source_wav: PathBuf,
@@ -1350,6 +1352,7 @@ impl BaresipOpts {
             rtp_ports: (30000, 30100),
             auto_answer: true,
             codecs: "pcmu,pcma".into(),
+            modules: Vec::new(),
             source_wav: source_wav.to_path_buf(),
         }
     }
@@ -1463,6 +1466,7 @@ impl Baresip {
                 ("RTP_PORTS", format!("{}-{}", opts.rtp_ports.0, opts.rtp_ports.1)),
                 ("CTRL_LISTEN", host_port(opts.ctrl_listen)),
                 ("SND_PATH", rec_dir.display().to_string()),
+                ("EXTRA_MODULES", opts.modules.iter().map(|m| format!("module\t\t\t{m}\n")).collect()),
             ],
         );
         std::fs::write(dir.join("config"), config).expect("writing baresip config");
