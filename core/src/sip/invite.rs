@@ -24,6 +24,40 @@ pub enum CallProgress {
     Ended { reason: String },
 }
 
+/// Which digest challenge of a 401/407 to answer, and with which nonce count (RFC 7616 §3.4):
+/// a request is answered with credentials once, again only for a `stale` nonce; the count goes
+/// up each time the same nonce is used.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(super) struct ChallengeMemory {
+    /// The nonce answered by the request in flight.
+    answered: Option<String>,
+    /// The last nonce used and how many times.
+    nonce_uses: Option<(String, u32)>,
+}
+
+impl ChallengeMemory {
+    /// The challenge to answer among `challenges` (header values) and its nonce count, or `None`
+    /// when the request must fail (nothing usable, or a second non-stale challenge).
+    pub(super) fn next(&mut self, challenges: &[String]) -> Option<(Challenge, u32)> {
+        let c = Challenge::choose(challenges.iter().map(String::as_str)).ok()?;
+        if self.answered.is_some() && !c.stale {
+            return None;
+        }
+        let nc = match &self.nonce_uses {
+            Some((n, count)) if *n == c.nonce => count + 1,
+            _ => 1,
+        };
+        self.nonce_uses = Some((c.nonce.clone(), nc));
+        self.answered = Some(c.nonce.clone());
+        Some((c, nc))
+    }
+
+    /// A new request starts (a retry after 491): its first challenge is answered again.
+    pub(super) fn restart(&mut self) {
+        self.answered = None;
+    }
+}
+
 /// What the stack must send or report.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum UacAction {
@@ -61,9 +95,8 @@ pub struct UacInvite {
     state: State,
     /// The user hung up before any provisional response: CANCEL at the first one.
     cancel_pending: bool,
-    /// The nonce we answered in the INVITE in flight.
-    answered: Option<String>,
-    nonce_uses: Option<(String, u32)>,
+    /// The digest challenges answered so far.
+    auth: ChallengeMemory,
 }
 
 impl Default for UacInvite {
@@ -75,7 +108,7 @@ impl Default for UacInvite {
 impl UacInvite {
     /// A session whose INVITE was just sent.
     pub fn new() -> Self {
-        Self { state: State::Calling, cancel_pending: false, answered: None, nonce_uses: None }
+        Self { state: State::Calling, cancel_pending: false, auth: ChallengeMemory::default() }
     }
 
     /// True once the call is over and nothing more will be sent.
@@ -150,19 +183,12 @@ impl UacInvite {
                 }
             }
             401 | 407 if matches!(self.state, State::Calling | State::Proceeding) && !self.cancel_pending => {
-                let challenge = Challenge::choose(challenges.iter().map(String::as_str)).ok();
-                match challenge {
-                    Some(c) if self.answered.is_none() || c.stale => {
-                        let nc = match &self.nonce_uses {
-                            Some((n, count)) if *n == c.nonce => count + 1,
-                            _ => 1,
-                        };
-                        self.nonce_uses = Some((c.nonce.clone(), nc));
-                        self.answered = Some(c.nonce.clone());
+                match self.auth.next(challenges) {
+                    Some((challenge, nc)) => {
                         self.state = State::Calling;
-                        out.push(UacAction::Authenticate { challenge: c, proxy: code == 407, nc });
+                        out.push(UacAction::Authenticate { challenge, proxy: code == 407, nc });
                     }
-                    _ => self.end(code, reason, &mut out),
+                    None => self.end(code, reason, &mut out),
                 }
             }
             _ if code >= 300 => match self.state {

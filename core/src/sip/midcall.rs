@@ -236,10 +236,8 @@ pub(super) struct Reinvite {
     pub(super) ack: Option<Vec<u8>>,
     /// The ACK of a non-2xx final response, by branch, for its retransmissions (§17.1.1.3).
     pub(super) non_2xx_ack: Option<(String, Vec<u8>)>,
-    /// The nonce answered by the request in flight.
-    answered: Option<String>,
-    /// How often the last nonce was used (the `nc`).
-    nonce_uses: Option<(String, u32)>,
+    /// The digest challenges answered so far.
+    auth: super::invite::ChallengeMemory,
     /// 491 responses so far.
     glares: u32,
 }
@@ -253,8 +251,7 @@ impl Reinvite {
             sent: None,
             ack: None,
             non_2xx_ack: None,
-            answered: None,
-            nonce_uses: None,
+            auth: super::invite::ChallengeMemory::default(),
             glares: 0,
         }
     }
@@ -294,28 +291,17 @@ impl Reinvite {
         }
         let failed = format!("{code} {reason}");
         match code {
-            401 | 407 => {
-                let challenge = Challenge::choose(challenges.iter().map(String::as_str)).ok();
-                match challenge {
-                    Some(c) if self.answered.is_none() || c.stale => {
-                        let nc = match &self.nonce_uses {
-                            Some((n, count)) if *n == c.nonce => count + 1,
-                            _ => 1,
-                        };
-                        self.nonce_uses = Some((c.nonce.clone(), nc));
-                        self.answered = Some(c.nonce.clone());
-                        ReinviteStep::Authenticate { challenge: c, proxy: code == 407, nc }
-                    }
-                    _ => {
-                        self.phase = Phase::Done;
-                        ReinviteStep::Failed(failed)
-                    }
+            401 | 407 => match self.auth.next(challenges) {
+                Some((challenge, nc)) => ReinviteStep::Authenticate { challenge, proxy: code == 407, nc },
+                None => {
+                    self.phase = Phase::Done;
+                    ReinviteStep::Failed(failed)
                 }
-            }
+            },
             491 if self.glares < MAX_GLARE_RETRIES => {
                 self.glares += 1;
                 self.phase = Phase::Backoff;
-                self.answered = None;
+                self.auth.restart();
                 ReinviteStep::Backoff(glare_delay(owner, rng))
             }
             408 | 481 => {
