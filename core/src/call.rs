@@ -175,6 +175,8 @@ pub struct Call {
     pub local_crypto: Vec<crate::media::srtp::CryptoAttribute>,
     /// The peer's `a=crypto` in use (its key for what it sends).
     pub remote_crypto: Option<crate::media::srtp::CryptoAttribute>,
+    /// Incoming: the `session-answer` headers for our 200.
+    pub answer_headers: Vec<(String, String)>,
     /// Incoming: the caller, for `missed-session`.
     pub originator: Option<crate::api::Identity>,
 }
@@ -222,6 +224,45 @@ pub fn filter_headers(headers: &[(String, String)], prefixes: &[String]) -> Vec<
     out
 }
 
+/// Headers a client may not set: the ones the SIP stack owns (routing, dialog, framing).
+const RESERVED_HEADERS: [&str; 17] = [
+    "via",
+    "v",
+    "from",
+    "f",
+    "to",
+    "t",
+    "call-id",
+    "i",
+    "cseq",
+    "contact",
+    "m",
+    "content-length",
+    "l",
+    "content-type",
+    "c",
+    "max-forwards",
+    "route",
+];
+
+/// The sylkRTC `headers` that may go into a SIP request or response: names that are RFC 3261
+/// tokens and not one of the stack's own headers; the rest is dropped (and logged), so a client
+/// cannot inject header lines or break the dialog.
+pub fn custom_headers(headers: Vec<(String, String)>) -> Vec<(String, String)> {
+    headers
+        .into_iter()
+        .filter(|(name, _)| {
+            let token =
+                !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&b));
+            let ok = token && !RESERVED_HEADERS.iter().any(|r| r.eq_ignore_ascii_case(name));
+            if !ok {
+                log::info!("header {name:?} from the client dropped");
+            }
+            ok
+        })
+        .collect()
+}
+
 /// The INFO body for one DTMF digit (`application/dtmf-relay`, as Janus sends it); `duration` in
 /// ms, 160 when absent or outside 1..=5000 (spec §5.4).
 pub fn dtmf_relay_body(digit: char, duration: Option<i64>) -> Vec<u8> {
@@ -255,6 +296,14 @@ mod tests {
         let got = filter_headers(&h, &["x-".to_string()]);
         assert_eq!(got, [("X-Foo".to_string(), "1".to_string()), ("X-Bar".to_string(), "3".to_string())]);
         assert!(filter_headers(&h, &[]).is_empty());
+    }
+
+    #[test]
+    fn custom_headers_cannot_inject() {
+        let h = |n: &str| (n.to_string(), "v".to_string());
+        let got =
+            custom_headers(vec![h("X-Ok"), h("Via"), h("x\r\nVia"), h(""), h("call-id"), h("P-Asserted-Identity")]);
+        assert_eq!(got, [h("X-Ok"), h("P-Asserted-Identity")]);
     }
 
     #[test]

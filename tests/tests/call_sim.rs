@@ -1056,3 +1056,38 @@ fn browser_never_connects_times_out() {
     assert_eq!(sim.gw.stats().calls, 0);
     sim.check_capture("call_browser_never_connects");
 }
+
+/// `headers` of `session-create` go into the INVITE and those of `session-answer` into the 200;
+/// names that are not tokens or belong to the stack (Via, Call-ID, …) are dropped.
+#[test]
+fn custom_headers_out_both_ways() {
+    let mut sim = Sim::new(Script::Answer);
+    let offer = sim.browser.offer();
+    let headers = serde_json::json!([
+        {"name": "X-Account-Tag", "value": "blue"},
+        {"name": "Via", "value": "SIP/2.0/UDP evil"},
+        {"name": "X-Bad\r\nInjected", "value": "1"},
+    ]);
+    let req = serde_json::json!({"sylkrtc": "session-create", "account": "alice@example.com", "session": "s1",
+        "uri": "bob@example.com", "sdp": offer, "headers": headers});
+    assert_eq!(sim_ack(sim.request(&req.to_string())), "ack");
+    sim.until_state("accepted");
+    let invite = sim.far_requests("INVITE")[0].clone();
+    assert_eq!(header(&invite, "X-Account-Tag"), "blue");
+    assert!(!invite.contains("evil") && !invite.contains("Injected"), "{invite}");
+
+    let mut sim = Sim::new(Script::Answer);
+    let user = sim.register();
+    sim.incoming_invite(&user);
+    let seen = sim.until(Duration::from_secs(5), |e| e["event"] == "incoming-session");
+    let inc = seen.iter().find(|e| e["event"] == "incoming-session").unwrap().clone();
+    assert!(inc["headers"].is_null() || inc["headers"] == serde_json::json!({}), "no prefixes: no headers: {inc}");
+    let answer = sim.browser.answer(inc["sdp"].as_str().unwrap());
+    let req = serde_json::json!({"sylkrtc": "session-answer", "session": inc["session"], "sdp": answer,
+        "headers": [{"name": "X-Answered-By", "value": "web"}, {"name": "CSeq", "value": "1 BYE"}]});
+    assert_eq!(sim_ack(sim.request(&req.to_string())), "ack");
+    sim.run(Duration::from_millis(100));
+    let ok = sim.sip_in.iter().find(|m| m.starts_with("SIP/2.0 200 OK") && m.contains("INVITE")).unwrap();
+    assert_eq!(header(ok, "X-Answered-By"), "web");
+    assert_eq!(header(ok, "CSeq"), "1 INVITE");
+}

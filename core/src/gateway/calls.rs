@@ -123,15 +123,13 @@ impl Gateway {
     fn apply_session_request(&mut self, conn: ConnId, body: RequestBody, after: &mut Vec<Event>) -> Result<(), String> {
         match body {
             RequestBody::SessionCreate { session, account, uri, sdp, headers } => {
-                let headers = headers.into_iter().map(|h| (h.name, h.value)).collect();
+                let headers = call::custom_headers(headers.into_iter().map(|h| (h.name, h.value)).collect());
                 self.session_create(conn, session, account, uri, sdp, headers)
             }
             RequestBody::SessionAnswer { session, sdp, headers } => {
                 let id = self.call_of_session(conn, &session)?;
-                if !headers.is_empty() {
-                    log::debug!("{id}: session-answer headers are not added to the 200 OK");
-                }
-                self.session_answer(id, &session, &sdp, after)
+                let headers = call::custom_headers(headers.into_iter().map(|h| (h.name, h.value)).collect());
+                self.session_answer(id, &session, &sdp, headers, after)
             }
             RequestBody::SessionTrickle { session, candidates } => {
                 let id = self.call_of_session(conn, &session)?;
@@ -244,6 +242,7 @@ impl Gateway {
             sip_proto: sdp::Proto::RtpAvp,
             local_crypto: Vec::new(),
             remote_crypto: None,
+            answer_headers: Vec::new(),
         };
         self.calls.calls.insert(id, call);
         self.calls.sessions.insert((conn, session), id);
@@ -610,7 +609,14 @@ impl Gateway {
         Ok(())
     }
 
-    fn session_answer(&mut self, id: CallId, session: &str, sdp: &str, after: &mut Vec<Event>) -> Result<(), String> {
+    fn session_answer(
+        &mut self,
+        id: CallId,
+        session: &str,
+        sdp: &str,
+        headers: Vec<(String, String)>,
+        after: &mut Vec<Event>,
+    ) -> Result<(), String> {
         let now = self.now;
         let call = self.calls.calls.get_mut(&id).ok_or_else(|| format!("Unknown session {session}"))?;
         if call.origin == Origin::Outgoing {
@@ -634,6 +640,7 @@ impl Gateway {
         }
         call.media = Some(media);
         call.state = State::Accepted;
+        call.answer_headers = headers;
         let ready = call.rtp.port.is_some();
         if !ready {
             call.pending = Pending::Answer;
@@ -653,9 +660,10 @@ impl Gateway {
     fn send_answer(&mut self, id: CallId) {
         let Some(call) = self.calls.calls.get(&id) else { return };
         let (leg, codecs, peer) = (call.leg, call.answer_codecs.clone(), call.offer_addr.map(|a| a.ip()));
+        let headers = call.answer_headers.clone();
         let Some(leg) = leg else { return };
         let Some(sdp) = self.local_sdp(id, codecs, peer) else { return };
-        self.sip.answer(leg, sdp, self.now);
+        self.sip.answer_with_headers(leg, sdp, headers, self.now);
     }
 
     // ===== Updates (re-INVITE both ways, spec §2.3 `session-update`, §3.3 `update`) =====

@@ -39,6 +39,8 @@ pub(super) struct InLeg {
     dialog: Option<Dialog>,
     /// Our answer's SDP, kept for 2xx retransmissions.
     answer: Vec<u8>,
+    /// Extra headers of our 2xx (sylkRTC `session-answer` `headers`).
+    answer_headers: Vec<(String, String)>,
     /// Our Contact URI.
     pub(super) contact: String,
     /// The registration whose Contact the INVITE reached (its account's credentials answer
@@ -90,6 +92,7 @@ impl SipStack {
                 peer,
                 dialog,
                 answer: Vec::new(),
+                answer_headers: Vec::new(),
                 contact: contact.clone(),
                 reg,
                 mid: MidCall::default(),
@@ -103,9 +106,16 @@ impl SipStack {
 
     /// Answers an incoming call with `sdp` (200 OK, retransmitted until the ACK).
     pub fn answer(&mut self, id: LegId, sdp: Vec<u8>, now: Instant) {
+        self.answer_with_headers(id, sdp, Vec::new(), now);
+    }
+
+    /// [`SipStack::answer`] with extra headers in the 2xx (and its retransmissions). Names must
+    /// be tokens (the caller filters them); values lose CR/LF when written.
+    pub fn answer_with_headers(&mut self, id: LegId, sdp: Vec<u8>, headers: Vec<(String, String)>, now: Instant) {
         let Some(leg) = self.inbound.get_mut(&id) else { return };
         let reliable = leg.peer.transport.reliable();
         leg.answer = sdp;
+        leg.answer_headers = headers;
         let actions = leg.uas.answer(now, reliable);
         self.inbound_actions(id, actions, now);
     }
@@ -144,6 +154,7 @@ impl SipStack {
                     if code < 300 {
                         extra.push((HeaderName::Allow, ALLOW.to_string()));
                         extra.push((HeaderName::ContentType, "application/sdp".to_string()));
+                        extra.extend(leg.answer_headers.iter().map(|(n, v)| (HeaderName::parse(n), v.clone())));
                     }
                     let reason = super::message::default_reason(code);
                     self.respond_full(&key, &invite, code, reason, &extra, &body, now);
@@ -159,6 +170,9 @@ impl SipStack {
                     super::stack::put(&mut resp.headers, HeaderName::Contact, &format!("<{contact}>"));
                     super::stack::put(&mut resp.headers, HeaderName::Allow, ALLOW);
                     super::stack::put(&mut resp.headers, HeaderName::ContentType, "application/sdp");
+                    for (name, value) in &leg.answer_headers {
+                        super::stack::put(&mut resp.headers, HeaderName::parse(name), value);
+                    }
                     resp.body = body;
                     let peer = leg.peer;
                     self.transmit(peer, resp.to_bytes(), now);
