@@ -5,7 +5,7 @@
 
 use crate::ids::{ConnId, SocketId};
 use crate::media::bridge::SipMedia;
-use crate::media::sdp::{Codec, SdpVersioner};
+use crate::media::sdp::{Codec, LocalMedia, SdpVersioner};
 use crate::media::webrtc::BrowserLeg;
 use crate::sip::calls::LegId;
 use std::fmt;
@@ -117,6 +117,91 @@ pub struct RtpPair {
     pub port: Option<u16>,
 }
 
+impl RtpPair {
+    /// A pair being bound.
+    pub fn new(rtp: SocketId, rtcp: SocketId) -> Self {
+        Self { rtp, rtcp, port: None }
+    }
+}
+
+/// One m-line of the call's SIP-side session, in order: what our offers and answers write there
+/// (RFC 3264 §6, §8: an answer has the offer's m-lines in its order, and a later offer keeps them).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Slot {
+    /// The audio line.
+    Audio,
+    /// The video line ([`VideoLine`]; port 0 once refused).
+    Video,
+    /// A line we refuse (port 0), as written.
+    Reject(LocalMedia),
+}
+
+/// The call's video on the SIP side (media spec §2.3): its own RTP/RTCP pair from `--rtp-ports`,
+/// its own codecs, crypto and [`SipMedia`]. Once refused (by the SIP side, the browser, or a
+/// later SDP with port 0) it stays refused: the line is written with port 0 from then on.
+#[derive(Debug)]
+pub struct VideoLine {
+    /// The video RTP/RTCP pair (released with the call).
+    pub rtp: RtpPair,
+    /// The video codecs offered to the SIP side (outgoing: the browser's at its numbers;
+    /// incoming: the SIP peer's at its numbers), narrowed to VP8 and H.264.
+    pub offered: Vec<Codec>,
+    /// Incoming: the SIP peer's video RTP address from its offer.
+    pub offer_addr: Option<SocketAddr>,
+    /// `None` until an answer decided; then whether video is in use.
+    pub accepted: Option<bool>,
+    /// The SIP side's video media once accepted.
+    pub media: Option<SipMedia>,
+    /// Incoming: the video codecs of our SIP answer (at the peer's numbers).
+    pub answer_codecs: Vec<Codec>,
+    /// The video line's transport profile: `RTP/AVP`, or `RTP/SAVP` with SDES.
+    pub proto: crate::media::sdp::Proto,
+    /// Our `a=crypto` lines of the video line (offered, or the one answered).
+    pub local_crypto: Vec<crate::media::srtp::CryptoAttribute>,
+    /// The peer's `a=crypto` of the video line in use.
+    pub remote_crypto: Option<crate::media::srtp::CryptoAttribute>,
+}
+
+impl VideoLine {
+    /// A video line on `rtp` offering `offered`.
+    pub fn new(rtp: RtpPair, offered: Vec<Codec>) -> Self {
+        Self {
+            rtp,
+            offered,
+            offer_addr: None,
+            accepted: None,
+            media: None,
+            answer_codecs: Vec::new(),
+            proto: crate::media::sdp::Proto::RtpAvp,
+            local_crypto: Vec::new(),
+            remote_crypto: None,
+        }
+    }
+
+    /// True unless refused.
+    pub fn is_open(&self) -> bool {
+        self.accepted != Some(false)
+    }
+
+    /// Refuses video for the rest of the call (media stops).
+    pub fn refuse(&mut self) {
+        self.accepted = Some(false);
+        self.media = None;
+    }
+
+    /// The codecs our SDP writes on the line, at the SIP side's numbers: the negotiated ones,
+    /// else those of our answer, else those offered.
+    pub fn sip_codecs(&self) -> Vec<Codec> {
+        if let Some(m) = &self.media {
+            return m.codecs().iter().map(|p| Codec { pt: p.sip_pt, ..p.codec.clone() }).collect();
+        }
+        if !self.answer_codecs.is_empty() {
+            return self.answer_codecs.clone();
+        }
+        self.offered.clone()
+    }
+}
+
 /// What waits for the RTP pair to be bound.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Pending {
@@ -179,6 +264,17 @@ pub struct Call {
     pub answer_headers: Vec<(String, String)>,
     /// Incoming: the caller, for `missed-session`.
     pub originator: Option<crate::api::Identity>,
+    /// The video line, when the call has one (browser or SIP offer with video).
+    pub video: Option<VideoLine>,
+    /// The m-lines of the SIP-side session, in order (`[Audio]` for audio-only calls).
+    pub layout: Vec<Slot>,
+}
+
+impl Call {
+    /// Whether every RTP pair of the call (audio, video) is bound.
+    pub fn pairs_bound(&self) -> bool {
+        self.rtp.port.is_some() && self.video.as_ref().is_none_or(|v| v.rtp.port.is_some() || !v.is_open())
+    }
 }
 
 impl fmt::Debug for Call {
@@ -198,6 +294,13 @@ impl fmt::Debug for Call {
 /// [`crate::media::sdp::intersect`] keeps the offer's.
 pub fn supported_codecs() -> [Codec; 5] {
     [Codec::opus(111), Codec::g722(), Codec::pcmu(), Codec::pcma(), Codec::telephone_event(101)]
+}
+
+/// The video codecs the gateway carries between the two sides: VP8 and H.264 (each H.264
+/// format is paired by packetization mode and profile, [`Codec::same_format`]). PTs are
+/// placeholders, as in [`supported_codecs`].
+pub fn supported_video_codecs() -> [Codec; 2] {
+    [Codec::vp8(96), Codec::h264(97, None)]
 }
 
 /// The session id of an incoming call: the MD5 of its Call-ID in UUID layout (8-4-4-4-12), as

@@ -25,7 +25,7 @@
 //! (`udp:N<peer` in, `udp:N>peer` out), `connect`/`connected` (streams the core opens), `sip`
 //! (bytes on a SIP stream), `resolve`/`resolved` (channel `dns`, by query id). A `ws.text` payload is the text itself when it is one line, else a JSON
 //! string. In `account-add` the `password` is masked (hex digits become `0`, other characters `*`),
-//! and in SIP messages the digest `response` values are zeroed.
+//! and in SIP messages the digest `response` values are zeroed and SDES keys (`inline:`) blanked.
 //!
 //! Media sockets: `bound` with purpose `webrtc` (the runtime's socket at start), `bind` (`<
 //! udp:N bind rtp|rtcp ADDR`, the core asks for a socket), `bindfailed` (`> udp:N bindfailed
@@ -287,25 +287,34 @@ fn text_payload(t: &str) -> String {
     }
 }
 
-/// SIP text with digest `response` values blanked (same length, so replays that compute them
-/// from redacted passwords record the same line).
+/// SIP text with its secrets blanked, every length kept (so stream framing holds, and replays
+/// that compute them from redacted passwords or seeded keys record the same line): digest
+/// `response` values become `0`s; SDES master keys and salts (`a=crypto:… inline:KEY`, RFC 4568)
+/// become `A`s, base64 for zero bytes with the padding kept, so a replay still parses them.
 fn sip_payload(b: &[u8]) -> String {
     let text = String::from_utf8_lossy(b);
-    if !text.contains("response=") || std::str::from_utf8(b).is_err() {
+    if !(text.contains("response=") || text.contains("inline:")) || std::str::from_utf8(b).is_err() {
         return bytes_payload(b);
     }
+    let text = blank_after(&text, "response=\"", |c| c != '"', '0');
+    let text = blank_after(&text, "inline:", |c| c.is_ascii_alphanumeric() || c == '+' || c == '/', 'A');
+    Value::from(text).to_string()
+}
+
+/// `text` with the run of characters matching `secret` after each `marker` replaced by `with`.
+fn blank_after(text: &str, marker: &str, secret: impl Fn(char) -> bool, with: char) -> String {
     let mut out = String::with_capacity(text.len());
-    let mut rest: &str = &text;
-    while let Some(i) = rest.find("response=\"") {
-        let start = i + "response=\"".len();
+    let mut rest = text;
+    while let Some(i) = rest.find(marker) {
+        let start = i + marker.len();
         out.push_str(&rest[..start]);
         let after = &rest[start..];
-        let end = after.find('"').unwrap_or(after.len());
-        out.extend(after[..end].chars().map(|_| '0'));
+        let end = after.find(|c: char| !secret(c)).unwrap_or(after.len());
+        out.extend(after[..end].chars().map(|_| with));
         rest = &after[end..];
     }
     out.push_str(rest);
-    Value::from(out).to_string()
+    out
 }
 
 fn bytes_payload(b: &[u8]) -> String {
@@ -434,7 +443,7 @@ pub fn parse(text: &str) -> Result<Capture, String> {
     };
     let seed_hex = field("seed").ok_or("header has no seed")?;
     let mut seed = [0u8; 32];
-    if seed_hex.len() != 64 {
+    if seed_hex.len() != 64 || !seed_hex.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err("seed must be 64 hex digits".into());
     }
     for (i, b) in seed.iter_mut().enumerate() {
@@ -656,6 +665,33 @@ mod tests {
         }
         assert_eq!(format_time(Duration::from_nanos(12_500_000)), "12.500000");
         assert_eq!(parse_time("12.5"), Some(Duration::from_micros(12_500)));
+    }
+
+    /// Found by the `capture_replay` fuzz campaign: a multi-byte character in the seed made the
+    /// parser slice inside it and panic.
+    #[test]
+    fn seed_with_non_ascii_is_an_error() {
+        let seed = format!("{}\u{9cf3}{}", "0".repeat(42), "1".repeat(19));
+        assert_eq!(seed.len(), 64);
+        let text = format!("{MAGIC}\n#  seed   {seed}\n#  unix   0.000\n");
+        assert!(parse(&text).is_err());
+    }
+
+    #[test]
+    fn sip_secrets_blanked() {
+        let sip = "INVITE sip:b@x SIP/2.0\r\nAuthorization: Digest username=\"a\", response=\"0123abcd\"\r\n\r\n\
+                   a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz|2^20|1:4\r\n\
+                   a=crypto:2 AES_256_CM_HMAC_SHA1_80 inline:QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNkZWZnaGlqa2xtbm9wcXJzdA==\r\n";
+        let got: String = serde_json::from_str(&sip_payload(sip.as_bytes())).unwrap();
+        assert_eq!(got.len(), sip.len(), "lengths kept");
+        assert!(got.contains("response=\"00000000\""), "{got}");
+        assert!(got.contains(&format!("inline:{}|2^20|1:4\r\n", "A".repeat(40))), "{got}");
+        assert!(got.contains(&format!("inline:{}==\r\n", "A".repeat(62))), "{got}");
+        let key =
+            crate::media::srtp::CryptoAttribute::parse(&format!("1 AES_CM_128_HMAC_SHA1_80 inline:{}", "A".repeat(40)));
+        assert!(key.is_ok(), "a blanked key still parses");
+        let plain = "OPTIONS sip:b@x SIP/2.0\r\n\r\n";
+        assert_eq!(sip_payload(plain.as_bytes()), Value::from(plain).to_string());
     }
 
     #[test]

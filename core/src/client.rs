@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 const RATE_WINDOW: Duration = Duration::from_secs(1);
 /// The `error` for an `account-add` beyond `Config::max_accounts_per_connection`.
 pub const TOO_MANY_ACCOUNTS: &str = "Too many accounts on this connection";
+/// The `error` for a `session-create` beyond `Config::max_sessions_per_connection`.
+pub const TOO_MANY_SESSIONS: &str = "Too many sessions on this connection";
 /// The `error` (and WebSocket close reason) for a request beyond
 /// `Config::max_requests_per_second`.
 pub const TOO_MANY_REQUESTS: &str = "Too many requests";

@@ -38,6 +38,18 @@ pub struct Config {
     /// Most live web connections (any phase) from one peer IP (default 100, at least 1). A
     /// connection accepted beyond it is closed at once, before any HTTP.
     pub max_connections_per_ip: usize,
+    /// Most sylkRTC sessions (calls, outgoing and incoming, from offer to `terminated`) one
+    /// WebSocket may have at once (default 10, at least 1). One more `session-create` gets the
+    /// `error` "Too many sessions on this connection"; an incoming call for an account of a
+    /// connection at the limit is declined on the SIP side with 486 Busy Here.
+    pub max_sessions_per_connection: usize,
+    /// Bytes queued towards one stream connection (WebSocket or SIP TCP/TLS) that its peer has
+    /// not taken yet (default 1 MiB, at least 1). Enforced by the runtime, which holds the write
+    /// queues: a connection over it while its socket takes no more is dropped at once with a TCP
+    /// reset (a WebSocket close frame would only queue behind what the peer does not read) and
+    /// reported to the core as gone (`Input::StreamClosed`), so everything it owned is released
+    /// as on any close.
+    pub max_pending_bytes: usize,
     /// The SIP final response for an incoming call the browser declines (`session-terminate`
     /// before answering): 486 (Busy Here, the default) or 603 (Decline). SylkServer's name.
     pub decline_code: u16,
@@ -107,6 +119,11 @@ pub struct SipConfig {
     pub outbound_sip_proxy: Option<String>,
     /// Seconds asked for in REGISTER (Janus' `register_ttl`).
     pub register_ttl: u32,
+    /// Seconds before the first retry of a registration that failed with a timeout or 5xx;
+    /// doubles per failure up to 30 min (`register_retry_interval`, default 30). Left out of
+    /// capture headers when it is the default.
+    #[serde(skip_serializing_if = "is_default_retry")]
+    pub register_retry_interval: u32,
     /// `User-Agent` / `Server` when the account gives none.
     pub user_agent: String,
     /// Largest SIP message accepted (bytes), on every transport.
@@ -150,6 +167,13 @@ impl fmt::Debug for PemBundle {
     }
 }
 
+/// Default `register_retry_interval` (seconds).
+const DEFAULT_REGISTER_RETRY: u32 = 30;
+
+fn is_default_retry(v: &u32) -> bool {
+    *v == DEFAULT_REGISTER_RETRY
+}
+
 impl Default for SipConfig {
     fn default() -> Self {
         Self {
@@ -157,6 +181,7 @@ impl Default for SipConfig {
             advertised_address: None,
             outbound_sip_proxy: None,
             register_ttl: 600,
+            register_retry_interval: DEFAULT_REGISTER_RETRY,
             user_agent: concat!("sylkgw/", env!("CARGO_PKG_VERSION")).to_string(),
             max_message_size: 64 * 1024,
             max_transactions: 10_000,
@@ -327,6 +352,8 @@ impl Default for Config {
             max_accounts_per_connection: 20,
             max_requests_per_second: 50,
             max_connections_per_ip: 100,
+            max_sessions_per_connection: 10,
+            max_pending_bytes: 1024 * 1024,
             decline_code: 486,
             media_timeout: 30,
             sdes_srtp: SdesMode::Disabled,
@@ -451,6 +478,8 @@ impl Config {
             "max_accounts_per_connection" => self.max_accounts_per_connection = parse_num(k, v, "a number")?,
             "max_requests_per_second" => self.max_requests_per_second = parse_at_least_one(k, v)?,
             "max_connections_per_ip" => self.max_connections_per_ip = parse_at_least_one(k, v)?,
+            "max_sessions_per_connection" => self.max_sessions_per_connection = parse_at_least_one(k, v)?,
+            "max_pending_bytes" => self.max_pending_bytes = parse_at_least_one(k, v)?,
             "decline_code" => {
                 self.decline_code = match v.trim() {
                     "486" => 486,
@@ -479,6 +508,12 @@ impl Config {
                 self.sip.outbound_sip_proxy = non_empty(v);
             }
             "register_ttl" => self.sip.register_ttl = parse_num(k, v, "a number of seconds")?,
+            "register_retry_interval" => {
+                self.sip.register_retry_interval = parse_num(k, v, "a number of seconds (at least 1)")?;
+                if self.sip.register_retry_interval == 0 {
+                    return Err(ConfigError::BadValue { key: k.into(), value: v.into(), expected: "at least 1" });
+                }
+            }
             "sip_user_agent" => self.sip.user_agent = v.to_string(),
             "max_sip_message_size" => self.sip.max_message_size = parse_num(k, v, "a size in bytes")?,
             "max_sip_transactions" => self.sip.max_transactions = parse_num(k, v, "a number")?,
@@ -520,15 +555,25 @@ mod tests {
         let c = Config::default();
         assert_eq!((c.max_accounts_per_connection, c.max_requests_per_second, c.max_connections_per_ip), (20, 50, 100));
         assert_eq!(c.sip.max_transactions, 10_000);
+        assert_eq!((c.max_sessions_per_connection, c.max_pending_bytes), (10, 1 << 20));
         let text = "max_accounts_per_connection = 0\nmax_requests_per_second = 5\n\
-                    max_connections_per_ip = 2\nmax_sip_transactions = 7\n";
+                    max_connections_per_ip = 2\nmax_sip_transactions = 7\n\
+                    max_sessions_per_connection = 3\nmax_pending_bytes = 4096\n";
         let mut c = Config::default();
         for e in parse_ini(text).unwrap() {
             assert!(c.apply(&e).unwrap(), "{e:?}");
         }
         assert_eq!((c.max_accounts_per_connection, c.max_requests_per_second, c.max_connections_per_ip), (0, 5, 2));
         assert_eq!(c.sip.max_transactions, 7);
-        for bad in ["max_requests_per_second = 0", "max_connections_per_ip = 0", "max_sip_transactions = many"] {
+        assert_eq!((c.max_sessions_per_connection, c.max_pending_bytes), (3, 4096));
+        for bad in [
+            "max_requests_per_second = 0",
+            "max_connections_per_ip = 0",
+            "max_sip_transactions = many",
+            "max_sessions_per_connection = 0",
+            "max_pending_bytes = 0",
+            "max_pending_bytes = 1M",
+        ] {
             let e = &parse_ini(bad).unwrap()[0];
             assert!(matches!(c.apply(e), Err(ConfigError::BadValue { .. })), "{bad}");
         }
@@ -582,5 +627,19 @@ mod tests {
         assert!(e.contains("at least one") && e.contains("4 workers"), "{e}");
         let top = MediaConfig { webrtc_listen: Some("127.0.0.1:65535".parse().unwrap()), ..MediaConfig::default() };
         assert!(top.for_worker(1, 2).is_err());
+    }
+
+    #[test]
+    fn register_retry_interval_option() {
+        let mut c = Config::default();
+        assert_eq!(c.sip.register_retry_interval, 30);
+        for e in parse_ini("register_retry_interval = 2\n").unwrap() {
+            assert!(c.apply(&e).unwrap());
+        }
+        assert_eq!(c.sip.register_retry_interval, 2);
+        assert!(!serde_json::to_string(&Config::default()).unwrap().contains("register_retry_interval"));
+        for e in parse_ini("register_retry_interval = 0\n").unwrap() {
+            assert!(c.apply(&e).is_err());
+        }
     }
 }

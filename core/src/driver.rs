@@ -83,6 +83,10 @@ pub struct Args {
     /// worker threads, each with its own core (sylkgw only; default: number of cores)
     #[argh(option)]
     pub threads: Option<usize>,
+    /// log the core's table sizes, RSS and open fds every SECS seconds, one `stats {json}` line
+    /// at info level (per worker with several workers)
+    #[argh(option)]
+    pub stats_interval: Option<u64>,
     /// more logging: -v debug, -vv trace (RUST_LOG overrides)
     #[argh(switch, short = 'v')]
     pub verbose: u8,
@@ -103,6 +107,8 @@ pub struct Settings {
     pub threads: Option<usize>,
     /// Capture file, if any.
     pub capture: Option<PathBuf>,
+    /// How often to log a [`stats_line`] (`--stats-interval`), if at all.
+    pub stats_interval: Option<Duration>,
     /// The core's configuration (TLS material loaded).
     pub core: Config,
 }
@@ -178,8 +184,30 @@ pub fn load(args: &Args) -> Result<Settings, String> {
         listen: args.listen.or(listen).unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("valid default")),
         threads: args.threads.or(threads),
         capture: args.capture.clone(),
+        stats_interval: args.stats_interval.filter(|&s| s > 0).map(Duration::from_secs),
         core,
     })
+}
+
+/// The `--stats-interval` log line: `stats {json}` with every [`Stats`](crate::Stats) field,
+/// `worker` (when given), and the process's `rss_kib` (VmRSS) and `fds` (entries of
+/// /proc/self/fd), both process-wide; `null` where /proc cannot be read.
+pub fn stats_line(worker: Option<usize>, stats: &crate::Stats) -> String {
+    let mut v = serde_json::to_value(stats).unwrap_or_default();
+    if let Some(obj) = v.as_object_mut() {
+        if let Some(w) = worker {
+            obj.insert("worker".into(), w.into());
+        }
+        obj.insert("rss_kib".into(), vm_rss_kib().into());
+        obj.insert("fds".into(), std::fs::read_dir("/proc/self/fd").ok().map(|d| d.count()).into());
+    }
+    format!("stats {v}")
+}
+
+/// This process's resident set size in KiB (`VmRSS` of /proc/self/status).
+fn vm_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?.trim().trim_end_matches("kB").trim().parse().ok()
 }
 
 /// A fresh self-signed DTLS certificate (ECDSA P-256, about 1.4 ms) for the browser legs: one per
@@ -346,15 +374,43 @@ pub fn enlarge_udp_buffers(fd: std::os::fd::RawFd) -> usize {
     }
 }
 
+/// Makes the next close of TCP socket `fd` abortive (`SO_LINGER` on with 0 s): the kernel
+/// discards what is still queued and sends a reset instead of keeping the socket around until
+/// a peer that does not read takes its bytes. For a connection dropped over
+/// `Config::max_pending_bytes`; call it just before the socket is dropped.
+pub fn reset_on_close(fd: std::os::fd::RawFd) -> std::io::Result<()> {
+    let linger = libc::linger { l_onoff: 1, l_linger: 0 };
+    // SAFETY: setsockopt reads `size_of::<linger>()` bytes from a valid `linger`.
+    #[allow(unsafe_code)]
+    let ok = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            std::ptr::addr_of!(linger).cast(),
+            size_of::<libc::linger>() as libc::socklen_t,
+        ) == 0
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 /// Starts logging to stderr: info by default, debug with `-v`, trace with `-vv`; `RUST_LOG`
-/// overrides.
+/// overrides. tungstenite never logs below debug, whatever is asked: at trace it prints every
+/// message it receives, `account-add` passwords included.
 pub fn init_logging(verbose: u8) {
     let level = match verbose {
         0 => "info",
         1 => "debug",
         _ => "trace",
     };
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level)).format_timestamp_millis().init();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level))
+        .filter_module("tungstenite", log::LevelFilter::Debug)
+        .format_timestamp_millis()
+        .init();
 }
 
 /// Prints `sylkgw: MSG` to stderr and exits the process with `code` (2: bad command line,
@@ -500,6 +556,25 @@ mod tests {
         assert_eq!(listening_line(addr, false), "listening on ws://127.0.0.1:4321/webrtcgateway/ws");
         let addr: SocketAddr = "[::1]:99".parse().unwrap();
         assert_eq!(listening_line(addr, true), "listening on wss://[::1]:99/webrtcgateway/ws");
+    }
+
+    #[test]
+    fn stats_line_has_every_table_and_the_process_figures() {
+        let stats = crate::Stats { calls: 2, sip_legs: 3, ..crate::Stats::default() };
+        let line = stats_line(Some(1), &stats);
+        let json: serde_json::Value = serde_json::from_str(line.strip_prefix("stats ").expect("prefix")).unwrap();
+        assert_eq!(
+            (json["calls"].as_u64(), json["sip_legs"].as_u64(), json["worker"].as_u64()),
+            (Some(2), Some(3), Some(1))
+        );
+        for key in ["connections", "websockets", "accounts", "timers", "sip_transactions", "sip_registrations"] {
+            assert_eq!(json[key].as_u64(), Some(0), "{key} in {line}");
+        }
+        assert!(json["rss_kib"].as_u64().is_some_and(|k| k > 0), "{line}");
+        assert!(json["fds"].as_u64().is_some_and(|n| n >= 3), "{line}");
+        assert!(!stats_line(None, &stats).contains("worker"));
+        let args = Args { stats_interval: Some(5), ..Args::default() };
+        assert_eq!(load(&args).unwrap().stats_interval, Some(Duration::from_secs(5)));
     }
 }
 

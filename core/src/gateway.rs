@@ -23,8 +23,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 mod calls;
+mod containment;
 mod sockets;
 pub use calls::MEDIA_TIMEOUT_REASON;
+pub use containment::INTERNAL_ERROR_REASON;
 pub use sockets::{FIRST_MEDIA_SOCKET, MAX_BIND_ATTEMPTS};
 
 /// How long we wait for the peer's close frame after sending ours.
@@ -69,8 +71,12 @@ pub struct Gateway {
     last_reason: TimeoutReason,
 }
 
-/// Table sizes, for benchmarks, soak tests and leak checks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// A live call as the stateful fuzz target sees it: connection, session id, SIP leg.
+#[cfg(any(fuzzing, feature = "_test_exports"))]
+pub(crate) type CallRowForTest = (ConnId, String, Option<crate::sip::calls::LegId>);
+
+/// Table sizes, for benchmarks, soak tests and leak checks (`--stats-interval` logs them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
 pub struct Stats {
     /// Stream connections alive (any phase).
     pub connections: usize,
@@ -367,9 +373,26 @@ impl Gateway {
         self.config.webrtc_listen()
     }
 
+    /// `Config::max_pending_bytes`: the runtime drops a stream connection (TCP reset) whose
+    /// queue of bytes not yet taken by its peer grows beyond it, and reports it with
+    /// `Input::StreamClosed`.
+    pub fn max_pending_bytes(&self) -> usize {
+        self.config.max_pending_bytes.max(1)
+    }
+
     /// Live stream connections (during shutdown the runtime waits for this to reach 0).
     pub fn connection_count(&self) -> usize {
         self.conns.len()
+    }
+
+    /// For the stateful fuzz target: each live call's connection, session id and SIP leg, and
+    /// the id of every dialog the SIP stack's call legs hold.
+    #[cfg(any(fuzzing, feature = "_test_exports"))]
+    pub(crate) fn call_table_for_test(
+        &self,
+    ) -> (Vec<CallRowForTest>, Vec<(crate::sip::calls::LegId, crate::sip::dialog::DialogId)>) {
+        let calls = self.calls.calls.values().map(|c| (c.conn, c.session.clone(), c.leg)).collect();
+        (calls, self.sip.dialog_ids_for_test())
     }
 
     /// Sizes of the core's tables.
@@ -742,7 +765,7 @@ impl Gateway {
 
     fn handle_timeout(&mut self) {
         while let Some((call, timer)) = self.calls.timers.pop_expired(self.now) {
-            self.call_timer(call, timer);
+            self.contained(call, "a call timer", |gw| gw.call_timer(call, timer));
         }
         while let Some(TimerKey::Conn(id, timer)) = self.timers.pop_expired(self.now) {
             match timer {

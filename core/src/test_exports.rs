@@ -463,7 +463,36 @@ struct GatewayHarness {
     contact_users: Vec<String>,
     /// Call-IDs of INVITEs the harness sent.
     calls: Vec<String>,
+    /// The last INVITEs the harness sent (for CANCEL).
+    invites: Vec<String>,
+    /// What each web connection was sent and has not been cut into frames yet; `None` once the
+    /// connection got an HTTP answer other than 101 (no frames follow).
+    web_rx: std::collections::BTreeMap<ConnId, Option<Vec<u8>>>,
+    /// Sessions each web connection knows: ones it created, ones offered to it.
+    sessions: std::collections::BTreeMap<(ConnId, String), SessionSeen>,
+    /// Dialogs the far end can send requests in.
+    far_dialogs: Vec<FarDialog>,
     counter: u32,
+}
+
+/// A session as the harness' client sees it.
+struct SessionSeen {
+    /// `terminated` arrived.
+    ended: bool,
+    /// The gateway's offer, for an incoming session.
+    offer: Option<String>,
+}
+
+/// A dialog seen from the far end (header values carry their tags).
+#[derive(Clone)]
+struct FarDialog {
+    call_id: String,
+    /// The gateway's side (`To` of the far end's requests).
+    gateway: String,
+    /// The far end's side (`From` of its requests).
+    far: String,
+    /// Where requests go.
+    target: String,
 }
 
 const FUZZ_SIP_SOCKET: crate::SocketId = crate::SocketId(0);
@@ -494,6 +523,10 @@ impl GatewayHarness {
             sip_requests: Vec::new(),
             contact_users: Vec::new(),
             calls: Vec::new(),
+            invites: Vec::new(),
+            web_rx: Default::default(),
+            sessions: Default::default(),
+            far_dialogs: Vec::new(),
             counter: 0,
         };
         h.drain();
@@ -546,10 +579,13 @@ impl GatewayHarness {
                     self.check_live(conn, "StreamWrite");
                     if self.live.get(&conn) != Some(&ConnKind::Web) {
                         self.saw_sip(&data);
+                    } else {
+                        self.saw_web(conn, &data);
                     }
                 }
                 Output::StreamClose { conn } => {
                     self.check_live(conn, "StreamClose");
+                    self.forget(conn);
                     self.live.remove(&conn);
                     self.connects.retain(|c| *c != conn);
                 }
@@ -592,6 +628,110 @@ impl GatewayHarness {
             "invariant (e): stats report {} connections, the harness has {web} live web connections",
             stats.connections
         );
+        self.check_calls();
+    }
+
+    /// Invariants on the call tables: no call outlives its WebSocket, no two calls share a SIP
+    /// leg, no two legs share a dialog.
+    fn check_calls(&self) {
+        let (calls, dialogs) = self.gw.call_table_for_test();
+        let mut legs = std::collections::BTreeSet::new();
+        for (conn, session, leg) in &calls {
+            assert!(
+                self.live.get(conn) == Some(&ConnKind::Web),
+                "invariant (g): call {session:?} lives on after its connection {conn} closed"
+            );
+            if let Some(leg) = leg {
+                assert!(legs.insert(*leg), "invariant (h): two calls share SIP leg {leg:?}");
+            }
+        }
+        let mut ids = std::collections::BTreeSet::new();
+        for (leg, id) in &dialogs {
+            let key = (id.call_id.as_str(), id.local_tag.as_str(), id.remote_tag.as_str());
+            assert!(ids.insert(key), "invariant (h): leg {leg:?} holds dialog {key:?}, which another leg holds");
+        }
+    }
+
+    /// A connection closed: its sessions and unparsed bytes go with it.
+    fn forget(&mut self, conn: ConnId) {
+        self.web_rx.remove(&conn);
+        self.sessions.retain(|(c, _), _| *c != conn);
+    }
+
+    /// Cuts what a web connection was sent into WebSocket frames and checks each text event.
+    fn saw_web(&mut self, conn: ConnId, data: &[u8]) {
+        let Some(buf) = self.web_rx.entry(conn).or_insert_with(|| Some(Vec::new())) else { return };
+        buf.extend_from_slice(data);
+        let mut texts = Vec::new();
+        loop {
+            if buf.starts_with(b"HTTP/") {
+                let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else { break };
+                if !buf.starts_with(b"HTTP/1.1 101 ") {
+                    self.web_rx.insert(conn, None);
+                    return;
+                }
+                buf.drain(..end + 4);
+                continue;
+            }
+            if buf.len() < 2 {
+                break;
+            }
+            assert_eq!(buf[1] & 0x80, 0, "a frame from the gateway is masked");
+            let (len, header) = match buf[1] & 0x7f {
+                126 if buf.len() >= 4 => (usize::from(u16::from_be_bytes([buf[2], buf[3]])), 4),
+                127 if buf.len() >= 10 => {
+                    let len = u64::from_be_bytes(buf[2..10].try_into().unwrap_or_default());
+                    (usize::try_from(len).unwrap_or(usize::MAX), 10)
+                }
+                126 | 127 => break,
+                n => (usize::from(n), 2),
+            };
+            if buf.len() - header < len {
+                break;
+            }
+            if buf[0] & 0x0f == 1 {
+                texts.push(buf[header..header + len].to_vec());
+            }
+            buf.drain(..header + len);
+        }
+        for text in texts {
+            self.saw_event(conn, &text);
+        }
+    }
+
+    /// Invariant (f): session events name a session their connection created or was offered,
+    /// and none follows its `terminated`.
+    fn saw_event(&mut self, conn: ConnId, text: &[u8]) {
+        let v: serde_json::Value = match serde_json::from_slice(text) {
+            Ok(v) => v,
+            Err(e) => panic!("the gateway sent a text frame that is not JSON ({e}): {}", String::from_utf8_lossy(text)),
+        };
+        let field =
+            |name: &str| v.get(name).or_else(|| v.get("data").and_then(|d| d.get(name))).and_then(|f| f.as_str());
+        let kind = field("sylkrtc").unwrap_or_default();
+        let event = field("event").unwrap_or_default();
+        let session = field("session").unwrap_or_default().to_string();
+        match kind {
+            "session-event" | "session_event" => {
+                let seen = self.sessions.get_mut(&(conn, session.clone()));
+                let Some(seen) = seen.filter(|s| !s.ended) else {
+                    panic!("invariant (f): {conn} got an event for session {session:?}, which it does not have: {v}")
+                };
+                if event == "state" && field("state") == Some("terminated") {
+                    seen.ended = true;
+                }
+            }
+            "account-event" | "account_event" if event == "incoming-session" || event == "incoming_session" => {
+                let key = (conn, session.clone());
+                assert!(
+                    self.sessions.get(&key).is_none_or(|s| s.ended),
+                    "invariant (f): {conn} was offered session {session:?} while it has it"
+                );
+                let offer = field("sdp").map(str::to_string);
+                self.sessions.insert(key, SessionSeen { ended: false, offer });
+            }
+            _ => {}
+        }
     }
 
     fn check_live(&self, conn: ConnId, what: &str) {
@@ -602,7 +742,11 @@ impl GatewayHarness {
     /// Remembers a SIP request the gateway sent, for responses to echo.
     fn saw_sip(&mut self, data: &[u8]) {
         let Ok(text) = std::str::from_utf8(data) else { return };
-        if text.starts_with("SIP/") || text.trim().is_empty() {
+        if text.starts_with("SIP/") {
+            self.saw_sip_response(text);
+            return;
+        }
+        if text.trim().is_empty() {
             return;
         }
         if text.starts_with("REGISTER ") {
@@ -618,6 +762,50 @@ impl GatewayHarness {
             self.sip_requests.remove(0);
         }
         self.sip_requests.push(text.to_string());
+    }
+
+    /// A response the gateway sent: a tagged 1xx/2xx to an INVITE opens a dialog the far end
+    /// may send requests in.
+    fn saw_sip_response(&mut self, text: &str) {
+        let code: u16 = text.get(8..11).and_then(|c| c.parse().ok()).unwrap_or(0);
+        let is_invite = fuzz_header(text, &["cseq"]).is_some_and(|c| c.ends_with("INVITE"));
+        if !(101..300).contains(&code) || !is_invite {
+            return;
+        }
+        let (Some(call_id), Some(gateway), Some(far)) =
+            (fuzz_header(text, &["call-id", "i"]), fuzz_header(text, &["to", "t"]), fuzz_header(text, &["from", "f"]))
+        else {
+            return;
+        };
+        if !gateway.contains(";tag=") {
+            return;
+        }
+        let target = fuzz_header(text, &["contact", "m"]).map(|c| fuzz_addr_uri(&c));
+        let target = target.unwrap_or_else(|| "sip:gw@192.0.2.1:5060".to_string());
+        self.add_far_dialog(FarDialog { call_id, gateway, far, target });
+    }
+
+    /// The far end answered the gateway's INVITE `req` on fork `fork` with a tagged 1xx/2xx.
+    fn far_dialog_from_invite(&mut self, req: &str, fork: u32) {
+        let (Some(call_id), Some(gateway), Some(to)) =
+            (fuzz_header(req, &["call-id", "i"]), fuzz_header(req, &["from", "f"]), fuzz_header(req, &["to", "t"]))
+        else {
+            return;
+        };
+        let far = if to.contains(";tag=") { to } else { format!("{to};tag=fz{fork}") };
+        let target = fuzz_header(req, &["contact", "m"]).map(|c| fuzz_addr_uri(&c));
+        let target = target.unwrap_or_else(|| "sip:gw@192.0.2.1:5060".to_string());
+        self.add_far_dialog(FarDialog { call_id, gateway, far, target });
+    }
+
+    fn add_far_dialog(&mut self, d: FarDialog) {
+        if self.far_dialogs.iter().any(|x| x.call_id == d.call_id && x.gateway == d.gateway && x.far == d.far) {
+            return;
+        }
+        if self.far_dialogs.len() == 8 {
+            self.far_dialogs.remove(0);
+        }
+        self.far_dialogs.push(d);
     }
 
     fn live_of(&self, kind: ConnKind) -> Vec<ConnId> {
@@ -770,16 +958,7 @@ fn fuzz_sip_text(h: &mut GatewayHarness, c: &mut ByteCursor<'_>) -> Vec<u8> {
                 "",
                 "garbage\r\n",
             ]);
-            let call = format!("call{n}@fuzz");
-            h.calls.push(call.clone());
-            format!(
-                "INVITE sip:{user}@192.0.2.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.5:5060;branch=z9hG4bKi{n}\r\n\
-                 Max-Forwards: 70\r\nFrom: <sip:caller@example.com>;tag=c{n}\r\nTo: <sip:{user}@example.com>\r\n\
-                 Call-ID: {call}\r\nCSeq: 1 INVITE\r\nContact: <sip:caller@192.0.2.5:5060>\r\n\
-                 Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
-                sdp.len()
-            )
-            .into_bytes()
+            fuzz_incoming_invite(h, n, &user, sdp)
         }
         6 => {
             let call = match h.calls.is_empty() {
@@ -797,6 +976,319 @@ fn fuzz_sip_text(h: &mut GatewayHarness, c: &mut ByteCursor<'_>) -> Vec<u8> {
     }
 }
 
+/// An INVITE from the far end to `user` (a registered Contact user, or not), remembered for
+/// BYE and CANCEL.
+fn fuzz_incoming_invite(h: &mut GatewayHarness, n: u32, user: &str, sdp: &str) -> Vec<u8> {
+    let call = format!("call{n}@fuzz");
+    h.calls.push(call.clone());
+    let invite = format!(
+        "INVITE sip:{user}@192.0.2.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.5:5060;branch=z9hG4bKi{n}\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:caller@example.com>;tag=c{n}\r\nTo: <sip:{user}@example.com>\r\n\
+         Call-ID: {call}\r\nCSeq: 1 INVITE\r\nContact: <sip:caller@192.0.2.5:5060>\r\n\
+         Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+        sdp.len()
+    );
+    if h.invites.len() == 8 {
+        h.invites.remove(0);
+    }
+    h.invites.push(invite.clone());
+    invite.into_bytes()
+}
+
+/// The value of the first header of `msg` with one of `names` (lower case, compact forms too).
+fn fuzz_header(msg: &str, names: &[&str]) -> Option<String> {
+    msg.split("\r\n").skip(1).take_while(|l| !l.is_empty()).find_map(|l| {
+        let (name, value) = l.split_once(':')?;
+        names.contains(&name.trim().to_ascii_lowercase().as_str()).then(|| value.trim().to_string())
+    })
+}
+
+/// The URI inside a name-addr (`<…>`), or the value itself.
+fn fuzz_addr_uri(value: &str) -> String {
+    match (value.find('<'), value.find('>')) {
+        (Some(a), Some(b)) if a < b => value[a + 1..b].to_string(),
+        _ => value.split(';').next().unwrap_or_default().to_string(),
+    }
+}
+
+/// A browser's offer (str0m's, as a web phone would send it), audio or audio and video, in the
+/// direction the byte picks.
+fn fuzz_browser_offer(pick: u8) -> String {
+    const OFFER: &str = "v=0\r\no=str0m-0.25.0 3199069421313415948 2 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n\
+        a=group:BUNDLE Llc{bundle}\r\na=msid-semantic: WMS BjHabRKjHTSEDvgrdJOO\r\n\
+        m=audio 9 UDP/TLS/RTP/SAVPF 111 0 126\r\nc=IN IP4 0.0.0.0\r\n\
+        a=candidate:fffeff7e32c583ef85edbb1a 1 udp 2130706175 127.0.0.1 50000 typ host\r\n\
+        a=ice-ufrag:GX5GpifvBcXsLzzq\r\na=ice-pwd:9MfmQRVAU8vICAMaoUDfLb\r\na=ice-options:trickle\r\n\
+        a=fingerprint:sha-256 8A:AF:C6:7E:4F:05:9F:30:B1:2E:B2:58:16:12:EF:D9:C1:4C:15:D3:08:89:B9:C3:0C:B9:95:2F:3A:17:F5:D7\r\n\
+        a=setup:actpass\r\na=mid:Llc\r\na=extmap:4 urn:ietf:params:rtp-hdrext:sdes:mid\r\na={dir}\r\n\
+        a=msid:BjHabRKjHTSEDvgrdJOO PTHesMVXGPEk16bTHUGO\r\na=rtcp-mux\r\na=rtpmap:111 opus/48000/2\r\n\
+        a=fmtp:111 minptime=10;useinbandfec=1\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:126 telephone-event/8000\r\n\
+        a=fmtp:126 0-16\r\na=ssrc:1716307424 cname:PTHesMVXGPEk16bTHUGO\r\n{video}";
+    const VIDEO: &str = "m=video 9 UDP/TLS/RTP/SAVPF 96 102\r\nc=IN IP4 0.0.0.0\r\n\
+        a=ice-ufrag:GX5GpifvBcXsLzzq\r\na=ice-pwd:9MfmQRVAU8vICAMaoUDfLb\r\n\
+        a=fingerprint:sha-256 8A:AF:C6:7E:4F:05:9F:30:B1:2E:B2:58:16:12:EF:D9:C1:4C:15:D3:08:89:B9:C3:0C:B9:95:2F:3A:17:F5:D7\r\n\
+        a=setup:actpass\r\na=mid:Vv\r\na=extmap:4 urn:ietf:params:rtp-hdrext:sdes:mid\r\na=sendrecv\r\n\
+        a=msid:BjHabRKjHTSEDvgrdJOO VvHesMVXGPEk16bTHUGO\r\na=rtcp-mux\r\na=rtpmap:96 VP8/90000\r\n\
+        a=rtcp-fb:96 nack pli\r\na=rtcp-fb:96 ccm fir\r\na=rtpmap:102 H264/90000\r\n\
+        a=fmtp:102 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f\r\n\
+        a=ssrc:1716307425 cname:PTHesMVXGPEk16bTHUGO\r\n";
+    let dir = ["sendrecv", "sendonly", "recvonly", "inactive"][usize::from(pick % 4)];
+    let video = pick & 4 != 0;
+    OFFER
+        .replace("{dir}", dir)
+        .replace("{bundle}", if video { " Vv" } else { "" })
+        .replace("{video}", if video { VIDEO } else { "" })
+}
+
+/// A browser's answer to the gateway's `offer`: every m-line kept (port 0 stays 0), its first
+/// format chosen.
+fn fuzz_browser_answer(offer: &str) -> String {
+    let mut sections = Vec::new();
+    let mut current: Option<(String, Vec<&str>)> = None;
+    for line in offer.split("\r\n") {
+        if let Some(m) = line.strip_prefix("m=") {
+            sections.extend(current.take());
+            current = Some((m.to_string(), Vec::new()));
+        } else if let Some((_, attrs)) = current.as_mut() {
+            attrs.push(line);
+        }
+    }
+    sections.extend(current);
+    let mut mids = Vec::new();
+    let mut body = String::new();
+    for (m, attrs) in &sections {
+        let parts: Vec<&str> = m.split(' ').collect();
+        let (kind, port, pt) = (parts[0], parts.get(1).copied().unwrap_or("9"), parts.get(3).copied().unwrap_or("0"));
+        body.push_str(&format!(
+            "m={kind} {port} UDP/TLS/RTP/SAVPF {pt}\r\nc=IN IP4 0.0.0.0\r\na=ice-ufrag:fzuf\r\n\
+             a=ice-pwd:fuzzfuzzfuzzfuzzfuzzfuzz\r\na=fingerprint:sha-256 \
+             8A:AF:C6:7E:4F:05:9F:30:B1:2E:B2:58:16:12:EF:D9:C1:4C:15:D3:08:89:B9:C3:0C:B9:95:2F:3A:17:F5:D7\r\n\
+             a=setup:active\r\na=sendrecv\r\na=rtcp-mux\r\n"
+        ));
+        for a in attrs {
+            let keep = a.starts_with("a=mid:")
+                || a.starts_with(&format!("a=rtpmap:{pt} "))
+                || a.starts_with(&format!("a=fmtp:{pt} "));
+            if keep {
+                body.push_str(a);
+                body.push_str("\r\n");
+            }
+            if let Some(mid) = a.strip_prefix("a=mid:") {
+                mids.push(mid.to_string());
+            }
+        }
+    }
+    format!("v=0\r\no=- 2 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE {}\r\n{body}", mids.join(" "))
+}
+
+/// A SIP far end's SDP (offer or answer): codecs, port (0 rejects), direction and maybe video,
+/// all picked by the cursor.
+fn fuzz_far_sdp(c: &mut ByteCursor<'_>, n: u32) -> String {
+    let port = *c.pick(&[30000, 0, 30002]);
+    let (pts, maps) = *c.pick(&[
+        ("0 101", "a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\n"),
+        ("8", ""),
+        ("111 101", "a=rtpmap:111 opus/48000/2\r\na=rtpmap:101 telephone-event/8000\r\n"),
+        ("9 0", ""),
+        ("96", ""),
+    ]);
+    let dir = *c.pick(&["sendrecv", "sendonly", "recvonly", "inactive"]);
+    let video = match c.byte() % 4 {
+        0 => "m=video 30010 RTP/AVP 96\r\na=rtpmap:96 VP8/90000\r\na=rtcp-fb:96 nack pli\r\n",
+        1 => "m=video 0 RTP/AVP 96\r\n",
+        _ => "",
+    };
+    format!(
+        "v=0\r\no=far {n} {n} IN IP4 192.0.2.5\r\ns=-\r\nc=IN IP4 192.0.2.5\r\nt=0 0\r\n\
+         m=audio {port} RTP/AVP {pts}\r\n{maps}a={dir}\r\n{video}"
+    )
+}
+
+/// One operation on calls, chosen by the cursor: a browser's session request (create with a
+/// real offer, answer, update, trickle, DTMF, terminate), a far end's answer to an INVITE the
+/// gateway sent (provisional, early media, 2xx with SDP on one of two forks, challenge, failure),
+/// a request inside a dialog (BYE, re-INVITE, UPDATE, INFO, ACK, OPTIONS), CANCEL of an incoming
+/// INVITE, an incoming INVITE with a full SDP, or RTP/RTCP on a media socket.
+fn fuzz_call_op(h: &mut GatewayHarness, c: &mut ByteCursor<'_>) {
+    use serde_json::json;
+    let n = h.next_id();
+    match c.below(7) {
+        0 => {
+            let Some(conn) = h.pick_web(c) else { return };
+            let account = *c.pick(&FUZZ_ACCOUNTS);
+            let session = format!("s{}", c.byte() % 4);
+            let uri = *c.pick(&["bob@example.com", "sip:bob@example.com;transport=tcp", "+15551234", "x"]);
+            let sdp = fuzz_browser_offer(c.byte());
+            let key = (conn, session.clone());
+            if h.sessions.get(&key).is_none_or(|s| s.ended) {
+                h.sessions.insert(key, SessionSeen { ended: false, offer: None });
+            }
+            let req = json!({"sylkrtc": "session-create", "transaction": format!("c{n}"), "account": account,
+                "session": session, "uri": uri, "sdp": sdp});
+            h.send_text(conn, &req.to_string());
+        }
+        1 => {
+            let known: Vec<(ConnId, String)> =
+                h.sessions.iter().filter(|(_, s)| !s.ended).map(|(k, _)| k.clone()).collect();
+            if known.is_empty() {
+                return;
+            }
+            let (conn, session) = c.pick(&known).clone();
+            let tr = format!("c{n}");
+            let req = match c.below(7) {
+                0 | 1 => {
+                    let offer = h.sessions.get(&(conn, session.clone())).and_then(|s| s.offer.clone());
+                    let sdp = offer.as_deref().map(fuzz_browser_answer).unwrap_or_else(|| "v=0\r\n".into());
+                    let headers = match c.byte() % 3 {
+                        0 => json!({"X-Fuzz": "1", "Via": "SIP/2.0/UDP evil", "Bad Name": "x\r\nInjected: 1"}),
+                        _ => json!({}),
+                    };
+                    json!({"sylkrtc": "session-answer", "transaction": tr, "session": session, "sdp": sdp, "headers": headers})
+                }
+                2 => {
+                    let sdp = fuzz_browser_offer(c.byte());
+                    json!({"sylkrtc": "session-update", "transaction": tr, "session": session, "sdp": sdp})
+                }
+                3 => {
+                    let candidates = match c.byte() % 2 {
+                        0 => json!([]),
+                        _ => json!([{"candidate": "candidate:1 1 udp 2130706431 192.0.2.99 50000 typ host",
+                            "sdpMid": "Llc", "sdpMLineIndex": 0}]),
+                    };
+                    json!({"sylkrtc": "session-trickle", "transaction": tr, "session": session, "candidates": candidates})
+                }
+                4 => {
+                    let tones = *c.pick(&["1", "123#", "A*", "x", ""]);
+                    json!({"sylkrtc": "session-dtmf-info", "transaction": tr, "session": session, "tones": tones})
+                }
+                _ => json!({"sylkrtc": "session-terminate", "transaction": tr, "session": session}),
+            };
+            h.send_text(conn, &req.to_string());
+        }
+        2 => {
+            let invites: Vec<String> = h.sip_requests.iter().filter(|r| r.starts_with("INVITE ")).cloned().collect();
+            if invites.is_empty() {
+                return;
+            }
+            let req = c.pick(&invites).clone();
+            let fork = u32::from(c.byte() % 2);
+            let echoed = fuzz_echo_headers(&req, fork);
+            let contact = "Contact: <sip:far@192.0.2.5:5060>\r\n";
+            let (code, extra, body) = match c.below(8) {
+                0 => (100, String::new(), String::new()),
+                1 => (180, contact.to_string(), String::new()),
+                2 => (183, contact.to_string(), fuzz_far_sdp(c, n)),
+                3 | 4 => (200, contact.to_string(), fuzz_far_sdp(c, n)),
+                5 => (
+                    407,
+                    format!("Proxy-Authenticate: Digest realm=\"example.com\", nonce=\"i{n}\", qop=\"auth\"\r\n"),
+                    String::new(),
+                ),
+                6 => (486, String::new(), String::new()),
+                _ => (*c.pick(&[487, 480, 503, 302, 603, 488]), String::new(), String::new()),
+            };
+            if (101..300).contains(&code) {
+                h.far_dialog_from_invite(&req, fork);
+            }
+            let ctype = if body.is_empty() { "" } else { "Content-Type: application/sdp\r\n" };
+            let msg =
+                format!("SIP/2.0 {code} Fuzz\r\n{echoed}{extra}{ctype}Content-Length: {}\r\n\r\n{body}", body.len());
+            h.deliver_sip(c, msg.as_bytes());
+        }
+        3 => {
+            if h.far_dialogs.is_empty() {
+                return;
+            }
+            let d = c.pick(&h.far_dialogs).clone();
+            let method = *c.pick(&["BYE", "INVITE", "UPDATE", "INFO", "ACK", "OPTIONS", "INVITE", "BYE"]);
+            let cseq = if method == "ACK" { 1 } else { 100 + n };
+            let (ctype, body) = match method {
+                "INVITE" | "UPDATE" => ("application/sdp", fuzz_far_sdp(c, n)),
+                "INFO" => ("application/dtmf-relay", "Signal=5\r\nDuration=160\r\n".to_string()),
+                _ => ("", String::new()),
+            };
+            let ctype = if ctype.is_empty() { String::new() } else { format!("Content-Type: {ctype}\r\n") };
+            let msg = format!(
+                "{method} {} SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.5:5060;branch=z9hG4bKd{n}\r\nMax-Forwards: 70\r\n\
+                 From: {}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: {cseq} {method}\r\n\
+                 Contact: <sip:far@192.0.2.5:5060>\r\n{ctype}Content-Length: {}\r\n\r\n{body}",
+                d.target,
+                d.far,
+                d.gateway,
+                d.call_id,
+                body.len()
+            );
+            h.deliver_sip(c, msg.as_bytes());
+        }
+        4 => {
+            if h.invites.is_empty() {
+                return;
+            }
+            let invite = c.pick(&h.invites).clone();
+            let mut msg = String::new();
+            for (i, line) in invite.split("\r\n").enumerate() {
+                if i == 0 {
+                    msg.push_str(&line.replacen("INVITE", "CANCEL", 1));
+                } else if line.is_empty() {
+                    break;
+                } else if line.starts_with("CSeq:") {
+                    msg.push_str("CSeq: 1 CANCEL");
+                } else if line.starts_with("Content-") || line.starts_with("Contact:") {
+                    continue;
+                } else {
+                    msg.push_str(line);
+                }
+                msg.push_str("\r\n");
+            }
+            msg.push_str("Content-Length: 0\r\n\r\n");
+            h.deliver_sip(c, msg.as_bytes());
+        }
+        5 => {
+            let user = match h.contact_users.is_empty() {
+                true => "nobody".to_string(),
+                false => h.contact_users[c.below(h.contact_users.len())].clone(),
+            };
+            let sdp = fuzz_far_sdp(c, n);
+            let msg = fuzz_incoming_invite(h, n, &user, &sdp);
+            h.deliver_sip(c, &msg);
+        }
+        _ => {
+            let sockets: Vec<crate::SocketId> = h.bound.iter().copied().filter(|s| *s != FUZZ_SIP_SOCKET).collect();
+            if sockets.is_empty() {
+                return;
+            }
+            let socket = *c.pick(&sockets);
+            let from = *c.pick(&[([192, 0, 2, 5], 30000), ([198, 51, 100, 9], 7000), ([192, 0, 2, 5], 30001)]);
+            let pt = *c.pick(&[0u8, 8, 101, 111, 96, 200, 201, 206]);
+            let ssrc = 0x1122_3344u32 + u32::from(c.byte() % 2);
+            let mut pkt = Vec::new();
+            if pt >= 200 {
+                // RTCP: SR, RR or PSFB (PLI), one packet, length in 32-bit words minus one.
+                let words: u16 = match pt {
+                    200 => 6,
+                    201 => 1,
+                    _ => 2,
+                };
+                pkt.extend_from_slice(&[if pt == 206 { 0x81 } else { 0x80 }, pt]);
+                pkt.extend_from_slice(&words.to_be_bytes());
+                pkt.extend_from_slice(&ssrc.to_be_bytes());
+                pkt.resize(4 * (usize::from(words) + 1), c.byte());
+            } else {
+                let seq = (n as u16).wrapping_mul(u16::from(c.byte()) | 1);
+                pkt.extend_from_slice(&[0x80, pt | (c.byte() & 0x80)]);
+                pkt.extend_from_slice(&seq.to_be_bytes());
+                pkt.extend_from_slice(&(n.wrapping_mul(160)).to_be_bytes());
+                pkt.extend_from_slice(&ssrc.to_be_bytes());
+                match pt {
+                    101 => pkt.extend_from_slice(&[c.byte() % 16, c.byte(), 0, 160]),
+                    _ => pkt.resize(12 + 160, c.byte()),
+                }
+            }
+            h.input(Input::Datagram { socket, from: from.into(), data: &pkt });
+        }
+    }
+}
+
 /// The upgrade request in either dialect.
 fn fuzz_upgrade(v1: bool) -> String {
     match v1 {
@@ -808,11 +1300,16 @@ fn fuzz_upgrade(v1: bool) -> String {
 /// Fuzz body: the bytes choose a sequence of operations against one whole [`Gateway`]: web
 /// connections (upgrades, sylkRTC requests from templates, raw bytes, closes), SIP datagrams and
 /// stream bytes from templates (responses echo the requests the gateway sent), answers to
-/// `Resolve`/`Connect`/`BindUdp`, time passing and `Shutdown`. The first byte picks the outbound
-/// proxy (mostly `192.0.2.5:5060`; sometimes over TCP, by name, or none). After every step it
-/// checks: a handled `Timeout` moves the deadline past `now`; writes and closes name only live
-/// connections the runtime accepted or the core asked for; datagrams leave only from bound
-/// sockets; `stats()` counts no more connections than are live.
+/// `Resolve`/`Connect`/`BindUdp`, time passing and `Shutdown`, and calls ([`fuzz_call_op`]:
+/// browser offers and answers, far-end answers on two forks, in-dialog requests, CANCEL,
+/// incoming INVITEs, RTP/RTCP on media sockets). The first byte picks the outbound proxy (mostly
+/// `192.0.2.5:5060`; sometimes over TCP, by name, or none). After every step it checks: no panic;
+/// (b) a handled `Timeout` moves the deadline past `now`; (c) writes and closes name only live
+/// connections the runtime accepted or the core asked for; (d) datagrams leave only from bound
+/// sockets; (e) `stats()` counts no more connections than are live; (f) every session event
+/// names a session its connection created or was offered, and nothing follows its `terminated`;
+/// (g) no call outlives its WebSocket; (h) no two calls share a SIP leg and no two legs share a
+/// dialog.
 pub fn fuzz_gateway_ops(data: &[u8]) {
     let mut c = ByteCursor { data, pos: 0 };
     let proxy = match c.byte() % 8 {
@@ -865,6 +1362,7 @@ pub fn fuzz_gateway_ops(data: &[u8]) {
                     continue;
                 }
                 let conn = *c.pick(&conns);
+                h.forget(conn);
                 h.live.remove(&conn);
                 h.connects.retain(|x| *x != conn);
                 h.input(Input::StreamClosed { conn });
@@ -889,6 +1387,8 @@ pub fn fuzz_gateway_ops(data: &[u8]) {
             12 => {
                 if c.byte() < 16 {
                     h.input(Input::Shutdown);
+                } else {
+                    fuzz_call_op(&mut h, &mut c);
                 }
             }
             13 => {

@@ -7,7 +7,9 @@
 //! - mio is edge-triggered: a readable event is read until `WouldBlock`, a writable one written
 //!   until `WouldBlock`. Interest is `READABLE`, plus `WRITABLE` only while bytes are queued.
 //!   Reading pauses while [`HIGH_WATER`] bytes or more are queued (a peer that sends but does
-//!   not read cannot grow the queue without bound).
+//!   not read cannot grow the queue without bound). A connection whose queue grows beyond
+//!   `max_pending_bytes` anyway (events the core sends on its own) is dropped with a TCP reset
+//!   and reported with `Input::StreamClosed`.
 //! - A connection the core closed gets [`CLOSE_LINGER`] to take its last bytes, then is dropped.
 //! - Tokens: 0 the web listener, 1 the signal pipe, 2 the SIP UDP socket, 3 the SIP TCP
 //!   listener, 4 the name-resolution waker; a token with bit 62 ([`UDP_TOKEN`]) set is a UDP
@@ -36,7 +38,7 @@ use std::io::{self, ErrorKind, Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr, ToSocketAddrs};
 use std::sync::mpsc;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use sylkgw_core::driver::{self, BusyGuard, CaptureFile, ACCEPT_RETRY, CLOSE_LINGER};
 use sylkgw_core::{ConnId, Gateway, Input, Listener, Output, SocketId, UdpPurpose};
 
@@ -76,13 +78,21 @@ fn main() {
         settings.capture.as_deref().map(CaptureFile::create).transpose().unwrap_or_else(|e| driver::fatal(2, e));
     let gw = Gateway::new(settings.core, driver::os_seed(), Instant::now(), driver::unix_time())
         .unwrap_or_else(|e| driver::fatal(2, e));
-    if let Err(e) = run(gw, capture, settings.listen, sip_listen, tls) {
+    if let Err(e) = run(gw, capture, settings.listen, sip_listen, tls, settings.stats_interval) {
         driver::fatal(1, e);
     }
 }
 
 /// Binds, then runs the loop until a signal-initiated shutdown completes or its grace ends.
-fn run(gw: Gateway, capture: Option<CaptureFile>, listen: SocketAddr, sip: SocketAddr, tls: bool) -> io::Result<()> {
+/// With `stats_every`, logs a [`driver::stats_line`] that often.
+fn run(
+    gw: Gateway,
+    capture: Option<CaptureFile>,
+    listen: SocketAddr,
+    sip: SocketAddr,
+    tls: bool,
+    stats_every: Option<Duration>,
+) -> io::Result<()> {
     let poll = Poll::new()?;
     let named = |addr: SocketAddr| move |e: io::Error| io::Error::new(e.kind(), format!("{addr}: {e}"));
     let mut listener = TcpListener::bind(listen).map_err(named(listen))?;
@@ -134,7 +144,14 @@ fn run(gw: Gateway, capture: Option<CaptureFile>, listen: SocketAddr, sip: Socke
     log::info!("WebRTC media on {webrtc_local} (udp)");
     let mut events = Events::with_capacity(1024);
     let mut grace: Option<Instant> = None;
+    let mut next_stats = stats_every.map(|every| Instant::now() + every);
     loop {
+        if let (Some(at), Some(every)) = (next_stats, stats_every) {
+            if at <= Instant::now() {
+                log::info!("{}", driver::stats_line(None, &rt.gw.stats()));
+                next_stats = Some(Instant::now() + every);
+            }
+        }
         if let Some(end) = grace {
             if rt.gw.connection_count() == 0 && rt.conns.is_empty() {
                 log::info!("stopped");
@@ -146,7 +163,11 @@ fn run(gw: Gateway, capture: Option<CaptureFile>, listen: SocketAddr, sip: Socke
             }
         }
         let linger = rt.lingering.front().map(|&(at, _)| at);
-        let wake = [Some(rt.deadline), rt.accept_retry, grace, linger].into_iter().flatten().min().expect("a deadline");
+        let wake = [Some(rt.deadline), rt.accept_retry, grace, linger, next_stats]
+            .into_iter()
+            .flatten()
+            .min()
+            .expect("a deadline");
         match rt.poll.poll(&mut events, Some(wake.saturating_duration_since(Instant::now()))) {
             Ok(()) => {}
             Err(e) if e.kind() == ErrorKind::Interrupted => continue,
@@ -288,6 +309,7 @@ impl Runtime {
                         None => log::debug!("{conn}: {} bytes for a connection already gone", data.len()),
                     }
                     self.flush(conn);
+                    self.check_backlog(conn);
                 }
                 Output::StreamClose { conn } => {
                     any = true;
@@ -589,6 +611,25 @@ impl Runtime {
         }
         let _ = c.stream.shutdown(Shutdown::Write);
         log::debug!("{conn}: closed");
+    }
+
+    /// Drops `conn` with a TCP reset when more than `max_pending_bytes` wait for its peer (a
+    /// peer that does not read must not make us hold an unbounded queue); the core hears
+    /// `Input::StreamClosed` at the next settle and releases what the connection owned.
+    fn check_backlog(&mut self, conn: ConnId) {
+        let limit = self.gw.max_pending_bytes();
+        let Some(c) = self.conns.get(&conn) else { return };
+        if c.queue.len() <= limit {
+            return;
+        }
+        log::warn!(
+            "{conn}: {} bytes queued that the peer does not take (max_pending_bytes {limit}); dropping the connection",
+            c.queue.len()
+        );
+        if let Err(e) = driver::reset_on_close(std::os::fd::AsRawFd::as_raw_fd(&c.stream)) {
+            log::debug!("{conn}: SO_LINGER: {e}");
+        }
+        self.drop_conn(conn);
     }
 
     /// Drops the socket of `conn` now; if the core still knows it, it is told at the next settle.

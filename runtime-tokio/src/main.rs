@@ -14,7 +14,13 @@
 //!   error is reported once with `Input::StreamClosed`.
 //! - While a connection task writes, it does not read (backpressure on a peer that does not
 //!   read). A connection the core closed gets [`CLOSE_LINGER`] to take its last bytes, then its
-//!   task is aborted.
+//!   task is aborted. The bytes handed to a task and not yet written are counted ([`Backlog`]);
+//!   when they pass `max_pending_bytes` while the socket takes nothing (the task waits for it to
+//!   become writable: a burst the task has not had a turn to write yet does not count), the
+//!   connection is dropped: by the core task on its next write (it aborts the task and tells the
+//!   core `Input::StreamClosed` right after the drain) or by the task when the socket stops taking
+//!   bytes (it ends and reports `Event::Closed`), whichever comes first; its socket is closed with
+//!   a TCP reset.
 //! - SIP: each worker binds its own UDP socket and TCP listener on the SIP address, worker N on
 //!   port + N, so that responses and in-dialog requests come back to the worker that owns the
 //!   registration or call (the core advertises its own port in Via and Contact). Connections the
@@ -36,8 +42,9 @@ use std::collections::{HashMap, VecDeque};
 use std::io::{self, ErrorKind};
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroUsize;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use sylkgw_core::driver::{self, BusyGuard, CaptureFile, ACCEPT_RETRY, CLOSE_LINGER};
 use sylkgw_core::{ConnId, Gateway, Input, Listener, Output, SocketId, UdpPurpose};
 use tokio::io::AsyncWriteExt;
@@ -92,7 +99,7 @@ fn main() {
     let result = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .and_then(|rt| rt.block_on(serve(settings.listen, tls, cores)));
+        .and_then(|rt| rt.block_on(serve(settings.listen, tls, cores, settings.stats_interval)));
     if let Err(e) = result {
         driver::fatal(1, e);
     }
@@ -100,7 +107,12 @@ fn main() {
 
 /// The main thread: binds, starts the workers, waits for a signal, stops the workers. A second
 /// signal returns at once (the process exits without waiting for the workers).
-async fn serve(listen: SocketAddr, tls: bool, cores: Vec<(Gateway, Option<CaptureFile>)>) -> io::Result<()> {
+async fn serve(
+    listen: SocketAddr,
+    tls: bool,
+    cores: Vec<(Gateway, Option<CaptureFile>)>,
+    stats_every: Option<Duration>,
+) -> io::Result<()> {
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
     let listeners = bind(listen, cores.len())?;
@@ -113,7 +125,7 @@ async fn serve(listen: SocketAddr, tls: bool, cores: Vec<(Gateway, Option<Captur
         let (stop, alive) = (stop_rx.clone(), alive_tx.clone());
         let handle = std::thread::Builder::new()
             .name(format!("sylkgw-{index}"))
-            .spawn(move || worker(index, gw, capture, listener, stop, alive))?;
+            .spawn(move || worker(index, gw, capture, listener, stop, alive, stats_every))?;
         handles.push(handle);
     }
     drop(alive_tx);
@@ -165,7 +177,8 @@ fn bind(mut addr: SocketAddr, n: usize) -> io::Result<Vec<std::net::TcpListener>
 }
 
 /// One worker thread: its own runtime, running its core until shutdown. `_alive` is dropped when
-/// the worker ends, however it ends.
+/// the worker ends, however it ends. With `stats_every`, it logs its core's
+/// [`driver::stats_line`] that often.
 fn worker(
     index: usize,
     gw: Gateway,
@@ -173,6 +186,7 @@ fn worker(
     listener: std::net::TcpListener,
     stop: watch::Receiver<bool>,
     _alive: mpsc::Sender<()>,
+    stats_every: Option<Duration>,
 ) {
     let result = tokio::runtime::Builder::new_current_thread().enable_all().build().and_then(|rt| {
         rt.block_on(async move {
@@ -204,10 +218,12 @@ fn worker(
                 gw,
                 capture,
                 conns: HashMap::new(),
+                dropped: Vec::new(),
                 lingering: VecDeque::new(),
                 deadline: Instant::now(),
                 busy: BusyGuard::default(),
                 next_id: 1,
+                stats: stats_every.map(|every| (index, every, Instant::now() + every)),
             };
             core.drain(); // the contract: drain after `new`, before the first input
             core.feed(Input::UdpBound { socket: SIP_SOCKET, purpose: UdpPurpose::Sip, local: sip_local });
@@ -235,6 +251,50 @@ enum Event {
     Datagram(SocketId, SocketAddr, Vec<u8>),
 }
 
+/// What the core task handed a connection task and it has not written yet, whether the task
+/// waits for the socket to take more, and whether the connection was dropped for it (over
+/// `limit`, `max_pending_bytes`).
+struct Backlog {
+    pending: AtomicUsize,
+    stalled: AtomicBool,
+    reset: AtomicBool,
+    limit: usize,
+}
+
+impl Backlog {
+    fn new(limit: usize) -> Arc<Self> {
+        Arc::new(Self {
+            pending: AtomicUsize::new(0),
+            stalled: AtomicBool::new(false),
+            reset: AtomicBool::new(false),
+            limit,
+        })
+    }
+
+    /// The log line of a drop.
+    fn dropping(conn: ConnId, pending: usize, limit: usize) {
+        log::warn!(
+            "{conn}: {pending} bytes queued that the peer does not take (max_pending_bytes {limit}); dropping the connection"
+        );
+    }
+}
+
+/// A connection task's socket: closed with a TCP reset when dropped after the core task set
+/// [`Backlog::reset`] (the task is aborted then, in the middle of a write to a peer that does not
+/// read).
+struct Socket {
+    stream: TcpStream,
+    backlog: Arc<Backlog>,
+}
+
+impl Drop for Socket {
+    fn drop(&mut self) {
+        if self.backlog.reset.load(Ordering::Relaxed) {
+            let _ = driver::reset_on_close(std::os::fd::AsRawFd::as_raw_fd(&self.stream));
+        }
+    }
+}
+
 /// From the core task to a connection task.
 enum Command {
     Write(Vec<u8>),
@@ -256,8 +316,10 @@ struct Core {
     connects: Vec<(ConnId, SocketAddr)>,
     gw: Gateway,
     capture: Option<CaptureFile>,
-    /// Command channels and tasks of the connections the core knows.
-    conns: HashMap<ConnId, (mpsc::UnboundedSender<Command>, AbortHandle)>,
+    /// Command channels, tasks and backlogs of the connections the core knows.
+    conns: HashMap<ConnId, (mpsc::UnboundedSender<Command>, AbortHandle, Arc<Backlog>)>,
+    /// Connections dropped over `max_pending_bytes` during a drain, told to the core after it.
+    dropped: Vec<ConnId>,
     /// Tasks of connections the core closed, by deadline: aborted (if still running) then.
     lingering: VecDeque<(Instant, AbortHandle)>,
     /// The last `Output::Timeout`.
@@ -265,6 +327,8 @@ struct Core {
     /// Watches the Timeout wake-ups for a busy loop.
     busy: BusyGuard,
     next_id: u64,
+    /// `--stats-interval`: this worker's index, the interval and when the next line is due.
+    stats: Option<(usize, Duration, Instant)>,
 }
 
 impl Core {
@@ -299,13 +363,18 @@ impl Core {
                 }
             }
             let linger = self.lingering.front().map(|&(at, _)| at);
-            let wake =
-                [Some(self.deadline), accept_retry, grace, linger].into_iter().flatten().min().expect("a deadline");
+            let next_stats = self.stats.map(|(_, _, at)| at);
+            let wake = [Some(self.deadline), accept_retry, grace, linger, next_stats]
+                .into_iter()
+                .flatten()
+                .min()
+                .expect("a deadline");
             sleep.as_mut().reset(wake.into());
             for (conn, to) in std::mem::take(&mut self.connects) {
                 let (tx, rx) = mpsc::unbounded_channel();
-                let task = tasks.spawn(outgoing(conn, to, events_tx.clone(), rx));
-                self.conns.insert(conn, (tx, task));
+                let backlog = Backlog::new(self.gw.max_pending_bytes());
+                let task = tasks.spawn(outgoing(conn, to, events_tx.clone(), rx, Arc::clone(&backlog)));
+                self.conns.insert(conn, (tx, task, backlog));
             }
             tokio::select! {
                 accepted = accept(listener.as_ref().filter(|_| accept_retry.is_none())) => match accepted {
@@ -316,8 +385,10 @@ impl Core {
                             log::debug!("{conn}: TCP_NODELAY: {e}");
                         }
                         let (tx, rx) = mpsc::unbounded_channel();
-                        let task = tasks.spawn(connection(conn, stream, events_tx.clone(), rx));
-                        self.conns.insert(conn, (tx, task));
+                        let backlog = Backlog::new(self.gw.max_pending_bytes());
+                        let socket = Socket { stream, backlog: Arc::clone(&backlog) };
+                        let task = tasks.spawn(connection(conn, socket, events_tx.clone(), rx));
+                        self.conns.insert(conn, (tx, task, backlog));
                         self.feed(Input::Accepted { conn, listener: Listener::Web, peer });
                     }
                     Err(e) if matches!(e.kind(), ErrorKind::Interrupted | ErrorKind::ConnectionAborted) => {}
@@ -332,8 +403,10 @@ impl Core {
                         self.next_id += 1;
                         let _ = stream.set_nodelay(true);
                         let (tx, rx) = mpsc::unbounded_channel();
-                        let task = tasks.spawn(connection(conn, stream, events_tx.clone(), rx));
-                        self.conns.insert(conn, (tx, task));
+                        let backlog = Backlog::new(self.gw.max_pending_bytes());
+                        let socket = Socket { stream, backlog: Arc::clone(&backlog) };
+                        let task = tasks.spawn(connection(conn, socket, events_tx.clone(), rx));
+                        self.conns.insert(conn, (tx, task, backlog));
                         self.feed(Input::Accepted { conn, listener: Listener::SipTcp, peer });
                     }
                     Err(e) if matches!(e.kind(), ErrorKind::Interrupted | ErrorKind::ConnectionAborted) => {}
@@ -382,6 +455,12 @@ impl Core {
                         let (_, task) = self.lingering.pop_front().expect("front exists");
                         task.abort(); // a no-op if it has ended
                     }
+                    if let Some((index, every, at)) = self.stats.as_mut() {
+                        if *at <= now {
+                            log::info!("{}", driver::stats_line(Some(*index), &self.gw.stats()));
+                            *at = now + *every;
+                        }
+                    }
                     self.timer();
                 }
                 _ = stop.changed(), if grace.is_none() => {
@@ -404,11 +483,33 @@ impl Core {
     /// answers to the binds it asked for (each followed by its own drain).
     fn drain(&mut self) -> bool {
         let mut any = self.drain_outputs();
-        while let Some((socket, answer)) = self.bind_answers.pop_front() {
-            self.gw.handle_input(Instant::now(), Input::udp_bind_result(socket, answer));
+        loop {
+            if let Some((socket, answer)) = self.bind_answers.pop_front() {
+                self.gw.handle_input(Instant::now(), Input::udp_bind_result(socket, answer));
+            } else if let Some(conn) = self.dropped.pop() {
+                self.gw.handle_input(Instant::now(), Input::StreamClosed { conn });
+            } else {
+                return any;
+            }
             any |= self.drain_outputs();
         }
-        any
+    }
+
+    /// Hands `data` to the task of `conn`, unless that makes more than `max_pending_bytes` wait
+    /// for its peer: then the task is aborted, its socket reset, and the core told after the
+    /// drain (a peer that does not read must not make us hold an unbounded queue).
+    fn write(&mut self, conn: ConnId, data: Vec<u8>) {
+        let Some((tx, task, backlog)) = self.conns.get(&conn) else { return };
+        let pending = backlog.pending.fetch_add(data.len(), Ordering::Relaxed) + data.len();
+        if pending <= backlog.limit || !backlog.stalled.load(Ordering::Relaxed) {
+            let _ = tx.send(Command::Write(data)); // fails only if the task ended: Closed is on its way
+            return;
+        }
+        Backlog::dropping(conn, pending, backlog.limit);
+        backlog.reset.store(true, Ordering::Relaxed);
+        task.abort();
+        self.conns.remove(&conn);
+        self.dropped.push(conn);
     }
 
     /// Hands the core's outputs to the connection tasks until `Output::Timeout`, then appends to
@@ -419,14 +520,13 @@ impl Core {
             match self.gw.poll_output() {
                 Output::StreamWrite { conn, data } => {
                     any = true;
-                    if let Some((tx, _)) = self.conns.get(&conn) {
-                        let _ = tx.send(Command::Write(data)); // fails only if the task ended: Closed is on its way
-                    }
+                    self.write(conn, data);
                 }
                 Output::StreamClose { conn } => {
                     any = true;
                     self.connects.retain(|(c, _)| *c != conn);
-                    if let Some((tx, task)) = self.conns.remove(&conn) {
+                    self.dropped.retain(|&d| d != conn);
+                    if let Some((tx, task, _)) = self.conns.remove(&conn) {
                         let _ = tx.send(Command::Close);
                         self.lingering.push_back((Instant::now() + CLOSE_LINGER, task));
                     }
@@ -577,10 +677,11 @@ async fn accept(listener: Option<&TcpListener>) -> io::Result<(TcpStream, Socket
 /// after a close command, or after EOF or an error, which it reports as `Event::Closed`.
 async fn connection(
     conn: ConnId,
-    mut stream: TcpStream,
+    mut socket: Socket,
     events: mpsc::Sender<Event>,
     mut commands: mpsc::UnboundedReceiver<Command>,
 ) {
+    let stream = &mut socket.stream;
     let failure = loop {
         tokio::select! {
             ready = stream.readable() => {
@@ -601,7 +702,9 @@ async fn connection(
             }
             command = commands.recv() => match command {
                 Some(Command::Write(data)) => {
-                    if let Err(e) = stream.write_all(&data).await {
+                    let written = write_all(conn, stream, &data, &socket.backlog).await;
+                    socket.backlog.pending.fetch_sub(data.len(), Ordering::Relaxed);
+                    if let Err(e) = written {
                         break e;
                     }
                 }
@@ -613,18 +716,47 @@ async fn connection(
     let _ = events.send(Event::Closed(conn)).await;
 }
 
+/// Writes all of `data`, marking `backlog` stalled while the socket takes nothing. Fails (and
+/// marks the socket for a reset) when the socket stops taking bytes with more than the backlog's
+/// limit still to write.
+async fn write_all(conn: ConnId, stream: &TcpStream, data: &[u8], backlog: &Backlog) -> io::Result<()> {
+    let mut done = 0;
+    while done < data.len() {
+        match stream.try_write(&data[done..]) {
+            Ok(0) => return Err(ErrorKind::WriteZero.into()),
+            Ok(n) => done += n,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                let pending = backlog.pending.load(Ordering::Relaxed) - done;
+                if pending > backlog.limit {
+                    Backlog::dropping(conn, pending, backlog.limit);
+                    backlog.reset.store(true, Ordering::Relaxed);
+                    return Err(io::Error::other("max_pending_bytes"));
+                }
+                backlog.stalled.store(true, Ordering::Relaxed);
+                let ready = stream.writable().await;
+                backlog.stalled.store(false, Ordering::Relaxed);
+                ready?;
+            }
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 /// Connects to `to`, reports the outcome, then runs as [`connection`].
 async fn outgoing(
     conn: ConnId,
     to: SocketAddr,
     events: mpsc::Sender<Event>,
     commands: mpsc::UnboundedReceiver<Command>,
+    backlog: Arc<Backlog>,
 ) {
     match TcpStream::connect(to).await {
         Ok(stream) => {
             let _ = stream.set_nodelay(true);
             if events.send(Event::Connected(conn, Ok(()))).await.is_ok() {
-                connection(conn, stream, events, commands).await;
+                connection(conn, Socket { stream, backlog }, events, commands).await;
             }
         }
         Err(e) => {
@@ -635,7 +767,7 @@ async fn outgoing(
 
 /// Discards unread input (so that closing does not turn into a reset that could destroy what we
 /// just sent), then shuts down writing; the socket closes when dropped.
-async fn close(conn: ConnId, mut stream: TcpStream) {
+async fn close(conn: ConnId, stream: &mut TcpStream) {
     let mut scratch = [0u8; 4096];
     for _ in 0..16 {
         match stream.try_read(&mut scratch) {

@@ -4,22 +4,27 @@ use std::path::PathBuf;
 
 /// `$SYLKGW_BIN_DIR/sylkgw-mio`, else `target/release/sylkgw-mio`, else the debug build.
 pub fn locate_binary() -> PathBuf {
+    locate("sylkgw-mio")
+}
+
+/// `$SYLKGW_BIN_DIR/NAME`, else `target/release/NAME`, else the debug build (with a warning).
+pub fn locate(name: &str) -> PathBuf {
     if std::env::var_os("SYLKGW_BIN_DIR").is_some() {
-        return crate::binary("sylkgw-mio");
+        return crate::binary(name);
     }
     let exe = std::env::current_exe().expect("current_exe");
     let profile_dir = exe.parent().expect("target/PROFILE");
     let target = profile_dir.parent().expect("target");
-    let release = target.join("release").join("sylkgw-mio");
+    let release = target.join("release").join(name);
     if release.is_file() {
         return release;
     }
-    let debug = target.join("debug").join("sylkgw-mio");
+    let debug = target.join("debug").join(name);
     if debug.is_file() {
         eprintln!("warning: {} is missing; measuring the DEBUG build {}", release.display(), debug.display());
         return debug;
     }
-    panic!("sylkgw-mio is missing: build the binaries first: cargo build --release --workspace");
+    panic!("{name} is missing: build the binaries first: cargo build --release --workspace");
 }
 
 /// Raises the soft `RLIMIT_NOFILE` to the hard limit (inherited by the server).

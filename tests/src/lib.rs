@@ -8,9 +8,13 @@
 pub mod audio;
 pub mod bench;
 pub mod browser;
+pub mod churn;
+pub mod gateway_sim;
 pub mod netns;
 pub mod peers;
+pub mod sip_text;
 pub mod tls_registrar;
+pub mod webrtc_client;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
@@ -173,6 +177,18 @@ impl Server {
                 );
             }
         }
+    }
+
+    /// How many stderr lines were read so far.
+    pub fn stderr_line_count(&self) -> usize {
+        self.log.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// The stderr lines from index `from` on (a reader that keeps its place reads a long log
+    /// once, not over and over).
+    pub fn stderr_lines_since(&self, from: usize) -> Vec<String> {
+        let log = self.log.lock().unwrap_or_else(|e| e.into_inner());
+        log.get(from..).map(<[String]>::to_vec).unwrap_or_default()
     }
 
     /// The process id.

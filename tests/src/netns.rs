@@ -240,6 +240,56 @@ pub(crate) fn kill_pid(pid: u32, signal: i32) {
     }
 }
 
+/// For a program (a benchmark, the soak) rather than a test: runs this executable again, with the
+/// same arguments and `env_inside=1`, inside a fresh network namespace (`unshare -n sh -c 'ip
+/// link set lo up && exec "$0" "$@"'`), and returns its outcome; past `timeout` it and every
+/// process below it are killed by PID. The re-executed program checks `env_inside` to know it
+/// is inside (and should call [`assert_isolated`]). Fails without root, `unshare` or `ip`.
+pub fn reexec_self(name: &str, env_inside: &str, timeout: Duration) -> std::process::ExitCode {
+    use std::process::ExitCode;
+    if let Err(why) = prerequisites() {
+        eprintln!("{name} needs root, `unshare` and `ip` for a private network namespace: {why}");
+        return ExitCode::FAILURE;
+    }
+    let unshare = find_program("unshare").expect("checked");
+    let ip = find_program("ip").expect("checked");
+    let exe = std::env::current_exe().expect("current_exe");
+    let script = format!("'{}' link set lo up && exec \"$0\" \"$@\"", ip.display());
+    let mut child = Command::new(unshare)
+        .args(["-n", "sh", "-c", &script])
+        .arg(&exe)
+        .args(std::env::args_os().skip(1))
+        .env(env_inside, "1")
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("spawning unshare");
+    let deadline = Instant::now() + timeout;
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) if status.success() => return ExitCode::SUCCESS,
+            Ok(Some(status)) => {
+                eprintln!("{name} (inside its namespace): {status}");
+                return ExitCode::FAILURE;
+            }
+            Ok(None) if Instant::now() >= deadline => {
+                eprintln!("{name} did not finish within {timeout:?}; killing it by PID");
+                let pids = descendants(child.id());
+                let _ = child.kill();
+                for pid in pids {
+                    if let Ok(pid) = i32::try_from(pid) {
+                        // SAFETY: kill(2) has no memory-safety preconditions; pid is positive.
+                        unsafe { libc::kill(pid, libc::SIGKILL) };
+                    }
+                }
+                let _ = child.wait();
+                return ExitCode::FAILURE;
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(50)),
+            Err(e) => panic!("waiting for the inner {name}: {e}"),
+        }
+    }
+}
+
 /// Every live process whose parent chain leads to `pid` (children first, then theirs…).
 pub fn descendants(pid: u32) -> Vec<u32> {
     let mut table = Vec::new();

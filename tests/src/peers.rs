@@ -1257,21 +1257,24 @@ impl Sipp {
     /// packet is sent back to its source. One call (`-m 1`); it exits 0 after the BYE (and 4 s of
     /// timewait). Spawn it, [`SippProcess::wait_bound`], then call `sip:anything@LOCAL`.
     pub fn echo_uas(workdir: &Path, local: SocketAddr, media_port: u16) -> Self {
-        Self::new(workdir, Scenario::peer_file("uas_rr.xml"))
-            .local(local)
-            .media_port(media_port)
-            .calls(1)
-            .arg("-rtp_echo")
+        Self::echo_with(workdir, "uas_rr.xml", local, media_port)
+    }
+
+    /// One call of the UAS scenario `file` (in `tests/peers/sipp/`) with `-rtp_echo` on `media_port`.
+    fn echo_with(workdir: &Path, file: &str, local: SocketAddr, media_port: u16) -> Self {
+        Self::new(workdir, Scenario::peer_file(file)).local(local).media_port(media_port).calls(1).arg("-rtp_echo")
     }
 
     /// [`Sipp::echo_uas`] answering PCMU plus telephone-event/8000 (payload 101,
     /// `tests/peers/sipp/uas_pcmu_te.xml`); RFC 4733 events are echoed like audio.
     pub fn echo_uas_te(workdir: &Path, local: SocketAddr, media_port: u16) -> Self {
-        Self::new(workdir, Scenario::peer_file("uas_pcmu_te.xml"))
-            .local(local)
-            .media_port(media_port)
-            .calls(1)
-            .arg("-rtp_echo")
+        Self::echo_with(workdir, "uas_pcmu_te.xml", local, media_port)
+    }
+
+    /// [`Sipp::echo_uas_te`] answering video too: VP8 (payload 96) on `media_port + 2`, where
+    /// `-rtp_echo` echoes as on `media_port` (`tests/peers/sipp/uas_video_echo.xml`).
+    pub fn echo_uas_video(workdir: &Path, local: SocketAddr, media_port: u16) -> Self {
+        Self::echo_with(workdir, "uas_video_echo.xml", local, media_port)
     }
 
     /// A UAC (`tests/peers/sipp/uac_auth_rtp.xml`) calling `callee` through `proxy` as

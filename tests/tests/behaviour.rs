@@ -75,6 +75,9 @@ both!(
     capture_replays_identically,
     media_sockets_bound_and_read,
     bad_media_options_exit_2,
+    slow_reader_dropped,
+    secrets_not_logged_or_captured,
+    http_header_too_large_431,
 );
 
 const PASSWORD: &str = "b1726872c344b6dc8365b774f8fd6412";
@@ -146,6 +149,26 @@ fn web_origins_403(v: &Variant) {
     let offer = Offer { protocols: Some("sylkRTC-2"), origin: Some("https://good.example"), tls: None };
     let mut c = WsClient::connect(&s, offer).expect("the good origin upgrades");
     assert_eq!(c.recv_text(), r#"{"sylkrtc":"ready-event"}"#);
+}
+
+/// An upgrade request head over `max_http_header_size` gets 431; one just under it upgrades.
+fn http_header_too_large_431(v: &Variant) {
+    let (s, _dir) = v.start_with_config("max_http_header_size = 1024\n");
+    let big = format!("Sec-WebSocket-Protocol: sylkRTC-2\r\nX-Pad: {}\r\n", "p".repeat(1200));
+    let r = http_request(s.addr, &upgrade_request(WS_PATH, &big));
+    assert_eq!(r.status_line, "HTTP/1.1 431 Request Header Fields Too Large", "{r:?}");
+    let fits = format!("Sec-WebSocket-Protocol: sylkRTC-2\r\nX-Pad: {}\r\n", "p".repeat(600));
+    let mut tcp = std::net::TcpStream::connect(s.addr).expect("connect");
+    tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    std::io::Write::write_all(&mut tcp, upgrade_request(WS_PATH, &fits).as_bytes()).unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(std::io::Read::read(&mut tcp, &mut byte).expect("the response head"), 1, "closed early");
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head);
+    assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
 }
 
 fn other_path_404(v: &Variant) {
@@ -429,5 +452,242 @@ fn bad_media_options_exit_2(v: &Variant) {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{extra:?}: {stderr}");
         assert!(stderr.contains(says), "{extra:?}: {stderr}");
+    }
+}
+
+// ===== Robustness: slow readers, secrets =====
+
+/// A SIP peer on a loopback UDP socket, for the gateway's `outbound_sip_proxy`: it answers
+/// REGISTERs (200 with the binding, or a digest challenge first) and sends requests to the
+/// gateway.
+struct SipPeer {
+    sock: std::net::UdpSocket,
+}
+
+/// A SIP request or response received by [`SipPeer`], with its source.
+struct SipIn {
+    text: String,
+    from: std::net::SocketAddr,
+}
+
+impl SipIn {
+    fn header(&self, name: &str) -> &str {
+        self.text
+            .split("\r\n")
+            .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(": ")))
+            .unwrap_or_else(|| panic!("no {name} in\n{}", self.text))
+    }
+
+    /// A response to this request (To tag added for final responses).
+    fn reply(&self, status: &str, extra: &str) -> String {
+        let to = self.header("To");
+        let to = if to.contains(";tag=") { to.to_string() } else { format!("{to};tag=peer") };
+        format!(
+            "SIP/2.0 {status}\r\nVia: {}\r\nFrom: {}\r\nTo: {to}\r\nCall-ID: {}\r\nCSeq: {}\r\n{extra}Content-Length: 0\r\n\r\n",
+            self.header("Via"),
+            self.header("From"),
+            self.header("Call-ID"),
+            self.header("CSeq"),
+        )
+    }
+}
+
+impl SipPeer {
+    fn new() -> Self {
+        let sock = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind the SIP peer");
+        Self { sock }
+    }
+
+    fn addr(&self) -> std::net::SocketAddr {
+        self.sock.local_addr().unwrap()
+    }
+
+    /// The next message before `deadline`, if any.
+    fn recv(&self, deadline: Instant) -> Option<SipIn> {
+        let mut buf = vec![0u8; 65536];
+        loop {
+            let left = deadline.checked_duration_since(Instant::now())?;
+            self.sock.set_read_timeout(Some(left.max(Duration::from_millis(1)))).unwrap();
+            if let Ok((n, from)) = self.sock.recv_from(&mut buf) {
+                return Some(SipIn { text: String::from_utf8_lossy(&buf[..n]).into_owned(), from });
+            }
+        }
+    }
+
+    /// Waits (5 s) for a message whose text contains `what`, skipping the others.
+    fn expect(&self, what: &str) -> SipIn {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while let Some(m) = self.recv(deadline) {
+            if m.text.contains(what) {
+                return m;
+            }
+        }
+        panic!("the SIP peer got no message with {what:?} within 5 s");
+    }
+
+    fn send(&self, text: &str, to: std::net::SocketAddr) {
+        self.sock.send_to(text.as_bytes(), to).expect("send SIP");
+    }
+
+    /// Answers a REGISTER with 200 and its binding; returns the Contact URI.
+    fn accept_register(&self, reg: &SipIn) -> String {
+        let contact = reg.header("Contact");
+        self.send(&reg.reply("200 OK", &format!("Contact: {contact};expires=600\r\n")), reg.from);
+        let start = contact.find('<').map_or(0, |i| i + 1);
+        let end = contact[start..].find('>').map_or(contact.len(), |i| start + i);
+        contact[start..end].to_string()
+    }
+}
+
+/// A WebSocket client that stops reading while the gateway has more and more to send it (here
+/// incoming calls whose events carry 24 KiB of headers, so the output is not the answer to its
+/// own requests, which the runtimes stop reading): once more than `max_pending_bytes` wait for
+/// it, the connection is dropped with a TCP reset, everything it owned is released (its
+/// registration ends with `Expires: 0`, its ringing calls are declined 480), and the gateway
+/// keeps serving another client.
+fn slow_reader_dropped(v: &Variant) {
+    let peer = SipPeer::new();
+    let ini =
+        format!("outbound_sip_proxy = {}\nmax_pending_bytes = 65536\nmax_sessions_per_connection = 500\n", peer.addr());
+    let (s, _dir) = v.start_with_config(&ini);
+    let mut good = WsClient::ready(&s);
+    let (mut slow, _) = RawWs::connect(s.addr, "sylkRTC-2").expect("raw upgrade");
+    let small: libc::c_int = 4096;
+    // SAFETY: setsockopt reads a valid c_int.
+    let set = unsafe {
+        libc::setsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(&slow.stream),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            std::ptr::addr_of!(small).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(set, 0, "SO_RCVBUF");
+    let add = format!(
+        r#"{{"sylkrtc":"account-add","transaction":"1","account":"alice@example.com","password":"{PASSWORD}","incoming_header_prefixes":["X-"]}}"#
+    );
+    slow.send_text(&add).unwrap();
+    slow.send_text(r#"{"sylkrtc":"account-register","transaction":"2","account":"alice@example.com"}"#).unwrap();
+    let reg = peer.expect("REGISTER ");
+    let gateway_sip = reg.from;
+    let contact = peer.accept_register(&reg);
+
+    let sdp = "v=0\r\no=bob 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+               m=audio 30000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
+    let fill = "f".repeat(24 * 1024);
+    let dropped = |s: &Server| s.stderr_text().contains("dropping the connection");
+    let mut invites = 0;
+    while invites < 400 && !dropped(&s) {
+        let p = peer.addr();
+        let invite = format!(
+            "INVITE {contact} SIP/2.0\r\nVia: SIP/2.0/UDP {p};branch=z9hG4bK-slow{invites}\r\nMax-Forwards: 70\r\n\
+             From: <sip:bob@127.0.0.1>;tag=b{invites}\r\nTo: <sip:alice@example.com>\r\n\
+             Call-ID: slow-{invites}@peer\r\nCSeq: 1 INVITE\r\nContact: <sip:bob@{p}>\r\nX-Fill: {fill}\r\n\
+             Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+            sdp.len()
+        );
+        peer.send(&invite, gateway_sip);
+        invites += 1;
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !dropped(&s) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let log = s.stderr_text();
+    let line = log.lines().find(|l| l.contains("dropping the connection")).unwrap_or_else(|| {
+        panic!("not dropped after {invites} incoming calls:\n{log}");
+    });
+    assert!(line.contains("max_pending_bytes 65536"), "{line}");
+    eprintln!("dropped after {invites} incoming calls: {line}");
+
+    // What it owned is released: the binding is removed and the ringing calls are declined.
+    let unregister = peer.expect("REGISTER ");
+    assert!(unregister.text.to_ascii_lowercase().contains("expires=0") || unregister.text.contains("Expires: 0"));
+    peer.send(&unregister.reply("200 OK", ""), unregister.from);
+    peer.expect("SIP/2.0 480 ");
+
+    // The slow client's socket was reset (or closed): reading ends without a timeout.
+    slow.stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut sink = vec![0u8; 65536];
+    let end = loop {
+        match std::io::Read::read(&mut slow.stream, &mut sink) {
+            Ok(0) => break "EOF".to_string(),
+            Ok(_) => {}
+            Err(e) => break format!("{:?}", e.kind()),
+        }
+    };
+    assert!(end == "EOF" || end == "ConnectionReset", "the slow client's connection ended with {end}");
+
+    // The other client is still served.
+    assert_eq!(good.request(&ping("after")), ack("after"));
+}
+
+/// Neither the log (at trace level) nor the capture of a session that adds accounts with a
+/// clear password and with an HA1, and registers one through a digest challenge, holds either
+/// secret (or the HA1 of the clear password).
+fn secrets_not_logged_or_captured(v: &Variant) {
+    let peer = SipPeer::new();
+    let dir = TempDir::new("secrets");
+    let capture = dir.path().join("secrets.cap");
+    let conf = dir.write("sylkgw.ini", format!("outbound_sip_proxy = {}\n", peer.addr()));
+    let mut s = v.start(&[
+        "-v".into(),
+        "-v".into(),
+        "--config".into(),
+        conf.display().to_string(),
+        "--capture".into(),
+        capture.display().to_string(),
+    ]);
+    let clear = "Clear-Pa55word-7";
+    let clear_ha1 = sylkgw_tests::ha1("bob", "example.com", clear);
+    let mut c = WsClient::ready(&s);
+    let add_bob =
+        format!(r#"{{"sylkrtc":"account-add","transaction":"1","account":"bob@example.com","password":"{clear}"}}"#);
+    assert_eq!(c.request(&add_bob), ack("1"));
+    assert_eq!(c.request(&add_alice("2")), ack("2"));
+    for (tr, account) in [("3", "bob@example.com"), ("4", "alice@example.com")] {
+        c.send_text(&format!(r#"{{"sylkrtc":"account-register","transaction":"{tr}","account":"{account}"}}"#));
+    }
+    // Each REGISTER is challenged once, then accepted.
+    let challenge = "WWW-Authenticate: Digest realm=\"example.com\", nonce=\"abc123\", qop=\"auth\", algorithm=MD5\r\n";
+    let mut accepted = 0;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while accepted < 2 {
+        let reg = peer.recv(deadline).expect("REGISTERs within 5 s");
+        if reg.text.contains("Authorization: Digest") {
+            peer.accept_register(&reg);
+            accepted += 1;
+        } else if reg.text.starts_with("REGISTER ") {
+            peer.send(&reg.reply("401 Unauthorized", challenge), reg.from);
+        }
+    }
+    let mut registered = 0;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while registered < 2 && Instant::now() < deadline {
+        if let Some(Message::Text(t)) = c.next_before(deadline).expect("open") {
+            registered += usize::from(t.contains(r#""state":"registered""#));
+        }
+    }
+    assert_eq!(registered, 2, "both accounts registered");
+    s.sigterm();
+    let _ = c.expect_close();
+    assert_eq!(s.wait_exit(Duration::from_secs(5)), Some(0));
+
+    let mut texts = vec![("log".to_string(), s.stderr_text())];
+    let files: Vec<PathBuf> = if v.multi_worker() {
+        (0..2).map(|i| PathBuf::from(format!("{}.{i}", capture.display()))).collect()
+    } else {
+        vec![capture.clone()]
+    };
+    for f in files {
+        texts.push((f.display().to_string(), read(&f)));
+    }
+    assert!(texts.iter().any(|(_, t)| t.contains("Authorization: Digest")), "the REGISTERs were captured");
+    for (what, text) in &texts {
+        for secret in [clear, PASSWORD, clear_ha1.as_str()] {
+            assert!(!text.contains(secret), "{what} holds the secret {secret}:\n{text}");
+        }
     }
 }

@@ -12,133 +12,24 @@
 #![allow(clippy::disallowed_methods)] // Instant::now is only the epoch of the virtual clock
 
 use serde_json::Value;
-use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
-use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
-use str0m::format::{Codec, FormatParams};
-use str0m::media::{Direction, Frequency, MediaKind, Mid};
-use str0m::net::{Protocol, Receive};
-use str0m::rtp::RtpWrite;
-use str0m::{Candidate, Event, Input as RtcInput, Output as RtcOutput, Rtc, RtcConfig};
+use str0m::media::Direction;
 use sylkgw_core::capture;
 use sylkgw_core::config::Config;
 use sylkgw_core::media::rtp;
 use sylkgw_core::media::sdp::SessionDescription;
 use sylkgw_core::media::srtp::{CryptoAttribute, SrtpContext};
-use sylkgw_core::media::webrtc::DtlsIdentity;
-use sylkgw_core::test_exports::{client_text_frame, UPGRADE_V2};
-use sylkgw_core::{ConnId, Gateway, Input, Listener, Output, SocketId, UdpPurpose};
+use sylkgw_core::{ConnId, Input};
+use sylkgw_tests::gateway_sim::{
+    self, addr, reply, sdp_addr_of, sdp_rtp_addr, BindAnswer, GatewaySim, World, FAR_SIP, HA1, LATENCY,
+};
+use sylkgw_tests::sip_text::{body, header};
+use sylkgw_tests::webrtc_client::{m_line, section, Datagram, Video, WebRtcClient as Browser, H264, H264_FMTP, VP8};
 
-const GW_SIP: &str = "127.0.0.1:5060";
-const GW_WEBRTC: &str = "127.0.0.1:40000";
-const FAR_SIP: &str = "127.0.0.1:5070";
 const FAR_RTP: &str = "127.0.0.1:30000";
 const BROWSER: &str = "127.0.0.1:50000";
 const WS: ConnId = ConnId(1);
-const LATENCY: Duration = Duration::from_millis(5);
-const TELE: u8 = 126;
-
-fn addr(s: &str) -> SocketAddr {
-    s.parse().unwrap()
-}
-
-struct Datagram {
-    at: Instant,
-    from: SocketAddr,
-    to: SocketAddr,
-    data: Vec<u8>,
-}
-
-/// A browser on str0m: full ICE (controlling against our ICE-lite), Opus, PCMU, telephone-event.
-struct Browser {
-    rtc: Rtc,
-    mid: Option<Mid>,
-    pending: Option<SdpPendingOffer>,
-    timeout: Instant,
-    connected: bool,
-    got: Vec<(u8, Vec<u8>)>,
-    seq: u64,
-}
-
-impl Browser {
-    fn config() -> RtcConfig {
-        let mut config =
-            RtcConfig::new().set_rtp_mode(true).clear_codecs().enable_opus(true, false).enable_pcmu(true, false);
-        config.codec_config().add_config(
-            TELE.into(),
-            None,
-            Codec::Tele,
-            Frequency::EIGHT_KHZ,
-            None,
-            FormatParams::parse_line("0-16"),
-        );
-        config
-    }
-
-    fn new(now: Instant) -> Self {
-        let mut rtc = Self::config().build(now);
-        rtc.add_local_candidate(Candidate::host(addr(BROWSER), "udp").unwrap()).unwrap();
-        Self { rtc, mid: None, pending: None, timeout: now, connected: false, got: Vec::new(), seq: 1 }
-    }
-
-    fn offer(&mut self) -> String {
-        let mut api = self.rtc.sdp_api();
-        let mid = api.add_media(MediaKind::Audio, Direction::SendRecv, None, None, None);
-        let (offer, pending) = api.apply().unwrap();
-        self.mid = Some(mid);
-        self.pending = Some(pending);
-        offer.to_sdp_string()
-    }
-
-    fn accept_answer(&mut self, answer: &str) {
-        let pending = self.pending.take().expect("an offer was made");
-        self.rtc.sdp_api().accept_answer(pending, SdpAnswer::from_sdp_string(answer).unwrap()).unwrap();
-    }
-
-    /// Answers the gateway's offer as a browser does (`a=setup:active`: the browser is the DTLS
-    /// client).
-    fn answer(&mut self, offer: &str) -> String {
-        let offer = if self.mid.is_none() { offer.replace("a=setup:actpass", "a=setup:passive") } else { offer.into() };
-        let answer = self.rtc.sdp_api().accept_offer(SdpOffer::from_sdp_string(&offer).unwrap()).unwrap();
-        let answer = answer.to_sdp_string();
-        let mid = answer.lines().find_map(|l| l.strip_prefix("a=mid:")).unwrap().trim().to_string();
-        self.mid = Some(Mid::from(mid.as_str()));
-        answer
-    }
-
-    fn drain(&mut self, now: Instant, wire: &mut VecDeque<Datagram>) {
-        loop {
-            match self.rtc.poll_output().expect("browser poll") {
-                RtcOutput::Timeout(t) => {
-                    self.timeout = t;
-                    return;
-                }
-                RtcOutput::Transmit(t) => wire.push_back(Datagram {
-                    at: now + LATENCY,
-                    from: t.source,
-                    to: t.destination,
-                    data: t.contents.into(),
-                }),
-                RtcOutput::Event(Event::Connected) => self.connected = true,
-                RtcOutput::Event(Event::RtpPacket(p)) => self.got.push((*p.header.payload_type, p.payload.to_vec())),
-                RtcOutput::Event(_) => {}
-            }
-        }
-    }
-
-    fn send_rtp(&mut self, now: Instant, pt: u8, payload: &[u8], wire: &mut VecDeque<Datagram>) {
-        let Some(mid) = self.mid else { return };
-        let seq = self.seq;
-        self.seq += 1;
-        let mut api = self.rtc.direct_api();
-        let Some(tx) = api.stream_tx_by_mid(mid, None) else { return };
-        tx.write_rtp(RtpWrite::new(pt.into(), seq.into(), (seq * 160) as u32, now, payload));
-        self.drain(now, wire);
-        self.rtc.handle_input(RtcInput::Timeout(now)).unwrap();
-        self.drain(now, wire);
-    }
-}
 
 /// What the SIP far end does with an INVITE.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -155,21 +46,26 @@ enum Script {
     Challenge,
     /// As `Answer`, with SDES-SRTP (RTP/SAVP, the offer's tag-1 suite, a key of its own).
     AnswerSrtp,
+    /// As `Answer`, with video: VP8 at the far end's own number [`FAR_VP8`] on [`FAR_VIDEO`].
+    AnswerVideo,
+    /// As `Answer`, refusing the offered video (`m=video 0`).
+    AnswerVideoRejected,
 }
 
+/// The far end's VP8 payload type (not the browser's 96: the gateway maps them).
+const FAR_VP8: u8 = 100;
+const FAR_VIDEO: &str = "127.0.0.1:30002";
+const FAR_VIDEO_RTCP: &str = "127.0.0.1:30003";
+
 struct Sim {
-    gw: Gateway,
-    now: Instant,
-    deadline: Instant,
+    net: GatewaySim,
     browser: Browser,
-    wire: VecDeque<Datagram>,
-    /// Bound sockets of the gateway.
-    sockets: BTreeMap<SocketId, SocketAddr>,
-    /// Server → client WebSocket bytes not yet decoded, and the events decoded.
-    ws_buf: Vec<u8>,
-    events: Vec<Value>,
-    ws_closed: bool,
-    ws_open: bool,
+    /// The browser's next RTP sequence number (audio).
+    browser_seq: u64,
+    /// The browser's video codecs (its offers carry video unless none).
+    browser_video: Video,
+    /// The answer the browser got in `accepted` ([`Sim::outgoing_call`]).
+    browser_answer: Option<String>,
     /// SIP the far end received, in order.
     sip_in: Vec<String>,
     /// RTP the far end received (pt, payload).
@@ -186,48 +82,18 @@ struct Sim {
     far_srtp: Option<(SrtpContext, SrtpContext)>,
     /// RTCP packets the far end received (decrypted when SRTP is on).
     far_rtcp: Vec<Vec<u8>>,
-    transaction: u32,
+    /// Video RTP the far end received (pt, payload), and video RTCP.
+    far_video: Vec<(u8, Vec<u8>)>,
+    far_video_rtcp: Vec<Vec<u8>>,
+    /// Where the far end sends video RTP (from the gateway's SDP).
+    far_video_target: Option<SocketAddr>,
+    /// The browser's next video sequence number.
+    browser_video_seq: u64,
 }
 
-fn test_cert() -> DtlsIdentity {
-    str0m::crypto::from_feature_flags().dtls_provider.generate_certificate().expect("certificate").into()
-}
-
-fn header<'a>(msg: &'a str, name: &str) -> &'a str {
-    msg.split("\r\n")
-        .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(": ")))
-        .unwrap_or_else(|| panic!("no {name} in\n{msg}"))
-}
-
-fn body(msg: &str) -> &str {
-    msg.split_once("\r\n\r\n").map_or("", |(_, b)| b)
-}
-
-fn reply(req: &str, code: u16, reason: &str, extra: &str, body: &str) -> String {
-    let to = header(req, "To");
-    let to = if to.contains(";tag=") || code == 100 { to.to_string() } else { format!("{to};tag=far1") };
-    format!(
-        "SIP/2.0 {code} {reason}\r\nVia: {}\r\nFrom: {}\r\nTo: {to}\r\nCall-ID: {}\r\nCSeq: {}\r\n{extra}Content-Length: {}\r\n\r\n{body}",
-        header(req, "Via"),
-        header(req, "From"),
-        header(req, "Call-ID"),
-        header(req, "CSeq"),
-        body.len()
-    )
-}
-
+/// The far end's SDP on [`FAR_RTP`] with `direction`.
 fn far_sdp(direction: &str) -> String {
-    format!(
-        "v=0\r\no=far 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 30000 RTP/AVP 0 101\r\n\
-         a=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\na={direction}\r\n"
-    )
-}
-
-/// The RTP address in an SDP body.
-fn sdp_rtp_addr(sdp: &str) -> SocketAddr {
-    let ip = sdp.lines().find_map(|l| l.strip_prefix("c=IN IP4 ")).unwrap().trim();
-    let port = sdp.lines().find_map(|l| l.strip_prefix("m=audio ")).unwrap().split(' ').next().unwrap();
-    addr(&format!("{ip}:{port}"))
+    gateway_sim::far_sdp(30000, direction)
 }
 
 impl Sim {
@@ -236,28 +102,13 @@ impl Sim {
     }
 
     fn with_config(script: Script, tweak: impl FnOnce(&mut Config)) -> Self {
-        let mut config = Config::default();
-        config.sip.listen = addr(GW_SIP);
-        config.sip.outbound_sip_proxy = Some(FAR_SIP.into());
-        config.media.webrtc_listen = Some(addr(GW_WEBRTC));
-        config.media.media_advertised_addresses = vec!["127.0.0.1".into()];
-        config.media.rtp_ports = (20000, 20099);
-        config.webrtc.dtls_cert = Some(test_cert());
-        config.capture = true;
-        tweak(&mut config);
-        let now = Instant::now();
-        let gw = Gateway::new(config, [7; 32], now, Duration::from_secs(1_700_000_000)).unwrap();
+        let net = GatewaySim::new([7; 32], BindAnswer::AtOnce, tweak);
         let mut sim = Self {
-            gw,
-            now,
-            deadline: now,
-            browser: Browser::new(now),
-            wire: VecDeque::new(),
-            sockets: BTreeMap::new(),
-            ws_buf: Vec::new(),
-            events: Vec::new(),
-            ws_closed: false,
-            ws_open: false,
+            browser: Browser::browser(net.now, addr(BROWSER), Video::None),
+            net,
+            browser_seq: 0,
+            browser_video: Video::None,
+            browser_answer: None,
             sip_in: Vec::new(),
             far_rtp: Vec::new(),
             far_rtp_target: None,
@@ -268,103 +119,30 @@ impl Sim {
             last_invite: None,
             far_srtp: None,
             far_rtcp: Vec::new(),
-            transaction: 0,
+            far_video: Vec::new(),
+            far_video_rtcp: Vec::new(),
+            far_video_target: None,
+            browser_video_seq: 0,
         };
-        sim.drain();
-        sim.input(Input::UdpBound { socket: SocketId(1), purpose: UdpPurpose::Sip, local: addr(GW_SIP) });
-        sim.sockets.insert(SocketId(1), addr(GW_SIP));
-        sim.input(Input::UdpBound { socket: SocketId(2), purpose: UdpPurpose::WebRtc, local: addr(GW_WEBRTC) });
-        sim.sockets.insert(SocketId(2), addr(GW_WEBRTC));
-        sim.input(Input::Accepted { conn: WS, listener: Listener::Web, peer: addr("127.0.0.1:61000") });
-        sim.input(Input::StreamData { conn: WS, data: UPGRADE_V2.as_bytes() });
-        assert_eq!(sim.take_events()[0]["sylkrtc"], "ready-event");
-        sim.request(
-            r#"{"sylkrtc":"account-add","account":"alice@example.com","password":"b1726872c344b6dc8365b774f8fd6412"}"#,
-        );
+        sim.net.open_ws(WS);
+        sim.request(&format!(r#"{{"sylkrtc":"account-add","account":"alice@example.com","password":"{HA1}"}}"#));
         sim
     }
 
-    fn input(&mut self, input: Input<'_>) {
-        self.gw.handle_input(self.now, input);
-        self.drain();
-    }
-
-    fn drain(&mut self) {
-        loop {
-            match self.gw.poll_output() {
-                Output::Timeout(at) => {
-                    self.deadline = at;
-                    break;
-                }
-                Output::StreamWrite { conn, data } => {
-                    assert_eq!(conn, WS);
-                    self.ws_buf.extend_from_slice(&data);
-                    self.decode_ws();
-                }
-                Output::StreamClose { conn } => {
-                    assert_eq!(conn, WS);
-                    self.ws_closed = true;
-                }
-                Output::BindUdp { socket, local, purpose } => {
-                    self.sockets.insert(socket, local);
-                    let now = self.now;
-                    self.gw.handle_input(now, Input::UdpBound { socket, purpose, local });
-                }
-                Output::CloseUdp { socket } => {
-                    self.sockets.remove(&socket);
-                }
-                Output::Datagram(t) => {
-                    let from = self.sockets[&t.socket];
-                    self.wire.push_back(Datagram { at: self.now + LATENCY, from, to: t.to, data: t.payload });
-                }
-                other => panic!("unexpected output {other:?}"),
-            }
-        }
-    }
-
-    fn decode_ws(&mut self) {
-        if !self.ws_open {
-            let Some(end) = self.ws_buf.windows(4).position(|w| w == b"\r\n\r\n") else { return };
-            assert!(self.ws_buf.starts_with(b"HTTP/1.1 101"));
-            self.ws_buf.drain(..end + 4);
-            self.ws_open = true;
-        }
-        loop {
-            let b = &self.ws_buf;
-            if b.len() < 2 {
-                return;
-            }
-            let (len, hdr) = match b[1] & 0x7f {
-                126 if b.len() >= 4 => (usize::from(u16::from_be_bytes([b[2], b[3]])), 4),
-                127 if b.len() >= 10 => (u64::from_be_bytes(b[2..10].try_into().unwrap()) as usize, 10),
-                126 | 127 => return,
-                n => (usize::from(n), 2),
-            };
-            if b.len() < hdr + len {
-                return;
-            }
-            let opcode = b[0] & 0x0f;
-            let payload = b[hdr..hdr + len].to_vec();
-            self.ws_buf.drain(..hdr + len);
-            if opcode == 1 {
-                self.events.push(serde_json::from_slice(&payload).unwrap());
-            }
-        }
+    /// The browser has a camera: `video` codecs (before the call).
+    fn with_video_browser(mut self, video: Video) -> Self {
+        self.browser = Browser::browser(self.net.now, addr(BROWSER), video);
+        self.browser_video = video;
+        self
     }
 
     fn request(&mut self, json: &str) -> Value {
-        self.transaction += 1;
-        let t = self.transaction.to_string();
-        let mut v: Value = serde_json::from_str(json).unwrap();
-        v["transaction"] = Value::String(t.clone());
-        let frame = client_text_frame(&v.to_string());
-        self.input(Input::StreamData { conn: WS, data: &frame });
-        let i = self.events.iter().position(|e| e["transaction"] == t.as_str()).expect("an answer to the request");
-        self.events.remove(i)
+        let t = self.net.next_transaction(WS).to_string();
+        self.net.request(WS, serde_json::from_str(json).unwrap(), &t)
     }
 
     fn take_events(&mut self) -> Vec<Value> {
-        std::mem::take(&mut self.events)
+        self.net.take_events(WS)
     }
 
     /// Session `state` values received so far (taken).
@@ -374,99 +152,6 @@ impl Sim {
             .filter(|e| e["sylkrtc"] == "session-event" && e["event"] == "state")
             .map(|e| e["state"].as_str().unwrap().to_string())
             .collect()
-    }
-
-    /// Runs the virtual world for `d`: the gateway's timers, the browser, the far end's media
-    /// (a PCMU packet every 20 ms while it is answering), and the wire.
-    fn run(&mut self, d: Duration) {
-        let end = self.now + d;
-        let mut next_media = self.now;
-        loop {
-            let wire_at = self.wire.iter().map(|d| d.at).min();
-            let mut t = end.min(self.deadline).min(self.browser.timeout).min(next_media);
-            if let Some(w) = wire_at {
-                t = t.min(w);
-            }
-            if t > end {
-                break;
-            }
-            self.now = self.now.max(t);
-            if self.deadline <= self.now {
-                self.input(Input::Timeout);
-            }
-            if self.browser.timeout <= self.now {
-                self.browser.rtc.handle_input(RtcInput::Timeout(self.now)).unwrap();
-                self.browser.drain(self.now, &mut self.wire);
-            }
-            if next_media <= self.now {
-                next_media = self.now + Duration::from_millis(20);
-                self.media_tick();
-            }
-            while let Some(i) = self.wire.iter().position(|d| d.at <= self.now) {
-                let d = self.wire.remove(i).unwrap();
-                self.deliver(d);
-            }
-            if self.now >= end {
-                break;
-            }
-        }
-    }
-
-    fn media_tick(&mut self) {
-        if self.browser.connected {
-            let now = self.now;
-            self.browser.send_rtp(now, 0, b"from-browser", &mut self.wire);
-        }
-        if let (Some(to), true) = (self.far_rtp_target, self.far_sends) {
-            let mut buf = vec![0; 200];
-            self.far_seq = self.far_seq.wrapping_add(1);
-            let h =
-                rtp::RtpOut { marker: false, pt: 0, seq: self.far_seq, ts: u32::from(self.far_seq) * 160, ssrc: 0xfa7 };
-            let mut n = rtp::write_packet(&mut buf, &h, b"from-far-end").unwrap();
-            if let Some((tx, _)) = &mut self.far_srtp {
-                n = tx.protect_rtp(&mut buf, n).unwrap();
-            }
-            buf.truncate(n);
-            self.wire.push_back(Datagram { at: self.now + LATENCY, from: addr(FAR_RTP), to, data: buf });
-        }
-    }
-
-    fn deliver(&mut self, d: Datagram) {
-        if d.to == addr(BROWSER) {
-            let r = Receive::new(Protocol::Udp, d.from, d.to, &d.data).unwrap();
-            self.browser.rtc.handle_input(RtcInput::Receive(self.now, r)).unwrap();
-            self.browser.drain(self.now, &mut self.wire);
-        } else if d.to == addr(FAR_SIP) {
-            let text = String::from_utf8(d.data).unwrap();
-            self.far_sip(text);
-        } else if d.to == addr(FAR_RTP) {
-            let mut data = d.data;
-            if let Some((_, rx)) = &mut self.far_srtp {
-                let n = rx.unprotect_rtp(&mut data).expect("SRTP from the gateway authenticates");
-                data.truncate(n);
-            }
-            if let Ok(v) = rtp::parse(&data) {
-                self.far_rtp.push((v.header.pt, v.payload().to_vec()));
-            }
-        } else if d.to == addr("127.0.0.1:30001") {
-            let mut data = d.data;
-            if let Some((_, rx)) = &mut self.far_srtp {
-                let n = rx.unprotect_rtcp(&mut data).expect("SRTCP from the gateway authenticates");
-                data.truncate(n);
-            }
-            self.far_rtcp.push(data);
-        } else if let Some((&socket, _)) = self.sockets.iter().find(|(_, a)| **a == d.to) {
-            self.input(Input::Datagram { socket, from: d.from, data: &d.data });
-        }
-    }
-
-    fn far_send(&mut self, text: String) {
-        self.wire.push_back(Datagram {
-            at: self.now + LATENCY,
-            from: addr(FAR_SIP),
-            to: addr(GW_SIP),
-            data: text.into_bytes(),
-        });
     }
 
     /// The far end's SIP behaviour.
@@ -479,11 +164,11 @@ impl Sim {
         match method.as_str() {
             "REGISTER" => {
                 let contact = header(&text, "Contact").to_string();
-                self.far_send(reply(&text, 200, "OK", &format!("Contact: {contact};expires=600\r\n"), ""));
+                self.net.far_send(reply(&text, 200, "OK", &format!("Contact: {contact};expires=600\r\n"), ""));
             }
             "INVITE" if header(&text, "To").contains("tag=") => {
                 // A re-INVITE from the gateway.
-                self.far_send(reply(
+                self.net.far_send(reply(
                     &text,
                     200,
                     "OK",
@@ -495,27 +180,38 @@ impl Sim {
                 self.last_invite = Some(text.clone());
                 self.far_rtp_target = Some(sdp_rtp_addr(body(&text)));
                 let contact = "Contact: <sip:bob@127.0.0.1:5070>\r\n";
-                self.far_send(reply(&text, 100, "Trying", "", ""));
+                self.net.far_send(reply(&text, 100, "Trying", "", ""));
                 match self.script {
                     Script::Answer => {
-                        self.far_send(reply(&text, 180, "Ringing", contact, ""));
+                        self.net.far_send(reply(&text, 180, "Ringing", contact, ""));
                         let extra = format!("{contact}Content-Type: application/sdp\r\n");
-                        self.far_send(reply(&text, 200, "OK", &extra, &far_sdp("sendrecv")));
+                        self.net.far_send(reply(&text, 200, "OK", &extra, &far_sdp("sendrecv")));
                     }
                     Script::EarlyMedia => {
                         let extra = format!("{contact}Content-Type: application/sdp\r\n");
-                        self.far_send(reply(&text, 183, "Session Progress", &extra, &far_sdp("sendrecv")));
+                        self.net.far_send(reply(&text, 183, "Session Progress", &extra, &far_sdp("sendrecv")));
                         self.far_sip_later = Some(reply(&text, 200, "OK", &extra, &far_sdp("sendrecv")));
                     }
-                    Script::Busy => self.far_send(reply(&text, 486, "Busy Here", "", "")),
-                    Script::Ring => self.far_send(reply(&text, 180, "Ringing", contact, "")),
+                    Script::Busy => self.net.far_send(reply(&text, 486, "Busy Here", "", "")),
+                    Script::Ring => self.net.far_send(reply(&text, 180, "Ringing", contact, "")),
                     Script::Challenge if !text.contains("Proxy-Authorization:") => {
                         let challenge = "Proxy-Authenticate: Digest realm=\"example.com\", nonce=\"n0nce\", qop=\"auth\", algorithm=MD5\r\n";
-                        self.far_send(reply(&text, 407, "Proxy Authentication Required", challenge, ""));
+                        self.net.far_send(reply(&text, 407, "Proxy Authentication Required", challenge, ""));
                     }
                     Script::Challenge => {
                         let extra = format!("{contact}Content-Type: application/sdp\r\n");
-                        self.far_send(reply(&text, 200, "OK", &extra, &far_sdp("sendrecv")));
+                        self.net.far_send(reply(&text, 200, "OK", &extra, &far_sdp("sendrecv")));
+                    }
+                    Script::AnswerVideo | Script::AnswerVideoRejected => {
+                        let video = if self.script == Script::AnswerVideo {
+                            self.far_video_target = Some(sdp_addr_of(body(&text), "video"));
+                            format!("m=video 30002 RTP/AVP {FAR_VP8}\r\na=rtpmap:{FAR_VP8} VP8/90000\r\na=rtcp-fb:{FAR_VP8} nack pli\r\n")
+                        } else {
+                            "m=video 0 RTP/AVP 96\r\n".to_string()
+                        };
+                        self.net.far_send(reply(&text, 180, "Ringing", contact, ""));
+                        let extra = format!("{contact}Content-Type: application/sdp\r\n");
+                        self.net.far_send(reply(&text, 200, "OK", &extra, &(far_sdp("sendrecv") + &video)));
                     }
                     Script::AnswerSrtp => {
                         let offer = SessionDescription::parse(body(&text).as_bytes()).unwrap();
@@ -526,18 +222,100 @@ impl Sim {
                             Some((SrtpContext::from_crypto(&ours).unwrap(), SrtpContext::from_crypto(&gw).unwrap()));
                         let sdp = far_sdp("sendrecv").replace("RTP/AVP", "RTP/SAVP") + &format!("a=crypto:{ours}\r\n");
                         let extra = format!("{contact}Content-Type: application/sdp\r\n");
-                        self.far_send(reply(&text, 200, "OK", &extra, &sdp));
+                        self.net.far_send(reply(&text, 200, "OK", &extra, &sdp));
                     }
                 }
             }
             "ACK" => {}
             "CANCEL" => {
-                self.far_send(reply(&text, 200, "OK", "", ""));
+                self.net.far_send(reply(&text, 200, "OK", "", ""));
                 if let Some(invite) = self.last_invite.clone() {
-                    self.far_send(reply(&invite, 487, "Request Terminated", "", ""));
+                    self.net.far_send(reply(&invite, 487, "Request Terminated", "", ""));
                 }
             }
-            _ => self.far_send(reply(&text, 200, "OK", "", "")),
+            _ => self.net.far_send(reply(&text, 200, "OK", "", "")),
+        }
+    }
+}
+
+impl World for Sim {
+    fn parts(&mut self) -> (&mut GatewaySim, Vec<&mut Browser>) {
+        (&mut self.net, vec![&mut self.browser])
+    }
+
+    /// The browser's media, and the far end's (a PCMU packet every 20 ms while it is answering).
+    fn media_tick(&mut self) {
+        if self.browser.connected {
+            self.browser_seq += 1;
+            let (now, seq) = (self.net.now, self.browser_seq);
+            self.browser.send_rtp(
+                now,
+                (0, seq, (seq * 160) as u32, false),
+                b"from-browser",
+                LATENCY,
+                &mut self.net.wire,
+            );
+            if let Some(mid) = self.browser.video {
+                self.browser_video_seq += 1;
+                let seq = self.browser_video_seq;
+                let header = (VP8, seq, (seq * 1800) as u32, true);
+                self.browser.write_rtp(now, mid, header, b"vp8-from-browser");
+                self.browser.drain(now, LATENCY, &mut self.net.wire);
+            }
+        }
+        if let Some(to) = self.far_video_target {
+            let mut buf = vec![0; 200];
+            let seq = self.far_seq;
+            let h = rtp::RtpOut { marker: true, pt: FAR_VP8, seq, ts: u32::from(seq) * 1800, ssrc: 0xfa8 };
+            let n = rtp::write_packet(&mut buf, &h, b"vp8-from-far-end").unwrap();
+            buf.truncate(n);
+            self.net.wire.push_back(Datagram { at: self.net.now + LATENCY, from: addr(FAR_VIDEO), to, data: buf });
+        }
+        if let (Some(to), true) = (self.far_rtp_target, self.far_sends) {
+            let mut buf = vec![0; 200];
+            self.far_seq = self.far_seq.wrapping_add(1);
+            let h =
+                rtp::RtpOut { marker: false, pt: 0, seq: self.far_seq, ts: u32::from(self.far_seq) * 160, ssrc: 0xfa7 };
+            let mut n = rtp::write_packet(&mut buf, &h, b"from-far-end").unwrap();
+            if let Some((tx, _)) = &mut self.far_srtp {
+                n = tx.protect_rtp(&mut buf, n).unwrap();
+            }
+            buf.truncate(n);
+            self.net.wire.push_back(Datagram { at: self.net.now + LATENCY, from: addr(FAR_RTP), to, data: buf });
+        }
+    }
+
+    fn deliver(&mut self, d: Datagram) {
+        if d.to == addr(BROWSER) {
+            self.browser.receive(self.net.now, d.from, d.to, &d.data).unwrap();
+            self.browser.drain(self.net.now, LATENCY, &mut self.net.wire);
+        } else if d.to == addr(FAR_SIP) {
+            let text = String::from_utf8(d.data).unwrap();
+            self.far_sip(text);
+        } else if d.to == addr(FAR_RTP) {
+            let mut data = d.data;
+            if let Some((_, rx)) = &mut self.far_srtp {
+                let n = rx.unprotect_rtp(&mut data).expect("SRTP from the gateway authenticates");
+                data.truncate(n);
+            }
+            if let Ok(v) = rtp::parse(&data) {
+                self.far_rtp.push((v.header.pt, v.payload().to_vec()));
+            }
+        } else if d.to == addr(FAR_VIDEO) {
+            if let Ok(v) = rtp::parse(&d.data) {
+                self.far_video.push((v.header.pt, v.payload().to_vec()));
+            }
+        } else if d.to == addr(FAR_VIDEO_RTCP) {
+            self.far_video_rtcp.push(d.data);
+        } else if d.to == addr("127.0.0.1:30001") {
+            let mut data = d.data;
+            if let Some((_, rx)) = &mut self.far_srtp {
+                let n = rx.unprotect_rtcp(&mut data).expect("SRTCP from the gateway authenticates");
+                data.truncate(n);
+            }
+            self.far_rtcp.push(data);
+        } else {
+            self.net.deliver(d);
         }
     }
 }
@@ -545,16 +323,7 @@ impl Sim {
 impl Sim {
     /// Runs until an event matches `pred` (at most `max`); returns every event taken meanwhile.
     fn until(&mut self, max: Duration, pred: impl Fn(&Value) -> bool) -> Vec<Value> {
-        let end = self.now + max;
-        let mut seen = Vec::new();
-        loop {
-            seen.extend(self.take_events());
-            if seen.iter().any(&pred) {
-                return seen;
-            }
-            assert!(self.now < end, "timed out; events so far: {seen:#?}");
-            self.run(Duration::from_millis(10));
-        }
+        self.until_event(WS, max, pred)
     }
 
     fn until_state(&mut self, state: &str) -> Vec<Value> {
@@ -568,7 +337,7 @@ impl Sim {
 
     /// Places a call from the browser and runs it up to `established`; returns the session id.
     fn outgoing_call(&mut self) -> String {
-        let offer = self.browser.offer();
+        let offer = self.browser.offer(self.browser_video != Video::None).unwrap();
         let req = serde_json::json!({
             "sylkrtc": "session-create", "account": "alice@example.com", "session": "s1",
             "uri": "bob@example.com", "sdp": offer,
@@ -586,7 +355,8 @@ impl Sim {
         let accepted = seen.last().unwrap();
         let answer = accepted["sdp"].as_str().expect("the first answer carries the SDP");
         assert!(accepted["call_id"].as_str().is_some_and(|c| !c.is_empty()));
-        self.browser.accept_answer(answer);
+        self.browser.accept_answer(answer).unwrap();
+        self.browser_answer = Some(answer.to_string());
         self.until_state("established");
         "s1".into()
     }
@@ -619,7 +389,7 @@ fn outgoing_call_bridges_media_and_ends_with_local_bye() {
     assert!(sim.far_rtp.iter().all(|(pt, p)| *pt == 0 && p == b"from-browser"));
     let got = sim.browser.got.len();
     assert!(got > 20, "browser got {got} packets");
-    assert!(sim.browser.got.iter().all(|(pt, p)| *pt == 0 && p == b"from-far-end"));
+    assert!(sim.browser.got.iter().all(|g| g.pt == 0 && g.payload == b"from-far-end"));
     // Hang up: BYE, then `terminated` once.
     let ack = sim.request(&format!(r#"{{"sylkrtc":"session-terminate","session":"{session}"}}"#));
     assert_eq!(ack["sylkrtc"], "ack");
@@ -627,7 +397,7 @@ fn outgoing_call_bridges_media_and_ends_with_local_bye() {
     assert_eq!(sim.far_requests("BYE").len(), 1);
     sim.run(Duration::from_secs(1));
     assert!(sim.states().is_empty(), "terminated is sent once");
-    let stats = sim.gw.stats();
+    let stats = sim.net.gw.stats();
     assert_eq!((stats.calls, stats.rtp_pairs), (0, 0), "{stats:?}");
     let err = sim.request(&format!(r#"{{"sylkrtc":"session-terminate","session":"{session}"}}"#));
     assert_eq!(err["error"], format!("Unknown session {session}"));
@@ -645,30 +415,30 @@ fn remote_bye_terminates() {
         header(&invite, "From"),
         header(&invite, "Call-ID")
     );
-    sim.far_send(bye);
+    sim.net.far_send(bye);
     assert_eq!(sim.terminated_reason(), "200 OK");
     assert!(sim.sip_in.iter().any(|m| m.starts_with("SIP/2.0 200 OK") && m.contains("BYE")));
-    assert_eq!(sim.gw.stats().calls, 0);
+    assert_eq!(sim.net.gw.stats().calls, 0);
     sim.check_capture("call_remote_bye");
 }
 
 #[test]
 fn busy() {
     let mut sim = Sim::new(Script::Busy);
-    let offer = sim.browser.offer();
+    let offer = sim.browser.offer(false).unwrap();
     let req = serde_json::json!({"sylkrtc": "session-create", "account": "alice@example.com", "session": "s1", "uri": "bob@example.com", "sdp": offer});
     assert_eq!(sim.request(&req.to_string())["sylkrtc"], "ack");
     assert_eq!(sim.terminated_reason(), "486 Busy Here");
     sim.run(Duration::from_millis(100));
     assert_eq!(sim.far_requests("ACK").len(), 1, "the 486 is ACKed");
-    assert_eq!(sim.gw.stats().rtp_pairs, 0);
+    assert_eq!(sim.net.gw.stats().rtp_pairs, 0);
     sim.check_capture("call_busy");
 }
 
 #[test]
 fn cancel_before_answer() {
     let mut sim = Sim::new(Script::Ring);
-    let offer = sim.browser.offer();
+    let offer = sim.browser.offer(false).unwrap();
     let req = serde_json::json!({"sylkrtc": "session-create", "account": "alice@example.com", "session": "s1", "uri": "bob@example.com", "sdp": offer});
     assert_eq!(sim.request(&req.to_string())["sylkrtc"], "ack");
     sim.until_state("ringing");
@@ -681,17 +451,17 @@ fn cancel_before_answer() {
 #[test]
 fn early_media_then_200_sends_one_answer() {
     let mut sim = Sim::new(Script::EarlyMedia);
-    let offer = sim.browser.offer();
+    let offer = sim.browser.offer(false).unwrap();
     let req = serde_json::json!({"sylkrtc": "session-create", "account": "alice@example.com", "session": "s1", "uri": "bob@example.com", "sdp": offer});
     assert_eq!(sim.request(&req.to_string())["sylkrtc"], "ack");
     let seen = sim.until_state("early-media");
     let early = seen.iter().find(|e| e["state"] == "early-media").unwrap();
-    sim.browser.accept_answer(early["sdp"].as_str().unwrap());
+    sim.browser.accept_answer(early["sdp"].as_str().unwrap()).unwrap();
     sim.until_state("established");
     sim.run(Duration::from_millis(500));
     assert!(!sim.browser.got.is_empty(), "early media reaches the browser");
     let ok = sim.far_sip_later.take().unwrap();
-    sim.far_send(ok);
+    sim.net.far_send(ok);
     let seen = sim.until_state("accepted");
     let accepted = seen.iter().find(|e| e["state"] == "accepted").unwrap();
     assert!(accepted.get("sdp").is_none(), "no second answer: {accepted}");
@@ -731,10 +501,10 @@ fn media_timeout_hangs_up() {
 fn websocket_gone_mid_call_sends_bye() {
     let mut sim = Sim::new(Script::Answer);
     sim.outgoing_call();
-    sim.input(Input::StreamClosed { conn: WS });
+    sim.net.input(Input::StreamClosed { conn: WS });
     sim.run(Duration::from_secs(1));
     assert_eq!(sim.far_requests("BYE").len(), 1);
-    assert_eq!(sim.gw.stats().calls, 0);
+    assert_eq!(sim.net.gw.stats().calls, 0);
     sim.check_capture("call_websocket_gone");
 }
 
@@ -748,6 +518,17 @@ impl Sim {
         contact.split("sip:").nth(1).unwrap().split('@').next().unwrap().to_string()
     }
 
+    /// The far end ACKs `ok`, the gateway's 200 to its INVITE `invite` to Contact user `user`.
+    fn far_ack(&mut self, user: &str, invite: &str, ok: &str) {
+        let ack = format!(
+            "ACK sip:{user}@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKack1\r\nFrom: {}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: 1 ACK\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
+            header(invite, "From"),
+            header(ok, "To"),
+            header(invite, "Call-ID")
+        );
+        self.net.far_send(ack);
+    }
+
     /// The far end calls alice; returns the INVITE sent.
     fn incoming_invite(&mut self, contact_user: &str) -> String {
         let invite = format!(
@@ -758,7 +539,7 @@ impl Sim {
             far_sdp("sendrecv").len(),
             far_sdp("sendrecv")
         );
-        self.far_send(invite.clone());
+        self.net.far_send(invite.clone());
         invite
     }
 }
@@ -781,7 +562,7 @@ fn incoming_call_answered_with_media_then_remote_bye() {
     let offer = inc["sdp"].as_str().unwrap();
     assert_eq!(audio_pts(offer), ["0", "101"], "the browser is offered the SIP side's codecs at its numbers");
     assert!(sim.sip_in.iter().any(|m| m.starts_with("SIP/2.0 180 Ringing")));
-    let answer = sim.browser.answer(offer);
+    let answer = sim.browser.answer(offer, true);
     let session = inc["session"].as_str().unwrap().to_string();
     let req = serde_json::json!({"sylkrtc": "session-answer", "session": session, "sdp": answer});
     assert_eq!(sim_ack(sim.request(&req.to_string())), "ack");
@@ -791,21 +572,16 @@ fn incoming_call_answered_with_media_then_remote_bye() {
     sim.far_rtp_target = Some(sdp_rtp_addr(body(&ok)));
     assert_eq!(audio_pts(body(&ok)), ["0", "101"]);
     // ACK the 200.
-    let ack = format!(
-        "ACK sip:{user}@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKack1\r\nFrom: {}\r\nTo: {}\r\nCall-ID: incoming-1@far\r\nCSeq: 1 ACK\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
-        header(&invite, "From"),
-        header(&ok, "To")
-    );
-    sim.far_send(ack);
+    sim.far_ack(&user, &invite, &ok);
     sim.run(Duration::from_secs(1));
     assert!(sim.far_rtp.len() > 20 && sim.far_rtp.iter().all(|(pt, p)| *pt == 0 && p == b"from-browser"));
-    assert!(sim.browser.got.len() > 20 && sim.browser.got.iter().all(|(pt, p)| *pt == 0 && p == b"from-far-end"));
+    assert!(sim.browser.got.len() > 20 && sim.browser.got.iter().all(|g| g.pt == 0 && g.payload == b"from-far-end"));
     let bye = format!(
         "BYE sip:{user}@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKbye2\r\nFrom: {}\r\nTo: {}\r\nCall-ID: incoming-1@far\r\nCSeq: 2 BYE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
         header(&invite, "From"),
         header(&ok, "To")
     );
-    sim.far_send(bye);
+    sim.net.far_send(bye);
     assert_eq!(sim.terminated_reason(), "200 OK");
     sim.check_capture("call_incoming_answered");
 }
@@ -821,7 +597,7 @@ fn incoming_call_cancelled_is_missed() {
         header(&invite, "From"),
         header(&invite, "To")
     );
-    sim.far_send(cancel);
+    sim.net.far_send(cancel);
     let seen = sim.until(Duration::from_secs(5), |e| e["event"] == "missed-session");
     let t = seen.iter().find(|e| e["state"] == "terminated").expect("terminated before missed-session");
     assert_eq!(t["reason"], "487 Request Terminated");
@@ -862,7 +638,7 @@ fn decline_code_603_configurable() {
 #[test]
 fn session_errors() {
     let mut sim = Sim::new(Script::Answer);
-    let offer = sim.browser.offer();
+    let offer = sim.browser.offer(false).unwrap();
     let create = |session: &str, account: &str| {
         serde_json::json!({"sylkrtc": "session-create", "account": account, "session": session, "uri": "bob@example.com", "sdp": offer}).to_string()
     };
@@ -886,8 +662,12 @@ impl Sim {
     /// The far end re-INVITEs the call it answered (`dir` in its SDP), and ACKs the 200 that
     /// comes back once the browser has answered the `update`; returns the gateway's 200.
     fn far_reinvite(&mut self, session: &str, dir: &str, cseq: u32) -> String {
+        self.far_reinvite_sdp(session, &far_sdp(dir), cseq)
+    }
+
+    /// [`Sim::far_reinvite`] with the SDP `sdp`.
+    fn far_reinvite_sdp(&mut self, session: &str, sdp: &str, cseq: u32) -> String {
         let invite = self.far_requests("INVITE")[0].clone();
-        let sdp = far_sdp(dir);
         let reinvite = format!(
             "INVITE sip:alice@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKre{cseq}\r\nFrom: {};tag=far1\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: {cseq} INVITE\r\nContact: <sip:bob@127.0.0.1:5070>\r\nMax-Forwards: 70\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
             header(&invite, "To"),
@@ -895,11 +675,11 @@ impl Sim {
             header(&invite, "Call-ID"),
             sdp.len()
         );
-        self.far_send(reinvite);
+        self.net.far_send(reinvite);
         let seen = self.until(Duration::from_secs(5), |e| e["event"] == "update");
         let update = seen.iter().find(|e| e["event"] == "update").unwrap();
         assert_eq!(update["state"], "received");
-        let answer = self.browser.answer(update["sdp"].as_str().unwrap());
+        let answer = self.browser.answer(update["sdp"].as_str().unwrap(), true);
         let req = serde_json::json!({"sylkrtc": "session-update", "session": session, "sdp": answer});
         assert_eq!(sim_ack(self.request(&req.to_string())), "ack");
         self.run(Duration::from_millis(50));
@@ -916,7 +696,7 @@ impl Sim {
             header(&ok, "To"),
             header(&ok, "Call-ID")
         );
-        self.far_send(ack);
+        self.net.far_send(ack);
         ok
     }
 }
@@ -946,7 +726,7 @@ fn hold_and_resume_from_the_sip_side() {
 fn hold_from_the_browser_is_a_reinvite() {
     let mut sim = Sim::new(Script::Answer);
     let session = sim.outgoing_call();
-    let mid = sim.browser.mid.unwrap();
+    let mid = sim.browser.audio.unwrap();
     let mut api = sim.browser.rtc.sdp_api();
     api.set_direction(mid, Direction::SendOnly);
     let (offer, pending) = api.apply().unwrap();
@@ -956,7 +736,7 @@ fn hold_from_the_browser_is_a_reinvite() {
     let seen = sim.until(Duration::from_secs(5), |e| e["event"] == "update");
     let update = seen.iter().find(|e| e["event"] == "update").unwrap();
     assert_eq!(update["state"], "accepted");
-    sim.browser.accept_answer(update["sdp"].as_str().unwrap());
+    sim.browser.accept_answer(update["sdp"].as_str().unwrap()).unwrap();
     let reinvites: Vec<&String> = sim.far_requests("INVITE").into_iter().skip(1).collect();
     assert_eq!(reinvites.len(), 1);
     assert!(body(reinvites[0]).contains("a=sendonly"), "{}", reinvites[0]);
@@ -971,7 +751,7 @@ impl Sim {
     /// SDP parts masked), and with `WRITE_CAPTURES=1` it becomes `tests/captures/<name>.cap`
     /// (replayed by `tests/replay.rs`).
     fn check_capture(&mut self, name: &str) {
-        let text = self.gw.take_capture();
+        let text = self.net.take_capture();
         let cap = capture::parse(&text).expect("the capture parses");
         let got = capture::replay(&cap, Instant::now()).expect("replay");
         let (want, got) = (capture::mask_media(&text), capture::mask_media(&got));
@@ -1020,7 +800,7 @@ fn sdes_srtp_mandatory_both_ways_with_srtcp() {
     sim.run(Duration::from_secs(6));
     // Decrypted and authenticated on both sides (the far end's contexts panic otherwise).
     assert!(sim.far_rtp.len() > 100 && sim.far_rtp.iter().all(|(pt, p)| *pt == 0 && p == b"from-browser"));
-    assert!(sim.browser.got.len() > 100 && sim.browser.got.iter().all(|(pt, p)| *pt == 0 && p == b"from-far-end"));
+    assert!(sim.browser.got.len() > 100 && sim.browser.got.iter().all(|g| g.pt == 0 && g.payload == b"from-far-end"));
     // Our RTCP (SRTCP here) every 5 s: an SR (we send) with the far end's report block, and SDES.
     assert!(!sim.far_rtcp.is_empty(), "an RTCP report within 6 s");
     let summary = sylkgw_core::media::rtcp::summarize(&sim.far_rtcp[0]);
@@ -1031,7 +811,7 @@ fn sdes_srtp_mandatory_both_ways_with_srtcp() {
 #[test]
 fn sdes_mandatory_refuses_a_plain_answer() {
     let mut sim = Sim::with_config(Script::Answer, |c| c.sdes_srtp = sylkgw_core::config::SdesMode::Mandatory);
-    let offer = sim.browser.offer();
+    let offer = sim.browser.offer(false).unwrap();
     let req = serde_json::json!({"sylkrtc": "session-create", "account": "alice@example.com", "session": "s1", "uri": "bob@example.com", "sdp": offer});
     assert_eq!(sim_ack(sim.request(&req.to_string())), "ack");
     assert_eq!(sim.terminated_reason(), "488 Not Acceptable Here");
@@ -1045,7 +825,7 @@ fn sdes_mandatory_refuses_a_plain_answer() {
 #[test]
 fn browser_never_connects_times_out() {
     let mut sim = Sim::new(Script::Answer);
-    let offer = sim.browser.offer();
+    let offer = sim.browser.offer(false).unwrap();
     let req = serde_json::json!({"sylkrtc": "session-create", "account": "alice@example.com", "session": "s1", "uri": "bob@example.com", "sdp": offer});
     assert_eq!(sim_ack(sim.request(&req.to_string())), "ack");
     sim.until_state("accepted");
@@ -1053,7 +833,7 @@ fn browser_never_connects_times_out() {
     assert_eq!(seen.iter().find(|e| e["state"] == "terminated").unwrap()["reason"], "408 Media Timeout");
     sim.run(Duration::from_millis(100));
     assert_eq!(sim.far_requests("BYE").len(), 1);
-    assert_eq!(sim.gw.stats().calls, 0);
+    assert_eq!(sim.net.gw.stats().calls, 0);
     sim.check_capture("call_browser_never_connects");
 }
 
@@ -1062,7 +842,7 @@ fn browser_never_connects_times_out() {
 #[test]
 fn custom_headers_out_both_ways() {
     let mut sim = Sim::new(Script::Answer);
-    let offer = sim.browser.offer();
+    let offer = sim.browser.offer(false).unwrap();
     let headers = serde_json::json!([
         {"name": "X-Account-Tag", "value": "blue"},
         {"name": "Via", "value": "SIP/2.0/UDP evil"},
@@ -1082,7 +862,7 @@ fn custom_headers_out_both_ways() {
     let seen = sim.until(Duration::from_secs(5), |e| e["event"] == "incoming-session");
     let inc = seen.iter().find(|e| e["event"] == "incoming-session").unwrap().clone();
     assert!(inc["headers"].is_null() || inc["headers"] == serde_json::json!({}), "no prefixes: no headers: {inc}");
-    let answer = sim.browser.answer(inc["sdp"].as_str().unwrap());
+    let answer = sim.browser.answer(inc["sdp"].as_str().unwrap(), true);
     let req = serde_json::json!({"sylkrtc": "session-answer", "session": inc["session"], "sdp": answer,
         "headers": [{"name": "X-Answered-By", "value": "web"}, {"name": "CSeq", "value": "1 BYE"}]});
     assert_eq!(sim_ack(sim.request(&req.to_string())), "ack");
@@ -1090,4 +870,187 @@ fn custom_headers_out_both_ways() {
     let ok = sim.sip_in.iter().find(|m| m.starts_with("SIP/2.0 200 OK") && m.contains("INVITE")).unwrap();
     assert_eq!(header(ok, "X-Answered-By"), "web");
     assert_eq!(header(ok, "CSeq"), "1 INVITE");
+}
+
+/// Browser offer with VP8 + H.264 video → the INVITE has a second m-line (RTP/AVP, its own RTP
+/// pair) with those formats at the browser's numbers; the far end accepts VP8 at its own number,
+/// so the browser's answer has video with exactly VP8. Video RTP flows both ways (PT mapped), and
+/// keyframe requests cross: a PLI from the SIP side reaches the browser as a keyframe request on
+/// its video stream, and one from the browser leaves as an RTCP PLI (RFC 4585) to the far end.
+#[test]
+fn outgoing_video_accepted_bridges_video_and_keyframe_requests() {
+    let mut sim = Sim::new(Script::AnswerVideo).with_video_browser(Video::Both);
+    let session = sim.outgoing_call();
+    let invite = sim.far_requests("INVITE")[0].clone();
+    let offer = body(&invite);
+    assert_eq!(m_line(offer, "audio"), Some("m=audio 20000 RTP/AVP 111 0 126"), "{offer}");
+    assert_eq!(m_line(offer, "video"), Some(format!("m=video 20002 RTP/AVP {VP8} {H264}").as_str()), "{offer}");
+    let video = section(offer, "video").unwrap();
+    assert!(video.contains(&format!("a=fmtp:{H264} {H264_FMTP}")), "H.264's fmtp goes to the SIP side:\n{video}");
+    assert!(!video.contains("rtx") && !video.contains("a=mid") && !video.contains("rtcp-fb"), "{video}");
+    assert_eq!(sim.net.gw.stats().rtp_pairs, 2, "one pair for audio, one for video");
+    // The browser's answer had video with exactly what the far end took: VP8.
+    let answer = sim.browser_answer.clone().unwrap();
+    assert!(m_line(&answer, "video").unwrap().ends_with(&format!("UDP/TLS/RTP/SAVPF {VP8}")), "{answer}");
+    assert!(m_line(&answer, "audio").unwrap().ends_with("UDP/TLS/RTP/SAVPF 0 126"), "{answer}");
+    sim.run(Duration::from_secs(1));
+    assert!(sim.far_video.len() > 20, "far end got {} video packets", sim.far_video.len());
+    assert!(sim.far_video.iter().all(|(pt, p)| *pt == FAR_VP8 && p == b"vp8-from-browser"));
+    let video_got: Vec<_> = sim.browser.got.iter().filter(|g| g.pt == VP8).collect();
+    assert!(video_got.len() > 20, "browser got {} video packets", video_got.len());
+    assert!(video_got.iter().all(|g| g.payload == b"vp8-from-far-end"));
+    assert!(sim.browser.got.iter().filter(|g| g.pt == 0).count() > 20, "audio still flows");
+
+    // SIP → browser: an RR + PLI for our video SSRC on the video RTCP port.
+    let gw_video = sdp_addr_of(offer, "video");
+    let gw_video_rtcp = addr(&format!("127.0.0.1:{}", gw_video.port() + 1));
+    let mut pli = Vec::new();
+    sylkgw_core::media::rtcp::write_rr(&mut pli, 0xfa8, &[]);
+    sylkgw_core::media::rtcp::write_pli(&mut pli, 0xfa8, 0);
+    sim.net.wire.push_back(Datagram { at: sim.net.now, from: addr(FAR_VIDEO_RTCP), to: gw_video_rtcp, data: pli });
+    sim.run(Duration::from_millis(300));
+    let vmid = sim.browser.video.unwrap();
+    assert!(sim.browser.keyframe_requests.iter().any(|(m, _)| *m == vmid), "{:?}", sim.browser.keyframe_requests);
+
+    // Browser → SIP: a PLI on what it receives becomes an RTCP PLI to the far end.
+    let before = sim.far_video_rtcp.len();
+    assert!(sim.browser.request_keyframe(vmid));
+    sim.run(Duration::from_millis(300));
+    let plis: Vec<_> = sim.far_video_rtcp[before..]
+        .iter()
+        .filter(|p| sylkgw_core::media::rtcp::summarize(p).keyframe_request)
+        .collect();
+    assert_eq!(plis.len(), 1, "one PLI towards the SIP side: {:?}", sim.far_video_rtcp);
+    let compound = sylkgw_core::media::rtcp::parse_compound(plis[0]);
+    let media_ssrcs: Vec<u32> = compound
+        .filter_map(|p| match p {
+            Ok(sylkgw_core::media::rtcp::RtcpPacket::Pli { media_ssrc, .. }) => Some(media_ssrc),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(media_ssrcs, [0xfa8], "the PLI names the far end's video source");
+    assert_eq!(sim.request(&format!(r#"{{"sylkrtc":"session-terminate","session":"{session}"}}"#))["sylkrtc"], "ack");
+    assert_eq!(sim.terminated_reason(), "200 OK");
+    assert_eq!(sim.net.gw.stats().rtp_pairs, 0, "both pairs released");
+    sim.check_capture("call_outgoing_video");
+}
+
+/// The far end refuses video (port 0): the browser's video m-line is refused too (port 0), and
+/// the call goes on with audio; the video pair is kept until the call ends but carries nothing,
+/// and our re-INVITE keeps video at port 0.
+#[test]
+fn outgoing_video_rejected_keeps_audio() {
+    let mut sim = Sim::new(Script::AnswerVideoRejected).with_video_browser(Video::Vp8);
+    let offer = sim.browser.offer(true).unwrap();
+    let req = serde_json::json!({"sylkrtc": "session-create", "account": "alice@example.com", "session": "s1",
+        "uri": "bob@example.com", "sdp": offer});
+    assert_eq!(sim_ack(sim.request(&req.to_string())), "ack");
+    let seen = sim.until_state("accepted");
+    let answer = seen.iter().find(|e| e["state"] == "accepted").unwrap()["sdp"].as_str().unwrap().to_string();
+    let video = m_line(&answer, "video").expect("the answer keeps the m-line");
+    assert!(video.starts_with("m=video 0 "), "video refused in the browser's answer: {video}");
+    sim.browser.accept_answer(&answer).unwrap();
+    sim.until_state("established");
+    sim.run(Duration::from_secs(1));
+    assert!(sim.far_rtp.len() > 20 && sim.browser.got.iter().filter(|g| g.pt == 0).count() > 20, "audio works");
+    assert!(sim.far_video.is_empty() && sim.browser.got.iter().all(|g| g.pt != VP8), "no video");
+    // A re-INVITE (browser hold) keeps the refused video line at port 0.
+    let reoffer = sim.browser.reoffer(Direction::SendOnly);
+    let req = serde_json::json!({"sylkrtc": "session-update", "session": "s1", "sdp": reoffer});
+    assert_eq!(sim_ack(sim.request(&req.to_string())), "ack");
+    sim.until(Duration::from_secs(5), |e| e["event"] == "update");
+    let reinvite = sim.far_requests("INVITE")[1].clone();
+    assert_eq!(m_line(body(&reinvite), "video"), Some("m=video 0 RTP/AVP 96"), "{reinvite}");
+}
+
+/// An audio-only browser: the INVITE has no video line and uses one RTP pair (no change for
+/// audio calls).
+#[test]
+fn audio_only_offer_has_no_video_line() {
+    let mut sim = Sim::new(Script::Answer);
+    sim.outgoing_call();
+    let invite = sim.far_requests("INVITE")[0].clone();
+    assert_eq!(m_line(body(&invite), "video"), None);
+    assert_eq!(sim.net.gw.stats().rtp_pairs, 1);
+}
+
+/// An INVITE with VP8 and H.264 video: the browser is offered both (the SIP side's numbers and
+/// fmtp), answers with video, and our 200 has video on a second port with what the browser kept.
+/// A second m=video line is refused (port 0), keeping the offer's m-line count.
+#[test]
+fn incoming_video_call() {
+    let mut sim = Sim::new(Script::Answer).with_video_browser(Video::Both);
+    let user = sim.register();
+    let h264 = "profile-level-id=42e01f;packetization-mode=1";
+    let sdp = far_sdp("sendrecv")
+        + &format!("m=video 30002 RTP/AVP 100 102\r\na=rtpmap:100 VP8/90000\r\na=rtpmap:102 H264/90000\r\na=fmtp:102 {h264}\r\n")
+        + "m=video 30004 RTP/AVP 100\r\na=rtpmap:100 VP8/90000\r\n";
+    let invite = format!(
+        "INVITE sip:{user}@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKinv1\r\n\
+         From: \"Bob\" <sip:bob@example.com>;tag=bobtag\r\nTo: <sip:alice@example.com>\r\nCall-ID: incoming-v@far\r\n\
+         CSeq: 1 INVITE\r\nContact: <sip:bob@127.0.0.1:5070>\r\nMax-Forwards: 70\r\n\
+         Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+        sdp.len()
+    );
+    sim.net.far_send(invite.clone());
+    let seen = sim.until(Duration::from_secs(5), |e| e["event"] == "incoming-session");
+    let inc = seen.iter().find(|e| e["event"] == "incoming-session").unwrap().clone();
+    let offer = inc["sdp"].as_str().unwrap();
+    let video = m_line(offer, "video").expect("video offered to the browser");
+    assert!(video.ends_with("UDP/TLS/RTP/SAVPF 100 102"), "{video}");
+    assert_eq!(offer.matches("m=video").count(), 1, "one video line for the browser");
+    let answer = sim.browser.answer(offer, true);
+    assert!(!m_line(&answer, "video").unwrap().starts_with("m=video 0 "), "{answer}");
+    let req = serde_json::json!({"sylkrtc": "session-answer", "session": inc["session"], "sdp": answer});
+    assert_eq!(sim_ack(sim.request(&req.to_string())), "ack");
+    sim.until_state("established");
+    let ok = sim.sip_in.iter().find(|m| m.starts_with("SIP/2.0 200 OK") && m.contains("INVITE")).unwrap().clone();
+    let ok_sdp = body(&ok);
+    let lines: Vec<&str> = ok_sdp.lines().filter(|l| l.starts_with("m=")).collect();
+    assert_eq!(
+        lines,
+        ["m=audio 20000 RTP/AVP 0 101", "m=video 20002 RTP/AVP 100 102", "m=video 0 RTP/AVP 100"],
+        "{ok}"
+    );
+    let fmtp = section(ok_sdp, "video").unwrap().lines().find(|l| l.starts_with("a=fmtp:102 ")).unwrap();
+    assert!(fmtp.contains("packetization-mode=1") && fmtp.contains("profile-level-id=42e01f"), "{ok_sdp}");
+    sim.far_rtp_target = Some(sdp_rtp_addr(ok_sdp));
+    sim.far_video_target = Some(sdp_addr_of(ok_sdp, "video"));
+    sim.far_ack(&user, &invite, &ok);
+    sim.run(Duration::from_secs(1));
+    // Far end → browser: VP8 at 100 on both sides (the browser answered with the offer's numbers).
+    let video_got: Vec<_> = sim.browser.got.iter().filter(|g| g.pt == 100).collect();
+    assert!(video_got.len() > 20 && video_got.iter().all(|g| g.payload == b"vp8-from-far-end"), "{}", video_got.len());
+}
+
+/// Re-INVITEs of a video call keep video as it is: a hold holds both lines (the browser's update
+/// offer and our 200 carry the held direction on video too, with its port); a re-offer with video
+/// at port 0 ends video (our 200: port 0); a later re-offer with video again still gets port 0.
+#[test]
+fn video_state_is_stable_across_sip_reoffers() {
+    let mut sim = Sim::new(Script::AnswerVideo).with_video_browser(Video::Vp8);
+    let session = sim.outgoing_call();
+    sim.run(Duration::from_millis(500));
+    let video = format!("m=video 30002 RTP/AVP {FAR_VP8}\r\na=rtpmap:{FAR_VP8} VP8/90000\r\n");
+    let ok = sim.far_reinvite_sdp(&session, &(far_sdp("sendonly") + &video + "a=sendonly\r\n"), 2);
+    let held = section(body(&ok), "video").expect("video in the 200");
+    assert!(held.starts_with("m=video 20002 RTP/AVP 100") && held.contains("a=recvonly"), "{ok}");
+    sim.run(Duration::from_millis(300));
+    let ok = sim.far_reinvite_sdp(&session, &(far_sdp("sendrecv") + &video), 3);
+    assert!(section(body(&ok), "video").unwrap().contains("a=sendrecv"), "{ok}");
+    sim.run(Duration::from_millis(300));
+    let (far, got) = (sim.far_video.len(), sim.browser.got.iter().filter(|g| g.pt == VP8).count());
+    sim.run(Duration::from_millis(500));
+    assert!(sim.far_video.len() > far + 10, "video flows after the resume");
+    assert!(sim.browser.got.iter().filter(|g| g.pt == VP8).count() > got + 10);
+    // Video ended by the far end: port 0, and it stays 0 when offered again.
+    let ok = sim.far_reinvite_sdp(&session, &(far_sdp("sendrecv") + &format!("m=video 0 RTP/AVP {FAR_VP8}\r\n")), 4);
+    assert_eq!(m_line(body(&ok), "video"), Some(format!("m=video 0 RTP/AVP {FAR_VP8}").as_str()), "{ok}");
+    sim.run(Duration::from_millis(200));
+    let far = sim.far_video.len();
+    sim.run(Duration::from_millis(500));
+    assert_eq!(sim.far_video.len(), far, "no video after it ended");
+    let ok = sim.far_reinvite_sdp(&session, &(far_sdp("sendrecv") + &video), 5);
+    assert!(m_line(body(&ok), "video").unwrap().starts_with("m=video 0 "), "port 0 stays 0: {ok}");
+    assert_eq!(m_line(body(&ok), "audio"), Some("m=audio 20000 RTP/AVP 0 101"));
 }

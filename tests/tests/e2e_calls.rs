@@ -1023,6 +1023,87 @@ fn gateway_websocket_closed_mid_call_sends_bye() {
     s.kam.stop();
 }
 
+// ===== Acceptance: video =====
+
+/// The page's video RTP counters (`phone.rtpStats().video`), or `null` while none flow.
+fn page_video(s: &mut GatewaySetup) -> Value {
+    page_rtp(s)["video"].clone()
+}
+
+/// A video call: the web phone (Chromium's fake camera and its 1000 Hz microphone) calls a sipp
+/// `-rtp_echo` UAS answering PCMU + telephone-event and VP8 on its media port + 2
+/// (`tests/peers/sipp/uas_video_echo.xml`), behind kamailio. The INVITE carries an `m=video` line
+/// on a second port of the gateway; the answer the page gets has video with VP8 only; the page
+/// decodes its own video echoed by sipp (getStats `framesDecoded` > 0 and growing) and still hears
+/// its own tone; the hangup reaches sipp as a BYE.
+#[test]
+fn gateway_video_call_to_sipp_echo() {
+    if !in_netns("gateway_video_call_to_sipp_echo") {
+        return;
+    }
+    let work = TempDir::new("gw-video");
+    let mut s = gateway_setup(&work);
+    let mut echo = Sipp::echo_uas_video(work.path(), addr(5076), 6000).spawn();
+    echo.wait_bound(STEP);
+
+    if let Err(e) = s.b.eval("phone.call('echo@127.0.0.1:5076', {video: true})") {
+        panic!("the gateway refused the video call: {e}\n{}", s.diagnostics());
+    }
+    page_wait_call(&mut s, "established", CALL_MS);
+    let st = s.b.eval_ok("phone.state()");
+    let answer = st["remoteSdp"].as_str().unwrap_or_else(|| panic!("no answer SDP in the page's state: {st}"));
+    let video = answer.split("m=video").nth(1).unwrap_or_else(|| panic!("no video in the answer:\n{answer}"));
+    let video_line = video.lines().next().unwrap_or_default();
+    assert!(!video_line.trim_start().starts_with("0 "), "video refused in the answer:\n{answer}");
+    // Retransmission formats (rtx, which str0m answers for the browser's own NACKs) are no codecs.
+    let rtpmaps: Vec<&str> = video
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("a=rtpmap:"))
+        .filter(|m| !m.to_ascii_lowercase().ends_with(" rtx/90000"))
+        .collect();
+    assert!(
+        rtpmaps.len() == 1 && rtpmaps[0].ends_with("VP8/90000"),
+        "the answer's video has exactly the VP8 sipp took: {rtpmaps:?}\n{answer}"
+    );
+    // Decoded video frames arrive, and keep arriving.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut decoded = 0;
+    loop {
+        let v = page_video(&mut s);
+        let now_decoded = v["inbound"]["framesDecoded"].as_u64().unwrap_or(0);
+        if decoded > 0 && now_decoded > decoded {
+            eprintln!("[video] page decodes its echoed video: {v}");
+            assert!(v["inbound"]["codec"].as_str().is_some_and(|c| c.eq_ignore_ascii_case("video/VP8")), "{v}");
+            break;
+        }
+        if now_decoded > 0 && decoded == 0 {
+            decoded = now_decoded;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no (or no more) decoded video frames in the page: {v}\nsipp:\n{}\n{}",
+            std::fs::read_to_string(&echo.messages).unwrap_or_default(),
+            s.diagnostics()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    page_hears(&mut s, ALICE_HZ, "its own tone echoed by sipp (video call)");
+    page_hangup(&mut s);
+    let done = echo.wait(STEP);
+    done.assert_success();
+    let invite = done.messages.split("INVITE sip:").nth(1).unwrap_or_default();
+    let m_video = invite.lines().map(str::trim).find(|l| l.starts_with("m=video ")).unwrap_or_default();
+    let m_audio = invite.lines().map(str::trim).find(|l| l.starts_with("m=audio ")).unwrap_or_default();
+    let port = |m: &str| m.split(' ').nth(1).and_then(|p| p.parse::<u16>().ok()).unwrap_or(0);
+    assert!(
+        m_video.contains(" RTP/AVP ") && (40000..41000).contains(&port(m_video)) && port(m_video) != port(m_audio),
+        "the INVITE offers video on a second port of the gateway's range: {m_video:?} / {m_audio:?}\n{done}"
+    );
+    assert!(invite.contains("VP8/90000"), "the INVITE offers VP8:\n{done}");
+    s.b.close();
+    s.kam.stop();
+}
+
 /// The tone helpers agree with themselves on what the tests feed the peers.
 #[test]
 fn tone_files_hold_their_tones() {

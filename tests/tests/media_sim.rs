@@ -14,22 +14,16 @@
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
-use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
-use str0m::format::{Codec, FormatParams};
-use str0m::media::{Direction, Frequency, MediaKind, Mid};
-use str0m::net::{Protocol, Receive};
-use str0m::rtp::RtpWrite;
-use str0m::{Candidate, Event, Input, Output, Rtc, RtcConfig};
+use str0m::media::Direction;
 use sylkgw_core::media::demux::Demux;
 use sylkgw_core::media::sdp::{Codec as SdpCodec, Direction as SdpDirection};
 use sylkgw_core::media::webrtc::{BrowserLeg, DtlsIdentity, LegOutput, WebRtcError};
 use sylkgw_core::rng::Rng;
+use sylkgw_tests::webrtc_client::{Datagram, Got, Video, WebRtcClient as Browser, TELE};
 
 /// The shared WebRTC socket's advertised addresses.
 const GW_V4: &str = "198.51.100.1:40000";
 const GW_V6: &str = "[2001:db8::1]:40000";
-/// Telephone-event PT of the browser's offer (Chrome's number).
-const TELE: u8 = 126;
 /// One-way delay of the in-memory network.
 const LATENCY: Duration = Duration::from_millis(15);
 
@@ -42,143 +36,20 @@ fn test_cert() -> DtlsIdentity {
     str0m::crypto::from_feature_flags().dtls_provider.generate_certificate().expect("certificate").into()
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Got {
-    pt: u8,
-    seq: u16,
-    ts: u32,
-    marker: bool,
-    ssrc: u32,
-    payload: Vec<u8>,
+/// A browser-like offerer: full ICE, Opus + PCMU + telephone-event/8000, one audio m-line.
+fn new_browser(now: Instant, addr: SocketAddr) -> (Browser, String) {
+    let mut b = Browser::browser(now, addr, Video::None);
+    let offer = b.offer(false).expect("an offer");
+    (b, offer)
 }
 
-struct Browser {
-    rtc: Rtc,
-    addr: SocketAddr,
-    mid: Mid,
-    pending: Option<SdpPendingOffer>,
-    timeout: Instant,
-    connected: bool,
-    got: Vec<Got>,
-}
-
-impl Browser {
-    /// A browser-like offerer: full ICE, Opus + PCMU + telephone-event/8000, one audio m-line.
-    fn new(now: Instant, addr: SocketAddr) -> (Self, String) {
-        let mut config =
-            RtcConfig::new().set_rtp_mode(true).clear_codecs().enable_opus(true, false).enable_pcmu(true, false);
-        config.codec_config().add_config(
-            TELE.into(),
-            None,
-            Codec::Tele,
-            Frequency::EIGHT_KHZ,
-            None,
-            FormatParams::parse_line("0-16"),
-        );
-        let mut rtc = config.build(now);
-        rtc.add_local_candidate(Candidate::host(addr, "udp").unwrap()).expect("host candidate");
-        let mut api = rtc.sdp_api();
-        let mid = api.add_media(MediaKind::Audio, Direction::SendRecv, None, None, None);
-        let (offer, pending) = api.apply().expect("an offer");
-        let b = Self { rtc, addr, mid, pending: Some(pending), timeout: now, connected: false, got: Vec::new() };
-        (b, offer.to_sdp_string())
-    }
-
-    /// A browser answering the gateway's offer (an incoming call): full ICE (so controlling against
-    /// our ICE-lite), same codecs as [`Browser::new`] (Opus at 111, telephone-event at 126: the
-    /// offer's PTs must win). str0m answers an `actpass` offer with `a=setup:passive`; a real
-    /// browser answers `a=setup:active` and is the DTLS client. With `setup_active` the browser
-    /// takes that role: it reads the offer as `a=setup:passive`, so its str0m becomes the DTLS client
-    /// and writes `a=setup:active` into the (otherwise untouched) answer the leg gets.
-    fn answering(now: Instant, addr: SocketAddr, offer: &str, setup_active: bool) -> (Self, String) {
-        let mut config =
-            RtcConfig::new().set_rtp_mode(true).clear_codecs().enable_opus(true, false).enable_pcmu(true, false);
-        config.codec_config().add_config(
-            TELE.into(),
-            None,
-            Codec::Tele,
-            Frequency::EIGHT_KHZ,
-            None,
-            FormatParams::parse_line("0-16"),
-        );
-        let mut rtc = config.build(now);
-        rtc.add_local_candidate(Candidate::host(addr, "udp").unwrap()).expect("host candidate");
-        let offer = if setup_active { offer.replace("a=setup:actpass", "a=setup:passive") } else { offer.to_string() };
-        let answer = rtc.sdp_api().accept_offer(SdpOffer::from_sdp_string(&offer).unwrap()).expect("an answer");
-        let answer = answer.to_sdp_string();
-        let mid = answer.lines().find_map(|l| l.strip_prefix("a=mid:")).expect("a=mid").trim();
-        let b = Self { rtc, addr, mid: Mid::from(mid), pending: None, timeout: now, connected: false, got: Vec::new() };
-        (b, answer)
-    }
-
-    /// Answers a re-offer of the gateway.
-    fn answer(&mut self, offer: &str) -> String {
-        self.rtc.sdp_api().accept_offer(SdpOffer::from_sdp_string(offer).unwrap()).expect("an answer").to_sdp_string()
-    }
-
-    /// A re-offer changing our audio direction (a browser putting the call on hold and back).
-    fn reoffer(&mut self, dir: Direction) -> String {
-        let mut api = self.rtc.sdp_api();
-        api.set_direction(self.mid, dir);
-        let (offer, pending) = api.apply().expect("a re-offer");
-        self.pending = Some(pending);
-        offer.to_sdp_string()
-    }
-
-    fn accept_answer(&mut self, answer: &str) {
-        let pending = self.pending.take().unwrap();
-        self.rtc.sdp_api().accept_answer(pending, SdpAnswer::from_sdp_string(answer).unwrap()).unwrap();
-    }
-
-    /// Drains str0m until its timeout; transmits go on the wire.
-    fn drain(&mut self, now: Instant, wire: &mut VecDeque<Datagram>) {
-        loop {
-            match self.rtc.poll_output().expect("browser poll") {
-                Output::Timeout(t) => {
-                    self.timeout = t;
-                    return;
-                }
-                Output::Transmit(t) => wire.push_back(Datagram {
-                    at: now + LATENCY,
-                    from: t.source,
-                    to: t.destination,
-                    data: t.contents.into(),
-                }),
-                Output::Event(Event::Connected) => self.connected = true,
-                Output::Event(Event::RtpPacket(p)) => self.got.push(Got {
-                    pt: *p.header.payload_type,
-                    seq: p.header.sequence_number,
-                    ts: p.header.timestamp,
-                    marker: p.header.marker,
-                    ssrc: *p.header.ssrc,
-                    payload: p.payload.to_vec(),
-                }),
-                Output::Event(_) => {}
-            }
-        }
-    }
-
-    fn send_rtp(&mut self, now: Instant, pt: u8, seq: u64, ts: u32, payload: &[u8], wire: &mut VecDeque<Datagram>) {
-        let mut api = self.rtc.direct_api();
-        let tx = api.stream_tx_by_mid(self.mid, None).expect("send stream");
-        tx.write_rtp(RtpWrite::new(pt.into(), seq.into(), ts, now, payload).marker(seq == 1));
-        self.drain(now, wire);
-        self.rtc.handle_input(Input::Timeout(now)).unwrap();
-        self.drain(now, wire);
-    }
-
-    fn ssrc(&mut self) -> u32 {
-        *self.rtc.direct_api().stream_tx_by_mid(self.mid, None).expect("send stream").ssrc()
-    }
-}
-
-#[derive(Debug)]
-struct Datagram {
-    /// When it arrives.
-    at: Instant,
-    from: SocketAddr,
-    to: SocketAddr,
-    data: Vec<u8>,
+/// A browser answering the gateway's offer (an incoming call), with the same codecs as
+/// [`new_browser`] (Opus at 111, telephone-event at 126: the offer's PTs must win); with
+/// `setup_active` it answers `a=setup:active` as browsers do ([`Browser::answer`]).
+fn answering(now: Instant, addr: SocketAddr, offer: &str, setup_active: bool) -> (Browser, String) {
+    let mut b = Browser::browser(now, addr, Video::None);
+    let answer = b.answer(offer, setup_active);
+    (b, answer)
 }
 
 /// The gateway's side: legs behind one demux on one socket (both advertised addresses).
@@ -249,7 +120,7 @@ impl Gateway {
         self.outputs[call]
             .iter()
             .filter_map(|o| match o {
-                LegOutput::Rtp { pt, seq, ts, marker, ssrc, payload } => {
+                LegOutput::Rtp { pt, seq, ts, marker, ssrc, payload, .. } => {
                     Some(Got { pt: *pt, seq: *seq, ts: *ts, marker: *marker, ssrc: *ssrc, payload: payload.to_vec() })
                 }
                 _ => None,
@@ -291,11 +162,11 @@ impl Sim {
 
     /// One browser and its leg: offer, narrowed answer (PCMU + telephone-event only), accepted.
     fn call(&mut self, browser_addr: &str, rng: &mut Rng, cert: &DtlsIdentity) -> (usize, String) {
-        let (mut browser, offer) = Browser::new(self.now, addr(browser_addr));
+        let (mut browser, offer) = new_browser(self.now, addr(browser_addr));
         let mut leg = BrowserLeg::new(cert, &self.gw_addrs, rng);
         let allowed = [SdpCodec::pcmu(), SdpCodec::telephone_event(TELE)];
         let answer = leg.accept_offer(&offer, &allowed, self.now).expect("answer");
-        browser.accept_answer(&answer);
+        browser.accept_answer(&answer).unwrap();
         self.browsers.push(browser);
         (self.gw.add(leg), answer)
     }
@@ -313,7 +184,7 @@ impl Sim {
         let mut leg = BrowserLeg::new(cert, &self.gw_addrs, rng);
         let offer = leg.create_offer(allowed, self.now).expect("offer");
         assert!(leg.has_pending_offer() && leg.direction().is_none());
-        let (browser, answer) = Browser::answering(self.now, addr(browser_addr), &offer, setup_active);
+        let (browser, answer) = answering(self.now, addr(browser_addr), &offer, setup_active);
         // sylkrtc.js trickles after session-answer; an early one is kept until the answer.
         leg.add_remote_candidate(&format!(
             "candidate:1 1 udp 2130706431 {} {} typ host",
@@ -332,7 +203,7 @@ impl Sim {
         let before = self.gw.legs[call].direction();
         let offer = self.gw.legs[call].create_reoffer(dir, self.now).expect("re-offer");
         assert_eq!(self.gw.legs[call].direction(), before, "a pending re-offer changes nothing yet");
-        let answer = self.browsers[browser].answer(&offer);
+        let answer = self.browsers[browser].answer(&offer, false);
         self.gw.legs[call].accept_answer(&answer, self.now).expect("re-answer accepted");
         assert_eq!(self.gw.legs[call].direction(), Some(dir), "{answer}");
         (offer, answer)
@@ -342,7 +213,7 @@ impl Sim {
     fn browser_reoffer(&mut self, call: usize, browser: usize, dir: Direction) -> String {
         let offer = self.browsers[browser].reoffer(dir);
         let answer = self.gw.legs[call].accept_offer(&offer, &[], self.now).expect("answer to a re-offer");
-        self.browsers[browser].accept_answer(&answer);
+        self.browsers[browser].accept_answer(&answer).unwrap();
         answer
     }
 
@@ -354,14 +225,20 @@ impl Sim {
             let now = self.now;
             self.browsers[browser].send_rtp(
                 now,
+                (pt, u64::from(k), u32::from(k) * 160, u64::from(k) == 1),
+                &payload(0x5A, k),
+                LATENCY,
+                &mut self.wire,
+            );
+            let sent = self.gw.legs[call].write_rtp(
+                now,
+                false,
                 pt,
                 u64::from(k),
                 u32::from(k) * 160,
-                &payload(0x5A, k),
-                &mut self.wire,
+                false,
+                &payload(0xC3, k),
             );
-            let sent =
-                self.gw.legs[call].write_rtp(now, pt, u64::from(k), u32::from(k) * 160, false, &payload(0xC3, k));
             assert_eq!(sent, Ok(()), "gateway packet {k}");
             self.advance(Duration::from_millis(20));
         }
@@ -370,7 +247,7 @@ impl Sim {
 
     fn drain_all(&mut self) {
         for b in &mut self.browsers {
-            b.drain(self.now, &mut self.wire);
+            b.drain(self.now, LATENCY, &mut self.wire);
         }
         self.gw.drain(self.now, &mut self.wire);
     }
@@ -389,8 +266,7 @@ impl Sim {
                 if self.gw_addrs.contains(&d.to) {
                     self.gw.receive(self.now, &d);
                 } else if let Some(b) = self.browsers.iter_mut().find(|b| b.addr == d.to) {
-                    let input = Input::Receive(self.now, Receive::new(Protocol::Udp, d.from, d.to, &d.data).unwrap());
-                    b.rtc.handle_input(input).unwrap();
+                    b.receive(self.now, d.from, d.to, &d.data).unwrap();
                 }
                 continue;
             }
@@ -411,7 +287,7 @@ impl Sim {
             self.now = self.now.max(next);
             for b in &mut self.browsers {
                 if b.timeout <= self.now {
-                    b.rtc.handle_input(Input::Timeout(self.now)).unwrap();
+                    b.handle_timeout(self.now).unwrap();
                 }
             }
         }
@@ -475,14 +351,20 @@ fn ice_dtls_srtp_and_rtp_both_ways() {
     assert_eq!((sim.gw.unrouted, sim.gw.refused), (0, 0));
 
     // Browser → gateway: 10 PCMU packets, 20 ms apart, and one telephone-event.
-    let browser_ssrc = sim.browsers[0].ssrc();
+    let browser_ssrc = sim.browsers[0].audio_ssrc();
     for n in 1..=10u16 {
         let now = sim.now;
-        sim.browsers[0].send_rtp(now, 0, u64::from(n), u32::from(n) * 160, &payload(0xA5, n), &mut sim.wire);
+        sim.browsers[0].send_rtp(
+            now,
+            (0, u64::from(n), u32::from(n) * 160, u64::from(n) == 1),
+            &payload(0xA5, n),
+            LATENCY,
+            &mut sim.wire,
+        );
         sim.advance(Duration::from_millis(20));
     }
     let now = sim.now;
-    sim.browsers[0].send_rtp(now, TELE, 11, 1760, &[5, 0x8a, 0, 160], &mut sim.wire);
+    sim.browsers[0].send_rtp(now, (TELE, 11, 1760, false), &[5, 0x8a, 0, 160], LATENCY, &mut sim.wire);
     sim.advance(Duration::from_millis(20));
     let got = sim.gw.rtp(call);
     assert_eq!(got.len(), 11, "{got:?}");
@@ -498,7 +380,7 @@ fn ice_dtls_srtp_and_rtp_both_ways() {
     for n in 1..=10u16 {
         let now = sim.now;
         sim.gw.legs[call]
-            .write_rtp(now, 0, 100 + u64::from(n), 8000 + u32::from(n) * 160, n == 1, &payload(0x3C, n))
+            .write_rtp(now, false, 0, 100 + u64::from(n), 8000 + u32::from(n) * 160, n == 1, &payload(0x3C, n))
             .unwrap();
         sim.advance(Duration::from_millis(20));
     }
@@ -510,7 +392,7 @@ fn ice_dtls_srtp_and_rtp_both_ways() {
         assert_eq!(g.payload, payload(0x3C, n));
     }
     // A PT that was not negotiated is refused.
-    assert!(sim.gw.legs[call].write_rtp(sim.now, 111, 200, 0, false, &[1]).is_err());
+    assert!(sim.gw.legs[call].write_rtp(sim.now, false, 111, 200, 0, false, &[1]).is_err());
     assert_eq!((sim.gw.unrouted, sim.gw.refused), (0, 0));
 
     // The browser vanishes: after 15 s without a consent check ICE is lost; str0m never gives up
@@ -526,7 +408,7 @@ fn ice_dtls_srtp_and_rtp_both_ways() {
     sim.outage = false;
     let back = sim.run_until(Duration::from_secs(30), |s| s.gw.outputs[call].last() == Some(&LegOutput::Reconnected));
     assert!(back, "no Reconnected: {:?}", &sim.gw.outputs[call][11..]);
-    assert!(sim.gw.legs[call].write_rtp(sim.now, 0, 111, 9760, false, &payload(0x3C, 11)).is_ok());
+    assert!(sim.gw.legs[call].write_rtp(sim.now, false, 0, 111, 9760, false, &payload(0x3C, 11)).is_ok());
 
     // Closing: DTLS close_notify reaches the browser, the leg reports Closed.
     sim.gw.legs[call].close();
@@ -550,14 +432,22 @@ fn two_legs_behind_one_demux_get_only_their_own_traffic() {
     assert!(up, "not connected: {:?} / {:?}", sim.gw.outputs[a], sim.gw.outputs[b]);
 
     // Both browsers talk at once; each leg answers its own.
-    let ssrcs = [sim.browsers[0].ssrc(), sim.browsers[1].ssrc()];
+    let ssrcs = [sim.browsers[0].audio_ssrc(), sim.browsers[1].audio_ssrc()];
     for n in 1..=5u16 {
         let now = sim.now;
         for (i, tag) in [(0usize, 0x11u8), (1, 0x22)] {
-            sim.browsers[i].send_rtp(now, 0, u64::from(n), u32::from(n) * 160, &payload(tag, n), &mut sim.wire);
+            sim.browsers[i].send_rtp(
+                now,
+                (0, u64::from(n), u32::from(n) * 160, u64::from(n) == 1),
+                &payload(tag, n),
+                LATENCY,
+                &mut sim.wire,
+            );
         }
         for (call, tag) in [(a, 0xAAu8), (b, 0xBB)] {
-            sim.gw.legs[call].write_rtp(now, 0, u64::from(n), u32::from(n) * 160, false, &payload(tag, n)).unwrap();
+            sim.gw.legs[call]
+                .write_rtp(now, false, 0, u64::from(n), u32::from(n) * 160, false, &payload(tag, n))
+                .unwrap();
         }
         sim.advance(Duration::from_millis(20));
     }
@@ -584,7 +474,7 @@ fn two_legs_behind_one_demux_get_only_their_own_traffic() {
     // Browser 1 hangs up (DTLS close_notify): only its leg closes.
     let now = sim.now;
     sim.browsers[1].rtc.close().unwrap();
-    sim.browsers[1].drain(now, &mut sim.wire);
+    sim.browsers[1].drain(now, LATENCY, &mut sim.wire);
     sim.advance(Duration::from_millis(100));
     assert_eq!(sim.gw.outputs[b].last(), Some(&LegOutput::Closed));
     assert!(sim.gw.legs[a].is_alive() && !sim.gw.legs[b].is_alive());
@@ -593,7 +483,7 @@ fn two_legs_behind_one_demux_get_only_their_own_traffic() {
     // A leg that is gone no longer receives anything.
     sim.gw.demux.remove(a);
     let now = sim.now;
-    sim.browsers[0].send_rtp(now, 0, 6, 960, &payload(0x11, 6), &mut sim.wire);
+    sim.browsers[0].send_rtp(now, (0, 6, 960, false), &payload(0x11, 6), LATENCY, &mut sim.wire);
     sim.advance(Duration::from_millis(20));
     assert_eq!(sim.gw.rtp(a).len(), 5);
     assert!(sim.gw.unrouted >= 1);
@@ -632,7 +522,7 @@ fn incoming_call_leg_offers_and_browser_answers_setup_active() {
     assert!(sim.now - sim.epoch < Duration::from_secs(1), "setup took {:?}", sim.now - sim.epoch);
     assert_eq!((sim.gw.unrouted, sim.gw.refused), (0, 0));
 
-    let browser_ssrc = sim.browsers[0].ssrc();
+    let browser_ssrc = sim.browsers[0].audio_ssrc();
     let (at_gw, at_browser) = sim.exchange(call, 0, 0, 1, 10);
     assert_eq!(at_gw.len(), 10, "{at_gw:?}");
     assert!(at_gw.iter().all(|g| g.pt == 0 && g.ssrc == browser_ssrc));
@@ -644,7 +534,7 @@ fn incoming_call_leg_offers_and_browser_answers_setup_active() {
     let (at_gw, at_browser) = sim.exchange(call, 0, 101, 11, 1);
     assert_eq!((at_gw.len(), at_gw[0].pt), (1, 101));
     assert_eq!((at_browser.len(), at_browser[0].pt), (1, 101));
-    assert_eq!(sim.gw.legs[call].write_rtp(sim.now, 126, 12, 0, false, &[1]), Err(WebRtcError::UnknownPt(126)));
+    assert_eq!(sim.gw.legs[call].write_rtp(sim.now, false, 126, 12, 0, false, &[1]), Err(WebRtcError::UnknownPt(126)));
     assert_eq!((sim.gw.unrouted, sim.gw.refused), (0, 0));
     assert_eq!(sim.gw.outputs[call].iter().filter(|o| **o == LegOutput::Connected).count(), 1);
 }
@@ -695,7 +585,9 @@ fn gateway_reoffers_hold_and_resume() {
     assert!(offer.contains("a=setup:actpass") && offer.contains("a=ice-lite"), "{offer}");
     assert_eq!(audio_formats(&offer), ["0", "101"], "codecs kept: {offer}");
     for k in 4..=6u16 {
-        sim.gw.legs[call].write_rtp(sim.now, 0, u64::from(k), u32::from(k) * 160, false, &payload(0xC3, k)).unwrap();
+        sim.gw.legs[call]
+            .write_rtp(sim.now, false, 0, u64::from(k), u32::from(k) * 160, false, &payload(0xC3, k))
+            .unwrap();
         sim.advance(Duration::from_millis(20));
     }
     assert_eq!(payloads(&sim.browsers[0].got[3..]), (4..=6).map(|n| payload(0xC3, n)).collect::<Vec<_>>());
@@ -703,7 +595,7 @@ fn gateway_reoffers_hold_and_resume() {
     // Hold, SIP `inactive`: nothing may be sent.
     let (offer, answer) = sim.gw_reoffer(call, 0, SdpDirection::Inactive);
     assert_eq!((audio_direction(&offer), audio_direction(&answer)), ("inactive", "inactive"));
-    assert_eq!(sim.gw.legs[call].write_rtp(sim.now, 0, 7, 1120, false, &[0; 160]), Err(WebRtcError::NotReady));
+    assert_eq!(sim.gw.legs[call].write_rtp(sim.now, false, 0, 7, 1120, false, &[0; 160]), Err(WebRtcError::NotReady));
     sim.advance(Duration::from_secs(3));
 
     // A re-offer that the SIP side cancels: rolled back, nothing changes.
@@ -762,10 +654,16 @@ fn browser_reoffers_hold_and_resume() {
     let answer = sim.browser_reoffer(call, 0, Direction::SendOnly);
     assert_eq!(audio_direction(&answer), "recvonly");
     assert_eq!(sim.gw.legs[call].direction(), Some(SdpDirection::RecvOnly));
-    assert_eq!(sim.gw.legs[call].write_rtp(sim.now, 0, 4, 640, false, &[0; 160]), Err(WebRtcError::NotReady));
+    assert_eq!(sim.gw.legs[call].write_rtp(sim.now, false, 0, 4, 640, false, &[0; 160]), Err(WebRtcError::NotReady));
     for k in 4..=6u16 {
         let now = sim.now;
-        sim.browsers[0].send_rtp(now, 0, u64::from(k), u32::from(k) * 160, &payload(0x5A, k), &mut sim.wire);
+        sim.browsers[0].send_rtp(
+            now,
+            (0, u64::from(k), u32::from(k) * 160, u64::from(k) == 1),
+            &payload(0x5A, k),
+            LATENCY,
+            &mut sim.wire,
+        );
         sim.advance(Duration::from_millis(20));
     }
     assert_eq!(payloads(&sim.gw.rtp(call)[3..]), (4..=6).map(|n| payload(0x5A, n)).collect::<Vec<_>>());
@@ -815,7 +713,7 @@ fn offer_and_answer_errors() {
 
     // Garbage keeps the offer pending; the real answer then works.
     let offer = leg.create_offer(&allowed, now).unwrap();
-    let (_browser, answer) = Browser::answering(now, addr("192.0.2.30:50000"), &offer, true);
+    let (_browser, answer) = answering(now, addr("192.0.2.30:50000"), &offer, true);
     assert!(matches!(leg.accept_answer("v=0\r\nnonsense", now), Err(WebRtcError::BadOffer(_))));
     assert!(matches!(leg.accept_answer("", now), Err(WebRtcError::BadOffer(_))));
     assert!(leg.is_alive() && leg.has_pending_offer());
@@ -828,7 +726,7 @@ fn offer_and_answer_errors() {
     assert!(leg.is_alive() && !leg.has_pending_offer());
     assert!(leg.payload_types().is_empty() && leg.direction().is_none());
     let offer = leg.create_offer(&allowed, now).unwrap();
-    let (_browser, answer) = Browser::answering(now, addr("192.0.2.30:50000"), &offer, true);
+    let (_browser, answer) = answering(now, addr("192.0.2.30:50000"), &offer, true);
 
     // An answer without a fingerprint: str0m refuses it.
     let no_fp: String =
@@ -836,7 +734,7 @@ fn offer_and_answer_errors() {
     assert!(matches!(leg.accept_answer(&no_fp, now), Err(WebRtcError::Rejected(_))), "{no_fp}");
     assert!(!leg.has_pending_offer());
     let offer = leg.create_offer(&allowed, now).unwrap();
-    let (_browser, answer) = Browser::answering(now, addr("192.0.2.30:50000"), &offer, true);
+    let (_browser, answer) = answering(now, addr("192.0.2.30:50000"), &offer, true);
     leg.accept_answer(&answer, now).unwrap();
     assert_eq!(leg.direction(), Some(SdpDirection::SendRecv));
 
@@ -879,7 +777,9 @@ fn browser_reoffers_on_an_incoming_call() {
     assert_eq!(audio_direction(&answer), "sendonly");
     assert_eq!(sim.gw.legs[call].direction(), Some(SdpDirection::SendOnly));
     for k in 1..=3u16 {
-        sim.gw.legs[call].write_rtp(sim.now, 0, u64::from(k), u32::from(k) * 160, false, &payload(0xC3, k)).unwrap();
+        sim.gw.legs[call]
+            .write_rtp(sim.now, false, 0, u64::from(k), u32::from(k) * 160, false, &payload(0xC3, k))
+            .unwrap();
         sim.advance(Duration::from_millis(20));
     }
     assert_eq!(payloads(&sim.browsers[0].got), (1..=3).map(|n| payload(0xC3, n)).collect::<Vec<_>>());

@@ -92,6 +92,7 @@ replay!(
     limit_requests,
     limit_connections_per_ip,
     limit_sip_transactions,
+    limit_sessions,
     // Calls, recorded by `tests/call_sim.rs` (`WRITE_CAPTURES=1` rewrites them); media left out.
     call_outgoing_local_bye,
     call_407_then_ok,
@@ -109,6 +110,7 @@ replay!(
     call_websocket_gone,
     call_sdes_srtp,
     call_browser_never_connects,
+    call_outgoing_video,
 );
 
 /// A changed expectation fails, and the failure shows what changed.

@@ -14,6 +14,7 @@ use sylkgw_core::sip::invite::CallProgress;
 use sylkgw_core::sip::stack::{SipEvent, SipIdentity, SipOutput, SipStack};
 use sylkgw_core::sip::transport::TransportOut;
 use sylkgw_core::SocketId;
+use sylkgw_tests::sip_text::{header, response};
 
 const PROXY: &str = "192.0.2.5:5060";
 
@@ -81,12 +82,6 @@ impl Harness {
     }
 }
 
-fn header<'a>(msg: &'a str, name: &str) -> &'a str {
-    msg.split("\r\n")
-        .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(": ")))
-        .unwrap_or_else(|| panic!("no {name} in\n{msg}"))
-}
-
 fn branch(msg: &str) -> &str {
     header(msg, "Via").split("branch=").nth(1).unwrap().split(';').next().unwrap()
 }
@@ -97,14 +92,7 @@ fn reply(req: &str, code: u16, reason: &str, tag: Option<&str>, extra: &str, bod
         Some(t) => format!("{};tag={t}", header(req, "To")),
         None => header(req, "To").to_string(),
     };
-    format!(
-        "SIP/2.0 {code} {reason}\r\nVia: {}\r\nFrom: {}\r\nTo: {to}\r\nCall-ID: {}\r\nCSeq: {}\r\n{extra}Content-Length: {}\r\n\r\n{body}",
-        header(req, "Via"),
-        header(req, "From"),
-        header(req, "Call-ID"),
-        header(req, "CSeq"),
-        body.len()
-    )
+    response(req, code, reason, &to, extra, body)
 }
 
 #[test]
@@ -208,19 +196,24 @@ fn proxy_challenge_then_remote_bye() {
 impl Harness {
     /// Registers alice (Contact user `alice-1`) so INVITEs for her Contact are ours.
     fn registered(&mut self) {
+        self.register_contact("alice-1", "r1");
+    }
+
+    /// Registers alice with Contact user `contact_user`; the registrar's 200 has To tag `tag`.
+    fn register_contact(&mut self, contact_user: &str, tag: &str) {
         let params = sylkgw_core::sip::stack::RegParams {
             identity: SipIdentity {
                 aor: "alice@example.com".into(),
                 secret: "secret".into(),
                 display_name: None,
                 user_agent: None,
-                contact_user: "alice-1".into(),
+                contact_user: contact_user.into(),
             },
             push: None,
         };
         self.stack.register(params, self.now, &mut self.rng);
         let register = self.sent().remove(0);
-        self.receive(&reply(&register, 200, "OK", Some("r1"), "", ""));
+        self.receive(&reply(&register, 200, "OK", Some(tag), "", ""));
         while self.stack.poll_event().is_some() {}
     }
 
@@ -263,6 +256,28 @@ fn incoming_leg(events: &[SipEvent]) -> LegId {
         }
         other => panic!("expected one Incoming event, got {other:?}"),
     }
+}
+
+/// Found by the soak: a registrar forks an INVITE to every contact of the AoR, and two of them
+/// may be ours (two tabs registered through one gateway, or a binding not yet removed). Each
+/// contact is its own UA: the branches share From tag, Call-ID and CSeq but not the
+/// Request-URI, so neither is a merged request (§8.2.2.2) and both ring. The same request
+/// reaching the same contact twice is still merged (482).
+#[test]
+fn forked_invite_to_two_of_our_contacts_rings_both() {
+    let mut h = Harness::new();
+    h.registered();
+    h.register_contact("alice-2", "r2");
+
+    h.receive(&incoming_invite("z9hG4bKfork1"));
+    incoming_leg(&h.events_all());
+    h.receive(&incoming_invite("z9hG4bKfork2").replacen("sip:alice-1@", "sip:alice-2@", 1));
+    incoming_leg(&h.events_all());
+    assert!(h.sent().iter().all(|m| !m.starts_with("SIP/2.0 482 ")), "no branch is a merged request");
+    h.receive(&incoming_invite("z9hG4bKfork3"));
+    let sent = h.sent();
+    assert!(sent.iter().any(|m| m.starts_with("SIP/2.0 482 ")), "the same contact twice is merged: {sent:?}");
+    assert!(h.events_all().is_empty());
 }
 
 #[test]

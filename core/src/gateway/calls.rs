@@ -13,6 +13,16 @@
 //! The SIP offer is narrowed the same way; the browser leg makes the offer (`incoming-session`);
 //! `session-answer` applies the browser's answer and sends the 200 with the codecs it kept.
 //!
+//! # Video
+//! A browser offer (or SIP offer) with VP8/H.264 video gets a second SIP-side m-line on a second
+//! RTP pair ([`VideoLine`]); the SIP answer (or the browser's) decides once whether it is used,
+//! with exactly the answered formats (H.264 paired by packetization mode and profile). A refused
+//! line stays port 0 in every later SDP. Video RTP is bridged like audio (its own SSRC/seq/ts
+//! rewriting and latching); RTCP is terminated per leg, but keyframe requests cross: a PLI/FIR from
+//! the SIP side asks the browser for a key frame, the browser's becomes an RTCP PLI to the SIP side.
+//! The SIP-side m-lines of a call, in order, are its `layout` ([`Slot`]): our offers keep them,
+//! our answers follow the offer's (other lines refused).
+//!
 //! # Ending
 //! `terminated` is sent exactly once, when the call is dropped from the tables: from the SIP
 //! stack's end of the leg, a decline, the media timeout, or a failure here. A connection that goes
@@ -20,7 +30,7 @@
 
 use super::Gateway;
 use crate::api::{AccountEvent, Event, Identity, RequestBody, SessionEvent, SessionState};
-use crate::call::{self, Call, CallId, MediaEvent, Origin, Pending, RtpPair, State};
+use crate::call::{self, Call, CallId, MediaEvent, Origin, Pending, RtpPair, Slot, State, VideoLine};
 use crate::config::SdesMode;
 use crate::drive::{Output, Transmit};
 use crate::ids::{ConnId, SocketId};
@@ -69,6 +79,8 @@ pub(super) struct Calls {
     /// The calls' timers (kept apart from the connections': their deadlines depend on media,
     /// which captures leave out, so captures do not show them).
     pub(super) timers: crate::time::TimerTable<(CallId, CallTimer)>,
+    /// Faults tests inject (`containment`).
+    pub(super) faults: super::containment::Faults,
     next: u64,
 }
 
@@ -92,6 +104,160 @@ fn carried(m: &sdp::MediaDescription) -> Vec<Codec> {
     sdp::intersect(&m.codecs(), &call::supported_codecs())
 }
 
+/// The first video m-line of `desc` in use (a port), if any.
+fn video_index(desc: &SessionDescription) -> Option<usize> {
+    desc.media.iter().position(|m| m.kind == MediaKind::Video && !m.is_rejected())
+}
+
+/// The video codecs of `m` we carry (VP8, H.264), in `m`'s order and numbers.
+fn carried_video(m: &sdp::MediaDescription) -> Vec<Codec> {
+    sdp::intersect(&m.codecs(), &call::supported_video_codecs())
+}
+
+/// The m-lines of a SIP offer as slots of our answer: the audio line we use (`audio`), the video
+/// line (`video`, when we take it), every other line refused.
+fn answer_layout(desc: &SessionDescription, audio: usize, video: Option<usize>) -> Vec<Slot> {
+    desc.media
+        .iter()
+        .enumerate()
+        .map(|(i, m)| match i {
+            i if i == audio => Slot::Audio,
+            i if Some(i) == video => Slot::Video,
+            _ => Slot::Reject(LocalMedia::rejected(m)),
+        })
+        .collect()
+}
+
+/// Our video m-line: in use (port, codecs, crypto, `direction`) or refused (port 0).
+fn video_local_media(video: Option<&VideoLine>, direction: sdp::Direction) -> LocalMedia {
+    match video {
+        Some(v) if v.is_open() && v.rtp.port.is_some() => LocalMedia {
+            direction,
+            proto: v.proto.clone(),
+            crypto: v.local_crypto.clone(),
+            ..LocalMedia::new(MediaKind::Video, v.rtp.port.unwrap_or(0), v.sip_codecs())
+        },
+        _ => LocalMedia {
+            proto: video.map_or(sdp::Proto::RtpAvp, |v| v.proto.clone()),
+            fallback_format: video.and_then(|v| v.offered.first()).map(|c| c.pt.to_string()),
+            direction: sdp::Direction::Inactive,
+            ..LocalMedia::new(MediaKind::Video, 0, Vec::new())
+        },
+    }
+}
+
+/// SDES for one m-line of an answer to our offer (RFC 4568 §7.1.2): the answer's crypto names one
+/// of our offered lines by tag and suite. `Ok(None)`: plain RTP; `Err`: not acceptable.
+fn answered_crypto(
+    m: &sdp::MediaDescription,
+    ours: &[CryptoAttribute],
+    mode: SdesMode,
+) -> Result<Option<(CryptoAttribute, CryptoAttribute)>, ()> {
+    match (m.usable_crypto(), ours.is_empty()) {
+        (_, true) => Ok(None),
+        (Some(theirs), false) => {
+            let ours = ours.iter().find(|c| c.tag == theirs.tag && c.profile == theirs.profile).ok_or(())?;
+            Ok(Some((ours.clone(), theirs.clone())))
+        }
+        (None, false) if mode == SdesMode::Mandatory => Err(()),
+        (None, false) => Ok(None),
+    }
+}
+
+/// A new SDP of the SIP peer for one m-line of an SRTP call (RFC 4568 §7.1.4): a changed
+/// `a=crypto` gets new contexts, with our key under the peer's tag. False when the line is SRTP
+/// and the SDP has no usable crypto (a plain line offered one stays plain).
+fn rekey(
+    local: &mut Vec<CryptoAttribute>,
+    remote: &mut Option<CryptoAttribute>,
+    media: Option<&mut SipMedia>,
+    theirs: Option<&CryptoAttribute>,
+    rng: &mut crate::rng::Rng,
+) -> bool {
+    let Some(current) = remote.clone() else { return true };
+    let Some(theirs) = theirs else { return false };
+    if &current == theirs {
+        return true;
+    }
+    let mut ours = local.first().cloned().unwrap_or_else(|| CryptoAttribute::answer(theirs, rng));
+    if ours.profile != theirs.profile {
+        ours = CryptoAttribute::answer(theirs, rng);
+    }
+    ours.tag = theirs.tag;
+    let Some((tx, rx)) = srtp_contexts(&ours, theirs) else { return false };
+    if let Some(media) = media {
+        media.set_srtp(tx, rx);
+    }
+    *local = vec![ours];
+    *remote = Some(theirs.clone());
+    true
+}
+
+/// The SIP answer's video line (outgoing calls; media spec §2.3 point 2). The first answer decides:
+/// port and a common format (and acceptable crypto) → video in use, and the browser may have
+/// exactly those formats (returned, at its numbers and with its fmtp); else refused for good.
+/// Later answers move the media (address, direction) or refuse it with port 0.
+fn sip_video_answer(
+    call: &mut Call,
+    desc: &SessionDescription,
+    now: std::time::Instant,
+    rng: &mut crate::rng::Rng,
+    mode: SdesMode,
+) -> Vec<Codec> {
+    let Some(pos) = call.layout.iter().position(|s| *s == Slot::Video) else { return Vec::new() };
+    let Some(v) = call.video.as_mut().filter(|v| v.is_open()) else { return Vec::new() };
+    let Some(m) = desc.media.get(pos).filter(|m| m.kind == MediaKind::Video && !m.is_rejected()) else {
+        v.refuse();
+        return Vec::new();
+    };
+    let remote = desc.rtp_addr(m).unwrap_or_else(|| SocketAddr::new(IpAddr::from([0, 0, 0, 0]), 0));
+    let direction = desc.effective_direction(m).reversed();
+    if let Some(media) = &mut v.media {
+        media.set_remote(remote);
+        media.set_direction(direction);
+        return Vec::new();
+    }
+    if v.accepted.is_some() {
+        return Vec::new();
+    }
+    let pairs = pair_codecs(&v.offered, &m.codecs(), true);
+    let crypto = answered_crypto(m, &v.local_crypto, mode);
+    let contexts = match &crypto {
+        Ok(Some((ours, theirs))) => srtp_contexts(ours, theirs).map(Some),
+        Ok(None) => Some(None),
+        Err(()) => None,
+    };
+    let (Some(contexts), false) = (contexts, pairs.is_empty()) else {
+        v.refuse();
+        return Vec::new();
+    };
+    let mut media = SipMedia::new(remote, pairs.clone(), now, rng);
+    media.set_direction(direction);
+    match (contexts, crypto) {
+        (Some((tx, rx)), Ok(Some((ours, theirs)))) => {
+            media.set_srtp(tx, rx);
+            v.local_crypto = vec![ours];
+            v.remote_crypto = Some(theirs);
+            if m.proto.is_secure() {
+                v.proto = sdp::Proto::RtpSavp;
+            }
+        }
+        _ => v.local_crypto.clear(),
+    }
+    v.media = Some(media);
+    v.accepted = Some(true);
+    pairs
+        .iter()
+        .map(|p| {
+            v.offered
+                .iter()
+                .find(|o| o.pt == p.browser_pt)
+                .cloned()
+                .unwrap_or(Codec { pt: p.browser_pt, ..p.codec.clone() })
+        })
+        .collect()
+}
+
 impl Gateway {
     /// A session request from connection `conn` (already validated; the account of a
     /// `session-create` is known). Answers it with one `ack` or `error`, followed by the events
@@ -107,6 +273,13 @@ impl Gateway {
             }
         };
         self.send_event(conn, &answer);
+        // Nothing but its own `terminated` follows the end of a session (the call may have ended
+        // meanwhile, e.g. a contained panic).
+        after.retain(|e| match e {
+            Event::Session { event: SessionEvent::State(SessionState::Terminated { .. }), .. } => true,
+            Event::Session { session, .. } => self.calls.sessions.contains_key(&(conn, session.clone())),
+            _ => true,
+        });
         for e in &after {
             self.send_event(conn, e);
         }
@@ -118,6 +291,11 @@ impl Gateway {
             .get(&(conn, session.to_string()))
             .copied()
             .ok_or_else(|| format!("Unknown session {session}"))
+    }
+
+    /// Sessions `conn` has (`Config::max_sessions_per_connection`).
+    fn session_count(&self, conn: ConnId) -> usize {
+        self.calls.sessions.range((conn, String::new())..).take_while(|((c, _), _)| *c == conn).count()
     }
 
     fn apply_session_request(&mut self, conn: ConnId, body: RequestBody, after: &mut Vec<Event>) -> Result<(), String> {
@@ -151,6 +329,16 @@ impl Gateway {
             }
             RequestBody::SessionTerminate { session } => {
                 let id = self.call_of_session(conn, &session)?;
+                if self.calls.calls.get(&id).is_some_and(|c| c.leg.is_none()) {
+                    // No INVITE yet (its ports are being bound): the call ends now, and its
+                    // `terminated` follows the answer to this request.
+                    self.drop_call(id);
+                    log::info!("{conn}: {id} session {session} terminated before its INVITE");
+                    let reason = "487 Request Terminated".to_string();
+                    let state = SessionEvent::State(SessionState::Terminated { reason });
+                    after.push(Event::Session { session, event: state });
+                    return Ok(());
+                }
                 self.terminate_call(id);
                 Ok(())
             }
@@ -231,7 +419,7 @@ impl Gateway {
             offered: Vec::new(),
             offer_addr: None,
             browser_answered: false,
-            rtp: RtpPair { rtp, rtcp, port: None },
+            rtp: RtpPair::new(rtp, rtcp),
             media: None,
             sdp: SdpVersioner::new(sdp_id, sdp_id),
             pending: Pending::None,
@@ -243,11 +431,26 @@ impl Gateway {
             local_crypto: Vec::new(),
             remote_crypto: None,
             answer_headers: Vec::new(),
+            video: None,
+            layout: vec![Slot::Audio],
         };
         self.calls.calls.insert(id, call);
         self.calls.sessions.insert((conn, session), id);
         self.calls.sockets.insert(rtp, id);
         Ok(id)
+    }
+
+    /// Gives call `id` a video line offering `offered` on a second RTP pair of its own; false
+    /// (no video, logged) when no pair is free.
+    fn add_video_line(&mut self, id: CallId, offered: Vec<Codec>) -> bool {
+        let Some((rtp, rtcp, _)) = self.request_rtp_pair() else {
+            log::info!("{id}: no RTP pair for video; the call is audio only");
+            return false;
+        };
+        self.calls.sockets.insert(rtp, id);
+        let Some(call) = self.calls.calls.get_mut(&id) else { return false };
+        call.video = Some(VideoLine::new(RtpPair::new(rtp, rtcp), offered));
+        true
     }
 
     fn identity(&mut self, conn: ConnId, account: &str) -> Option<SipIdentity> {
@@ -275,12 +478,24 @@ impl Gateway {
         if self.calls.sessions.contains_key(&(conn, session.clone())) {
             return Err(format!("Session ID {session} already in use"));
         }
+        if self.session_count(conn) >= self.config.max_sessions_per_connection {
+            return Err(crate::client::TOO_MANY_SESSIONS.into());
+        }
         let (desc, idx) = parse_sdp(sdp.as_bytes())?;
         let offered = carried(&desc.media[idx]);
         if !offered.iter().any(|c| !c.name.eq_ignore_ascii_case("telephone-event")) {
             return Err("Invalid SDP: no supported audio codec (Opus, G722, PCMU, PCMA)".into());
         }
+        let video = video_index(&desc).map(|i| carried_video(&desc.media[i])).filter(|v| !v.is_empty());
         let id = self.new_call(conn, session, account, Origin::Outgoing)?;
+        // Video (VP8, H.264) when the browser offers it: a second m-line on a second RTP pair.
+        if let Some(video) = video {
+            if self.add_video_line(id, video) {
+                if let Some(call) = self.calls.calls.get_mut(&id) {
+                    call.layout.push(Slot::Video);
+                }
+            }
+        }
         let call = self.calls.calls.get_mut(&id).expect("just added");
         call.browser_offer = Some(sdp);
         call.offered = offered;
@@ -312,15 +527,24 @@ impl Gateway {
         let address = self.sip_media_address(peer);
         let call = self.calls.calls.get_mut(&id)?;
         let port = call.rtp.port?;
-        let media = LocalMedia {
+        let audio = LocalMedia {
             ptime: Some(20),
             direction,
             proto: call.sip_proto.clone(),
             crypto: call.local_crypto.clone(),
             ..LocalMedia::new(MediaKind::Audio, port, codecs)
         };
-        let session =
-            LocalSession { username: "sylkgw".into(), session_name: "sylkgw".into(), address, media: vec![media] };
+        // Every m-line of the session, in order (video follows the audio direction).
+        let media = call
+            .layout
+            .iter()
+            .map(|slot| match slot {
+                Slot::Audio => audio.clone(),
+                Slot::Video => video_local_media(call.video.as_ref(), direction),
+                Slot::Reject(m) => m.clone(),
+            })
+            .collect();
+        let session = LocalSession { username: "sylkgw".into(), session_name: "sylkgw".into(), address, media };
         Some(call.sdp.render(&session).into_bytes())
     }
 
@@ -331,7 +555,19 @@ impl Gateway {
             return;
         };
         let Some(call) = self.calls.calls.get_mut(&id) else { return };
-        call.rtp.port = Some(port);
+        match call.video.as_mut() {
+            Some(v) if v.rtp.rtp == rtp => v.rtp.port = Some(port),
+            _ => call.rtp.port = Some(port),
+        }
+        self.run_pending(id);
+    }
+
+    /// What waited for the call's RTP pairs goes out once all are bound.
+    fn run_pending(&mut self, id: CallId) {
+        let Some(call) = self.calls.calls.get_mut(&id) else { return };
+        if !call.pairs_bound() {
+            return;
+        }
         match std::mem::replace(&mut call.pending, Pending::None) {
             Pending::None => {}
             Pending::Invite { uri, headers } => self.send_invite(id, uri, headers),
@@ -344,6 +580,13 @@ impl Gateway {
         let Some(&id) = self.calls.sockets.get(&rtp) else { return };
         self.calls.sockets.remove(&rtp);
         if let Some(call) = self.calls.calls.get_mut(&id) {
+            if let Some(v) = call.video.as_mut().filter(|v| v.rtp.rtp == rtp) {
+                // Without its pair the video line is refused (port 0); the call goes on.
+                log::warn!("{id}: no RTP ports for video; the call is audio only");
+                v.refuse();
+                self.run_pending(id);
+                return;
+            }
             call.rtp.port = None;
         }
         log::warn!("{id}: no RTP ports; ending the call");
@@ -364,9 +607,22 @@ impl Gateway {
                 CryptoAttribute::generate(1, SrtpProfile::AesCm128HmacSha1_80, &mut self.rng),
                 CryptoAttribute::generate(2, SrtpProfile::AesCm128HmacSha1_32, &mut self.rng),
             ];
+            let proto = if mode == SdesMode::Mandatory { sdp::Proto::RtpSavp } else { sdp::Proto::RtpAvp };
+            let has_video = self.calls.calls.get(&id).is_some_and(|c| c.video.is_some());
+            // The video line has keys of its own (RFC 4568 §6.1: crypto is per m-line).
+            let video_crypto = has_video.then(|| {
+                vec![
+                    CryptoAttribute::generate(1, SrtpProfile::AesCm128HmacSha1_80, &mut self.rng),
+                    CryptoAttribute::generate(2, SrtpProfile::AesCm128HmacSha1_32, &mut self.rng),
+                ]
+            });
             if let Some(call) = self.calls.calls.get_mut(&id) {
                 call.local_crypto = crypto;
-                call.sip_proto = if mode == SdesMode::Mandatory { sdp::Proto::RtpSavp } else { sdp::Proto::RtpAvp };
+                call.sip_proto = proto.clone();
+                if let (Some(v), Some(c)) = (call.video.as_mut(), video_crypto) {
+                    v.local_crypto = c;
+                    v.proto = proto;
+                }
             }
         }
         let Some(sdp) = self.local_sdp(id, codecs, None) else { return };
@@ -394,32 +650,28 @@ impl Gateway {
         }
         let remote = remote.unwrap_or_else(|| SocketAddr::new(IpAddr::from([0, 0, 0, 0]), 0));
         // SDES: the answer's crypto names one of our offered lines by tag and suite.
-        let srtp = match (m.usable_crypto(), call.local_crypto.is_empty()) {
-            (_, true) => None,
-            (Some(theirs), false) => {
-                let ours = call.local_crypto.iter().find(|c| c.tag == theirs.tag && c.profile == theirs.profile);
-                let Some(ours) = ours.cloned() else { return Err("488 Not Acceptable Here".into()) };
-                Some((ours, theirs.clone()))
-            }
-            (None, false) if self.config.sdes_srtp == SdesMode::Mandatory => {
-                return Err("488 Not Acceptable Here".into())
-            }
-            (None, false) => None,
-        };
+        let srtp = answered_crypto(m, &call.local_crypto, self.config.sdes_srtp)
+            .map_err(|()| "488 Not Acceptable Here".to_string())?;
         let contexts = match &srtp {
             Some((ours, theirs)) => Some(srtp_contexts(ours, theirs).ok_or("488 Not Acceptable Here")?),
             None => None,
         };
+        let video = sip_video_answer(call, &desc, now, &mut self.rng, self.config.sdes_srtp);
         let answer = if call.browser_answered {
             None
         } else {
-            let allowed: Vec<Codec> = pairs.iter().map(|p| Codec { pt: p.browser_pt, ..p.codec.clone() }).collect();
+            let mut allowed: Vec<Codec> = pairs.iter().map(|p| Codec { pt: p.browser_pt, ..p.codec.clone() }).collect();
+            allowed.extend(video);
             let offer = call.browser_offer.take().unwrap_or_default();
             let answer = call.browser.accept_offer(&offer, &allowed, now).map_err(|e| {
                 log::info!("{id}: the browser's offer could not be answered: {e}");
                 "488 Not Acceptable Here".to_string()
             })?;
             call.browser_answered = true;
+            if let Some(v) = call.video.as_mut().filter(|v| v.media.is_some() && !call.browser.has_video()) {
+                log::info!("{id}: the browser refused the video the SIP side accepted");
+                v.refuse();
+            }
             Some(answer)
         };
         let fresh = call.media.is_none();
@@ -544,6 +796,11 @@ impl Gateway {
         if self.calls.sessions.contains_key(&(conn, session.clone())) {
             return Err((482, "Loop Detected"));
         }
+        let sessions = self.session_count(conn);
+        if sessions >= self.config.max_sessions_per_connection {
+            log::warn!("{conn}: {sessions} sessions already (max_sessions_per_connection); incoming call refused");
+            return Err((486, "Busy Here"));
+        }
         let prefixes = self.client(conn).and_then(|c| c.account(account)).map(|a| a.incoming_header_prefixes.clone());
         let Some(prefixes) = prefixes else { return Err((480, "Temporarily Unavailable")) };
         if incoming.sdp.is_empty() {
@@ -569,9 +826,40 @@ impl Gateway {
         let id = self
             .new_call(conn, session.clone(), account.to_string(), Origin::Incoming)
             .map_err(|_| (503, "Service Unavailable"))?;
+        // Video (VP8, H.264) when the SIP side offers it and we can take it; else refused (port 0).
+        let mut video_at = None;
+        let mut browser_codecs = offered.clone();
+        if let Some(vi) = video_index(&desc) {
+            let vm = &desc.media[vi];
+            let vtheirs = vm.usable_crypto().cloned();
+            let vsrtp = match (mode, vm.proto.is_secure(), &vtheirs) {
+                (_, _, _) if !vm.proto.is_rtp() => Err(()),
+                (SdesMode::Disabled, true, _) | (_, true, None) | (SdesMode::Mandatory, false, None) => Err(()),
+                (SdesMode::Disabled, false, _) | (_, false, None) => Ok(None),
+                (_, _, Some(theirs)) => Ok(Some((CryptoAttribute::answer(theirs, &mut self.rng), theirs.clone()))),
+            };
+            let vcodecs = carried_video(vm);
+            if let (Ok(vsrtp), false) = (vsrtp, vcodecs.is_empty()) {
+                if self.add_video_line(id, vcodecs.clone()) {
+                    video_at = Some(vi);
+                    browser_codecs.extend(vcodecs);
+                    if let Some(v) = self.calls.calls.get_mut(&id).and_then(|c| c.video.as_mut()) {
+                        v.offer_addr = desc.rtp_addr(vm);
+                        if vm.proto.is_secure() {
+                            v.proto = sdp::Proto::RtpSavp;
+                        }
+                        if let Some((ours, theirs)) = vsrtp {
+                            v.local_crypto = vec![ours];
+                            v.remote_crypto = Some(theirs);
+                        }
+                    }
+                }
+            }
+        }
         let now = self.now;
         let Some(call) = self.calls.calls.get_mut(&id) else { return Err((500, "Server Internal Error")) };
-        let offer = match call.browser.create_offer(&offered, now) {
+        call.layout = answer_layout(&desc, idx, video_at);
+        let offer = match call.browser.create_offer(&browser_codecs, now) {
             Ok(o) => o,
             Err(e) => {
                 log::info!("{id}: no offer for the browser: {e}");
@@ -639,9 +927,32 @@ impl Gateway {
             media.set_srtp(tx, rx);
         }
         call.media = Some(media);
+        // Video: what the browser kept of the SIP side's formats, or refused (port 0).
+        let browser_video = video_index(&desc).map(|i| desc.media[i].codecs()).unwrap_or_default();
+        let has_video = call.browser.has_video();
+        if let Some(v) = call.video.as_mut() {
+            let pairs = if has_video { pair_codecs(&v.offered, &browser_video, false) } else { Vec::new() };
+            let contexts = match (v.local_crypto.first(), &v.remote_crypto) {
+                (Some(ours), Some(theirs)) => srtp_contexts(ours, theirs).map(Some),
+                _ => Some(None),
+            };
+            match (contexts, pairs.is_empty()) {
+                (Some(contexts), false) => {
+                    v.answer_codecs = pairs.iter().map(|p| Codec { pt: p.sip_pt, ..p.codec.clone() }).collect();
+                    let remote = v.offer_addr.unwrap_or_else(|| SocketAddr::new(IpAddr::from([0, 0, 0, 0]), 0));
+                    let mut media = SipMedia::new(remote, pairs, now, &mut self.rng);
+                    if let Some((tx, rx)) = contexts {
+                        media.set_srtp(tx, rx);
+                    }
+                    v.media = Some(media);
+                    v.accepted = Some(true);
+                }
+                _ => v.refuse(),
+            }
+        }
         call.state = State::Accepted;
         call.answer_headers = headers;
-        let ready = call.rtp.port.is_some();
+        let ready = call.pairs_bound();
         if !ready {
             call.pending = Pending::Answer;
         }
@@ -690,6 +1001,9 @@ impl Gateway {
                 if let Some(m) = &mut call.media {
                     m.set_direction(direction);
                     m.touch(now);
+                }
+                if let Some(m) = call.video.as_mut().and_then(|v| v.media.as_mut()) {
+                    m.set_direction(direction);
                 }
                 self.drain_browser(id);
                 let peer =
@@ -753,7 +1067,14 @@ impl Gateway {
             self.sip.answer_reoffer(leg, Err((488, "Not Acceptable Here".into())), now);
             return;
         }
+        // The m-lines of the re-offer are the session's now; video stays as it was (in use, or
+        // refused: port 0 stays 0).
+        let video_at = video_index(&desc)
+            .filter(|_| self.calls.calls.get(&id).and_then(|c| c.video.as_ref()).is_some_and(|v| v.media.is_some()));
+        self.update_sip_video(id, &desc, video_at, None);
         let Some(call) = self.calls.calls.get_mut(&id) else { return };
+        let video_at = video_at.filter(|_| call.video.as_ref().is_some_and(|v| v.media.is_some()));
+        call.layout = answer_layout(&desc, idx, video_at);
         // What the peer will do is what we do towards the browser.
         let direction = desc.effective_direction(m);
         if let (Some(media), Some(remote)) = (&mut call.media, desc.rtp_addr(m)) {
@@ -783,6 +1104,9 @@ impl Gateway {
                 if let Ok((desc, idx)) = parse_sdp(&sdp) {
                     let m = &desc.media[idx];
                     let direction = desc.effective_direction(m).reversed();
+                    let pos = self.calls.calls.get(&id).and_then(|c| c.layout.iter().position(|s| *s == Slot::Video));
+                    let vdir = pos.and_then(|p| desc.media.get(p)).map(|vm| desc.effective_direction(vm).reversed());
+                    self.update_sip_video(id, &desc, pos, vdir);
                     let rekeyed = self.rekey_srtp(id, m.usable_crypto());
                     let Some(call) = self.calls.calls.get_mut(&id) else { return };
                     if !rekeyed {
@@ -812,24 +1136,40 @@ impl Gateway {
     /// has no usable crypto (or a plain call is offered one: it stays plain).
     fn rekey_srtp(&mut self, id: CallId, theirs: Option<&CryptoAttribute>) -> bool {
         let Some(call) = self.calls.calls.get_mut(&id) else { return false };
-        let Some(current) = call.remote_crypto.clone() else { return true };
-        let Some(theirs) = theirs else { return false };
-        if &current == theirs {
-            return true;
+        rekey(&mut call.local_crypto, &mut call.remote_crypto, call.media.as_mut(), theirs, &mut self.rng)
+    }
+
+    /// A new SDP of the SIP peer (re-offer, or the answer to our re-INVITE) for the call's video
+    /// line, at position `pos` of its layout: the media moves (address, `direction` from our
+    /// side, keys), or video is refused for good (port 0, no such line, unusable crypto).
+    fn update_sip_video(
+        &mut self,
+        id: CallId,
+        desc: &SessionDescription,
+        pos: Option<usize>,
+        direction: Option<sdp::Direction>,
+    ) {
+        let Some(call) = self.calls.calls.get_mut(&id) else { return };
+        let Some(v) = call.video.as_mut().filter(|v| v.media.is_some()) else { return };
+        let m = pos.and_then(|p| desc.media.get(p)).filter(|m| m.kind == MediaKind::Video && !m.is_rejected());
+        let Some(m) = m else {
+            log::info!("{id}: video ended by the SIP side");
+            v.refuse();
+            return;
+        };
+        if !rekey(&mut v.local_crypto, &mut v.remote_crypto, v.media.as_mut(), m.usable_crypto(), &mut self.rng) {
+            log::info!("{id}: video refused: no usable crypto");
+            v.refuse();
+            return;
         }
-        let mut ours =
-            call.local_crypto.first().cloned().unwrap_or_else(|| CryptoAttribute::answer(theirs, &mut self.rng));
-        if ours.profile != theirs.profile {
-            ours = CryptoAttribute::answer(theirs, &mut self.rng);
+        if let Some(media) = v.media.as_mut() {
+            if let Some(remote) = desc.rtp_addr(m) {
+                media.set_remote(remote);
+            }
+            if let Some(d) = direction {
+                media.set_direction(d);
+            }
         }
-        ours.tag = theirs.tag;
-        let Some((tx, rx)) = srtp_contexts(&ours, theirs) else { return false };
-        if let Some(media) = &mut call.media {
-            media.set_srtp(tx, rx);
-        }
-        call.local_crypto = vec![ours];
-        call.remote_crypto = Some(theirs.clone());
-        true
     }
 
     fn update_event(&mut self, id: CallId, update: crate::api::UpdateState) {
@@ -912,14 +1252,29 @@ impl Gateway {
         if self.calls.sockets.remove(&call.rtp.rtp).is_some() {
             self.release_rtp_pair(call.rtp.rtp);
         }
-        call.browser.close();
-        // The DTLS close_notify and RTCP BYE are sent if the browser is reachable.
-        while let Some(o) = call.browser.poll(self.now) {
-            match o {
-                LegOutput::Transmit { to, payload, .. } => self.send_webrtc(to, payload),
-                LegOutput::Timeout(_) | LegOutput::Closed => break,
-                _ => {}
+        if let Some(v) = &call.video {
+            if self.calls.sockets.remove(&v.rtp.rtp).is_some() {
+                self.release_rtp_pair(v.rtp.rtp);
             }
+        }
+        // The DTLS close_notify and RTCP BYE are sent if the browser is reachable. A leg a panic
+        // left broken (`containment`) may panic again here: that is caught too.
+        let now = self.now;
+        let closing = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let mut sends = Vec::new();
+            call.browser.close();
+            while let Some(o) = call.browser.poll(now) {
+                match o {
+                    LegOutput::Transmit { to, payload, .. } => sends.push((to, payload)),
+                    LegOutput::Timeout(_) | LegOutput::Closed => break,
+                    _ => {}
+                }
+            }
+            sends
+        }));
+        match closing {
+            Ok(sends) => sends.into_iter().for_each(|(to, payload)| self.send_webrtc(to, payload)),
+            Err(_) => log::error!("{id}: the browser leg panicked while closing"),
         }
         self.calls.timers.stop_range((id, CallTimer::FIRST)..=(id, CallTimer::LAST));
     }
@@ -994,35 +1349,47 @@ impl Gateway {
             log::debug!("{} WebRTC bytes from {from} for no call; dropped", data.len());
             return;
         };
-        let now = self.now;
-        let Some(call) = self.calls.calls.get_mut(&id) else { return };
-        if call.browser.handle_datagram(now, from, local, data) {
-            self.calls.demux.learn(from, id);
-        }
-        self.drain_browser(id);
+        self.contained(id, "the browser leg", |gw| {
+            let now = gw.now;
+            let Some(call) = gw.calls.calls.get_mut(&id) else { return };
+            if call.browser.handle_datagram(now, from, local, data) {
+                gw.calls.demux.learn(from, id);
+            }
+            gw.drain_browser(id);
+        });
     }
 
     /// A datagram on a call's RTP or RTCP socket.
     pub(super) fn rtp_datagram(&mut self, socket: SocketId, from: SocketAddr, data: &[u8]) {
         let rtp = SocketId(socket.0 & !1);
         let Some(&id) = self.calls.sockets.get(&rtp) else { return };
-        let now = self.now;
-        let Some(call) = self.calls.calls.get_mut(&id) else { return };
-        let Some(media) = &mut call.media else { return };
-        if socket != rtp {
-            media.rtcp_from_sip(now, from, data);
-            return;
-        }
-        match media.from_sip(now, from, data) {
-            Ok(p) => {
-                let payload = media.rx_payload(p.payload.clone());
-                if let Err(e) = call.browser.write_rtp(now, p.pt, p.seq, p.ts, p.marker, payload) {
-                    log::trace!("{id}: RTP to the browser dropped: {e}");
+        self.contained(id, "the SIP-side media", |gw| {
+            let now = gw.now;
+            let Some(call) = gw.calls.calls.get_mut(&id) else { return };
+            let video = call.video.as_ref().is_some_and(|v| v.rtp.rtp == rtp);
+            let media = if video { call.video.as_mut().and_then(|v| v.media.as_mut()) } else { call.media.as_mut() };
+            let Some(media) = media else { return };
+            if socket != rtp {
+                // A PLI or FIR from the SIP side: the browser is asked for a key frame.
+                if media.rtcp_from_sip(now, from, data) && video {
+                    if !call.browser.request_keyframe(false) {
+                        log::debug!("{id}: key frame request from the SIP side, but no video from the browser yet");
+                    }
+                    gw.drain_browser(id);
                 }
-                self.drain_browser(id);
+                return;
             }
-            Err(why) => log::trace!("{id}: RTP from {from} dropped: {why:?}"),
-        }
+            match media.from_sip(now, from, data) {
+                Ok(p) => {
+                    let payload = media.rx_payload(p.payload.clone());
+                    if let Err(e) = call.browser.write_rtp(now, video, p.pt, p.seq, p.ts, p.marker, payload) {
+                        log::trace!("{id}: RTP to the browser dropped: {e}");
+                    }
+                    gw.drain_browser(id);
+                }
+                Err(why) => log::trace!("{id}: RTP from {from} dropped: {why:?}"),
+            }
+        });
     }
 
     fn send_webrtc(&mut self, to: SocketAddr, payload: Vec<u8>) {
@@ -1033,8 +1400,14 @@ impl Gateway {
     }
 
     /// Runs the browser leg's outputs: transmits, RTP to the SIP side, state changes, its timer.
+    /// A panic inside ends the call (`containment`).
     pub(super) fn drain_browser(&mut self, id: CallId) {
+        self.contained(id, "the browser leg", |gw| gw.poll_browser(id));
+    }
+
+    fn poll_browser(&mut self, id: CallId) {
         let now = self.now;
+        let unix = self.clock.unix(now);
         let mut connected = false;
         let mut closed = false;
         loop {
@@ -1045,10 +1418,13 @@ impl Gateway {
             };
             match o {
                 LegOutput::Transmit { to, payload, .. } => self.send_webrtc(to, payload),
-                LegOutput::Rtp { pt, seq, ts, marker, ssrc, payload } => {
-                    let socket = call.rtp.rtp;
-                    let bound = call.rtp.port.is_some();
-                    if let (Some(media), true) = (&mut call.media, bound) {
+                LegOutput::Rtp { video, pt, seq, ts, marker, ssrc, payload } => {
+                    let (socket, bound, media) = match (video, call.video.as_mut()) {
+                        (false, _) => (call.rtp.rtp, call.rtp.port.is_some(), call.media.as_mut()),
+                        (true, Some(v)) => (v.rtp.rtp, v.rtp.port.is_some(), v.media.as_mut()),
+                        (true, None) => continue,
+                    };
+                    if let (Some(media), true) = (media, bound) {
                         if let Some((to, pkt)) = media.from_browser(now, (pt, seq, ts, marker, ssrc), &payload) {
                             let payload = pkt.to_vec();
                             self.out.push_back(Output::Datagram(Transmit { socket, to, payload }));
@@ -1058,7 +1434,14 @@ impl Gateway {
                 LegOutput::Connected => connected = !self.config.replay,
                 LegOutput::Disconnected => log::info!("{id}: the browser stopped ICE consent checks"),
                 LegOutput::Reconnected => log::info!("{id}: the browser is back"),
-                LegOutput::KeyframeRequest { .. } => {}
+                LegOutput::KeyframeRequest { .. } => {
+                    // The browser lost video: a PLI to the SIP side's video source (RFC 4585).
+                    let Some(v) = call.video.as_mut().filter(|v| v.rtp.port.is_some()) else { continue };
+                    let socket = v.rtp.rtcp;
+                    if let Some((to, payload)) = v.media.as_mut().and_then(|m| m.keyframe_request(now, unix)) {
+                        self.out.push_back(Output::Datagram(Transmit { socket, to, payload }));
+                    }
+                }
                 LegOutput::Timeout(at) => {
                     self.calls.timers.set((id, CallTimer::Browser), at);
                     break;
@@ -1118,6 +1501,9 @@ impl Gateway {
     }
 
     fn arm_media_timeout(&mut self, id: CallId) {
+        if !self.calls.calls.contains_key(&id) {
+            return; // ended meanwhile (a contained panic)
+        }
         self.calls.timers.set((id, CallTimer::Rtcp), self.now + crate::media::bridge::RTCP_INTERVAL);
         if self.config.media_timeout > 0 {
             let at = self.now + Duration::from_secs(self.config.media_timeout);
@@ -1136,6 +1522,12 @@ impl Gateway {
                 let report = call.media.as_mut().and_then(|m| m.rtcp_report(now, unix));
                 if let (Some((to, payload)), Some(_)) = (report, call.rtp.port) {
                     self.out.push_back(Output::Datagram(Transmit { socket, to, payload }));
+                }
+                if let Some(v) = call.video.as_mut().filter(|v| v.rtp.port.is_some()) {
+                    let socket = v.rtp.rtcp;
+                    if let Some((to, payload)) = v.media.as_mut().and_then(|m| m.rtcp_report(now, unix)) {
+                        self.out.push_back(Output::Datagram(Transmit { socket, to, payload }));
+                    }
                 }
                 self.calls.timers.set((id, CallTimer::Rtcp), now + crate::media::bridge::RTCP_INTERVAL);
             }

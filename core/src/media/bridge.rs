@@ -273,17 +273,18 @@ impl SipMedia {
 
     /// A datagram on the RTCP socket from `from`: RTCP is terminated per leg (media spec §2.3),
     /// so it only proves the peer alive, tells where its RTCP comes from, and feeds the delay
-    /// since its last SR into our reports.
-    pub fn rtcp_from_sip(&mut self, now: Instant, from: SocketAddr, data: &[u8]) {
+    /// since its last SR into our reports. Returns true when it asks for a key frame (PLI or FIR,
+    /// RFC 4585 §6.3.1, RFC 5104 §4.3.1): the one thing forwarded to the other leg.
+    pub fn rtcp_from_sip(&mut self, now: Instant, from: SocketAddr, data: &[u8]) -> bool {
         let mut buf = data.to_vec();
         if let Some((_, rx)) = &mut self.srtp {
             match rx.unprotect_rtcp(&mut buf) {
                 Ok(len) => buf.truncate(len),
-                Err(_) => return,
+                Err(_) => return false,
             }
         }
         if !rtp::looks_like_rtcp(&buf) || rtcp::validate_compound(&buf).is_err() {
-            return;
+            return false;
         }
         self.last_rx = now;
         self.rtcp_from = Some(from);
@@ -293,11 +294,24 @@ impl SipMedia {
                 stats.on_sender_report(now, ntp);
             }
         }
+        summary.keyframe_request
     }
 
     /// Our compound RTCP report (SR or RR with SDES CNAME; SRTCP when SRTP is on) and where to
     /// send it: the peer's RTCP source, else its RTP address with port + 1 (RFC 3550 §11).
     pub fn rtcp_report(&mut self, now: Instant, unix_now: Duration) -> Option<(SocketAddr, Vec<u8>)> {
+        self.compound(now, unix_now, false)
+    }
+
+    /// Asks the SIP peer for a key frame (the browser sent a PLI or FIR on our video stream; media
+    /// spec §2.3 point 4): our report (SR or RR, SDES) followed by a PLI (RFC 4585 §6.3.1) from
+    /// our SSRC for the peer's media SSRC (0 while we have not heard it), as a compound RTCP
+    /// packet (SRTCP when SRTP is on), and where to send it (as [`SipMedia::rtcp_report`]).
+    pub fn keyframe_request(&mut self, now: Instant, unix_now: Duration) -> Option<(SocketAddr, Vec<u8>)> {
+        self.compound(now, unix_now, true)
+    }
+
+    fn compound(&mut self, now: Instant, unix_now: Duration, pli: bool) -> Option<(SocketAddr, Vec<u8>)> {
         let to = self.rtcp_from.or_else(|| {
             let rtp = self.latch.target()?;
             Some(SocketAddr::new(rtp.ip(), rtp.port().checked_add(1)?))
@@ -306,6 +320,10 @@ impl SipMedia {
         let blocks: Vec<_> = self.recv_stats.as_mut().and_then(|r| r.report_block(now)).into_iter().collect();
         let mut out = Vec::with_capacity(128);
         rtcp::write_report(&mut out, self.ssrc, sender.as_ref(), &blocks, self.cname.as_bytes());
+        if pli {
+            let media_ssrc = self.recv_stats.as_ref().map_or(0, |r| r.ssrc());
+            rtcp::write_pli(&mut out, self.ssrc, media_ssrc);
+        }
         if let Some((tx, _)) = &mut self.srtp {
             let len = out.len();
             out.resize(len + tx.rtcp_overhead(), 0);
@@ -321,14 +339,16 @@ impl SipMedia {
 }
 
 /// Pairs the codecs of `answer` (the side that chose, with its numbers) with `offer` (the other
-/// side, with its numbers): each answered codec that matches an offered one, in the answer's
-/// order. `browser_is_offer` says which side the offer came from.
+/// side, with its numbers): each answered codec that matches an offered one
+/// ([`Codec::same_format`]: H.264 by packetization mode and profile too), in the answer's order. `browser_is_offer` says which side the offer came from.
 pub fn pair_codecs(offer: &[Codec], answer: &[Codec], browser_is_offer: bool) -> Vec<CodecPair> {
     answer
         .iter()
         .filter_map(|a| {
-            let o =
-                offer.iter().find(|x| x.matches(a) && x.pt == a.pt).or_else(|| offer.iter().find(|x| x.matches(a)))?;
+            let o = offer
+                .iter()
+                .find(|x| x.same_format(a) && x.pt == a.pt)
+                .or_else(|| offer.iter().find(|x| x.same_format(a)))?;
             let (browser_pt, sip_pt) = if browser_is_offer { (o.pt, a.pt) } else { (a.pt, o.pt) };
             Some(CodecPair { browser_pt, sip_pt, clock_rate: a.clock_rate, codec: a.clone() })
         })
@@ -399,6 +419,66 @@ mod tests {
         // The peer's number for telephone-event maps back to the browser's.
         assert_eq!(m.from_sip(t0, natted, &packet(101, 10, 240, 99, b"e")).unwrap().pt, 126);
         assert_eq!(m.last_rx(), t0);
+    }
+
+    #[test]
+    fn h264_pairs_with_the_offered_format_of_the_same_profile() {
+        let cb = "packetization-mode=1;profile-level-id=42e01f";
+        let browser = [
+            Codec::vp8(96),
+            Codec::h264(102, Some("packetization-mode=1;profile-level-id=42001f")),
+            Codec::h264(108, Some(cb)),
+            Codec::h264(109, Some("packetization-mode=0;profile-level-id=42e01f")),
+        ];
+        // The SIP side answers Constrained Baseline, mode 1, a lower level, at its own number.
+        let answer = [Codec::h264(99, Some("profile-level-id=42e00d;packetization-mode=1"))];
+        let pairs = pair_codecs(&browser, &answer, true);
+        assert_eq!(
+            pairs.iter().map(|p| (p.browser_pt, p.sip_pt, p.clock_rate)).collect::<Vec<_>>(),
+            [(108, 99, 90000)]
+        );
+        // A profile nobody offered pairs with nothing.
+        assert!(pair_codecs(&browser, &[Codec::h264(99, Some("profile-level-id=640c1f"))], true).is_empty());
+    }
+
+    #[test]
+    fn keyframe_requests_both_ways_on_rtcp() {
+        let t0 = epoch();
+        let mut rng = Rng::new([5; 32]);
+        let addr: SocketAddr = "192.0.2.10:30002".parse().unwrap();
+        let vp8 = vec![CodecPair { browser_pt: 96, sip_pt: 100, clock_rate: 90000, codec: Codec::vp8(100) }];
+        let mut m = SipMedia::new(addr, vp8, t0, &mut rng);
+        let unix = Duration::from_secs(1_700_000_000);
+        // Before any RTP from the peer: a PLI for SSRC 0, after an RR, to RTP port + 1.
+        let (to, pkt) = m.keyframe_request(t0, unix).unwrap();
+        assert_eq!(to, "192.0.2.10:30003".parse().unwrap());
+        assert!(rtcp::validate_compound(&pkt).is_ok());
+        let plis: Vec<_> = rtcp::parse_compound(&pkt)
+            .filter_map(|p| match p {
+                Ok(rtcp::RtcpPacket::Pli { media_ssrc, .. }) => Some(media_ssrc),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(plis, [0]);
+        // Once the peer sends, the PLI names its SSRC.
+        m.from_sip(t0, addr, &packet(100, 1, 90, 0xabc, b"kf")).unwrap();
+        let (_, pkt) = m.keyframe_request(t0, unix).unwrap();
+        assert!(rtcp::parse_compound(&pkt)
+            .any(|p| p == Ok(rtcp::RtcpPacket::Pli { sender_ssrc: m.ssrc, media_ssrc: 0xabc })));
+        // A plain report is no keyframe request; the peer's PLI or FIR is.
+        let (_, report) = m.rtcp_report(t0, unix).unwrap();
+        assert!(!rtcp::summarize(&report).keyframe_request);
+        let rtcp_from: SocketAddr = "192.0.2.10:30003".parse().unwrap();
+        assert!(!m.rtcp_from_sip(t0, rtcp_from, &report));
+        let mut pli = Vec::new();
+        rtcp::write_rr(&mut pli, 0xabc, &[]);
+        rtcp::write_pli(&mut pli, 0xabc, m.ssrc);
+        assert!(m.rtcp_from_sip(t0, rtcp_from, &pli));
+        let mut fir = Vec::new();
+        rtcp::write_rr(&mut fir, 0xabc, &[]);
+        rtcp::write_fir(&mut fir, 0xabc, m.ssrc, 1);
+        assert!(m.rtcp_from_sip(t0, rtcp_from, &fir));
+        assert!(!m.rtcp_from_sip(t0, rtcp_from, b"junk"));
     }
 
     #[test]

@@ -637,12 +637,72 @@ impl Codec {
     }
 
     /// Same codec: name (case-insensitive), clock rate and channels. PT and fmtp are not
-    /// compared (H.264 profiles are not checked).
+    /// compared: this is "do we carry it" (see [`Codec::same_format`] for offer/answer pairing).
     pub fn matches(&self, other: &Codec) -> bool {
         self.name.eq_ignore_ascii_case(&other.name)
             && self.clock_rate == other.clock_rate
             && self.channels == other.channels
     }
+
+    /// Same payload format, for pairing an answer's codec with an offered one: [`Codec::matches`]
+    /// and, for H.264, the same `packetization-mode` (0 when absent) and the same profile of
+    /// `profile-level-id` (RFC 6184 §8.2.2: the profile must match, the level may differ; absent
+    /// means `420010`, Baseline).
+    pub fn same_format(&self, other: &Codec) -> bool {
+        if !self.matches(other) {
+            return false;
+        }
+        if !self.name.eq_ignore_ascii_case("H264") {
+            return true;
+        }
+        let (a, b) = (self.fmtp.as_deref(), other.fmtp.as_deref());
+        packetization_mode(a) == packetization_mode(b)
+            && h264_profile(a).is_some()
+            && h264_profile(a) == h264_profile(b)
+    }
+
+    /// True for the video codecs the gateway carries (VP8, H.264 at 90 kHz).
+    pub fn is_video(&self) -> bool {
+        self.clock_rate == 90000 && (self.name.eq_ignore_ascii_case("VP8") || self.name.eq_ignore_ascii_case("H264"))
+    }
+}
+
+/// The value of parameter `name` in an fmtp line (`a=1;b=2`), names compared case-insensitively.
+pub fn fmtp_param<'a>(fmtp: Option<&'a str>, name: &str) -> Option<&'a str> {
+    fmtp?.split(';').find_map(|p| {
+        let (k, v) = p.split_once('=')?;
+        k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+/// H.264 `packetization-mode` (RFC 6184 §8.1: 0 when absent).
+fn packetization_mode(fmtp: Option<&str>) -> Option<u8> {
+    match fmtp_param(fmtp, "packetization-mode") {
+        None => Some(0),
+        Some(v) => v.parse().ok(),
+    }
+}
+
+/// The H.264 profile of `profile-level-id` (RFC 6184 §8.1; `420010` when absent), with the
+/// constrained profiles told apart by their constraint flags as RFC 6184 Table 5 and libwebrtc do:
+/// `(profile_idc, constrained)`. `None` for a malformed value.
+fn h264_profile(fmtp: Option<&str>) -> Option<(u8, bool)> {
+    let id = fmtp_param(fmtp, "profile-level-id").unwrap_or("420010");
+    if id.len() != 6 {
+        return None;
+    }
+    let v = u32::from_str_radix(id, 16).ok()?;
+    let (idc, iop) = ((v >> 16) as u8, (v >> 8) as u8);
+    let constrained = match idc {
+        0x42 => iop & 0x40 != 0,
+        0x4d => iop & 0x80 != 0,
+        0x58 => iop & 0xc0 == 0xc0,
+        0x64 => iop & 0x0c == 0x0c,
+        _ => false,
+    };
+    // Constrained Baseline, whichever profile_idc carries it, is one profile.
+    let cb = constrained && matches!(idc, 0x42 | 0x4d | 0x58);
+    Some(if cb { (0x42, true) } else { (idc, constrained) })
 }
 
 /// The offered codecs that match one of `supported`, keeping the offer's PTs, fmtp and order
@@ -1052,6 +1112,28 @@ mod tests {
         assert_eq!(intersect(&offered, &supported()), [Codec::new(8, "pcma", 8000, 1, None)]);
         assert_eq!(intersect(&offered, &[Codec::vp8(96)]), [Codec::new(100, "VP8", 90000, 1, None)]);
         assert!(intersect(&offered, &[]).is_empty());
+    }
+
+    #[test]
+    fn h264_formats_pair_by_packetization_mode_and_profile() {
+        let cb = Codec::h264(102, Some("level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f"));
+        let cb_low_level = Codec::h264(97, Some("profile-level-id=42E00D; packetization-mode=1"));
+        let cb_mode0 = Codec::h264(103, Some("packetization-mode=0;profile-level-id=42e01f"));
+        let baseline = Codec::h264(104, Some("packetization-mode=1;profile-level-id=42001f"));
+        let cb_as_main = Codec::h264(105, Some("packetization-mode=1;profile-level-id=4d801f"));
+        let high = Codec::h264(106, Some("packetization-mode=1;profile-level-id=64001f"));
+        assert!(cb.same_format(&cb_low_level), "the level may differ");
+        assert!(!cb.same_format(&cb_mode0), "packetization-mode must match");
+        assert!(!cb.same_format(&baseline) && !cb.same_format(&high), "the profile must match");
+        assert!(cb.same_format(&cb_as_main), "Constrained Baseline signalled through Main's flags");
+        assert!(Codec::h264(1, None).same_format(&Codec::h264(2, Some("profile-level-id=42001e"))), "defaults");
+        let bad = Codec::h264(1, Some("profile-level-id=zz"));
+        assert!(!bad.same_format(&bad.clone()));
+        assert!(cb.matches(&high), "`matches` is by name only");
+        assert!(Codec::vp8(96).same_format(&Codec::vp8(100)) && Codec::pcmu().same_format(&Codec::pcmu()));
+        assert!(Codec::vp8(96).is_video() && cb.is_video() && !Codec::pcmu().is_video());
+        assert_eq!(fmtp_param(cb.fmtp.as_deref(), "PACKETIZATION-MODE"), Some("1"));
+        assert_eq!(fmtp_param(None, "x"), None);
     }
 
     fn local(address: &str) -> LocalSession {

@@ -3,9 +3,10 @@
 //!
 //! - Built per call with `RtcConfig::new().set_ice_lite(true).set_rtp_mode(true)
 //!   .set_dtls_cert(shared)`, `clear_codecs()` and then **only the codecs the SIP side accepted**
-//!   (Opus, G722, PCMU, PCMA, telephone-event, at the PTs of the browser's offer, or of the SIP
-//!   offer when we offer), so the answer cannot steer the browser towards a codec the SIP leg does
-//!   not carry (media spec §2.3 point 2). The `Rtc` is therefore built in
+//!   (Opus, G722, PCMU, PCMA, telephone-event, and VP8/H.264 video, at the PTs of the browser's
+//!   offer, or of the SIP offer when we offer), so the answer cannot steer the browser towards a
+//!   codec the SIP leg does not carry (media spec §2.3 point 2); a video m-line with no allowed
+//!   format is refused (port 0). The `Rtc` is therefore built in
 //!   [`BrowserLeg::accept_offer`] or [`BrowserLeg::create_offer`], not in [`BrowserLeg::new`].
 //! - Two ways to start, one per call direction (media spec §2.3 point 2):
 //!   - answerer (outgoing calls, the browser offers): [`BrowserLeg::accept_offer`];
@@ -22,6 +23,14 @@
 //!   [`BrowserLeg::create_reoffer`], answered through [`BrowserLeg::accept_answer`].
 //!   [`BrowserLeg::direction`] is the negotiated direction. str0m keeps one pending offer: a
 //!   browser offer while ours is pending (glare) drops ours ([`BrowserLeg::rollback_offer`]).
+//! - Video (media spec §2.3 point 4): at most one video m-line, decided by the first negotiation
+//!   ([`BrowserLeg::has_video`]) and kept through re-offers (which apply the audio direction to it;
+//!   a refused one is never revived). RTP comes out as [`LegOutput::Rtp`] with `video` set (told
+//!   apart by PT: one PT table per session) and goes in through [`BrowserLeg::write_rtp`] with
+//!   `video`; no RTX towards the browser (the SIP side has nothing to resend from). Keyframes: the
+//!   browser's PLI/FIR on our video stream is [`LegOutput::KeyframeRequest`];
+//!   [`BrowserLeg::request_keyframe`] asks the browser (str0m's `StreamRx::request_keyframe`, RTP
+//!   mode).
 //! - Local ICE credentials come from the core's [`Rng`]; the host candidates are the advertised
 //!   addresses (IPv4 and IPv6) of the one shared WebRTC UDP socket. Datagrams on that socket reach
 //!   the right leg through [`super::demux::Demux`] (media spec §1.4), keyed by [`BrowserLeg::ufrag`].
@@ -177,6 +186,8 @@ pub enum LegOutput {
     },
     /// An RTP packet from the browser, decrypted (header fields as received).
     Rtp {
+        /// On the video m-line (by its payload type: the leg's PTs are session-wide), else audio.
+        video: bool,
         /// Payload type (one the leg negotiated).
         pt: u8,
         /// Sequence number.
@@ -197,7 +208,8 @@ pub enum LegOutput {
     Disconnected,
     /// ICE works again after [`LegOutput::Disconnected`].
     Reconnected,
-    /// The browser asks for a key frame (PLI, or FIR when `full_intra`): forward to the SIP side.
+    /// The browser asks for a key frame on our video stream (PLI, or FIR when `full_intra`):
+    /// forward to the SIP side.
     KeyframeRequest {
         /// FIR rather than PLI.
         full_intra: bool,
@@ -221,6 +233,8 @@ struct PendingOffer {
     offer: SdpPendingOffer,
     /// The audio m-line it offers.
     mid: Mid,
+    /// The video m-line it offers, if any.
+    video: Option<Mid>,
     /// The first offer ([`BrowserLeg::create_offer`]): nothing negotiated yet.
     initial: bool,
 }
@@ -235,6 +249,9 @@ pub struct BrowserLeg {
     rtc: Option<Rtc>,
     /// The audio m-line (from the answer), once a negotiation completed.
     mid: Option<Mid>,
+    /// The video m-line, when the first negotiation accepted one (port and a codec). It then
+    /// stays: re-offers keep it, and a video m-line refused at first is never revived.
+    video: Option<Mid>,
     /// Our offer (first or re-offer) waiting for the browser's answer.
     pending: Option<PendingOffer>,
     /// Direction of the audio m-line from our side, as of the last completed negotiation.
@@ -254,6 +271,7 @@ impl fmt::Debug for BrowserLeg {
             .field("ufrag", &self.creds.ufrag)
             .field("candidates", &self.candidates)
             .field("mid", &self.mid.map(|m| m.to_string()))
+            .field("video", &self.video.map(|m| m.to_string()))
             .field("direction", &self.negotiated)
             .field("offer_pending", &self.pending.is_some())
             .field("connected", &self.connected)
@@ -282,6 +300,7 @@ impl BrowserLeg {
             seed: Cell::new(rng.next_u64()),
             rtc: None,
             mid: None,
+            video: None,
             pending: None,
             negotiated: None,
             pending_candidates: Vec::new(),
@@ -339,13 +358,18 @@ impl BrowserLeg {
             self.rtc = Some(rtc);
             self.next_timeout = Some(now);
             self.add_local_candidates();
-        } else if let Some(mid) = self.mid.filter(|m| self.rtc_direction(*m) == Some(RtcDirection::Inactive)) {
-            // str0m ignores a remote `recvonly` on an `inactive` m-line it created (an incoming
-            // call's): leave `inactive` locally first (no offer is made), the offer sets the rest.
-            self.mutate(|rtc| {
-                rtc.sdp_api().set_direction(mid, RtcDirection::SendRecv);
-                Ok(())
-            });
+        } else {
+            for mid in [self.mid, self.video].into_iter().flatten() {
+                if self.rtc_direction(mid) != Some(RtcDirection::Inactive) {
+                    continue;
+                }
+                // str0m ignores a remote `recvonly` on an `inactive` m-line it created (an incoming
+                // call's): leave `inactive` locally first (no offer is made), the offer sets the rest.
+                self.mutate(|rtc| {
+                    rtc.sdp_api().set_direction(mid, RtcDirection::SendRecv);
+                    Ok(())
+                });
+            }
         }
         let mut answer = None;
         self.mutate(|rtc| {
@@ -369,9 +393,13 @@ impl BrowserLeg {
             }
         };
         let sdp = answer.to_sdp_string();
-        let error = match answer_audio(&sdp) {
+        let error = match answer_line(&sdp, "audio") {
             Some((mid, true)) => {
                 self.mid = Some(Mid::from(mid.as_str()));
+                if fresh {
+                    self.video =
+                        answer_line(&sdp, "video").filter(|(_, used)| *used).map(|(m, _)| Mid::from(m.as_str()));
+                }
                 self.note_direction();
                 if fresh {
                     self.flush_pending_candidates();
@@ -394,7 +422,8 @@ impl BrowserLeg {
     /// its SDP, for sylkRTC's `incoming-session`. Builds the `Rtc` with only the `allowed` codecs
     /// (the SIP offer's, at its PTs; as for [`BrowserLeg::accept_offer`], Opus, G722, PCMU, PCMA
     /// and telephone-event/8000 are carried, the rest ignored; G722/PCMU/PCMA at their static PTs)
-    /// and offers one `sendrecv` audio m-line with them, our host candidates (all of them: we are
+    /// and offers one `sendrecv` audio m-line with them, and a `sendrecv` video m-line when `allowed`
+    /// has VP8 or H.264 (at the SIP offer's PTs and fmtp), our host candidates (all of them: we are
     /// ICE-lite and never trickle), `a=ice-lite`, our fingerprint and `a=setup:actpass`. The
     /// browser's answer goes to [`BrowserLeg::accept_answer`]; trickled candidates that arrive
     /// before it are kept until then.
@@ -416,16 +445,18 @@ impl BrowserLeg {
         self.rtc = Some(rtc);
         self.next_timeout = Some(now);
         self.add_local_candidates();
+        let with_video = allowed.iter().any(|c| video_codec(c).is_some());
         let mut made = None;
         self.mutate(|rtc| {
             let mut api = rtc.sdp_api();
             let mid = api.add_media(MediaKind::Audio, RtcDirection::SendRecv, None, None, None);
-            made = Some((mid, api.apply()));
+            let video = with_video.then(|| api.add_media(MediaKind::Video, RtcDirection::SendRecv, None, None, None));
+            made = Some((mid, video, api.apply()));
             Ok(())
         });
         match made {
-            Some((mid, Some((offer, pending)))) if !self.closed => {
-                self.pending = Some(PendingOffer { offer: pending, mid, initial: true });
+            Some((mid, video, Some((offer, pending)))) if !self.closed => {
+                self.pending = Some(PendingOffer { offer: pending, mid, video, initial: true });
                 Ok(offer.to_sdp_string())
             }
             _ => {
@@ -435,7 +466,8 @@ impl BrowserLeg {
         }
     }
 
-    /// Re-offers our audio m-line with `direction` (ours: [`Direction::SendOnly`] = we send to the
+    /// Re-offers our audio m-line (and the video one, if in use) with `direction` (ours:
+    /// [`Direction::SendOnly`] = we send to the
     /// browser and do not receive, as when the SIP side holds with `sendonly`) and returns the offer
     /// SDP for the browser (media spec §2.3 point 7). Codecs, ICE and DTLS stay as they are. The
     /// same direction as now still makes an offer (a refresh). The browser's answer goes to
@@ -454,6 +486,7 @@ impl BrowserLeg {
         self.mutate(|rtc| rtc.handle_input(Input::Timeout(now)));
         let dir = to_rtc_direction(direction);
         let current = self.rtc_direction(mid);
+        let video = self.video;
         let mut made = None;
         self.mutate(|rtc| {
             let mut api = rtc.sdp_api();
@@ -463,6 +496,10 @@ impl BrowserLeg {
                 api.set_direction(mid, other);
             }
             api.set_direction(mid, dir);
+            // Video follows audio (hold holds both).
+            if let Some(v) = video {
+                api.set_direction(v, dir);
+            }
             made = Some(api.apply());
             Ok(())
         });
@@ -471,7 +508,7 @@ impl BrowserLeg {
         }
         match made {
             Some(Some((offer, pending))) => {
-                self.pending = Some(PendingOffer { offer: pending, mid, initial: false });
+                self.pending = Some(PendingOffer { offer: pending, mid, video: None, initial: false });
                 Ok(offer.to_sdp_string())
             }
             _ => {
@@ -506,7 +543,8 @@ impl BrowserLeg {
         };
         let initial = pending.initial;
         let mid = pending.mid;
-        let checked = match answer_audio(answer_sdp) {
+        let video = pending.video;
+        let checked = match answer_line(answer_sdp, "audio") {
             Some((m, true)) if Mid::from(m.as_str()) == mid => Ok(()),
             Some((m, true)) => Err(WebRtcError::Rejected(format!("answer's audio is mid {m}, not {mid}"))),
             Some((_, false)) => Err(WebRtcError::NoCodec),
@@ -525,6 +563,11 @@ impl BrowserLeg {
         match result {
             Some(Ok(())) if !self.closed => {
                 self.mid = Some(mid);
+                if initial {
+                    // The browser may refuse our video m-line (port 0): then the call has no video.
+                    let used = answer_line(answer_sdp, "video").filter(|(_, used)| *used);
+                    self.video = video.filter(|v| used.is_some_and(|(m, _)| Mid::from(m.as_str()) == *v));
+                }
                 self.note_direction();
                 if initial {
                     self.flush_pending_candidates();
@@ -628,15 +671,18 @@ impl BrowserLeg {
     /// str0m is always trickling and has no end-of-candidates (media spec §1.5).
     pub fn end_of_candidates(&mut self) {}
 
-    /// Sends one RTP packet to the browser on the audio stream (str0m's SSRC). `seq` is the
+    /// Sends one RTP packet to the browser on the audio stream, or the video one when `video`
+    /// (str0m's SSRC; [`WebRtcError::NotReady`] if the call has no video). `seq` is the
     /// extended sequence number: its upper bits are the SRTP rollover counter, so a stream must
     /// start below 2^16 (media spec §1.9; [`super::rtp::SeqTsRewriter`] does). `ts` is passed
     /// through verbatim (G722 uses the 8 kHz wire clock). Before ICE and DTLS are up packets are
     /// refused ([`WebRtcError::NotReady`]) rather than queued, so no stale audio follows the
     /// handshake; so are they while the negotiated [`BrowserLeg::direction`] does not send (hold).
+    #[allow(clippy::too_many_arguments)]
     pub fn write_rtp(
         &mut self,
         now: Instant,
+        video: bool,
         pt: u8,
         seq: u64,
         ts: u32,
@@ -646,7 +692,8 @@ impl BrowserLeg {
         if self.closed {
             return Err(WebRtcError::Closed);
         }
-        let (Some(mid), true) = (self.mid, self.connected) else {
+        let line = if video { self.video } else { self.mid };
+        let (Some(mid), true) = (line, self.connected) else {
             return Err(WebRtcError::NotReady);
         };
         if self.negotiated.is_some_and(|d| !d.is_sending()) {
@@ -671,6 +718,31 @@ impl BrowserLeg {
         // str0m sends queued RTP when time advances.
         self.mutate(|rtc| rtc.handle_input(Input::Timeout(now)));
         Ok(())
+    }
+
+    /// Whether the call has video with the browser (a video m-line accepted in the first
+    /// negotiation).
+    pub fn has_video(&self) -> bool {
+        self.video.is_some() && !self.closed
+    }
+
+    /// Asks the browser for a key frame on the video it sends us (the SIP side sent a PLI or FIR;
+    /// media spec §2.3 point 4): str0m sends a PLI, or a FIR when `full_intra`, with its next RTCP.
+    /// False when there is no video stream from the browser yet.
+    pub fn request_keyframe(&mut self, full_intra: bool) -> bool {
+        let (Some(mid), false) = (self.video, self.closed) else {
+            return false;
+        };
+        let kind = if full_intra { KeyframeRequestKind::Fir } else { KeyframeRequestKind::Pli };
+        let mut found = false;
+        self.mutate(|rtc| {
+            if let Some(rx) = rtc.direct_api().stream_rx_by_mid(mid, None) {
+                rx.request_keyframe(kind);
+                found = true;
+            }
+            Ok(())
+        });
+        found
     }
 
     /// Starts closing: RTCP BYE and DTLS close_notify are queued, then [`LegOutput::Closed`].
@@ -743,16 +815,18 @@ impl BrowserLeg {
     /// str0m applies a direction change to the session when the offer is made: put the negotiated
     /// one back (a change that is never applied makes no offer).
     fn restore_direction(&mut self) {
-        let (Some(mid), Some(dir)) = (self.mid, self.negotiated) else {
+        let Some(dir) = self.negotiated else {
             return;
         };
-        if self.rtc_direction(mid) == Some(dir) {
-            return;
+        for mid in [self.mid, self.video].into_iter().flatten() {
+            if self.rtc_direction(mid) == Some(dir) {
+                continue;
+            }
+            self.mutate(|rtc| {
+                rtc.sdp_api().set_direction(mid, dir);
+                Ok(())
+            });
         }
-        self.mutate(|rtc| {
-            rtc.sdp_api().set_direction(mid, dir);
-            Ok(())
-        });
     }
 
     /// Our offer will not be answered (or its answer was refused).
@@ -774,6 +848,13 @@ impl BrowserLeg {
         let mut audio = 0;
         let mut seen: Vec<&str> = Vec::new();
         for c in allowed {
+            // Video: every allowed format (several H.264 profiles may be), no RTX (the SIP side
+            // has none to resend from).
+            if let Some(codec) = video_codec(c) {
+                let params = FormatParams::parse_line(c.fmtp.as_deref().unwrap_or(""));
+                config.codec_config().add_config(Pt::from(c.pt), None, codec, Frequency::NINETY_KHZ, None, params);
+                continue;
+            }
             let name = c.name.to_ascii_lowercase();
             // One entry per codec: the first (preferred) one of the SIP answer.
             if seen.iter().any(|s| s.eq_ignore_ascii_case(&c.name)) {
@@ -900,6 +981,7 @@ impl BrowserLeg {
                 _ => {}
             },
             Event::RtpPacket(p) => self.queue.push_back(LegOutput::Rtp {
+                video: self.is_video_pt(*p.header.payload_type),
                 pt: *p.header.payload_type,
                 seq: p.header.sequence_number,
                 ts: p.header.timestamp,
@@ -907,7 +989,7 @@ impl BrowserLeg {
                 ssrc: *p.header.ssrc,
                 payload: p.payload,
             }),
-            Event::KeyframeRequest(k) => {
+            Event::KeyframeRequest(k) if Some(k.mid) == self.video => {
                 self.queue.push_back(LegOutput::KeyframeRequest { full_intra: k.kind == KeyframeRequestKind::Fir })
             }
             // The browser closed DTLS: str0m still drains its own close output (BYE,
@@ -915,6 +997,15 @@ impl BrowserLeg {
             Event::Closed => {}
             _ => {}
         }
+    }
+
+    /// Whether `pt` is one of the session's video payload types.
+    fn is_video_pt(&self, pt: u8) -> bool {
+        self.video.is_some()
+            && self
+                .rtc
+                .as_ref()
+                .is_some_and(|r| r.codec_config().params().iter().any(|p| *p.pt() == pt && p.spec().codec.is_video()))
     }
 
     /// The leg is over: drop the `Rtc` (its memory, 60-130 kB) and report it once.
@@ -931,6 +1022,7 @@ impl BrowserLeg {
     fn reset(&mut self) {
         self.rtc = None;
         self.mid = None;
+        self.video = None;
         self.pending = None;
         self.negotiated = None;
         self.next_timeout = None;
@@ -971,17 +1063,26 @@ fn from_rtc_direction(d: RtcDirection) -> Direction {
     }
 }
 
-/// The first audio m-line of an answer: its mid, and whether it is in use (a port and at least
-/// one format; str0m answers an offer it shares no codec with by disabling the m-line).
-fn answer_audio(answer: &str) -> Option<(String, bool)> {
+/// str0m's codec for a video codec the gateway carries (VP8, H.264 at 90 kHz).
+fn video_codec(c: &SdpCodec) -> Option<Codec> {
+    if !c.is_video() {
+        return None;
+    }
+    Some(if c.name.eq_ignore_ascii_case("VP8") { Codec::Vp8 } else { Codec::H264 })
+}
+
+/// The first m-line of `kind` (`audio`, `video`) of an SDP: its mid, and whether it is in use (a
+/// port and at least one format; str0m answers an offer it shares no codec with by disabling the
+/// m-line).
+fn answer_line(answer: &str, kind: &str) -> Option<(String, bool)> {
     let mut in_audio: Option<bool> = None;
     for line in answer.lines().map(str::trim_end) {
         if let Some(m) = line.strip_prefix("m=") {
             if in_audio.is_some() {
-                return None; // the audio section had no a=mid
+                return None; // the section had no a=mid
             }
             let mut parts = m.split_whitespace();
-            if parts.next() == Some("audio") {
+            if parts.next() == Some(kind) {
                 let port = parts.next().unwrap_or("0");
                 in_audio = Some(port != "0" && parts.nth(1).is_some());
             }
@@ -1052,11 +1153,72 @@ mod tests {
         assert_eq!(leg.payload_types(), [0, 126]);
         browser.sdp_api().accept_answer(pending, SdpAnswer::from_sdp_string(&answer).unwrap()).unwrap();
         assert!(matches!(leg.poll(now), Some(LegOutput::Timeout(_))));
-        assert_eq!(leg.write_rtp(now, 0, 1, 0, false, &[0xff; 160]), Err(WebRtcError::NotReady));
+        assert_eq!(leg.write_rtp(now, false, 0, 1, 0, false, &[0xff; 160]), Err(WebRtcError::NotReady));
         leg.close();
         assert_eq!(leg.poll(now + Duration::from_millis(1)), Some(LegOutput::Closed));
         assert_eq!(leg.poll(now), None);
         assert!(!leg.is_alive());
+    }
+
+    /// A browser-like offer with audio (PCMU) and video (VP8 at 96, H.264 CB at 108).
+    fn video_offer(now: Instant) -> String {
+        let mut config = RtcConfig::new().set_rtp_mode(true).clear_codecs().enable_pcmu(true, false);
+        config.codec_config().add_config(
+            96.into(),
+            None,
+            Codec::Vp8,
+            Frequency::NINETY_KHZ,
+            None,
+            FormatParams::default(),
+        );
+        config.codec_config().add_h264(108.into(), None, true, 0x42e01f);
+        let mut rtc = config.build(now);
+        rtc.add_local_candidate(Candidate::host("192.0.2.10:50000".parse().unwrap(), "udp").unwrap());
+        let mut api = rtc.sdp_api();
+        api.add_media(MediaKind::Audio, str0m::media::Direction::SendRecv, None, None, None);
+        api.add_media(MediaKind::Video, str0m::media::Direction::SendRecv, None, None, None);
+        api.apply().expect("an offer").0.to_sdp_string()
+    }
+
+    fn m_line<'a>(sdp: &'a str, kind: &str) -> &'a str {
+        sdp.lines().find(|l| l.starts_with(&format!("m={kind} "))).unwrap()
+    }
+
+    #[test]
+    fn video_is_answered_with_exactly_the_allowed_format_or_refused() {
+        #[allow(clippy::disallowed_methods)] // str0m maps Instants to NTP from the real clock
+        let now = Instant::now();
+        let offer = video_offer(now);
+        let h264 = SdpCodec::h264(108, Some("packetization-mode=1;profile-level-id=42e01f"));
+        let mut leg = BrowserLeg::new(&cert(), &adv(), &mut Rng::new([6; 32]));
+        let answer = leg.accept_offer(&offer, &[SdpCodec::pcmu(), h264], now).unwrap();
+        assert!(m_line(&answer, "video").ends_with("UDP/TLS/RTP/SAVPF 108"), "{answer}");
+        assert!(!answer.contains("VP8"), "{answer}");
+        assert!(leg.has_video());
+        assert_eq!(leg.write_rtp(now, true, 108, 1, 0, true, &[1]), Err(WebRtcError::NotReady), "not connected yet");
+        assert!(leg.request_keyframe(false), "the browser's video stream is declared by its a=ssrc");
+        // Video not allowed (the SIP side refused it): the m-line is refused, audio answered.
+        let mut leg = BrowserLeg::new(&cert(), &adv(), &mut Rng::new([7; 32]));
+        let answer = leg.accept_offer(&offer, &[SdpCodec::pcmu()], now).unwrap();
+        assert!(m_line(&answer, "video").starts_with("m=video 0 "), "{answer}");
+        assert!(m_line(&answer, "audio").ends_with(" 0"), "{answer}");
+        assert!(!leg.has_video());
+        assert!(!leg.request_keyframe(true));
+        assert_eq!(leg.write_rtp(now, true, 96, 1, 0, true, &[1]), Err(WebRtcError::NotReady));
+    }
+
+    #[test]
+    fn offers_video_when_the_sip_side_has_it() {
+        #[allow(clippy::disallowed_methods)] // str0m maps Instants to NTP from the real clock
+        let now = Instant::now();
+        let mut leg = BrowserLeg::new(&cert(), &adv(), &mut Rng::new([8; 32]));
+        let offer = leg.create_offer(&[SdpCodec::pcmu(), SdpCodec::vp8(100)], now).unwrap();
+        assert!(m_line(&offer, "audio").ends_with("UDP/TLS/RTP/SAVPF 0"), "{offer}");
+        assert!(m_line(&offer, "video").ends_with("UDP/TLS/RTP/SAVPF 100"), "{offer}");
+        assert!(offer.contains("a=rtpmap:100 VP8/90000"), "{offer}");
+        let mut leg = BrowserLeg::new(&cert(), &adv(), &mut Rng::new([9; 32]));
+        let offer = leg.create_offer(&[SdpCodec::pcmu()], now).unwrap();
+        assert!(!offer.contains("m=video"), "{offer}");
     }
 
     #[test]

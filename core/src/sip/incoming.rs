@@ -51,6 +51,12 @@ pub(super) struct InLeg {
 }
 
 impl SipStack {
+    /// The dialogs of the incoming legs that have one (see `dialog_ids_for_test`).
+    #[cfg(any(fuzzing, feature = "_test_exports"))]
+    pub(super) fn inbound_dialog_ids_for_test(&self) -> Vec<(LegId, super::dialog::DialogId)> {
+        self.inbound.iter().filter_map(|(id, l)| l.dialog.as_ref().map(|d| (*id, d.id.clone()))).collect()
+    }
+
     /// An INVITE arrived for registration `reg`'s Contact: ring, and tell the TU.
     pub(super) fn inbound_invite(&mut self, reg: RegId, req: &Request, peer: Peer, key: &ServerKey, now: Instant) {
         let id = LegId(self.next_leg);

@@ -57,8 +57,9 @@ enum Phase {
     Stopped,
 }
 
-/// Back-off after failures (RFC 5626 §4.5 flavour): `min(max, base · 2^failures)`.
-const BACKOFF_BASE: Duration = Duration::from_secs(30);
+/// Back-off after failures (RFC 5626 §4.5 flavour): `min(max, base · 2^failures)`; the base
+/// is `register_retry_interval` (default [`BACKOFF_BASE`]).
+pub const BACKOFF_BASE: Duration = Duration::from_secs(30);
 const BACKOFF_MAX: Duration = Duration::from_secs(1800);
 
 /// One registration binding.
@@ -76,6 +77,8 @@ pub struct Registration {
     wakeup: Option<Instant>,
     /// A 423 raised the interval; keep it for refreshes.
     floor: u32,
+    /// The first retry's wait after a failure; doubles per failure up to `BACKOFF_MAX`.
+    backoff_base: Duration,
 }
 
 impl Registration {
@@ -90,7 +93,14 @@ impl Registration {
             failures: 0,
             wakeup: None,
             floor: 0,
+            backoff_base: BACKOFF_BASE,
         }
+    }
+
+    /// The same binding retrying after `base` (at least 1 s) instead of [`BACKOFF_BASE`].
+    pub fn with_backoff_base(mut self, base: Duration) -> Self {
+        self.backoff_base = base.max(Duration::from_secs(1));
+        self
     }
 
     /// The state the TU last heard.
@@ -106,6 +116,11 @@ impl Registration {
     /// True while a REGISTER of ours is in flight.
     pub fn in_flight(&self) -> bool {
         matches!(self.phase, Phase::Registering | Phase::Unregistering)
+    }
+
+    /// True while an un-REGISTER (`Expires: 0`) of ours is in flight.
+    pub fn unregistering(&self) -> bool {
+        matches!(self.phase, Phase::Unregistering)
     }
 
     /// True when nothing more will happen (unregistered or given up).
@@ -255,7 +270,7 @@ impl Registration {
         if retry {
             self.failures = self.failures.saturating_add(1);
             let exp = self.failures.saturating_sub(1).min(10);
-            let wait = (BACKOFF_BASE * 2u32.pow(exp)).min(BACKOFF_MAX);
+            let wait = (self.backoff_base * 2u32.pow(exp)).min(BACKOFF_MAX);
             self.phase = Phase::Backoff;
             self.wakeup = Some(now + wait);
         } else {
@@ -361,6 +376,27 @@ mod tests {
         r.on_timeout(t0 + Duration::from_secs(91), &mut ch);
         r.on_response(&resp(200, "OK"), t0 + Duration::from_secs(92), &mut ch);
         assert_eq!(ch.last(), Some(&RegState::Registered));
+    }
+
+    #[test]
+    fn configured_backoff_base_doubles_up_to_the_cap() {
+        let t0 = Instant::now();
+        let mut r = Registration::new(600).with_backoff_base(Duration::from_secs(2));
+        let mut ch = Vec::new();
+        r.start(&mut ch);
+        let mut now = t0;
+        for wait in [2, 4, 8, 16] {
+            r.on_response(&resp(503, "Service Unavailable"), now, &mut ch);
+            assert_eq!(r.next_deadline(), Some(now + Duration::from_secs(wait)));
+            now += Duration::from_secs(wait);
+            assert!(r.on_timeout(now, &mut ch).is_some(), "retried after {wait} s");
+        }
+        let mut r = Registration::new(600).with_backoff_base(Duration::from_secs(1000));
+        r.start(&mut ch);
+        r.on_response(&resp(408, "Request Timeout"), t0, &mut ch);
+        r.on_timeout(t0 + Duration::from_secs(1000), &mut ch);
+        r.on_response(&resp(408, "Request Timeout"), t0, &mut ch);
+        assert_eq!(r.next_deadline(), Some(t0 + BACKOFF_MAX), "capped at 30 min");
     }
 
     #[test]

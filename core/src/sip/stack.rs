@@ -167,8 +167,10 @@ pub(super) struct ClientEntry {
 struct ServerEntry {
     tx: ServerTransaction,
     peer: Peer,
-    /// From tag, Call-ID, CSeq: a request with these and another branch is merged (§8.2.2.2).
-    merge_key: (String, String, String),
+    /// Request-URI, From tag, Call-ID, CSeq: a request with these and another branch is merged
+    /// (§8.2.2.2). The Request-URI is part of it because each of our Contacts is its own UA: a
+    /// registrar forks to every contact of an AoR, and two of them may be ours.
+    merge_key: (String, String, String, String),
 }
 
 struct RegEntry {
@@ -188,6 +190,8 @@ struct RegEntry {
     flow: Option<ConnId>,
     /// Forget the entry once it is unregistered.
     remove_when_done: bool,
+    /// Unregistering waits for the final response to the REGISTER in flight (RFC 3261 §10.2).
+    stop_after_response: bool,
     /// The Contact URI we register, to find our binding in the 200.
     contact_uri: String,
 }
@@ -313,7 +317,8 @@ impl SipStack {
         });
         let contact_uri = self.contact_uri(&params, hop.transport);
         let entry = RegEntry {
-            reg: Registration::new(self.cfg.register_ttl),
+            reg: Registration::new(self.cfg.register_ttl)
+                .with_backoff_base(std::time::Duration::from_secs(self.cfg.register_retry_interval.into())),
             params,
             call_id: format!("{}@sylkgw", rng.hex(24)),
             from_tag: rng.hex(16),
@@ -322,6 +327,7 @@ impl SipStack {
             resolved: None,
             waiting: None,
             in_flight: None,
+            stop_after_response: false,
             flow: None,
             remove_when_done: false,
             contact_uri,
@@ -337,15 +343,19 @@ impl SipStack {
     }
 
     /// Unregisters (REGISTER with `Expires: 0` for our binding) and forgets the registration
-    /// once that is answered.
+    /// once that is answered. A REGISTER in flight is let finish first (RFC 3261 §10.2: no new
+    /// REGISTER before the previous one has its final response or timed out): a registrar that
+    /// handles requests in parallel could otherwise apply it after the removal, leaving a
+    /// binding nobody refreshes or removes until it expires.
     pub fn unregister(&mut self, id: RegId, now: Instant, rng: &mut Rng) {
         let Some(e) = self.regs.get_mut(&id) else { return };
         e.remove_when_done = true;
         e.waiting = None;
-        if let Some(branch) = e.in_flight.take() {
-            self.drop_client(&branch, now);
+        if e.in_flight.is_some() {
+            // An un-REGISTER in flight just finishes; a REGISTER is followed by one.
+            e.stop_after_response = !e.reg.unregistering();
+            return;
         }
-        let Some(e) = self.regs.get_mut(&id) else { return };
         if e.resolved.is_none() {
             // Nothing was ever sent (the next hop never resolved): nothing to remove.
             self.remove_reg(id, now);
@@ -510,15 +520,6 @@ impl SipStack {
         conn
     }
 
-    pub(super) fn drop_client(&mut self, branch: &str, now: Instant) {
-        if let Some(c) = self.clients.remove(branch) {
-            if let Some(conn) = c.peer.conn {
-                self.transports.retain(conn, false, now);
-            }
-        }
-        self.arm(SipTimer::Client(branch.to_string()), None);
-    }
-
     fn remove_reg(&mut self, id: RegId, now: Instant) {
         if let Some(e) = self.regs.remove(&id) {
             if let Some(conn) = e.flow {
@@ -555,6 +556,15 @@ impl SipStack {
     fn reg_response(&mut self, id: RegId, resp: &RegResponse, now: Instant, rng: &mut Rng) {
         let Some(e) = self.regs.get_mut(&id) else { return };
         e.in_flight = None;
+        if std::mem::take(&mut e.stop_after_response) {
+            // Unregistered while this REGISTER was in flight: now remove what it may have bound.
+            log::debug!("registration of {}: {} {}, now unregistering", e.params.identity.aor, resp.code, resp.reason);
+            match e.reg.stop() {
+                Some(send) => self.send_register(id, send, now, rng),
+                None => self.remove_reg(id, now),
+            }
+            return;
+        }
         let mut changes = Vec::new();
         let next = e.reg.on_response(resp, now, &mut changes);
         let done = e.remove_when_done && !e.reg.in_flight() && next.is_none();
@@ -764,11 +774,13 @@ impl SipStack {
         }
         let from_tag = req.headers.from_header().ok().and_then(|f| f.tag().map(String::from)).unwrap_or_default();
         let merge_key = (
+            req.uri.to_string(),
             from_tag,
             req.headers.call_id().unwrap_or_default().to_string(),
             first_value(&req.headers, HeaderName::CSeq).unwrap_or_default(),
         );
-        // §8.2.2.2: same From tag, Call-ID and CSeq on another branch: a merged request.
+        // §8.2.2.2: same From tag, Call-ID and CSeq on another branch (to the same contact): a
+        // merged request.
         let untagged = req.headers.to_header().is_ok_and(|to| to.tag().is_none());
         let merged = untagged && self.servers.values().any(|s| s.merge_key == merge_key);
         let kind = if req.method == Method::Invite { Kind::Invite } else { Kind::NonInvite };

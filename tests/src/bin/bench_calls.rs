@@ -43,12 +43,8 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
-use str0m::change::{SdpAnswer, SdpPendingOffer};
-use str0m::format::{Codec, FormatParams};
-use str0m::media::{Direction, Frequency, MediaKind, Mid};
-use str0m::net::{Protocol, Receive};
-use str0m::rtp::RtpWrite;
-use str0m::{Candidate, Event, Input as RtcInput, Output as RtcOutput, Rtc, RtcConfig};
+use str0m::RtcConfig;
+use sylkgw_tests::webrtc_client::{self, ClientOutput, Video, WebRtcClient};
 use sylkgw_tests::{opcode, parse_frame, vm_rss_kib, RawWs, Server, TempDir};
 
 /// Marks the payloads of our packets: `MAGIC`, sequence (u32), send time (ns since the epoch).
@@ -556,30 +552,12 @@ struct Client {
     ws_buf: Vec<u8>,
     /// The WebSocket reached its end (taken out of epoll).
     ws_closed: bool,
-    rtc: Option<Rtc>,
-    pending: Option<SdpPendingOffer>,
-    mid: Option<Mid>,
+    /// The call's browser (str0m), while a call is on.
+    rtc: Option<WebRtcClient>,
     state: CallState,
-    /// str0m's ICE + DTLS are up: media may flow.
-    connected: bool,
-    timeout: Instant,
     next_send: Option<Instant>,
     rtp_seq: u64,
     pkt_seq: u32,
-}
-
-fn rtc_config(cert: &str0m::config::DtlsCert) -> RtcConfig {
-    let mut config =
-        RtcConfig::new().set_rtp_mode(true).clear_codecs().enable_pcmu(true, false).set_dtls_cert(cert.clone());
-    config.codec_config().add_config(
-        TELE.into(),
-        None,
-        Codec::Tele,
-        Frequency::EIGHT_KHZ,
-        None,
-        FormatParams::parse_line("0-16"),
-    );
-    config
 }
 
 /// A masked client frame on a non-blocking stream (retries briefly on a full send buffer).
@@ -616,7 +594,7 @@ fn ws_send(stream: &mut TcpStream, op: u8, payload: &[u8]) -> io::Result<()> {
 }
 
 /// Opens client `idx`'s WebSocket and UDP socket and adds its account (blocking).
-fn open_client(idx: usize, gw: SocketAddr, now: Instant) -> io::Result<Client> {
+fn open_client(idx: usize, gw: SocketAddr) -> io::Result<Client> {
     let (mut ws, _) = RawWs::connect(gw, "sylkRTC-2")?;
     let ready = ws.recv_text()?;
     if ready != r#"{"sylkrtc":"ready-event"}"# {
@@ -645,11 +623,7 @@ fn open_client(idx: usize, gw: SocketAddr, now: Instant) -> io::Result<Client> {
         ws_buf: Vec::new(),
         ws_closed: false,
         rtc: None,
-        pending: None,
-        mid: None,
         state: CallState::Idle,
-        connected: false,
-        timeout: now,
         next_send: None,
         rtp_seq: 1,
         pkt_seq: 0,
@@ -680,50 +654,36 @@ impl Shard<'_> {
     fn drain(&mut self, c: usize, now: Instant) {
         let client = &mut self.clients[c];
         let Some(rtc) = client.rtc.as_mut() else { return };
-        let failure = loop {
-            match rtc.poll_output() {
-                Ok(RtcOutput::Timeout(t)) => {
-                    client.timeout = t;
-                    break None;
-                }
-                Ok(RtcOutput::Transmit(t)) => {
-                    let _ = client.sock.send_to(&t.contents, t.destination);
-                }
-                Ok(RtcOutput::Event(Event::Connected)) => {
-                    client.connected = true;
-                    client.next_send = Some(now);
-                }
-                Ok(RtcOutput::Event(Event::RtpPacket(p))) => {
-                    if let Some((_, sent_ns)) = parse_payload(&p.payload) {
-                        if self.shared.in_window(sent_ns) {
-                            self.calls.received += 1;
-                            let rtt = self.shared.ns(Instant::now()).saturating_sub(sent_ns);
-                            self.calls.rtt_us.push((rtt / 1000).min(u64::from(u32::MAX)) as u32);
-                        }
+        let (sock, shared, calls, next_send) = (&client.sock, self.shared, &mut self.calls, &mut client.next_send);
+        let result = rtc.poll(|o| match o {
+            ClientOutput::Transmit { to, data, .. } => {
+                let _ = sock.send_to(&data, to);
+            }
+            ClientOutput::Connected => *next_send = Some(now),
+            ClientOutput::Rtp(p) => {
+                if let Some((_, sent_ns)) = parse_payload(&p.payload) {
+                    if shared.in_window(sent_ns) {
+                        calls.received += 1;
+                        let rtt = shared.ns(Instant::now()).saturating_sub(sent_ns);
+                        calls.rtt_us.push((rtt / 1000).min(u64::from(u32::MAX)) as u32);
                     }
                 }
-                Ok(RtcOutput::Event(_)) => {}
-                Err(e) => break Some(format!("str0m: {e}")),
             }
-        };
-        if let Some(why) = failure {
-            self.fail(c, why);
+            ClientOutput::KeyframeRequest(..) => {}
+        });
+        if let Err(e) = result {
+            self.fail(c, format!("str0m: {e}"));
         }
     }
 
     fn start_call(&mut self, c: usize, now: Instant) {
-        let mut rtc = self.config.clone().build(now);
         let client = &mut self.clients[c];
-        let offer = (|| {
-            rtc.add_local_candidate(Candidate::host(client.local, "udp").map_err(|e| e.to_string())?)
-                .ok_or("candidate refused")?;
-            let mut api = rtc.sdp_api();
-            let mid = api.add_media(MediaKind::Audio, Direction::SendRecv, None, None, None);
-            let (offer, pending) = api.apply().ok_or("no offer")?;
-            client.mid = Some(mid);
-            client.pending = Some(pending);
-            Ok::<_, String>(offer.to_sdp_string())
-        })();
+        let mut rtc = None;
+        let offer = WebRtcClient::new(self.config.clone(), None, now, client.local).and_then(|mut r| {
+            let offer = r.offer(false)?;
+            rtc = Some(r);
+            Ok(offer)
+        });
         let offer = match offer {
             Ok(o) => o,
             Err(e) => {
@@ -731,7 +691,7 @@ impl Shard<'_> {
                 return;
             }
         };
-        client.rtc = Some(rtc);
+        client.rtc = rtc;
         let req = serde_json::json!({
             "sylkrtc": "session-create", "transaction": format!("c{}", client.idx),
             "account": format!("load{}@127.0.0.1", client.idx), "session": format!("s{}", client.idx),
@@ -754,8 +714,7 @@ impl Shard<'_> {
             let Ok((n, from)) = client.sock.recv_from(&mut self.buf) else { return };
             let now = Instant::now();
             let Some(rtc) = client.rtc.as_mut() else { continue };
-            let Ok(r) = Receive::new(Protocol::Udp, from, client.local, &self.buf[..n]) else { continue };
-            if rtc.handle_input(RtcInput::Receive(now, r)).is_ok() {
+            if rtc.receive(now, from, client.local, &self.buf[..n]).is_ok() {
                 self.drain(c, now);
             }
         }
@@ -820,7 +779,6 @@ impl Shard<'_> {
             }
         }
         client.rtc = None;
-        client.connected = false;
     }
 
     fn on_event(&mut self, c: usize, v: &Value) {
@@ -832,11 +790,8 @@ impl Shard<'_> {
                     Some("accepted") => {
                         let Some(sdp) = v["sdp"].as_str() else { return };
                         let client = &mut self.clients[c];
-                        let (Some(rtc), Some(pending)) = (client.rtc.as_mut(), client.pending.take()) else { return };
-                        let result = SdpAnswer::from_sdp_string(sdp)
-                            .map_err(|e| e.to_string())
-                            .and_then(|a| rtc.sdp_api().accept_answer(pending, a).map_err(|e| e.to_string()));
-                        match result {
+                        let Some(rtc) = client.rtc.as_mut().filter(|r| r.pending.is_some()) else { return };
+                        match rtc.accept_answer(sdp) {
                             Ok(()) => self.drain(c, now),
                             Err(e) => self.fail(c, format!("accept_answer: {e}")),
                         }
@@ -866,8 +821,8 @@ impl Shard<'_> {
         for c in 0..self.clients.len() {
             let client = &mut self.clients[c];
             let Some(rtc) = client.rtc.as_mut() else { continue };
-            if client.timeout <= now {
-                if rtc.handle_input(RtcInput::Timeout(now)).is_err() {
+            if rtc.timeout <= now {
+                if rtc.handle_timeout(now).is_err() {
                     continue;
                 }
                 self.drain(c, now);
@@ -882,7 +837,9 @@ impl Shard<'_> {
                 self.send_media(c, now);
             }
             let client = &self.clients[c];
-            next = next.min(client.timeout);
+            if let Some(rtc) = &client.rtc {
+                next = next.min(rtc.timeout);
+            }
             if let (Some(t), true) = (client.next_send, sending) {
                 next = next.min(t);
             }
@@ -893,7 +850,7 @@ impl Shard<'_> {
     fn send_media(&mut self, c: usize, now: Instant) {
         let client = &mut self.clients[c];
         let Some(due) = client.next_send else { return };
-        if !client.connected || due > now {
+        if !client.rtc.as_ref().is_some_and(|r| r.connected) || due > now {
             return;
         }
         let mut next = due + PTIME;
@@ -905,21 +862,20 @@ impl Shard<'_> {
             next = now + PTIME;
         }
         client.next_send = Some(next);
-        let (Some(mid), Some(rtc)) = (client.mid, client.rtc.as_mut()) else { return };
+        let Some(rtc) = client.rtc.as_mut() else { return };
+        let Some(mid) = rtc.audio else { return };
         let sent_ns = self.shared.ns(now);
         let payload = make_payload(MAGIC, client.pkt_seq, sent_ns);
         client.pkt_seq = client.pkt_seq.wrapping_add(1);
         let seq = client.rtp_seq;
         client.rtp_seq += 1;
-        let mut api = rtc.direct_api();
-        let Some(tx) = api.stream_tx_by_mid(mid, None) else { return };
-        tx.write_rtp(RtpWrite::new(0.into(), seq.into(), (seq * 160) as u32, now, &payload[..]));
+        if !rtc.write_rtp(now, mid, (0, seq, (seq * 160) as u32, false), &payload[..]) {
+            return;
+        }
         if self.shared.in_window(sent_ns) {
             self.calls.sent += 1;
         }
-        if rtc.handle_input(RtcInput::Timeout(now)).is_ok() {
-            self.drain(c, now);
-        }
+        self.drain(c, now);
     }
 }
 
@@ -943,7 +899,7 @@ fn client_thread(
     };
     let mut clients = Vec::with_capacity(indices.len());
     for &idx in indices {
-        let opened = open_client(idx, gw, Instant::now()).and_then(|c| {
+        let opened = open_client(idx, gw).and_then(|c| {
             let slot = clients.len() as u64;
             epoll.add(c.sock.as_raw_fd(), slot * 2)?;
             epoll.add(c.ws.as_raw_fd(), slot * 2 + 1)?;
@@ -1068,8 +1024,8 @@ fn client_thread(
         } else {
             // Inputs may have moved a client's deadline earlier.
             for c in &shard.clients {
-                if c.rtc.is_some() {
-                    next_due = next_due.min(c.timeout);
+                if let Some(rtc) = &c.rtc {
+                    next_due = next_due.min(rtc.timeout);
                 }
             }
         }
@@ -1089,7 +1045,11 @@ fn client_thread(
             next_due = next_due.min(probe_next);
         }
     }
-    let connected = shard.clients.iter().filter(|c| c.connected && c.state == CallState::Established).count();
+    let connected = shard
+        .clients
+        .iter()
+        .filter(|c| c.rtc.as_ref().is_some_and(|r| r.connected) && c.state == CallState::Established)
+        .count();
     let _ = tx.send(Report::Final {
         calls: std::mem::take(&mut shard.calls),
         probe: std::mem::take(&mut shard.probe),
@@ -1254,7 +1214,7 @@ fn run(bin: &std::path::Path, n: usize, opts: &Opts) -> Result<Figures, String> 
 
     let cert =
         str0m::crypto::from_feature_flags().dtls_provider.generate_certificate().ok_or("client DTLS certificate")?;
-    let config = rtc_config(&cert);
+    let config = webrtc_client::config(Video::None, true).set_dtls_cert(cert);
     let threads = opts.threads.min(n);
     let (tx, rx) = mpsc::channel::<Report>();
     let gw = server.addr;

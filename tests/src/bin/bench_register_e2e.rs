@@ -32,7 +32,7 @@ use std::process::{Command, ExitCode, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 use sylkgw_core::sip::digest::Algorithm;
-use sylkgw_tests::netns::{self, assert_isolated, descendants, find_program};
+use sylkgw_tests::netns::{self, assert_isolated, find_program};
 use sylkgw_tests::peers::{Kamailio, KamailioOpts};
 use sylkgw_tests::{opcode, vm_rss_kib, RawWs, Server, TempDir};
 
@@ -57,53 +57,14 @@ fn main() -> ExitCode {
     run(n, k.min(n))
 }
 
-/// Runs this program again inside a fresh network namespace; returns its outcome.
+/// Runs this program again inside a fresh network namespace (bounded by
+/// `SYLKGW_BENCH_TIMEOUT_SECS`, default 600); returns its outcome.
 fn reexec() -> ExitCode {
-    if let Err(why) = netns::prerequisites() {
-        eprintln!("bench_register_e2e needs root, `unshare` and `ip` for a private network namespace: {why}");
-        return ExitCode::FAILURE;
-    }
-    let unshare = find_program("unshare").expect("checked");
-    let ip = find_program("ip").expect("checked");
-    let exe = std::env::current_exe().expect("current_exe");
-    let script = format!("'{}' link set lo up && exec \"$0\" \"$@\"", ip.display());
     let timeout = std::env::var("SYLKGW_BENCH_TIMEOUT_SECS")
         .ok()
         .and_then(|s| s.parse().ok())
         .map_or(Duration::from_secs(600), Duration::from_secs);
-    let mut child = Command::new(unshare)
-        .args(["-n", "sh", "-c", &script])
-        .arg(&exe)
-        .args(std::env::args_os().skip(1))
-        .env(ENV_INSIDE, "1")
-        .stdin(Stdio::null())
-        .spawn()
-        .expect("spawning unshare");
-    let deadline = Instant::now() + timeout;
-    loop {
-        match child.try_wait() {
-            Ok(Some(status)) if status.success() => return ExitCode::SUCCESS,
-            Ok(Some(status)) => {
-                eprintln!("bench_register_e2e (inside its namespace): {status}");
-                return ExitCode::FAILURE;
-            }
-            Ok(None) if Instant::now() >= deadline => {
-                eprintln!("bench_register_e2e did not finish within {timeout:?}; killing it by PID");
-                let pids = descendants(child.id());
-                let _ = child.kill();
-                for pid in pids {
-                    if let Ok(pid) = i32::try_from(pid) {
-                        // SAFETY: kill(2) has no memory-safety preconditions; pid is positive.
-                        unsafe { libc::kill(pid, libc::SIGKILL) };
-                    }
-                }
-                let _ = child.wait();
-                return ExitCode::FAILURE;
-            }
-            Ok(None) => std::thread::sleep(Duration::from_millis(50)),
-            Err(e) => panic!("waiting for the inner benchmark: {e}"),
-        }
-    }
+    netns::reexec_self("bench_register_e2e", ENV_INSIDE, timeout)
 }
 
 /// What one connection's thread saw during the registrations.
