@@ -72,8 +72,8 @@ pub struct Gateway {
 }
 
 /// A live call as the stateful fuzz target sees it: connection, session id, SIP leg.
-#[cfg(any(fuzzing, feature = "_test_exports"))]
-pub(crate) type CallRowForTest = (ConnId, String, Option<crate::sip::calls::LegId>);
+#[doc(hidden)]
+pub type CallRowForTest = (ConnId, String, Option<crate::sip::calls::LegId>);
 
 /// Table sizes, for benchmarks, soak tests and leak checks (`--stats-interval` logs them).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
@@ -387,8 +387,8 @@ impl Gateway {
 
     /// For the stateful fuzz target: each live call's connection, session id and SIP leg, and
     /// the id of every dialog the SIP stack's call legs hold.
-    #[cfg(any(fuzzing, feature = "_test_exports"))]
-    pub(crate) fn call_table_for_test(
+    #[doc(hidden)]
+    pub fn call_table_for_test(
         &self,
     ) -> (Vec<CallRowForTest>, Vec<(crate::sip::calls::LegId, crate::sip::dialog::DialogId)>) {
         let calls = self.calls.calls.values().map(|c| (c.conn, c.session.clone(), c.leg)).collect();

@@ -92,9 +92,6 @@ pub mod ws;
 #[cfg(feature = "driver")]
 pub mod driver;
 
-#[cfg(any(fuzzing, feature = "_test_exports"))]
-pub mod test_exports;
-
 pub use config::{Config, ConfigError, TlsConfig};
 pub use drive::{Input, Output, TimeoutReason, Transmit, UdpPurpose};
 pub use gateway::{Gateway, Stats};

@@ -1,3 +1,3 @@
 #![no_main]
-//! Shim: the body is `sylkgw_core::test_exports::fuzz_capture`, which `cargo test` also runs on the corpus.
-libfuzzer_sys::fuzz_target!(|data: &[u8]| sylkgw_core::test_exports::fuzz_capture(data));
+//! Shim: the body is `sylkgw_kit::fuzz_capture`, which `cargo test` also runs on the corpus.
+libfuzzer_sys::fuzz_target!(|data: &[u8]| sylkgw_kit::fuzz_capture(data));

@@ -1,3 +1,3 @@
 #![no_main]
-//! Shim: the body is `sylkgw_core::test_exports::fuzz_sip_sdp`, which `cargo test` also runs on the corpus.
-libfuzzer_sys::fuzz_target!(|data: &[u8]| sylkgw_core::test_exports::fuzz_sip_sdp(data));
+//! Shim: the body is `sylkgw_kit::fuzz_sip_sdp`, which `cargo test` also runs on the corpus.
+libfuzzer_sys::fuzz_target!(|data: &[u8]| sylkgw_kit::fuzz_sip_sdp(data));

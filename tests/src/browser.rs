@@ -37,6 +37,10 @@ pub const LAUNCH_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default bound of one [`Browser::eval`] (the page's own `waitFor` timeouts should be shorter).
 pub const EVAL_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// The web phone's audio probe (`phone.toneLevels`), injected into every page the browser
+/// loads (see the script's head comment).
+pub const TONE_PROBE: &str = include_str!("web/tone_probe.js");
+
 /// The flags every launch uses (plus `--user-data-dir` and `--remote-debugging-port=0`).
 pub const FLAGS: &[&str] = &[
     "--headless=new",
@@ -188,6 +192,8 @@ impl Browser {
         b.command("Runtime.enable", json!({}));
         b.command("Log.enable", json!({}));
         b.command("Page.enable", json!({}));
+        // Test probes live here, not in the shipped page: every document gets them before its own scripts.
+        b.command("Page.addScriptToEvaluateOnNewDocument", json!({"source": TONE_PROBE}));
         b.navigate(url);
         b
     }

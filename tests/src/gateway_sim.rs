@@ -15,8 +15,8 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use sylkgw_core::config::Config;
 use sylkgw_core::media::webrtc::DtlsIdentity;
-use sylkgw_core::test_exports::{client_text_frame, UPGRADE_V2};
 use sylkgw_core::{ConnId, Gateway, Input, Listener, Output, SocketId, UdpPurpose};
+use sylkgw_kit::{client_text_frame, UPGRADE_V2};
 
 /// The gateway's SIP socket.
 pub const GW_SIP: &str = "127.0.0.1:5060";

@@ -4,8 +4,8 @@
 #![allow(clippy::disallowed_methods)] // Instant::now is only the epoch
 
 use std::time::{Duration, Instant};
-use sylkgw_core::test_exports::drain;
 use sylkgw_core::{Config, Gateway, Input};
+use sylkgw_kit::drain;
 
 #[test]
 fn idle_deadline_moves_forward_after_a_timeout() {

@@ -4,8 +4,9 @@
 //! `harness_*` prove the call harness with the real peers alone (no gateway): kamailio as
 //! registrar and authenticating proxy, baresip (auto-answer, a WAV tone as its microphone, what
 //! it receives recorded to WAV, driven over ctrl_tcp), sipp (a UAC streaming a µ-law tone, an
-//! `-rtp_echo` UAS), headless Chromium with a WAV tone as its fake microphone and the web phone's
-//! `phone.toneLevels` probe; tones are checked with `sylkgw_tests::audio`.
+//! `-rtp_echo` UAS), headless Chromium with a WAV tone as its fake microphone and the
+//! `phone.toneLevels` probe the harness injects into the web phone (`tests/src/web/tone_probe.js`);
+//! tones are checked with `sylkgw_tests::audio`.
 //!
 //! `gateway_*` are the acceptance tests of the gateway's call layer (web phone ⇄ sylkgw ⇄
 //! kamailio ⇄ baresip / sipp). They fail fast (every wait ≤ 30 s) with a message naming the step
@@ -180,7 +181,7 @@ fn harness_browser_fake_mic_and_tone_probe() {
     assert_eq!(
         b.eval_ok("typeof phone.toneLevels"),
         "function",
-        "the served page has no phone.toneLevels: rebuild the binaries (cargo build --workspace)"
+        "the tone probe (tests/src/web/tone_probe.js) was not injected into the page"
     );
 
     // No call, no microphone: a clear error.

@@ -2,7 +2,7 @@
 //! `cargo test` (stable, no nightly) keeps the corpus green.
 
 use std::path::PathBuf;
-use sylkgw_core::test_exports;
+use sylkgw_kit as kit;
 
 fn corpus(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus").join(target);
@@ -24,40 +24,40 @@ fn run(target: &str, body: fn(&[u8])) {
 
 #[test]
 fn sylkrtc_request() {
-    run("sylkrtc_request", test_exports::fuzz_sylkrtc_request);
+    run("sylkrtc_request", kit::fuzz_sylkrtc_request);
 }
 
 #[test]
 fn ws_stream() {
-    run("ws_stream", test_exports::fuzz_ws_stream);
+    run("ws_stream", kit::fuzz_ws_stream);
 }
 
 #[test]
 fn capture_replay() {
-    run("capture_replay", test_exports::fuzz_capture);
+    run("capture_replay", kit::fuzz_capture);
 }
 
 #[test]
 fn sip_message() {
-    run("sip_message", test_exports::fuzz_sip_message);
+    run("sip_message", kit::fuzz_sip_message);
 }
 
 #[test]
 fn sip_stream() {
-    run("sip_stream", test_exports::fuzz_sip_stream);
+    run("sip_stream", kit::fuzz_sip_stream);
 }
 
 #[test]
 fn sdp_sip() {
-    run("sdp_sip", test_exports::fuzz_sip_sdp);
+    run("sdp_sip", kit::fuzz_sip_sdp);
 }
 
 #[test]
 fn rtp_rtcp() {
-    run("rtp_rtcp", test_exports::fuzz_rtp_rtcp);
+    run("rtp_rtcp", kit::fuzz_rtp_rtcp);
 }
 
 #[test]
 fn gateway_ops() {
-    run("gateway_ops", test_exports::fuzz_gateway_ops);
+    run("gateway_ops", kit::fuzz_gateway_ops);
 }

@@ -16,8 +16,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 use sylkgw_core::config::Config;
 use sylkgw_core::media::rtp;
-use sylkgw_core::test_exports::client_text_frame;
 use sylkgw_core::{ConnId, Input, Stats};
+use sylkgw_kit::client_text_frame;
 use sylkgw_tests::gateway_sim::{
     addr, far_sdp, reply, sdp_rtp_addr, BindAnswer, GatewaySim, World, FAR_SIP, HA1, LATENCY,
 };

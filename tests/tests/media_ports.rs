@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 use sylkgw_core::capture::{self, ReplayInput};
 use sylkgw_core::config::{MediaConfig, SipConfig};
 use sylkgw_core::drive::UdpPurpose;
-use sylkgw_core::test_exports::drain_outputs as drain;
-use sylkgw_core::test_exports::{release_rtp_pair_for_test as release, request_rtp_pair_for_test as request};
 use sylkgw_core::{Config, Gateway, Input, Output, SocketId};
+use sylkgw_kit::drain_outputs as drain;
+use sylkgw_kit::{release_rtp_pair_for_test as release, request_rtp_pair_for_test as request};
 
 const SIP: SocketId = SocketId(0);
 const WEBRTC: SocketId = SocketId(1);

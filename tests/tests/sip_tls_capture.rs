@@ -12,14 +12,14 @@ use std::time::{Duration, Instant};
 use sylkgw_core::config::{PemBundle, SipConfig};
 use sylkgw_core::drive::UdpPurpose;
 use sylkgw_core::sip::digest::Algorithm;
-use sylkgw_core::test_exports::{client_text_frame, UPGRADE_V2};
 use sylkgw_core::{capture, Config, ConnId, Gateway, Input, Listener, Output, SocketId};
+use sylkgw_kit::{client_text_frame, UPGRADE_V2};
 use sylkgw_tests::tls_registrar::{answer, next_message};
 
 const UNIX: Duration = Duration::from_secs(1_767_225_600);
 const PROXY: &str = "192.0.2.5:5061";
 
-use sylkgw_core::test_exports::drain_outputs as drain;
+use sylkgw_kit::drain_outputs as drain;
 
 /// A self-signed certificate for `names`: (PEM, server configuration).
 fn server(names: &[&str]) -> (String, Arc<rustls::ServerConfig>) {

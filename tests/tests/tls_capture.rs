@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 use sylkgw_core::{capture, Config, ConnId, Gateway, Input, Listener, Output, TlsConfig};
 
-use sylkgw_core::test_exports::drain_outputs as drain;
+use sylkgw_kit::drain_outputs as drain;
 
 #[test]
 fn tls_failure_capture_replays_identically() {
@@ -52,7 +52,7 @@ fn tls_session_capture_is_plaintext_and_replays() {
     drain(&mut gw);
     let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
     let mut client = rustls::ClientConnection::new(cert.client_config(), name).unwrap();
-    client.writer().write_all(sylkgw_core::test_exports::UPGRADE_V2.as_bytes()).unwrap();
+    client.writer().write_all(sylkgw_kit::UPGRADE_V2.as_bytes()).unwrap();
     let mut plain = Vec::new();
     // Pump records both ways until the client has read the ready event.
     for step in 0..20 {

@@ -27,12 +27,12 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 /// The reason in `terminated` when a call's media handling panicked.
 pub const INTERNAL_ERROR_REASON: &str = "500 Internal error";
 
-/// Faults tests inject (feature `_test_exports`); empty otherwise, and nothing in a runtime
-/// arms them.
+/// Faults tests inject (feature `fault-injection`, which only dev-dependencies turn on); empty
+/// otherwise, and nothing in a runtime arms them.
 #[derive(Debug, Default)]
 pub(super) struct Faults {
     /// The session whose next media handling panics (once).
-    #[cfg(any(test, feature = "_test_exports"))]
+    #[cfg(any(test, feature = "fault-injection"))]
     media_panic: Option<String>,
 }
 
@@ -98,7 +98,7 @@ impl Gateway {
     }
 
     /// Test builds: panics if a test armed a fault for call `id`'s session.
-    #[cfg(any(test, feature = "_test_exports"))]
+    #[cfg(any(test, feature = "fault-injection"))]
     fn injected_fault(&mut self, id: CallId) {
         let Some(session) = &self.calls.faults.media_panic else { return };
         if self.calls.calls.get(&id).is_some_and(|c| &c.session == session) {
@@ -108,14 +108,14 @@ impl Gateway {
     }
 
     /// Production builds: no fault can be armed.
-    #[cfg(not(any(test, feature = "_test_exports")))]
+    #[cfg(not(any(test, feature = "fault-injection")))]
     fn injected_fault(&mut self, _id: CallId) {
         let Faults {} = &self.calls.faults;
     }
 
     /// Test only: the next media handling (datagram or call timer) of session `session` panics,
     /// once, to prove containment.
-    #[cfg(any(test, feature = "_test_exports"))]
+    #[cfg(any(test, feature = "fault-injection"))]
     #[doc(hidden)]
     pub fn inject_media_panic(&mut self, session: &str) {
         self.calls.faults.media_panic = Some(session.to_string());

@@ -91,7 +91,8 @@ impl Gateway {
     /// Asks the runtime for an RTP/RTCP pair: emits the two [`Output::BindUdp`]s and returns
     /// the RTP id, the RTCP id and the RTP port asked for. `None` when every pair of the range
     /// is in use or cooling down after a failed bind.
-    pub(crate) fn request_rtp_pair(&mut self) -> Option<(SocketId, SocketId, u16)> {
+    #[doc(hidden)]
+    pub fn request_rtp_pair(&mut self) -> Option<(SocketId, SocketId, u16)> {
         let Some(port) = self.media.pool.allocate(self.now) else {
             log::warn!("no free RTP port pair in {:?} ({} in use)", self.media.pool.range(), self.media.pool.in_use());
             return None;
@@ -106,7 +107,8 @@ impl Gateway {
 
     /// Gives a pair back (by its RTP id): closes both sockets and frees the ports. Unknown ids
     /// are ignored.
-    pub(crate) fn release_rtp_pair(&mut self, rtp: SocketId) {
+    #[doc(hidden)]
+    pub fn release_rtp_pair(&mut self, rtp: SocketId) {
         let Some(pair) = self.media.pairs.remove(&rtp) else {
             log::debug!("{rtp}: released, but it is no RTP pair");
             return;

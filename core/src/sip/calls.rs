@@ -144,7 +144,7 @@ impl SipStack {
 
     /// Every dialog (early or confirmed) of every call leg, outgoing and incoming, with its leg:
     /// the stateful fuzz target checks that no two share an id.
-    #[cfg(any(fuzzing, feature = "_test_exports"))]
+    #[doc(hidden)]
     pub fn dialog_ids_for_test(&self) -> Vec<(LegId, super::dialog::DialogId)> {
         let out = self.legs.iter().flat_map(|(id, leg)| leg.dialogs.values().map(|d| (*id, d.id.clone())));
         out.chain(self.inbound_dialog_ids_for_test()).collect()

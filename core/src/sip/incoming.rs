@@ -52,7 +52,6 @@ pub(super) struct InLeg {
 
 impl SipStack {
     /// The dialogs of the incoming legs that have one (see `dialog_ids_for_test`).
-    #[cfg(any(fuzzing, feature = "_test_exports"))]
     pub(super) fn inbound_dialog_ids_for_test(&self) -> Vec<(LegId, super::dialog::DialogId)> {
         self.inbound.iter().filter_map(|(id, l)| l.dialog.as_ref().map(|d| (*id, d.id.clone()))).collect()
     }

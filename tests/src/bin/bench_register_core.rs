@@ -34,8 +34,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use sylkgw_core::config::SipConfig;
 use sylkgw_core::sip::digest::Algorithm;
-use sylkgw_core::test_exports::{client_text_frame, UPGRADE_V2};
 use sylkgw_core::{Config, ConnId, Gateway, Input, Listener, Output, SocketId, Stats, UdpPurpose};
+use sylkgw_kit::{client_text_frame, UPGRADE_V2};
 use sylkgw_tests::{opcode, parse_frame, vm_rss_kib};
 
 const DOMAIN: &str = "example.com";
