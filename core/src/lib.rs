@@ -2,11 +2,26 @@
 //!
 //! This crate is the whole product logic: HTTP and WebSocket (tungstenite's server role over
 //! memory), TLS (rustls' buffered API over memory), the sylkRTC API in both dialects, and (as
-//! they land) the SIP stack, calls and media. **It performs no IO, spawns nothing, never reads a
-//! clock and never draws OS randomness**: bytes, datagrams and time (`now`) are inputs, a 32-byte
-//! seed is its only randomness, and everything it wants done is an [`Output`]. Given the same
-//! seed, start time and inputs, it produces the same outputs, which is what makes capture
-//! replay ([`capture`]) possible.
+//! they land) the SIP stack, calls and media. **It performs no IO and spawns nothing**: bytes,
+//! datagrams and time (`now`) are inputs, and everything it wants done is an [`Output`]. Its own
+//! code never reads a clock (clippy bans `Instant::now`/`SystemTime::now` here) and draws all its
+//! randomness (ids, tags, branches, nonces, ICE credentials, str0m's `fastrand` draws) from the
+//! 32-byte seed. Given the same seed, start time and inputs, it produces the same outputs above
+//! TLS and outside media, which is what capture replay ([`capture`]) relies on.
+//!
+//! Exactly where that stops, all inside the libraries it embeds:
+//! - TLS: rustls (the wss server, SIP over TLS) draws its randoms and key shares from the OS
+//!   through aws-lc-rs, so the bytes on a TLS connection are not reproducible. Captures are taken
+//!   above TLS and replay that plaintext on a core without TLS.
+//! - Media: str0m's DTLS (dimpl over aws-lc-rs) draws from the OS as well, and str0m reads
+//!   `Instant::now()` and `SystemTime::now()` once per process to map instants to NTP time for
+//!   RTCP. Media is therefore not replayable; captures leave media out (its decisions are recorded
+//!   as `media` events) and a replay masks the DTLS fingerprint ([`capture::mask_media`]).
+//! - The DTLS certificate ([`media::webrtc::DtlsIdentity`]) is made from OS randomness outside
+//!   the state machine: by the runtime at start, or by [`capture::replay`] for a replay.
+//!
+//! The command line, config files, logging, the OS seed and the drive loop the runtimes share
+//! live in the separate `sylkgw-driver` crate (`core/driver`).
 //!
 //! # The contract
 //! 1. Build with [`Gateway::new`]`(config, seed, now, unix_time)`.
@@ -68,7 +83,7 @@
 //! over memory) · `transport` (in-memory duplex, TLS) · `client` and `account` (one connection's
 //! sylkRTC state) · `gateway` (routing, timers, outputs) · `capture` (record and replay).
 
-#![deny(unsafe_code)] // audited exceptions in `driver`: getifaddrs, setsockopt/getsockopt
+#![deny(unsafe_code)]
 
 pub mod account;
 pub mod api;
@@ -89,8 +104,6 @@ pub mod transport;
 pub mod web;
 pub mod ws;
 
-#[cfg(feature = "driver")]
-pub mod driver;
 
 pub use config::{Config, ConfigError, TlsConfig};
 pub use drive::{Input, Output, TimeoutReason, Transmit, UdpPurpose};

@@ -24,10 +24,12 @@
 //!   buffer.
 //! - Name resolution (`Output::Resolve`) blocks in `getaddrinfo`, so each query runs on a
 //!   short-lived thread that reports back through a channel and the waker.
-//! - Every `handle_input` is followed by a drain (`poll_output` until `Output::Timeout`) whose
-//!   outputs are carried out in order; the poll timeout is the last `Output::Timeout` deadline.
+//! - The drive loop is [`Driver`]'s (shared with `sylkgw`): this file implements its [`Io`]
+//!   ([`MioIo`]) and turns mio events into inputs; the poll timeout is the core's deadline.
 //! - A connection the core closed (`Output::StreamClose`) is never mentioned to it again; one
-//!   that failed or hit EOF is reported once with `Input::StreamClosed`, after the current drain.
+//!   that failed or hit EOF is reported once with `Input::StreamClosed`, after the current drain
+//!   (or, outside a drain, after the event that found it). A connect that fails at once is
+//!   answered after the drain that asked for it.
 
 use mio::net::{TcpListener, TcpStream, UdpSocket};
 use mio::{Events, Interest, Poll, Token, Waker};
@@ -39,8 +41,8 @@ use std::net::{IpAddr, Shutdown, SocketAddr, ToSocketAddrs};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use sylkgw_core::driver::{self, BusyGuard, CaptureFile, ACCEPT_RETRY, CLOSE_LINGER};
-use sylkgw_core::{ConnId, Gateway, Input, Listener, Output, SocketId, UdpPurpose};
+use sylkgw_core::{ConnId, Gateway, Input, Listener, SocketId, Transmit, UdpPurpose};
+use sylkgw_driver::{self as driver, BindAnswer, CaptureFile, Deferred, Driver, Io, ACCEPT_RETRY, CLOSE_LINGER};
 
 const LISTENER: Token = Token(0);
 const SIGNALS: Token = Token(1);
@@ -51,8 +53,6 @@ const WAKER: Token = Token(4);
 const UDP_TOKEN: usize = 1 << 62;
 /// The first connection id (and token).
 const FIRST_CONN: u64 = 16;
-/// The answer to an `Output::BindUdp`: the purpose and bound address, or the error text.
-type BindAnswer = (SocketId, Result<(UdpPurpose, SocketAddr), String>);
 /// The SIP socket's id towards the core.
 const SIP_SOCKET: SocketId = SocketId(0);
 /// The WebRTC socket's id towards the core.
@@ -78,7 +78,7 @@ fn main() {
         settings.capture.as_deref().map(CaptureFile::create).transpose().unwrap_or_else(|e| driver::fatal(2, e));
     let gw = Gateway::new(settings.core, driver::os_seed(), Instant::now(), driver::unix_time())
         .unwrap_or_else(|e| driver::fatal(2, e));
-    if let Err(e) = run(gw, capture, settings.listen, sip_listen, tls, settings.stats_interval) {
+    if let Err(e) = run(Driver::new(gw, capture), settings.listen, sip_listen, tls, settings.stats_interval) {
         driver::fatal(1, e);
     }
 }
@@ -86,8 +86,7 @@ fn main() {
 /// Binds, then runs the loop until a signal-initiated shutdown completes or its grace ends.
 /// With `stats_every`, logs a [`driver::stats_line`] that often.
 fn run(
-    gw: Gateway,
-    capture: Option<CaptureFile>,
+    driver: Driver,
     listen: SocketAddr,
     sip: SocketAddr,
     tls: bool,
@@ -104,7 +103,7 @@ fn run(
     poll.registry().register(&mut sip_udp, SIP_UDP, Interest::READABLE)?;
     let sip_local = sip_udp.local_addr()?;
     poll.registry().register(&mut sip_tcp, SIP_TCP, Interest::READABLE)?;
-    let webrtc_listen = gw.webrtc_listen();
+    let webrtc_listen = driver.gateway().webrtc_listen();
     let mut webrtc = UdpSocket::bind(webrtc_listen).map_err(named(webrtc_listen))?;
     let rcvbuf = driver::enlarge_udp_buffers(std::os::fd::AsRawFd::as_raw_fd(&webrtc));
     log::debug!("WebRTC udp receive buffer: {rcvbuf} bytes");
@@ -116,28 +115,28 @@ fn run(
     poll.registry().register(&mut signals, SIGNALS, Interest::READABLE)?;
     log::info!("{}", driver::listening_line(listener.local_addr()?, tls));
 
+    let max_pending = driver.gateway().max_pending_bytes();
     let mut rt = Runtime {
-        poll,
+        io: MioIo {
+            poll,
+            sip_udp,
+            udp: HashMap::from([(WEBRTC_SOCKET, webrtc)]),
+            waker,
+            resolved_tx,
+            conns: HashMap::new(),
+            deferred: VecDeque::new(),
+            lingering: VecDeque::new(),
+            max_pending,
+        },
+        driver,
         listener: Some(listener),
-        sip_udp,
         sip_tcp: Some(sip_tcp),
-        udp: HashMap::from([(WEBRTC_SOCKET, webrtc)]),
-        bind_answers: VecDeque::new(),
-        waker,
-        resolved_tx,
         resolved_rx,
-        deadline: Instant::now(),
-        gw,
-        capture,
-        conns: HashMap::new(),
-        failed: Vec::new(),
-        lingering: VecDeque::new(),
         buf: vec![0; READ_BUF].into_boxed_slice(),
         next_id: FIRST_CONN,
-        busy: BusyGuard::default(),
         accept_retry: None,
     };
-    rt.drain();
+    rt.driver.drain(&mut rt.io);
     rt.feed(Input::UdpBound { socket: SIP_SOCKET, purpose: UdpPurpose::Sip, local: sip_local });
     log::info!("SIP on {sip_local} (udp, tcp)");
     rt.feed(Input::UdpBound { socket: WEBRTC_SOCKET, purpose: UdpPurpose::WebRtc, local: webrtc_local });
@@ -148,27 +147,27 @@ fn run(
     loop {
         if let (Some(at), Some(every)) = (next_stats, stats_every) {
             if at <= Instant::now() {
-                log::info!("{}", driver::stats_line(None, &rt.gw.stats()));
+                log::info!("{}", driver::stats_line(None, &rt.driver.gateway().stats()));
                 next_stats = Some(Instant::now() + every);
             }
         }
         if let Some(end) = grace {
-            if rt.gw.connection_count() == 0 && rt.conns.is_empty() {
+            if rt.driver.gateway().connection_count() == 0 && rt.io.conns.is_empty() {
                 log::info!("stopped");
                 return Ok(());
             }
             if Instant::now() >= end {
-                log::warn!("stopping with {} connection(s) still open", rt.conns.len());
+                log::warn!("stopping with {} connection(s) still open", rt.io.conns.len());
                 return Ok(());
             }
         }
-        let linger = rt.lingering.front().map(|&(at, _)| at);
-        let wake = [Some(rt.deadline), rt.accept_retry, grace, linger, next_stats]
+        let linger = rt.io.lingering.front().map(|&(at, _)| at);
+        let wake = [Some(rt.driver.deadline()), rt.accept_retry, grace, linger, next_stats]
             .into_iter()
             .flatten()
             .min()
             .expect("a deadline");
-        match rt.poll.poll(&mut events, Some(wake.saturating_duration_since(Instant::now()))) {
+        match rt.io.poll.poll(&mut events, Some(wake.saturating_duration_since(Instant::now()))) {
             Ok(()) => {}
             Err(e) if e.kind() == ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
@@ -189,47 +188,47 @@ fn run(
                         }
                         grace = Some(Instant::now() + driver::SHUTDOWN_GRACE);
                         if let Some(mut l) = rt.listener.take() {
-                            let _ = rt.poll.registry().deregister(&mut l);
+                            let _ = rt.io.poll.registry().deregister(&mut l);
                         }
                         if let Some(mut l) = rt.sip_tcp.take() {
-                            let _ = rt.poll.registry().deregister(&mut l);
+                            let _ = rt.io.poll.registry().deregister(&mut l);
                         }
                         rt.feed(Input::Shutdown);
                     }
                 }
                 Token(t) => {
                     let id = ConnId(t as u64);
-                    if rt.conns.get(&id).is_some_and(|c| c.connecting) {
+                    if rt.io.conns.get(&id).is_some_and(|c| c.connecting) {
                         rt.connect_progress(id);
                     }
                     if event.is_writable() || event.is_write_closed() || event.is_error() {
-                        rt.flush(id);
+                        rt.io.flush(id);
                     }
                     if event.is_readable() || event.is_read_closed() || event.is_error() {
                         rt.read(id);
                     }
                 }
             }
-            rt.settle();
+            rt.driver.settle(&mut rt.io);
         }
         if rt.accept_retry.is_some_and(|at| at <= Instant::now()) {
             rt.accept_retry = None;
             rt.accept(Listener::Web);
             rt.accept(Listener::SipTcp);
-            rt.settle();
+            rt.driver.settle(&mut rt.io);
         }
-        while let Some(&(at, conn)) = rt.lingering.front() {
+        while let Some(&(at, conn)) = rt.io.lingering.front() {
             if at > Instant::now() {
                 break;
             }
-            rt.lingering.pop_front();
-            if rt.conns.contains_key(&conn) {
+            rt.io.lingering.pop_front();
+            if rt.io.conns.contains_key(&conn) {
                 log::debug!("{conn}: did not take its last bytes within {CLOSE_LINGER:?}; dropped");
-                rt.drop_conn(conn);
+                rt.io.drop_conn(conn);
             }
         }
-        rt.timer();
-        rt.settle();
+        rt.driver.timer(&mut rt.io);
+        rt.driver.settle(&mut rt.io);
     }
 }
 
@@ -246,174 +245,49 @@ struct Conn {
     connecting: bool,
 }
 
+/// The event loop: the core's driver, the sockets, and what turns events into inputs.
 struct Runtime {
-    poll: Poll,
+    driver: Driver,
+    io: MioIo,
     /// `None` once shutting down.
     listener: Option<TcpListener>,
-    sip_udp: UdpSocket,
     /// `None` once shutting down.
     sip_tcp: Option<TcpListener>,
-    /// The other UDP sockets: WebRTC, and those the core asked for (`Output::BindUdp`).
-    udp: HashMap<SocketId, UdpSocket>,
-    /// Answers to `Output::BindUdp`, fed once the drain that asked is over.
-    bind_answers: VecDeque<BindAnswer>,
-    waker: Arc<Waker>,
-    resolved_tx: mpsc::Sender<(u64, Result<Vec<IpAddr>, String>)>,
     resolved_rx: mpsc::Receiver<(u64, Result<Vec<IpAddr>, String>)>,
-    gw: Gateway,
-    capture: Option<CaptureFile>,
-    /// The last `Output::Timeout`.
-    deadline: Instant,
-    conns: HashMap<ConnId, Conn>,
-    /// Live connections whose socket failed, to report to the core once the current drain ends.
-    failed: Vec<ConnId>,
-    /// Closed by the core with bytes still queued, by deadline: dropped when it passes.
-    lingering: VecDeque<(Instant, ConnId)>,
     /// The shared read buffer.
     buf: Box<[u8]>,
     next_id: u64,
-    /// Watches the Timeout wake-ups for a busy loop.
-    busy: BusyGuard,
     /// When to try accepting again after a resource error.
     accept_retry: Option<Instant>,
 }
 
+/// The sockets, carrying out the core's outputs ([`Io`]).
+struct MioIo {
+    poll: Poll,
+    sip_udp: UdpSocket,
+    /// The other UDP sockets: WebRTC, and those the core asked for (`Output::BindUdp`).
+    udp: HashMap<SocketId, UdpSocket>,
+    waker: Arc<Waker>,
+    resolved_tx: mpsc::Sender<(u64, Result<Vec<IpAddr>, String>)>,
+    conns: HashMap<ConnId, Conn>,
+    /// Inputs for the core once the current drain ends: live connections whose socket failed,
+    /// connects that failed at once.
+    deferred: VecDeque<Deferred>,
+    /// Closed by the core with bytes still queued, by deadline: dropped when it passes.
+    lingering: VecDeque<(Instant, ConnId)>,
+    /// The core's `max_pending_bytes`.
+    max_pending: usize,
+}
+
 impl Runtime {
-    /// Feeds `input` at the current time and drains; returns whether anything but a Timeout came out.
-    fn feed(&mut self, input: Input<'_>) -> bool {
-        self.gw.handle_input(Instant::now(), input);
-        self.drain()
-    }
-
-    /// Carries out the core's outputs until `Output::Timeout`, then feeds the answers to the
-    /// binds it asked for (each followed by its own drain).
-    fn drain(&mut self) -> bool {
-        let mut any = self.drain_outputs();
-        while let Some((socket, answer)) = self.bind_answers.pop_front() {
-            self.gw.handle_input(Instant::now(), Input::udp_bind_result(socket, answer));
-            any |= self.drain_outputs();
-        }
-        any
-    }
-
-    /// Carries out the core's outputs until `Output::Timeout`, then appends to the capture file.
-    fn drain_outputs(&mut self) -> bool {
-        let mut any = false;
-        loop {
-            match self.gw.poll_output() {
-                Output::StreamWrite { conn, data } => {
-                    any = true;
-                    match self.conns.get_mut(&conn) {
-                        Some(c) if c.queue.is_empty() => c.queue = data,
-                        Some(c) => c.queue.extend_from_slice(&data),
-                        None => log::debug!("{conn}: {} bytes for a connection already gone", data.len()),
-                    }
-                    self.flush(conn);
-                    self.check_backlog(conn);
-                }
-                Output::StreamClose { conn } => {
-                    any = true;
-                    self.failed.retain(|&f| f != conn);
-                    if let Some(c) = self.conns.get_mut(&conn) {
-                        c.closing = true;
-                        self.flush(conn);
-                        if self.conns.contains_key(&conn) {
-                            self.lingering.push_back((Instant::now() + CLOSE_LINGER, conn));
-                        }
-                    }
-                }
-                Output::Datagram(t) => {
-                    any = true;
-                    // UDP: a datagram the socket cannot take now is lost, as on the wire.
-                    match self.udp_socket(t.socket) {
-                        Some(socket) => {
-                            if let Err(e) = socket.send_to(&t.payload, t.to) {
-                                log::debug!("{}: send to {}: {e}", t.socket, t.to);
-                            }
-                        }
-                        None => log::debug!("{}: no such socket; datagram to {} dropped", t.socket, t.to),
-                    }
-                }
-                Output::BindUdp { socket, purpose, local } => {
-                    any = true;
-                    self.bind_udp(socket, purpose, local);
-                }
-                Output::CloseUdp { socket } => {
-                    any = true;
-                    match self.udp.remove(&socket) {
-                        Some(mut s) => {
-                            let _ = self.poll.registry().deregister(&mut s);
-                            log::debug!("{socket}: closed");
-                        }
-                        None => log::debug!("{socket}: close of a socket not bound"),
-                    }
-                }
-                Output::Connect { conn, to } => {
-                    any = true;
-                    self.connect(conn, to);
-                }
-                Output::Resolve { query, name } => {
-                    any = true;
-                    let (tx, waker) = (self.resolved_tx.clone(), Arc::clone(&self.waker));
-                    let spawned = std::thread::Builder::new().name("resolve".into()).spawn(move || {
-                        let result = (name.as_str(), 0)
-                            .to_socket_addrs()
-                            .map(|addrs| addrs.map(|a| a.ip()).collect::<Vec<_>>())
-                            .map_err(|e| e.to_string());
-                        let _ = tx.send((query, result));
-                        let _ = waker.wake();
-                    });
-                    if let Err(e) = spawned {
-                        let _ = self.resolved_tx.send((query, Err(e.to_string())));
-                        let _ = self.waker.wake();
-                    }
-                }
-                Output::Timeout(at) => {
-                    self.deadline = at;
-                    break;
-                }
-            }
-        }
-        if let Some(c) = &mut self.capture {
-            c.write(&mut self.gw);
-        }
-        any
-    }
-
-    /// Reports the connections that failed during earlier drains (each drain may add more).
-    fn settle(&mut self) {
-        while let Some(conn) = self.failed.pop() {
-            self.feed(Input::StreamClosed { conn });
-        }
-    }
-
-    /// Feeds `Input::Timeout` if the deadline has passed, and watches for a busy loop.
-    fn timer(&mut self) {
-        let now = Instant::now();
-        if now < self.deadline {
-            return;
-        }
-        self.gw.handle_input(now, Input::Timeout);
-        let output = self.drain();
-        self.busy.record(&self.gw, now, output, self.deadline);
-    }
-
-    /// Starts connecting `conn` to `to`; the core hears `Input::Connected` once it is up.
-    fn connect(&mut self, conn: ConnId, to: SocketAddr) {
-        let mut stream = match TcpStream::connect(to) {
-            Ok(s) => s,
-            Err(e) => return self.connect_failed(conn, e.to_string()),
-        };
-        let interest = Interest::READABLE | Interest::WRITABLE;
-        if let Err(e) = self.poll.registry().register(&mut stream, token(conn), interest) {
-            return self.connect_failed(conn, e.to_string());
-        }
-        self.conns.insert(conn, Conn { stream, queue: Vec::new(), closing: false, interest, connecting: true });
+    /// Feeds `input` at the current time and drains.
+    fn feed(&mut self, input: Input<'_>) {
+        self.driver.feed(&mut self.io, input);
     }
 
     /// A readiness event on a connection still connecting: up, failed, or not yet.
     fn connect_progress(&mut self, conn: ConnId) {
-        let Some(c) = self.conns.get_mut(&conn) else { return };
+        let Some(c) = self.io.conns.get_mut(&conn) else { return };
         let failed = match c.stream.take_error() {
             Ok(Some(e)) | Err(e) => Some(e.to_string()),
             Ok(None) => match c.stream.peer_addr() {
@@ -424,9 +298,10 @@ impl Runtime {
         };
         match failed {
             Some(e) => {
-                let mut c = self.conns.remove(&conn).expect("present");
-                let _ = self.poll.registry().deregister(&mut c.stream);
-                self.connect_failed(conn, e);
+                let mut c = self.io.conns.remove(&conn).expect("present");
+                let _ = self.io.poll.registry().deregister(&mut c.stream);
+                log::debug!("{conn}: connect failed: {e}");
+                self.feed(Input::Connected { conn, result: Err(e) });
             }
             None => {
                 c.connecting = false;
@@ -436,49 +311,10 @@ impl Runtime {
         }
     }
 
-    fn connect_failed(&mut self, conn: ConnId, e: String) {
-        log::debug!("{conn}: connect failed: {e}");
-        self.feed(Input::Connected { conn, result: Err(e) });
-    }
-
-    /// The UDP socket `id` names.
-    fn udp_socket(&self, id: SocketId) -> Option<&UdpSocket> {
-        if id == SIP_SOCKET {
-            Some(&self.sip_udp)
-        } else {
-            self.udp.get(&id)
-        }
-    }
-
-    /// Binds a socket the core asked for and registers it; the answer waits in `bind_answers`.
-    fn bind_udp(&mut self, socket: SocketId, purpose: UdpPurpose, local: SocketAddr) {
-        let bound = if self.udp_socket(socket).is_some() {
-            Err(io::Error::new(ErrorKind::AlreadyExists, format!("{socket} is already bound")))
-        } else {
-            UdpSocket::bind(local).and_then(|mut s| {
-                self.poll.registry().register(&mut s, udp_token(socket), Interest::READABLE)?;
-                let local = s.local_addr()?;
-                Ok((s, local))
-            })
-        };
-        let answer = match bound {
-            Ok((s, local)) => {
-                log::debug!("{socket}: {} on {local}", purpose.name());
-                self.udp.insert(socket, s);
-                Ok((purpose, local))
-            }
-            Err(e) => {
-                log::debug!("{socket}: bind {local}: {e}");
-                Err(e.to_string())
-            }
-        };
-        self.bind_answers.push_back((socket, answer));
-    }
-
     /// Reads UDP socket `socket` until `WouldBlock` (or until the core closes it).
     fn receive_datagrams(&mut self, socket: SocketId) {
         let mut buf = std::mem::take(&mut self.buf);
-        while let Some(udp) = self.udp_socket(socket) {
+        while let Some(udp) = self.io.udp_socket(socket) {
             match udp.recv_from(&mut buf) {
                 Ok((n, from)) => {
                     self.feed(Input::Datagram { socket, from, data: &buf[..n] });
@@ -527,12 +363,12 @@ impl Runtime {
             if let Err(e) = stream.set_nodelay(true) {
                 log::debug!("{conn}: TCP_NODELAY: {e}");
             }
-            if let Err(e) = self.poll.registry().register(&mut stream, token(conn), Interest::READABLE) {
+            if let Err(e) = self.io.poll.registry().register(&mut stream, token(conn), Interest::READABLE) {
                 log::warn!("{conn}: cannot register {peer}: {e}");
                 continue;
             }
             let c = Conn { stream, queue: Vec::new(), closing: false, interest: Interest::READABLE, connecting: false };
-            self.conns.insert(conn, c);
+            self.io.conns.insert(conn, c);
             self.feed(Input::Accepted { conn, listener: which, peer });
         }
     }
@@ -541,7 +377,7 @@ impl Runtime {
     /// the core (discarding it once the core has closed the connection).
     fn read(&mut self, conn: ConnId) {
         let mut buf = std::mem::take(&mut self.buf);
-        while let Some(c) = self.conns.get_mut(&conn) {
+        while let Some(c) = self.io.conns.get_mut(&conn) {
             let closing = c.closing;
             if !closing && c.queue.len() >= HIGH_WATER {
                 break; // resumed by `flush` (re-registering READABLE reports data already there)
@@ -550,7 +386,7 @@ impl Runtime {
                 Ok(0) if closing => break,
                 Ok(0) => {
                     log::debug!("{conn}: EOF");
-                    self.drop_conn(conn);
+                    self.io.drop_conn(conn);
                     break;
                 }
                 Ok(_) if closing => {}
@@ -561,12 +397,130 @@ impl Runtime {
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(e) => {
                     log::debug!("{conn}: read: {e}");
-                    self.drop_conn(conn);
+                    self.io.drop_conn(conn);
                     break;
                 }
             }
         }
         self.buf = buf;
+    }
+}
+
+impl Io for MioIo {
+    fn write(&mut self, conn: ConnId, data: Vec<u8>) {
+        match self.conns.get_mut(&conn) {
+            Some(c) if c.queue.is_empty() => c.queue = data,
+            Some(c) => c.queue.extend_from_slice(&data),
+            None => log::debug!("{conn}: {} bytes for a connection already gone", data.len()),
+        }
+        self.flush(conn);
+        self.check_backlog(conn);
+    }
+
+    fn close(&mut self, conn: ConnId) {
+        self.deferred.retain(|d| *d != Deferred::Closed(conn));
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.closing = true;
+            self.flush(conn);
+            if self.conns.contains_key(&conn) {
+                self.lingering.push_back((Instant::now() + CLOSE_LINGER, conn));
+            }
+        }
+    }
+
+    fn send_datagram(&mut self, t: Transmit) {
+        // UDP: a datagram the socket cannot take now is lost, as on the wire.
+        match self.udp_socket(t.socket) {
+            Some(socket) => {
+                if let Err(e) = socket.send_to(&t.payload, t.to) {
+                    log::debug!("{}: send to {}: {e}", t.socket, t.to);
+                }
+            }
+            None => log::debug!("{}: no such socket; datagram to {} dropped", t.socket, t.to),
+        }
+    }
+
+    /// Starts connecting `conn` to `to`; the core hears `Input::Connected` once it is up (or
+    /// after this drain if it fails at once).
+    fn connect(&mut self, conn: ConnId, to: SocketAddr) {
+        let registered = TcpStream::connect(to).and_then(|mut stream| {
+            let interest = Interest::READABLE | Interest::WRITABLE;
+            self.poll.registry().register(&mut stream, token(conn), interest)?;
+            Ok((stream, interest))
+        });
+        match registered {
+            Ok((stream, interest)) => {
+                self.conns.insert(conn, Conn { stream, queue: Vec::new(), closing: false, interest, connecting: true });
+            }
+            Err(e) => {
+                log::debug!("{conn}: connect failed: {e}");
+                self.deferred.push_back(Deferred::Connected(conn, Err(e.to_string())));
+            }
+        }
+    }
+
+    fn resolve(&mut self, query: u64, name: String) {
+        let (tx, waker) = (self.resolved_tx.clone(), Arc::clone(&self.waker));
+        let spawned = std::thread::Builder::new().name("resolve".into()).spawn(move || {
+            let result = (name.as_str(), 0)
+                .to_socket_addrs()
+                .map(|addrs| addrs.map(|a| a.ip()).collect::<Vec<_>>())
+                .map_err(|e| e.to_string());
+            let _ = tx.send((query, result));
+            let _ = waker.wake();
+        });
+        if let Err(e) = spawned {
+            self.deferred.push_back(Deferred::Resolved(query, Err(e.to_string())));
+        }
+    }
+
+    /// Binds a socket the core asked for and registers it.
+    fn bind_udp(&mut self, socket: SocketId, purpose: UdpPurpose, local: SocketAddr) -> BindAnswer {
+        let bound = if self.udp_socket(socket).is_some() {
+            Err(io::Error::new(ErrorKind::AlreadyExists, format!("{socket} is already bound")))
+        } else {
+            UdpSocket::bind(local).and_then(|mut s| {
+                self.poll.registry().register(&mut s, udp_token(socket), Interest::READABLE)?;
+                let local = s.local_addr()?;
+                Ok((s, local))
+            })
+        };
+        match bound {
+            Ok((s, local)) => {
+                log::debug!("{socket}: {} on {local}", purpose.name());
+                self.udp.insert(socket, s);
+                Ok((purpose, local))
+            }
+            Err(e) => {
+                log::debug!("{socket}: bind {local}: {e}");
+                Err(e.to_string())
+            }
+        }
+    }
+
+    fn close_udp(&mut self, socket: SocketId) {
+        match self.udp.remove(&socket) {
+            Some(mut s) => {
+                let _ = self.poll.registry().deregister(&mut s);
+                log::debug!("{socket}: closed");
+            }
+            None => log::debug!("{socket}: close of a socket not bound"),
+        }
+    }
+
+    fn take_deferred(&mut self) -> Option<Deferred> {
+        self.deferred.pop_front()
+    }
+}
+
+impl MioIo {
+    /// The UDP socket `id` names.
+    fn udp_socket(&self, id: SocketId) -> Option<&UdpSocket> {
+        if id == SIP_SOCKET {
+            Some(&self.sip_udp)
+        } else {
+            self.udp.get(&id)
+        }
     }
 
     /// Writes what is queued for `conn` until `WouldBlock`; closes it once done if the core asked
@@ -615,9 +569,9 @@ impl Runtime {
 
     /// Drops `conn` with a TCP reset when more than `max_pending_bytes` wait for its peer (a
     /// peer that does not read must not make us hold an unbounded queue); the core hears
-    /// `Input::StreamClosed` at the next settle and releases what the connection owned.
+    /// `Input::StreamClosed` after the drain and releases what the connection owned.
     fn check_backlog(&mut self, conn: ConnId) {
-        let limit = self.gw.max_pending_bytes();
+        let limit = self.max_pending;
         let Some(c) = self.conns.get(&conn) else { return };
         if c.queue.len() <= limit {
             return;
@@ -632,12 +586,13 @@ impl Runtime {
         self.drop_conn(conn);
     }
 
-    /// Drops the socket of `conn` now; if the core still knows it, it is told at the next settle.
+    /// Drops the socket of `conn` now; if the core still knows it, it is told after the drain
+    /// (or the event) that found it.
     fn drop_conn(&mut self, conn: ConnId) {
         let Some(mut c) = self.conns.remove(&conn) else { return };
         let _ = self.poll.registry().deregister(&mut c.stream);
         if !c.closing {
-            self.failed.push(conn);
+            self.deferred.push_back(Deferred::Closed(conn));
         }
     }
 }

@@ -7,9 +7,9 @@
 //! - In a worker, one task owns the core. Each connection task owns its socket: it sends what it
 //!   reads (or that it closed) to the core task over a bounded channel, and carries out the core
 //!   task's write and close commands, in order, from its own unbounded channel.
-//! - Every `handle_input` is followed by a drain (`poll_output` until `Output::Timeout`) whose
-//!   outputs are handed to the connection tasks in order; the core task sleeps until the last
-//!   `Output::Timeout` deadline.
+//! - The drive loop is [`Driver`]'s (shared with `sylkgw-mio`): the core task implements its
+//!   [`Io`] ([`TokioIo`]), handing outputs to the connection tasks in order, and sleeps until the
+//!   core's deadline.
 //! - A connection the core closed is never mentioned to it again; one whose task reports EOF or an
 //!   error is reported once with `Input::StreamClosed`.
 //! - While a connection task writes, it does not read (backpressure on a peer that does not
@@ -45,8 +45,8 @@ use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use sylkgw_core::driver::{self, BusyGuard, CaptureFile, ACCEPT_RETRY, CLOSE_LINGER};
-use sylkgw_core::{ConnId, Gateway, Input, Listener, Output, SocketId, UdpPurpose};
+use sylkgw_core::{ConnId, Gateway, Input, Listener, SocketId, Transmit, UdpPurpose};
+use sylkgw_driver::{self as driver, BindAnswer, CaptureFile, Deferred, Driver, Io, ACCEPT_RETRY, CLOSE_LINGER};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpSocket, TcpStream, UdpSocket};
 use tokio::signal::unix::{signal, Signal, SignalKind};
@@ -59,8 +59,6 @@ const READ_CHUNK: usize = 16 * 1024;
 const EVENT_QUEUE: usize = 256;
 /// Listen backlog of each worker's listener.
 const BACKLOG: u32 = 1024;
-/// The answer to an `Output::BindUdp`: the purpose and bound address, or the error text.
-type BindAnswer = (SocketId, Result<(UdpPurpose, SocketAddr), String>);
 /// The SIP socket's id towards the core.
 const SIP_SOCKET: SocketId = SocketId(0);
 /// The WebRTC socket's id towards the core.
@@ -209,25 +207,25 @@ fn worker(
             let webrtc_local = webrtc.local_addr()?;
             log::info!("worker {index}: WebRTC media on {webrtc_local} (udp)");
             let (events_tx, events) = mpsc::channel(EVENT_QUEUE);
+            let max_pending = gw.max_pending_bytes();
             let mut core = Core {
-                udp: Arc::clone(&udp),
-                sockets: HashMap::new(),
-                bind_answers: VecDeque::new(),
-                events_tx,
-                connects: Vec::new(),
-                gw,
-                capture,
-                conns: HashMap::new(),
-                dropped: Vec::new(),
-                lingering: VecDeque::new(),
-                deadline: Instant::now(),
-                busy: BusyGuard::default(),
+                io: TokioIo {
+                    udp: Arc::clone(&udp),
+                    sockets: HashMap::new(),
+                    events_tx,
+                    connects: Vec::new(),
+                    conns: HashMap::new(),
+                    dropped: Vec::new(),
+                    lingering: VecDeque::new(),
+                    max_pending,
+                },
+                driver: Driver::new(gw, capture),
                 next_id: 1,
                 stats: stats_every.map(|every| (index, every, Instant::now() + every)),
             };
-            core.drain(); // the contract: drain after `new`, before the first input
+            core.driver.drain(&mut core.io); // the contract: drain after `new`, before the first input
             core.feed(Input::UdpBound { socket: SIP_SOCKET, purpose: UdpPurpose::Sip, local: sip_local });
-            core.add_socket(WEBRTC_SOCKET, webrtc);
+            core.io.add_socket(WEBRTC_SOCKET, webrtc);
             core.feed(Input::UdpBound { socket: WEBRTC_SOCKET, purpose: UdpPurpose::WebRtc, local: webrtc_local });
             core.run(listener, sip_tcp, udp, events, stop).await;
             Ok(())
@@ -302,33 +300,33 @@ enum Command {
     Close,
 }
 
-/// The task that owns a worker's [`Gateway`].
+/// The task that owns a worker's [`Gateway`] (in its [`Driver`]) and turns events into inputs.
 struct Core {
+    driver: Driver,
+    io: TokioIo,
+    next_id: u64,
+    /// `--stats-interval`: this worker's index, the interval and when the next line is due.
+    stats: Option<(usize, Duration, Instant)>,
+}
+
+/// The worker's sockets and connection tasks, carrying out the core's outputs ([`Io`]).
+struct TokioIo {
     /// The SIP UDP socket (shared with the receive loop in [`Core::run`]).
     udp: Arc<UdpSocket>,
     /// The other UDP sockets (WebRTC, and those the core asked for), with their receive tasks.
     sockets: HashMap<SocketId, (Arc<UdpSocket>, AbortHandle)>,
-    /// Answers to `Output::BindUdp`, fed once the drain that asked is over.
-    bind_answers: VecDeque<BindAnswer>,
     /// For tasks started by outputs (connects, resolutions).
     events_tx: mpsc::Sender<Event>,
     /// `Output::Connect`s of the last drains, started by [`Core::run`] (which owns the tasks).
     connects: Vec<(ConnId, SocketAddr)>,
-    gw: Gateway,
-    capture: Option<CaptureFile>,
     /// Command channels, tasks and backlogs of the connections the core knows.
     conns: HashMap<ConnId, (mpsc::UnboundedSender<Command>, AbortHandle, Arc<Backlog>)>,
     /// Connections dropped over `max_pending_bytes` during a drain, told to the core after it.
     dropped: Vec<ConnId>,
     /// Tasks of connections the core closed, by deadline: aborted (if still running) then.
     lingering: VecDeque<(Instant, AbortHandle)>,
-    /// The last `Output::Timeout`.
-    deadline: Instant,
-    /// Watches the Timeout wake-ups for a busy loop.
-    busy: BusyGuard,
-    next_id: u64,
-    /// `--stats-interval`: this worker's index, the interval and when the next line is due.
-    stats: Option<(usize, Duration, Instant)>,
+    /// The core's `max_pending_bytes`.
+    max_pending: usize,
 }
 
 impl Core {
@@ -344,17 +342,17 @@ impl Core {
     ) {
         let mut listener = Some(listener);
         let mut sip_tcp = Some(sip_tcp);
-        let events_tx = self.events_tx.clone();
+        let events_tx = self.io.events_tx.clone();
         let mut tasks = JoinSet::new();
         let mut datagram = vec![0u8; DATAGRAM];
         let mut grace: Option<Instant> = None;
         let mut accept_retry: Option<Instant> = None;
-        self.drain();
-        let sleep = tokio::time::sleep_until(self.deadline.into());
+        self.driver.drain(&mut self.io);
+        let sleep = tokio::time::sleep_until(self.driver.deadline().into());
         tokio::pin!(sleep);
         loop {
             if let Some(end) = grace {
-                if self.gw.connection_count() == 0 && tasks.is_empty() {
+                if self.driver.gateway().connection_count() == 0 && tasks.is_empty() {
                     return;
                 }
                 if Instant::now() >= end {
@@ -362,35 +360,23 @@ impl Core {
                     return;
                 }
             }
-            let linger = self.lingering.front().map(|&(at, _)| at);
+            let linger = self.io.lingering.front().map(|&(at, _)| at);
             let next_stats = self.stats.map(|(_, _, at)| at);
-            let wake = [Some(self.deadline), accept_retry, grace, linger, next_stats]
+            let wake = [Some(self.driver.deadline()), accept_retry, grace, linger, next_stats]
                 .into_iter()
                 .flatten()
                 .min()
                 .expect("a deadline");
             sleep.as_mut().reset(wake.into());
-            for (conn, to) in std::mem::take(&mut self.connects) {
+            for (conn, to) in std::mem::take(&mut self.io.connects) {
                 let (tx, rx) = mpsc::unbounded_channel();
-                let backlog = Backlog::new(self.gw.max_pending_bytes());
+                let backlog = Backlog::new(self.io.max_pending);
                 let task = tasks.spawn(outgoing(conn, to, events_tx.clone(), rx, Arc::clone(&backlog)));
-                self.conns.insert(conn, (tx, task, backlog));
+                self.io.conns.insert(conn, (tx, task, backlog));
             }
             tokio::select! {
                 accepted = accept(listener.as_ref().filter(|_| accept_retry.is_none())) => match accepted {
-                    Ok((stream, peer)) => {
-                        let conn = ConnId(self.next_id);
-                        self.next_id += 1;
-                        if let Err(e) = stream.set_nodelay(true) {
-                            log::debug!("{conn}: TCP_NODELAY: {e}");
-                        }
-                        let (tx, rx) = mpsc::unbounded_channel();
-                        let backlog = Backlog::new(self.gw.max_pending_bytes());
-                        let socket = Socket { stream, backlog: Arc::clone(&backlog) };
-                        let task = tasks.spawn(connection(conn, socket, events_tx.clone(), rx));
-                        self.conns.insert(conn, (tx, task, backlog));
-                        self.feed(Input::Accepted { conn, listener: Listener::Web, peer });
-                    }
+                    Ok((stream, peer)) => self.accepted(&mut tasks, Listener::Web, stream, peer),
                     Err(e) if matches!(e.kind(), ErrorKind::Interrupted | ErrorKind::ConnectionAborted) => {}
                     Err(e) => {
                         log::warn!("accept: {e}; retrying in {ACCEPT_RETRY:?}");
@@ -398,17 +384,7 @@ impl Core {
                     }
                 },
                 accepted = accept(sip_tcp.as_ref().filter(|_| accept_retry.is_none())) => match accepted {
-                    Ok((stream, peer)) => {
-                        let conn = ConnId(self.next_id);
-                        self.next_id += 1;
-                        let _ = stream.set_nodelay(true);
-                        let (tx, rx) = mpsc::unbounded_channel();
-                        let backlog = Backlog::new(self.gw.max_pending_bytes());
-                        let socket = Socket { stream, backlog: Arc::clone(&backlog) };
-                        let task = tasks.spawn(connection(conn, socket, events_tx.clone(), rx));
-                        self.conns.insert(conn, (tx, task, backlog));
-                        self.feed(Input::Accepted { conn, listener: Listener::SipTcp, peer });
-                    }
+                    Ok((stream, peer)) => self.accepted(&mut tasks, Listener::SipTcp, stream, peer),
                     Err(e) if matches!(e.kind(), ErrorKind::Interrupted | ErrorKind::ConnectionAborted) => {}
                     Err(e) => {
                         log::warn!("SIP accept: {e}; retrying in {ACCEPT_RETRY:?}");
@@ -423,9 +399,9 @@ impl Core {
                     Err(e) => log::debug!("SIP udp: {e}"),
                 },
                 Some(event) = events.recv() => match event {
-                    Event::Connected(conn, result) if self.conns.contains_key(&conn) => {
+                    Event::Connected(conn, result) if self.io.conns.contains_key(&conn) => {
                         if result.is_err() {
-                            self.conns.remove(&conn);
+                            self.io.conns.remove(&conn);
                         }
                         self.feed(Input::Connected { conn, result });
                     }
@@ -433,14 +409,14 @@ impl Core {
                         self.feed(Input::Resolved { query, result });
                     }
                     Event::Connected(..) => {}
-                    Event::Datagram(socket, from, data) if self.sockets.contains_key(&socket) => {
+                    Event::Datagram(socket, from, data) if self.io.sockets.contains_key(&socket) => {
                         self.feed(Input::Datagram { socket, from, data: &data });
                     }
                     Event::Datagram(..) => {} // the core closed that socket
-                    Event::Data(conn, data) if self.conns.contains_key(&conn) => {
+                    Event::Data(conn, data) if self.io.conns.contains_key(&conn) => {
                         self.feed(Input::StreamData { conn, data: &data });
                     }
-                    Event::Closed(conn) if self.conns.remove(&conn).is_some() => {
+                    Event::Closed(conn) if self.io.conns.remove(&conn).is_some() => {
                         self.feed(Input::StreamClosed { conn });
                     }
                     Event::Data(..) | Event::Closed(_) => {} // the core already closed it
@@ -451,17 +427,17 @@ impl Core {
                     if accept_retry.is_some_and(|at| at <= now) {
                         accept_retry = None;
                     }
-                    while self.lingering.front().is_some_and(|(at, _)| *at <= now) {
-                        let (_, task) = self.lingering.pop_front().expect("front exists");
+                    while self.io.lingering.front().is_some_and(|(at, _)| *at <= now) {
+                        let (_, task) = self.io.lingering.pop_front().expect("front exists");
                         task.abort(); // a no-op if it has ended
                     }
                     if let Some((index, every, at)) = self.stats.as_mut() {
                         if *at <= now {
-                            log::info!("{}", driver::stats_line(Some(*index), &self.gw.stats()));
+                            log::info!("{}", driver::stats_line(Some(*index), &self.driver.gateway().stats()));
                             *at = now + *every;
                         }
                     }
-                    self.timer();
+                    self.driver.timer(&mut self.io);
                 }
                 _ = stop.changed(), if grace.is_none() => {
                     grace = Some(Instant::now() + driver::SHUTDOWN_GRACE);
@@ -473,28 +449,28 @@ impl Core {
         }
     }
 
-    /// Feeds `input` at the current time and drains; returns whether anything but a Timeout came out.
-    fn feed(&mut self, input: Input<'_>) -> bool {
-        self.gw.handle_input(Instant::now(), input);
-        self.drain()
+    /// Feeds `input` at the current time and drains.
+    fn feed(&mut self, input: Input<'_>) {
+        self.driver.feed(&mut self.io, input);
     }
 
-    /// Hands the core's outputs to the connection tasks until `Output::Timeout`, then feeds the
-    /// answers to the binds it asked for (each followed by its own drain).
-    fn drain(&mut self) -> bool {
-        let mut any = self.drain_outputs();
-        loop {
-            if let Some((socket, answer)) = self.bind_answers.pop_front() {
-                self.gw.handle_input(Instant::now(), Input::udp_bind_result(socket, answer));
-            } else if let Some(conn) = self.dropped.pop() {
-                self.gw.handle_input(Instant::now(), Input::StreamClosed { conn });
-            } else {
-                return any;
-            }
-            any |= self.drain_outputs();
+    /// Starts the task of a connection accepted on `listener` and tells the core.
+    fn accepted(&mut self, tasks: &mut JoinSet<()>, listener: Listener, stream: TcpStream, peer: SocketAddr) {
+        let conn = ConnId(self.next_id);
+        self.next_id += 1;
+        if let Err(e) = stream.set_nodelay(true) {
+            log::debug!("{conn}: TCP_NODELAY: {e}");
         }
+        let (tx, rx) = mpsc::unbounded_channel();
+        let backlog = Backlog::new(self.io.max_pending);
+        let socket = Socket { stream, backlog: Arc::clone(&backlog) };
+        let task = tasks.spawn(connection(conn, socket, self.io.events_tx.clone(), rx));
+        self.io.conns.insert(conn, (tx, task, backlog));
+        self.feed(Input::Accepted { conn, listener, peer });
     }
+}
 
+impl Io for TokioIo {
     /// Hands `data` to the task of `conn`, unless that makes more than `max_pending_bytes` wait
     /// for its peer: then the task is aborted, its socket reset, and the core told after the
     /// drain (a peer that does not read must not make us hold an unbounded queue).
@@ -512,85 +488,48 @@ impl Core {
         self.dropped.push(conn);
     }
 
-    /// Hands the core's outputs to the connection tasks until `Output::Timeout`, then appends to
-    /// the capture file.
-    fn drain_outputs(&mut self) -> bool {
-        let mut any = false;
-        loop {
-            match self.gw.poll_output() {
-                Output::StreamWrite { conn, data } => {
-                    any = true;
-                    self.write(conn, data);
-                }
-                Output::StreamClose { conn } => {
-                    any = true;
-                    self.connects.retain(|(c, _)| *c != conn);
-                    self.dropped.retain(|&d| d != conn);
-                    if let Some((tx, task, _)) = self.conns.remove(&conn) {
-                        let _ = tx.send(Command::Close);
-                        self.lingering.push_back((Instant::now() + CLOSE_LINGER, task));
-                    }
-                }
-                Output::Datagram(t) => {
-                    any = true;
-                    let socket = match t.socket {
-                        SIP_SOCKET => Some(&self.udp),
-                        id => self.sockets.get(&id).map(|(s, _)| s),
-                    };
-                    // UDP: a datagram the socket cannot take now is lost, as on the wire.
-                    match socket {
-                        Some(socket) => {
-                            if let Err(e) = socket.try_send_to(&t.payload, t.to) {
-                                log::debug!("{}: send to {}: {e}", t.socket, t.to);
-                            }
-                        }
-                        None => log::debug!("{}: no such socket; datagram to {} dropped", t.socket, t.to),
-                    }
-                }
-                Output::BindUdp { socket, purpose, local } => {
-                    any = true;
-                    self.bind_udp(socket, purpose, local);
-                }
-                Output::CloseUdp { socket } => {
-                    any = true;
-                    match self.sockets.remove(&socket) {
-                        Some((_, task)) => {
-                            task.abort(); // its socket closes with the task's handle
-                            log::debug!("{socket}: closed");
-                        }
-                        None => log::debug!("{socket}: close of a socket not bound"),
-                    }
-                }
-                Output::Connect { conn, to } => {
-                    any = true;
-                    self.connects.push((conn, to));
-                }
-                Output::Resolve { query, name } => {
-                    any = true;
-                    let tx = self.events_tx.clone();
-                    tokio::spawn(async move {
-                        let result = tokio::net::lookup_host((name.as_str(), 0))
-                            .await
-                            .map(|addrs| addrs.map(|a| a.ip()).collect())
-                            .map_err(|e| e.to_string());
-                        let _ = tx.send(Event::Resolved(query, result)).await;
-                    });
-                }
-                Output::Timeout(at) => {
-                    self.deadline = at;
-                    break;
-                }
-            }
+    fn close(&mut self, conn: ConnId) {
+        self.connects.retain(|(c, _)| *c != conn);
+        self.dropped.retain(|&d| d != conn);
+        if let Some((tx, task, _)) = self.conns.remove(&conn) {
+            let _ = tx.send(Command::Close);
+            self.lingering.push_back((Instant::now() + CLOSE_LINGER, task));
         }
-        if let Some(c) = &mut self.capture {
-            c.write(&mut self.gw);
-        }
-        any
     }
 
-    /// Binds a socket the core asked for and starts its receive task; the answer waits in
-    /// `bind_answers`.
-    fn bind_udp(&mut self, socket: SocketId, purpose: UdpPurpose, local: SocketAddr) {
+    fn send_datagram(&mut self, t: Transmit) {
+        let socket = match t.socket {
+            SIP_SOCKET => Some(&self.udp),
+            id => self.sockets.get(&id).map(|(s, _)| s),
+        };
+        // UDP: a datagram the socket cannot take now is lost, as on the wire.
+        match socket {
+            Some(socket) => {
+                if let Err(e) = socket.try_send_to(&t.payload, t.to) {
+                    log::debug!("{}: send to {}: {e}", t.socket, t.to);
+                }
+            }
+            None => log::debug!("{}: no such socket; datagram to {} dropped", t.socket, t.to),
+        }
+    }
+
+    fn connect(&mut self, conn: ConnId, to: SocketAddr) {
+        self.connects.push((conn, to));
+    }
+
+    fn resolve(&mut self, query: u64, name: String) {
+        let tx = self.events_tx.clone();
+        tokio::spawn(async move {
+            let result = tokio::net::lookup_host((name.as_str(), 0))
+                .await
+                .map(|addrs| addrs.map(|a| a.ip()).collect())
+                .map_err(|e| e.to_string());
+            let _ = tx.send(Event::Resolved(query, result)).await;
+        });
+    }
+
+    /// Binds a socket the core asked for and starts its receive task.
+    fn bind_udp(&mut self, socket: SocketId, purpose: UdpPurpose, local: SocketAddr) -> BindAnswer {
         let bound = if socket == SIP_SOCKET || self.sockets.contains_key(&socket) {
             Err(io::Error::new(ErrorKind::AlreadyExists, format!("{socket} is already bound")))
         } else {
@@ -599,7 +538,7 @@ impl Core {
                 .and_then(UdpSocket::from_std)
                 .and_then(|s| s.local_addr().map(|local| (s, local)))
         };
-        let answer = match bound {
+        match bound {
             Ok((s, local)) => {
                 log::debug!("{socket}: {} on {local}", purpose.name());
                 self.add_socket(socket, s);
@@ -609,26 +548,30 @@ impl Core {
                 log::debug!("{socket}: bind {local}: {e}");
                 Err(e.to_string())
             }
-        };
-        self.bind_answers.push_back((socket, answer));
+        }
     }
 
+    fn close_udp(&mut self, socket: SocketId) {
+        match self.sockets.remove(&socket) {
+            Some((_, task)) => {
+                task.abort(); // its socket closes with the task's handle
+                log::debug!("{socket}: closed");
+            }
+            None => log::debug!("{socket}: close of a socket not bound"),
+        }
+    }
+
+    fn take_deferred(&mut self) -> Option<Deferred> {
+        self.dropped.pop().map(Deferred::Closed)
+    }
+}
+
+impl TokioIo {
     /// Keeps `udp` as `socket` and starts the task that forwards what it receives.
     fn add_socket(&mut self, socket: SocketId, udp: UdpSocket) {
         let udp = Arc::new(udp);
         let task = tokio::spawn(receive_datagrams(socket, Arc::clone(&udp), self.events_tx.clone()));
         self.sockets.insert(socket, (udp, task.abort_handle()));
-    }
-
-    /// Feeds `Input::Timeout` if the deadline has passed, and watches for a busy loop.
-    fn timer(&mut self) {
-        let now = Instant::now();
-        if now < self.deadline {
-            return;
-        }
-        self.gw.handle_input(now, Input::Timeout);
-        let output = self.drain();
-        self.busy.record(&self.gw, now, output, self.deadline);
     }
 }
 

@@ -1,17 +1,14 @@
-//! What the two runtimes share and the sans-IO core must not do: the command line, reading the
-//! config file and PEM files, logging, the OS seed, the wall clock, and writing capture files.
-//! Compiled only with the `driver` feature; nothing in the state machine uses it.
+//! The command line and the config file: what a runtime is told to do, checked and loaded (TLS
+//! and PEM files read, the DTLS identity made, advertised addresses filled in).
 
-#![allow(clippy::disallowed_methods)] // this module is where the real clock is read
-
-use crate::config::{parse_ini, Config, PemBundle, TlsConfig};
-use crate::media::webrtc::DtlsIdentity;
 use argh::FromArgs;
-use std::fs::File;
-use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
+use sylkgw_core::config::{parse_ini, Config, PemBundle, TlsConfig};
+use sylkgw_core::media::webrtc::DtlsIdentity;
+
+use crate::sockets::host_address;
 
 /// Default web listener.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:10888";
@@ -19,16 +16,6 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:10888";
 /// The CA certificates SIP TLS servers are verified against when `sip_tls_ca_file` is not
 /// given (Debian's bundle), if the file exists.
 pub const DEFAULT_SIP_TLS_CA_FILE: &str = "/etc/ssl/certs/ca-certificates.crt";
-
-/// How long a stopping process waits for WebSockets to finish their close handshake.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
-
-/// How long a connection the core closed (`Output::StreamClose`) may take to accept its last
-/// bytes before its socket is dropped.
-pub const CLOSE_LINGER: Duration = Duration::from_secs(5);
-
-/// How long to wait before accepting again after a resource error (EMFILE, ENOBUFS, ...).
-pub const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 
 /// sylkgw: a WebRTC-to-SIP gateway speaking SylkServer's sylkRTC protocol on
 /// ws(s)://HOST:PORT/webrtcgateway/ws.
@@ -107,7 +94,7 @@ pub struct Settings {
     pub threads: Option<usize>,
     /// Capture file, if any.
     pub capture: Option<PathBuf>,
-    /// How often to log a [`stats_line`] (`--stats-interval`), if at all.
+    /// How often to log a [`stats_line`](crate::stats_line) (`--stats-interval`), if at all.
     pub stats_interval: Option<Duration>,
     /// The core's configuration (TLS material loaded).
     pub core: Config,
@@ -170,7 +157,7 @@ pub fn load(args: &Args) -> Result<Settings, String> {
         core.sip.advertised_address = Some(a.clone());
     }
     if let Some(p) = &args.outbound_proxy {
-        crate::sip::target::ProxySpec::parse(p).map_err(|e| format!("--outbound-proxy {p:?}: expected {e}"))?;
+        sylkgw_core::sip::target::ProxySpec::parse(p).map_err(|e| format!("--outbound-proxy {p:?}: expected {e}"))?;
         core.sip.outbound_sip_proxy = Some(p.clone());
     }
     if core.sip.advertised_address.is_none() && core.sip.listen.ip().is_unspecified() {
@@ -187,27 +174,6 @@ pub fn load(args: &Args) -> Result<Settings, String> {
         stats_interval: args.stats_interval.filter(|&s| s > 0).map(Duration::from_secs),
         core,
     })
-}
-
-/// The `--stats-interval` log line: `stats {json}` with every [`Stats`](crate::Stats) field,
-/// `worker` (when given), and the process's `rss_kib` (VmRSS) and `fds` (entries of
-/// /proc/self/fd), both process-wide; `null` where /proc cannot be read.
-pub fn stats_line(worker: Option<usize>, stats: &crate::Stats) -> String {
-    let mut v = serde_json::to_value(stats).unwrap_or_default();
-    if let Some(obj) = v.as_object_mut() {
-        if let Some(w) = worker {
-            obj.insert("worker".into(), w.into());
-        }
-        obj.insert("rss_kib".into(), vm_rss_kib().into());
-        obj.insert("fds".into(), std::fs::read_dir("/proc/self/fd").ok().map(|d| d.count()).into());
-    }
-    format!("stats {v}")
-}
-
-/// This process's resident set size in KiB (`VmRSS` of /proc/self/status).
-fn vm_rss_kib() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?.trim().trim_end_matches("kB").trim().parse().ok()
 }
 
 /// A fresh self-signed DTLS certificate (ECDSA P-256, about 1.4 ms) for the browser legs: one per
@@ -227,12 +193,12 @@ fn apply_media_args(args: &Args, core: &mut Config) -> Result<(), String> {
         core.media.webrtc_listen = Some(l);
     }
     if let Some(r) = &args.rtp_ports {
-        core.media.rtp_ports = crate::config::parse_port_range(r).map_err(|e| format!("--rtp-ports: {e}"))?;
+        core.media.rtp_ports = sylkgw_core::config::parse_port_range(r).map_err(|e| format!("--rtp-ports: {e}"))?;
     }
     if !args.media_address.is_empty() {
         let list = args.media_address.join(",");
         core.media.media_advertised_addresses =
-            crate::config::parse_media_addresses(&list).map_err(|e| format!("--media-address: {e}"))?;
+            sylkgw_core::config::parse_media_addresses(&list).map_err(|e| format!("--media-address: {e}"))?;
     }
     core.media.validate().map_err(|e| e.to_string())?;
     if core.media.media_advertised_addresses.is_empty() {
@@ -269,239 +235,6 @@ fn read(path: &Path) -> Result<Vec<u8>, String> {
     std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))
 }
 
-/// The host's first non-loopback address of the family (loopback when there is none, as in a
-/// test's network namespace).
-pub fn host_address(v6: bool) -> std::net::IpAddr {
-    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-    let fallback = if v6 { IpAddr::V6(Ipv6Addr::LOCALHOST) } else { IpAddr::V4(Ipv4Addr::LOCALHOST) };
-    let mut found = None;
-    // SAFETY: getifaddrs fills a linked list we only read and then free with freeifaddrs.
-    #[allow(unsafe_code)]
-    unsafe {
-        let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
-        if libc::getifaddrs(&mut head) != 0 {
-            return fallback;
-        }
-        let mut cur = head;
-        while !cur.is_null() && found.is_none() {
-            let ifa = &*cur;
-            let up = ifa.ifa_flags & (libc::IFF_UP as u32) != 0;
-            let lo = ifa.ifa_flags & (libc::IFF_LOOPBACK as u32) != 0;
-            if up && !lo && !ifa.ifa_addr.is_null() {
-                match (i32::from((*ifa.ifa_addr).sa_family), v6) {
-                    (libc::AF_INET, false) => {
-                        let sin = &*(ifa.ifa_addr as *const libc::sockaddr_in);
-                        found = Some(IpAddr::V4(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr))));
-                    }
-                    (libc::AF_INET6, true) => {
-                        let sin6 = &*(ifa.ifa_addr as *const libc::sockaddr_in6);
-                        let ip = Ipv6Addr::from(sin6.sin6_addr.s6_addr);
-                        if (ip.segments()[0] & 0xffc0) != 0xfe80 {
-                            found = Some(IpAddr::V6(ip));
-                        }
-                    }
-                    _ => {}
-                }
-            }
-            cur = ifa.ifa_next;
-        }
-        libc::freeifaddrs(head);
-    }
-    found.unwrap_or(fallback)
-}
-
-/// Binds the SIP UDP socket and the SIP TCP listener on the same address, both non-blocking.
-/// With port 0 the OS picks the UDP port, and the TCP port may already be taken by another
-/// process: then both are dropped and a fresh port is tried (up to 16 times). A fixed port that
-/// is taken is an error.
-pub fn bind_sip(addr: SocketAddr) -> std::io::Result<(std::net::UdpSocket, std::net::TcpListener)> {
-    let mut last = None;
-    for _ in 0..16 {
-        let udp = std::net::UdpSocket::bind(addr)?;
-        let local = udp.local_addr()?;
-        match std::net::TcpListener::bind(local) {
-            Ok(tcp) => {
-                udp.set_nonblocking(true)?;
-                tcp.set_nonblocking(true)?;
-                return Ok((udp, tcp));
-            }
-            Err(e) if addr.port() == 0 && e.kind() == std::io::ErrorKind::AddrInUse => last = Some(e),
-            Err(e) => return Err(e),
-        }
-    }
-    Err(last.unwrap_or_else(|| std::io::ErrorKind::AddrInUse.into()))
-}
-
-/// Bytes asked for as the SIP UDP socket's receive and send buffers: a burst of registrations
-/// or a reconnect storm must not be dropped by the kernel before the loop reads it.
-pub const UDP_BUFFER: usize = 4 << 20;
-
-/// Enlarges a UDP socket's kernel buffers to [`UDP_BUFFER`]: `SO_RCVBUFFORCE` when the process
-/// may (root, CAP_NET_ADMIN), else `SO_RCVBUF`, which the kernel caps at `net.core.rmem_max`
-/// (raise that sysctl for non-root deployments). Returns the receive buffer obtained.
-pub fn enlarge_udp_buffers(fd: std::os::fd::RawFd) -> usize {
-    let size = libc::c_int::try_from(UDP_BUFFER).unwrap_or(libc::c_int::MAX);
-    let set = |opt: libc::c_int| {
-        // SAFETY: setsockopt reads `size_of::<c_int>()` bytes from a valid c_int.
-        #[allow(unsafe_code)]
-        unsafe {
-            libc::setsockopt(
-                fd,
-                libc::SOL_SOCKET,
-                opt,
-                std::ptr::addr_of!(size).cast(),
-                size_of::<libc::c_int>() as libc::socklen_t,
-            ) == 0
-        }
-    };
-    if !set(libc::SO_RCVBUFFORCE) {
-        set(libc::SO_RCVBUF);
-    }
-    if !set(libc::SO_SNDBUFFORCE) {
-        set(libc::SO_SNDBUF);
-    }
-    let mut got: libc::c_int = 0;
-    let mut len = size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: getsockopt writes at most `len` bytes into a valid c_int.
-    #[allow(unsafe_code)]
-    let ok = unsafe {
-        libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, std::ptr::addr_of_mut!(got).cast(), &mut len) == 0
-    };
-    if ok {
-        usize::try_from(got).unwrap_or(0)
-    } else {
-        0
-    }
-}
-
-/// Makes the next close of TCP socket `fd` abortive (`SO_LINGER` on with 0 s): the kernel
-/// discards what is still queued and sends a reset instead of keeping the socket around until
-/// a peer that does not read takes its bytes. For a connection dropped over
-/// `Config::max_pending_bytes`; call it just before the socket is dropped.
-pub fn reset_on_close(fd: std::os::fd::RawFd) -> std::io::Result<()> {
-    let linger = libc::linger { l_onoff: 1, l_linger: 0 };
-    // SAFETY: setsockopt reads `size_of::<linger>()` bytes from a valid `linger`.
-    #[allow(unsafe_code)]
-    let ok = unsafe {
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            std::ptr::addr_of!(linger).cast(),
-            size_of::<libc::linger>() as libc::socklen_t,
-        ) == 0
-    };
-    if ok {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
-}
-
-/// Starts logging to stderr: info by default, debug with `-v`, trace with `-vv`; `RUST_LOG`
-/// overrides. tungstenite never logs below debug, whatever is asked: at trace it prints every
-/// message it receives, `account-add` passwords included.
-pub fn init_logging(verbose: u8) {
-    let level = match verbose {
-        0 => "info",
-        1 => "debug",
-        _ => "trace",
-    };
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level))
-        .filter_module("tungstenite", log::LevelFilter::Debug)
-        .format_timestamp_millis()
-        .init();
-}
-
-/// Prints `sylkgw: MSG` to stderr and exits the process with `code` (2: bad command line,
-/// configuration or files; 1: failed while running).
-pub fn fatal(code: i32, msg: impl std::fmt::Display) -> ! {
-    eprintln!("sylkgw: {msg}");
-    std::process::exit(code)
-}
-
-/// The line logged once the web listener is bound: `listening on ws://ADDR/webrtcgateway/ws`
-/// (`wss://` with TLS). Tests and scripts look for it to learn the bound address.
-pub fn listening_line(addr: SocketAddr, tls: bool) -> String {
-    let scheme = if tls { "wss" } else { "ws" };
-    format!("listening on {scheme}://{addr}/webrtcgateway/ws")
-}
-
-/// Watches for a busy loop: counts consecutive `Input::Timeout` wake-ups that produced nothing
-/// but a Timeout and left a deadline that is already due, and warns once when the count reaches
-/// [`BusyGuard::WARN_AT`].
-#[derive(Debug, Default)]
-pub struct BusyGuard {
-    count: u32,
-}
-
-impl BusyGuard {
-    /// Consecutive no-op wake-ups with a deadline already due before the warning.
-    pub const WARN_AT: u32 = 1000;
-
-    /// Records one `Input::Timeout` fed at `now` and its drain: `output` is whether anything but
-    /// a Timeout came out, `deadline` the Timeout it ended with.
-    pub fn record(&mut self, gw: &crate::Gateway, now: Instant, output: bool, deadline: Instant) {
-        if !output && deadline <= now {
-            self.count += 1;
-            if self.count == Self::WARN_AT {
-                log::warn!("busy loop: {} timeouts in a row did nothing ({})", Self::WARN_AT, gw.last_timeout_reason());
-            }
-        } else {
-            self.count = 0;
-        }
-    }
-}
-
-/// 32 bytes from the operating system's CSPRNG (through rustls' aws-lc-rs provider).
-pub fn os_seed() -> [u8; 32] {
-    let mut seed = [0u8; 32];
-    rustls::crypto::aws_lc_rs::default_provider()
-        .secure_random
-        .fill(&mut seed)
-        .expect("the OS random number generator failed");
-    seed
-}
-
-/// Wall-clock time as a duration since the Unix epoch.
-pub fn unix_time() -> Duration {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default()
-}
-
-/// The capture file of worker `index` out of `workers`: the path itself for one worker,
-/// `PATH.N` for several.
-pub fn capture_path(base: &Path, index: usize, workers: usize) -> PathBuf {
-    if workers <= 1 {
-        base.to_path_buf()
-    } else {
-        let mut s = base.as_os_str().to_owned();
-        s.push(format!(".{index}"));
-        PathBuf::from(s)
-    }
-}
-
-/// An open capture file. Lines are written as the core records them.
-pub struct CaptureFile {
-    file: File,
-}
-
-impl CaptureFile {
-    /// Creates (truncates) `path`.
-    pub fn create(path: &Path) -> Result<Self, String> {
-        File::create(path).map(|file| Self { file }).map_err(|e| format!("{}: {e}", path.display()))
-    }
-
-    /// Appends what the core recorded since the last call.
-    pub fn write(&mut self, gw: &mut crate::Gateway) {
-        let text = gw.take_capture();
-        if !text.is_empty() {
-            if let Err(e) = self.file.write_all(text.as_bytes()).and_then(|()| self.file.flush()) {
-                log::error!("capture file: {e}");
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -536,51 +269,7 @@ mod tests {
         assert_eq!(load(&args).unwrap().core.sip.tls_ca_pem.map(|p| p.0), Some(std::fs::read(&ca).unwrap()));
         let args = Args { sip_tls_ca_file: Some(dir.join("gw.ini")), ..Args::default() };
         assert!(load(&args).unwrap_err().contains("no CERTIFICATE"));
-        assert_eq!(capture_path(Path::new("x.cap"), 2, 4), PathBuf::from("x.cap.2"));
     }
-
-    #[test]
-    fn sip_pair_shares_one_port() {
-        for _ in 0..20 {
-            let (udp, tcp) = bind_sip("127.0.0.1:0".parse().unwrap()).unwrap();
-            assert_eq!(udp.local_addr().unwrap(), tcp.local_addr().unwrap());
-        }
-        // A fixed port whose TCP side is taken is an error, not a silent move.
-        let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        assert!(bind_sip(busy.local_addr().unwrap()).is_err());
-    }
-
-    #[test]
-    fn listening() {
-        let addr: SocketAddr = "127.0.0.1:4321".parse().unwrap();
-        assert_eq!(listening_line(addr, false), "listening on ws://127.0.0.1:4321/webrtcgateway/ws");
-        let addr: SocketAddr = "[::1]:99".parse().unwrap();
-        assert_eq!(listening_line(addr, true), "listening on wss://[::1]:99/webrtcgateway/ws");
-    }
-
-    #[test]
-    fn stats_line_has_every_table_and_the_process_figures() {
-        let stats = crate::Stats { calls: 2, sip_legs: 3, ..crate::Stats::default() };
-        let line = stats_line(Some(1), &stats);
-        let json: serde_json::Value = serde_json::from_str(line.strip_prefix("stats ").expect("prefix")).unwrap();
-        assert_eq!(
-            (json["calls"].as_u64(), json["sip_legs"].as_u64(), json["worker"].as_u64()),
-            (Some(2), Some(3), Some(1))
-        );
-        for key in ["connections", "websockets", "accounts", "timers", "sip_transactions", "sip_registrations"] {
-            assert_eq!(json[key].as_u64(), Some(0), "{key} in {line}");
-        }
-        assert!(json["rss_kib"].as_u64().is_some_and(|k| k > 0), "{line}");
-        assert!(json["fds"].as_u64().is_some_and(|n| n >= 3), "{line}");
-        assert!(!stats_line(None, &stats).contains("worker"));
-        let args = Args { stats_interval: Some(5), ..Args::default() };
-        assert_eq!(load(&args).unwrap().stats_interval, Some(Duration::from_secs(5)));
-    }
-}
-
-#[cfg(test)]
-mod media_tests {
-    use super::*;
 
     #[test]
     fn media_args() {
@@ -610,5 +299,11 @@ mod media_tests {
         }
         let args = Args { media_address: vec!["media.example.com".into()], ..Args::default() };
         assert!(load(&args).unwrap_err().contains("--media-address"));
+    }
+
+    #[test]
+    fn stats_interval() {
+        let args = Args { stats_interval: Some(5), ..Args::default() };
+        assert_eq!(load(&args).unwrap().stats_interval, Some(Duration::from_secs(5)));
     }
 }

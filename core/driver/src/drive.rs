@@ -1,0 +1,252 @@
+//! The one drive loop both runtimes run: feed one [`Input`], drain the core's outputs into the
+//! runtime's sockets ([`Io`]), feed the answers that had to wait for the drain's end, write the
+//! capture file, and keep the core's timer.
+//!
+//! # Contract (the core's, `sylkgw_core` crate doc)
+//! - Every `handle_input` is followed by a drain (`poll_output` until `Output::Timeout`) whose
+//!   outputs are handed to the [`Io`] in order; [`Driver::deadline`] is the last Timeout.
+//! - Answers the runtime has at once but the core may not hear mid-drain (the result of
+//!   [`Io::bind_udp`], the [`Deferred`] inputs [`Io::take_deferred`] hands back) are fed right
+//!   after the drain that caused them, each followed by its own drain: bind answers first, in
+//!   order, then the deferred inputs.
+//! - `now` is read from the real clock for every input, so it never goes backwards.
+
+#![allow(clippy::disallowed_methods)] // the drive loop reads the real clock for `now`
+
+use crate::capture_file::CaptureFile;
+use std::collections::VecDeque;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Instant;
+use sylkgw_core::{ConnId, Gateway, Input, Output, SocketId, Transmit, UdpPurpose};
+
+/// The answer to an `Output::BindUdp`: the purpose and bound address, or the error text.
+pub type BindAnswer = Result<(UdpPurpose, SocketAddr), String>;
+
+/// An input a runtime learned inside a drain (or between events) that the core hears after it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Deferred {
+    /// A connection the core still knows whose socket the runtime dropped (failed, EOF, over
+    /// `max_pending_bytes`): `Input::StreamClosed`.
+    Closed(ConnId),
+    /// An `Output::Connect` that failed at once: `Input::Connected`.
+    Connected(ConnId, Result<(), String>),
+    /// An `Output::Resolve` answered at once (a lookup that could not start): `Input::Resolved`.
+    Resolved(u64, Result<Vec<IpAddr>, String>),
+}
+
+impl Deferred {
+    /// The input it stands for.
+    fn input(&self) -> Input<'_> {
+        match self {
+            Self::Closed(conn) => Input::StreamClosed { conn: *conn },
+            Self::Connected(conn, result) => Input::Connected { conn: *conn, result: result.clone() },
+            Self::Resolved(query, result) => Input::Resolved { query: *query, result: result.clone() },
+        }
+    }
+}
+
+/// What a runtime does for its core: the side effects of each [`Output`] but `Timeout`. Each
+/// method is called inside a drain and must not call back into the core.
+pub trait Io {
+    /// `Output::StreamWrite`: queue `data` on `conn` (a connection already gone drops it).
+    fn write(&mut self, conn: ConnId, data: Vec<u8>);
+    /// `Output::StreamClose`: write what is queued, then close; the core has forgotten `conn`.
+    fn close(&mut self, conn: ConnId);
+    /// `Output::Datagram`: send from the socket `t.socket` names; one it cannot take is lost.
+    fn send_datagram(&mut self, t: Transmit);
+    /// `Output::Connect`: open a TCP connection; answered later with `Input::Connected`.
+    fn connect(&mut self, conn: ConnId, to: SocketAddr);
+    /// `Output::Resolve`: look `name` up; answered later with `Input::Resolved` (an error one
+    /// when the lookup cannot even start).
+    fn resolve(&mut self, query: u64, name: String);
+    /// `Output::BindUdp`: bind and start reading `socket`; the result is fed after the drain.
+    fn bind_udp(&mut self, socket: SocketId, purpose: UdpPurpose, local: SocketAddr) -> BindAnswer;
+    /// `Output::CloseUdp`: stop reading `socket` and drop it.
+    fn close_udp(&mut self, socket: SocketId);
+    /// The next input that waited for the end of a drain; `None` when none is left.
+    fn take_deferred(&mut self) -> Option<Deferred>;
+}
+
+/// A core, its capture file, its timer and what waits for the end of a drain.
+pub struct Driver {
+    gw: Gateway,
+    capture: Option<CaptureFile>,
+    /// The last `Output::Timeout`.
+    deadline: Instant,
+    /// Answers to `Output::BindUdp`, fed once the drain that asked is over.
+    bind_answers: VecDeque<(SocketId, BindAnswer)>,
+    /// Watches the Timeout wake-ups for a busy loop.
+    busy: BusyGuard,
+}
+
+impl Driver {
+    /// Drives `gw`, appending what it records to `capture`. Call [`Driver::drain`] before the
+    /// first input (the core's contract).
+    pub fn new(gw: Gateway, capture: Option<CaptureFile>) -> Self {
+        Self { gw, capture, deadline: Instant::now(), bind_answers: VecDeque::new(), busy: BusyGuard::default() }
+    }
+
+    /// The core, to read (stats, connection count, configuration).
+    pub fn gateway(&self) -> &Gateway {
+        &self.gw
+    }
+
+    /// When the core wants `Input::Timeout` (the last `Output::Timeout`).
+    pub fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
+    /// Feeds `input` at the current time and drains; returns whether anything but a Timeout came
+    /// out.
+    pub fn feed(&mut self, io: &mut impl Io, input: Input<'_>) -> bool {
+        self.gw.handle_input(Instant::now(), input);
+        self.drain(io)
+    }
+
+    /// Carries out the core's outputs until `Output::Timeout`, then feeds the answers that waited
+    /// for the drain's end (bind answers, then dropped connections), each with its own drain.
+    pub fn drain(&mut self, io: &mut impl Io) -> bool {
+        let mut any = self.drain_outputs(io);
+        loop {
+            if let Some((socket, answer)) = self.bind_answers.pop_front() {
+                self.gw.handle_input(Instant::now(), Input::udp_bind_result(socket, answer));
+            } else if let Some(deferred) = io.take_deferred() {
+                self.gw.handle_input(Instant::now(), deferred.input());
+            } else {
+                return any;
+            }
+            any |= self.drain_outputs(io);
+        }
+    }
+
+    /// Feeds what the runtime deferred outside a drain (a read that hit EOF or an error), each
+    /// with its own drain.
+    pub fn settle(&mut self, io: &mut impl Io) {
+        while let Some(deferred) = io.take_deferred() {
+            self.gw.handle_input(Instant::now(), deferred.input());
+            self.drain(io);
+        }
+    }
+
+    /// Feeds `Input::Timeout` if the deadline has passed, and watches for a busy loop.
+    pub fn timer(&mut self, io: &mut impl Io) {
+        let now = Instant::now();
+        if now < self.deadline {
+            return;
+        }
+        self.gw.handle_input(now, Input::Timeout);
+        let output = self.drain(io);
+        self.busy.record(&self.gw, now, output, self.deadline);
+    }
+
+    /// Hands the core's outputs to `io` until `Output::Timeout`, then appends to the capture file.
+    fn drain_outputs(&mut self, io: &mut impl Io) -> bool {
+        let mut any = false;
+        loop {
+            match self.gw.poll_output() {
+                Output::StreamWrite { conn, data } => io.write(conn, data),
+                Output::StreamClose { conn } => io.close(conn),
+                Output::Datagram(t) => io.send_datagram(t),
+                Output::BindUdp { socket, purpose, local } => {
+                    let answer = io.bind_udp(socket, purpose, local);
+                    self.bind_answers.push_back((socket, answer));
+                }
+                Output::CloseUdp { socket } => io.close_udp(socket),
+                Output::Connect { conn, to } => io.connect(conn, to),
+                Output::Resolve { query, name } => io.resolve(query, name),
+                Output::Timeout(at) => {
+                    self.deadline = at;
+                    break;
+                }
+            }
+            any = true;
+        }
+        if let Some(c) = &mut self.capture {
+            c.write(&mut self.gw);
+        }
+        any
+    }
+}
+
+/// Watches for a busy loop: counts consecutive `Input::Timeout` wake-ups that produced nothing
+/// but a Timeout and left a deadline that is already due, and warns once when the count reaches
+/// [`BusyGuard::WARN_AT`].
+#[derive(Debug, Default)]
+struct BusyGuard {
+    count: u32,
+}
+
+impl BusyGuard {
+    /// Consecutive no-op wake-ups with a deadline already due before the warning.
+    const WARN_AT: u32 = 1000;
+
+    /// Records one `Input::Timeout` fed at `now` and its drain: `output` is whether anything but
+    /// a Timeout came out, `deadline` the Timeout it ended with.
+    fn record(&mut self, gw: &Gateway, now: Instant, output: bool, deadline: Instant) {
+        if !output && deadline <= now {
+            self.count += 1;
+            if self.count == Self::WARN_AT {
+                log::warn!("busy loop: {} timeouts in a row did nothing ({})", Self::WARN_AT, gw.last_timeout_reason());
+            }
+        } else {
+            self.count = 0;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+    use sylkgw_core::{Config, Listener};
+
+    /// Records what the driver asks and hands back the connections it is told were dropped.
+    #[derive(Default)]
+    struct Recorded {
+        writes: Vec<(ConnId, Vec<u8>)>,
+        closes: Vec<ConnId>,
+        deferred: Vec<Deferred>,
+    }
+
+    impl Io for Recorded {
+        fn write(&mut self, conn: ConnId, data: Vec<u8>) {
+            self.writes.push((conn, data));
+        }
+        fn close(&mut self, conn: ConnId) {
+            self.closes.push(conn);
+        }
+        fn send_datagram(&mut self, _: Transmit) {}
+        fn connect(&mut self, _: ConnId, _: SocketAddr) {}
+        fn resolve(&mut self, _: u64, _: String) {}
+        fn bind_udp(&mut self, s: SocketId, _: UdpPurpose, _: SocketAddr) -> BindAnswer {
+            Err(format!("{s}: not in this test"))
+        }
+        fn close_udp(&mut self, _: SocketId) {}
+        fn take_deferred(&mut self) -> Option<Deferred> {
+            self.deferred.pop()
+        }
+    }
+
+    #[test]
+    fn outputs_reach_the_io_and_dropped_connections_reach_the_core() {
+        let gw = Gateway::new(Config::default(), [1; 32], Instant::now(), Duration::from_secs(1_767_225_600)).unwrap();
+        let (mut driver, mut io) = (Driver::new(gw, None), Recorded::default());
+        driver.drain(&mut io);
+        let conn = ConnId(16);
+        driver
+            .feed(&mut io, Input::Accepted { conn, listener: Listener::Web, peer: "127.0.0.1:40000".parse().unwrap() });
+        let request = "GET /webrtcgateway/ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                       Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+                       Sec-WebSocket-Protocol: sylkRTC-2\r\n\r\n";
+        assert!(driver.feed(&mut io, Input::StreamData { conn, data: request.as_bytes() }));
+        let first = io.writes.first().map(|(c, d)| (*c, String::from_utf8_lossy(d).into_owned()));
+        assert!(first.is_some_and(|(c, d)| c == conn && d.starts_with("HTTP/1.1 101")), "{:?}", io.writes);
+        assert_eq!(driver.gateway().connection_count(), 1);
+        // Dropped by the runtime during a drain: the core hears of it right after that drain.
+        io.deferred.push(Deferred::Closed(conn));
+        driver.drain(&mut io);
+        assert_eq!(driver.gateway().connection_count(), 0);
+        assert!(io.closes.is_empty(), "a connection the runtime dropped is not closed again");
+        assert!(driver.deadline() > Instant::now() - Duration::from_secs(1));
+    }
+}
