@@ -205,7 +205,7 @@ fn content_length(block: &[u8]) -> Result<usize, FramingError> {
     let mut current: Option<Vec<u8>> = None;
     let mut finish = |value: Option<Vec<u8>>| -> Result<(), FramingError> {
         if let Some(v) = value {
-            let n = super::parse::parse_usize(super::parse::trim_wsp(&v)).ok_or(FramingError::InvalidContentLength)?;
+            let n = super::lex::parse_usize(super::lex::trim_wsp(&v)).ok_or(FramingError::InvalidContentLength)?;
             if found.is_some_and(|f| f != n) {
                 return Err(FramingError::InvalidContentLength);
             }
@@ -224,7 +224,7 @@ fn content_length(block: &[u8]) -> Result<usize, FramingError> {
         }
         finish(current.take())?;
         let Some(colon) = line.iter().position(|&b| b == b':') else { continue };
-        let name = super::parse::trim_wsp(&line[..colon]);
+        let name = super::lex::trim_wsp(&line[..colon]);
         if name.eq_ignore_ascii_case(b"content-length") || name.eq_ignore_ascii_case(b"l") {
             current = Some(line[colon + 1..].to_vec());
         }

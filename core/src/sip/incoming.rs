@@ -1,37 +1,25 @@
-//! Incoming calls in the SIP stack: the INVITE server session ([`super::invite::UasInvite`])
-//! wired to its server transaction and dialog — 180 Ringing at once, the 2xx with our SDP
+//! An incoming call leg: the INVITE server session ([`UasInvite`]) wired to its server
+//! transaction and dialog through `Services` — 180 Ringing at once, the 2xx with our SDP
 //! retransmitted until the ACK (§13.3.1.4), decline with a final error, CANCEL → 200 + 487
-//! (§9.2), BYE both ways.
+//! (§9.2), BYE both ways. Requests inside the answered dialog are `leg`'s.
 
-use super::calls::LegId;
+use super::build::{contact_uri, put, via_value, ALLOW};
 use super::dialog::Dialog;
-use super::indialog::DialogCtx;
+pub use super::events::IncomingCall;
+use super::events::{LegId, RegId, SipEvent};
+use super::identity::SipIdentity;
 use super::invite::{CallProgress, UasAction, UasInvite};
-use super::message::{HeaderName, Method, Request};
+use super::message::{default_reason, HeaderName, Method, Request, Response};
 use super::midcall::MidCall;
-use super::stack::{to_tag_for, RegId, ServerKey, SipEvent, SipStack, SipTimer, ALLOW};
-use super::target::Transport;
+use super::services::{to_tag_for, DialogCtx, ServerKey, Services, SipTimer};
 use super::transport::Peer;
+use super::uri::Uri;
 use crate::rng::Rng;
 use std::time::Instant;
 
-/// What the transaction user learns of an incoming call.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IncomingCall {
-    /// The caller's URI without scheme (`bob@example.com`).
-    pub from_uri: String,
-    /// The caller's display name.
-    pub display_name: Option<String>,
-    /// The SIP Call-ID.
-    pub call_id: String,
-    /// The SDP offer (empty for a late-offer INVITE).
-    pub sdp: Vec<u8>,
-    /// Every header, for the TU's `incoming_header_prefixes` filter.
-    pub headers: Vec<(String, String)>,
-}
-
 /// One incoming call.
 pub(super) struct InLeg {
+    id: LegId,
     uas: UasInvite,
     invite: Request,
     key: ServerKey,
@@ -42,38 +30,43 @@ pub(super) struct InLeg {
     /// Extra headers of our 2xx (sylkRTC `session-answer` `headers`).
     answer_headers: Vec<(String, String)>,
     /// Our Contact URI.
-    pub(super) contact: String,
-    /// The registration whose Contact the INVITE reached (its account's credentials answer
-    /// challenges to our re-INVITE).
+    contact: String,
+    /// The registration whose Contact the INVITE reached.
     reg: RegId,
+    /// That registration's account while it lives (its credentials answer challenges to our
+    /// re-INVITE); cleared when the registration goes.
+    identity: Option<SipIdentity>,
     /// INFO, re-INVITE and UPDATE once answered.
     pub(super) mid: MidCall,
+    /// Over: the stack drops it.
+    gone: bool,
 }
 
-impl SipStack {
-    /// The dialogs of the incoming legs that have one (see `dialog_ids_for_test`).
-    pub(super) fn inbound_dialog_ids_for_test(&self) -> Vec<(LegId, super::dialog::DialogId)> {
-        self.inbound.iter().filter_map(|(id, l)| l.dialog.as_ref().map(|d| (*id, d.id.clone()))).collect()
-    }
-
-    /// An INVITE arrived for registration `reg`'s Contact: ring, and tell the TU.
-    pub(super) fn inbound_invite(&mut self, reg: RegId, req: &Request, peer: Peer, key: &ServerKey, now: Instant) {
-        let id = LegId(self.next_leg);
-        self.next_leg += 1;
-        let (host, port) = self.advertised(peer.transport);
+impl InLeg {
+    /// An INVITE arrived for registration `reg`'s Contact (server transaction `key`): rings,
+    /// and tells the TU.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn new(
+        svc: &mut Services,
+        id: LegId,
+        reg: RegId,
+        identity: SipIdentity,
+        req: &Request,
+        peer: Peer,
+        key: &ServerKey,
+        now: Instant,
+    ) -> Self {
+        let (host, port) = svc.advertised(peer.transport);
         let user = match &req.uri {
-            super::uri::Uri::Sip(u) => u.user.clone().unwrap_or_default(),
+            Uri::Sip(u) => u.user.clone().unwrap_or_default(),
             _ => String::new(),
         };
-        let mut contact = format!("sip:{user}@{host}:{port}");
-        if peer.transport != Transport::Udp {
-            contact.push_str(&format!(";transport={}", peer.transport.param()));
-        }
+        let contact = contact_uri(&user, &host, port, peer.transport);
         let dialog = Dialog::uas(req, &to_tag_for(key)).ok();
         let from = req.headers.from_header().ok();
         let call = IncomingCall {
             from_uri: match from.as_ref().map(|f| &f.uri) {
-                Some(super::uri::Uri::Sip(u)) => {
+                Some(Uri::Sip(u)) => {
                     let mut s = u.host.to_string();
                     if let Some(user) = &u.user {
                         s = format!("{user}@{s}");
@@ -88,235 +81,225 @@ impl SipStack {
             sdp: req.body.clone(),
             headers: req.headers.iter().map(|h| (h.name.canonical().to_string(), h.value_str().into_owned())).collect(),
         };
-        self.inbound.insert(
+        let leg = InLeg {
             id,
-            InLeg {
-                uas: UasInvite::new(self.timers),
-                invite: req.clone(),
-                key: key.clone(),
-                peer,
-                dialog,
-                answer: Vec::new(),
-                answer_headers: Vec::new(),
-                contact: contact.clone(),
-                reg,
-                mid: MidCall::default(),
-            },
-        );
+            uas: UasInvite::new(svc.timers),
+            invite: req.clone(),
+            key: key.clone(),
+            peer,
+            dialog,
+            answer: Vec::new(),
+            answer_headers: Vec::new(),
+            contact: contact.clone(),
+            reg,
+            identity: Some(identity),
+            mid: MidCall::default(),
+            gone: false,
+        };
         // §13.3.1.1: ring while the user decides.
         let extra = [(HeaderName::Contact, format!("<{contact}>"))];
-        self.respond_full(key, req, 180, "Ringing", &extra, &[], now);
-        self.events.push_back(SipEvent::Incoming { leg: id, reg, call });
+        svc.respond_full(key, req, 180, "Ringing", &extra, &[], now);
+        svc.event(SipEvent::Incoming { leg: id, reg, call });
+        leg
     }
 
-    /// Answers an incoming call with `sdp` (200 OK, retransmitted until the ACK).
-    pub fn answer(&mut self, id: LegId, sdp: Vec<u8>, now: Instant) {
-        self.answer_with_headers(id, sdp, Vec::new(), now);
+    /// Whether the call is over (the stack forgets it).
+    pub(super) fn is_gone(&self) -> bool {
+        self.gone
     }
 
-    /// [`SipStack::answer`] with extra headers in the 2xx (and its retransmissions). Names must
-    /// be tokens (the caller filters them); values lose CR/LF when written.
-    pub fn answer_with_headers(&mut self, id: LegId, sdp: Vec<u8>, headers: Vec<(String, String)>, now: Instant) {
-        let Some(leg) = self.inbound.get_mut(&id) else { return };
-        let reliable = leg.peer.transport.reliable();
-        leg.answer = sdp;
-        leg.answer_headers = headers;
-        let actions = leg.uas.answer(now, reliable);
-        self.inbound_actions(id, actions, now);
+    /// The dialog, once there is one.
+    pub(super) fn dialog(&self) -> Option<&Dialog> {
+        self.dialog.as_ref()
     }
 
-    /// Declines an incoming call that is still ringing (486 by default, 603 configurable).
-    pub fn decline(&mut self, id: LegId, code: u16, reason: &str, now: Instant) {
-        let Some(leg) = self.inbound.get_mut(&id) else { return };
-        let actions = leg.uas.decline(code, reason);
-        self.inbound_actions(id, actions, now);
+    /// Registration `reg` went: its credentials are no longer ours to use.
+    pub(super) fn registration_gone(&mut self, reg: RegId) {
+        if self.reg == reg {
+            self.identity = None;
+        }
     }
 
-    /// Whether `id` is an incoming call still ringing.
-    pub fn is_ringing(&self, id: LegId) -> bool {
-        self.inbound.get(&id).is_some_and(|l| l.uas.is_offered())
+    /// Answers with `sdp` and extra 2xx headers (200 OK, retransmitted until the ACK).
+    pub(super) fn answer(&mut self, svc: &mut Services, sdp: Vec<u8>, headers: Vec<(String, String)>, now: Instant) {
+        let reliable = self.peer.transport.reliable();
+        self.answer = sdp;
+        self.answer_headers = headers;
+        let actions = self.uas.answer(now, reliable);
+        self.actions(svc, actions, now, None);
     }
 
-    pub(super) fn inbound_hang_up(&mut self, id: LegId, now: Instant, rng: &mut Rng) -> bool {
-        let Some(leg) = self.inbound.get_mut(&id) else { return false };
-        let actions = leg.uas.hang_up();
-        self.inbound_actions_rng(id, actions, now, Some(rng));
-        true
+    /// Declines while ringing.
+    pub(super) fn decline(&mut self, svc: &mut Services, code: u16, reason: &str, now: Instant) {
+        let actions = self.uas.decline(code, reason);
+        self.actions(svc, actions, now, None);
     }
 
-    fn inbound_actions(&mut self, id: LegId, actions: Vec<UasAction>, now: Instant) {
-        self.inbound_actions_rng(id, actions, now, None);
+    /// Whether it is still ringing.
+    pub(super) fn is_ringing(&self) -> bool {
+        self.uas.is_offered()
     }
 
-    fn inbound_actions_rng(&mut self, id: LegId, actions: Vec<UasAction>, now: Instant, mut rng: Option<&mut Rng>) {
+    /// Hangs up (decline while ringing, BYE once answered).
+    pub(super) fn hang_up(&mut self, svc: &mut Services, now: Instant, rng: &mut Rng) {
+        let actions = self.uas.hang_up();
+        self.actions(svc, actions, now, Some(rng));
+    }
+
+    /// Its timer ([`SipTimer::Leg`]) fired.
+    pub(super) fn on_timer(&mut self, svc: &mut Services, now: Instant, rng: &mut Rng) {
+        let actions = self.uas.on_timeout(now);
+        self.actions(svc, actions, now, Some(rng));
+        self.arm(svc);
+    }
+
+    /// Whether a CANCEL for the INVITE transaction `invite` is for this call.
+    pub(super) fn is_invite(&self, invite: &ServerKey) -> bool {
+        &self.key == invite
+    }
+
+    /// A CANCEL for its INVITE (§9.2).
+    pub(super) fn on_cancel(&mut self, svc: &mut Services, now: Instant) {
+        let actions = self.uas.on_cancel();
+        self.actions(svc, actions, now, None);
+    }
+
+    /// Whether its dialog has Call-ID `call_id`.
+    pub(super) fn has_call_id(&self, call_id: &str) -> bool {
+        self.dialog.as_ref().is_some_and(|d| d.id.call_id == call_id)
+    }
+
+    /// The ACK of our 2xx.
+    pub(super) fn on_ack(&mut self, svc: &mut Services) {
+        self.uas.on_ack();
+        self.arm(svc);
+    }
+
+    /// The peer's BYE was answered: the call ends.
+    pub(super) fn on_remote_bye(&mut self, svc: &mut Services, now: Instant) {
+        let actions = self.uas.on_remote_bye();
+        self.actions(svc, actions, now, None);
+    }
+
+    fn actions(&mut self, svc: &mut Services, actions: Vec<UasAction>, now: Instant, mut rng: Option<&mut Rng>) {
         for action in actions {
-            let Some(leg) = self.inbound.get(&id) else { return };
+            if self.gone {
+                return;
+            }
             match action {
                 UasAction::SendFinal { code } => {
-                    let (invite, key, contact) = (leg.invite.clone(), leg.key.clone(), leg.contact.clone());
-                    let mut extra = vec![(HeaderName::Contact, format!("<{contact}>"))];
-                    let body = if code < 300 { leg.answer.clone() } else { Vec::new() };
+                    let mut extra = vec![(HeaderName::Contact, format!("<{}>", self.contact))];
+                    let body = if code < 300 { self.answer.clone() } else { Vec::new() };
                     if code < 300 {
                         extra.push((HeaderName::Allow, ALLOW.to_string()));
                         extra.push((HeaderName::ContentType, "application/sdp".to_string()));
-                        extra.extend(leg.answer_headers.iter().map(|(n, v)| (HeaderName::parse(n), v.clone())));
+                        extra.extend(self.answer_headers.iter().map(|(n, v)| (HeaderName::parse(n), v.clone())));
                     }
-                    let reason = super::message::default_reason(code);
-                    self.respond_full(&key, &invite, code, reason, &extra, &body, now);
-                    self.arm_inbound(id);
+                    let reason = default_reason(code);
+                    svc.respond_full(&self.key, &self.invite, code, reason, &extra, &body, now);
+                    self.arm(svc);
                 }
                 UasAction::Retransmit2xx => {
                     // §13.3.1.4: the same 2xx again (the transaction is in Accepted: resend by hand).
-                    let (invite, key, contact, body) =
-                        (leg.invite.clone(), leg.key.clone(), leg.contact.clone(), leg.answer.clone());
-                    let mut resp = super::message::Response::for_request(&invite, 200, "OK");
+                    let mut resp = Response::for_request(&self.invite, 200, "OK");
                     let to = resp.headers.get(&HeaderName::To).map(|h| h.value_str().into_owned()).unwrap_or_default();
-                    resp.headers.set(HeaderName::To, format!("{to};tag={}", to_tag_for(&key)).into_bytes());
-                    super::stack::put(&mut resp.headers, HeaderName::Contact, &format!("<{contact}>"));
-                    super::stack::put(&mut resp.headers, HeaderName::Allow, ALLOW);
-                    super::stack::put(&mut resp.headers, HeaderName::ContentType, "application/sdp");
-                    for (name, value) in &leg.answer_headers {
-                        super::stack::put(&mut resp.headers, HeaderName::parse(name), value);
+                    resp.headers.set(HeaderName::To, format!("{to};tag={}", to_tag_for(&self.key)).into_bytes());
+                    put(&mut resp.headers, HeaderName::Contact, &format!("<{}>", self.contact));
+                    put(&mut resp.headers, HeaderName::Allow, ALLOW);
+                    put(&mut resp.headers, HeaderName::ContentType, "application/sdp");
+                    for (name, value) in &self.answer_headers {
+                        put(&mut resp.headers, HeaderName::parse(name), value);
                     }
-                    resp.body = body;
-                    let peer = leg.peer;
-                    self.transmit(peer, resp.to_bytes(), now);
-                    self.arm_inbound(id);
+                    resp.body = self.answer.clone();
+                    svc.transmit(self.peer, resp.to_bytes(), now);
+                    self.arm(svc);
                 }
                 UasAction::CancelAccepted => {
-                    let (invite, key) = (leg.invite.clone(), leg.key.clone());
-                    self.respond_full(&key, &invite, 487, "Request Terminated", &[], &[], now);
+                    svc.respond_full(&self.key, &self.invite, 487, "Request Terminated", &[], &[], now);
                 }
                 UasAction::Bye => {
-                    self.inbound_send_bye(id, now, rng.as_deref_mut());
+                    self.send_bye(svc, now, rng.as_deref_mut());
                     // The call is over for us once the BYE is out.
-                    self.finish_inbound(id, "200 OK");
+                    self.finish(svc, "200 OK");
                 }
                 UasAction::Report(progress) => {
                     let ended = matches!(progress, CallProgress::Ended { .. });
-                    self.events.push_back(SipEvent::Call { leg: id, progress });
+                    svc.event(SipEvent::Call { leg: self.id, progress });
                     if ended {
-                        self.remove_inbound(id);
+                        self.remove(svc);
                     }
                 }
             }
         }
     }
 
-    /// Sends BYE in the incoming call's dialog; the far end answers it, and its response needs
-    /// no owner.
-    pub(super) fn inbound_send_bye(&mut self, id: LegId, now: Instant, rng: Option<&mut Rng>) {
-        let Some(leg) = self.inbound.get(&id) else { return };
-        let Some(mut dialog) = leg.dialog.clone() else { return };
-        let peer = leg.peer;
-        let (vhost, vport) = self.advertised(peer.transport);
+    /// Sends BYE in the dialog; the far end answers it, and its response needs no owner.
+    pub(super) fn send_bye(&mut self, svc: &mut Services, now: Instant, rng: Option<&mut Rng>) {
+        let Some(dialog) = self.dialog.as_mut() else { return };
+        let (vhost, vport) = svc.advertised(self.peer.transport);
         let tag = match rng {
             Some(r) => r.hex(20),
-            None => to_tag_for(&leg.key),
+            None => to_tag_for(&self.key),
         };
         let branch = format!("z9hG4bK{tag}");
-        let via = super::stack::via_value(peer.transport, &vhost, vport, &branch);
+        let via = via_value(self.peer.transport, &vhost, vport, &branch);
         let bye = dialog.request(Method::Bye, &via, None, None);
-        if let Some(l) = self.inbound.get_mut(&id) {
-            l.dialog = Some(dialog);
-        }
-        self.transmit(peer, bye.to_bytes(), now);
+        svc.transmit(self.peer, bye.to_bytes(), now);
     }
 
-    fn finish_inbound(&mut self, id: LegId, reason: &str) {
-        if self.remove_inbound(id) {
-            self.events.push_back(SipEvent::Call { leg: id, progress: CallProgress::Ended { reason: reason.into() } });
+    fn finish(&mut self, svc: &mut Services, reason: &str) {
+        if self.remove(svc) {
+            svc.event(SipEvent::Call { leg: self.id, progress: CallProgress::Ended { reason: reason.into() } });
         }
     }
 
-    pub(super) fn remove_inbound(&mut self, id: LegId) -> bool {
-        self.arm(SipTimer::Leg(id), None);
-        self.inbound.remove(&id).is_some()
+    /// Over (its timer stopped); false if it already was.
+    pub(super) fn remove(&mut self, svc: &mut Services) -> bool {
+        svc.arm(SipTimer::Leg(self.id), None);
+        !std::mem::replace(&mut self.gone, true)
     }
 
-    fn arm_inbound(&mut self, id: LegId) {
-        let at = self.inbound.get(&id).and_then(|l| l.uas.next_deadline());
-        self.arm(SipTimer::Leg(id), at);
+    fn arm(&self, svc: &mut Services) {
+        let at = if self.gone { None } else { self.uas.next_deadline() };
+        svc.arm(SipTimer::Leg(self.id), at);
     }
 
-    pub(super) fn inbound_timer(&mut self, id: LegId, now: Instant, rng: &mut Rng) {
-        let Some(leg) = self.inbound.get_mut(&id) else { return };
-        let actions = leg.uas.on_timeout(now);
-        self.inbound_actions_rng(id, actions, now, Some(rng));
-        self.arm_inbound(id);
-    }
-
-    /// A CANCEL matching the INVITE transaction `invite` (§9.2): true if it was ours.
-    pub(super) fn inbound_cancel(&mut self, invite: &ServerKey, now: Instant) -> bool {
-        let Some(id) = self.inbound.iter().find(|(_, l)| &l.key == invite).map(|(id, _)| *id) else {
-            return false;
-        };
-        let actions = self.inbound.get_mut(&id).map(|l| l.uas.on_cancel()).unwrap_or_default();
-        self.inbound_actions(id, actions, now);
-        true
-    }
-
-    /// An ACK outside any transaction: the ACK of our 2xx.
-    pub(super) fn inbound_ack(&mut self, req: &Request) {
-        let Ok(call_id) = req.headers.call_id() else { return };
-        let id = self.inbound.iter().find(|(_, l)| l.dialog.as_ref().is_some_and(|d| d.id.call_id == call_id));
-        if let Some((id, _)) = id {
-            let id = *id;
-            if let Some(l) = self.inbound.get_mut(&id) {
-                l.uas.on_ack();
-            }
-            self.arm_inbound(id);
-        }
-    }
-
-    /// The incoming call whose dialog `req` is in: the leg, the peer's tag, and whether the
-    /// call is answered (2xx sent).
-    pub(super) fn inbound_of_request(&self, req: &Request) -> Option<(LegId, String, bool)> {
+    /// Whether `req` is in this call's dialog: the peer's tag, and whether the call is answered
+    /// (2xx sent).
+    pub(super) fn of_request(&self, req: &Request) -> Option<(String, bool)> {
         let to_tag = req.headers.to_header().ok()?.tag()?.to_string();
         let call_id = req.headers.call_id().ok()?;
-        let (id, leg) = self
-            .inbound
-            .iter()
-            .find(|(_, l)| l.dialog.as_ref().is_some_and(|d| d.id.call_id == call_id && d.id.local_tag == to_tag))?;
-        let remote_tag = leg.dialog.as_ref().map(|d| d.id.remote_tag.clone()).unwrap_or_default();
-        Some((*id, remote_tag, leg.uas.is_established()))
+        let d = self.dialog.as_ref().filter(|d| d.id.call_id == call_id && d.id.local_tag == to_tag)?;
+        Some((d.id.remote_tag.clone(), self.uas.is_established()))
     }
 
-    /// The incoming call's dialog.
-    pub(super) fn inbound_dialog_mut(&mut self, id: LegId) -> Option<&mut Dialog> {
-        self.inbound.get_mut(&id)?.dialog.as_mut()
+    /// The dialog.
+    pub(super) fn dialog_mut(&mut self) -> Option<&mut Dialog> {
+        self.dialog.as_mut()
     }
 
-    /// Whether the incoming call's 2xx was ACKed (its INVITE transaction is over, §14.1).
-    pub(super) fn inbound_confirmed(&self, id: LegId) -> bool {
-        self.inbound.get(&id).is_some_and(|l| l.uas.is_confirmed())
+    /// Whether our 2xx was ACKed (its INVITE transaction is over, §14.1).
+    pub(super) fn confirmed(&self) -> bool {
+        self.uas.is_confirmed()
     }
 
-    /// The answered dialog of an incoming call, and what requests in it need.
-    pub(super) fn inbound_dialog_ctx(&self, id: LegId) -> Option<DialogCtx> {
-        let leg = self.inbound.get(&id).filter(|l| l.uas.is_established())?;
-        let identity = self.reg_identity(leg.reg).cloned();
+    /// The answered dialog, and what requests in it need.
+    pub(super) fn dialog_ctx(&self, svc: &Services) -> Option<DialogCtx> {
+        if !self.uas.is_established() {
+            return None;
+        }
         Some(DialogCtx {
-            dialog: leg.dialog.clone()?,
-            peer: leg.peer,
-            name: leg.peer.addr.ip().to_string(),
-            contact: leg.contact.clone(),
-            user_agent: identity
-                .as_ref()
-                .and_then(|i| i.user_agent.clone())
-                .unwrap_or_else(|| self.cfg.user_agent.clone()),
-            identity,
+            dialog: self.dialog.clone()?,
+            peer: self.peer,
+            name: self.peer.addr.ip().to_string(),
+            contact: self.contact.clone(),
+            user_agent: svc.user_agent(self.identity.as_ref()),
+            identity: self.identity.clone(),
         })
     }
 
-    /// After answering a BYE inside an incoming call: the call ends.
-    pub(super) fn inbound_after_bye(&mut self, req: &Request, now: Instant) -> bool {
-        let Ok(call_id) = req.headers.call_id() else { return false };
-        let id = self.inbound.iter().find(|(_, l)| l.dialog.as_ref().is_some_and(|d| d.id.call_id == call_id));
-        let Some((id, _)) = id else { return false };
-        let id = *id;
-        let actions = self.inbound.get_mut(&id).map(|l| l.uas.on_remote_bye()).unwrap_or_default();
-        self.inbound_actions(id, actions, now);
-        true
+    /// Our Contact URI in this call.
+    pub(super) fn contact(&self) -> String {
+        self.contact.clone()
     }
 }

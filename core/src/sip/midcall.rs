@@ -15,7 +15,7 @@
 
 use super::digest::Challenge;
 use super::message::{Method, Request};
-use super::stack::ServerKey;
+use super::services::ServerKey;
 use super::transaction::Timers;
 use super::transport::Peer;
 use crate::rng::Rng;

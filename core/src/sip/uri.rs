@@ -14,7 +14,7 @@
 //! read as `2001:db8::192.0.2.1`, as RFC 5118 §4.10 requires ("an implementation must tolerate
 //! both of the above constructs"); `:::` anywhere else is an error.
 
-use super::parse::{is_token, ParseError};
+use super::lex::{is_token, ParseError};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};

@@ -1,0 +1,80 @@
+//! What the SIP stack says to the outside: the handles of registrations and call legs, the
+//! [`SipEvent`]s the transaction user hears and the [`SipOutput`]s the runtime carries out.
+//! Plain data: every machine in `sip/` may name these, and none of them imports the stack.
+
+use super::invite::CallProgress;
+use super::registration::RegState;
+use super::transport::TransportOut;
+
+/// A registration's handle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RegId(pub u64);
+
+/// A call leg's handle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct LegId(pub u64);
+
+/// Which of a leg's requests a client transaction carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LegTx {
+    /// The INVITE (or its authenticated retry).
+    Invite,
+    /// The CANCEL.
+    Cancel,
+    /// A BYE.
+    Bye,
+    /// An INFO in the dialog.
+    Info,
+    /// A re-INVITE in the dialog.
+    Reinvite,
+}
+
+/// What the stack asks the runtime for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SipOutput {
+    /// Transport work.
+    Transport(TransportOut),
+    /// Resolve a host name (A/AAAA); answer with `SipStack::handle_resolved`.
+    Resolve { query: u64, name: String },
+}
+
+/// What the transaction user hears.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SipEvent {
+    /// A registration changed state.
+    Registration { id: RegId, state: RegState },
+    /// A call progressed (outgoing, or an incoming one after [`SipEvent::Incoming`]).
+    Call { leg: LegId, progress: CallProgress },
+    /// An INVITE for the Contact of registration `reg`; answer with `SipStack::answer` or
+    /// `SipStack::decline`. A 180 Ringing has been sent.
+    Incoming { leg: LegId, reg: RegId, call: IncomingCall },
+    /// An INFO arrived in the dialog of a call (answered 200 already; RFC 6086 legacy usage,
+    /// e.g. `application/dtmf-relay`).
+    Info { leg: LegId, content_type: String, body: Vec<u8> },
+    /// The peer sent a new offer in the established call: a re-INVITE (RFC 3261 §14.2) or an
+    /// UPDATE (RFC 3311) with SDP. Answer with `SipStack::answer_reoffer`. `sdp` is empty for a
+    /// re-INVITE without SDP (late offer): then pass our offer, and the answer arrives as
+    /// [`SipEvent::ReofferAck`]. A 100 Trying has been sent for a re-INVITE.
+    Reoffer { leg: LegId, sdp: Vec<u8> },
+    /// The ACK for our 2xx to a late-offer re-INVITE carried the peer's answer.
+    ReofferAck { leg: LegId, sdp: Vec<u8> },
+    /// The outcome of `SipStack::reinvite`: the answer SDP of the 2xx (empty if it had none),
+    /// or `"<code> <phrase>"` (the session is unchanged, RFC 3261 §14.1). A 481 or 408 is
+    /// followed by the call's [`SipEvent::Call`] `Ended` (§12.2.1.2).
+    ReinviteResult { leg: LegId, result: Result<Vec<u8>, String> },
+}
+
+/// What the transaction user learns of an incoming call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IncomingCall {
+    /// The caller's URI without scheme (`bob@example.com`).
+    pub from_uri: String,
+    /// The caller's display name.
+    pub display_name: Option<String>,
+    /// The SIP Call-ID.
+    pub call_id: String,
+    /// The SDP offer (empty for a late-offer INVITE).
+    pub sdp: Vec<u8>,
+    /// Every header, for the TU's `incoming_header_prefixes` filter.
+    pub headers: Vec<(String, String)>,
+}

@@ -1,0 +1,71 @@
+//! Who the stack acts for: the account of a registration or a call, and the push parameters of
+//! a registration's Contact (RFC 8599).
+
+/// Push parameters for the Contact (RFC 8599).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PushContact {
+    /// `pn-app`.
+    pub app: String,
+    /// `pn-tok`.
+    pub token: String,
+    /// `pn-type`.
+    pub platform: String,
+    /// `pn-device`.
+    pub device: String,
+    /// `pn-silent`.
+    pub silent: bool,
+}
+
+/// The account a registration or a call acts for.
+#[derive(Clone)]
+pub struct SipIdentity {
+    /// `user@domain` (no scheme).
+    pub aor: String,
+    /// The account's password or HA1 (sylkRTC's `password`).
+    pub secret: String,
+    /// For From.
+    pub display_name: Option<String>,
+    /// `User-Agent`.
+    pub user_agent: Option<String>,
+    /// Our Contact's user part, unique per account and connection.
+    pub contact_user: String,
+}
+
+impl SipIdentity {
+    /// Our From value with `tag`: `"Display" <sip:aor>;tag=…` (quotes escaped).
+    pub(super) fn tagged_from(&self, tag: &str) -> String {
+        match &self.display_name {
+            Some(d) => format!("\"{}\" <sip:{}>;tag={tag}", d.replace('"', "\\\""), self.aor),
+            None => format!("<sip:{}>;tag={tag}", self.aor),
+        }
+    }
+
+    /// The user part of the AoR: the digest username.
+    pub(super) fn username(&self) -> &str {
+        self.aor.split_once('@').map_or(self.aor.as_str(), |(u, _)| u)
+    }
+
+    /// The domain of the AoR.
+    pub(super) fn domain(&self) -> &str {
+        self.aor.split_once('@').map_or(self.aor.as_str(), |(_, d)| d)
+    }
+}
+
+impl std::fmt::Debug for SipIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The secret is never printed.
+        f.debug_struct("SipIdentity")
+            .field("aor", &self.aor)
+            .field("contact_user", &self.contact_user)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Who registers, and how.
+#[derive(Clone, Debug)]
+pub struct RegParams {
+    /// The account.
+    pub identity: SipIdentity,
+    /// Push parameters.
+    pub push: Option<PushContact>,
+}
