@@ -5,6 +5,7 @@
 use crate::account::{domain_allowed, Account, PushParams};
 use crate::api::{self, Dialect, Event, Request, RequestBody};
 use crate::config::Config;
+use crate::errors::{AccountOp, ClientError};
 use crate::ids::ConnId;
 use crate::rng::Rng;
 use crate::sip::stack::{PushContact, RegId, RegParams, SipIdentity, SipStack};
@@ -13,13 +14,7 @@ use std::time::{Duration, Instant};
 
 /// The window of `Config::max_requests_per_second`.
 const RATE_WINDOW: Duration = Duration::from_secs(1);
-/// The `error` for an `account-add` beyond `Config::max_accounts_per_connection`.
-pub const TOO_MANY_ACCOUNTS: &str = "Too many accounts on this connection";
-/// The `error` for a `session-create` beyond `Config::max_sessions_per_connection`.
-pub const TOO_MANY_SESSIONS: &str = "Too many sessions on this connection";
-/// The `error` (and WebSocket close reason) for a request beyond
-/// `Config::max_requests_per_second`.
-pub const TOO_MANY_REQUESTS: &str = "Too many requests";
+pub use crate::errors::{TOO_MANY_ACCOUNTS, TOO_MANY_REQUESTS, TOO_MANY_SESSIONS};
 /// WebSocket close code for a policy violation (RFC 6455 §7.4.1).
 pub const CLOSE_POLICY_VIOLATION: u16 = 1008;
 
@@ -96,8 +91,8 @@ impl Client {
         match api::decode(text) {
             Ok(request) if is_session_request(&request.body) => {
                 if let RequestBody::SessionCreate { account, .. } = &request.body {
-                    if let Err(error) = self.known(account, "Unknown account specified: ") {
-                        out.push(Event::Error { transaction: request.transaction, error });
+                    if let Err(error) = self.known(account, AccountOp::Any) {
+                        out.push(Event::Error { transaction: request.transaction, error: error.to_string() });
                         return Handled::default();
                     }
                 }
@@ -146,21 +141,21 @@ impl Client {
             Ok(()) => out.push(Event::Ack { transaction }),
             Err(error) => {
                 log::info!("request failed ({transaction}): {error}");
-                out.push(Event::Error { transaction, error });
+                out.push(Event::Error { transaction, error: error.to_string() });
             }
         }
     }
 
-    /// Carries out a request. The `Err` text is the protocol's error string.
-    fn apply(&mut self, body: RequestBody, config: &Config, ctx: &mut SipCtx<'_>) -> Result<(), String> {
+    /// Carries out a request.
+    fn apply(&mut self, body: RequestBody, config: &Config, ctx: &mut SipCtx<'_>) -> Result<(), ClientError> {
         match body {
             RequestBody::Ping => Ok(()),
             RequestBody::AccountAdd { account, password, display_name, user_agent, incoming_header_prefixes } => {
                 if self.accounts.contains_key(&account) {
-                    return Err(format!("Account {account} already added"));
+                    return Err(ClientError::AccountExists { account });
                 }
                 if self.accounts.len() >= config.max_accounts_per_connection {
-                    return Err(TOO_MANY_ACCOUNTS.into());
+                    return Err(ClientError::TooManyAccounts);
                 }
                 let new = Account {
                     aor: account,
@@ -172,7 +167,7 @@ impl Client {
                     registration: None,
                 };
                 if !domain_allowed(new.domain(), &config.sip_domains) {
-                    return Err(format!("SIP domain not allowed: {}", new.domain()));
+                    return Err(ClientError::DomainNotAllowed { domain: new.domain().to_string() });
                 }
                 log::info!("account {} added", new.aor);
                 self.accounts.insert(new.aor.clone(), new);
@@ -186,13 +181,13 @@ impl Client {
                     log::info!("account {account} removed");
                     Ok(())
                 }
-                None => Err(format!("Unknown account specified for remove: {account}")),
+                None => Err(ClientError::UnknownAccount { account, op: AccountOp::Remove }),
             },
             RequestBody::AccountRegister { account } => {
                 let acc = self
                     .accounts
                     .get_mut(&account)
-                    .ok_or_else(|| format!("Unknown account specified for register: {account}"))?;
+                    .ok_or_else(|| ClientError::UnknownAccount { account: account.clone(), op: AccountOp::Register })?;
                 // Re-sending account-register registers from scratch (spec §2.2).
                 if let Some(old) = acc.registration.take() {
                     ctx.unregister(old);
@@ -222,7 +217,7 @@ impl Client {
                 let acc = self
                     .accounts
                     .get_mut(&account)
-                    .ok_or_else(|| format!("Unknown account specified for unregister: {account}"))?;
+                    .ok_or_else(|| ClientError::UnknownAccount { account: account.clone(), op: AccountOp::Unregister })?;
                 // No event follows (spec §2.2); the client resets its state on the ack.
                 if let Some(id) = acc.registration.take() {
                     ctx.unregister(id);
@@ -233,7 +228,7 @@ impl Client {
                 let acc = self
                     .accounts
                     .get_mut(&account)
-                    .ok_or_else(|| format!("Unknown account specified for token: {account}"))?;
+                    .ok_or_else(|| ClientError::UnknownAccount { account: account.clone(), op: AccountOp::Token })?;
                 acc.push = Some(PushParams { token, platform, device, silent, app });
                 Ok(())
             }
@@ -244,21 +239,21 @@ impl Client {
             | RequestBody::SessionUpdate { .. }
             | RequestBody::SessionMessage { .. }
             // Routed to the gateway by `handle_text`, never here.
-            | RequestBody::SessionDtmfInfo { .. } => Err("Internal error".into()),
+            | RequestBody::SessionDtmfInfo { .. } => Err(ClientError::Internal),
             RequestBody::Unsupported { kind, account } => {
                 if let Some(account) = account {
-                    self.known(&account, "Unknown account specified: ")?;
+                    self.known(&account, AccountOp::Any)?;
                 }
-                Err(not_supported(kind))
+                Err(ClientError::NotSupported { kind })
             }
         }
     }
 
-    fn known(&self, account: &str, unknown: &str) -> Result<(), String> {
+    fn known(&self, account: &str, op: AccountOp) -> Result<(), ClientError> {
         if self.accounts.contains_key(account) {
             Ok(())
         } else {
-            Err(format!("{unknown}{account}"))
+            Err(ClientError::UnknownAccount { account: account.to_string(), op })
         }
     }
 }
@@ -283,10 +278,6 @@ pub(crate) fn contact_user(aor: &str, rng: &mut Rng) -> String {
     let user = aor.split_once('@').map_or(aor, |(u, _)| u);
     let safe: String = user.chars().filter(|c| c.is_ascii_alphanumeric() || "-_.!~*'()".contains(*c)).collect();
     format!("{}-{}", if safe.is_empty() { "u" } else { &safe }, rng.hex(8))
-}
-
-fn not_supported(kind: &str) -> String {
-    format!("{kind} is not supported yet")
 }
 
 #[cfg(test)]

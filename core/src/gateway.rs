@@ -63,7 +63,9 @@ pub struct Gateway {
     /// Which connection and account each registration belongs to.
     regs: BTreeMap<RegId, (ConnId, String)>,
     /// Calls (`gateway/calls.rs`).
-    calls: calls::Calls,
+    calls: calls::table::Calls,
+    /// Faults tests inject (`containment`).
+    faults: containment::Faults,
     timers: TimerTable<TimerKey>,
     out: VecDeque<Output>,
     recorder: Option<Recorder>,
@@ -186,7 +188,8 @@ impl Gateway {
             sip_udp: None,
             media,
             regs: BTreeMap::new(),
-            calls: calls::Calls::default(),
+            calls: calls::table::Calls::default(),
+            faults: containment::Faults::default(),
             timers: TimerTable::default(),
             out: VecDeque::new(),
             recorder,

@@ -93,6 +93,7 @@ pub mod capture;
 pub mod client;
 pub mod config;
 pub mod drive;
+pub mod errors;
 pub mod gateway;
 pub mod http;
 pub mod ids;

@@ -16,7 +16,7 @@
 //! Signalling paths (requests, SIP events) are not contained: a panic there is a bug in state
 //! every call shares.
 
-use super::calls::CallTimer;
+use super::calls::table::CallTimer;
 use super::Gateway;
 use crate::api::{Event, SessionEvent, SessionState};
 use crate::call::CallId;
@@ -100,9 +100,9 @@ impl Gateway {
     /// Test builds: panics if a test armed a fault for call `id`'s session.
     #[cfg(any(test, feature = "fault-injection"))]
     fn injected_fault(&mut self, id: CallId) {
-        let Some(session) = &self.calls.faults.media_panic else { return };
+        let Some(session) = &self.faults.media_panic else { return };
         if self.calls.calls.get(&id).is_some_and(|c| &c.session == session) {
-            let session = self.calls.faults.media_panic.take().unwrap_or_default();
+            let session = self.faults.media_panic.take().unwrap_or_default();
             panic!("injected fault in the media of session {session}");
         }
     }
@@ -110,7 +110,7 @@ impl Gateway {
     /// Production builds: no fault can be armed.
     #[cfg(not(any(test, feature = "fault-injection")))]
     fn injected_fault(&mut self, _id: CallId) {
-        let Faults {} = &self.calls.faults;
+        let Faults {} = &self.faults;
     }
 
     /// Test only: the next media handling (datagram or call timer) of session `session` panics,
@@ -118,6 +118,6 @@ impl Gateway {
     #[cfg(any(test, feature = "fault-injection"))]
     #[doc(hidden)]
     pub fn inject_media_panic(&mut self, session: &str) {
-        self.calls.faults.media_panic = Some(session.to_string());
+        self.faults.media_panic = Some(session.to_string());
     }
 }

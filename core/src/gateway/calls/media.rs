@@ -1,0 +1,247 @@
+//! The media of calls: datagrams on the shared WebRTC socket (demultiplexed to browser legs)
+//! and on the calls' RTP/RTCP pairs, the browser leg's outputs, the media plane's decisions
+//! (`established`, media timeout) and the call timers.
+
+use super::table::CallTimer;
+use crate::api::{IceCandidate, SessionState};
+use crate::call::{CallId, MediaEvent, State};
+use crate::drive::{Output, Transmit};
+use crate::gateway::Gateway;
+use crate::ids::SocketId;
+use crate::media::webrtc::LegOutput;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// The reason in `terminated` when the SIP side sent no media for `media_timeout`.
+pub const MEDIA_TIMEOUT_REASON: &str = "408 Media Timeout";
+
+impl Gateway {
+    /// `session-trickle`: the browser's candidates into its leg; none means end-of-candidates.
+    pub(super) fn session_trickle(&mut self, id: CallId, candidates: Vec<IceCandidate>) {
+        let Some(call) = self.calls.calls.get_mut(&id) else { return };
+        if candidates.is_empty() {
+            call.browser.end_of_candidates();
+        }
+        for c in candidates {
+            // A candidate str0m cannot read is dropped: with ICE-lite the browser's
+            // checks reveal its addresses anyway.
+            if let Err(e) = call.browser.add_remote_candidate(&c.candidate) {
+                log::debug!("{id}: candidate {:?} ignored: {e}", c.candidate);
+            }
+        }
+        self.drain_browser(id);
+    }
+
+    /// A datagram on the WebRTC socket.
+    pub(in crate::gateway) fn webrtc_datagram(&mut self, local: SocketAddr, from: SocketAddr, data: &[u8]) {
+        let Some(id) = self.calls.demux.route(from, data) else {
+            log::debug!("{} WebRTC bytes from {from} for no call; dropped", data.len());
+            return;
+        };
+        self.contained(id, "the browser leg", |gw| {
+            let now = gw.now;
+            let Some(call) = gw.calls.calls.get_mut(&id) else { return };
+            if call.browser.handle_datagram(now, from, local, data) {
+                gw.calls.demux.learn(from, id);
+            }
+            gw.drain_browser(id);
+        });
+    }
+
+    /// A datagram on a call's RTP or RTCP socket.
+    pub(in crate::gateway) fn rtp_datagram(&mut self, socket: SocketId, from: SocketAddr, data: &[u8]) {
+        let rtp = SocketId(socket.0 & !1);
+        let Some(&id) = self.calls.sockets.get(&rtp) else { return };
+        self.contained(id, "the SIP-side media", |gw| {
+            let now = gw.now;
+            let Some(call) = gw.calls.calls.get_mut(&id) else { return };
+            let video = call.video.as_ref().is_some_and(|v| v.rtp.rtp == rtp);
+            let media = if video { call.video.as_mut().and_then(|v| v.media.as_mut()) } else { call.media.as_mut() };
+            let Some(media) = media else { return };
+            if socket != rtp {
+                // A PLI or FIR from the SIP side: the browser is asked for a key frame.
+                if media.rtcp_from_sip(now, from, data) && video {
+                    if !call.browser.request_keyframe(false) {
+                        log::debug!("{id}: key frame request from the SIP side, but no video from the browser yet");
+                    }
+                    gw.drain_browser(id);
+                }
+                return;
+            }
+            match media.from_sip(now, from, data) {
+                Ok(p) => {
+                    let payload = media.rx_payload(p.payload.clone());
+                    if let Err(e) = call.browser.write_rtp(now, video, p.pt, p.seq, p.ts, p.marker, payload) {
+                        log::trace!("{id}: RTP to the browser dropped: {e}");
+                    }
+                    gw.drain_browser(id);
+                }
+                Err(why) => log::trace!("{id}: RTP from {from} dropped: {why:?}"),
+            }
+        });
+    }
+
+    pub(super) fn send_webrtc(&mut self, to: SocketAddr, payload: Vec<u8>) {
+        if let Some((socket, _)) = self.media.webrtc() {
+            // Media is not recorded in captures.
+            self.out.push_back(Output::Datagram(Transmit { socket, to, payload }));
+        }
+    }
+
+    /// Runs the browser leg's outputs: transmits, RTP to the SIP side, state changes, its timer.
+    /// A panic inside ends the call (`containment`).
+    pub(in crate::gateway) fn drain_browser(&mut self, id: CallId) {
+        self.contained(id, "the browser leg", |gw| gw.poll_browser(id));
+    }
+
+    fn poll_browser(&mut self, id: CallId) {
+        let now = self.now;
+        let unix = self.clock.unix(now);
+        let mut connected = false;
+        let mut closed = false;
+        loop {
+            let Some(call) = self.calls.calls.get_mut(&id) else { return };
+            let Some(o) = call.browser.poll(now) else {
+                self.calls.timers.stop((id, CallTimer::Browser));
+                break;
+            };
+            match o {
+                LegOutput::Transmit { to, payload, .. } => self.send_webrtc(to, payload),
+                LegOutput::Rtp { video, pt, seq, ts, marker, ssrc, payload } => {
+                    let (socket, bound, media) = match (video, call.video.as_mut()) {
+                        (false, _) => (call.rtp.rtp, call.rtp.port.is_some(), call.media.as_mut()),
+                        (true, Some(v)) => (v.rtp.rtp, v.rtp.port.is_some(), v.media.as_mut()),
+                        (true, None) => continue,
+                    };
+                    if let (Some(media), true) = (media, bound) {
+                        if let Some((to, pkt)) = media.from_browser(now, (pt, seq, ts, marker, ssrc), &payload) {
+                            let payload = pkt.to_vec();
+                            self.out.push_back(Output::Datagram(Transmit { socket, to, payload }));
+                        }
+                    }
+                }
+                LegOutput::Connected => connected = !self.config.replay,
+                LegOutput::Disconnected => log::info!("{id}: the browser stopped ICE consent checks"),
+                LegOutput::Reconnected => log::info!("{id}: the browser is back"),
+                LegOutput::KeyframeRequest { .. } => {
+                    // The browser lost video: a PLI to the SIP side's video source (RFC 4585).
+                    let Some(v) = call.video.as_mut().filter(|v| v.rtp.port.is_some()) else { continue };
+                    let socket = v.rtp.rtcp;
+                    if let Some((to, payload)) = v.media.as_mut().and_then(|m| m.keyframe_request(now, unix)) {
+                        self.out.push_back(Output::Datagram(Transmit { socket, to, payload }));
+                    }
+                }
+                LegOutput::Timeout(at) => {
+                    self.calls.timers.set((id, CallTimer::Browser), at);
+                    break;
+                }
+                LegOutput::Closed => {
+                    closed = !self.config.replay;
+                    break;
+                }
+            }
+        }
+        if connected {
+            self.media_event(id, MediaEvent::Connected);
+        }
+        if closed {
+            self.media_event(id, MediaEvent::Closed);
+        }
+    }
+
+    /// A decision of the media plane about call `id`: recorded (media is not), then acted on.
+    fn media_event(&mut self, id: CallId, event: MediaEvent) {
+        if !self.calls.calls.contains_key(&id) {
+            return;
+        }
+        if let Some(rec) = &mut self.recorder {
+            rec.media_event(self.now, id, event);
+        }
+        match event {
+            MediaEvent::Connected => {
+                let Some(call) = self.calls.calls.get_mut(&id) else { return };
+                if call.ice_up {
+                    return;
+                }
+                call.ice_up = true;
+                if matches!(call.state, State::Accepted | State::EarlyMedia) {
+                    call.state = State::Established;
+                }
+                self.call_event(id, SessionState::Established);
+            }
+            MediaEvent::Closed => {
+                log::info!("{id}: the browser leg closed");
+                self.end_call(id, "200 OK", true);
+            }
+            MediaEvent::Timeout => {
+                log::info!("{id}: no media from the SIP side for {} s; hanging up", self.config.media_timeout);
+                self.hang_up_call(id, MEDIA_TIMEOUT_REASON);
+            }
+        }
+    }
+
+    /// Replays a media decision recorded in a capture (`capture::replay` only).
+    #[doc(hidden)]
+    pub fn replay_media_event(&mut self, now: std::time::Instant, id: CallId, event: MediaEvent) {
+        debug_assert!(now >= self.now, "time went backwards");
+        self.now = now.max(self.now);
+        self.media_event(id, event);
+        self.drain_sip();
+    }
+
+    pub(super) fn arm_media_timeout(&mut self, id: CallId) {
+        if !self.calls.calls.contains_key(&id) {
+            return; // ended meanwhile (a contained panic)
+        }
+        self.calls.timers.set((id, CallTimer::Rtcp), self.now + crate::media::bridge::RTCP_INTERVAL);
+        if self.config.media_timeout > 0 {
+            let at = self.now + Duration::from_secs(self.config.media_timeout);
+            self.calls.timers.set((id, CallTimer::Media), at);
+        }
+    }
+
+    /// A call timer fired.
+    pub(in crate::gateway) fn call_timer(&mut self, id: CallId, timer: CallTimer) {
+        match timer {
+            CallTimer::Browser => self.drain_browser(id),
+            CallTimer::Rtcp => {
+                let (now, unix) = (self.now, self.clock.unix(self.now));
+                let Some(call) = self.calls.calls.get_mut(&id) else { return };
+                let socket = call.rtp.rtcp;
+                let report = call.media.as_mut().and_then(|m| m.rtcp_report(now, unix));
+                if let (Some((to, payload)), Some(_)) = (report, call.rtp.port) {
+                    self.out.push_back(Output::Datagram(Transmit { socket, to, payload }));
+                }
+                if let Some(v) = call.video.as_mut().filter(|v| v.rtp.port.is_some()) {
+                    let socket = v.rtp.rtcp;
+                    if let Some((to, payload)) = v.media.as_mut().and_then(|m| m.rtcp_report(now, unix)) {
+                        self.out.push_back(Output::Datagram(Transmit { socket, to, payload }));
+                    }
+                }
+                self.calls.timers.set((id, CallTimer::Rtcp), now + crate::media::bridge::RTCP_INTERVAL);
+            }
+            CallTimer::Media => {
+                let limit = Duration::from_secs(self.config.media_timeout);
+                let Some(call) = self.calls.calls.get(&id) else { return };
+                let Some(media) = &call.media else { return };
+                // The browser never came up (ICE or DTLS failed) within the timeout after the
+                // answer: nobody can hear anything (the first check is a full timeout after it).
+                if !call.ice_up && !self.config.replay {
+                    log::info!("{id}: ICE/DTLS with the browser did not come up in {} s", limit.as_secs());
+                    self.media_event(id, MediaEvent::Timeout);
+                    return;
+                }
+                let last = media.last_rx();
+                // On hold (the peer does not send) the timeout does not apply; nor in a replay,
+                // which has no media (the capture's decision comes as a media event).
+                let quiet_allowed = !media.direction().receives() || self.config.replay;
+                if quiet_allowed || self.now.saturating_duration_since(last) < limit {
+                    let base = if quiet_allowed { self.now } else { last };
+                    self.calls.timers.set((id, CallTimer::Media), base + limit);
+                    return;
+                }
+                self.media_event(id, MediaEvent::Timeout);
+            }
+        }
+    }
+}
