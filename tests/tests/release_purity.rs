@@ -31,7 +31,7 @@ fn core_features(tree: &str) -> Vec<String> {
 }
 
 /// Features of the core that belong in the product (a new test-only feature is not one).
-const PRODUCT_FEATURES: [&str; 2] = ["default", "driver"];
+const PRODUCT_FEATURES: [&str; 1] = ["default"];
 
 /// `cargo build --release --workspace` resolves the core with product features only, never
 /// `fault-injection`. The same query with dev-dependencies sees the feature, which shows the
