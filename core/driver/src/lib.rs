@@ -2,8 +2,8 @@
 //! (`sylkgw_core`) must not do: the command line and config file ([`settings`]), logging, the OS
 //! seed and the wall clock ([`process`]), socket set-up ([`sockets`]), capture files
 //! ([`capture_file`]), the connection caps shared by every worker ([`limits`]), and the one drive
-//! loop over an IO trait ([`drive`]). A runtime is then its
-//! event loop and its sockets: it implements [`Io`] and calls [`Driver`] for every event.
+//! loop over an IO trait ([`drive`]). A runtime is then its event loop and its sockets: it
+//! implements [`Io`] and calls [`Driver`] for every event.
 
 pub mod capture_file;
 pub mod drive;
