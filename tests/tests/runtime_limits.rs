@@ -73,6 +73,19 @@ fn options(addr: SocketAddr, n: usize) -> (Answer, Option<TcpStream>) {
     try_connect(addr, &request, "SIP/2.0 ")
 }
 
+/// Waits for a stderr line containing `needle` (the server logs it before it closes the socket,
+/// but the harness reads stderr on its own thread).
+fn logged(server: &Server, needle: &str) -> bool {
+    let deadline = Instant::now() + REPLY_TIMEOUT;
+    while !server.stderr_text().contains(needle) {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    true
+}
+
 /// The SIP addresses the server logged (`SIP on ADDR (udp, tcp)`, one per worker), by worker.
 fn sip_addrs(server: &Server, workers: usize) -> Vec<SocketAddr> {
     let deadline = Instant::now() + REPLY_TIMEOUT;
@@ -110,7 +123,7 @@ fn max_connections_per_ip_holds_across_workers() {
         for i in 0..6 {
             assert_eq!(ws(server.addr).0, Answer::Closed, "{bin}: connection {} over the limit of 3", 4 + i);
         }
-        assert!(server.stderr_text().contains("refused: 3 connections from 127.0.0.1 already"), "{bin}");
+        assert!(logged(&server, "refused: 3 connections from 127.0.0.1 already"), "{bin}: refusal logged");
         // A connection that goes frees its place (once its socket is closed on the server too).
         drop(open.pop());
         let deadline = Instant::now() + REPLY_TIMEOUT;
@@ -141,7 +154,7 @@ fn sip_tcp_accepts_are_limited_per_ip_and_in_total() {
         for (n, addr) in sip.iter().enumerate() {
             assert_eq!(options(*addr, 10 + n).0, Answer::Closed, "{bin}: SIP connection over 3 from one IP to {addr}");
         }
-        assert!(server.stderr_text().contains("sip-tcp connection from 127.0.0.1:"), "{bin}: refusal logged");
+        assert!(logged(&server, "sip-tcp connection from 127.0.0.1:"), "{bin}: refusal logged");
         drop(open);
         drop(server);
         // In total: the per-IP cap is higher, the total of 2 refuses the third.
@@ -156,7 +169,7 @@ fn sip_tcp_accepts_are_limited_per_ip_and_in_total() {
         for (n, addr) in sip.iter().enumerate() {
             assert_eq!(options(*addr, 20 + n).0, Answer::Closed, "{bin}: SIP connection over the total to {addr}");
         }
-        assert!(server.stderr_text().contains("refused: 2 connections already"), "{bin}");
+        assert!(logged(&server, "refused: 2 connections already"), "{bin}: refusal logged");
         drop(open);
     }
 }
