@@ -22,8 +22,12 @@
 //!   runtime keeps only the mio socket; `Output::CloseUdp` drops it. `Output::Datagram` goes out
 //!   of the socket its id names. Every UDP socket is read until `WouldBlock` into the shared
 //!   buffer.
-//! - Name resolution (`Output::Resolve`) blocks in `getaddrinfo`, so each query runs on a
-//!   short-lived thread that reports back through a channel and the waker.
+//! - Name resolution (`Output::Resolve`) blocks in `getaddrinfo`, so queries run on a bounded
+//!   pool ([`resolver`]: 4 threads, at most 64 waiting) that reports back through a channel and
+//!   the waker; a query beyond the queue is answered with an error right after the drain.
+//! - Every accepted socket is checked against the process's connection caps
+//!   ([`sylkgw_driver::limits`]) before the core hears of it: refused, it is closed at once and
+//!   the core never sees it; admitted, its permit lives with the socket.
 //! - The drive loop is [`Driver`]'s (shared with `sylkgw`): this file implements its [`Io`]
 //!   ([`MioIo`]) and turns mio events into inputs; the poll timeout is the core's deadline.
 //! - A connection the core closed (`Output::StreamClose`) is never mentioned to it again; one
@@ -37,12 +41,16 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, ErrorKind, Read, Write};
-use std::net::{IpAddr, Shutdown, SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, Shutdown, SocketAddr};
 use std::sync::mpsc;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use sylkgw_core::{ConnId, Gateway, Input, Listener, SocketId, Transmit, UdpPurpose};
-use sylkgw_driver::{self as driver, BindAnswer, CaptureFile, Deferred, Driver, Io, ACCEPT_RETRY, CLOSE_LINGER};
+use sylkgw_driver::{
+    self as driver, BindAnswer, CaptureFile, ConnLimits, Deferred, Driver, Io, Permit, ACCEPT_RETRY, CLOSE_LINGER,
+};
+
+mod resolver;
 
 const LISTENER: Token = Token(0);
 const SIGNALS: Token = Token(1);
@@ -78,7 +86,8 @@ fn main() {
         settings.capture.as_deref().map(CaptureFile::create).transpose().unwrap_or_else(|e| driver::fatal(2, e));
     let gw = Gateway::new(settings.core, driver::os_seed(), Instant::now(), driver::unix_time())
         .unwrap_or_else(|e| driver::fatal(2, e));
-    if let Err(e) = run(Driver::new(gw, capture), settings.listen, sip_listen, tls, settings.stats_interval) {
+    let limits = ConnLimits::new(settings.caps);
+    if let Err(e) = run(Driver::new(gw, capture), limits, settings.listen, sip_listen, tls, settings.stats_interval) {
         driver::fatal(1, e);
     }
 }
@@ -87,6 +96,7 @@ fn main() {
 /// With `stats_every`, logs a [`driver::stats_line`] that often.
 fn run(
     driver: Driver,
+    limits: ConnLimits,
     listen: SocketAddr,
     sip: SocketAddr,
     tls: bool,
@@ -111,6 +121,14 @@ fn run(
     let webrtc_local = webrtc.local_addr()?;
     let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
     let (resolved_tx, resolved_rx) = mpsc::channel();
+    let resolver = {
+        let waker = Arc::clone(&waker);
+        let tx = Mutex::new(resolved_tx);
+        resolver::Resolver::system(move |query, answer| {
+            let _ = tx.lock().unwrap_or_else(|e| e.into_inner()).send((query, answer));
+            let _ = waker.wake();
+        })?
+    };
     let mut signals = Signals::new([SIGINT, SIGTERM])?;
     poll.registry().register(&mut signals, SIGNALS, Interest::READABLE)?;
     log::info!("{}", driver::listening_line(listener.local_addr()?, tls));
@@ -121,14 +139,14 @@ fn run(
             poll,
             sip_udp,
             udp: HashMap::from([(WEBRTC_SOCKET, webrtc)]),
-            waker,
-            resolved_tx,
+            resolver,
             conns: HashMap::new(),
             deferred: VecDeque::new(),
             lingering: VecDeque::new(),
             max_pending,
         },
         driver,
+        limits,
         listener: Some(listener),
         sip_tcp: Some(sip_tcp),
         resolved_rx,
@@ -243,12 +261,16 @@ struct Conn {
     interest: Interest,
     /// An outgoing connection not yet established (`Output::Connect`).
     connecting: bool,
+    /// The place an accepted connection holds under the process's caps (none for outgoing ones).
+    _permit: Option<Permit>,
 }
 
 /// The event loop: the core's driver, the sockets, and what turns events into inputs.
 struct Runtime {
     driver: Driver,
     io: MioIo,
+    /// The process's connection caps, checked at accept.
+    limits: ConnLimits,
     /// `None` once shutting down.
     listener: Option<TcpListener>,
     /// `None` once shutting down.
@@ -267,8 +289,8 @@ struct MioIo {
     sip_udp: UdpSocket,
     /// The other UDP sockets: WebRTC, and those the core asked for (`Output::BindUdp`).
     udp: HashMap<SocketId, UdpSocket>,
-    waker: Arc<Waker>,
-    resolved_tx: mpsc::Sender<(u64, Result<Vec<IpAddr>, String>)>,
+    /// The lookup pool (`Output::Resolve`).
+    resolver: resolver::Resolver,
     conns: HashMap<ConnId, Conn>,
     /// Inputs for the core once the current drain ends: live connections whose socket failed,
     /// connects that failed at once.
@@ -358,6 +380,13 @@ impl Runtime {
                     return;
                 }
             };
+            let permit = match self.limits.admit(which, peer.ip()) {
+                Ok(p) => p,
+                Err(refusal) => {
+                    log::warn!("{} connection from {peer} refused: {refusal}", which.name());
+                    continue; // dropping the stream closes it
+                }
+            };
             let conn = ConnId(self.next_id);
             self.next_id += 1;
             if let Err(e) = stream.set_nodelay(true) {
@@ -367,7 +396,14 @@ impl Runtime {
                 log::warn!("{conn}: cannot register {peer}: {e}");
                 continue;
             }
-            let c = Conn { stream, queue: Vec::new(), closing: false, interest: Interest::READABLE, connecting: false };
+            let c = Conn {
+                stream,
+                queue: Vec::new(),
+                closing: false,
+                interest: Interest::READABLE,
+                connecting: false,
+                _permit: Some(permit),
+            };
             self.io.conns.insert(conn, c);
             self.feed(Input::Accepted { conn, listener: which, peer });
         }
@@ -450,7 +486,8 @@ impl Io for MioIo {
         });
         match registered {
             Ok((stream, interest)) => {
-                self.conns.insert(conn, Conn { stream, queue: Vec::new(), closing: false, interest, connecting: true });
+                let c = Conn { stream, queue: Vec::new(), closing: false, interest, connecting: true, _permit: None };
+                self.conns.insert(conn, c);
             }
             Err(e) => {
                 log::debug!("{conn}: connect failed: {e}");
@@ -459,18 +496,11 @@ impl Io for MioIo {
         }
     }
 
+    /// Queues the lookup on the pool; over its queue, answers with the error after the drain.
     fn resolve(&mut self, query: u64, name: String) {
-        let (tx, waker) = (self.resolved_tx.clone(), Arc::clone(&self.waker));
-        let spawned = std::thread::Builder::new().name("resolve".into()).spawn(move || {
-            let result = (name.as_str(), 0)
-                .to_socket_addrs()
-                .map(|addrs| addrs.map(|a| a.ip()).collect::<Vec<_>>())
-                .map_err(|e| e.to_string());
-            let _ = tx.send((query, result));
-            let _ = waker.wake();
-        });
-        if let Err(e) = spawned {
-            self.deferred.push_back(Deferred::Resolved(query, Err(e.to_string())));
+        if let Err(full) = self.resolver.submit(query, name) {
+            log::warn!("dns {query}: {full}");
+            self.deferred.push_back(Deferred::Resolved(query, Err(full.to_string())));
         }
     }
 

@@ -2,8 +2,12 @@
 //!
 //! # Contracts
 //! - N worker OS threads, each with its own current-thread runtime, its own [`Gateway`] and its
-//!   own listener on the same address (`SO_REUSEPORT`: the kernel spreads connections). Nothing
-//!   is shared or locked between workers; connection ids are per worker.
+//!   own listener on the same address (`SO_REUSEPORT`: the kernel spreads connections). Connection
+//!   ids are per worker. The one thing shared is the connection counts ([`ConnLimits`]): every
+//!   accepted socket is checked against the process's caps before its worker's core hears of it
+//!   (refused: closed at once, the core never sees it; admitted: its permit lives with the
+//!   socket), so `max_connections_per_ip` and the SIP TCP caps mean with N workers what they mean
+//!   with one. Everything else, `max_sip_transactions` included, is per worker.
 //! - In a worker, one task owns the core. Each connection task owns its socket: it sends what it
 //!   reads (or that it closed) to the core task over a bounded channel, and carries out the core
 //!   task's write and close commands, in order, from its own unbounded channel.
@@ -46,7 +50,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use sylkgw_core::{ConnId, Gateway, Input, Listener, SocketId, Transmit, UdpPurpose};
-use sylkgw_driver::{self as driver, BindAnswer, CaptureFile, Deferred, Driver, Io, ACCEPT_RETRY, CLOSE_LINGER};
+use sylkgw_driver::{
+    self as driver, BindAnswer, CaptureFile, ConnLimits, Deferred, Driver, Io, Permit, ACCEPT_RETRY, CLOSE_LINGER,
+};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpSocket, TcpStream, UdpSocket};
 use tokio::signal::unix::{signal, Signal, SignalKind};
@@ -91,13 +97,12 @@ fn main() {
             .unwrap_or_else(|e| driver::fatal(2, e));
         let path = settings.capture.as_deref().map(|base| driver::capture_path(base, index, workers));
         let capture = path.as_deref().map(CaptureFile::create).transpose().unwrap_or_else(|e| driver::fatal(2, e));
-        cores.push((gw, capture));
+        cores.push(Driver::new(gw, capture));
     }
     let tls = settings.core.tls.is_some();
-    let result = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .and_then(|rt| rt.block_on(serve(settings.listen, tls, cores, settings.stats_interval)));
+    let result = tokio::runtime::Builder::new_current_thread().enable_all().build().and_then(|rt| {
+        rt.block_on(serve(settings.listen, tls, cores, ConnLimits::new(settings.caps), settings.stats_interval))
+    });
     if let Err(e) = result {
         driver::fatal(1, e);
     }
@@ -108,7 +113,8 @@ fn main() {
 async fn serve(
     listen: SocketAddr,
     tls: bool,
-    cores: Vec<(Gateway, Option<CaptureFile>)>,
+    cores: Vec<Driver>,
+    limits: ConnLimits,
     stats_every: Option<Duration>,
 ) -> io::Result<()> {
     let mut sigint = signal(SignalKind::interrupt())?;
@@ -119,11 +125,11 @@ async fn serve(
     // Every worker holds a sender; `recv` returns `None` once all workers have ended.
     let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
     let mut handles = Vec::with_capacity(cores.len());
-    for (index, ((gw, capture), listener)) in cores.into_iter().zip(listeners).enumerate() {
-        let (stop, alive) = (stop_rx.clone(), alive_tx.clone());
+    for (index, (driver, listener)) in cores.into_iter().zip(listeners).enumerate() {
+        let (stop, alive, limits) = (stop_rx.clone(), alive_tx.clone(), limits.clone());
         let handle = std::thread::Builder::new()
             .name(format!("sylkgw-{index}"))
-            .spawn(move || worker(index, gw, capture, listener, stop, alive, stats_every))?;
+            .spawn(move || worker(index, driver, listener, limits, stop, alive, stats_every))?;
         handles.push(handle);
     }
     drop(alive_tx);
@@ -179,9 +185,9 @@ fn bind(mut addr: SocketAddr, n: usize) -> io::Result<Vec<std::net::TcpListener>
 /// [`driver::stats_line`] that often.
 fn worker(
     index: usize,
-    gw: Gateway,
-    capture: Option<CaptureFile>,
+    driver: Driver,
     listener: std::net::TcpListener,
+    limits: ConnLimits,
     stop: watch::Receiver<bool>,
     _alive: mpsc::Sender<()>,
     stats_every: Option<Duration>,
@@ -189,7 +195,7 @@ fn worker(
     let result = tokio::runtime::Builder::new_current_thread().enable_all().build().and_then(|rt| {
         rt.block_on(async move {
             let listener = TcpListener::from_std(listener)?;
-            let sip = gw.sip_listen();
+            let sip = driver.gateway().sip_listen();
             let named = |e: io::Error| io::Error::new(e.kind(), format!("SIP {sip}: {e}"));
             let (udp, sip_tcp) = driver::bind_sip(sip).map_err(named)?;
             let (udp, sip_tcp) = (UdpSocket::from_std(udp)?, TcpListener::from_std(sip_tcp)?);
@@ -198,7 +204,7 @@ fn worker(
             let udp = Arc::new(udp);
             let sip_local = udp.local_addr()?;
             log::info!("worker {index}: SIP on {sip_local} (udp, tcp)");
-            let webrtc_listen = gw.webrtc_listen();
+            let webrtc_listen = driver.gateway().webrtc_listen();
             let webrtc = UdpSocket::bind(webrtc_listen)
                 .await
                 .map_err(|e| io::Error::new(e.kind(), format!("WebRTC {webrtc_listen}: {e}")))?;
@@ -207,7 +213,7 @@ fn worker(
             let webrtc_local = webrtc.local_addr()?;
             log::info!("worker {index}: WebRTC media on {webrtc_local} (udp)");
             let (events_tx, events) = mpsc::channel(EVENT_QUEUE);
-            let max_pending = gw.max_pending_bytes();
+            let max_pending = driver.gateway().max_pending_bytes();
             let mut core = Core {
                 io: TokioIo {
                     udp: Arc::clone(&udp),
@@ -219,7 +225,8 @@ fn worker(
                     lingering: VecDeque::new(),
                     max_pending,
                 },
-                driver: Driver::new(gw, capture),
+                driver,
+                limits,
                 next_id: 1,
                 stats: stats_every.map(|every| (index, every, Instant::now() + every)),
             };
@@ -283,6 +290,8 @@ impl Backlog {
 struct Socket {
     stream: TcpStream,
     backlog: Arc<Backlog>,
+    /// The place an accepted connection holds under the process's caps (none for outgoing ones).
+    _permit: Option<Permit>,
 }
 
 impl Drop for Socket {
@@ -304,6 +313,8 @@ enum Command {
 struct Core {
     driver: Driver,
     io: TokioIo,
+    /// The process's connection caps (shared by every worker), checked at accept.
+    limits: ConnLimits,
     next_id: u64,
     /// `--stats-interval`: this worker's index, the interval and when the next line is due.
     stats: Option<(usize, Duration, Instant)>,
@@ -455,7 +466,15 @@ impl Core {
     }
 
     /// Starts the task of a connection accepted on `listener` and tells the core.
+    /// A connection over the process's caps is closed at once, unseen by the core.
     fn accepted(&mut self, tasks: &mut JoinSet<()>, listener: Listener, stream: TcpStream, peer: SocketAddr) {
+        let permit = match self.limits.admit(listener, peer.ip()) {
+            Ok(p) => p,
+            Err(refusal) => {
+                log::warn!("{} connection from {peer} refused: {refusal}", listener.name());
+                return; // dropping the stream closes it
+            }
+        };
         let conn = ConnId(self.next_id);
         self.next_id += 1;
         if let Err(e) = stream.set_nodelay(true) {
@@ -463,7 +482,7 @@ impl Core {
         }
         let (tx, rx) = mpsc::unbounded_channel();
         let backlog = Backlog::new(self.io.max_pending);
-        let socket = Socket { stream, backlog: Arc::clone(&backlog) };
+        let socket = Socket { stream, backlog: Arc::clone(&backlog), _permit: Some(permit) };
         let task = tasks.spawn(connection(conn, socket, self.io.events_tx.clone(), rx));
         self.io.conns.insert(conn, (tx, task, backlog));
         self.feed(Input::Accepted { conn, listener, peer });
@@ -699,7 +718,7 @@ async fn outgoing(
         Ok(stream) => {
             let _ = stream.set_nodelay(true);
             if events.send(Event::Connected(conn, Ok(()))).await.is_ok() {
-                connection(conn, Socket { stream, backlog }, events, commands).await;
+                connection(conn, Socket { stream, backlog, _permit: None }, events, commands).await;
             }
         }
         Err(e) => {

@@ -1,17 +1,20 @@
 //! sylkgw-driver: what the two runtimes (`sylkgw-mio`, `sylkgw`) share and the sans-IO core
 //! (`sylkgw_core`) must not do: the command line and config file ([`settings`]), logging, the OS
 //! seed and the wall clock ([`process`]), socket set-up ([`sockets`]), capture files
-//! ([`capture_file`]), and the one drive loop over an IO trait ([`drive`]). A runtime is then its
-//! event loop and its sockets: it implements [`Io`] and calls [`Driver`] for every event.
+//! ([`capture_file`]), the connection caps shared by every worker ([`limits`]), and the one drive
+//! loop over an IO trait ([`drive`]). A runtime is then its event loop and its sockets: it
+//! implements [`Io`] and calls [`Driver`] for every event.
 
 pub mod capture_file;
 pub mod drive;
+pub mod limits;
 pub mod process;
 pub mod settings;
 pub mod sockets;
 
 pub use capture_file::{capture_path, CaptureFile};
 pub use drive::{BindAnswer, Deferred, Driver, Io};
+pub use limits::{Caps, ConnLimits, Permit, Refusal};
 pub use process::{
     fatal, init_logging, listening_line, os_seed, stats_line, unix_time, ACCEPT_RETRY, CLOSE_LINGER, SHUTDOWN_GRACE,
 };

@@ -8,6 +8,7 @@ use std::time::Duration;
 use sylkgw_core::config::{parse_ini, Config, PemBundle, TlsConfig};
 use sylkgw_core::media::webrtc::DtlsIdentity;
 
+use crate::limits::{Caps, DEFAULT_SIP_TCP_PER_IP, DEFAULT_SIP_TCP_TOTAL};
 use crate::sockets::host_address;
 
 /// Default web listener.
@@ -98,6 +99,8 @@ pub struct Settings {
     pub stats_interval: Option<Duration>,
     /// The core's configuration (TLS material loaded).
     pub core: Config,
+    /// The connection caps the runtime enforces for the whole process (`crate::ConnLimits`).
+    pub caps: Caps,
 }
 
 /// Reads the config file and PEM files named by `args`; the command line wins over the file.
@@ -108,6 +111,7 @@ pub fn load(args: &Args) -> Result<Settings, String> {
     let mut threads = None;
     let (mut cert, mut key, mut combined): (Option<PathBuf>, Option<PathBuf>, Option<PathBuf>) = (None, None, None);
     let mut sip_ca: Option<PathBuf> = None;
+    let (mut sip_per_ip, mut sip_total) = (DEFAULT_SIP_TCP_PER_IP, DEFAULT_SIP_TCP_TOTAL);
     if let Some(path) = &args.config {
         let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
         let entries = parse_ini(&text).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -126,6 +130,10 @@ pub fn load(args: &Args) -> Result<Settings, String> {
                 "tls_cert" => cert = Some(base.join(&e.value)),
                 "tls_key" => key = Some(base.join(&e.value)),
                 "sip_tls_ca_file" => sip_ca = (!e.value.is_empty()).then(|| base.join(&e.value)),
+                "max_sip_tcp_connections_per_ip" => {
+                    sip_per_ip = at_least_one(&e.value).ok_or_else(|| bad("a number >= 1"))?
+                }
+                "max_sip_tcp_connections" => sip_total = at_least_one(&e.value).ok_or_else(|| bad("a number >= 1"))?,
                 _ => return Err(format!("{}: line {}: unknown option `{}`", path.display(), e.line, e.key)),
             }
         }
@@ -172,6 +180,7 @@ pub fn load(args: &Args) -> Result<Settings, String> {
         threads: args.threads.or(threads),
         capture: args.capture.clone(),
         stats_interval: args.stats_interval.filter(|&s| s > 0).map(Duration::from_secs),
+        caps: Caps { web_per_ip: core.max_connections_per_ip, web_total: usize::MAX, sip_per_ip, sip_total },
         core,
     })
 }
@@ -229,6 +238,11 @@ fn sip_tls_roots(path: Option<PathBuf>) -> Result<Option<PemBundle>, String> {
         return Err(format!("{}: no CERTIFICATE block (sip_tls_ca_file)", path.display()));
     }
     Ok(Some(PemBundle(pem)))
+}
+
+/// A count of at least 1.
+fn at_least_one(value: &str) -> Option<usize> {
+    value.parse().ok().filter(|&n| n >= 1)
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, String> {
@@ -299,6 +313,28 @@ mod tests {
         }
         let args = Args { media_address: vec!["media.example.com".into()], ..Args::default() };
         assert!(load(&args).unwrap_err().contains("--media-address"));
+    }
+
+    #[test]
+    fn connection_caps() {
+        let s = load(&Args::default()).unwrap();
+        assert_eq!(
+            s.caps,
+            Caps { web_per_ip: 100, web_total: usize::MAX, sip_per_ip: DEFAULT_SIP_TCP_PER_IP, sip_total: 1000 }
+        );
+        let dir = std::env::temp_dir().join(format!("sylkgw-caps-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let cfg = dir.join("gw.ini");
+        std::fs::write(
+            &cfg,
+            "max_connections_per_ip = 3\nmax_sip_tcp_connections_per_ip = 2\nmax_sip_tcp_connections = 5\n",
+        )
+        .unwrap();
+        let caps = load(&Args { config: Some(cfg.clone()), ..Args::default() }).unwrap().caps;
+        assert_eq!((caps.web_per_ip, caps.sip_per_ip, caps.sip_total), (3, 2, 5));
+        std::fs::write(&cfg, "max_sip_tcp_connections = 0\n").unwrap();
+        let e = load(&Args { config: Some(cfg), ..Args::default() }).unwrap_err();
+        assert!(e.contains("max_sip_tcp_connections"), "{e}");
     }
 
     #[test]

@@ -1,0 +1,130 @@
+//! Name resolution on a bounded pool: `getaddrinfo` blocks, so lookups run on [`THREADS`] threads
+//! fed by a queue of at most [`QUEUE`] waiting names. A lookup that finds the queue full is
+//! refused at once ([`Full`]); the runtime answers the core's `Output::Resolve` with that error,
+//! which the core reports like any DNS failure. A client choosing domains cannot make the
+//! process start threads or hold work without bound.
+
+use std::net::{IpAddr, ToSocketAddrs};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+
+/// Lookup threads.
+pub const THREADS: usize = 4;
+/// Names waiting for a thread, beyond those being looked up.
+pub const QUEUE: usize = 64;
+
+/// What a lookup gives: the addresses, or the error text.
+pub type Answer = Result<Vec<IpAddr>, String>;
+
+/// The queue was full: the lookup was not started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Full;
+
+impl std::fmt::Display for Full {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "too many DNS lookups at once ({THREADS} running, {QUEUE} waiting); not looked up")
+    }
+}
+
+/// The pool. Dropping it lets the threads end once the queue is empty.
+pub struct Resolver {
+    jobs: SyncSender<(u64, String)>,
+}
+
+impl Resolver {
+    /// Starts `threads` threads that look names up with `lookup` and hand each answer to `done`
+    /// (from the lookup thread), with at most `queue` names waiting.
+    pub fn start(
+        threads: usize,
+        queue: usize,
+        lookup: impl Fn(&str) -> Answer + Send + Sync + 'static,
+        done: impl Fn(u64, Answer) + Send + Sync + 'static,
+    ) -> std::io::Result<Self> {
+        let (jobs, rx) = sync_channel::<(u64, String)>(queue);
+        let rx = Arc::new(Mutex::new(rx));
+        let (lookup, done) = (Arc::new(lookup), Arc::new(done));
+        for n in 0..threads {
+            let (rx, lookup, done) = (Arc::clone(&rx), Arc::clone(&lookup), Arc::clone(&done));
+            std::thread::Builder::new().name(format!("resolve-{n}")).spawn(move || {
+                while let Some((query, name)) = next(&rx) {
+                    done(query, lookup(&name));
+                }
+            })?;
+        }
+        Ok(Self { jobs })
+    }
+
+    /// The pool the runtime uses: [`THREADS`] threads, [`QUEUE`] waiting, the system resolver.
+    pub fn system(done: impl Fn(u64, Answer) + Send + Sync + 'static) -> std::io::Result<Self> {
+        Self::start(THREADS, QUEUE, system_lookup, done)
+    }
+
+    /// Queues `name` for lookup as `query`, or refuses it at once when the queue is full.
+    pub fn submit(&self, query: u64, name: String) -> Result<(), Full> {
+        match self.jobs.try_send((query, name)) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => Err(Full),
+        }
+    }
+}
+
+/// The next job, or `None` once the pool is dropped.
+fn next(rx: &Mutex<Receiver<(u64, String)>>) -> Option<(u64, String)> {
+    rx.lock().unwrap_or_else(|e| e.into_inner()).recv().ok()
+}
+
+/// `getaddrinfo` through the standard library: A and AAAA records.
+fn system_lookup(name: &str) -> Answer {
+    (name, 0).to_socket_addrs().map(|addrs| addrs.map(|a| a.ip()).collect()).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc::{channel, Sender};
+    use std::time::Duration;
+
+    const WAIT: Duration = Duration::from_secs(10);
+
+    #[test]
+    fn busy_pool_refuses_beyond_its_queue_and_answers_every_accepted_lookup() {
+        // Lookups block until the test releases them, and say when they start.
+        let (started_tx, started) = channel::<String>();
+        let (release_tx, release) = channel::<()>();
+        let release = Mutex::new(release);
+        let started_tx = Mutex::new(started_tx);
+        let (done_tx, done) = channel::<(u64, Answer)>();
+        let done_tx: Mutex<Sender<_>> = Mutex::new(done_tx);
+        let lookup = move |name: &str| {
+            let _ = started_tx.lock().unwrap().send(name.to_string());
+            let _ = release.lock().unwrap().recv_timeout(WAIT);
+            Ok(vec![IpAddr::from([127, 0, 0, 1])])
+        };
+        let pool = Resolver::start(2, 3, lookup, move |q, a| {
+            let _ = done_tx.lock().unwrap().send((q, a));
+        })
+        .unwrap();
+        // Two running (both threads busy), then three waiting fill the queue.
+        for q in 0..2 {
+            pool.submit(q, format!("n{q}.example")).unwrap();
+        }
+        for _ in 0..2 {
+            started.recv_timeout(WAIT).expect("a lookup started");
+        }
+        for q in 2..5 {
+            pool.submit(q, format!("n{q}.example")).unwrap();
+        }
+        assert_eq!(pool.submit(5, "over.example".into()), Err(Full), "the sixth is refused at once");
+        assert!(Full.to_string().contains("too many DNS lookups"));
+        for _ in 0..5 {
+            release_tx.send(()).unwrap();
+        }
+        let mut answered: Vec<u64> = (0..5).map(|_| done.recv_timeout(WAIT).expect("an answer").0).collect();
+        answered.sort_unstable();
+        assert_eq!(answered, [0, 1, 2, 3, 4], "every accepted lookup is answered, the refused one is not");
+        // Room again once the queue drains.
+        pool.submit(6, "again.example".into()).unwrap();
+        release_tx.send(()).unwrap();
+        assert_eq!(done.recv_timeout(WAIT).expect("an answer").0, 6);
+    }
+}
