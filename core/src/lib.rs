@@ -82,6 +82,7 @@ pub mod gateway;
 pub mod http;
 pub mod ids;
 pub mod media;
+pub mod messaging;
 pub mod rng;
 pub mod sip;
 pub mod time;
