@@ -350,7 +350,7 @@ fn address(name: &str, identity: &Identity, head: &mut String) -> Result<(), Cpi
 fn push_header(head: &mut String, name: &str, value: &str) {
     head.push_str(name);
     head.push_str(": ");
-    escape::escape_into(value, false, head);
+    escape::escape_value_into(value, head);
     head.push_str("\r\n");
 }
 
@@ -408,14 +408,14 @@ fn header_block(data: &[u8]) -> Result<(Vec<(String, String)>, usize), CpimError
     }
 }
 
-/// A value that is an identifier (`imdn.Message-ID`, `DateTime`): unescaped, and refused if
-/// that yields control characters.
+/// A value that is an identifier (`imdn.Message-ID`, `DateTime`): unescaped and trimmed, and
+/// refused if that yields control characters.
 fn single_line(value: &str) -> Result<String, CpimError> {
     let value = escape::unescape(value);
     if value.chars().any(char::is_control) {
         return Err(CpimError::MalformedHeader);
     }
-    Ok(value)
+    Ok(value.trim().to_string())
 }
 
 /// `NS: [prefix] <uri>` (RFC 3862 §3.3.7).
@@ -740,6 +740,45 @@ Hi ✓";
             (0..=MAX_DISPOSITIONS).map(|i| format!("d{i}")).collect::<Vec<_>>().join(",")
         );
         assert_eq!(CpimMessage::parse(dispositions.as_bytes()), Err(CpimError::BadDisposition));
+    }
+
+    #[test]
+    fn what_parses_encodes_and_reads_back_the_same() {
+        let mut checked = 0;
+        for sample in [SYLKSERVER, RFC3862, RFC5438_IMDN] {
+            for i in 0..sample.len() {
+                for byte in [b' ', b'\\', b';', b'.', b'"', b'<', b',', 0xff] {
+                    let mut mutated = sample.to_vec();
+                    mutated[i] = byte;
+                    let Ok(parsed) = CpimMessage::parse(&mutated) else { continue };
+                    let Ok(encoded) = parsed.encode() else { continue };
+                    assert_eq!(
+                        CpimMessage::parse(&encoded).as_ref(),
+                        Ok(&parsed),
+                        "{:?}",
+                        String::from_utf8_lossy(&mutated)
+                    );
+                    checked += 1;
+                }
+            }
+        }
+        let edges = [
+            "DateTime: \\u0020x\\u0020\r\n",
+            "Subject: \\u003blang=x\r\n",
+            "Subject: \\u0020\r\n",
+            "From: \" x \" <sip:a@b>\r\n",
+            "From: \"\\u0020\" <sip:a@b>\r\n",
+            "X-Ext: v\\u0020\r\n",
+            "NS: p <urn:p>\r\np.X: \\u0009\r\n",
+            "imdn.Message-ID: \\u0020\r\n",
+        ];
+        for edge in edges {
+            let data = format!("{edge}\r\nContent-Type: text/plain\r\n\r\nx");
+            let parsed = CpimMessage::parse(data.as_bytes()).unwrap();
+            let encoded = parsed.encode().unwrap();
+            assert_eq!(CpimMessage::parse(&encoded), Ok(parsed), "{edge}");
+        }
+        assert!(checked > 1000, "{checked}");
     }
 
     #[test]

@@ -18,6 +18,24 @@ pub(crate) fn escape_into(value: &str, in_quotes: bool, out: &mut String) {
     }
 }
 
+/// Appends a whole header value escaped ([`escape_into`] without quotes), with leading and
+/// trailing spaces and a leading `;` (which would read as a `Subject` language tag) also as
+/// `\uXXXX`, so that the reader's trimming gives back exactly `value`.
+pub(crate) fn escape_value_into(value: &str, out: &mut String) {
+    let core = value.trim_matches(' ');
+    let lead = value.len() - value.trim_start_matches(' ').len();
+    out.push_str(&"\\u0020".repeat(lead));
+    let rest = match core.strip_prefix(';') {
+        Some(rest) => {
+            out.push_str("\\u003b");
+            rest
+        }
+        None => core,
+    };
+    escape_into(rest, false, out);
+    out.push_str(&"\\u0020".repeat(value.len() - lead - core.len()));
+}
+
 /// Decodes the escapes of a CPIM header value. Total: `\\`, `\"`, `\uXXXX` (surrogate pairs
 /// joined, a lone surrogate becomes U+FFFD), and the `\r`, `\n`, `\t` that some senders use are
 /// decoded; any other backslash sequence is kept as written.
@@ -119,6 +137,16 @@ mod tests {
         for value in ["plain", "a\r\nTo: <sip:evil@x>", "back\\slash \"quoted\"", "tab\there", "é\u{1}\u{1f600}"] {
             assert_eq!(unescape(&escaped(value, true)), value);
             assert_eq!(unescape(&escaped(value, false)), value);
+        }
+    }
+
+    #[test]
+    fn whole_values_keep_their_edges() {
+        for value in ["", " ", "  x ", ";lang=fr x", " ;a ", "a;b", "x\r\n"] {
+            let mut out = String::new();
+            escape_value_into(value, &mut out);
+            assert!(!out.starts_with([' ', ';']) && !out.ends_with(' '), "{out:?}");
+            assert_eq!(unescape(&out), value);
         }
     }
 

@@ -488,6 +488,30 @@ mod tests {
     }
 
     #[test]
+    fn what_parses_encodes_and_reads_back_the_same() {
+        let mut checked = 0;
+        for sample in [RFC5438, SIPSIMPLE] {
+            let bytes = sample.as_bytes();
+            for i in 0..bytes.len() {
+                for byte in [b' ', b'&', b'\r', b'x', b'"'] {
+                    let mut mutated = bytes.to_vec();
+                    mutated[i] = byte;
+                    let Ok(parsed) = Imdn::parse(&mutated) else { continue };
+                    let encoded = parsed.encode().unwrap();
+                    assert_eq!(imdn(&encoded), Ok(parsed), "{:?}", String::from_utf8_lossy(&mutated));
+                    checked += 1;
+                }
+            }
+        }
+        let edges = "<imdn><message-id>a&#13;b</message-id><datetime> &lt;&amp;&gt;&quot;&apos; </datetime>\
+<subject><![CDATA[x]]>&#x1F600;</subject><display-notification><status><error/></status></display-notification></imdn>";
+        let parsed = imdn(edges).unwrap();
+        assert_eq!((parsed.message_id.as_str(), parsed.datetime.as_str()), ("a\rb", "<&>\"'"));
+        assert_eq!(imdn(&parsed.encode().unwrap()), Ok(parsed));
+        assert!(checked > 500, "{checked}");
+    }
+
+    #[test]
     fn parse_is_total_on_prefixes_and_mutations() {
         for sample in [RFC5438, SIPSIMPLE] {
             let bytes = sample.as_bytes();
