@@ -135,8 +135,9 @@ pub enum BodyError {
     /// CPIM inside CPIM.
     NestedCpim,
     Imdn(ImdnError),
-    /// A JSON body that is too large, not JSON, or lacks a field; names the content type.
-    Json(&'static str),
+    /// A sync, API or file-transfer body that is too large (JSON: over [`MAX_JSON_BODY`]), not
+    /// what its type carries, or lacks a field; names the content type.
+    Payload(&'static str),
 }
 
 impl BodyError {
@@ -152,7 +153,7 @@ impl BodyError {
             BodyError::Cpim(e) => e.reason(),
             BodyError::NestedCpim => "nested CPIM",
             BodyError::Imdn(e) => e.reason(),
-            BodyError::Json(_) => "invalid JSON body",
+            BodyError::Payload(_) => "invalid body for its content type",
         }
     }
 }
@@ -162,7 +163,7 @@ impl fmt::Display for BodyError {
         match self {
             BodyError::Cpim(e) => e.fmt(f),
             BodyError::Imdn(e) => e.fmt(f),
-            BodyError::Json(content_type) => write!(f, "invalid {content_type} body"),
+            BodyError::Payload(content_type) => write!(f, "invalid {content_type} body"),
             other => f.write_str(other.reason()),
         }
     }
@@ -220,7 +221,7 @@ fn classify_payload(envelope: Envelope, content_type: &ContentType, payload: &[u
         types::PGP_PUBLIC_KEY => Incoming::PublicKey(chat(envelope)),
         types::FILE_TRANSFER => {
             let file =
-                file_transfer(&json(payload, types::FILE_TRANSFER)?).ok_or(BodyError::Json(types::FILE_TRANSFER))?;
+                file_transfer(&json(payload, types::FILE_TRANSFER)?).ok_or(BodyError::Payload(types::FILE_TRANSFER))?;
             Incoming::FileTransfer { message: chat(envelope), file }
         }
         types::CONVERSATION_READ => {
@@ -229,7 +230,7 @@ fn classify_payload(envelope: Envelope, content_type: &ContentType, payload: &[u
         }
         types::MESSAGE_REMOVE => {
             let value = json(payload, types::MESSAGE_REMOVE)?;
-            let bad = BodyError::Json(types::MESSAGE_REMOVE);
+            let bad = BodyError::Payload(types::MESSAGE_REMOVE);
             Incoming::Sync(SyncEntry::MessageRemove {
                 contact: contact(&value, types::MESSAGE_REMOVE)?,
                 message_id: text_field(&value, "message_id").flatten().ok_or(bad)?,
@@ -240,7 +241,7 @@ fn classify_payload(envelope: Envelope, content_type: &ContentType, payload: &[u
             let value = json(payload, types::CONVERSATION_REMOVE)?;
             Incoming::Sync(SyncEntry::ConversationRemove {
                 contact: contact(&value, types::CONVERSATION_REMOVE)?,
-                timestamp: text_field(&value, "timestamp").ok_or(BodyError::Json(types::CONVERSATION_REMOVE))?,
+                timestamp: text_field(&value, "timestamp").ok_or(BodyError::Payload(types::CONVERSATION_REMOVE))?,
             })
         }
         types::API_TOKEN => Incoming::Api(ApiRequest::Token),
@@ -248,7 +249,7 @@ fn classify_payload(envelope: Envelope, content_type: &ContentType, payload: &[u
         types::API_MESSAGE_REMOVE => {
             let message_id = std::str::from_utf8(payload).map(str::trim).unwrap_or_default();
             if message_id.is_empty() || message_id.len() > MAX_URI_LEN || message_id.chars().any(char::is_control) {
-                return Err(BodyError::Json(types::API_MESSAGE_REMOVE));
+                return Err(BodyError::Payload(types::API_MESSAGE_REMOVE));
             }
             Incoming::Api(ApiRequest::MessageRemove { message_id: message_id.to_string() })
         }
@@ -260,7 +261,7 @@ fn classify_payload(envelope: Envelope, content_type: &ContentType, payload: &[u
             let value = json(payload, types::API_CONVERSATION_REMOVE)?;
             Incoming::Api(ApiRequest::ConversationRemove {
                 contact: contact(&value, types::API_CONVERSATION_REMOVE)?,
-                timestamp: text_field(&value, "timestamp").ok_or(BodyError::Json(types::API_CONVERSATION_REMOVE))?,
+                timestamp: text_field(&value, "timestamp").ok_or(BodyError::Payload(types::API_CONVERSATION_REMOVE))?,
             })
         }
         _ => Incoming::Message(chat(envelope)),
@@ -270,9 +271,9 @@ fn classify_payload(envelope: Envelope, content_type: &ContentType, payload: &[u
 /// A JSON object body, bounded in size.
 fn json(payload: &[u8], content_type: &'static str) -> Result<Value, BodyError> {
     if payload.len() > MAX_JSON_BODY {
-        return Err(BodyError::Json(content_type));
+        return Err(BodyError::Payload(content_type));
     }
-    serde_json::from_slice::<Value>(payload).ok().filter(Value::is_object).ok_or(BodyError::Json(content_type))
+    serde_json::from_slice::<Value>(payload).ok().filter(Value::is_object).ok_or(BodyError::Payload(content_type))
 }
 
 /// An optional string field: `Some(None)` if absent or null, `None` if of another type or
@@ -287,7 +288,7 @@ fn text_field(value: &Value, name: &str) -> Option<Option<String>> {
 
 /// The mandatory, non-empty `contact` field.
 fn contact(value: &Value, content_type: &'static str) -> Result<String, BodyError> {
-    text_field(value, "contact").flatten().filter(|c| !c.trim().is_empty()).ok_or(BodyError::Json(content_type))
+    text_field(value, "contact").flatten().filter(|c| !c.trim().is_empty()).ok_or(BodyError::Payload(content_type))
 }
 
 fn file_transfer(value: &Value) -> Option<FileTransfer> {
@@ -432,7 +433,7 @@ imdn.Disposition-Notification: positive-delivery, display\r\n";
         for bad in [r#"{"filename": "a"}"#, r#"{"filename": "a", "filesize": -1}"#, "[]", "not json"] {
             assert_eq!(
                 classify("application/sylk-file-transfer", bad.as_bytes(), &sip_from()),
-                Err(BodyError::Json(types::FILE_TRANSFER)),
+                Err(BodyError::Payload(types::FILE_TRANSFER)),
                 "{bad}"
             );
         }
@@ -504,7 +505,7 @@ imdn.Disposition-Notification: positive-delivery, display\r\n";
         ];
         for (content_type, body) in cases {
             let error = classify(content_type, body.as_bytes(), &me).unwrap_err();
-            assert!(matches!(error, BodyError::Json(t) if t == content_type), "{content_type} {body:.60}");
+            assert!(matches!(error, BodyError::Payload(t) if t == content_type), "{content_type} {body:.60}");
             assert_eq!(error.status(), 400);
         }
     }
@@ -523,11 +524,11 @@ imdn.Disposition-Notification: positive-delivery, display\r\n";
         );
         assert_eq!(
             classify("application/sylk-api-message-remove", b"", &me),
-            Err(BodyError::Json(types::API_MESSAGE_REMOVE))
+            Err(BodyError::Payload(types::API_MESSAGE_REMOVE))
         );
         assert_eq!(
             classify("application/sylk-api-message-remove", b"a\x00b", &me),
-            Err(BodyError::Json(types::API_MESSAGE_REMOVE))
+            Err(BodyError::Payload(types::API_MESSAGE_REMOVE))
         );
         assert_eq!(
             classify("application/sylk-api-conversation-read", br#"{"contact":"bob@example.com"}"#, &me),

@@ -72,9 +72,15 @@ impl Identity {
     /// it). Accepts `<uri>`, `Name Words <uri>`, `"Quoted \"Name\"" <uri>`, and a bare URI.
     pub fn parse_cpim(raw: &str) -> Result<Identity, IdentityError> {
         let raw = raw.trim();
-        let (display, rest) = if let Some(quoted) = raw.strip_prefix('"') {
-            let end = closing_quote(quoted).ok_or(IdentityError::Syntax)?;
-            (Some(escape::unescape(&quoted[..end])), quoted[end + 1..].trim_start())
+        // A quoted name must be followed by `<`; if not (sipsimple writes names unquoted, so
+        // `"Bob" Smith <sip:…>` happens), the whole text before `<` is the name.
+        let quoted = raw.strip_prefix('"').and_then(|quoted| {
+            let end = closing_quote(quoted)?;
+            let rest = quoted[end + 1..].trim_start();
+            rest.starts_with('<').then(|| (Some(escape::unescape(&quoted[..end])), rest))
+        });
+        let (display, rest) = if let Some(quoted) = quoted {
+            quoted
         } else if let Some(open) = raw.find('<') {
             let name = raw[..open].trim();
             (Some(escape::unescape(name)), &raw[open..])
@@ -168,6 +174,9 @@ mod tests {
             ("\"\" <sip:bob@example.com>", "sip:bob@example.com", None),
             ("  sip:carol@example.com  ", "sip:carol@example.com", None),
             ("Zo\\u00eb <sip:zoe@example.com>", "sip:zoe@example.com", Some("Zoë")),
+            ("\"Bob\" Smith <sip:bob@example.com>", "sip:bob@example.com", Some("\"Bob\" Smith")),
+            ("Al \"x\" <sip:al@example.com>", "sip:al@example.com", Some("Al \"x\"")),
+            ("\"Al <sip:al@example.com>", "sip:al@example.com", Some("\"Al")),
         ];
         for (raw, uri, name) in cases {
             let identity = Identity::parse_cpim(raw).unwrap();
@@ -178,9 +187,7 @@ mod tests {
 
     #[test]
     fn rejects_broken_addresses() {
-        for raw in
-            ["", "Alice", "\"Alice <sip:a@b>", "Alice <sip:a@b", "<sip:a@b> trailing", "<>", "<sip:a b@c>", "<nouri>"]
-        {
+        for raw in ["", "Alice", "Alice <sip:a@b", "<sip:a@b> trailing", "<>", "<sip:a b@c>", "<nouri>"] {
             assert!(Identity::parse_cpim(raw).is_err(), "{raw:?}");
         }
         let long = format!("<sip:{}@example.com>", "a".repeat(MAX_URI_LEN));
