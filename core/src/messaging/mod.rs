@@ -9,6 +9,10 @@
 //! - [`content`]: the convention for carrying payload bytes in sylkRTC JSON strings.
 //!
 //! Every parse function here is total: any bytes give `Ok` or a typed error, never a panic.
+//! A fuzz target (in the test kit, not here) should drive [`body::classify`] with an arbitrary
+//! Content-Type and body (it reaches the CPIM, IMDN, XML and JSON readers), and check that
+//! whatever [`CpimMessage::parse`] or [`Imdn::parse`] accepts and `encode` then writes parses
+//! back equal.
 
 pub mod body;
 pub mod content;
