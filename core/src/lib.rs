@@ -98,6 +98,7 @@ pub mod gateway;
 pub mod http;
 pub mod ids;
 pub mod media;
+pub mod messaging;
 pub mod rng;
 pub mod sip;
 pub mod time;
