@@ -65,6 +65,9 @@ macro_rules! replay {
 replay!(
     ready_v2,
     ready_v1,
+    // sylkRTC-1 as SylkServer 3.1–4.1 served it (docs/sylkrtc1-audit.md); the v1_call_* are
+    // recorded by `tests/call_sim_v1.rs` (`WRITE_CAPTURES=1` rewrites them).
+    v1_requests,
     ping,
     account_add_remove,
     validation_errors,
