@@ -29,7 +29,7 @@
 //! away hangs up its calls without events.
 
 use super::Gateway;
-use crate::api::{AccountEvent, Event, Identity, RequestBody, SessionEvent, SessionState};
+use crate::api::{AccountEvent, Dialect, Event, Identity, RequestBody, SessionEvent, SessionState};
 use crate::call::{self, Call, CallId, MediaEvent, Origin, Pending, RtpPair, Slot, State, VideoLine};
 use crate::config::SdesMode;
 use crate::drive::{Output, Transmit};
@@ -703,6 +703,10 @@ impl Gateway {
         match progress {
             CallProgress::Provisional { code, sdp, .. } => {
                 self.call_event(id, SessionState::Proceeding { code });
+                // sylkRTC-1 has no early media (SylkServer ≤ 4.1): its clients take the answer
+                // from `accepted` only, so an 18x SDP is left for the 200, which repeats the answer (RFC 3261 §13.3.1.4).
+                let v1 = self.calls.calls.get(&id).is_some_and(|c| self.speaks_v1(c.conn));
+                let sdp = sdp.filter(|_| !v1);
                 match sdp {
                     None if code == 180 || code == 183 => self.call_event(id, SessionState::Ringing),
                     None => {}
@@ -792,7 +796,11 @@ impl Gateway {
         leg: LegId,
         incoming: &IncomingCall,
     ) -> Result<(), (u16, &'static str)> {
-        let session = call::incoming_session_id(&incoming.call_id);
+        let mut session = call::incoming_session_id(&incoming.call_id);
+        if self.speaks_v1(conn) {
+            // SylkServer ≤ 4.1 (sylkRTC-1) ids were `uuid4().hex`: 32 hex digits, no dashes.
+            session.retain(|c| c != '-');
+        }
         if self.calls.sessions.contains_key(&(conn, session.clone())) {
             return Err((482, "Loop Detected"));
         }
@@ -1557,6 +1565,11 @@ impl Gateway {
     }
 
     /// Sends a session `state` event for the call.
+    /// Whether connection `conn` negotiated `sylkRTC-1`.
+    fn speaks_v1(&self, conn: ConnId) -> bool {
+        self.client(conn).is_some_and(|c| c.dialect == Dialect::V1)
+    }
+
     fn call_event(&mut self, id: CallId, state: SessionState) {
         let Some(call) = self.calls.calls.get(&id) else { return };
         let (conn, session) = (call.conn, call.session.clone());
