@@ -126,11 +126,17 @@ impl Phone {
         }
     }
 
-    /// Pumps for `d`.
-    fn run(&mut self, d: Duration) {
-        let end = Instant::now() + d;
+    /// Pumps until `cond` holds (≤ [`STEP`]); panics naming `what` otherwise.
+    fn pump_until(&mut self, what: &str, cond: impl Fn(&Self) -> bool) {
+        let end = Instant::now() + STEP;
         let mut next_rtp = Instant::now();
-        while Instant::now() < end {
+        while !cond(self) {
+            assert!(
+                Instant::now() < end,
+                "no {what} within {STEP:?} ({} RTP sent, {} received)",
+                self.sent,
+                self.browser.got.len()
+            );
             self.pump(&mut next_rtp);
         }
     }
@@ -204,10 +210,8 @@ fn v1_client_calls_sipp_echo_and_hears_itself() {
     let answer = answer.unwrap_or_else(|| panic!("no accepted with an SDP: {told:?}\n{}", gw.stderr_text()));
     p.browser.accept_answer(&answer).expect("the answer applies");
     p.told.push(p.app.answer_applied(session));
-    p.run(Duration::from_secs(3));
-    assert!(p.browser.connected, "ICE and DTLS up");
-    let echoed = p.browser.got.iter().filter(|g| g.pt == 0).count();
-    assert!(echoed > 50, "the echo sent back {echoed} packets of {} sent", p.sent);
+    p.pump_until("ICE and DTLS", |p| p.browser.connected);
+    p.pump_until("50 packets echoed", |p| p.browser.got.iter().filter(|g| g.pt == 0).count() > 50);
 
     let (t, text) = p.app.request("session-terminate", json!({"session": session}));
     p.ws.send_text(&text);
@@ -262,8 +266,8 @@ fn v1_client_gets_the_callers_uri_and_display_name() {
         })
         .collect();
     assert_eq!(states, ["accepted", "established"], "{}", gw.stderr_text());
-    p.run(Duration::from_secs(2));
-    assert!(p.browser.connected, "ICE and DTLS up");
+    p.pump_until("ICE and DTLS", |p| p.browser.connected);
+    p.pump_until("50 packets sent", |p| p.sent > 50);
     let (t, text) = p.app.request("session-terminate", json!({"session": session}));
     p.ws.send_text(&text);
     p.answer_of(&t).expect("session-terminate acked");
