@@ -704,7 +704,8 @@ impl Gateway {
             CallProgress::Provisional { code, sdp, .. } => {
                 self.call_event(id, SessionState::Proceeding { code });
                 // sylkRTC-1 has no early media (SylkServer ≤ 4.1): its clients take the answer
-                // from `accepted` only, so an 18x SDP is left for the 200, which repeats the answer (RFC 3261 §13.3.1.4).
+                // from `accepted` only, so an 18x SDP is left for the 200, which repeats the
+                // answer (RFC 3261 §13.3.1.4).
                 let v1 = self.calls.calls.get(&id).is_some_and(|c| self.speaks_v1(c.conn));
                 let sdp = sdp.filter(|_| !v1);
                 match sdp {
@@ -1564,12 +1565,12 @@ impl Gateway {
         }
     }
 
-    /// Sends a session `state` event for the call.
     /// Whether connection `conn` negotiated `sylkRTC-1`.
     fn speaks_v1(&self, conn: ConnId) -> bool {
         self.client(conn).is_some_and(|c| c.dialect == Dialect::V1)
     }
 
+    /// Sends a session `state` event for the call.
     fn call_event(&mut self, id: CallId, state: SessionState) {
         let Some(call) = self.calls.calls.get(&id) else { return };
         let (conn, session) = (call.conn, call.session.clone());
