@@ -3,7 +3,7 @@
 //! (events a request causes follow its answer).
 
 use crate::account::{domain_allowed, Account, PushParams};
-use crate::api::{self, Dialect, Event, Request, RequestBody};
+use crate::api::{Dialect, Event, Request, RequestBody};
 use crate::config::Config;
 use crate::errors::{AccountOp, ClientError};
 use crate::ids::ConnId;
@@ -77,7 +77,7 @@ impl Client {
     /// has a transaction, and closes with 1008), or a session request to carry out.
     pub fn handle_text(&mut self, text: &str, config: &Config, ctx: &mut SipCtx<'_>, out: &mut Vec<Event>) -> Handled {
         if !self.within_rate(ctx.now, config.max_requests_per_second) {
-            let transaction = match api::decode(text) {
+            let transaction = match self.dialect.decode(text) {
                 Ok(request) => Some(request.transaction),
                 Err(e) => e.reply().and_then(|r| match r {
                     Event::Error { transaction, .. } => Some(transaction),
@@ -88,7 +88,7 @@ impl Client {
             out.extend(transaction.map(|transaction| Event::Error { transaction, error: TOO_MANY_REQUESTS.into() }));
             return Handled { close: Some((CLOSE_POLICY_VIOLATION, TOO_MANY_REQUESTS)), session: None };
         }
-        match api::decode(text) {
+        match self.dialect.decode(text) {
             Ok(request) if is_session_request(&request.body) => {
                 if let RequestBody::SessionCreate { account, .. } = &request.body {
                     if let Err(error) = self.known(account, AccountOp::Any) {
@@ -283,6 +283,7 @@ pub(crate) fn contact_user(aor: &str, rng: &mut Rng) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api;
 
     fn run(c: &mut Client, cfg: &Config, text: &str) -> Vec<String> {
         let mut out = Vec::new();

@@ -13,6 +13,7 @@ pub mod gateway_sim;
 pub mod netns;
 pub mod peers;
 pub mod sip_text;
+pub mod sylkrtc1_client;
 pub mod tls_registrar;
 pub mod webrtc_client;
 

@@ -65,6 +65,16 @@ macro_rules! replay {
 replay!(
     ready_v2,
     ready_v1,
+    // sylkRTC-1 as SylkServer 3.1–4.1 served it (docs/sylkrtc1-audit.md); the v1_call_* are
+    // recorded by `tests/call_sim_v1.rs` (`WRITE_CAPTURES=1` rewrites them).
+    v1_requests,
+    v1_ws_ping_pong,
+    v1_sip_register_dns,
+    v1_call_outgoing,
+    v1_call_early_media,
+    v1_call_incoming,
+    v1_call_incoming_missed,
+    v1_call_incoming_declined,
     ping,
     account_add_remove,
     validation_errors,

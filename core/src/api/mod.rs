@@ -2,8 +2,8 @@
 //! (`sylkRTC-2`, today's; `sylkRTC-1`, the original of 2015). Knows JSON and the protocol, not
 //! SIP or media.
 //!
-//! Requests are the same in both dialects (sylkRTC-1's are a subset); events differ, so each
-//! dialect module has an `encode`.
+//! Requests are the same in both dialects (sylkRTC-1's are a subset, see [`Dialect::decode`]);
+//! events differ, so each dialect module has an `encode`.
 
 mod json;
 mod repr;
@@ -47,6 +47,14 @@ impl Dialect {
             }
         }
         best
+    }
+
+    /// Decodes a request of a connection in this dialect (sylkRTC-1 knows only 4.1's requests).
+    pub fn decode(self, text: &str) -> Result<Request, DecodeError> {
+        match self {
+            Self::V1 => sylkrtc1::decode(text),
+            Self::V2 => decode(text),
+        }
     }
 
     /// Encodes `event` in this dialect; `None` when the dialect has no way to say it.

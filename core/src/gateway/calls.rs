@@ -45,7 +45,7 @@ mod updates;
 
 pub use media::MEDIA_TIMEOUT_REASON;
 
-use crate::api::{AccountEvent, Event, RequestBody, SessionEvent, SessionState};
+use crate::api::{AccountEvent, Dialect, Event, RequestBody, SessionEvent, SessionState};
 use crate::call::{self, Call, CallId, Origin, Pending, RtpPair, Slot, State, VideoLine};
 use crate::errors::{CallError, MediaShortage, SessionOp};
 use crate::gateway::Gateway;
@@ -494,6 +494,11 @@ impl Gateway {
     /// An incoming INVITE for a registration.
     pub(super) fn call_sip_incoming(&mut self, leg: LegId, reg: RegId, call: IncomingCall) {
         self.incoming_call(leg, reg, call);
+    }
+
+    /// Whether connection `conn` negotiated `sylkRTC-1`.
+    pub(super) fn speaks_v1(&self, conn: ConnId) -> bool {
+        self.client(conn).is_some_and(|c| c.dialect == Dialect::V1)
     }
 
     /// Sends a session `state` event for the call.

@@ -39,7 +39,11 @@ impl Gateway {
         leg: LegId,
         incoming: &IncomingCall,
     ) -> Result<(), (u16, &'static str)> {
-        let session = call::incoming_session_id(&incoming.call_id);
+        let mut session = call::incoming_session_id(&incoming.call_id);
+        if self.speaks_v1(conn) {
+            // SylkServer ≤ 4.1 (sylkRTC-1) ids were `uuid4().hex`: 32 hex digits, no dashes.
+            session.retain(|c| c != '-');
+        }
         if self.calls.sessions.contains_key(&(conn, session.clone())) {
             return Err((482, "Loop Detected"));
         }

@@ -237,6 +237,11 @@ impl Gateway {
         match progress {
             CallProgress::Provisional { code, sdp, .. } => {
                 self.call_event(id, SessionState::Proceeding { code });
+                // sylkRTC-1 has no early media (SylkServer ≤ 4.1): its clients take the answer
+                // from `accepted` only, so an 18x SDP is left for the 200, which repeats the
+                // answer (RFC 3261 §13.3.1.4).
+                let v1 = self.calls.calls.get(&id).is_some_and(|c| self.speaks_v1(c.conn));
+                let sdp = sdp.filter(|_| !v1);
                 match sdp {
                     None if code == 180 || code == 183 => self.call_event(id, SessionState::Ringing),
                     None => {}
