@@ -786,3 +786,43 @@ fn require_100rel_gets_420_and_no_hops_left_gets_483() {
     assert!(h.sent()[0].starts_with("SIP/2.0 180 Ringing"));
     assert!(matches!(&h.events_all()[..], [SipEvent::Incoming { .. }]));
 }
+
+// ===== What we advertise =====
+
+/// An out-of-dialog MESSAGE for a registered Contact is refused with 405, and neither that
+/// 405 nor any other Allow we send (REGISTER, INVITE, OPTIONS) advertises MESSAGE (#10).
+#[test]
+fn message_is_refused_and_never_advertised() {
+    let mut h = Harness::new();
+    let params = sylkgw_core::sip::stack::RegParams {
+        identity: SipIdentity {
+            aor: "alice@example.com".into(),
+            secret: "secret".into(),
+            display_name: None,
+            user_agent: None,
+            contact_user: "alice-1".into(),
+        },
+        push: None,
+    };
+    h.stack.register(params, h.now, &mut h.rng);
+    let register = h.sent().remove(0);
+    assert!(!header(&register, "Allow").contains("MESSAGE"), "{register}");
+    h.receive(&reply(&register, 200, "OK", Some("r1"), "", ""));
+    h.call();
+    let invite = h.sent().remove(0);
+    assert!(header(&invite, "Allow").contains("INFO") && !header(&invite, "Allow").contains("MESSAGE"));
+    let message =
+        "MESSAGE sip:alice-1@192.0.2.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.5:5060;branch=z9hG4bKmsg1\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:bob@example.com>;tag=m1\r\nTo: <sip:alice@example.com>\r\nCall-ID: msg-1\r\n\
+         CSeq: 1 MESSAGE\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nhi";
+    h.receive(message);
+    let resp = h.sent().remove(0);
+    assert!(resp.starts_with("SIP/2.0 405 "), "{resp}");
+    assert!(header(&resp, "Allow").contains("INVITE"), "{resp}");
+    assert!(!header(&resp, "Allow").contains("MESSAGE"), "{resp}");
+    let options =
+        message.replace("MESSAGE sip:", "OPTIONS sip:").replace("1 MESSAGE", "1 OPTIONS").replace("msg1", "opt1");
+    h.receive(&options);
+    let resp = h.sent().remove(0);
+    assert!(resp.starts_with("SIP/2.0 200 ") && !header(&resp, "Allow").contains("MESSAGE"), "{resp}");
+}
