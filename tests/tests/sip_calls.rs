@@ -826,3 +826,40 @@ fn message_is_refused_and_never_advertised() {
     let resp = h.sent().remove(0);
     assert!(resp.starts_with("SIP/2.0 200 ") && !header(&resp, "Allow").contains("MESSAGE"), "{resp}");
 }
+
+// ===== Bounded INFO queue =====
+
+/// A leg queues at most `MAX_QUEUED_INFOS` INFOs behind the one in flight; one more is refused
+/// with a typed error (nothing is sent or queued), and a leg without an established dialog says
+/// so. Once the queue drains, INFOs are accepted again (#10).
+#[test]
+fn info_queue_is_bounded_and_overflow_is_typed() {
+    use sylkgw_core::sip::stack::{InfoError, MAX_QUEUED_INFOS};
+    let mut h = Harness::new();
+    let leg = h.call();
+    assert_eq!(
+        h.stack.try_send_info(leg, "application/dtmf-relay", DTMF.into(), h.now, &mut h.rng),
+        Err(InfoError::NoDialog)
+    );
+    h.sent();
+    let mut h = Harness::new();
+    let (leg, _) = h.answered();
+    h.sent();
+    // The first goes out at once; MAX_QUEUED_INFOS wait behind it.
+    for _ in 0..=MAX_QUEUED_INFOS {
+        assert_eq!(h.stack.try_send_info(leg, "application/dtmf-relay", DTMF.into(), h.now, &mut h.rng), Ok(()));
+    }
+    let first = h.sent().remove(0);
+    assert_eq!(
+        h.stack.try_send_info(leg, "application/dtmf-relay", DTMF.into(), h.now, &mut h.rng),
+        Err(InfoError::QueueFull)
+    );
+    assert!(!h.stack.send_info(leg, "application/dtmf-relay", DTMF.into(), h.now, &mut h.rng));
+    assert!(h.sent().is_empty(), "an INFO over the cap sends nothing");
+    // The first is answered: the next leaves the queue, so one more fits.
+    h.receive(&reply(&first, 200, "OK", None, "", ""));
+    let second = h.sent().remove(0);
+    assert!(second.starts_with("INFO "), "{second}");
+    assert_eq!(h.stack.try_send_info(leg, "application/dtmf-relay", DTMF.into(), h.now, &mut h.rng), Ok(()));
+    assert_eq!(h.stack.leg_count(), 1, "an overflow ends nothing");
+}

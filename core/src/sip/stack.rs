@@ -9,11 +9,12 @@ pub use super::build::ALLOW;
 use super::build::{first_value, unsupported_required};
 use super::calls::{CallParams, OutLeg};
 use super::events::LegId;
-pub use super::events::{RegId, SipEvent, SipOutput};
+pub use super::events::{InfoError, RegId, SipEvent, SipOutput};
 pub use super::identity::{PushContact, RegParams, SipIdentity};
 use super::incoming::InLeg;
 use super::leg::Leg;
 use super::message::{HeaderName, Method, Request, Response, SipMessage};
+pub use super::midcall::MAX_QUEUED_INFOS;
 use super::parse::{parse_message, parse_message_with, validate_request, ParseError, ParseOptions};
 use super::registrant::Registrant;
 use super::services::{Owner, ServerEntry, ServerKey, Services, SipTimer};
@@ -222,9 +223,24 @@ impl SipStack {
     /// direction; e.g. `application/dtmf-relay` with `Signal=1\r\nDuration=160\r\n`). INFOs go out
     /// one at a time (RFC 6086 §4.2.1): a second one waits in the leg's queue until the first has
     /// its final response or timed out. The response is only logged: no failure ends the call.
-    /// Returns false if the leg has no established dialog.
+    /// Returns false if the INFO was not taken (see [`SipStack::try_send_info`] for why).
     pub fn send_info(&mut self, id: LegId, content_type: &str, body: Vec<u8>, now: Instant, rng: &mut Rng) -> bool {
-        self.with_leg(id, |leg, svc| leg.send_info(svc, id, content_type, body, now, rng)).unwrap_or(false)
+        self.try_send_info(id, content_type, body, now, rng).is_ok()
+    }
+
+    /// [`SipStack::send_info`], saying why an INFO was not taken: [`InfoError::NoDialog`] (no
+    /// established dialog) or [`InfoError::QueueFull`] ([`MAX_QUEUED_INFOS`] already wait behind
+    /// the one in flight; nothing was queued, the call goes on).
+    pub fn try_send_info(
+        &mut self,
+        id: LegId,
+        content_type: &str,
+        body: Vec<u8>,
+        now: Instant,
+        rng: &mut Rng,
+    ) -> Result<(), InfoError> {
+        self.with_leg(id, |leg, svc| leg.send_info(svc, id, content_type, body, now, rng))
+            .unwrap_or(Err(InfoError::NoDialog))
     }
 
     /// Sends a re-INVITE offering `sdp` in the leg's established dialog (§14.1); the outcome
