@@ -863,3 +863,92 @@ fn info_queue_is_bounded_and_overflow_is_typed() {
     assert_eq!(h.stack.try_send_info(leg, "application/dtmf-relay", DTMF.into(), h.now, &mut h.rng), Ok(()));
     assert_eq!(h.stack.leg_count(), 1, "an overflow ends nothing");
 }
+
+// ===== Header hygiene =====
+
+/// Parses one header of a message the stack sent as a name-addr.
+fn name_addr_of(msg: &str, name: &str) -> sylkgw_core::sip::message::NameAddr {
+    let parsed = sylkgw_core::sip::parse::parse_message(msg.as_bytes()).expect("the stack sends parsable SIP");
+    let headers = match parsed {
+        sylkgw_core::sip::message::SipMessage::Request(r) => r.headers,
+        sylkgw_core::sip::message::SipMessage::Response(r) => r.headers,
+    };
+    let value = headers.get(&sylkgw_core::sip::message::HeaderName::parse(name)).expect(name).value.clone();
+    let mut list = sylkgw_core::sip::message::name_addr_list(&value).expect("a well-formed name-addr");
+    assert_eq!(list.len(), 1, "{name}: one value, nothing injected");
+    list.remove(0)
+}
+
+/// A display name with quotes and backslashes (one ending in `\"`, which used to close the
+/// quoted string so the client wrote its own `<sip:…>` into From) is quoted so that From
+/// parses back to the same name and our own URI and tag (#10).
+#[test]
+fn hostile_display_names_stay_inside_the_quotes() {
+    for name in
+        [r#"Mallory\"#, r#"Mallory\" <sip:evil@attacker.example>;tag=x \"#, r#"a"b\c\\"d"#, r#"\\\""#, "tab\there"]
+    {
+        let mut h = Harness::new();
+        let params = CallParams {
+            identity: SipIdentity {
+                aor: "alice@example.com".into(),
+                secret: "secret".into(),
+                display_name: Some(name.into()),
+                user_agent: None,
+                contact_user: "alice-1".into(),
+            },
+            target: "bob@example.com".into(),
+            sdp: b"v=0\r\n".to_vec(),
+            headers: Vec::new(),
+        };
+        h.stack.invite(params, h.now, &mut h.rng);
+        let invite = h.sent().remove(0);
+        let from = name_addr_of(&invite, "From");
+        assert_eq!(from.display_name.as_deref(), Some(name), "{invite}");
+        assert_eq!(from.uri.to_string(), "sip:alice@example.com", "{invite}");
+        assert!(from.tag().is_some_and(|t| t != "x"), "{invite}");
+    }
+}
+
+/// Push parameters from `account-devicetoken` go into the Contact URI escaped (RFC 3261 §25.1
+/// paramchar): hostile values cannot end the URI, add parameters or headers, and they parse
+/// back (unescaped) to what the client sent (#10).
+#[test]
+fn hostile_push_parameters_are_escaped_in_the_contact() {
+    use sylkgw_core::sip::stack::{PushContact, RegParams};
+    use sylkgw_core::sip::uri::{unescape, Uri};
+    let push = PushContact {
+        app: "com.example.app;maddr=evil.example".into(),
+        token: "tok>;expires=0, <sip:evil@attacker.example>".into(),
+        platform: "apple\r\nX-Injected: 1".into(),
+        device: "dev%41 \"quoted\" ?h=v&x".into(),
+        silent: true,
+    };
+    let mut h = Harness::new();
+    let params = RegParams {
+        identity: SipIdentity {
+            aor: "alice@example.com".into(),
+            secret: "secret".into(),
+            display_name: None,
+            user_agent: None,
+            contact_user: "alice-1".into(),
+        },
+        push: Some(push.clone()),
+    };
+    h.stack.register(params, h.now, &mut h.rng);
+    let register = h.sent().remove(0);
+    assert!(!register.contains("\r\nX-Injected"), "no header injected: {register}");
+    let contact = name_addr_of(&register, "Contact");
+    let Uri::Sip(uri) = &contact.uri else { panic!("{register}") };
+    assert_eq!(uri.user.as_deref(), Some("alice-1"));
+    assert_eq!(uri.maddr(), None, "{register}");
+    assert!(uri.headers.is_empty(), "{register}");
+    let names: Vec<&str> = uri.params.iter().map(|(n, _)| n).collect();
+    assert_eq!(names, ["pn-app", "pn-tok", "pn-type", "pn-device", "pn-silent"], "{register}");
+    let value = |n: &str| unescape(uri.params.value(n).unwrap());
+    assert_eq!(value("pn-app"), push.app.as_bytes());
+    assert_eq!(value("pn-tok"), push.token.as_bytes());
+    assert_eq!(value("pn-type"), push.platform.as_bytes());
+    assert_eq!(value("pn-device"), push.device.as_bytes());
+    assert_eq!(value("pn-silent"), b"1");
+    assert_eq!(contact.expires(), Some(600), "{register}");
+}
