@@ -133,3 +133,38 @@ fn retransmissions_of_answered_requests_get_the_same_answer() {
     assert_eq!(sent(&mut s), first);
     assert_eq!(s.sizes().0, 0);
 }
+
+/// Over TCP the source is real: a request over the per-source budget gets 503 with Retry-After
+/// (its transaction would otherwise wait for Timer F); within the budget it is answered, and a
+/// new second brings a new budget.
+#[test]
+fn over_budget_on_tcp_gets_503_with_retry_after() {
+    use sylkgw_core::ConnId;
+    let (mut rng, mut now) = (Rng::new([8; 32]), Instant::now());
+    let mut s = stack(SipConfig { max_requests_per_second_per_ip: 3, ..SipConfig::default() });
+    let conn = ConnId(7);
+    s.handle_accepted(conn, FLOODER.parse().unwrap(), now);
+    let answers = |s: &mut SipStack| {
+        let mut out = Vec::new();
+        while let Some(o) = s.poll_output() {
+            if let SipOutput::Transport(TransportOut::Write { conn: c, data }) = o {
+                assert_eq!(c, conn);
+                out.push(String::from_utf8(data).unwrap());
+            }
+        }
+        out
+    };
+    let tcp = |i: usize| options(i).replace("SIP/2.0/UDP", "SIP/2.0/TCP");
+    for i in 0..5 {
+        s.handle_stream_data(conn, tcp(i).as_bytes(), now, &mut rng);
+    }
+    let got = answers(&mut s);
+    assert_eq!(got.len(), 5, "{got:?}");
+    assert!(got[..3].iter().all(|m| m.starts_with("SIP/2.0 200 ")), "{got:?}");
+    for m in &got[3..] {
+        assert!(m.starts_with("SIP/2.0 503 ") && header(m, "Retry-After") == "1", "{m}");
+    }
+    now += Duration::from_secs(1);
+    s.handle_stream_data(conn, tcp(9).as_bytes(), now, &mut rng);
+    assert!(answers(&mut s)[0].starts_with("SIP/2.0 200 "));
+}
