@@ -128,11 +128,26 @@ pub struct SipConfig {
     pub user_agent: String,
     /// Largest SIP message accepted (bytes), on every transport.
     pub max_message_size: usize,
-    /// Most SIP transactions, client and server together, alive at once (`max_sip_transactions`,
-    /// default 10000). A REGISTER beyond it is not sent and fails at once as if answered 503
-    /// (the registration reports `failed` "503 Service Unavailable"); a new request received
-    /// beyond it is answered 503 statelessly. Call legs' transactions count but are not refused.
+    /// Most of our own SIP client transactions alive at once (`max_sip_transactions`, default
+    /// 10000). A REGISTER beyond it is not sent and fails at once as if answered 503 (the
+    /// registration reports `failed` "503 Service Unavailable"). Call legs' transactions count
+    /// but are not refused. Incoming requests never take this room (see the next options).
     pub max_transactions: usize,
+    /// Most SIP server transactions alive at once (`max_sip_server_transactions`, default
+    /// 10000): incoming INVITEs and requests inside our calls' dialogs. A new one beyond it is
+    /// answered 503 statelessly.
+    pub max_server_transactions: usize,
+    /// Most recent answers kept to absorb retransmissions of the incoming non-INVITE requests
+    /// answered at once (OPTIONS, 404, 405, 481, 501, …; `max_sip_answered`, default 4096):
+    /// those get no server transaction; the oldest answer is forgotten first, and a
+    /// retransmission of a forgotten one is answered again.
+    pub max_answered: usize,
+    /// Incoming SIP requests accepted per second from one source IP
+    /// (`max_sip_requests_per_second_per_ip`, default 500; 0: no limit). Over it, a request over
+    /// UDP is dropped silently (a response would be reflected to a possibly spoofed address,
+    /// and UDP senders retransmit); over TCP/TLS it is answered 503 with Retry-After (the source
+    /// is real, and its transaction would otherwise wait for Timer F). Responses are not counted.
+    pub max_requests_per_second_per_ip: u32,
     /// PEM text of the CA certificates that SIP TLS servers are verified against (RFC 5922):
     /// the runtime reads `sip_tls_ca_file` into it. `None`: TLS flows fail (no trust roots).
     /// Never serialised.
@@ -185,6 +200,9 @@ impl Default for SipConfig {
             user_agent: concat!("sylkgw/", env!("CARGO_PKG_VERSION")).to_string(),
             max_message_size: 64 * 1024,
             max_transactions: 10_000,
+            max_server_transactions: 10_000,
+            max_answered: 4096,
+            max_requests_per_second_per_ip: 500,
             tls_ca_pem: None,
             tls_replay_plaintext: false,
         }
@@ -517,6 +535,11 @@ impl Config {
             "sip_user_agent" => self.sip.user_agent = v.to_string(),
             "max_sip_message_size" => self.sip.max_message_size = parse_num(k, v, "a size in bytes")?,
             "max_sip_transactions" => self.sip.max_transactions = parse_num(k, v, "a number")?,
+            "max_sip_server_transactions" => self.sip.max_server_transactions = parse_num(k, v, "a number")?,
+            "max_sip_answered" => self.sip.max_answered = parse_num(k, v, "a number")?,
+            "max_sip_requests_per_second_per_ip" => {
+                self.sip.max_requests_per_second_per_ip = parse_num(k, v, "a number (0: no limit)")?
+            }
             _ => return Ok(false),
         }
         Ok(true)

@@ -1,8 +1,9 @@
 //! One flood must not lock everyone out (issue #10). In a private network namespace: kamailio as
-//! registrar and proxy, a sipp `-rtp_echo` UAS behind it, and the gateway. A flooder in the test
-//! process sends at least 20,000 unauthenticated out-of-dialog SIP requests over UDP from one
-//! address to the gateway's SIP port (OPTIONS mostly, plus INVITEs for unknown users, stray BYEs
-//! and MESSAGEs), paced at 2,000 a second, and keeps flooding until the test is done. Once
+//! registrar and proxy, a sipp `-rtp_echo` UAS behind it, and the gateway, all on 127.0.0.1. A
+//! flooder in the test process sends at least 20,000 unauthenticated out-of-dialog SIP requests
+//! over UDP from one address, 127.0.0.2 (not the proxy's), to the gateway's SIP port (OPTIONS
+//! mostly, plus INVITEs for unknown users, stray BYEs and MESSAGEs), paced at 2,000 a second, and
+//! keeps flooding until the test is done. Once
 //! 12,000 have gone out (more than `max_sip_transactions`, 10,000, and all within Timer J's
 //! 32 s, which used to fill the shared transaction table), a WebSocket user registers through
 //! kamailio and calls the echo with a str0m browser. Checked, while the flood still runs:
@@ -35,7 +36,7 @@ const STEP: Duration = Duration::from_secs(10);
 /// Request `i` of the flood: unauthenticated, out of dialog, each a new transaction.
 fn flood_request(i: usize, local: SocketAddr) -> String {
     let (method, extra, body) = match i % 10 {
-        0 => ("INVITE", "Contact: <sip:flood@127.0.0.1>\r\nContent-Type: application/sdp\r\n", FLOOD_SDP),
+        0 => ("INVITE", "Contact: <sip:flood@127.0.0.2>\r\nContent-Type: application/sdp\r\n", FLOOD_SDP),
         1 => ("BYE", "", ""),
         2 => ("MESSAGE", "Content-Type: text/plain\r\n", "hello"),
         _ => ("OPTIONS", "Accept: application/sdp\r\n", ""),
@@ -44,9 +45,9 @@ fn flood_request(i: usize, local: SocketAddr) -> String {
         "{method} sip:nobody{i}@127.0.0.1:{GW_SIP} SIP/2.0\r\n\
          Via: SIP/2.0/UDP {local};branch=z9hG4bK-flood-{i}\r\n\
          Max-Forwards: 70\r\n\
-         From: <sip:flood@127.0.0.1>;tag=flood{i}\r\n\
+         From: <sip:flood@127.0.0.2>;tag=flood{i}\r\n\
          To: <sip:nobody{i}@127.0.0.1>\r\n\
-         Call-ID: flood-{i}@127.0.0.1\r\n\
+         Call-ID: flood-{i}@127.0.0.2\r\n\
          CSeq: 1 {method}\r\n\
          {extra}Content-Length: {}\r\n\r\n{body}",
         body.len()
@@ -72,7 +73,7 @@ impl Flood {
         let stop = Arc::new(AtomicBool::new(false));
         let (s, a, st) = (sent.clone(), answered.clone(), stop.clone());
         let thread = thread::spawn(move || {
-            let sock = UdpSocket::bind("127.0.0.1:0").expect("flood socket");
+            let sock = UdpSocket::bind("127.0.0.2:0").expect("flood socket on loopback");
             sock.set_nonblocking(true).expect("non-blocking");
             let local = sock.local_addr().expect("local");
             let start = Instant::now();

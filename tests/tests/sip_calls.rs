@@ -786,3 +786,169 @@ fn require_100rel_gets_420_and_no_hops_left_gets_483() {
     assert!(h.sent()[0].starts_with("SIP/2.0 180 Ringing"));
     assert!(matches!(&h.events_all()[..], [SipEvent::Incoming { .. }]));
 }
+
+// ===== What we advertise =====
+
+/// An out-of-dialog MESSAGE for a registered Contact is refused with 405, and neither that
+/// 405 nor any other Allow we send (REGISTER, INVITE, OPTIONS) advertises MESSAGE (#10).
+#[test]
+fn message_is_refused_and_never_advertised() {
+    let mut h = Harness::new();
+    let params = sylkgw_core::sip::stack::RegParams {
+        identity: SipIdentity {
+            aor: "alice@example.com".into(),
+            secret: "secret".into(),
+            display_name: None,
+            user_agent: None,
+            contact_user: "alice-1".into(),
+        },
+        push: None,
+    };
+    h.stack.register(params, h.now, &mut h.rng);
+    let register = h.sent().remove(0);
+    assert!(!header(&register, "Allow").contains("MESSAGE"), "{register}");
+    h.receive(&reply(&register, 200, "OK", Some("r1"), "", ""));
+    h.call();
+    let invite = h.sent().remove(0);
+    assert!(header(&invite, "Allow").contains("INFO") && !header(&invite, "Allow").contains("MESSAGE"));
+    let message =
+        "MESSAGE sip:alice-1@192.0.2.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.5:5060;branch=z9hG4bKmsg1\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:bob@example.com>;tag=m1\r\nTo: <sip:alice@example.com>\r\nCall-ID: msg-1\r\n\
+         CSeq: 1 MESSAGE\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nhi";
+    h.receive(message);
+    let resp = h.sent().remove(0);
+    assert!(resp.starts_with("SIP/2.0 405 "), "{resp}");
+    assert!(header(&resp, "Allow").contains("INVITE"), "{resp}");
+    assert!(!header(&resp, "Allow").contains("MESSAGE"), "{resp}");
+    let options =
+        message.replace("MESSAGE sip:", "OPTIONS sip:").replace("1 MESSAGE", "1 OPTIONS").replace("msg1", "opt1");
+    h.receive(&options);
+    let resp = h.sent().remove(0);
+    assert!(resp.starts_with("SIP/2.0 200 ") && !header(&resp, "Allow").contains("MESSAGE"), "{resp}");
+}
+
+// ===== Bounded INFO queue =====
+
+/// A leg queues at most `MAX_QUEUED_INFOS` INFOs behind the one in flight; one more is refused
+/// with a typed error (nothing is sent or queued), and a leg without an established dialog says
+/// so. Once the queue drains, INFOs are accepted again (#10).
+#[test]
+fn info_queue_is_bounded_and_overflow_is_typed() {
+    use sylkgw_core::sip::stack::{InfoError, MAX_QUEUED_INFOS};
+    let mut h = Harness::new();
+    let leg = h.call();
+    assert_eq!(
+        h.stack.try_send_info(leg, "application/dtmf-relay", DTMF.into(), h.now, &mut h.rng),
+        Err(InfoError::NoDialog)
+    );
+    h.sent();
+    let mut h = Harness::new();
+    let (leg, _) = h.answered();
+    h.sent();
+    // The first goes out at once; MAX_QUEUED_INFOS wait behind it.
+    for _ in 0..=MAX_QUEUED_INFOS {
+        assert_eq!(h.stack.try_send_info(leg, "application/dtmf-relay", DTMF.into(), h.now, &mut h.rng), Ok(()));
+    }
+    let first = h.sent().remove(0);
+    assert_eq!(
+        h.stack.try_send_info(leg, "application/dtmf-relay", DTMF.into(), h.now, &mut h.rng),
+        Err(InfoError::QueueFull)
+    );
+    assert!(!h.stack.send_info(leg, "application/dtmf-relay", DTMF.into(), h.now, &mut h.rng));
+    assert!(h.sent().is_empty(), "an INFO over the cap sends nothing");
+    // The first is answered: the next leaves the queue, so one more fits.
+    h.receive(&reply(&first, 200, "OK", None, "", ""));
+    let second = h.sent().remove(0);
+    assert!(second.starts_with("INFO "), "{second}");
+    assert_eq!(h.stack.try_send_info(leg, "application/dtmf-relay", DTMF.into(), h.now, &mut h.rng), Ok(()));
+    assert_eq!(h.stack.leg_count(), 1, "an overflow ends nothing");
+}
+
+// ===== Header hygiene =====
+
+/// Parses one header of a message the stack sent as a name-addr.
+fn name_addr_of(msg: &str, name: &str) -> sylkgw_core::sip::message::NameAddr {
+    let parsed = sylkgw_core::sip::parse::parse_message(msg.as_bytes()).expect("the stack sends parsable SIP");
+    let headers = match parsed {
+        sylkgw_core::sip::message::SipMessage::Request(r) => r.headers,
+        sylkgw_core::sip::message::SipMessage::Response(r) => r.headers,
+    };
+    let value = headers.get(&sylkgw_core::sip::message::HeaderName::parse(name)).expect(name).value.clone();
+    let mut list = sylkgw_core::sip::message::name_addr_list(&value).expect("a well-formed name-addr");
+    assert_eq!(list.len(), 1, "{name}: one value, nothing injected");
+    list.remove(0)
+}
+
+/// A display name with quotes and backslashes (one ending in `\"`, which used to close the
+/// quoted string so the client wrote its own `<sip:…>` into From) is quoted so that From
+/// parses back to the same name and our own URI and tag (#10).
+#[test]
+fn hostile_display_names_stay_inside_the_quotes() {
+    for name in
+        [r#"Mallory\"#, r#"Mallory\" <sip:evil@attacker.example>;tag=x \"#, r#"a"b\c\\"d"#, r#"\\\""#, "tab\there"]
+    {
+        let mut h = Harness::new();
+        let params = CallParams {
+            identity: SipIdentity {
+                aor: "alice@example.com".into(),
+                secret: "secret".into(),
+                display_name: Some(name.into()),
+                user_agent: None,
+                contact_user: "alice-1".into(),
+            },
+            target: "bob@example.com".into(),
+            sdp: b"v=0\r\n".to_vec(),
+            headers: Vec::new(),
+        };
+        h.stack.invite(params, h.now, &mut h.rng);
+        let invite = h.sent().remove(0);
+        let from = name_addr_of(&invite, "From");
+        assert_eq!(from.display_name.as_deref(), Some(name), "{invite}");
+        assert_eq!(from.uri.to_string(), "sip:alice@example.com", "{invite}");
+        assert!(from.tag().is_some_and(|t| t != "x"), "{invite}");
+    }
+}
+
+/// Push parameters from `account-devicetoken` go into the Contact URI escaped (RFC 3261 §25.1
+/// paramchar): hostile values cannot end the URI, add parameters or headers, and they parse
+/// back (unescaped) to what the client sent (#10).
+#[test]
+fn hostile_push_parameters_are_escaped_in_the_contact() {
+    use sylkgw_core::sip::stack::{PushContact, RegParams};
+    use sylkgw_core::sip::uri::{unescape, Uri};
+    let push = PushContact {
+        app: "com.example.app;maddr=evil.example".into(),
+        token: "tok>;expires=0, <sip:evil@attacker.example>".into(),
+        platform: "apple\r\nX-Injected: 1".into(),
+        device: "dev%41 \"quoted\" ?h=v&x".into(),
+        silent: true,
+    };
+    let mut h = Harness::new();
+    let params = RegParams {
+        identity: SipIdentity {
+            aor: "alice@example.com".into(),
+            secret: "secret".into(),
+            display_name: None,
+            user_agent: None,
+            contact_user: "alice-1".into(),
+        },
+        push: Some(push.clone()),
+    };
+    h.stack.register(params, h.now, &mut h.rng);
+    let register = h.sent().remove(0);
+    assert!(!register.contains("\r\nX-Injected"), "no header injected: {register}");
+    let contact = name_addr_of(&register, "Contact");
+    let Uri::Sip(uri) = &contact.uri else { panic!("{register}") };
+    assert_eq!(uri.user.as_deref(), Some("alice-1"));
+    assert_eq!(uri.maddr(), None, "{register}");
+    assert!(uri.headers.is_empty(), "{register}");
+    let names: Vec<&str> = uri.params.iter().map(|(n, _)| n).collect();
+    assert_eq!(names, ["pn-app", "pn-tok", "pn-type", "pn-device", "pn-silent"], "{register}");
+    let value = |n: &str| unescape(uri.params.value(n).unwrap());
+    assert_eq!(value("pn-app"), push.app.as_bytes());
+    assert_eq!(value("pn-tok"), push.token.as_bytes());
+    assert_eq!(value("pn-type"), push.platform.as_bytes());
+    assert_eq!(value("pn-device"), push.device.as_bytes());
+    assert_eq!(value("pn-silent"), b"1");
+    assert_eq!(contact.expires(), Some(600), "{register}");
+}

@@ -29,6 +29,26 @@ pub enum LegTx {
     Reinvite,
 }
 
+/// Why an INFO was not taken (`SipStack::try_send_info`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InfoError {
+    /// The leg has no established dialog (not answered yet, closing, or no such leg).
+    NoDialog,
+    /// `MAX_QUEUED_INFOS` INFOs already wait behind the one in flight; nothing was queued.
+    QueueFull,
+}
+
+impl std::fmt::Display for InfoError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            InfoError::NoDialog => "no established dialog",
+            InfoError::QueueFull => "too many INFO requests queued",
+        })
+    }
+}
+
+impl std::error::Error for InfoError {}
+
 /// What the stack asks the runtime for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SipOutput {

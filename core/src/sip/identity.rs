@@ -1,6 +1,8 @@
 //! Who the stack acts for: the account of a registration or a call, and the push parameters of
 //! a registration's Contact (RFC 8599).
 
+use super::uri::write_quoted;
+
 /// Push parameters for the Contact (RFC 8599).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PushContact {
@@ -32,12 +34,17 @@ pub struct SipIdentity {
 }
 
 impl SipIdentity {
-    /// Our From value with `tag`: `"Display" <sip:aor>;tag=…` (quotes escaped).
+    /// Our From value with `tag`: `"Display" <sip:aor>;tag=…`, the display name a quoted
+    /// string (RFC 3261 §25.1: `"` and `\` escaped, CR/LF replaced), so no name can end it.
     pub(super) fn tagged_from(&self, tag: &str) -> String {
-        match &self.display_name {
-            Some(d) => format!("\"{}\" <sip:{}>;tag={tag}", d.replace('"', "\\\""), self.aor),
-            None => format!("<sip:{}>;tag={tag}", self.aor),
+        let mut from = String::new();
+        if let Some(d) = &self.display_name {
+            // Writing to a String cannot fail.
+            let _ = write_quoted(&mut from, d);
+            from.push(' ');
         }
+        from.push_str(&format!("<sip:{}>;tag={tag}", self.aor));
+        from
     }
 
     /// The user part of the AoR: the digest username.

@@ -7,7 +7,7 @@
 use super::build::{header_values, non_2xx_ack, put, via_value, ALLOW};
 use super::calls::OutLeg;
 use super::digest::{self, Answer, Challenge, Secret};
-use super::events::{LegId, LegTx, SipEvent};
+use super::events::{InfoError, LegId, LegTx, SipEvent};
 use super::incoming::InLeg;
 use super::invite::CallProgress;
 use super::message::{HeaderName, Method, Request, Response};
@@ -143,7 +143,7 @@ impl Leg {
 
     // ===== The transaction user's side =====
 
-    /// Queues an INFO (see `SipStack::send_info`); false if there is no established dialog.
+    /// Queues an INFO (see `SipStack::try_send_info`).
     pub(super) fn send_info(
         &mut self,
         svc: &mut Services,
@@ -152,13 +152,13 @@ impl Leg {
         body: Vec<u8>,
         now: Instant,
         rng: &mut Rng,
-    ) -> bool {
+    ) -> Result<(), InfoError> {
         if self.dialog_ctx(svc).is_none() {
-            return false;
+            return Err(InfoError::NoDialog);
         }
-        self.mid().queue_info(content_type, body);
+        self.mid().queue_info(content_type, body)?;
         self.pump_info(svc, id, now, rng);
-        true
+        Ok(())
     }
 
     /// Starts a re-INVITE (see `SipStack::reinvite`); false if not possible now.

@@ -14,6 +14,7 @@
 //!   481 or 408 ends the dialog (§12.2.1.2); any other failure leaves the session unchanged.
 
 use super::digest::Challenge;
+use super::events::InfoError;
 use super::message::{Method, Request};
 use super::services::ServerKey;
 use super::transaction::Timers;
@@ -21,6 +22,10 @@ use super::transport::Peer;
 use crate::rng::Rng;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
+
+/// Most INFOs a leg queues behind the one in flight (each DTMF digit is one INFO): past it
+/// `queue_info` refuses, so a client cannot grow a leg's memory without bound.
+pub const MAX_QUEUED_INFOS: usize = 64;
 
 /// How often a re-INVITE answered 491 is retried before the failure is reported.
 pub const MAX_GLARE_RETRIES: u32 = 3;
@@ -50,9 +55,14 @@ pub(super) enum OfferVerdict {
 }
 
 impl MidCall {
-    /// Queues an INFO; [`MidCall::next_info`] tells when it may go.
-    pub(super) fn queue_info(&mut self, content_type: &str, body: Vec<u8>) {
+    /// Queues an INFO; [`MidCall::next_info`] tells when it may go. Refused (nothing queued)
+    /// when [`MAX_QUEUED_INFOS`] already wait.
+    pub(super) fn queue_info(&mut self, content_type: &str, body: Vec<u8>) -> Result<(), InfoError> {
+        if self.infos.len() >= MAX_QUEUED_INFOS {
+            return Err(InfoError::QueueFull);
+        }
         self.infos.push_back((content_type.to_string(), body));
+        Ok(())
     }
 
     /// The next INFO to send, if none is in flight.
@@ -337,8 +347,8 @@ mod tests {
     #[test]
     fn infos_go_one_at_a_time() {
         let mut m = MidCall::default();
-        m.queue_info("application/dtmf-relay", b"Signal=1".to_vec());
-        m.queue_info("application/dtmf-relay", b"Signal=2".to_vec());
+        m.queue_info("application/dtmf-relay", b"Signal=1".to_vec()).unwrap();
+        m.queue_info("application/dtmf-relay", b"Signal=2".to_vec()).unwrap();
         let first = m.next_info().unwrap();
         assert_eq!(first.1, b"Signal=1");
         m.info_sent("b1".into());
@@ -347,6 +357,19 @@ mod tests {
         assert!(m.info_done("b1"));
         assert_eq!(m.next_info().unwrap().1, b"Signal=2");
         assert_eq!(m.next_info(), None, "queue empty");
+    }
+
+    #[test]
+    fn info_queue_is_bounded() {
+        let mut m = MidCall::default();
+        for i in 0..MAX_QUEUED_INFOS {
+            assert_eq!(m.queue_info("application/dtmf-relay", vec![i as u8]), Ok(()));
+        }
+        assert_eq!(m.queue_info("application/dtmf-relay", b"over".to_vec()), Err(InfoError::QueueFull));
+        assert_eq!(m.next_info().unwrap().1, [0], "the queue kept the first ones, in order");
+        m.info_sent("b1".into());
+        assert_eq!(m.queue_info("application/dtmf-relay", b"fits".to_vec()), Ok(()), "one left the queue");
+        assert_eq!(m.queue_info("application/dtmf-relay", b"over".to_vec()), Err(InfoError::QueueFull));
     }
 
     #[test]

@@ -21,6 +21,8 @@
 //!
 //! Everything here is pure: bytes in, values out, no IO and no clock.
 
+mod answered;
+mod budget;
 mod build;
 pub mod calls;
 pub mod dialog;

@@ -14,7 +14,7 @@ use super::services::{Owner, Services, SipTimer};
 use super::target::{ProxySpec, Transport};
 use super::transaction::Kind;
 use super::transport::Peer;
-use super::uri::Uri;
+use super::uri::{escape_param, Uri};
 use crate::ids::ConnId;
 use crate::rng::Rng;
 use std::net::{IpAddr, SocketAddr};
@@ -331,12 +331,13 @@ fn contact_uri(svc: &Services, p: &RegParams, transport: Transport) -> String {
         uri.push_str(&format!(";transport={}", transport.param()));
     }
     if let Some(push) = &p.push {
+        // The values are the client's (`account-devicetoken`): escaped (RFC 3261 §25.1 paramchar).
         uri.push_str(&format!(
             ";pn-app={};pn-tok={};pn-type={};pn-device={};pn-silent={}",
-            push.app,
-            push.token,
-            push.platform,
-            push.device,
+            escape_param(&push.app),
+            escape_param(&push.token),
+            escape_param(&push.platform),
+            escape_param(&push.device),
             if push.silent { "1" } else { "0" }
         ));
     }

@@ -232,9 +232,15 @@ impl Services {
 
     // ===== Client transactions =====
 
-    /// Whether `SipConfig::max_transactions` (client and server together) are alive.
+    /// Whether `SipConfig::max_transactions` of our client transactions are alive (incoming
+    /// requests have their own budget, [`Services::servers_full`]).
     pub(super) fn transactions_full(&self) -> bool {
-        self.clients.len() + self.servers.len() >= self.cfg.max_transactions
+        self.clients.len() >= self.cfg.max_transactions
+    }
+
+    /// Whether `SipConfig::max_server_transactions` server transactions are alive.
+    pub(super) fn servers_full(&self) -> bool {
+        self.servers.len() >= self.cfg.max_server_transactions
     }
 
     /// Where the client transaction `branch` sends.
@@ -308,6 +314,30 @@ impl Services {
         body: &[u8],
         now: Instant,
     ) -> Option<(Peer, Vec<u8>)> {
+        let bytes = self.build_response(key, req, code, reason, extra, body);
+        let s = self.servers.get_mut(key)?;
+        if !s.tx.send_response(code, bytes.clone(), now) {
+            return None;
+        }
+        let peer = s.peer;
+        let deadline = s.tx.next_deadline();
+        self.arm(SipTimer::Server(key.clone()), deadline);
+        let dest = response_peer(req, peer);
+        self.transmit(dest, bytes.clone(), now);
+        Some((dest, bytes))
+    }
+
+    /// Our response to `req` (server transaction `key`): our To tag (stable per transaction),
+    /// extra headers, Allow where it belongs, Server, the body.
+    pub(super) fn build_response(
+        &self,
+        key: &ServerKey,
+        req: &Request,
+        code: u16,
+        reason: &str,
+        extra: &[(HeaderName, String)],
+        body: &[u8],
+    ) -> Vec<u8> {
         let mut resp = Response::for_request(req, code, reason);
         for (name, value) in extra {
             put(&mut resp.headers, name.clone(), value);
@@ -324,17 +354,7 @@ impl Services {
             put(&mut resp.headers, HeaderName::Supported, "");
         }
         put(&mut resp.headers, HeaderName::Server, &self.cfg.user_agent.clone());
-        let bytes = resp.to_bytes();
-        let s = self.servers.get_mut(key)?;
-        if !s.tx.send_response(code, bytes.clone(), now) {
-            return None;
-        }
-        let peer = s.peer;
-        let deadline = s.tx.next_deadline();
-        self.arm(SipTimer::Server(key.clone()), deadline);
-        let dest = response_peer(req, peer);
-        self.transmit(dest, bytes.clone(), now);
-        Some((dest, bytes))
+        resp.to_bytes()
     }
 
     /// Answers without a transaction (the request could not be matched to one).

@@ -5,15 +5,18 @@
 //! merged requests) and forgets machines once they are over. It knows SIP, not sylkRTC: the
 //! gateway drives it by id and hears back through [`SipEvent`]s.
 
+use super::answered::{Answered, MergeKey};
+use super::budget::{SourceBudget, Verdict};
 pub use super::build::ALLOW;
-use super::build::{first_value, unsupported_required};
+use super::build::{first_value, response_peer, unsupported_required};
 use super::calls::{CallParams, OutLeg};
 use super::events::LegId;
-pub use super::events::{RegId, SipEvent, SipOutput};
+pub use super::events::{InfoError, RegId, SipEvent, SipOutput};
 pub use super::identity::{PushContact, RegParams, SipIdentity};
 use super::incoming::InLeg;
 use super::leg::Leg;
 use super::message::{HeaderName, Method, Request, Response, SipMessage};
+pub use super::midcall::MAX_QUEUED_INFOS;
 use super::parse::{parse_message, parse_message_with, validate_request, ParseError, ParseOptions};
 use super::registrant::Registrant;
 use super::services::{Owner, ServerEntry, ServerKey, Services, SipTimer};
@@ -30,6 +33,10 @@ use std::time::Instant;
 /// The SIP stack.
 pub struct SipStack {
     svc: Services,
+    /// Answers to incoming requests that got no server transaction (retransmissions).
+    answered: Answered,
+    /// Incoming requests per second per source IP.
+    budget: SourceBudget,
     regs: BTreeMap<RegId, Registrant>,
     legs: BTreeMap<LegId, Leg>,
     next_reg: u64,
@@ -39,7 +46,15 @@ pub struct SipStack {
 impl SipStack {
     /// A stack with no sockets yet. `cfg.outbound_sip_proxy` must already be valid.
     pub fn new(cfg: SipConfig) -> Self {
-        Self { svc: Services::new(cfg), regs: BTreeMap::new(), legs: BTreeMap::new(), next_reg: 1, next_leg: 1 }
+        Self {
+            answered: Answered::new(cfg.max_answered),
+            budget: SourceBudget::new(cfg.max_requests_per_second_per_ip),
+            svc: Services::new(cfg),
+            regs: BTreeMap::new(),
+            legs: BTreeMap::new(),
+            next_reg: 1,
+            next_leg: 1,
+        }
     }
 
     /// The runtime bound the SIP UDP socket at `local`.
@@ -222,9 +237,24 @@ impl SipStack {
     /// direction; e.g. `application/dtmf-relay` with `Signal=1\r\nDuration=160\r\n`). INFOs go out
     /// one at a time (RFC 6086 §4.2.1): a second one waits in the leg's queue until the first has
     /// its final response or timed out. The response is only logged: no failure ends the call.
-    /// Returns false if the leg has no established dialog.
+    /// Returns false if the INFO was not taken (see [`SipStack::try_send_info`] for why).
     pub fn send_info(&mut self, id: LegId, content_type: &str, body: Vec<u8>, now: Instant, rng: &mut Rng) -> bool {
-        self.with_leg(id, |leg, svc| leg.send_info(svc, id, content_type, body, now, rng)).unwrap_or(false)
+        self.try_send_info(id, content_type, body, now, rng).is_ok()
+    }
+
+    /// [`SipStack::send_info`], saying why an INFO was not taken: [`InfoError::NoDialog`] (no
+    /// established dialog) or [`InfoError::QueueFull`] ([`MAX_QUEUED_INFOS`] already wait behind
+    /// the one in flight; nothing was queued, the call goes on).
+    pub fn try_send_info(
+        &mut self,
+        id: LegId,
+        content_type: &str,
+        body: Vec<u8>,
+        now: Instant,
+        rng: &mut Rng,
+    ) -> Result<(), InfoError> {
+        self.with_leg(id, |leg, svc| leg.send_info(svc, id, content_type, body, now, rng))
+            .unwrap_or(Err(InfoError::NoDialog))
     }
 
     /// Sends a re-INVITE offering `sdp` in the leg's established dialog (§14.1); the outcome
@@ -399,6 +429,25 @@ impl SipStack {
     /// A request: a retransmission goes to its server transaction; a new one gets one (unless
     /// the table is full), then is answered here or handed to the call leg whose dialog it is in.
     fn request(&mut self, req: Request, peer: Peer, now: Instant, rng: &mut Rng) {
+        // `SipConfig::max_requests_per_second_per_ip`: a flood from one source is cut here,
+        // before it costs a transaction or an answer.
+        match self.budget.check(peer.addr.ip(), now) {
+            Verdict::Allow => {}
+            over => {
+                if over == Verdict::FirstOver {
+                    log::warn!(
+                        "more than {} SIP requests a second from {}; {} until the next second",
+                        self.svc.cfg.max_requests_per_second_per_ip,
+                        peer.addr.ip(),
+                        if peer.transport.reliable() { "503" } else { "dropped" }
+                    );
+                }
+                if peer.transport.reliable() && req.method != Method::Ack {
+                    self.reply_busy(&req, peer, now);
+                }
+                return;
+            }
+        }
         let Ok(via) = req.headers.top_via() else {
             log::info!("request from {} without a readable Via; dropped", peer.addr);
             return;
@@ -430,6 +479,12 @@ impl SipStack {
             }
             return;
         }
+        if let Some((dest, bytes)) = self.answered.get(&key, now) {
+            // A retransmission of a request answered at once (§17.2.2).
+            let bytes = bytes.to_vec();
+            self.svc.transmit(dest, bytes, now);
+            return;
+        }
         if req.method == Method::Ack {
             // The ACK of a 2xx is its own transaction (§13.3.1.4): it belongs to the call.
             self.dialog_ack(&req);
@@ -439,10 +494,14 @@ impl SipStack {
             self.svc.reply_stateless(&req, peer, rej.code, rej.reason, now);
             return;
         }
-        if self.svc.transactions_full() {
+        // INVITEs and requests inside our calls' dialogs get a server transaction; the rest is
+        // answered at once, its answer kept (bounded) for retransmissions.
+        let in_dialog = self.leg_of_request(&req);
+        let stateful = req.method == Method::Invite || in_dialog.is_some();
+        if stateful && self.svc.servers_full() {
             log::warn!(
-                "{} SIP transactions in flight; 503 to {} from {}",
-                self.svc.cfg.max_transactions,
+                "{} SIP server transactions in flight; 503 to {} from {}",
+                self.svc.cfg.max_server_transactions,
                 req.method.as_str(),
                 peer.addr
             );
@@ -459,23 +518,28 @@ impl SipStack {
         // §8.2.2.2: same From tag, Call-ID and CSeq on another branch (to the same contact): a
         // merged request.
         let untagged = req.headers.to_header().is_ok_and(|to| to.tag().is_none());
-        let merged = untagged && self.svc.servers.values().any(|s| s.merge_key == merge_key);
-        let kind = if req.method == Method::Invite { Kind::Invite } else { Kind::NonInvite };
-        let tx = ServerTransaction::new(kind, peer.transport.reliable(), self.svc.timers);
-        self.svc.servers.insert(key.clone(), ServerEntry { tx, peer, merge_key });
+        let merged = untagged
+            && (self.svc.servers.values().any(|s| s.merge_key == merge_key) || self.answered.has_merge_key(&merge_key));
+        if stateful {
+            let kind = if req.method == Method::Invite { Kind::Invite } else { Kind::NonInvite };
+            let tx = ServerTransaction::new(kind, peer.transport.reliable(), self.svc.timers);
+            self.svc.servers.insert(key.clone(), ServerEntry { tx, peer, merge_key: merge_key.clone() });
+        }
+        let answer = Answer { key: &key, req: &req, peer, merge_key };
         if merged {
-            self.svc.respond(&key, &req, 482, "Loop Detected", now);
+            self.reply(answer, 482, "Loop Detected", &[], now);
             return;
         }
         // §8.2.2.3: we support no extension, so any option tag in Require is unsupported.
         let required = unsupported_required(&req);
         if !required.is_empty() && req.method != Method::Cancel {
             let extra = [(HeaderName::Unsupported, required.join(", "))];
-            self.svc.respond_full(&key, &req, 420, "Bad Extension", &extra, &[], now);
+            self.reply(answer, 420, "Bad Extension", &extra, now);
             return;
         }
         // Requests inside one of our calls' dialogs (§12.2.2) are answered by the call.
-        if self.in_dialog_request(&req, &key, now, rng) {
+        if let Some((id, found)) = in_dialog {
+            self.with_leg(id, |leg, svc| leg.in_dialog_request(svc, id, found, &req, &key, now, rng));
             self.after_dialog_request(&req, now, rng);
             return;
         }
@@ -515,7 +579,32 @@ impl SipStack {
                 _ => (405, "Method Not Allowed"),
             }
         };
-        self.svc.respond(&key, &req, code, reason, now);
+        self.reply(answer, code, reason, &[], now);
+    }
+
+    /// Answers a request with a final response: through its server transaction if it has one,
+    /// else at once, keeping the answer for retransmissions (UDP: Timer J, §17.2.2; a reliable
+    /// transport does not retransmit).
+    fn reply(&mut self, a: Answer<'_>, code: u16, reason: &str, extra: &[(HeaderName, String)], now: Instant) {
+        if self.svc.has_server(a.key) {
+            self.svc.respond_full(a.key, a.req, code, reason, extra, &[], now);
+            return;
+        }
+        let bytes = self.svc.build_response(a.key, a.req, code, reason, extra, &[]);
+        let dest = response_peer(a.req, a.peer);
+        if !a.peer.transport.reliable() {
+            let until = now + self.svc.timers.t64();
+            self.answered.insert(a.key.clone(), a.merge_key, dest, bytes.clone(), until);
+        }
+        self.svc.transmit(dest, bytes, now);
+    }
+
+    /// 503 with Retry-After to a request over the per-source budget (stream transports only).
+    fn reply_busy(&mut self, req: &Request, peer: Peer, now: Instant) {
+        let mut resp = Response::for_request(req, 503, "Service Unavailable");
+        resp.headers.push(HeaderName::RetryAfter, b"1".to_vec());
+        let dest = response_peer(req, peer);
+        self.svc.transmit(dest, resp.to_bytes(), now);
     }
 
     /// The registration whose Contact the Request-URI names.
@@ -556,14 +645,6 @@ impl SipStack {
                 .find_map(|(id, l)| l.of_request(req).map(|m| (*id, m)))
         };
         find(true).or_else(|| find(false))
-    }
-
-    /// A request inside the dialog of one of our calls (§12.2.2): handed to the leg; false if
-    /// it belongs to no call's dialog.
-    fn in_dialog_request(&mut self, req: &Request, key: &ServerKey, now: Instant, rng: &mut Rng) -> bool {
-        let Some((id, found)) = self.leg_of_request(req) else { return false };
-        self.with_leg(id, |leg, svc| leg.in_dialog_request(svc, id, found, req, key, now, rng));
-        true
     }
 
     /// After answering an in-dialog request: a BYE ends the call (an incoming call with the
@@ -687,4 +768,12 @@ impl SipStack {
         }
         self.svc.arm(SipTimer::Server(key), deadline);
     }
+}
+
+/// A request to answer, and what answering it at once needs.
+struct Answer<'a> {
+    key: &'a ServerKey,
+    req: &'a Request,
+    peer: Peer,
+    merge_key: MergeKey,
 }

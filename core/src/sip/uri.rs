@@ -688,6 +688,21 @@ pub fn escape_user(s: &str) -> String {
     out
 }
 
+/// Escapes `s` for a URI parameter name or value: everything but `paramchar` (unreserved and
+/// `[]/:&+$`, RFC 3261 §25.1) becomes `%HH`, `%` included, so [`unescape`] gives `s` back and
+/// no value can end the parameter, the URI or the header.
+pub fn escape_param(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if is_unreserved(b) || matches!(b, b'[' | b']' | b'/' | b':' | b'&' | b'+' | b'$') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 fn is_unreserved(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'!' | b'~' | b'*' | b'\'' | b'(' | b')')
 }
@@ -842,6 +857,11 @@ mod tests {
 
     #[test]
     fn escaping() {
+        for v in ["plain-token", "a;b=c>d, <sip:x@y>", "%41 \"q\" ?h=v&x\r\n", "ü"] {
+            let e = escape_param(v);
+            assert!(e.bytes().all(is_param_char), "{e}");
+            assert_eq!(unescape(&e), v.as_bytes());
+        }
         assert_eq!(unescape("null-%00-null"), b"null-\0-null");
         assert_eq!(unescape("100%"), b"100%");
         assert_eq!(unescape("%zz%4"), b"%zz%4");
