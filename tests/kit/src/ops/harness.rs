@@ -5,6 +5,7 @@ use super::cursor::ByteCursor;
 use super::templates::{fuzz_addr_uri, fuzz_header};
 use crate::wire::client_text_frame;
 use std::time::{Duration, Instant};
+use sylkgw_core::gateway::INTERNAL_ERROR_REASON;
 use sylkgw_core::ids::ConnId;
 use sylkgw_core::{Config, Gateway, Input, Output};
 
@@ -282,7 +283,10 @@ impl GatewayHarness {
     }
 
     /// Invariant (f): session events name a session their connection created or was offered,
-    /// and none follows its `terminated`.
+    /// and none follows its `terminated`. Invariant (i): no session ends with
+    /// [`INTERNAL_ERROR_REASON`], which is how containment reports a panic in a call's media
+    /// outside `cfg(fuzzing)` (the harness' far end never answers `500 Internal error`: its
+    /// reason phrases are `Fuzz`), so the corpus replay under `cargo test` sees such a panic.
     pub(super) fn saw_event(&mut self, conn: ConnId, text: &[u8]) {
         let v: serde_json::Value = match serde_json::from_slice(text) {
             Ok(v) => v,
@@ -301,6 +305,11 @@ impl GatewayHarness {
                 };
                 if event == "state" && field("state") == Some("terminated") {
                     seen.ended = true;
+                    assert_ne!(
+                        field("reason"),
+                        Some(INTERNAL_ERROR_REASON),
+                        "invariant (i): session {session:?} of {conn} ended by a contained panic in its media: {v}"
+                    );
                 }
             }
             "account-event" | "account_event" if event == "incoming-session" || event == "incoming_session" => {
@@ -422,5 +431,41 @@ impl GatewayHarness {
             _ => FUZZ_PROXY.into(),
         };
         self.input(Input::Datagram { socket: FUZZ_SIP_SOCKET, from, data: msg });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A harness whose connection 1 has session `s0`.
+    fn with_session() -> GatewayHarness {
+        let mut h = GatewayHarness::new("192.0.2.5:5060").expect("a gateway");
+        h.sessions.insert((ConnId(1), "s0".into()), SessionSeen { ended: false, offer: None });
+        h
+    }
+
+    fn terminated(reason: &str) -> Vec<u8> {
+        serde_json::json!({"sylkrtc": "session-event", "session": "s0", "event": "state",
+            "data": {"state": "terminated", "reason": reason}})
+        .to_string()
+        .into_bytes()
+    }
+
+    /// An ordinary ending ends the session and nothing more.
+    #[test]
+    fn terminated_ends_the_session() {
+        let mut h = with_session();
+        h.saw_event(ConnId(1), &terminated("486 Busy Here"));
+        assert!(h.sessions[&(ConnId(1), "s0".to_string())].ended);
+    }
+
+    /// Containment turns a panic in a call's media into `terminated` `500 Internal error`
+    /// (outside `cfg(fuzzing)`): the corpus replay under `cargo test` must fail on it, not pass.
+    #[test]
+    #[should_panic(expected = "invariant (i)")]
+    fn a_contained_panic_fails_the_run() {
+        let mut h = with_session();
+        h.saw_event(ConnId(1), &terminated(sylkgw_core::gateway::INTERNAL_ERROR_REASON));
     }
 }

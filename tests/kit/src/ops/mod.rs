@@ -35,7 +35,7 @@ fn fuzz_upgrade(v1: bool) -> String {
 /// sockets; (e) `stats()` counts no more connections than are live; (f) every session event
 /// names a session its connection created or was offered, and nothing follows its `terminated`;
 /// (g) no call outlives its WebSocket; (h) no two calls share a SIP leg and no two legs share a
-/// dialog.
+/// dialog; (i) no session ends by a contained panic (`500 Internal error`).
 pub fn fuzz_gateway_ops(data: &[u8]) {
     let mut c = ByteCursor::new(data);
     let proxy = match c.byte() % 8 {
