@@ -12,7 +12,7 @@ use harness::FUZZ_PROXY;
 use harness::{ConnKind, GatewayHarness};
 use std::time::Duration;
 use sylkgw_core::ids::{ConnId, Listener};
-use sylkgw_core::Input;
+use sylkgw_core::{Gateway, Input};
 use templates::{fuzz_call_op, fuzz_flood_op, fuzz_sip_text, fuzz_sylkrtc_text};
 
 /// The upgrade request in either dialect.
@@ -39,6 +39,12 @@ fn fuzz_upgrade(v1: bool) -> String {
 /// dialog; (i) no session ends by a contained panic (`500 Internal error`); (j) one input
 /// yields a bounded output (outputs and bytes per drain, see [`harness`]).
 pub fn fuzz_gateway_ops(data: &[u8]) {
+    fuzz_gateway_ops_with(data, &mut |_| {});
+}
+
+/// [`fuzz_gateway_ops`] with `before_step` called on the gateway before every step, for tests
+/// that prove the invariants fire (e.g. arming `Gateway::inject_media_panic`).
+pub fn fuzz_gateway_ops_with(data: &[u8], before_step: &mut dyn FnMut(&mut Gateway)) {
     let mut c = ByteCursor::new(data);
     let proxy = match c.byte() % 8 {
         5 => "192.0.2.5:5060;transport=tcp",
@@ -50,6 +56,7 @@ pub fn fuzz_gateway_ops(data: &[u8]) {
     let mut steps = 0;
     while !c.done() && steps < 256 {
         steps += 1;
+        before_step(&mut h.gw);
         match c.below(16) {
             0 => {
                 let conn = ConnId(u64::from(c.byte() % 6) + 1);
