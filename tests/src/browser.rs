@@ -432,9 +432,16 @@ fn connect_devtools(addr: &str) -> Result<WebSocket<TcpStream>, String> {
     let tcp = TcpStream::connect_timeout(&sock, Duration::from_secs(5)).map_err(|e| e.to_string())?;
     tcp.set_read_timeout(Some(Duration::from_millis(500))).map_err(|e| e.to_string())?;
     tcp.set_nodelay(true).map_err(|e| e.to_string())?;
-    match tungstenite::client::client(addr, tcp) {
-        Ok((ws, _)) => Ok(ws),
-        Err(e) => Err(e.to_string()),
+    // The read timeout interrupts a slow answer (Chromium on a loaded machine): resume the
+    // handshake until the launch deadline.
+    let deadline = Instant::now() + LAUNCH_TIMEOUT;
+    let mut result = tungstenite::client::client(addr, tcp);
+    loop {
+        match result {
+            Ok((ws, _)) => return Ok(ws),
+            Err(tungstenite::HandshakeError::Interrupted(mid)) if Instant::now() < deadline => result = mid.handshake(),
+            Err(e) => return Err(e.to_string()),
+        }
     }
 }
 
@@ -473,6 +480,23 @@ mod tests {
         assert_eq!(decode_base64("aGVsbG8h").unwrap(), b"hello!");
         assert_eq!(decode_base64("").unwrap(), b"");
         assert!(decode_base64("a*b").is_none());
+    }
+
+    /// A DevTools endpoint slower to answer the upgrade than one socket read timeout (Chromium
+    /// on a loaded machine) is still connected to: the handshake resumes after `WouldBlock`.
+    #[test]
+    fn devtools_handshake_survives_a_slow_answer() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = std::thread::spawn(move || {
+            let (stream, _) = listener.accept().unwrap();
+            std::thread::sleep(Duration::from_millis(1500));
+            let mut ws = tungstenite::accept(stream).expect("server handshake");
+            ws.send(Message::text("hello")).unwrap();
+        });
+        let mut ws = connect_devtools(&format!("ws://127.0.0.1:{port}/devtools/browser/x")).expect("connected");
+        server.join().unwrap();
+        assert_eq!(ws.read().unwrap(), Message::text("hello"));
     }
 
     #[test]

@@ -61,3 +61,18 @@ fn rtp_rtcp() {
 fn gateway_ops() {
     run("gateway_ops", kit::fuzz_gateway_ops);
 }
+
+/// The replay sees a panic in a call's media, which containment turns into `terminated`
+/// `500 Internal error` outside `cfg(fuzzing)`: a seed with an answered call, its session's media
+/// armed to panic (the `fault-injection` hook), fails invariant (i).
+#[test]
+fn gateway_ops_fails_on_a_contained_media_panic() {
+    let path =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/gateway_ops/flood_dtmf_1000_in_call_then_time");
+    let data = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    kit::fuzz_gateway_ops(&data);
+    let result = std::panic::catch_unwind(|| kit::fuzz_gateway_ops_with(&data, &mut |gw| gw.inject_media_panic("s0")));
+    let payload = result.expect_err("the run passed although the call's media panicked");
+    let text = payload.downcast_ref::<String>().map(String::as_str).unwrap_or_default();
+    assert!(text.contains("invariant (i)"), "{text}");
+}

@@ -392,22 +392,7 @@ fn check_value(field: &Field, v: &Value) -> Result<Value, String> {
         },
         Kind::UniqueStrings | Kind::AorList | Kind::ActiveParticipants => {
             let items = v.as_array().ok_or_else(|| invalid(name, v))?;
-            let mut seen: Vec<String> = Vec::with_capacity(items.len());
-            for item in items {
-                let s = item.as_str().ok_or_else(|| format!("Invalid value for str: {}", py_repr(item)))?;
-                let s = if matches!(field.kind, Kind::AorList) {
-                    normalize_aor(s).ok_or_else(|| format!("invalid SIP URI: {s}"))?
-                } else {
-                    s.to_string()
-                };
-                if !seen.contains(&s) {
-                    seen.push(s);
-                }
-            }
-            if matches!(field.kind, Kind::ActiveParticipants) && seen.len() > 2 {
-                return Err("the value's length must be between 0 and 2 inclusive".into());
-            }
-            Ok(Value::Array(seen.into_iter().map(Value::String).collect()))
+            unique_strings(field.kind, items).map(Value::Array)
         }
         Kind::Objects(schema) => {
             let items = v.as_array().ok_or_else(|| invalid(name, v))?;
@@ -425,6 +410,38 @@ fn check_value(field: &Field, v: &Value) -> Result<Value, String> {
         }
         Kind::AnyObject => v.as_object().map(|_| v.clone()).ok_or_else(|| invalid(name, v)),
     }
+}
+
+/// Most unique items of `active_participants`.
+const MAX_ACTIVE_PARTICIPANTS: usize = 2;
+
+/// An array of strings (`kind` is `UniqueStrings`, `AorList` or `ActiveParticipants`), duplicates
+/// dropped in first-seen order, as SylkServer's unique list types: the first item that is not a
+/// string (or, for `AorList`, not an AOR) is the error; then the length limit of
+/// `ActiveParticipants`. Linear: a set answers "seen?" (one 256 KiB message holds ~43k items), and
+/// once `ActiveParticipants` is over its limit the rest is only type-checked, never stored.
+fn unique_strings(kind: Kind, items: &[Value]) -> Result<Vec<Value>, String> {
+    let not_str = |item: &Value| format!("Invalid value for str: {}", py_repr(item));
+    let mut seen = std::collections::BTreeSet::new();
+    let mut out = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let s = item.as_str().ok_or_else(|| not_str(item))?;
+        let s = match kind {
+            Kind::AorList => normalize_aor(s).ok_or_else(|| format!("invalid SIP URI: {s}"))?,
+            _ => s.to_string(),
+        };
+        if seen.insert(s.clone()) {
+            out.push(Value::String(s));
+        }
+        if matches!(kind, Kind::ActiveParticipants) && out.len() > MAX_ACTIVE_PARTICIPANTS {
+            // Refused whatever follows; only a later non-string would be reported first.
+            if let Some(bad) = items[i + 1..].iter().find(|item| !item.is_string()) {
+                return Err(not_str(bad));
+            }
+            return Err(format!("the value's length must be between 0 and {MAX_ACTIVE_PARTICIPANTS} inclusive"));
+        }
+    }
+    Ok(out)
 }
 
 /// `a, b or c`, as Python's `' or '.join(', '.join(sorted(values)).rsplit(', ', 1))`.
@@ -502,6 +519,51 @@ mod tests {
             check(json!({"sylkrtc":"session-create","transaction":"t","account":"a@b.c"})).unwrap_err(),
             "Mandatory property 'session' of 'SessionCreateRequest' object is missing"
         );
+    }
+
+    /// Unique lists keep the first of each item in order; AORs are compared normalised.
+    #[test]
+    fn unique_lists_drop_duplicates_in_order() {
+        let v = check(json!({"sylkrtc":"account-add","transaction":"t","account":"a@b.c","password":"x",
+            "incoming_header_prefixes":["X-B","X-A","X-B","X-C","X-A"]}))
+        .unwrap();
+        assert_eq!(v["incoming_header_prefixes"], json!(["X-B", "X-A", "X-C"]));
+        let v = check(json!({"sylkrtc":"videoroom-invite","transaction":"t","session":"s",
+            "participants":["sip:b@x.y","a@x.y","b@x.y","sip:a@x.y"]}))
+        .unwrap();
+        assert_eq!(v["participants"], json!(["b@x.y", "a@x.y"]));
+        let err = check(json!({"sylkrtc":"videoroom-invite","transaction":"t","session":"s",
+            "participants":["a@x.y","a@x.y", "b@"]}))
+        .unwrap_err();
+        assert_eq!(err, "invalid SIP URI: b@");
+    }
+
+    /// A list as large as one message can carry (~43k items) is de-duplicated whole.
+    #[test]
+    fn unique_lists_of_a_whole_message() {
+        let items: Vec<String> = (0..43_000).map(|i| format!("X-{}", i % 30_000)).collect();
+        let v = check(json!({"sylkrtc":"account-add","transaction":"t","account":"a@b.c","password":"x",
+            "incoming_header_prefixes":items}))
+        .unwrap();
+        let got = v["incoming_header_prefixes"].as_array().unwrap();
+        assert_eq!(got.len(), 30_000);
+        assert_eq!((got[0].as_str(), got[29_999].as_str()), (Some("X-0"), Some("X-29999")));
+    }
+
+    /// `active_participants` counts unique items against its limit of 2; duplicates do not count,
+    /// and a type error anywhere in the list is still reported before the length.
+    #[test]
+    fn active_participants_limit() {
+        let configure = |list: Value| {
+            check(json!({"sylkrtc":"videoroom-configure","transaction":"t","session":"s","active_participants":list}))
+        };
+        assert_eq!(configure(json!(["a", "a", "b", "a", "b"])).unwrap()["active_participants"], json!(["a", "b"]));
+        let too_long = "the value's length must be between 0 and 2 inclusive";
+        assert_eq!(configure(json!(["a", "b", "c"])).unwrap_err(), too_long);
+        assert_eq!(configure(json!(["a", "b", "c", "d", 7, "e"])).unwrap_err(), "Invalid value for str: 7");
+        assert_eq!(configure(json!([1, "a", "b", "c"])).unwrap_err(), "Invalid value for str: 1");
+        let huge: Vec<String> = (0..43_000).map(|i| i.to_string()).collect();
+        assert_eq!(configure(json!(huge)).unwrap_err(), too_long);
     }
 
     #[test]

@@ -18,7 +18,7 @@ pub mod wire;
 pub use fuzz::{
     fuzz_capture, fuzz_rtp_rtcp, fuzz_sip_message, fuzz_sip_sdp, fuzz_sip_stream, fuzz_sylkrtc_request, fuzz_ws_stream,
 };
-pub use ops::fuzz_gateway_ops;
+pub use ops::{fuzz_gateway_ops, fuzz_gateway_ops_with};
 pub use wire::{
     client_text_frame, drain, drain_outputs, release_rtp_pair_for_test, request_rtp_pair_for_test, UPGRADE_V2,
 };

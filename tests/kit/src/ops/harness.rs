@@ -5,7 +5,9 @@ use super::cursor::ByteCursor;
 use super::templates::{fuzz_addr_uri, fuzz_header};
 use crate::wire::client_text_frame;
 use std::time::{Duration, Instant};
+use sylkgw_core::gateway::INTERNAL_ERROR_REASON;
 use sylkgw_core::ids::ConnId;
+use sylkgw_core::media::webrtc::DtlsIdentity;
 use sylkgw_core::{Config, Gateway, Input, Output};
 
 /// What opened a stream connection the harness tracks.
@@ -77,9 +79,26 @@ pub(super) struct FarDialog {
     pub(super) target: String,
 }
 
+/// Invariant (j): most outputs one input (and its drain) may yield. The harness has at most six
+/// connections and a handful of calls; a request's cost must not scale with its size.
+const MAX_OUTPUTS_PER_DRAIN: usize = 1024;
+/// Invariant (j): most bytes (stream writes and datagrams) one input may yield: a few times the
+/// largest WebSocket message (256 KiB), which an error may quote back.
+const MAX_BYTES_PER_DRAIN: usize = 2 << 20;
+
 pub(super) const FUZZ_SIP_SOCKET: sylkgw_core::SocketId = sylkgw_core::SocketId(0);
 pub(super) const FUZZ_WEBRTC_SOCKET: sylkgw_core::SocketId = sylkgw_core::SocketId(1);
 pub(super) const FUZZ_PROXY: ([u8; 4], u16) = ([192, 0, 2, 5], 5060);
+
+/// One DTLS certificate per process (making one draws OS randomness and takes a while; the
+/// harness never completes a DTLS handshake, so its bytes only show in the gateway's SDP).
+fn dtls_cert() -> DtlsIdentity {
+    static CERT: std::sync::OnceLock<DtlsIdentity> = std::sync::OnceLock::new();
+    CERT.get_or_init(|| {
+        str0m::crypto::from_feature_flags().dtls_provider.generate_certificate().expect("a DTLS certificate").into()
+    })
+    .clone()
+}
 
 impl GatewayHarness {
     pub(super) fn new(proxy: &str) -> Option<Self> {
@@ -87,6 +106,8 @@ impl GatewayHarness {
         let mut config = Config::default();
         config.sip.listen = ([192, 0, 2, 1], 5060).into();
         config.sip.outbound_sip_proxy = Some(proxy.to_string());
+        // Without a certificate no browser leg is built and every call ends at `session-create`.
+        config.webrtc.dtls_cert = Some(dtls_cert());
         let epoch = Instant::now();
         let gw = Gateway::new(config, [0x5a; 32], epoch, Duration::from_secs(1_767_225_600)).ok()?;
         let mut h = Self {
@@ -151,8 +172,21 @@ impl GatewayHarness {
 
     /// Drains the core, updating the model and checking every output against it.
     pub(super) fn drain(&mut self) {
+        let (mut outputs, mut bytes) = (0usize, 0usize);
         loop {
-            match self.gw.poll_output() {
+            let output = self.gw.poll_output();
+            outputs += 1;
+            bytes += match &output {
+                Output::StreamWrite { data, .. } => data.len(),
+                Output::Datagram(t) => t.payload.len(),
+                _ => 0,
+            };
+            assert!(
+                outputs <= MAX_OUTPUTS_PER_DRAIN && bytes <= MAX_BYTES_PER_DRAIN,
+                "invariant (j): one input yields more than {MAX_OUTPUTS_PER_DRAIN} outputs or \
+                 {MAX_BYTES_PER_DRAIN} bytes ({outputs} outputs, {bytes} bytes so far)"
+            );
+            match output {
                 Output::Timeout(at) => {
                     self.deadline = at;
                     break;
@@ -282,7 +316,10 @@ impl GatewayHarness {
     }
 
     /// Invariant (f): session events name a session their connection created or was offered,
-    /// and none follows its `terminated`.
+    /// and none follows its `terminated`. Invariant (i): no session ends with
+    /// [`INTERNAL_ERROR_REASON`], which is how containment reports a panic in a call's media
+    /// outside `cfg(fuzzing)` (the harness' far end never answers `500 Internal error`: its
+    /// reason phrases are `Fuzz`), so the corpus replay under `cargo test` sees such a panic.
     pub(super) fn saw_event(&mut self, conn: ConnId, text: &[u8]) {
         let v: serde_json::Value = match serde_json::from_slice(text) {
             Ok(v) => v,
@@ -301,6 +338,11 @@ impl GatewayHarness {
                 };
                 if event == "state" && field("state") == Some("terminated") {
                     seen.ended = true;
+                    assert_ne!(
+                        field("reason"),
+                        Some(INTERNAL_ERROR_REASON),
+                        "invariant (i): session {session:?} of {conn} ended by a contained panic in its media: {v}"
+                    );
                 }
             }
             "account-event" | "account_event" if event == "incoming-session" || event == "incoming_session" => {
@@ -422,5 +464,41 @@ impl GatewayHarness {
             _ => FUZZ_PROXY.into(),
         };
         self.input(Input::Datagram { socket: FUZZ_SIP_SOCKET, from, data: msg });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A harness whose connection 1 has session `s0`.
+    fn with_session() -> GatewayHarness {
+        let mut h = GatewayHarness::new("192.0.2.5:5060").expect("a gateway");
+        h.sessions.insert((ConnId(1), "s0".into()), SessionSeen { ended: false, offer: None });
+        h
+    }
+
+    fn terminated(reason: &str) -> Vec<u8> {
+        serde_json::json!({"sylkrtc": "session-event", "session": "s0", "event": "state",
+            "data": {"state": "terminated", "reason": reason}})
+        .to_string()
+        .into_bytes()
+    }
+
+    /// An ordinary ending ends the session and nothing more.
+    #[test]
+    fn terminated_ends_the_session() {
+        let mut h = with_session();
+        h.saw_event(ConnId(1), &terminated("486 Busy Here"));
+        assert!(h.sessions[&(ConnId(1), "s0".to_string())].ended);
+    }
+
+    /// Containment turns a panic in a call's media into `terminated` `500 Internal error`
+    /// (outside `cfg(fuzzing)`): the corpus replay under `cargo test` must fail on it, not pass.
+    #[test]
+    #[should_panic(expected = "invariant (i)")]
+    fn a_contained_panic_fails_the_run() {
+        let mut h = with_session();
+        h.saw_event(ConnId(1), &terminated(INTERNAL_ERROR_REASON));
     }
 }

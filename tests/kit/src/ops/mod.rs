@@ -12,8 +12,8 @@ use harness::FUZZ_PROXY;
 use harness::{ConnKind, GatewayHarness};
 use std::time::Duration;
 use sylkgw_core::ids::{ConnId, Listener};
-use sylkgw_core::Input;
-use templates::{fuzz_call_op, fuzz_sip_text, fuzz_sylkrtc_text};
+use sylkgw_core::{Gateway, Input};
+use templates::{fuzz_call_op, fuzz_flood_op, fuzz_sip_text, fuzz_sylkrtc_text};
 
 /// The upgrade request in either dialect.
 fn fuzz_upgrade(v1: bool) -> String {
@@ -28,15 +28,23 @@ fn fuzz_upgrade(v1: bool) -> String {
 /// stream bytes from templates (responses echo the requests the gateway sent), answers to
 /// `Resolve`/`Connect`/`BindUdp`, time passing and `Shutdown`, and calls ([`fuzz_call_op`]:
 /// browser offers and answers, far-end answers on two forks, in-dialog requests, CANCEL,
-/// incoming INVITEs, RTP/RTCP on media sockets). The first byte picks the outbound proxy (mostly
+/// incoming INVITEs, RTP/RTCP on media sockets), and requests as large as a message allows
+/// ([`fuzz_flood_op`]: long lists, long DTMF strings, floods of ICE candidates). The first byte picks the outbound proxy (mostly
 /// `192.0.2.5:5060`; sometimes over TCP, by name, or none). After every step it checks: no panic;
 /// (b) a handled `Timeout` moves the deadline past `now`; (c) writes and closes name only live
 /// connections the runtime accepted or the core asked for; (d) datagrams leave only from bound
 /// sockets; (e) `stats()` counts no more connections than are live; (f) every session event
 /// names a session its connection created or was offered, and nothing follows its `terminated`;
 /// (g) no call outlives its WebSocket; (h) no two calls share a SIP leg and no two legs share a
-/// dialog.
+/// dialog; (i) no session ends by a contained panic (`500 Internal error`); (j) one input
+/// yields a bounded output (outputs and bytes per drain, see [`harness`]).
 pub fn fuzz_gateway_ops(data: &[u8]) {
+    fuzz_gateway_ops_with(data, &mut |_| {});
+}
+
+/// [`fuzz_gateway_ops`] with `before_step` called on the gateway before every step, for tests
+/// that prove the invariants fire (e.g. arming `Gateway::inject_media_panic`).
+pub fn fuzz_gateway_ops_with(data: &[u8], before_step: &mut dyn FnMut(&mut Gateway)) {
     let mut c = ByteCursor::new(data);
     let proxy = match c.byte() % 8 {
         5 => "192.0.2.5:5060;transport=tcp",
@@ -48,6 +56,7 @@ pub fn fuzz_gateway_ops(data: &[u8]) {
     let mut steps = 0;
     while !c.done() && steps < 256 {
         steps += 1;
+        before_step(&mut h.gw);
         match c.below(16) {
             0 => {
                 let conn = ConnId(u64::from(c.byte() % 6) + 1);
@@ -110,13 +119,11 @@ pub fn fuzz_gateway_ops(data: &[u8]) {
                 h.now += step;
                 h.run_due_timers();
             }
-            12 => {
-                if c.byte() < 16 {
-                    h.input(Input::Shutdown);
-                } else {
-                    fuzz_call_op(&mut h, &mut c);
-                }
-            }
+            12 => match c.byte() {
+                0..8 => h.input(Input::Shutdown),
+                8..16 => fuzz_flood_op(&mut h, &mut c),
+                _ => fuzz_call_op(&mut h, &mut c),
+            },
             13 => {
                 if c.byte() & 1 == 0 || h.rtp_pairs.is_empty() {
                     if let Some((rtp, _, _)) = request_rtp_pair_for_test(&mut h.gw) {

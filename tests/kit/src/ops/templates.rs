@@ -322,7 +322,7 @@ pub(super) fn fuzz_call_op(h: &mut GatewayHarness, c: &mut ByteCursor<'_>) {
                 }
                 4 => {
                     let tones = *c.pick(&["1", "123#", "A*", "x", ""]);
-                    json!({"sylkrtc": "session-dtmf-info", "transaction": tr, "session": session, "tones": tones})
+                    json!({"sylkrtc": "session-dtmf-info", "transaction": tr, "session": session, "digit": tones})
                 }
                 _ => json!({"sylkrtc": "session-terminate", "transaction": tr, "session": session}),
             };
@@ -451,4 +451,59 @@ pub(super) fn fuzz_call_op(h: &mut GatewayHarness, c: &mut ByteCursor<'_>) {
             h.input(Input::Datagram { socket, from: from.into(), data: &pkt });
         }
     }
+}
+
+/// One request as large as a WebSocket message allows (some a little larger), chosen by the
+/// cursor: a long list (`incoming_header_prefixes`, `active_participants`, `participants`, with
+/// or without duplicates), a long DTMF string (`session-dtmf-info`) or a flood of ICE candidates
+/// (`session-trickle`), the last two on a session the connection has when there is one. The
+/// gateway must answer each with its error or cap, in bounded work and output.
+pub(super) fn fuzz_flood_op(h: &mut GatewayHarness, c: &mut ByteCursor<'_>) {
+    use serde_json::json;
+    let Some(conn) = h.pick_web(c) else { return };
+    let tr = format!("f{}", h.next_id());
+    let live: Vec<String> =
+        h.sessions.iter().filter(|((k, _), s)| *k == conn && !s.ended).map(|((_, s), _)| s.clone()).collect();
+    let session = match live.is_empty() {
+        true => format!("s{}", c.byte() % 4),
+        false => c.pick(&live).clone(),
+    };
+    let req = match c.below(3) {
+        0 => {
+            let n = *c.pick(&[3usize, 500, 20_000, 40_000]);
+            let distinct = *c.pick(&[1usize, 2, 3, usize::MAX]);
+            match c.below(3) {
+                0 => {
+                    let items: Vec<String> = (0..n).map(|i| format!("X-{}", i % distinct)).collect();
+                    json!({"sylkrtc": "account-add", "transaction": tr, "account": FUZZ_ACCOUNTS[0],
+                        "password": "secret", "incoming_header_prefixes": items})
+                }
+                1 => {
+                    let items: Vec<String> = (0..n).map(|i| (i % distinct).to_string()).collect();
+                    json!({"sylkrtc": "videoroom-configure", "transaction": tr, "session": session,
+                        "active_participants": items})
+                }
+                _ => {
+                    let items: Vec<String> = (0..n).map(|i| format!("u{}@x", i % distinct)).collect();
+                    json!({"sylkrtc": "videoroom-invite", "transaction": tr, "session": session, "participants": items})
+                }
+            }
+        }
+        1 => {
+            let n = *c.pick(&[13usize, 1_000, 50_000, 200_000]);
+            let digits: String = "0123456789*#ABCD".chars().cycle().take(n).collect();
+            json!({"sylkrtc": "session-dtmf-info", "transaction": tr, "session": session, "digit": digits})
+        }
+        _ => {
+            let n = *c.pick(&[2usize, 100, 1_000, 2_200]);
+            let candidates: Vec<_> = (0..n)
+                .map(|i| {
+                    json!({"candidate": format!("candidate:{i} 1 udp 2130706431 192.0.2.{} {} typ host", i % 250 + 1, 1024 + i % 60_000),
+                        "sdpMid": "Llc", "sdpMLineIndex": 0})
+                })
+                .collect();
+            json!({"sylkrtc": "session-trickle", "transaction": tr, "session": session, "candidates": candidates})
+        }
+    };
+    h.send_text(conn, &req.to_string());
 }
