@@ -84,6 +84,7 @@ pub mod ids;
 pub mod media;
 pub mod rng;
 pub mod sip;
+pub mod storage;
 pub mod time;
 pub mod transport;
 pub mod web;
