@@ -159,7 +159,16 @@ fn reserve_id(db: &mut dyn Db, account: &str, message_id: &str, at: UnixMicros) 
     map_id(db, account, message_id, end, at)
 }
 
+/// Journals `m`; its position. The account's `journal_heads` row is written first and so stays
+/// locked until the transaction ends: writers of one account take positions in commit order,
+/// and a reader paging "after the last id it saw" never misses an entry that another gateway
+/// had numbered earlier but committed later (PostgreSQL; SQLite has one writer at a time).
 fn insert_entry(db: &mut dyn Db, m: &NewMessage) -> Result<i64, StoreError> {
+    db.exec(
+        "INSERT INTO journal_heads (account, entries_written) VALUES ($1, 1)
+         ON CONFLICT (account) DO UPDATE SET entries_written = journal_heads.entries_written + 1",
+        &[Param::Text(&m.account)],
+    )?;
     let disposition = disposition_json(&m.disposition);
     let rows = db.query(
         "INSERT INTO journal (account, contact, direction, content_type, content, message_id, msg_timestamp,

@@ -45,6 +45,10 @@ macro_rules! v1 {
             CREATE INDEX journal_by_message ON journal (account, message_id);
             CREATE INDEX journal_by_contact ON journal (account, contact);
             CREATE INDEX journal_by_time ON journal (account, created_at);
+            CREATE TABLE journal_heads (
+                account TEXT PRIMARY KEY,
+                entries_written BIGINT NOT NULL
+            );
             CREATE TABLE message_ids (
                 account TEXT NOT NULL,
                 message_id TEXT NOT NULL,

@@ -124,3 +124,47 @@ fn a_lost_server_is_unavailable_and_the_harness_stops_it_by_pid() {
     assert!(matches!(store.execute(&add("m3")), Err(StoreError::Unavailable(_))));
     drop(server);
 }
+
+/// A gateway that numbered an entry first but commits last must not be overtaken: a reader
+/// that pages after the newest id it saw would never get the earlier-numbered entry.
+#[test]
+fn journal_positions_follow_commit_order_across_gateways() {
+    let db = PgFixture::new();
+    let mut reader = Postgres::open(&db.url).unwrap();
+    // A slow gateway: inside its transaction it has journaled "slow" (and so holds the
+    // account's head row, as every journal write does) but has not committed yet.
+    let mut slow = postgres::Client::connect(&db.url, postgres::NoTls).unwrap();
+    let mut tx = slow.transaction().unwrap();
+    tx.batch_execute(
+        "INSERT INTO journal_heads (account, entries_written) VALUES ('alice@example.com', 1)
+         ON CONFLICT (account) DO UPDATE SET entries_written = journal_heads.entries_written + 1;
+         INSERT INTO journal (account, contact, direction, content_type, content, message_id, msg_timestamp,
+                              disposition, state, created_at)
+         VALUES ('alice@example.com', 'bob@example.com', 'outgoing', 'text/plain', 'x', 'slow', 't', '[]', NULL, 1);
+         INSERT INTO message_ids (account, message_id, seq, created_at)
+         SELECT account, message_id, seq, created_at FROM journal WHERE message_id = 'slow';",
+    )
+    .unwrap();
+    // Another gateway journals "fast" meanwhile.
+    let url = db.url.clone();
+    let fast = std::thread::spawn(move || Postgres::open(&url).unwrap().execute(&add("fast")));
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let seen = journal_ids(&mut reader, None);
+    assert!(seen.is_empty(), "{seen:?} is visible before the earlier-numbered entry commits");
+    tx.commit().unwrap();
+    assert!(fast.join().unwrap().is_ok());
+    assert_eq!(journal_ids(&mut reader, None), ["slow", "fast"]);
+}
+
+fn journal_ids(store: &mut dyn Storage, after: Option<&str>) -> Vec<String> {
+    let request = StoreRequest::Journal {
+        account: "alice@example.com".into(),
+        message_id: after.map(str::to_string),
+        since: None,
+        limit: None,
+    };
+    match store.execute(&request) {
+        Ok(StoreResult::Journal { entries }) => entries.into_iter().map(|e| e.message_id).collect(),
+        other => panic!("Journal answered {other:?}"),
+    }
+}
