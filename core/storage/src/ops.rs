@@ -493,13 +493,13 @@ fn update_addressbook(
     let with_data = |data| [key[0].clone(), key[1].clone(), key[2].clone(), Param::Text(data)];
     match action {
         AddressbookAction::Add => {
-            if db.exec(replace, &with_data(&data))? == 0 {
-                db.exec(
-                    "INSERT INTO addressbook (account, kind, item_id, position, data)
-                     SELECT $1, $2, $3, COALESCE(MAX(position), 0) + 1, $4 FROM addressbook WHERE account = $1",
-                    &with_data(&data),
-                )?;
-            }
+            // One statement, so gateways adding the same new item at once do not collide.
+            db.exec(
+                "INSERT INTO addressbook (account, kind, item_id, position, data)
+                 SELECT $1, $2, $3, COALESCE(MAX(position), 0) + 1, $4 FROM addressbook WHERE account = $1
+                 ON CONFLICT (account, kind, item_id) DO UPDATE SET data = excluded.data",
+                &with_data(&data),
+            )?;
         }
         AddressbookAction::Update => found(db.exec(replace, &with_data(&data))?)?,
         AddressbookAction::Delete => {
