@@ -11,9 +11,10 @@
 //! order it was stored; `account-sync-conversations` pages it by `message_id` (entries stored
 //! after that one), else `since` (entries stored after that wall time), else from the start,
 //! then keeps the first `limit`. Layout: `message` (shared value types), `request`, `result`,
-//! `error`, `line` (capture encoding).
+//! `error`, `line` (capture encoding), `iso` (wall times as text).
 
 pub mod error;
+pub mod iso;
 pub mod line;
 pub mod message;
 pub mod request;
