@@ -26,6 +26,9 @@ have ip || missing+=(iproute2)
 have unshare || missing+=(util-linux)
 # The built-in web phone's tests (tests/tests/web_phone.rs) drive headless Chromium.
 [ -x /usr/lib/chromium/chromium ] || have chromium || missing+=(chromium)
+# The storage tests (core/storage) start a real PostgreSQL server: initdb and postgres from
+# Debian's package, run as its `postgres` user, on a Unix socket in a temporary directory.
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)
 if [ "${#missing[@]}" -gt 0 ]; then
     echo "== installing: ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive

@@ -101,6 +101,7 @@ pub mod media;
 pub mod messaging;
 pub mod rng;
 pub mod sip;
+pub mod storage;
 pub mod time;
 pub mod transport;
 pub mod web;
