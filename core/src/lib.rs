@@ -107,7 +107,6 @@ pub mod transport;
 pub mod web;
 pub mod ws;
 
-
 pub use config::{Config, ConfigError, TlsConfig};
 pub use drive::{Input, Output, TimeoutReason, Transmit, UdpPurpose};
 pub use gateway::{Gateway, Stats};

@@ -17,8 +17,8 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use sylkgw_core::capture;
 use sylkgw_core::media::rtp;
-use sylkgw_kit::{client_text_frame, UPGRADE_V2};
 use sylkgw_core::{ConnId, Input, Listener};
+use sylkgw_kit::{client_text_frame, UPGRADE_V2};
 use sylkgw_tests::gateway_sim::{
     self, addr, reply, sdp_rtp_addr, BindAnswer, GatewaySim, World, Ws, FAR_SIP, HA1, LATENCY,
 };
