@@ -1,8 +1,8 @@
 //! sylkgw-core: the WebRTC-to-SIP gateway as a deterministic state machine.
 //!
 //! This crate is the whole product logic: HTTP and WebSocket (tungstenite's server role over
-//! memory), TLS (rustls' buffered API over memory), the sylkRTC API in both dialects, and (as
-//! they land) the SIP stack, calls and media. **It performs no IO and spawns nothing**: bytes,
+//! memory), TLS (rustls' buffered API over memory), the sylkRTC API in both dialects, the SIP
+//! user agent, calls and media, and the pure parts of messaging and storage. **It performs no IO and spawns nothing**: bytes,
 //! datagrams and time (`now`) are inputs, and everything it wants done is an [`Output`]. Its own
 //! code never reads a clock (clippy bans `Instant::now`/`SystemTime::now` here) and draws all its
 //! randomness (ids, tags, branches, nonces, ICE credentials, str0m's `fastrand` draws) from the
@@ -81,7 +81,10 @@
 //! # Layout
 //! `api` (sylkRTC requests, events, dialect codecs) · `http` (the upgrade) · `ws` (WebSocket
 //! over memory) · `transport` (in-memory duplex, TLS) · `client` and `account` (one connection's
-//! sylkRTC state) · `gateway` (routing, timers, outputs) · `capture` (record and replay).
+//! sylkRTC state) · `gateway` (routing, timers, outputs; `gateway::calls`, the call layer) ·
+//! `call` (one call) · `errors` (typed client and call errors, SylkServer's strings) · `sip` (the
+//! SIP user agent) · `media` (str0m browser legs, SIP-side RTP, SDP) · `messaging` (CPIM, IMDN,
+//! MESSAGE bodies) · `storage` (what the core asks of storage) · `capture` (record and replay).
 
 #![deny(unsafe_code)]
 
