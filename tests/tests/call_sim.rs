@@ -847,6 +847,12 @@ fn custom_headers_out_both_ways() {
         {"name": "X-Account-Tag", "value": "blue"},
         {"name": "Via", "value": "SIP/2.0/UDP evil"},
         {"name": "X-Bad\r\nInjected", "value": "1"},
+        {"name": "P-Asserted-Identity", "value": "<sip:ceo@example.com>"},
+        {"name": "Proxy-Authorization", "value": "Digest forged"},
+        {"name": "Require", "value": "forged-ext"},
+        {"name": "Record-Route", "value": "<sip:forged.example>"},
+        {"name": "Content-Encoding", "value": "gzip"},
+        {"name": "Subject", "value": "not listed"},
     ]);
     let req = serde_json::json!({"sylkrtc": "session-create", "account": "alice@example.com", "session": "s1",
         "uri": "bob@example.com", "sdp": offer, "headers": headers});
@@ -855,6 +861,10 @@ fn custom_headers_out_both_ways() {
     let invite = sim.far_requests("INVITE")[0].clone();
     assert_eq!(header(&invite, "X-Account-Tag"), "blue");
     assert!(!invite.contains("evil") && !invite.contains("Injected"), "{invite}");
+    // Only X- headers (and configured ones): no identity, auth, routing, Require or body headers.
+    for forged in ["ceo@example.com", "forged", "gzip", "Subject"] {
+        assert!(!invite.contains(forged), "{forged} must not reach the INVITE:\n{invite}");
+    }
 
     let mut sim = Sim::new(Script::Answer);
     let user = sim.register();
@@ -870,6 +880,28 @@ fn custom_headers_out_both_ways() {
     let ok = sim.sip_in.iter().find(|m| m.starts_with("SIP/2.0 200 OK") && m.contains("INVITE")).unwrap();
     assert_eq!(header(ok, "X-Answered-By"), "web");
     assert_eq!(header(ok, "CSeq"), "1 INVITE");
+}
+
+/// `allowed_client_headers` lets listed headers through besides `X-`; identity headers stay
+/// refused even when listed.
+#[test]
+fn allowed_client_headers_are_configurable() {
+    let mut sim = Sim::with_config(Script::Answer, |c| {
+        c.allowed_client_headers = vec!["subject".into(), "P-Asserted-Identity".into()];
+    });
+    let offer = sim.browser.offer(false).unwrap();
+    let headers = serde_json::json!([
+        {"name": "Subject", "value": "listed"},
+        {"name": "P-Asserted-Identity", "value": "<sip:ceo@example.com>"},
+        {"name": "Organization", "value": "not listed"},
+    ]);
+    let req = serde_json::json!({"sylkrtc": "session-create", "account": "alice@example.com", "session": "s1",
+        "uri": "bob@example.com", "sdp": offer, "headers": headers});
+    assert_eq!(sim_ack(sim.request(&req.to_string())), "ack");
+    sim.until_state("accepted");
+    let invite = sim.far_requests("INVITE")[0].clone();
+    assert_eq!(header(&invite, "Subject"), "listed");
+    assert!(!invite.contains("ceo@example.com") && !invite.contains("not listed"), "{invite}");
 }
 
 /// Browser offer with VP8 + H.264 video → the INVITE has a second m-line (RTP/AVP, its own RTP

@@ -108,12 +108,14 @@ impl Gateway {
     ) -> Result<(), CallError> {
         match body {
             RequestBody::SessionCreate { session, account, uri, sdp, headers } => {
-                let headers = call::custom_headers(headers.into_iter().map(|h| (h.name, h.value)).collect());
+                let headers = headers.into_iter().map(|h| (h.name, h.value)).collect();
+                let headers = call::custom_headers(headers, &self.config.allowed_client_headers);
                 self.session_create(conn, session, account, uri, sdp, headers)
             }
             RequestBody::SessionAnswer { session, sdp, headers } => {
                 let id = self.call_of_session(conn, &session)?;
-                let headers = call::custom_headers(headers.into_iter().map(|h| (h.name, h.value)).collect());
+                let headers = headers.into_iter().map(|h| (h.name, h.value)).collect();
+                let headers = call::custom_headers(headers, &self.config.allowed_client_headers);
                 self.session_answer(id, &session, &sdp, headers, after)
             }
             RequestBody::SessionTrickle { session, candidates } => {
