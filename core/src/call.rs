@@ -392,6 +392,10 @@ pub fn custom_headers(headers: Vec<(String, String)>, allowed: &[String]) -> Vec
         .collect()
 }
 
+/// Most characters of one `session-dtmf-info` `digit` (SylkServer's clients send what the user
+/// typed at once; Janus took a single digit). One INFO goes out per digit.
+pub const MAX_DTMF_DIGITS: usize = 32;
+
 /// The INFO body for one DTMF digit (`application/dtmf-relay`, as Janus sends it); `duration` in
 /// ms, 160 when absent or outside 1..=5000 (spec §5.4).
 pub fn dtmf_relay_body(digit: char, duration: Option<i64>) -> Vec<u8> {

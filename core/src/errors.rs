@@ -146,6 +146,8 @@ pub enum CallError {
     AnswerOutgoing { session: String },
     /// The media plane cannot take a call.
     MediaUnavailable(MediaShortage),
+    /// `session-dtmf-info` with more than `max` characters in `digit`.
+    TooManyDigits { max: usize },
     /// A state the layer does not expect (a bug); logged, answered as SylkServer does.
     Internal,
 }
@@ -181,6 +183,7 @@ impl fmt::Display for CallError {
                 f.write_str("Media is not available (no WebRTC socket)")
             }
             Self::MediaUnavailable(MediaShortage::NoPorts) => f.write_str("No media ports available"),
+            Self::TooManyDigits { max } => write!(f, "Too many DTMF digits: at most {max} per request"),
             Self::Internal => f.write_str("Internal error"),
         }
     }

@@ -484,6 +484,23 @@ fn dtmf_info_one_per_digit() {
     sim.check_capture("call_info_dtmf");
 }
 
+/// `session-dtmf-info` beyond 32 digits gets an `error` naming the limit, and no INFO goes out;
+/// the call goes on and a short string still works.
+#[test]
+fn dtmf_info_beyond_the_cap_is_an_error() {
+    let mut sim = Sim::new(Script::Answer);
+    let session = sim.outgoing_call();
+    let digits = "1".repeat(33);
+    let err = sim.request(&format!(r#"{{"sylkrtc":"session-dtmf-info","session":"{session}","digit":"{digits}"}}"#));
+    assert_eq!(err["sylkrtc"], "error");
+    assert_eq!(err["error"], "Too many DTMF digits: at most 32 per request");
+    let ack = sim.request(&format!(r#"{{"sylkrtc":"session-dtmf-info","session":"{session}","digit":"5"}}"#));
+    assert_eq!(ack["sylkrtc"], "ack");
+    sim.run(Duration::from_secs(1));
+    assert_eq!(sim.far_requests("INFO").len(), 1);
+    sim.check_capture("call_info_dtmf_too_many");
+}
+
 #[test]
 fn media_timeout_hangs_up() {
     let mut sim = Sim::new(Script::Answer);

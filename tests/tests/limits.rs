@@ -479,3 +479,33 @@ fn terminate_before_the_invite_is_acked_before_terminated() {
     let stats = sim.net.gw.stats();
     assert_eq!((stats.calls, stats.rtp_pairs), (0, 0));
 }
+
+// ===== Bounded work per request =====
+
+/// `session-dtmf-info` with more than 32 digits gets an `error` naming the limit and sends no
+/// INFO; the gateway stays responsive and a short string still works.
+#[test]
+fn dtmf_digits_beyond_the_cap_get_an_error() {
+    let mut sim = Sim::new(|c| c.max_websocket_message_size = 1 << 20);
+    let a = sim.connect(1, "alice@example.com");
+    sim.call(a, "alice@example.com", "s");
+    let call_id = sim.invite_call_id(0);
+    let huge = "1".repeat(256 * 1024);
+    let answer = sim.request(a, json!({"sylkrtc": "session-dtmf-info", "session": "s", "digit": huge}));
+    assert_eq!(answer["sylkrtc"], "error", "{answer}");
+    assert_eq!(answer["error"], "Too many DTMF digits: at most 32 per request");
+    let over = "1".repeat(33);
+    let answer = sim.request(a, json!({"sylkrtc": "session-dtmf-info", "session": "s", "digit": over}));
+    assert_eq!(answer["error"], "Too many DTMF digits: at most 32 per request");
+    sim.run(Duration::from_millis(500));
+    assert_eq!(sim.far_requests("INFO", &call_id), 0, "no INFO for a refused request");
+    assert_eq!(sim.request(a, json!({"sylkrtc": "ping"}))["sylkrtc"], "ack");
+    let most = "0123456789*#ABCD".repeat(2);
+    assert_eq!(
+        sim.request(a, json!({"sylkrtc": "session-dtmf-info", "session": "s", "digit": most}))["sylkrtc"],
+        "ack"
+    );
+    sim.run(Duration::from_secs(5));
+    assert_eq!(sim.far_requests("INFO", &call_id), 32);
+    assert_eq!(sim.far_requests("BYE", &call_id), 0, "the call goes on");
+}

@@ -111,6 +111,7 @@ replay!(
     call_sdes_srtp,
     call_browser_never_connects,
     call_outgoing_video,
+    call_info_dtmf_too_many,
 );
 
 /// A changed expectation fails, and the failure shows what changed.
