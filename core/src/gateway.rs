@@ -100,6 +100,9 @@ pub struct Stats {
     pub calls: usize,
     /// SIP call legs alive in the stack.
     pub sip_legs: usize,
+    /// Trickled candidates held by the calls' browser legs (each at most
+    /// `media::webrtc::MAX_REMOTE_CANDIDATES`).
+    pub browser_candidates: usize,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -410,6 +413,7 @@ impl Gateway {
             rtp_pairs: self.media.pair_count(),
             calls: self.calls.calls.len(),
             sip_legs: self.sip.leg_count(),
+            browser_candidates: self.calls.calls.values().map(|c| c.browser.remote_candidate_count()).sum(),
             ..Stats::default()
         };
         for c in self.conns.values() {

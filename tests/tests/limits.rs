@@ -509,3 +509,31 @@ fn dtmf_digits_beyond_the_cap_get_an_error() {
     assert_eq!(sim.far_requests("INFO", &call_id), 32);
     assert_eq!(sim.far_requests("BYE", &call_id), 0, "the call goes on");
 }
+
+/// A flood of trickled candidates: every request is acked (sylkrtc.js ends the call on a
+/// trickle error), the browser leg keeps at most 64 of them, and the call goes on.
+#[test]
+fn trickled_candidates_beyond_the_cap_are_ignored() {
+    let mut sim = Sim::new(|c| {
+        c.max_websocket_message_size = 1 << 20;
+        c.max_requests_per_second = 1000;
+    });
+    let a = sim.connect(1, "alice@example.com");
+    sim.call(a, "alice@example.com", "s");
+    let candidate = |i: u32| {
+        json!({"candidate": format!("candidate:{i} 1 udp 2122194687 10.{}.{}.{} {} typ host", i >> 16 & 255, i >> 8 & 255, i & 255, 1024 + i % 60000),
+               "sdpMid": "0", "sdpMLineIndex": 0})
+    };
+    let many: Vec<Value> = (0..5000).map(candidate).collect();
+    let answer = sim.request(a, json!({"sylkrtc": "session-trickle", "session": "s", "candidates": many}));
+    assert_eq!(answer["sylkrtc"], "ack", "{answer}");
+    for i in 0..200 {
+        let one = json!({"sylkrtc": "session-trickle", "session": "s", "candidates": [candidate(10_000 + i)]});
+        assert_eq!(sim.request(a, one)["sylkrtc"], "ack");
+    }
+    assert_eq!(sim.net.gw.stats().browser_candidates, 64, "{:?}", sim.net.gw.stats());
+    let before = sim.browser_rtp(a, "s");
+    sim.run(Duration::from_secs(1));
+    assert!(sim.browser_rtp(a, "s") > before + 30, "media still flows");
+    assert_eq!(sim.request(a, json!({"sylkrtc": "ping"}))["sylkrtc"], "ack");
+}
