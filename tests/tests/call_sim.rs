@@ -501,6 +501,26 @@ fn dtmf_info_beyond_the_cap_is_an_error() {
     sim.check_capture("call_info_dtmf_too_many");
 }
 
+/// `session-message` on an established call gets what every not-yet-supported request gets
+/// (not a false state error); an unknown session is still unknown.
+#[test]
+fn session_message_is_not_supported_yet() {
+    let mut sim = Sim::new(Script::Answer);
+    let session = sim.outgoing_call();
+    let msg = |s: &str| {
+        serde_json::json!({"sylkrtc": "session-message", "session": s, "message_id": "m1", "content": "hi",
+            "content_type": "text/plain", "timestamp": "2026-01-01T00:00:00Z"})
+        .to_string()
+    };
+    let err = sim.request(&msg(&session));
+    assert_eq!(err["sylkrtc"], "error");
+    assert_eq!(err["error"], "session-message is not supported yet");
+    let err = sim.request(&msg("nope"));
+    assert_eq!(err["error"], "Unknown session nope");
+    assert!(sim.far_requests("MESSAGE").is_empty());
+    sim.check_capture("call_session_message");
+}
+
 #[test]
 fn media_timeout_hangs_up() {
     let mut sim = Sim::new(Script::Answer);

@@ -112,6 +112,7 @@ replay!(
     call_browser_never_connects,
     call_outgoing_video,
     call_info_dtmf_too_many,
+    call_session_message,
 );
 
 /// A changed expectation fails, and the failure shows what changed.

@@ -47,7 +47,7 @@ pub use media::MEDIA_TIMEOUT_REASON;
 
 use crate::api::{AccountEvent, Event, RequestBody, SessionEvent, SessionState};
 use crate::call::{self, Call, CallId, Origin, Pending, RtpPair, Slot, State, VideoLine};
-use crate::errors::{CallError, MediaShortage, SessionOp};
+use crate::errors::{CallError, MediaShortage};
 use crate::gateway::Gateway;
 use crate::ids::{ConnId, SocketId};
 use crate::media::sdp::{self, Codec, LocalMedia, LocalSession, MediaKind, SdpVersioner};
@@ -147,9 +147,10 @@ impl Gateway {
                 self.session_update(id, &session, &sdp, after)
             }
             RequestBody::SessionMessage { session, .. } => {
-                let id = self.call_of_session(conn, &session)?;
-                let state = self.calls.calls[&id].state;
-                Err(CallError::InvalidState { session, op: SessionOp::Message, state: state.name() })
+                // Messaging is not there yet: answered as every not-yet-supported request,
+                // once the session is known.
+                self.call_of_session(conn, &session)?;
+                Err(CallError::NotSupported { kind: "session-message" })
             }
             _ => Err(CallError::Internal),
         }
