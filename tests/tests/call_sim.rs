@@ -521,6 +521,25 @@ fn session_message_is_not_supported_yet() {
     sim.check_capture("call_session_message");
 }
 
+/// An incoming call refused because the connection is at `max_sessions_per_connection` is
+/// declined 486 and reported as `missed-session`, as SylkServer does (spec §3.2).
+#[test]
+fn incoming_call_at_the_session_limit_is_missed() {
+    let mut sim = Sim::with_config(Script::Answer, |c| c.max_sessions_per_connection = 1);
+    let user = sim.register();
+    sim.outgoing_call();
+    sim.incoming_invite(&user);
+    let seen = sim.until(Duration::from_secs(2), |e| e["event"] == "missed-session");
+    let missed = seen.iter().find(|e| e["event"] == "missed-session").expect("missed-session");
+    assert_eq!(missed["account"], "alice@example.com");
+    assert_eq!(missed["originator"]["uri"], "bob@example.com");
+    assert_eq!(missed["originator"]["display_name"], "Bob");
+    assert!(!seen.iter().any(|e| e["event"] == "incoming-session"), "{seen:#?}");
+    sim.run(Duration::from_millis(200));
+    assert!(sim.sip_in.iter().any(|m| m.starts_with("SIP/2.0 486 Busy Here") && m.contains("incoming-1@far")));
+    sim.check_capture("call_incoming_busy_missed");
+}
+
 #[test]
 fn media_timeout_hangs_up() {
     let mut sim = Sim::new(Script::Answer);

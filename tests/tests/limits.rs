@@ -286,6 +286,11 @@ fn incoming_call_beyond_the_limit_is_declined_486() {
     assert!(busy.is_some(), "the far end got 486: {:#?}", sim.sip_in);
     let events = sim.take_events(a);
     assert!(!events.iter().any(|e| e["event"] == "incoming-session"), "{events:#?}");
+    // SylkServer reports a call refused for a limit as missed (spec §3.2 `missed-session`).
+    let missed: Vec<&Value> = events.iter().filter(|e| e["event"] == "missed-session").collect();
+    assert_eq!(missed.len(), 1, "{events:#?}");
+    assert_eq!(missed[0]["account"], "alice@example.com");
+    assert_eq!(missed[0]["originator"]["uri"], "carol@example.com");
     assert_eq!(sim.net.gw.stats().calls, 1);
     // Once the call is over, an incoming call is offered again.
     assert_eq!(sim.request(a, json!({"sylkrtc": "session-terminate", "session": "out"}))["sylkrtc"], "ack");

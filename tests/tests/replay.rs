@@ -113,6 +113,7 @@ replay!(
     call_outgoing_video,
     call_info_dtmf_too_many,
     call_session_message,
+    call_incoming_busy_missed,
 );
 
 /// A changed expectation fails, and the failure shows what changed.
