@@ -77,7 +77,9 @@ pub struct Gateway {
 #[cfg(any(fuzzing, feature = "_test_exports"))]
 pub(crate) type CallRowForTest = (ConnId, String, Option<crate::sip::calls::LegId>);
 
-/// Table sizes, for benchmarks, soak tests and leak checks (`--stats-interval` logs them).
+/// Table sizes, for benchmarks, soak tests and leak checks (`--stats-interval` logs them): every
+/// table of the core has a field. With no connection, call or registration left, all are 0
+/// but `timers`, `sip_timers` and `sip_timer_keys` (the idle gateway's own).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
 pub struct Stats {
     /// Stream connections alive (any phase).
@@ -103,6 +105,24 @@ pub struct Stats {
     /// Trickled candidates held by the calls' browser legs (each at most
     /// `media::webrtc::MAX_REMOTE_CANDIDATES`).
     pub browser_candidates: usize,
+    /// Peer IPs with live web connections (`max_connections_per_ip`).
+    pub per_ip: usize,
+    /// Registrations routed to a connection and account.
+    pub registration_owners: usize,
+    /// (connection, session id) → call entries.
+    pub sessions: usize,
+    /// SIP leg → call entries.
+    pub call_legs: usize,
+    /// RTP socket → call entries.
+    pub call_sockets: usize,
+    /// Calls in the WebRTC socket's demultiplexer.
+    pub demux_calls: usize,
+    /// Armed timers of the SIP stack.
+    pub sip_timers: usize,
+    /// The SIP stack's timer keys (both maps: key → timer and timer → key).
+    pub sip_timer_keys: usize,
+    /// DNS queries the SIP stack waits for.
+    pub sip_dns_queries: usize,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -404,6 +424,7 @@ impl Gateway {
     /// Sizes of the core's tables.
     pub fn stats(&self) -> Stats {
         let (sip_transactions, sip_registrations, sip_flows) = self.sip.sizes();
+        let (sip_timers, timer_keys, timer_keys_back, sip_dns_queries) = self.sip.census();
         let mut s = Stats {
             connections: self.conns.len(),
             timers: self.timers.len() + self.calls.timers.len(),
@@ -414,6 +435,15 @@ impl Gateway {
             calls: self.calls.calls.len(),
             sip_legs: self.sip.leg_count(),
             browser_candidates: self.calls.calls.values().map(|c| c.browser.remote_candidate_count()).sum(),
+            per_ip: self.per_ip.len(),
+            registration_owners: self.regs.len(),
+            sessions: self.calls.sessions.len(),
+            call_legs: self.calls.legs.len(),
+            call_sockets: self.calls.sockets.len(),
+            demux_calls: self.calls.demux.len(),
+            sip_timers,
+            sip_timer_keys: timer_keys + timer_keys_back,
+            sip_dns_queries,
             ..Stats::default()
         };
         for c in self.conns.values() {

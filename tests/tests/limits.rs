@@ -442,6 +442,44 @@ fn panic_in_one_calls_media_ends_only_that_call() {
     );
 }
 
+// ===== Census =====
+
+/// After registrations, calls (outgoing, incoming, refused) and candidates, and the connections
+/// going away, every table of `Stats` is back to 0, and the timers to the idle gateway's
+/// (`churn::at_baseline`, which the churn and soak tests use too).
+#[test]
+fn every_table_is_empty_again_after_churn() {
+    let mut sim = Sim::new(|c| c.max_sessions_per_connection = 1);
+    let idle = serde_json::to_value(sim.net.gw.stats()).unwrap();
+    let a = sim.connect(1, "alice@example.com");
+    let b = sim.connect(2, "bob@example.com");
+    sim.register(a, "alice@example.com");
+    sim.call(a, "alice@example.com", "out");
+    let candidate =
+        json!({"candidate": "candidate:1 1 udp 2122194687 10.0.0.1 4000 typ host", "sdpMid": "0", "sdpMLineIndex": 0});
+    assert_eq!(
+        sim.request(a, json!({"sylkrtc": "session-trickle", "session": "out", "candidates": [candidate]}))["sylkrtc"],
+        "ack"
+    );
+    sim.incoming_invite("alice", "busy@far");
+    sim.create(b, "bob@example.com", "pending");
+    sim.run(Duration::from_millis(500));
+    let busy = serde_json::to_value(sim.net.gw.stats()).unwrap();
+    for k in
+        ["per_ip", "registration_owners", "sessions", "call_legs", "call_sockets", "demux_calls", "browser_candidates"]
+    {
+        assert!(busy[k].as_u64() > Some(0), "{k} counts nothing: {busy}");
+    }
+    sim.net.input(Input::StreamClosed { conn: a });
+    sim.net.input(Input::StreamClosed { conn: b });
+    sim.browsers.clear();
+    sim.run(Duration::from_secs(40));
+    let mut after = serde_json::to_value(sim.net.gw.stats()).unwrap();
+    let mut idle = idle;
+    (after["fds"], idle["fds"]) = (0.into(), 0.into());
+    assert!(sylkgw_tests::churn::at_baseline(&after, &idle), "{after}\n(idle: {idle})");
+}
+
 // ===== Secrets =====
 
 /// The capture of a session that adds an account and calls with it never holds the HA1.
