@@ -124,6 +124,12 @@ pub enum MediaShortage {
     NoPorts,
 }
 
+/// The `error` for an `account-register` whose next hop did not resolve (spec §2.2): the
+/// resolver's `detail`, or SylkServer's "no results found" for an empty answer.
+pub fn dns_lookup_error(detail: Option<&str>) -> String {
+    format!("DNS lookup error: {}", detail.unwrap_or("no results found"))
+}
+
 /// Why a session request failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -265,5 +271,7 @@ mod tests {
         for (error, text) in cases {
             assert_eq!(error.to_string(), text);
         }
+        assert_eq!(dns_lookup_error(Some("timed out")), "DNS lookup error: timed out");
+        assert_eq!(dns_lookup_error(None), "DNS lookup error: no results found");
     }
 }

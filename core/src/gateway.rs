@@ -4,7 +4,7 @@
 
 use crate::api::{AccountEvent, Event, RegistrationState};
 use crate::capture::Recorder;
-use crate::client::{Client, SipCtx};
+use crate::client::{Client, Register, SipCtx};
 use crate::config::{Config, ConfigError};
 use crate::drive::UdpPurpose;
 use crate::drive::{Input, Output, TimeoutReason};
@@ -62,6 +62,8 @@ pub struct Gateway {
     media: sockets::MediaSockets,
     /// Which connection and account each registration belongs to.
     regs: BTreeMap<RegId, (ConnId, String)>,
+    /// `account-register` requests waiting for their next hop's name resolution (answered then).
+    pending_registers: BTreeMap<RegId, PendingRegister>,
     /// Calls (`gateway/calls.rs`).
     calls: calls::table::Calls,
     /// Faults tests inject (`containment`).
@@ -123,6 +125,20 @@ pub struct Stats {
     pub sip_timer_keys: usize,
     /// DNS queries the SIP stack waits for.
     pub sip_dns_queries: usize,
+    /// `account-register` requests waiting for their next hop's name resolution.
+    pub pending_registers: usize,
+}
+
+/// An `account-register` whose registration waits for the name resolution of its next hop:
+/// SylkServer resolves before it answers (spec §2.2), so its `ack` (or `error` "DNS lookup
+/// error: …") and the registration's events wait too.
+struct PendingRegister {
+    conn: ConnId,
+    request: Register,
+    /// The resolver query, once seen going out.
+    query: Option<u64>,
+    /// The registration's events so far, sent after the `ack`.
+    held: Vec<Event>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -211,6 +227,7 @@ impl Gateway {
             sip_udp: None,
             media,
             regs: BTreeMap::new(),
+            pending_registers: BTreeMap::new(),
             calls: calls::table::Calls::default(),
             faults: containment::Faults::default(),
             timers: TimerTable::default(),
@@ -273,7 +290,10 @@ impl Gateway {
                 }
                 self.sip.handle_connected(conn, result.is_ok(), now, &mut self.rng)
             }
-            Input::Resolved { query, result } => self.sip.handle_resolved(query, result, now, &mut self.rng),
+            Input::Resolved { query, result } => {
+                self.register_resolved(query, &result);
+                self.sip.handle_resolved(query, result, now, &mut self.rng)
+            }
             Input::Shutdown => self.shutdown(),
         }
         self.drain_sip();
@@ -321,7 +341,13 @@ impl Gateway {
                     }
                     continue;
                 }
-                SipOutput::Resolve { query, name } => Output::Resolve { query, name },
+                SipOutput::Resolve { query, name } => {
+                    // A registration's lookup goes out right after its `account-register`.
+                    if let Some(p) = self.pending_registers.values_mut().find(|p| p.query.is_none()) {
+                        p.query = Some(query);
+                    }
+                    Output::Resolve { query, name }
+                }
             };
             if let Some(rec) = &mut self.recorder {
                 rec.output(self.now, &out);
@@ -351,6 +377,10 @@ impl Gateway {
                         RegState::Unregistered => continue,
                     };
                     let event = Event::Account { account, event: AccountEvent::Registration(state) };
+                    if let Some(p) = self.pending_registers.get_mut(&id) {
+                        p.held.push(event);
+                        continue;
+                    }
                     self.send_event(conn, &event);
                     self.flush(conn);
                 }
@@ -444,6 +474,7 @@ impl Gateway {
             sip_timers,
             sip_timer_keys: timer_keys + timer_keys_back,
             sip_dns_queries,
+            pending_registers: self.pending_registers.len(),
             ..Stats::default()
         };
         for c in self.conns.values() {
@@ -651,9 +682,13 @@ impl Gateway {
                         conn: id,
                         regs: &mut self.regs,
                     };
+                    let lookups = ctx.sip.census().3;
                     let handled = session.client.handle_text(&text, &self.config, &mut ctx, &mut events);
                     for e in &events {
                         self.send_event(id, e);
+                    }
+                    if let Some(request) = handled.register {
+                        self.answer_register(id, request, self.sip.census().3 > lookups);
                     }
                     if let Some(request) = handled.session {
                         self.session_request(id, request.transaction, request.body);
@@ -670,6 +705,49 @@ impl Gateway {
                 }
             }
         }
+    }
+
+    // ===== account-register =====
+
+    /// Answers an `account-register` whose registration started: `ack` now, or once its next
+    /// hop is resolved when it started a lookup (`resolving`).
+    fn answer_register(&mut self, conn: ConnId, request: Register, resolving: bool) {
+        if resolving {
+            let reg = request.reg;
+            self.pending_registers.insert(reg, PendingRegister { conn, request, query: None, held: Vec::new() });
+        } else {
+            self.send_event(conn, &Event::Ack { transaction: request.transaction });
+        }
+    }
+
+    /// The resolver answered `query`: if an `account-register` waits for it, it is answered
+    /// (spec §2.2): `ack` and the registration's events, or the `error` "DNS lookup error: …"
+    /// and the registration is removed (no events).
+    fn register_resolved(&mut self, query: u64, result: &Result<Vec<IpAddr>, String>) {
+        let Some(reg) = self.pending_registers.iter().find(|(_, p)| p.query == Some(query)).map(|(r, _)| *r) else {
+            return;
+        };
+        let Some(PendingRegister { conn, request, held, .. }) = self.pending_registers.remove(&reg) else { return };
+        let detail = match result {
+            Ok(ips) if !ips.is_empty() => {
+                self.send_event(conn, &Event::Ack { transaction: request.transaction });
+                for e in &held {
+                    self.send_event(conn, e);
+                }
+                self.flush(conn);
+                return;
+            }
+            Ok(_) => None,
+            Err(e) => Some(e.as_str()),
+        };
+        let error = crate::errors::dns_lookup_error(detail);
+        log::info!("{conn}: account-register of {} failed: {error}", request.account);
+        if let Some(Conn { phase: Phase::Ws(s), .. }) = self.conns.get_mut(&conn) {
+            let mut ctx = SipCtx { sip: &mut self.sip, rng: &mut self.rng, now: self.now, conn, regs: &mut self.regs };
+            s.client.registration_refused(&request.account, reg, &mut ctx);
+        }
+        self.send_event(conn, &Event::Error { transaction: request.transaction, error });
+        self.flush(conn);
     }
 
     fn send_event(&mut self, id: ConnId, event: &Event) {
@@ -781,6 +859,7 @@ impl Gateway {
                 s.client.release(&mut ctx);
             }
             self.release_calls(id);
+            self.pending_registers.retain(|_, p| p.conn != id);
         }
         self.timers.stop_range(TimerKey::Conn(id, ConnTimer::FIRST)..=TimerKey::Conn(id, ConnTimer::LAST));
     }

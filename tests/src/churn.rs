@@ -191,7 +191,7 @@ impl Scene {
 
 /// The tables that must be empty when no WebSocket is open and every call and registration has
 /// ended (every field of the core's `Stats` but those of [`AT_MOST_BASELINE`]).
-pub const MUST_EMPTY: [&str; 17] = [
+pub const MUST_EMPTY: [&str; 18] = [
     "connections",
     "websockets",
     "accounts",
@@ -209,6 +209,7 @@ pub const MUST_EMPTY: [&str; 17] = [
     "call_sockets",
     "demux_calls",
     "sip_dns_queries",
+    "pending_registers",
 ];
 
 /// The counts an idle gateway has of its own (its timers), and the process's fds: after churn
