@@ -1,10 +1,14 @@
 //! [`Gateway`]: owns the connections, routes inputs to them, keeps the timer table and the
 //! output queue. Each stream connection is a pipeline: TLS (optional) → HTTP upgrade →
 //! WebSocket → sylkRTC client.
+//!
+//! The rest of the gateway, by what it holds: `gateway/calls` (the call layer),
+//! `gateway/containment.rs` (panics in a call's media), `gateway/registers.rs` (`account-register`
+//! answered after the name lookup), `gateway/sockets.rs` (media sockets), `gateway/stats.rs`.
 
 use crate::api::{AccountEvent, Event, RegistrationState};
 use crate::capture::Recorder;
-use crate::client::{Client, Register, SipCtx};
+use crate::client::{Client, SipCtx};
 use crate::config::{Config, ConfigError};
 use crate::drive::UdpPurpose;
 use crate::drive::{Input, Output, TimeoutReason};
@@ -24,10 +28,13 @@ use std::time::{Duration, Instant};
 
 mod calls;
 mod containment;
+mod registers;
 mod sockets;
+mod stats;
 pub use calls::MEDIA_TIMEOUT_REASON;
 pub use containment::INTERNAL_ERROR_REASON;
 pub use sockets::{FIRST_MEDIA_SOCKET, MAX_BIND_ATTEMPTS};
+pub use stats::Stats;
 
 /// How long we wait for the peer's close frame after sending ours.
 const CLOSE_LINGER: Duration = Duration::from_secs(2);
@@ -63,7 +70,7 @@ pub struct Gateway {
     /// Which connection and account each registration belongs to.
     regs: BTreeMap<RegId, (ConnId, String)>,
     /// `account-register` requests waiting for their next hop's name resolution (answered then).
-    pending_registers: BTreeMap<RegId, PendingRegister>,
+    pending_registers: BTreeMap<RegId, registers::PendingRegister>,
     /// Calls (`gateway/calls.rs`).
     calls: calls::table::Calls,
     /// Faults tests inject (`containment`).
@@ -78,68 +85,6 @@ pub struct Gateway {
 /// A live call as the stateful fuzz target sees it: connection, session id, SIP leg.
 #[cfg(any(fuzzing, feature = "_test_exports"))]
 pub(crate) type CallRowForTest = (ConnId, String, Option<crate::sip::calls::LegId>);
-
-/// Table sizes, for benchmarks, soak tests and leak checks (`--stats-interval` logs them): every
-/// table of the core has a field. With no connection, call or registration left, all are 0
-/// but `timers`, `sip_timers` and `sip_timer_keys` (the idle gateway's own).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
-pub struct Stats {
-    /// Stream connections alive (any phase).
-    pub connections: usize,
-    /// Of those, WebSockets.
-    pub websockets: usize,
-    /// Accounts added over all connections.
-    pub accounts: usize,
-    /// Armed timers.
-    pub timers: usize,
-    /// SIP transactions in flight.
-    pub sip_transactions: usize,
-    /// SIP registrations alive.
-    pub sip_registrations: usize,
-    /// SIP stream connections.
-    pub sip_flows: usize,
-    /// RTP/RTCP socket pairs asked for and not released.
-    pub rtp_pairs: usize,
-    /// Calls (sylkRTC sessions) alive.
-    pub calls: usize,
-    /// SIP call legs alive in the stack.
-    pub sip_legs: usize,
-    /// Trickled candidates held by the calls' browser legs (each at most
-    /// `media::webrtc::MAX_REMOTE_CANDIDATES`).
-    pub browser_candidates: usize,
-    /// Peer IPs with live web connections (`max_connections_per_ip`).
-    pub per_ip: usize,
-    /// Registrations routed to a connection and account.
-    pub registration_owners: usize,
-    /// (connection, session id) → call entries.
-    pub sessions: usize,
-    /// SIP leg → call entries.
-    pub call_legs: usize,
-    /// RTP socket → call entries.
-    pub call_sockets: usize,
-    /// Calls in the WebRTC socket's demultiplexer.
-    pub demux_calls: usize,
-    /// Armed timers of the SIP stack.
-    pub sip_timers: usize,
-    /// The SIP stack's timer keys (both maps: key → timer and timer → key).
-    pub sip_timer_keys: usize,
-    /// DNS queries the SIP stack waits for.
-    pub sip_dns_queries: usize,
-    /// `account-register` requests waiting for their next hop's name resolution.
-    pub pending_registers: usize,
-}
-
-/// An `account-register` whose registration waits for the name resolution of its next hop:
-/// SylkServer resolves before it answers (spec §2.2), so its `ack` (or `error` "DNS lookup
-/// error: …") and the registration's events wait too.
-struct PendingRegister {
-    conn: ConnId,
-    request: Register,
-    /// The resolver query, once seen going out.
-    query: Option<u64>,
-    /// The registration's events so far, sent after the `ack`.
-    held: Vec<Event>,
-}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum TimerKey {
@@ -451,41 +396,6 @@ impl Gateway {
         (calls, self.sip.dialog_ids_for_test())
     }
 
-    /// Sizes of the core's tables.
-    pub fn stats(&self) -> Stats {
-        let (sip_transactions, sip_registrations, sip_flows) = self.sip.sizes();
-        let (sip_timers, timer_keys, timer_keys_back, sip_dns_queries) = self.sip.census();
-        let mut s = Stats {
-            connections: self.conns.len(),
-            timers: self.timers.len() + self.calls.timers.len(),
-            sip_transactions,
-            sip_registrations,
-            sip_flows,
-            rtp_pairs: self.media.pair_count(),
-            calls: self.calls.calls.len(),
-            sip_legs: self.sip.leg_count(),
-            browser_candidates: self.calls.calls.values().map(|c| c.browser.remote_candidate_count()).sum(),
-            per_ip: self.per_ip.len(),
-            registration_owners: self.regs.len(),
-            sessions: self.calls.sessions.len(),
-            call_legs: self.calls.legs.len(),
-            call_sockets: self.calls.sockets.len(),
-            demux_calls: self.calls.demux.len(),
-            sip_timers,
-            sip_timer_keys: timer_keys + timer_keys_back,
-            sip_dns_queries,
-            pending_registers: self.pending_registers.len(),
-            ..Stats::default()
-        };
-        for c in self.conns.values() {
-            if let Phase::Ws(ws) = &c.phase {
-                s.websockets += 1;
-                s.accounts += ws.client.account_count();
-            }
-        }
-        s
-    }
-
     /// Capture lines recorded since the last call (empty unless `Config::capture`).
     pub fn take_capture(&mut self) -> String {
         self.recorder.as_mut().map(Recorder::take).unwrap_or_default()
@@ -705,49 +615,6 @@ impl Gateway {
                 }
             }
         }
-    }
-
-    // ===== account-register =====
-
-    /// Answers an `account-register` whose registration started: `ack` now, or once its next
-    /// hop is resolved when it started a lookup (`resolving`).
-    fn answer_register(&mut self, conn: ConnId, request: Register, resolving: bool) {
-        if resolving {
-            let reg = request.reg;
-            self.pending_registers.insert(reg, PendingRegister { conn, request, query: None, held: Vec::new() });
-        } else {
-            self.send_event(conn, &Event::Ack { transaction: request.transaction });
-        }
-    }
-
-    /// The resolver answered `query`: if an `account-register` waits for it, it is answered
-    /// (spec §2.2): `ack` and the registration's events, or the `error` "DNS lookup error: …"
-    /// and the registration is removed (no events).
-    fn register_resolved(&mut self, query: u64, result: &Result<Vec<IpAddr>, String>) {
-        let Some(reg) = self.pending_registers.iter().find(|(_, p)| p.query == Some(query)).map(|(r, _)| *r) else {
-            return;
-        };
-        let Some(PendingRegister { conn, request, held, .. }) = self.pending_registers.remove(&reg) else { return };
-        let detail = match result {
-            Ok(ips) if !ips.is_empty() => {
-                self.send_event(conn, &Event::Ack { transaction: request.transaction });
-                for e in &held {
-                    self.send_event(conn, e);
-                }
-                self.flush(conn);
-                return;
-            }
-            Ok(_) => None,
-            Err(e) => Some(e.as_str()),
-        };
-        let error = crate::errors::dns_lookup_error(detail);
-        log::info!("{conn}: account-register of {} failed: {error}", request.account);
-        if let Some(Conn { phase: Phase::Ws(s), .. }) = self.conns.get_mut(&conn) {
-            let mut ctx = SipCtx { sip: &mut self.sip, rng: &mut self.rng, now: self.now, conn, regs: &mut self.regs };
-            s.client.registration_refused(&request.account, reg, &mut ctx);
-        }
-        self.send_event(conn, &Event::Error { transaction: request.transaction, error });
-        self.flush(conn);
     }
 
     fn send_event(&mut self, id: ConnId, event: &Event) {
