@@ -327,37 +327,63 @@ pub fn filter_headers(headers: &[(String, String)], prefixes: &[String]) -> Vec<
     out
 }
 
-/// Headers a client may not set: the ones the SIP stack owns (routing, dialog, framing).
-const RESERVED_HEADERS: [&str; 17] = [
+/// Headers a client may never set, even when `Config::allowed_client_headers` lists them:
+/// identity (a proxy may trust it), routing, auth, extensions the stack must agree to, and the
+/// stack's own (dialog, framing). `Content-*` (the body's) is refused by prefix, and every
+/// one-letter name (the compact forms, RFC 3261 §7.3.3) too.
+const REFUSED_HEADERS: [&str; 25] = [
+    // Identity (RFC 3325, RFC 8224, draft-ietf-sip-privacy).
+    "p-asserted-identity",
+    "p-preferred-identity",
+    "identity",
+    "remote-party-id",
+    // Routing.
+    "route",
+    "record-route",
     "via",
-    "v",
+    "path",
+    "service-route",
+    // Auth (RFC 3261 §22).
+    "authorization",
+    "proxy-authorization",
+    "www-authenticate",
+    "proxy-authenticate",
+    "authentication-info",
+    // Extensions (RFC 3261 §20.32, §20.29, §20.37).
+    "require",
+    "proxy-require",
+    "supported",
+    // The stack's own.
     "from",
-    "f",
     "to",
-    "t",
     "call-id",
-    "i",
     "cseq",
     "contact",
-    "m",
-    "content-length",
-    "l",
-    "content-type",
-    "c",
     "max-forwards",
-    "route",
+    "allow",
+    "expires",
 ];
 
-/// The sylkRTC `headers` that may go into a SIP request or response: names that are RFC 3261
-/// tokens and not one of the stack's own headers; the rest is dropped (and logged), so a client
-/// cannot inject header lines or break the dialog.
-pub fn custom_headers(headers: Vec<(String, String)>) -> Vec<(String, String)> {
+/// Whether a client header named `name` (already a token) is refused whatever the config says.
+fn refused_header(name: &str) -> bool {
+    let content = name.len() >= 8 && name.as_bytes()[..8].eq_ignore_ascii_case(b"content-");
+    name.len() == 1 || content || REFUSED_HEADERS.iter().any(|r| r.eq_ignore_ascii_case(name))
+}
+
+/// The sylkRTC `headers` that may go into a SIP request or response (an allowlist): names
+/// that are RFC 3261 tokens and either start with `X-` or are in `allowed`
+/// (`Config::allowed_client_headers`, case-insensitive), and are not [`refused_header`]s. The
+/// rest is dropped (and logged), so a client cannot inject header lines, claim an identity,
+/// route, authenticate or break the dialog.
+pub fn custom_headers(headers: Vec<(String, String)>, allowed: &[String]) -> Vec<(String, String)> {
     headers
         .into_iter()
         .filter(|(name, _)| {
             let token =
                 !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&b));
-            let ok = token && !RESERVED_HEADERS.iter().any(|r| r.eq_ignore_ascii_case(name));
+            let x = name.len() > 2 && name.as_bytes()[..2].eq_ignore_ascii_case(b"x-");
+            let listed = allowed.iter().any(|a| a.eq_ignore_ascii_case(name));
+            let ok = token && (x || listed) && !refused_header(name);
             if !ok {
                 log::info!("header {name:?} from the client dropped");
             }
@@ -365,6 +391,10 @@ pub fn custom_headers(headers: Vec<(String, String)>) -> Vec<(String, String)> {
         })
         .collect()
 }
+
+/// Most characters of one `session-dtmf-info` `digit` (SylkServer's clients send what the user
+/// typed at once; Janus took a single digit). One INFO goes out per digit.
+pub const MAX_DTMF_DIGITS: usize = 32;
 
 /// The INFO body for one DTMF digit (`application/dtmf-relay`, as Janus sends it); `duration` in
 /// ms, 160 when absent or outside 1..=5000 (spec §5.4).
@@ -401,12 +431,74 @@ mod tests {
         assert!(filter_headers(&h, &[]).is_empty());
     }
 
+    fn h(n: &str) -> (String, String) {
+        (n.to_string(), "v".to_string())
+    }
+
     #[test]
     fn custom_headers_cannot_inject() {
-        let h = |n: &str| (n.to_string(), "v".to_string());
-        let got =
-            custom_headers(vec![h("X-Ok"), h("Via"), h("x\r\nVia"), h(""), h("call-id"), h("P-Asserted-Identity")]);
-        assert_eq!(got, [h("X-Ok"), h("P-Asserted-Identity")]);
+        let got = custom_headers(vec![h("X-Ok"), h("Via"), h("x\r\nVia"), h(""), h("call-id"), h("X-\r\nVia")], &[]);
+        assert_eq!(got, [h("X-Ok")]);
+    }
+
+    #[test]
+    fn custom_headers_are_an_allowlist() {
+        // Without configuration only X- headers pass (any case).
+        let got = custom_headers(vec![h("X-Account"), h("x-lower"), h("Subject"), h("Priority"), h("X")], &[]);
+        assert_eq!(got, [h("X-Account"), h("x-lower")]);
+        // Configured names pass, case-insensitively.
+        let allowed = ["subject".to_string(), "Priority".to_string()];
+        let got = custom_headers(vec![h("Subject"), h("PRIORITY"), h("Organization")], &allowed);
+        assert_eq!(got, [h("Subject"), h("PRIORITY")]);
+    }
+
+    #[test]
+    fn custom_headers_refused_even_when_listed() {
+        let refused = [
+            // identity
+            "P-Asserted-Identity",
+            "P-Preferred-Identity",
+            "Identity",
+            "Remote-Party-ID",
+            // routing
+            "Route",
+            "Record-Route",
+            "Via",
+            "Path",
+            "Service-Route",
+            // auth
+            "Authorization",
+            "Proxy-Authorization",
+            "WWW-Authenticate",
+            "Proxy-Authenticate",
+            // extensions the stack must agree to
+            "Require",
+            "Proxy-Require",
+            "Supported",
+            // body
+            "Content-Encoding",
+            "Content-Type",
+            "Content-Length",
+            "Content-Disposition",
+            "Content-Language",
+            // the stack's own
+            "From",
+            "To",
+            "Call-ID",
+            "CSeq",
+            "Contact",
+            "Max-Forwards",
+            // compact forms (RFC 3261 §7.3.3 and later: i, m, e, l, c, f, k, t, v, …)
+            "e",
+            "k",
+            "v",
+        ];
+        let listed: Vec<String> = refused.iter().map(|n| n.to_ascii_lowercase()).collect();
+        let got = custom_headers(refused.iter().map(|n| h(n)).collect(), &listed);
+        assert!(got.is_empty(), "{got:?}");
+        // Refused in any case, and an X- header is still fine next to them.
+        let got = custom_headers(vec![h("p-asserted-identity"), h("CONTENT-ENCODING"), h("X-Fine")], &listed);
+        assert_eq!(got, [h("X-Fine")]);
     }
 
     #[test]

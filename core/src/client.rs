@@ -47,6 +47,21 @@ pub struct Handled {
     /// A session request (calls are the gateway's): it must be answered by the gateway with
     /// exactly one `ack` or `error`, after the events already pushed.
     pub session: Option<Request>,
+    /// An `account-register` carried out (its registration started): the gateway answers it,
+    /// `ack` at once or, when the next hop needs name resolution, once it is resolved (spec
+    /// §2.2: SylkServer resolves first; a failure is the `error` "DNS lookup error: …").
+    pub register: Option<Register>,
+}
+
+/// An `account-register` whose answer is the gateway's ([`Handled::register`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Register {
+    /// The request's transaction.
+    pub transaction: String,
+    /// The account.
+    pub account: String,
+    /// Its new registration.
+    pub reg: RegId,
 }
 
 /// Per-connection sylkRTC state.
@@ -86,7 +101,7 @@ impl Client {
             };
             log::warn!("{}: more than {} requests per second; closing", ctx.conn, config.max_requests_per_second);
             out.extend(transaction.map(|transaction| Event::Error { transaction, error: TOO_MANY_REQUESTS.into() }));
-            return Handled { close: Some((CLOSE_POLICY_VIOLATION, TOO_MANY_REQUESTS)), session: None };
+            return Handled { close: Some((CLOSE_POLICY_VIOLATION, TOO_MANY_REQUESTS)), ..Handled::default() };
         }
         match self.dialect.decode(text) {
             Ok(request) if is_session_request(&request.body) => {
@@ -96,9 +111,9 @@ impl Client {
                         return Handled::default();
                     }
                 }
-                return Handled { close: None, session: Some(request) };
+                return Handled { session: Some(request), ..Handled::default() };
             }
-            Ok(request) => self.handle_request(request, config, ctx, out),
+            Ok(request) => return self.handle_request(request, config, ctx, out),
             Err(e) => {
                 log::warn!("{e}");
                 out.extend(e.reply());
@@ -133,16 +148,43 @@ impl Client {
         }
     }
 
-    fn handle_request(&mut self, request: Request, config: &Config, ctx: &mut SipCtx<'_>, out: &mut Vec<Event>) {
+    fn handle_request(
+        &mut self,
+        request: Request,
+        config: &Config,
+        ctx: &mut SipCtx<'_>,
+        out: &mut Vec<Event>,
+    ) -> Handled {
         let Request { transaction, body } = request;
         log::debug!("request {} ({transaction})", body.kind());
+        let register = match &body {
+            RequestBody::AccountRegister { account } => Some(account.clone()),
+            _ => None,
+        };
         let result = self.apply(body, config, ctx);
-        match result {
-            Ok(()) => out.push(Event::Ack { transaction }),
-            Err(error) => {
+        match (result, register) {
+            (Ok(()), Some(account)) => {
+                let reg = self.accounts.get(&account).and_then(|a| a.registration);
+                if let Some(reg) = reg {
+                    return Handled { register: Some(Register { transaction, account, reg }), ..Handled::default() };
+                }
+                out.push(Event::Ack { transaction });
+            }
+            (Ok(()), None) => out.push(Event::Ack { transaction }),
+            (Err(error), _) => {
                 log::info!("request failed ({transaction}): {error}");
                 out.push(Event::Error { transaction, error: error.to_string() });
             }
+        }
+        Handled::default()
+    }
+
+    /// The registration `reg` of `account` could not start (its next hop did not resolve): it
+    /// is removed, as if never made.
+    pub fn registration_refused(&mut self, account: &str, reg: RegId, ctx: &mut SipCtx<'_>) {
+        if let Some(acc) = self.accounts.get_mut(account).filter(|a| a.registration == Some(reg)) {
+            acc.registration = None;
+            ctx.unregister(reg);
         }
     }
 

@@ -56,6 +56,13 @@ pub struct Config {
     /// Seconds without media from the SIP side (RTP or RTCP) after which an answered call is hung
     /// up (BYE, `terminated`); 0 disables it. Default 30, as Janus's `rtp_timeout`-like checks.
     pub media_timeout: u64,
+    /// Header names (case-insensitive) a client may put in `session-create`/`session-answer`
+    /// `headers`, besides every `X-` header (default none). Identity (`P-Asserted-Identity`,
+    /// `P-Preferred-Identity`, …), routing (`Route`, `Record-Route`, `Via`, `Path`, …), auth
+    /// (`Authorization`, `Proxy-Authorization`, `WWW-`/`Proxy-Authenticate`, …),
+    /// `Require`/`Proxy-Require`/`Supported`, body (`Content-*`) and the stack's own headers
+    /// are refused even when listed (`call::custom_headers`).
+    pub allowed_client_headers: Vec<String>,
     /// SDES-SRTP on the SIP side (RFC 4568; `sdes_srtp`): `disabled` (RTP/AVP only; an RTP/SAVP
     /// offer is refused with 488), `optional` (our offers are RTP/AVP with `a=crypto`, used if the
     /// peer answers with one; RTP/SAVP offers are accepted) or `mandatory` (RTP/SAVP only).
@@ -374,6 +381,7 @@ impl Default for Config {
             max_pending_bytes: 1024 * 1024,
             decline_code: 486,
             media_timeout: 30,
+            allowed_client_headers: Vec::new(),
             sdes_srtp: SdesMode::Disabled,
             sip: SipConfig::default(),
             webrtc: WebRtcConfig::default(),
@@ -512,6 +520,7 @@ impl Config {
                     expected: "disabled, optional or mandatory",
                 })?
             }
+            "allowed_client_headers" => self.allowed_client_headers = parse_list(v),
             "media_timeout" => self.media_timeout = parse_num(k, v, "a number of seconds (0 disables)")?,
             "sip_listen" => self.sip.listen = parse_num(k, v, "HOST:PORT")?,
             "sip_advertised_address" => self.sip.advertised_address = non_empty(v),

@@ -111,8 +111,6 @@ pub enum SessionOp {
     Update,
     /// `session-dtmf-info`.
     DtmfInfo,
-    /// `session-message`.
-    Message,
 }
 
 /// What the media plane lacks for a new call.
@@ -124,6 +122,12 @@ pub enum MediaShortage {
     NoWebRtcSocket,
     /// Every RTP port pair is in use.
     NoPorts,
+}
+
+/// The `error` for an `account-register` whose next hop did not resolve (spec §2.2): the
+/// resolver's `detail`, or SylkServer's "no results found" for an empty answer.
+pub fn dns_lookup_error(detail: Option<&str>) -> String {
+    format!("DNS lookup error: {}", detail.unwrap_or("no results found"))
 }
 
 /// Why a session request failed.
@@ -146,6 +150,11 @@ pub enum CallError {
     AnswerOutgoing { session: String },
     /// The media plane cannot take a call.
     MediaUnavailable(MediaShortage),
+    /// `session-dtmf-info` with more than `max` characters in `digit`.
+    TooManyDigits { max: usize },
+    /// A session request of a feature sylkgw does not provide yet (`session-message`), answered
+    /// as the other such requests ([`ClientError::NotSupported`]).
+    NotSupported { kind: &'static str },
     /// A state the layer does not expect (a bug); logged, answered as SylkServer does.
     Internal,
 }
@@ -166,9 +175,6 @@ impl fmt::Display for CallError {
             Self::InvalidState { session, op: SessionOp::DtmfInfo, state } => {
                 write!(f, "Invalid state session {session}: {state} for DTMF info")
             }
-            Self::InvalidState { session, op: SessionOp::Message, state } => {
-                write!(f, "Invalid state session {session}: {state} for sending messages")
-            }
             Self::NoDialog { session, op: SessionOp::Update } => {
                 write!(f, "Invalid state for updating session {session}: no dialog")
             }
@@ -181,6 +187,8 @@ impl fmt::Display for CallError {
                 f.write_str("Media is not available (no WebRTC socket)")
             }
             Self::MediaUnavailable(MediaShortage::NoPorts) => f.write_str("No media ports available"),
+            Self::TooManyDigits { max } => write!(f, "Too many DTMF digits: at most {max} per request"),
+            Self::NotSupported { kind } => write!(f, "{}", ClientError::NotSupported { kind }),
             Self::Internal => f.write_str("Internal error"),
         }
     }
@@ -263,5 +271,7 @@ mod tests {
         for (error, text) in cases {
             assert_eq!(error.to_string(), text);
         }
+        assert_eq!(dns_lookup_error(Some("timed out")), "DNS lookup error: timed out");
+        assert_eq!(dns_lookup_error(None), "DNS lookup error: no results found");
     }
 }

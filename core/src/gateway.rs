@@ -1,6 +1,10 @@
 //! [`Gateway`]: owns the connections, routes inputs to them, keeps the timer table and the
 //! output queue. Each stream connection is a pipeline: TLS (optional) → HTTP upgrade →
 //! WebSocket → sylkRTC client.
+//!
+//! The rest of the gateway, by what it holds: `gateway/calls` (the call layer),
+//! `gateway/containment.rs` (panics in a call's media), `gateway/registers.rs` (`account-register`
+//! answered after the name lookup), `gateway/sockets.rs` (media sockets), `gateway/stats.rs`.
 
 use crate::api::{AccountEvent, Event, RegistrationState};
 use crate::capture::Recorder;
@@ -24,10 +28,13 @@ use std::time::{Duration, Instant};
 
 mod calls;
 mod containment;
+mod registers;
 mod sockets;
+mod stats;
 pub use calls::MEDIA_TIMEOUT_REASON;
 pub use containment::INTERNAL_ERROR_REASON;
 pub use sockets::{FIRST_MEDIA_SOCKET, MAX_BIND_ATTEMPTS};
+pub use stats::Stats;
 
 /// How long we wait for the peer's close frame after sending ours.
 const CLOSE_LINGER: Duration = Duration::from_secs(2);
@@ -62,6 +69,8 @@ pub struct Gateway {
     media: sockets::MediaSockets,
     /// Which connection and account each registration belongs to.
     regs: BTreeMap<RegId, (ConnId, String)>,
+    /// `account-register` requests waiting for their next hop's name resolution (answered then).
+    pending_registers: BTreeMap<RegId, registers::PendingRegister>,
     /// Calls (`gateway/calls.rs`).
     calls: calls::table::Calls,
     /// Faults tests inject (`containment`).
@@ -76,31 +85,6 @@ pub struct Gateway {
 /// A live call as the stateful fuzz target sees it: connection, session id, SIP leg.
 #[doc(hidden)]
 pub type CallRowForTest = (ConnId, String, Option<crate::sip::calls::LegId>);
-
-/// Table sizes, for benchmarks, soak tests and leak checks (`--stats-interval` logs them).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
-pub struct Stats {
-    /// Stream connections alive (any phase).
-    pub connections: usize,
-    /// Of those, WebSockets.
-    pub websockets: usize,
-    /// Accounts added over all connections.
-    pub accounts: usize,
-    /// Armed timers.
-    pub timers: usize,
-    /// SIP transactions in flight.
-    pub sip_transactions: usize,
-    /// SIP registrations alive.
-    pub sip_registrations: usize,
-    /// SIP stream connections.
-    pub sip_flows: usize,
-    /// RTP/RTCP socket pairs asked for and not released.
-    pub rtp_pairs: usize,
-    /// Calls (sylkRTC sessions) alive.
-    pub calls: usize,
-    /// SIP call legs alive in the stack.
-    pub sip_legs: usize,
-}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum TimerKey {
@@ -188,6 +172,7 @@ impl Gateway {
             sip_udp: None,
             media,
             regs: BTreeMap::new(),
+            pending_registers: BTreeMap::new(),
             calls: calls::table::Calls::default(),
             faults: containment::Faults::default(),
             timers: TimerTable::default(),
@@ -250,7 +235,10 @@ impl Gateway {
                 }
                 self.sip.handle_connected(conn, result.is_ok(), now, &mut self.rng)
             }
-            Input::Resolved { query, result } => self.sip.handle_resolved(query, result, now, &mut self.rng),
+            Input::Resolved { query, result } => {
+                self.register_resolved(query, &result);
+                self.sip.handle_resolved(query, result, now, &mut self.rng)
+            }
             Input::Shutdown => self.shutdown(),
         }
         self.drain_sip();
@@ -298,7 +286,13 @@ impl Gateway {
                     }
                     continue;
                 }
-                SipOutput::Resolve { query, name } => Output::Resolve { query, name },
+                SipOutput::Resolve { query, name } => {
+                    // A registration's lookup goes out right after its `account-register`.
+                    if let Some(p) = self.pending_registers.values_mut().find(|p| p.query.is_none()) {
+                        p.query = Some(query);
+                    }
+                    Output::Resolve { query, name }
+                }
             };
             if let Some(rec) = &mut self.recorder {
                 rec.output(self.now, &out);
@@ -328,6 +322,10 @@ impl Gateway {
                         RegState::Unregistered => continue,
                     };
                     let event = Event::Account { account, event: AccountEvent::Registration(state) };
+                    if let Some(p) = self.pending_registers.get_mut(&id) {
+                        p.held.push(event);
+                        continue;
+                    }
                     self.send_event(conn, &event);
                     self.flush(conn);
                 }
@@ -396,29 +394,6 @@ impl Gateway {
     ) -> (Vec<CallRowForTest>, Vec<(crate::sip::calls::LegId, crate::sip::dialog::DialogId)>) {
         let calls = self.calls.calls.values().map(|c| (c.conn, c.session.clone(), c.leg)).collect();
         (calls, self.sip.dialog_ids_for_test())
-    }
-
-    /// Sizes of the core's tables.
-    pub fn stats(&self) -> Stats {
-        let (sip_transactions, sip_registrations, sip_flows) = self.sip.sizes();
-        let mut s = Stats {
-            connections: self.conns.len(),
-            timers: self.timers.len() + self.calls.timers.len(),
-            sip_transactions,
-            sip_registrations,
-            sip_flows,
-            rtp_pairs: self.media.pair_count(),
-            calls: self.calls.calls.len(),
-            sip_legs: self.sip.leg_count(),
-            ..Stats::default()
-        };
-        for c in self.conns.values() {
-            if let Phase::Ws(ws) = &c.phase {
-                s.websockets += 1;
-                s.accounts += ws.client.account_count();
-            }
-        }
-        s
     }
 
     /// Capture lines recorded since the last call (empty unless `Config::capture`).
@@ -617,9 +592,13 @@ impl Gateway {
                         conn: id,
                         regs: &mut self.regs,
                     };
+                    let lookups = ctx.sip.census().3;
                     let handled = session.client.handle_text(&text, &self.config, &mut ctx, &mut events);
                     for e in &events {
                         self.send_event(id, e);
+                    }
+                    if let Some(request) = handled.register {
+                        self.answer_register(id, request, self.sip.census().3 > lookups);
                     }
                     if let Some(request) = handled.session {
                         self.session_request(id, request.transaction, request.body);
@@ -747,6 +726,7 @@ impl Gateway {
                 s.client.release(&mut ctx);
             }
             self.release_calls(id);
+            self.pending_registers.retain(|_, p| p.conn != id);
         }
         self.timers.stop_range(TimerKey::Conn(id, ConnTimer::FIRST)..=TimerKey::Conn(id, ConnTimer::LAST));
     }

@@ -190,8 +190,8 @@ impl Scene {
 }
 
 /// The tables that must be empty when no WebSocket is open and every call and registration has
-/// ended.
-pub const MUST_EMPTY: [&str; 9] = [
+/// ended (every field of the core's `Stats` but those of [`AT_MOST_BASELINE`]).
+pub const MUST_EMPTY: [&str; 18] = [
     "connections",
     "websockets",
     "accounts",
@@ -201,13 +201,26 @@ pub const MUST_EMPTY: [&str; 9] = [
     "rtp_pairs",
     "calls",
     "sip_legs",
+    "browser_candidates",
+    "per_ip",
+    "registration_owners",
+    "sessions",
+    "call_legs",
+    "call_sockets",
+    "demux_calls",
+    "sip_dns_queries",
+    "pending_registers",
 ];
 
-/// Whether `stats` shows every table of [`MUST_EMPTY`] at 0 and `timers` and `fds` at most
-/// their `baseline` values.
+/// The counts an idle gateway has of its own (its timers), and the process's fds: after churn
+/// they must be back to at most their baseline values.
+pub const AT_MOST_BASELINE: [&str; 4] = ["timers", "sip_timers", "sip_timer_keys", "fds"];
+
+/// Whether `stats` shows every table of [`MUST_EMPTY`] at 0 and those of [`AT_MOST_BASELINE`]
+/// at most their `baseline` values.
 pub fn at_baseline(stats: &Value, baseline: &Value) -> bool {
     MUST_EMPTY.iter().all(|k| stats[k].as_u64() == Some(0))
-        && ["timers", "fds"]
+        && AT_MOST_BASELINE
             .iter()
             .all(|k| matches!((stats[k].as_u64(), baseline[k].as_u64()), (Some(a), Some(b)) if a <= b))
 }
@@ -397,6 +410,15 @@ pub fn wait_for_within(ws: &mut WsClient, what: &str, max: Duration, pred: impl 
 mod tests {
     use super::*;
 
+    /// Every table of the core's `Stats` is checked: must be empty, or at most its baseline.
+    #[test]
+    fn every_stats_field_is_checked() {
+        let stats = serde_json::to_value(sylkgw_core::Stats::default()).unwrap();
+        for k in stats.as_object().unwrap().keys() {
+            assert!(MUST_EMPTY.contains(&k.as_str()) || AT_MOST_BASELINE.contains(&k.as_str()), "{k} is not checked");
+        }
+    }
+
     #[test]
     fn latest_stats_sums_the_last_line_of_each_worker() {
         let log = "[t INFO sylkgw] listening on ws://127.0.0.1:1/webrtcgateway/ws\n\
@@ -407,13 +429,22 @@ mod tests {
         assert_eq!((s["calls"].as_u64(), s["rss_kib"].as_u64(), s["fds"].as_u64()), (Some(3), Some(120), Some(21)));
         assert!(s.get("worker").is_none());
         assert_eq!(latest_stats("no stats here"), None);
-        let one = latest_stats("x stats {\"calls\":0,\"rss_kib\":1,\"fds\":3,\"timers\":0}").unwrap();
-        let mut empty = serde_json::json!({"fds": 3, "timers": 0});
+        let one = latest_stats(
+            "x stats {\"calls\":0,\"rss_kib\":1,\"fds\":3,\"timers\":0,\"sip_timers\":2,\"sip_timer_keys\":4}",
+        )
+        .unwrap();
+        let mut empty = serde_json::json!({"fds": 3, "timers": 0, "sip_timers": 2, "sip_timer_keys": 4});
         for k in MUST_EMPTY {
             empty[k] = 0.into();
         }
         assert!(at_baseline(&empty, &one));
         empty["rtp_pairs"] = 1.into();
         assert!(!at_baseline(&empty, &one), "an RTP pair left is a leak");
+        empty["rtp_pairs"] = 0.into();
+        empty["sip_dns_queries"] = 1.into();
+        assert!(!at_baseline(&empty, &one), "a DNS query left is a leak");
+        empty["sip_dns_queries"] = 0.into();
+        empty["sip_timer_keys"] = 5.into();
+        assert!(!at_baseline(&empty, &one), "a SIP timer key more than at the start is a leak");
     }
 }

@@ -484,6 +484,62 @@ fn dtmf_info_one_per_digit() {
     sim.check_capture("call_info_dtmf");
 }
 
+/// `session-dtmf-info` beyond 32 digits gets an `error` naming the limit, and no INFO goes out;
+/// the call goes on and a short string still works.
+#[test]
+fn dtmf_info_beyond_the_cap_is_an_error() {
+    let mut sim = Sim::new(Script::Answer);
+    let session = sim.outgoing_call();
+    let digits = "1".repeat(33);
+    let err = sim.request(&format!(r#"{{"sylkrtc":"session-dtmf-info","session":"{session}","digit":"{digits}"}}"#));
+    assert_eq!(err["sylkrtc"], "error");
+    assert_eq!(err["error"], "Too many DTMF digits: at most 32 per request");
+    let ack = sim.request(&format!(r#"{{"sylkrtc":"session-dtmf-info","session":"{session}","digit":"5"}}"#));
+    assert_eq!(ack["sylkrtc"], "ack");
+    sim.run(Duration::from_secs(1));
+    assert_eq!(sim.far_requests("INFO").len(), 1);
+    sim.check_capture("call_info_dtmf_too_many");
+}
+
+/// `session-message` on an established call gets what every not-yet-supported request gets
+/// (not a false state error); an unknown session is still unknown.
+#[test]
+fn session_message_is_not_supported_yet() {
+    let mut sim = Sim::new(Script::Answer);
+    let session = sim.outgoing_call();
+    let msg = |s: &str| {
+        serde_json::json!({"sylkrtc": "session-message", "session": s, "message_id": "m1", "content": "hi",
+            "content_type": "text/plain", "timestamp": "2026-01-01T00:00:00Z"})
+        .to_string()
+    };
+    let err = sim.request(&msg(&session));
+    assert_eq!(err["sylkrtc"], "error");
+    assert_eq!(err["error"], "session-message is not supported yet");
+    let err = sim.request(&msg("nope"));
+    assert_eq!(err["error"], "Unknown session nope");
+    assert!(sim.far_requests("MESSAGE").is_empty());
+    sim.check_capture("call_session_message");
+}
+
+/// An incoming call refused because the connection is at `max_sessions_per_connection` is
+/// declined 486 and reported as `missed-session`, as SylkServer does (spec §3.2).
+#[test]
+fn incoming_call_at_the_session_limit_is_missed() {
+    let mut sim = Sim::with_config(Script::Answer, |c| c.max_sessions_per_connection = 1);
+    let user = sim.register();
+    sim.outgoing_call();
+    sim.incoming_invite(&user);
+    let seen = sim.until(Duration::from_secs(2), |e| e["event"] == "missed-session");
+    let missed = seen.iter().find(|e| e["event"] == "missed-session").expect("missed-session");
+    assert_eq!(missed["account"], "alice@example.com");
+    assert_eq!(missed["originator"]["uri"], "bob@example.com");
+    assert_eq!(missed["originator"]["display_name"], "Bob");
+    assert!(!seen.iter().any(|e| e["event"] == "incoming-session"), "{seen:#?}");
+    sim.run(Duration::from_millis(200));
+    assert!(sim.sip_in.iter().any(|m| m.starts_with("SIP/2.0 486 Busy Here") && m.contains("incoming-1@far")));
+    sim.check_capture("call_incoming_busy_missed");
+}
+
 #[test]
 fn media_timeout_hangs_up() {
     let mut sim = Sim::new(Script::Answer);
@@ -847,6 +903,12 @@ fn custom_headers_out_both_ways() {
         {"name": "X-Account-Tag", "value": "blue"},
         {"name": "Via", "value": "SIP/2.0/UDP evil"},
         {"name": "X-Bad\r\nInjected", "value": "1"},
+        {"name": "P-Asserted-Identity", "value": "<sip:ceo@example.com>"},
+        {"name": "Proxy-Authorization", "value": "Digest forged"},
+        {"name": "Require", "value": "forged-ext"},
+        {"name": "Record-Route", "value": "<sip:forged.example>"},
+        {"name": "Content-Encoding", "value": "gzip"},
+        {"name": "Subject", "value": "not listed"},
     ]);
     let req = serde_json::json!({"sylkrtc": "session-create", "account": "alice@example.com", "session": "s1",
         "uri": "bob@example.com", "sdp": offer, "headers": headers});
@@ -855,6 +917,10 @@ fn custom_headers_out_both_ways() {
     let invite = sim.far_requests("INVITE")[0].clone();
     assert_eq!(header(&invite, "X-Account-Tag"), "blue");
     assert!(!invite.contains("evil") && !invite.contains("Injected"), "{invite}");
+    // Only X- headers (and configured ones): no identity, auth, routing, Require or body headers.
+    for forged in ["ceo@example.com", "forged", "gzip", "Subject"] {
+        assert!(!invite.contains(forged), "{forged} must not reach the INVITE:\n{invite}");
+    }
 
     let mut sim = Sim::new(Script::Answer);
     let user = sim.register();
@@ -870,6 +936,28 @@ fn custom_headers_out_both_ways() {
     let ok = sim.sip_in.iter().find(|m| m.starts_with("SIP/2.0 200 OK") && m.contains("INVITE")).unwrap();
     assert_eq!(header(ok, "X-Answered-By"), "web");
     assert_eq!(header(ok, "CSeq"), "1 INVITE");
+}
+
+/// `allowed_client_headers` lets listed headers through besides `X-`; identity headers stay
+/// refused even when listed.
+#[test]
+fn allowed_client_headers_are_configurable() {
+    let mut sim = Sim::with_config(Script::Answer, |c| {
+        c.allowed_client_headers = vec!["subject".into(), "P-Asserted-Identity".into()];
+    });
+    let offer = sim.browser.offer(false).unwrap();
+    let headers = serde_json::json!([
+        {"name": "Subject", "value": "listed"},
+        {"name": "P-Asserted-Identity", "value": "<sip:ceo@example.com>"},
+        {"name": "Organization", "value": "not listed"},
+    ]);
+    let req = serde_json::json!({"sylkrtc": "session-create", "account": "alice@example.com", "session": "s1",
+        "uri": "bob@example.com", "sdp": offer, "headers": headers});
+    assert_eq!(sim_ack(sim.request(&req.to_string())), "ack");
+    sim.until_state("accepted");
+    let invite = sim.far_requests("INVITE")[0].clone();
+    assert_eq!(header(&invite, "Subject"), "listed");
+    assert!(!invite.contains("ceo@example.com") && !invite.contains("not listed"), "{invite}");
 }
 
 /// Browser offer with VP8 + H.264 video → the INVITE has a second m-line (RTP/AVP, its own RTP

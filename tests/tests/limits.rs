@@ -286,6 +286,11 @@ fn incoming_call_beyond_the_limit_is_declined_486() {
     assert!(busy.is_some(), "the far end got 486: {:#?}", sim.sip_in);
     let events = sim.take_events(a);
     assert!(!events.iter().any(|e| e["event"] == "incoming-session"), "{events:#?}");
+    // SylkServer reports a call refused for a limit as missed (spec §3.2 `missed-session`).
+    let missed: Vec<&Value> = events.iter().filter(|e| e["event"] == "missed-session").collect();
+    assert_eq!(missed.len(), 1, "{events:#?}");
+    assert_eq!(missed[0]["account"], "alice@example.com");
+    assert_eq!(missed[0]["originator"]["uri"], "carol@example.com");
     assert_eq!(sim.net.gw.stats().calls, 1);
     // Once the call is over, an incoming call is offered again.
     assert_eq!(sim.request(a, json!({"sylkrtc": "session-terminate", "session": "out"}))["sylkrtc"], "ack");
@@ -437,6 +442,44 @@ fn panic_in_one_calls_media_ends_only_that_call() {
     );
 }
 
+// ===== Census =====
+
+/// After registrations, calls (outgoing, incoming, refused) and candidates, and the connections
+/// going away, every table of `Stats` is back to 0, and the timers to the idle gateway's
+/// (`churn::at_baseline`, which the churn and soak tests use too).
+#[test]
+fn every_table_is_empty_again_after_churn() {
+    let mut sim = Sim::new(|c| c.max_sessions_per_connection = 1);
+    let idle = serde_json::to_value(sim.net.gw.stats()).unwrap();
+    let a = sim.connect(1, "alice@example.com");
+    let b = sim.connect(2, "bob@example.com");
+    sim.register(a, "alice@example.com");
+    sim.call(a, "alice@example.com", "out");
+    let candidate =
+        json!({"candidate": "candidate:1 1 udp 2122194687 10.0.0.1 4000 typ host", "sdpMid": "0", "sdpMLineIndex": 0});
+    assert_eq!(
+        sim.request(a, json!({"sylkrtc": "session-trickle", "session": "out", "candidates": [candidate]}))["sylkrtc"],
+        "ack"
+    );
+    sim.incoming_invite("alice", "busy@far");
+    sim.create(b, "bob@example.com", "pending");
+    sim.run(Duration::from_millis(500));
+    let busy = serde_json::to_value(sim.net.gw.stats()).unwrap();
+    for k in
+        ["per_ip", "registration_owners", "sessions", "call_legs", "call_sockets", "demux_calls", "browser_candidates"]
+    {
+        assert!(busy[k].as_u64() > Some(0), "{k} counts nothing: {busy}");
+    }
+    sim.net.input(Input::StreamClosed { conn: a });
+    sim.net.input(Input::StreamClosed { conn: b });
+    sim.browsers.clear();
+    sim.run(Duration::from_secs(40));
+    let mut after = serde_json::to_value(sim.net.gw.stats()).unwrap();
+    let mut idle = idle;
+    (after["fds"], idle["fds"]) = (0.into(), 0.into());
+    assert!(sylkgw_tests::churn::at_baseline(&after, &idle), "{after}\n(idle: {idle})");
+}
+
 // ===== Secrets =====
 
 /// The capture of a session that adds an account and calls with it never holds the HA1.
@@ -478,4 +521,62 @@ fn terminate_before_the_invite_is_acked_before_terminated() {
     assert!(!sim.sip_in.iter().any(|m| m.starts_with("INVITE ")), "no INVITE went out");
     let stats = sim.net.gw.stats();
     assert_eq!((stats.calls, stats.rtp_pairs), (0, 0));
+}
+
+// ===== Bounded work per request =====
+
+/// `session-dtmf-info` with more than 32 digits gets an `error` naming the limit and sends no
+/// INFO; the gateway stays responsive and a short string still works.
+#[test]
+fn dtmf_digits_beyond_the_cap_get_an_error() {
+    let mut sim = Sim::new(|c| c.max_websocket_message_size = 1 << 20);
+    let a = sim.connect(1, "alice@example.com");
+    sim.call(a, "alice@example.com", "s");
+    let call_id = sim.invite_call_id(0);
+    let huge = "1".repeat(256 * 1024);
+    let answer = sim.request(a, json!({"sylkrtc": "session-dtmf-info", "session": "s", "digit": huge}));
+    assert_eq!(answer["sylkrtc"], "error", "{answer}");
+    assert_eq!(answer["error"], "Too many DTMF digits: at most 32 per request");
+    let over = "1".repeat(33);
+    let answer = sim.request(a, json!({"sylkrtc": "session-dtmf-info", "session": "s", "digit": over}));
+    assert_eq!(answer["error"], "Too many DTMF digits: at most 32 per request");
+    sim.run(Duration::from_millis(500));
+    assert_eq!(sim.far_requests("INFO", &call_id), 0, "no INFO for a refused request");
+    assert_eq!(sim.request(a, json!({"sylkrtc": "ping"}))["sylkrtc"], "ack");
+    let most = "0123456789*#ABCD".repeat(2);
+    assert_eq!(
+        sim.request(a, json!({"sylkrtc": "session-dtmf-info", "session": "s", "digit": most}))["sylkrtc"],
+        "ack"
+    );
+    sim.run(Duration::from_secs(5));
+    assert_eq!(sim.far_requests("INFO", &call_id), 32);
+    assert_eq!(sim.far_requests("BYE", &call_id), 0, "the call goes on");
+}
+
+/// A flood of trickled candidates: every request is acked (sylkrtc.js ends the call on a
+/// trickle error), the browser leg keeps at most 64 of them, and the call goes on.
+#[test]
+fn trickled_candidates_beyond_the_cap_are_ignored() {
+    let mut sim = Sim::new(|c| {
+        c.max_websocket_message_size = 1 << 20;
+        c.max_requests_per_second = 1000;
+    });
+    let a = sim.connect(1, "alice@example.com");
+    sim.call(a, "alice@example.com", "s");
+    let candidate = |i: u32| {
+        json!({"candidate": format!("candidate:{i} 1 udp 2122194687 10.{}.{}.{} {} typ host", i >> 16 & 255, i >> 8 & 255, i & 255, 1024 + i % 60000),
+               "sdpMid": "0", "sdpMLineIndex": 0})
+    };
+    let many: Vec<Value> = (0..5000).map(candidate).collect();
+    let answer = sim.request(a, json!({"sylkrtc": "session-trickle", "session": "s", "candidates": many}));
+    assert_eq!(answer["sylkrtc"], "ack", "{answer}");
+    for i in 0..200 {
+        let one = json!({"sylkrtc": "session-trickle", "session": "s", "candidates": [candidate(10_000 + i)]});
+        assert_eq!(sim.request(a, one)["sylkrtc"], "ack");
+    }
+    assert_eq!(sim.net.gw.stats().browser_candidates, 64, "{:?}", sim.net.gw.stats());
+    let before = sim.browser_rtp(a, "s");
+    sim.run(Duration::from_secs(1));
+    assert!(sim.browser_rtp(a, "s") > before + 30, "media still flows");
+    assert_eq!(sim.request(a, json!({"sylkrtc": "ping"}))["sylkrtc"], "ack");
 }

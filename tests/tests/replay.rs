@@ -121,6 +121,9 @@ replay!(
     call_sdes_srtp,
     call_browser_never_connects,
     call_outgoing_video,
+    call_info_dtmf_too_many,
+    call_session_message,
+    call_incoming_busy_missed,
 );
 
 /// A changed expectation fails, and the failure shows what changed.

@@ -47,7 +47,7 @@ pub use media::MEDIA_TIMEOUT_REASON;
 
 use crate::api::{AccountEvent, Dialect, Event, RequestBody, SessionEvent, SessionState};
 use crate::call::{self, Call, CallId, Origin, Pending, RtpPair, Slot, State, VideoLine};
-use crate::errors::{CallError, MediaShortage, SessionOp};
+use crate::errors::{CallError, MediaShortage};
 use crate::gateway::Gateway;
 use crate::ids::{ConnId, SocketId};
 use crate::media::sdp::{self, Codec, LocalMedia, LocalSession, MediaKind, SdpVersioner};
@@ -108,12 +108,14 @@ impl Gateway {
     ) -> Result<(), CallError> {
         match body {
             RequestBody::SessionCreate { session, account, uri, sdp, headers } => {
-                let headers = call::custom_headers(headers.into_iter().map(|h| (h.name, h.value)).collect());
+                let headers = headers.into_iter().map(|h| (h.name, h.value)).collect();
+                let headers = call::custom_headers(headers, &self.config.allowed_client_headers);
                 self.session_create(conn, session, account, uri, sdp, headers)
             }
             RequestBody::SessionAnswer { session, sdp, headers } => {
                 let id = self.call_of_session(conn, &session)?;
-                let headers = call::custom_headers(headers.into_iter().map(|h| (h.name, h.value)).collect());
+                let headers = headers.into_iter().map(|h| (h.name, h.value)).collect();
+                let headers = call::custom_headers(headers, &self.config.allowed_client_headers);
                 self.session_answer(id, &session, &sdp, headers, after)
             }
             RequestBody::SessionTrickle { session, candidates } => {
@@ -145,9 +147,10 @@ impl Gateway {
                 self.session_update(id, &session, &sdp, after)
             }
             RequestBody::SessionMessage { session, .. } => {
-                let id = self.call_of_session(conn, &session)?;
-                let state = self.calls.calls[&id].state;
-                Err(CallError::InvalidState { session, op: SessionOp::Message, state: state.name() })
+                // Messaging is not there yet: answered as every not-yet-supported request,
+                // once the session is known.
+                self.call_of_session(conn, &session)?;
+                Err(CallError::NotSupported { kind: "session-message" })
             }
             _ => Err(CallError::Internal),
         }

@@ -79,6 +79,10 @@ pub const PWD_HEX: usize = 32;
 /// Trickled candidates kept while no offer has been accepted yet (the browser trickles while the
 /// SIP side is still deciding); more are dropped.
 pub const MAX_PENDING_CANDIDATES: usize = 32;
+/// Trickled candidates one leg takes in all (kept pending or given to str0m); more are refused
+/// with [`WebRtcError::TooManyCandidates`]. A browser gathers a handful per interface and
+/// family (host, srflx, relay, TCP); ICE-lite needs none of them.
+pub const MAX_REMOTE_CANDIDATES: usize = 64;
 
 /// The DTLS certificate and private key (DER) shared by every browser leg. Made outside the core
 /// (it needs OS randomness): `driver::webrtc_dtls_identity` in a runtime, a fixed one in tests and
@@ -145,6 +149,8 @@ pub enum WebRtcError {
     NoAudio,
     /// A trickled candidate line could not be read.
     BadCandidate(String),
+    /// The leg already took [`MAX_REMOTE_CANDIDATES`] candidates.
+    TooManyCandidates,
     /// No offer accepted yet, or the leg does not send (direction), or ICE/DTLS is not up yet; or
     /// an answer without a pending offer of ours, or a re-offer before the first negotiation.
     NotReady,
@@ -162,6 +168,7 @@ impl fmt::Display for WebRtcError {
             Self::NoCodec => f.write_str("no common audio codec"),
             Self::NoAudio => f.write_str("no audio in the offer"),
             Self::BadCandidate(e) => write!(f, "bad ICE candidate: {e}"),
+            Self::TooManyCandidates => write!(f, "more than {MAX_REMOTE_CANDIDATES} candidates"),
             Self::NotReady => f.write_str("media not negotiated or not connected"),
             Self::UnknownPt(pt) => write!(f, "payload type {pt} not negotiated"),
             Self::Closed => f.write_str("browser leg closed"),
@@ -257,6 +264,8 @@ pub struct BrowserLeg {
     /// Direction of the audio m-line from our side, as of the last completed negotiation.
     negotiated: Option<RtcDirection>,
     pending_candidates: Vec<Candidate>,
+    /// Trickled candidates taken (pending or given to str0m), at most [`MAX_REMOTE_CANDIDATES`].
+    remote_candidates: usize,
     queue: VecDeque<LegOutput>,
     next_timeout: Option<Instant>,
     connected: bool,
@@ -304,6 +313,7 @@ impl BrowserLeg {
             pending: None,
             negotiated: None,
             pending_candidates: Vec::new(),
+            remote_candidates: 0,
             queue: VecDeque::new(),
             next_timeout: None,
             connected: false,
@@ -643,6 +653,8 @@ impl BrowserLeg {
     /// the first offer/answer completed (offer accepted, or answer to ours accepted) are kept (at
     /// most [`MAX_PENDING_CANDIDATES`]) and added then. With ICE-lite they are not needed (the
     /// browser's checks reveal its addresses), but they let str0m accept early traffic from them.
+    /// A leg takes at most [`MAX_REMOTE_CANDIDATES`] in all; more get
+    /// [`WebRtcError::TooManyCandidates`] and are not kept.
     pub fn add_remote_candidate(&mut self, line: &str) -> Result<(), WebRtcError> {
         if self.closed {
             return Err(WebRtcError::Closed);
@@ -653,18 +665,28 @@ impl BrowserLeg {
             self.end_of_candidates();
             return Ok(());
         }
+        if self.remote_candidates >= MAX_REMOTE_CANDIDATES {
+            return Err(WebRtcError::TooManyCandidates);
+        }
         let c = Candidate::from_sdp_string(line).map_err(|e| WebRtcError::BadCandidate(e.to_string()))?;
         if self.rtc.is_none() || self.mid.is_none() {
             if self.pending_candidates.len() < MAX_PENDING_CANDIDATES {
                 self.pending_candidates.push(c);
+                self.remote_candidates += 1;
             }
             return Ok(());
         }
+        self.remote_candidates += 1;
         self.mutate(|rtc| {
             rtc.add_remote_candidate(c);
             Ok(())
         });
         Ok(())
+    }
+
+    /// Trickled candidates the leg took (at most [`MAX_REMOTE_CANDIDATES`]).
+    pub fn remote_candidate_count(&self) -> usize {
+        self.remote_candidates
     }
 
     /// The browser has no more candidates (sylkRTC `session-trickle` with an empty list). A no-op:

@@ -155,6 +155,11 @@ impl Services {
         self.out.push_back(SipOutput::Resolve { query, name });
     }
 
+    /// (armed timers, timer keys, timer keys' reverse map, DNS queries in flight), for leak checks.
+    pub(super) fn census(&self) -> (usize, usize, usize, usize) {
+        (self.table.len(), self.keys.len(), self.key_of.len(), self.queries.len())
+    }
+
     /// Who asked query `query` (once).
     pub(super) fn take_query(&mut self, query: u64) -> Option<Owner> {
         self.queries.remove(&query)

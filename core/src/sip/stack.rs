@@ -89,6 +89,12 @@ impl SipStack {
         (self.svc.clients.len() + self.svc.servers.len(), self.regs.len(), self.svc.transports.flow_count())
     }
 
+    /// Sizes of the tables [`Self::sizes`] and `leg_count` leave out, for leak checks
+    /// (`Gateway::stats`): (armed timers, timer keys, timer keys' reverse map, DNS queries).
+    pub fn census(&self) -> (usize, usize, usize, usize) {
+        self.svc.census()
+    }
+
     /// Next output for the runtime.
     pub fn poll_output(&mut self) -> Option<SipOutput> {
         self.svc.poll_output()

@@ -32,7 +32,7 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use sylkgw_tests::churn::{at_baseline, Round, Scene, StatsTail, USERS};
+use sylkgw_tests::churn::{at_baseline, Round, Scene, StatsTail, AT_MOST_BASELINE, MUST_EMPTY, USERS};
 use sylkgw_tests::netns::{assert_isolated, reexec_self};
 use sylkgw_tests::TempDir;
 
@@ -255,10 +255,10 @@ fn run(o: &Opts) -> bool {
         }
     }
     match settled {
-        Ok(s) => println!(
-            "leaks: PASS: tables back to 0, timers {} and fds {} (baseline {} and {})",
-            s["timers"], s["fds"], baseline["timers"], baseline["fds"]
-        ),
+        Ok(s) => {
+            let vs = |v: &Value| AT_MOST_BASELINE.map(|k| format!("{k} {}", v[k])).join(", ");
+            println!("leaks: PASS: {} tables back to 0, {} (baseline {})", MUST_EMPTY.len(), vs(&s), vs(&baseline));
+        }
         Err(last) => {
             println!("leaks: FAIL: not back to the baseline {baseline} within {SETTLE:?}: {last:?}");
             ok = false;

@@ -50,6 +50,12 @@ impl Gateway {
         let sessions = self.session_count(conn);
         if sessions >= self.config.max_sessions_per_connection {
             log::warn!("{conn}: {sessions} sessions already (max_sessions_per_connection); incoming call refused");
+            // SylkServer reports a call refused because every handle is busy as missed (spec
+            // §3.2 `missed-session` (b)).
+            let originator = Identity { uri: incoming.from_uri.clone(), display_name: incoming.display_name.clone() };
+            let event = AccountEvent::MissedSession { originator };
+            self.send_event(conn, &Event::Account { account: account.to_string(), event });
+            self.flush(conn);
             return Err((486, "Busy Here"));
         }
         let prefixes = self.client(conn).and_then(|c| c.account(account)).map(|a| a.incoming_header_prefixes.clone());

@@ -8,7 +8,7 @@ use crate::call::{CallId, MediaEvent, State};
 use crate::drive::{Output, Transmit};
 use crate::gateway::Gateway;
 use crate::ids::SocketId;
-use crate::media::webrtc::LegOutput;
+use crate::media::webrtc::{LegOutput, WebRtcError, MAX_REMOTE_CANDIDATES};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -22,12 +22,19 @@ impl Gateway {
         if candidates.is_empty() {
             call.browser.end_of_candidates();
         }
+        let mut beyond_cap = 0;
         for c in candidates {
-            // A candidate str0m cannot read is dropped: with ICE-lite the browser's
-            // checks reveal its addresses anyway.
-            if let Err(e) = call.browser.add_remote_candidate(&c.candidate) {
-                log::debug!("{id}: candidate {:?} ignored: {e}", c.candidate);
+            // A candidate str0m cannot read, or one beyond the leg's cap, is dropped and the
+            // request still acked (sylkrtc.js ends the call on a trickle error): with ICE-lite
+            // the browser's checks reveal its addresses anyway.
+            match call.browser.add_remote_candidate(&c.candidate) {
+                Ok(()) => {}
+                Err(WebRtcError::TooManyCandidates) => beyond_cap += 1,
+                Err(e) => log::debug!("{id}: candidate {:?} ignored: {e}", c.candidate),
             }
+        }
+        if beyond_cap > 0 {
+            log::info!("{id}: {beyond_cap} trickled candidate(s) beyond {MAX_REMOTE_CANDIDATES} ignored");
         }
         self.drain_browser(id);
     }

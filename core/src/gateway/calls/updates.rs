@@ -10,7 +10,8 @@ use crate::media::sdp::{self, Codec, MediaKind, SessionDescription};
 use crate::media::srtp::CryptoAttribute;
 
 impl Gateway {
-    /// `session-dtmf-info`: one INFO (`application/dtmf-relay`) per DTMF digit of `digit`.
+    /// `session-dtmf-info`: one INFO (`application/dtmf-relay`) per DTMF digit of `digit`, which
+    /// may have at most [`call::MAX_DTMF_DIGITS`] characters.
     pub(super) fn session_dtmf_info(
         &mut self,
         id: CallId,
@@ -19,6 +20,9 @@ impl Gateway {
         duration: Option<i64>,
     ) -> Result<(), CallError> {
         let Some(call) = self.calls.calls.get(&id) else { return Err(CallError::UnknownSession { session }) };
+        if digit.chars().nth(call::MAX_DTMF_DIGITS).is_some() {
+            return Err(CallError::TooManyDigits { max: call::MAX_DTMF_DIGITS });
+        }
         if !call.state.can_send_dtmf() {
             return Err(CallError::InvalidState { session, op: SessionOp::DtmfInfo, state: call.state.name() });
         }
