@@ -313,6 +313,9 @@ impl Gateway {
                 | SipEvent::Reoffer { .. }
                 | SipEvent::ReofferAck { .. }
                 | SipEvent::ReinviteResult { .. }) => self.call_sip_midcall(ev),
+                // Messaging is not wired to sylkRTC yet (#12): an incoming MESSAGE is refused.
+                SipEvent::Message { id, .. } => self.sip.answer_message(id, 480, self.now),
+                SipEvent::MessageResult { .. } | SipEvent::DialogMessage { .. } => {}
                 SipEvent::Registration { id, state } => {
                     let Some((conn, account)) = self.regs.get(&id).cloned() else { continue };
                     let state = match state {

@@ -789,10 +789,10 @@ fn require_100rel_gets_420_and_no_hops_left_gets_483() {
 
 // ===== What we advertise =====
 
-/// An out-of-dialog MESSAGE for a registered Contact is refused with 405, and neither that
-/// 405 nor any other Allow we send (REGISTER, INVITE, OPTIONS) advertises MESSAGE (#10).
+/// Every Allow we send (REGISTER, INVITE, OPTIONS) advertises MESSAGE, and an out-of-dialog
+/// MESSAGE for a registered Contact waits for its user's answer (#12; it was 405 in #10).
 #[test]
-fn message_is_refused_and_never_advertised() {
+fn message_is_advertised_and_answered_by_its_user() {
     let mut h = Harness::new();
     let params = sylkgw_core::sip::stack::RegParams {
         identity: SipIdentity {
@@ -806,25 +806,35 @@ fn message_is_refused_and_never_advertised() {
     };
     h.stack.register(params, h.now, &mut h.rng);
     let register = h.sent().remove(0);
-    assert!(!header(&register, "Allow").contains("MESSAGE"), "{register}");
+    assert!(header(&register, "Allow").contains("MESSAGE"), "{register}");
     h.receive(&reply(&register, 200, "OK", Some("r1"), "", ""));
     h.call();
     let invite = h.sent().remove(0);
-    assert!(header(&invite, "Allow").contains("INFO") && !header(&invite, "Allow").contains("MESSAGE"));
+    assert!(header(&invite, "Allow").contains("INFO") && header(&invite, "Allow").contains("MESSAGE"));
     let message =
         "MESSAGE sip:alice-1@192.0.2.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.5:5060;branch=z9hG4bKmsg1\r\n\
          Max-Forwards: 70\r\nFrom: <sip:bob@example.com>;tag=m1\r\nTo: <sip:alice@example.com>\r\nCall-ID: msg-1\r\n\
          CSeq: 1 MESSAGE\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nhi";
     h.receive(message);
+    assert!(h.sent().is_empty(), "the MESSAGE waits for its user's answer");
+    let id = std::iter::from_fn(|| h.stack.poll_event())
+        .find_map(|e| match e {
+            SipEvent::Message { id, message, .. } => Some((id, message)),
+            _ => None,
+        })
+        .map(|(id, m)| {
+            assert_eq!((m.from_uri.as_str(), m.body.as_slice()), ("bob@example.com", &b"hi"[..]));
+            id
+        })
+        .expect("a Message event");
+    h.stack.answer_message(id, 200, h.now);
     let resp = h.sent().remove(0);
-    assert!(resp.starts_with("SIP/2.0 405 "), "{resp}");
-    assert!(header(&resp, "Allow").contains("INVITE"), "{resp}");
-    assert!(!header(&resp, "Allow").contains("MESSAGE"), "{resp}");
+    assert!(resp.starts_with("SIP/2.0 200 OK\r\n"), "{resp}");
     let options =
         message.replace("MESSAGE sip:", "OPTIONS sip:").replace("1 MESSAGE", "1 OPTIONS").replace("msg1", "opt1");
     h.receive(&options);
     let resp = h.sent().remove(0);
-    assert!(resp.starts_with("SIP/2.0 200 ") && !header(&resp, "Allow").contains("MESSAGE"), "{resp}");
+    assert!(resp.starts_with("SIP/2.0 200 ") && header(&resp, "Allow").contains("MESSAGE"), "{resp}");
 }
 
 // ===== Bounded INFO queue =====

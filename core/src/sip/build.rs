@@ -6,9 +6,8 @@ use super::target::Transport;
 use super::transport::Peer;
 use std::net::SocketAddr;
 
-/// Methods we answer; sent in `Allow`. MESSAGE is not among them: it is answered 405 until
-/// messaging exists, so it is not advertised either (RFC 3261 §20.5).
-pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE";
+/// Methods we answer; sent in `Allow` (RFC 3261 §20.5).
+pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, MESSAGE";
 
 /// Our Via value: `SIP/2.0/<T> host:port;rport;branch=…` (RFC 3581 `rport` always).
 pub(super) fn via_value(transport: Transport, host: &str, port: u16, branch: &str) -> String {

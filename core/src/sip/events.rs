@@ -14,6 +14,14 @@ pub struct RegId(pub u64);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct LegId(pub u64);
 
+/// An outgoing MESSAGE's handle (RFC 3428).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct MsgId(pub u64);
+
+/// An incoming MESSAGE waiting for the transaction user's answer (`SipStack::answer_message`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct InboundMsgId(pub u64);
+
 /// Which of a leg's requests a client transaction carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LegTx {
@@ -82,6 +90,35 @@ pub enum SipEvent {
     /// or `"<code> <phrase>"` (the session is unchanged, RFC 3261 §14.1). A 481 or 408 is
     /// followed by the call's [`SipEvent::Call`] `Ended` (§12.2.1.2).
     ReinviteResult { leg: LegId, result: Result<Vec<u8>, String> },
+    /// The final outcome of `SipStack::send_message` or `SipStack::send_message_in_dialog`:
+    /// the final response's code and reason, 408 when it timed out, 503 when the next hop could
+    /// not be resolved or reached (or too many transactions were in flight).
+    MessageResult { id: MsgId, code: u16, reason: String },
+    /// A MESSAGE (RFC 3428 §7) outside any dialog for the Contact of registration `reg`.
+    /// Answer with `SipStack::answer_message` (200 delivered, 202 accepted for later, or an
+    /// error); unanswered, the stack answers 480 after `MESSAGE_ANSWER_WAIT`.
+    Message { id: InboundMsgId, reg: RegId, message: IncomingMessage },
+    /// A MESSAGE inside a call's dialog (answered 200 already).
+    DialogMessage { leg: LegId, message: IncomingMessage },
+}
+
+/// What the transaction user learns of an incoming MESSAGE.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IncomingMessage {
+    /// The sender's URI without scheme (`bob@example.com`).
+    pub from_uri: String,
+    /// The sender's display name.
+    pub display_name: Option<String>,
+    /// The To URI without scheme (the account's AoR as the sender wrote it).
+    pub to_uri: String,
+    /// The SIP Call-ID.
+    pub call_id: String,
+    /// `Content-Type` (empty if absent).
+    pub content_type: String,
+    /// The body.
+    pub body: Vec<u8>,
+    /// Every header, for the TU's filters.
+    pub headers: Vec<(String, String)>,
 }
 
 /// What the transaction user learns of an incoming call.

@@ -12,6 +12,7 @@ use super::incoming::InLeg;
 use super::invite::CallProgress;
 use super::message::{HeaderName, Method, Request, Response};
 use super::midcall::{retry_after_secs, MidCall, OfferVerdict, Phase, Reinvite, ReinviteStep, Reoffer, Sent2xx, Tick};
+use super::pager::{incoming_message, DialogMessage};
 use super::services::{DialogCtx, Owner, ServerKey, Services, SipTimer};
 use super::transaction::{Kind, ResponseVerdict};
 use crate::rng::Rng;
@@ -263,6 +264,11 @@ impl Leg {
                 let content_type = req.headers.get_str(&HeaderName::ContentType).unwrap_or_default().into_owned();
                 svc.event(SipEvent::Info { leg: id, content_type, body: req.body.clone() });
             }
+            Method::Message => {
+                // RFC 3428 §7: a MESSAGE in the dialog is delivered to the call's user.
+                svc.respond(key, req, 200, "OK", now);
+                svc.event(SipEvent::DialogMessage { leg: id, message: incoming_message(req) });
+            }
             Method::Update if req.body.is_empty() => {
                 // RFC 3311 §5.2: a target refresh without an offer; its 2xx carries our Contact.
                 if let Some(d) = self.dialog_mut(&remote_tag) {
@@ -445,6 +451,30 @@ impl Leg {
         if self.mid().info_done(branch) {
             self.pump_info(svc, id, now, rng);
         }
+    }
+
+    // ===== Our MESSAGE =====
+
+    /// A MESSAGE with `content_type` and `body` in the established dialog (RFC 3428 §4: the
+    /// dialog's route set and next CSeq), for the stack to send; `None` without one.
+    pub(super) fn message_request(
+        &mut self,
+        svc: &Services,
+        content_type: &str,
+        body: Vec<u8>,
+        rng: &mut Rng,
+    ) -> Option<DialogMessage> {
+        let ctx = self.dialog_ctx(svc)?;
+        let branch = format!("z9hG4bK{}", rng.hex(20));
+        let (vhost, vport) = svc.advertised(ctx.peer.transport);
+        let via = via_value(ctx.peer.transport, &vhost, vport, &branch);
+        let mut dialog = ctx.dialog;
+        let mut req = dialog.request(Method::Message, &via, None, None);
+        put(&mut req.headers, HeaderName::UserAgent, &ctx.user_agent);
+        put(&mut req.headers, HeaderName::ContentType, content_type);
+        req.body = body;
+        self.store_dialog(dialog);
+        Some(DialogMessage { branch, req, peer: ctx.peer, name: ctx.name })
     }
 
     // ===== Our re-INVITE =====

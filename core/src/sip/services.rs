@@ -7,7 +7,7 @@
 use super::build::{put, response_peer, ALLOW};
 use super::dialog::Dialog;
 use super::digest;
-use super::events::{LegId, LegTx, RegId, SipEvent, SipOutput};
+use super::events::{InboundMsgId, LegId, LegTx, MsgId, RegId, SipEvent, SipOutput};
 use super::identity::SipIdentity;
 use super::message::{HeaderName, Headers, Method, Request, Response};
 use super::target::{split_hostport, ProxySpec, Transport};
@@ -31,6 +31,8 @@ pub(super) enum SipTimer {
     Reoffer(LegId),
     /// Our re-INVITE answered 491 waits to be retried (§14.1).
     Glare(LegId),
+    /// An incoming MESSAGE waits for the transaction user's answer.
+    MessageAnswer(InboundMsgId),
 }
 
 /// RFC 3261 §17.2.3: branch, sent-by and method (ACK matches INVITE).
@@ -48,6 +50,8 @@ pub(super) enum Owner {
     Reg(RegId),
     /// A call leg's INVITE, CANCEL, BYE, INFO or re-INVITE.
     Leg(LegId, LegTx),
+    /// An outgoing MESSAGE.
+    Msg(MsgId),
 }
 
 /// A client transaction and what it retransmits.

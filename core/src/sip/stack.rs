@@ -11,12 +11,14 @@ pub use super::build::ALLOW;
 use super::build::{first_value, response_peer, unsupported_required};
 use super::calls::{CallParams, OutLeg};
 use super::events::LegId;
-pub use super::events::{InfoError, RegId, SipEvent, SipOutput};
+pub use super::events::{InboundMsgId, IncomingMessage, InfoError, MsgId, RegId, SipEvent, SipOutput};
 pub use super::identity::{PushContact, RegParams, SipIdentity};
 use super::incoming::InLeg;
 use super::leg::Leg;
 use super::message::{HeaderName, Method, Request, Response, SipMessage};
 pub use super::midcall::MAX_QUEUED_INFOS;
+use super::pager::{incoming_message, Pager};
+pub use super::pager::{MessageParams, MESSAGE_ANSWER_WAIT};
 use super::parse::{parse_message, parse_message_with, validate_request, ParseError, ParseOptions};
 use super::registrant::Registrant;
 use super::services::{Owner, ServerEntry, ServerKey, Services, SipTimer};
@@ -39,8 +41,14 @@ pub struct SipStack {
     budget: SourceBudget,
     regs: BTreeMap<RegId, Registrant>,
     legs: BTreeMap<LegId, Leg>,
+    /// Outgoing MESSAGEs until their result.
+    pagers: BTreeMap<MsgId, Pager>,
+    /// Incoming MESSAGEs waiting for the transaction user's answer: their server transaction
+    /// and request (bounded by `SipConfig::max_server_transactions`).
+    inbox: BTreeMap<InboundMsgId, (ServerKey, Request)>,
     next_reg: u64,
     next_leg: u64,
+    next_msg: u64,
 }
 
 impl SipStack {
@@ -52,8 +60,11 @@ impl SipStack {
             svc: Services::new(cfg),
             regs: BTreeMap::new(),
             legs: BTreeMap::new(),
+            pagers: BTreeMap::new(),
+            inbox: BTreeMap::new(),
             next_reg: 1,
             next_leg: 1,
+            next_msg: 1,
         }
     }
 
@@ -133,6 +144,16 @@ impl SipStack {
         let r = f(leg, &mut self.svc);
         if leg.is_gone() {
             self.legs.remove(&id);
+        }
+        Some(r)
+    }
+
+    /// Runs `f` on outgoing MESSAGE `id` (if it exists), then forgets it if it is over.
+    fn with_pager<R>(&mut self, id: MsgId, f: impl FnOnce(&mut Pager, &mut Services) -> R) -> Option<R> {
+        let pager = self.pagers.get_mut(&id)?;
+        let r = f(pager, &mut self.svc);
+        if pager.is_gone() {
+            self.pagers.remove(&id);
         }
         Some(r)
     }
@@ -280,6 +301,59 @@ impl SipStack {
         self.with_leg(id, |leg, svc| leg.answer_reoffer(svc, id, result, now));
     }
 
+    // ===== Messages (RFC 3428) =====
+
+    /// Sends a MESSAGE out of dialog, routed as an INVITE is (outbound proxy, else the target's
+    /// domain); a 401/407 is answered with the account's credentials once. The result arrives
+    /// as [`SipEvent::MessageResult`].
+    pub fn send_message(&mut self, params: MessageParams, now: Instant, rng: &mut Rng) -> MsgId {
+        let id = self.new_msg_id();
+        self.pagers.insert(id, Pager::new(id, params, &self.svc, rng));
+        self.with_pager(id, |p, svc| p.start(svc, now, rng));
+        id
+    }
+
+    /// Sends a MESSAGE in the established dialog of call leg `leg` (its route set and next
+    /// CSeq; RFC 3428 §4); the result arrives as [`SipEvent::MessageResult`]. `None` if the leg
+    /// has no established dialog. A challenge to it is the result (no retry: the dialog's CSeq
+    /// is the leg's).
+    pub fn send_message_in_dialog(
+        &mut self,
+        leg: LegId,
+        content_type: &str,
+        body: Vec<u8>,
+        now: Instant,
+        rng: &mut Rng,
+    ) -> Option<MsgId> {
+        let msg = self.with_leg(leg, |l, svc| l.message_request(svc, content_type, body, rng))??;
+        let id = self.new_msg_id();
+        self.pagers.insert(id, Pager::in_dialog(id));
+        self.with_pager(id, |p, svc| p.send_in_dialog(svc, msg, now));
+        Some(id)
+    }
+
+    fn new_msg_id(&mut self) -> MsgId {
+        let id = MsgId(self.next_msg);
+        self.next_msg += 1;
+        id
+    }
+
+    /// Answers the incoming MESSAGE `id` ([`SipEvent::Message`]): 200 (delivered), 202
+    /// (accepted for later delivery) or an error (a code outside 200–699 becomes 500). Does
+    /// nothing if it was answered already (by the [`MESSAGE_ANSWER_WAIT`] fallback).
+    pub fn answer_message(&mut self, id: InboundMsgId, code: u16, now: Instant) {
+        let Some((key, req)) = self.inbox.remove(&id) else { return };
+        self.svc.arm(SipTimer::MessageAnswer(id), None);
+        let code = if (200..700).contains(&code) { code } else { 500 };
+        self.svc.respond(&key, &req, code, super::message::default_reason(code), now);
+    }
+
+    /// Number of outgoing MESSAGEs waiting for their result and incoming ones waiting for an
+    /// answer, for leak checks.
+    pub fn message_count(&self) -> (usize, usize) {
+        (self.pagers.len(), self.inbox.len())
+    }
+
     // ===== Input =====
 
     /// The runtime resolved a name.
@@ -294,6 +368,9 @@ impl SipStack {
                         l.on_resolved(svc, result, now, rng);
                     }
                 });
+            }
+            Some(Owner::Msg(id)) => {
+                self.with_pager(id, |p, svc| p.on_resolved(svc, result, now, rng));
             }
             None => {}
         }
@@ -417,6 +494,9 @@ impl SipStack {
                 }
                 self.with_reg(id, |r, svc| r.on_response(svc, &resp, now, rng));
             }
+            Owner::Msg(id) => {
+                self.with_pager(id, |p, svc| p.on_response(svc, &branch, &resp, verdict, now, rng));
+            }
         }
     }
 
@@ -428,6 +508,9 @@ impl SipStack {
             }
             Owner::Leg(id, tx) => {
                 self.with_leg(id, |leg, svc| leg.on_failed(svc, id, tx, branch, code, reason, now, rng));
+            }
+            Owner::Msg(id) => {
+                self.with_pager(id, |p, svc| p.on_failed(svc, branch, code, reason));
             }
         }
     }
@@ -503,7 +586,11 @@ impl SipStack {
         // INVITEs and requests inside our calls' dialogs get a server transaction; the rest is
         // answered at once, its answer kept (bounded) for retransmissions.
         let in_dialog = self.leg_of_request(&req);
-        let stateful = req.method == Method::Invite || in_dialog.is_some();
+        // A MESSAGE for one of our Contacts waits for the transaction user's answer (RFC 3428 §7).
+        let for_inbox = req.method == Method::Message
+            && req.headers.to_header().is_ok_and(|to| to.tag().is_none())
+            && self.reg_of_user(&req).is_some();
+        let stateful = req.method == Method::Invite || in_dialog.is_some() || for_inbox;
         if stateful && self.svc.servers_full() {
             log::warn!(
                 "{} SIP server transactions in flight; 503 to {} from {}",
@@ -581,6 +668,13 @@ impl SipStack {
                     }
                     (480, "Temporarily Unavailable")
                 }
+                Method::Message => {
+                    if let Some(reg) = self.reg_of_user(&req) {
+                        self.inbound_message(reg, &req, &key, now);
+                        return;
+                    }
+                    (480, "Temporarily Unavailable")
+                }
                 Method::Bye | Method::Info | Method::Update | Method::Prack => (481, "Call/Transaction Does Not Exist"),
                 _ => (405, "Method Not Allowed"),
             }
@@ -626,6 +720,16 @@ impl SipStack {
         let id = self.new_leg_id();
         let leg = InLeg::new(&mut self.svc, id, reg, identity, req, peer, key, now);
         self.legs.insert(id, Leg::In(Box::new(leg)));
+    }
+
+    /// A MESSAGE for registration `reg`'s Contact (RFC 3428 §7): the transaction user hears it
+    /// and answers; unanswered after [`MESSAGE_ANSWER_WAIT`], the stack answers 480.
+    fn inbound_message(&mut self, reg: RegId, req: &Request, key: &ServerKey, now: Instant) {
+        let id = InboundMsgId(self.next_msg);
+        self.next_msg += 1;
+        self.inbox.insert(id, (key.clone(), req.clone()));
+        self.svc.arm(SipTimer::MessageAnswer(id), Some(now + MESSAGE_ANSWER_WAIT));
+        self.svc.event(SipEvent::Message { id, reg, message: incoming_message(req) });
     }
 
     /// A CANCEL matching the INVITE transaction `invite` (§9.2): true if it was an incoming
@@ -714,6 +818,12 @@ impl SipStack {
                 }
                 SipTimer::Reg(id) => {
                     self.with_reg(id, |r, svc| r.on_timer(svc, now, rng));
+                }
+                SipTimer::MessageAnswer(id) => {
+                    if let Some((key, req)) = self.inbox.remove(&id) {
+                        log::info!("MESSAGE {} not answered in time; 480", key.branch);
+                        self.svc.respond(&key, &req, 480, "Temporarily Unavailable", now);
+                    }
                 }
             }
         }
