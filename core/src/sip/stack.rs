@@ -1,8 +1,9 @@
 //! The SIP user agent core (RFC 3261 §8, §10, §17): the parent of the SIP machines. It owns the
 //! `Services` (transport layer, client and server transactions, timers), the registrations
-//! (`Registrant`) and the call legs (`Leg`); it routes every input to the machine it
-//! belongs to by id, answers what it can answer alone (OPTIONS, unknown users, unknown methods,
-//! merged requests) and forgets machines once they are over. It knows SIP, not sylkRTC: the
+//! (`Registrant`), the call legs (`Leg`) and the outgoing MESSAGEs (`Pager`); it routes every
+//! input to the machine it belongs to by id, answers what it can answer alone (OPTIONS, unknown
+//! users, unknown methods, merged requests), holds incoming MESSAGEs until the transaction user
+//! answers them, and forgets machines once they are over. It knows SIP, not sylkRTC: the
 //! gateway drives it by id and hears back through [`SipEvent`]s.
 
 use super::answered::{Answered, MergeKey};
@@ -316,7 +317,7 @@ impl SipStack {
     /// Sends a MESSAGE in the established dialog of call leg `leg` (its route set and next
     /// CSeq; RFC 3428 §4); the result arrives as [`SipEvent::MessageResult`]. `None` if the leg
     /// has no established dialog. A challenge to it is the result (no retry: the dialog's CSeq
-    /// is the leg's).
+    /// is the leg's); no result ends the call (as for INFO).
     pub fn send_message_in_dialog(
         &mut self,
         leg: LegId,
