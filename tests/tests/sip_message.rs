@@ -483,3 +483,24 @@ fn incoming_over_tcp_answered_on_the_connection() {
     });
     assert!(written, "the 200 goes back on the connection");
 }
+
+/// A MESSAGE whose connection closes before its user answers is forgotten at once (its server
+/// transaction went with the flow), not kept until the answer timer.
+#[test]
+fn incoming_over_a_closed_connection_is_forgotten() {
+    let mut h = Harness::new();
+    h.registered();
+    let conn = ConnId(8);
+    h.stack.handle_accepted(conn, PROXY.parse().unwrap(), h.now);
+    let msg = bobs_message("sip:alice-1@192.0.2.1:5060", "z9hG4bKt2", "t2@x", "t", None, 1).replace("/UDP", "/TCP");
+    h.stack.handle_stream_data(conn, msg.as_bytes(), h.now, &mut h.rng);
+    let id = match &h.events()[..] {
+        [SipEvent::Message { id, .. }] => *id,
+        other => panic!("expected a Message event, got {other:?}"),
+    };
+    assert_eq!(h.stack.message_count(), (0, 1));
+    h.stack.handle_closed(conn, h.now, &mut h.rng);
+    assert_eq!(h.stack.message_count(), (0, 0), "nothing left to answer");
+    h.stack.answer_message(id, 200, h.now);
+    assert!(h.outputs().is_empty(), "no answer to a closed connection");
+}

@@ -442,6 +442,13 @@ impl SipStack {
             r.flow_lost(conn);
         }
         self.svc.servers.retain(|_, s| s.peer.conn != Some(conn));
+        // An incoming MESSAGE whose server transaction went with the flow has no one to answer.
+        let orphans: Vec<InboundMsgId> =
+            self.inbox.iter().filter(|(_, (key, _))| !self.svc.has_server(key)).map(|(id, _)| *id).collect();
+        for id in orphans {
+            self.inbox.remove(&id);
+            self.svc.arm(SipTimer::MessageAnswer(id), None);
+        }
     }
 
     fn message(&mut self, peer: Peer, bytes: &[u8], now: Instant, rng: &mut Rng) {
