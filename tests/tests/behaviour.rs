@@ -79,6 +79,7 @@ both!(
     secrets_not_logged_or_captured,
     http_header_too_large_431,
     data_dir_holds_the_store,
+    postgresql_storage_opened_at_start,
     bad_storage_options_exit_2,
 );
 
@@ -476,6 +477,29 @@ fn data_dir_holds_the_store(v: &Variant) {
         let _ = c.expect_close();
         assert_eq!(s.wait_exit(Duration::from_secs(5)), Some(0), "run {run}: {}", s.stderr_text());
     }
+}
+
+/// `--storage postgresql://…`: the schema is created on the server at start; no SQLite file.
+fn postgresql_storage_opened_at_start(v: &Variant) {
+    use sylkgw_storage::pg_server::{Durability, PgServer};
+    let server = PgServer::start(Durability::Fast).unwrap_or_else(|e| panic!("PostgreSQL: {e}"));
+    let url = server.create_database().unwrap();
+    let dir = TempDir::new("pg-storage");
+    let data = dir.path().join("data");
+    let mut s = v.start(&["--storage".into(), url.clone(), "--data-dir".into(), data.display().to_string()]);
+    let mut c = WsClient::ready(&s);
+    assert_eq!(c.request(&ping("1")), ack("1"));
+    assert!(s.stderr_text().contains("storage: postgresql "), "{}", s.stderr_text());
+    assert!(!data.exists(), "no SQLite store with PostgreSQL");
+    let mut store = sylkgw_storage::Postgres::open(&url).expect("the gateway's schema is there");
+    let lookup = sylkgw_core::storage::StoreRequest::LookupPublicKey { account: "a@b".into() };
+    assert_eq!(
+        sylkgw_storage::Storage::execute(&mut store, &lookup),
+        Ok(sylkgw_core::storage::StoreResult::PublicKey { public_key: None })
+    );
+    s.sigterm();
+    let _ = c.expect_close();
+    assert_eq!(s.wait_exit(Duration::from_secs(5)), Some(0), "{}", s.stderr_text());
 }
 
 /// A storage that was asked for and cannot be opened stops the process with exit code 2 and

@@ -1,8 +1,8 @@
 //! Storage as IO below the runtimes: the core asks (`Output::Store`), the drive loop hands the
 //! request to a [`StorePool`] on SQLite in a temporary data directory, the outcome comes back as
 //! `Input::Stored`, and the capture file records both (`< storage store`, `> storage stored`).
-//! Nothing in the core asks for storage yet, so the test asks through
-//! `Gateway::store_for_test`.
+//! On SQLite and on a throw-away PostgreSQL server. Nothing in the core asks for storage yet, so
+//! the test asks through `Gateway::store_for_test`.
 
 #![allow(clippy::disallowed_methods)] // Instant::now: the drive loop's clock
 
@@ -15,6 +15,7 @@ use sylkgw_core::storage::{StoreError, StoreId, StoreRequest, StoreResult, UnixM
 use sylkgw_core::{Config, ConnId, Gateway, Input, SocketId, Transmit, UdpPurpose};
 use sylkgw_driver::store_pool::Outcome;
 use sylkgw_driver::{open_backend, Backend, BindAnswer, CaptureFile, Deferred, Driver, Io, StorageSettings, StorePool};
+use sylkgw_storage::pg_server::{Durability, PgServer};
 use sylkgw_tests::TempDir;
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -82,10 +83,23 @@ fn capture_lines(path: &std::path::Path, channel: &str) -> Vec<String> {
 #[test]
 fn requests_run_on_sqlite_and_both_sides_are_captured() {
     let dir = TempDir::new("storage-io");
-    let settings = StorageSettings { url: None, data_dir: dir.path().join("data"), explicit: true };
+    round_trip(&dir, StorageSettings { url: None, data_dir: dir.path().join("data"), explicit: true });
+}
+
+#[test]
+fn requests_run_on_postgresql_and_both_sides_are_captured() {
+    let server = PgServer::start(Durability::Fast).unwrap_or_else(|e| panic!("PostgreSQL: {e}"));
+    let url = server.create_database().unwrap();
+    let dir = TempDir::new("storage-io-pg");
+    round_trip(&dir, StorageSettings { url: Some(url), data_dir: dir.path().join("unused"), explicit: true });
+    assert!(!dir.path().join("unused").exists(), "no SQLite file with PostgreSQL");
+}
+
+/// Stores a public key and looks it up through the drive loop and a pool on `settings`.
+fn round_trip(dir: &TempDir, settings: StorageSettings) {
     let backend = open_backend(&settings).unwrap();
     let (pool, answers) = pool(&backend);
-    let (mut gw, capture, path) = core(&dir);
+    let (mut gw, capture, path) = core(dir);
     let account = || "alice@example.com".to_string();
     let first = gw.store_for_test(StoreRequest::StorePublicKey {
         account: account(),

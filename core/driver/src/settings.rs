@@ -131,7 +131,13 @@ impl StorageSettings {
             Some(url) => {
                 let rest = url.split_once("://").map_or(url.as_str(), |(_, r)| r);
                 let host = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
-                format!("postgresql {host}")
+                let (path, query) = host.split_once('?').unwrap_or((host, ""));
+                let kept: Vec<&str> =
+                    query.split('&').filter(|p| !p.is_empty() && !p.starts_with("password=")).collect();
+                match kept.is_empty() {
+                    true => format!("postgresql {path}"),
+                    false => format!("postgresql {path}?{}", kept.join("&")),
+                }
             }
             None => format!("sqlite {}", self.data_dir.join(sylkgw_storage::Sqlite::FILE_NAME).display()),
         }
@@ -429,6 +435,8 @@ mod tests {
         assert_eq!(s.url.as_deref(), Some("postgresql://gw:secret@db.example/sylk"));
         assert_eq!((s.data_dir.clone(), s.explicit), (dir.join("data"), true), "relative to the config file");
         assert_eq!(s.describe(), "postgresql db.example/sylk", "no password in logs");
+        let socket = StorageSettings { url: Some("postgresql://gw@/db?host=/run/pg&password=secret".into()), ..s };
+        assert_eq!(socket.describe(), "postgresql /db?host=/run/pg");
         // The command line wins over the file.
         let args =
             Args { config: Some(cfg), storage: Some("sqlite".into()), data_dir: Some("/d".into()), ..Args::default() };
