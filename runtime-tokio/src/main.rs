@@ -97,6 +97,7 @@ fn main() {
             config.sip.listen.set_port(port);
         }
         config.media = config.media.for_worker(index, workers).unwrap_or_else(|e| driver::fatal(2, e));
+        config.sip = config.sip.for_worker(workers);
         let (rtp_low, rtp_high) = config.media.rtp_ports;
         log::info!("worker {index}: RTP ports {rtp_low}-{rtp_high}");
         let gw = Gateway::new(config, driver::os_seed(), Instant::now(), driver::unix_time())
