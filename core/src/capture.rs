@@ -23,7 +23,9 @@
 //! `timer` (input: a timeout fired; output: the new deadline and its reason, written when it
 //! changes), `shutdown`. SIP: `bound` (`udp:N`, the runtime bound a socket), `datagram`
 //! (`udp:N<peer` in, `udp:N>peer` out), `connect`/`connected` (streams the core opens), `sip`
-//! (bytes on a SIP stream), `resolve`/`resolved` (channel `dns`, by query id). A `ws.text` payload is the text itself when it is one line, else a JSON
+//! (bytes on a SIP stream), `resolve`/`resolved` (channel `dns`, by query id). Storage (channel
+//! `storage`): `store` (`< storage store ID REQUEST`) and `stored` (`> storage stored ID
+//! OUTCOME`), the request and outcome in their one-line JSON encoding (`crate::storage::line`). A `ws.text` payload is the text itself when it is one line, else a JSON
 //! string. In `account-add` the `password` is masked (hex digits become `0`, other characters `*`),
 //! and in SIP messages the digest `response` values are zeroed and SDES keys (`inline:`) blanked.
 //!
@@ -41,6 +43,7 @@ use crate::base64;
 use crate::config::Config;
 use crate::drive::{Input, Output, TimeoutReason, UdpPurpose};
 use crate::ids::{ConnId, Listener, SocketId};
+use crate::storage::{line as store_line, StoreError, StoreId, StoreResult};
 use crate::ws::frames::{client_frame, FrameOut, FrameSplitter, Segment};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -131,6 +134,9 @@ impl Recorder {
                 };
                 self.line(now, '>', "dns", "resolved", &format!("{query} {payload}"));
             }
+            Input::Stored { id, result } => {
+                self.line(now, '>', "storage", "stored", &format!("{id} {}", store_line::encode_outcome(result)))
+            }
             Input::Shutdown => self.line(now, '>', "gateway", "shutdown", ""),
         }
     }
@@ -198,6 +204,9 @@ impl Recorder {
                 self.line(now, '<', &socket.to_string(), "bind", &format!("{} {local}", purpose.name()))
             }
             Output::CloseUdp { socket } => self.line(now, '<', &socket.to_string(), "closeudp", ""),
+            Output::Store { id, request } => {
+                self.line(now, '<', "storage", "store", &format!("{id} {}", store_line::encode_request(request)))
+            }
             Output::Timeout(_) => {}
         }
     }
@@ -387,6 +396,8 @@ pub enum ReplayInput {
     Connected { conn: ConnId, result: Result<(), String> },
     /// `resolved`.
     Resolved { query: u64, result: Result<Vec<IpAddr>, String> },
+    /// `stored`: the outcome of a storage request.
+    Stored { id: StoreId, result: Result<StoreResult, StoreError> },
     /// `shutdown`.
     Shutdown,
     /// `call:N media <event>`: a media decision of the recorded run.
@@ -496,6 +507,11 @@ pub fn parse(text: &str) -> Result<Capture, String> {
                 _ => return Err(err("bad resolved payload")),
             };
             ReplayInput::Resolved { query, result }
+        } else if channel == "storage" && verb == "stored" {
+            let (id, rest) = payload.split_once(' ').ok_or_else(|| err("stored needs `id outcome`"))?;
+            let id = StoreId(id.parse().map_err(|_| err("bad storage id"))?);
+            let result = store_line::decode_outcome(rest.trim()).map_err(|e| err(&e.to_string()))?;
+            ReplayInput::Stored { id, result }
         } else if let Some(rest) = channel.strip_prefix("udp:") {
             let (id, from) = match rest.split_once('<') {
                 Some((id, from)) => (id, Some(from)),
@@ -641,6 +657,9 @@ pub fn replay(capture: &Capture, epoch: Instant) -> Result<String, String> {
             ReplayInput::Resolved { query, result } => {
                 gw.handle_input(now, Input::Resolved { query: *query, result: result.clone() })
             }
+            ReplayInput::Stored { id, result } => {
+                gw.handle_input(now, Input::Stored { id: *id, result: result.clone() })
+            }
             ReplayInput::Shutdown => gw.handle_input(now, Input::Shutdown),
             ReplayInput::Media { call, event } => gw.replay_media_event(now, *call, *event),
         }
@@ -734,6 +753,38 @@ mod tests {
                 },
             ]
         );
+    }
+
+    #[test]
+    #[allow(clippy::disallowed_methods)] // an epoch; times are offsets from it
+    fn storage_records_round_trip() {
+        use crate::storage::StoreRequest;
+        let mut rec = Recorder::new(Instant::now(), &[0; 32], Duration::ZERO, &Config::default());
+        let now = rec.start;
+        let request = StoreRequest::LookupPublicKey { account: "alice@example.com".into() };
+        rec.output(now, &Output::Store { id: StoreId(3), request });
+        let outcome = Ok(StoreResult::PublicKey { public_key: Some("line one\nline two".into()) });
+        rec.input(now, &Input::Stored { id: StoreId(3), result: outcome.clone() });
+        rec.input(now, &Input::Stored { id: StoreId(4), result: Err(StoreError::Unavailable("queue full".into())) });
+        let text = rec.take();
+        assert!(
+            text.contains(r#"< storage   store    3 {"op":"lookup-public-key","account":"alice@example.com"}"#),
+            "{text}"
+        );
+        let inputs: Vec<ReplayInput> = parse(&text).unwrap().inputs.into_iter().map(|(_, i)| i).collect();
+        assert_eq!(
+            inputs,
+            [
+                ReplayInput::Stored { id: StoreId(3), result: outcome },
+                ReplayInput::Stored { id: StoreId(4), result: Err(StoreError::Unavailable("queue full".into())) },
+            ]
+        );
+        for bad in
+            ["0 > storage stored 1", "0 > storage stored x {\"ok\":{\"result\":\"done\"}}", "0 > storage stored 1 {}"]
+        {
+            let text = format!("{MAGIC}\n#  seed   {}\n#  unix   0.000\n{bad}\n", "00".repeat(32));
+            assert!(parse(&text).is_err(), "{bad}");
+        }
     }
 
     #[test]

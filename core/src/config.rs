@@ -216,6 +216,26 @@ impl Default for SipConfig {
     }
 }
 
+impl SipConfig {
+    /// The share of one worker out of `workers` (the tokio binary): the process-wide SIP caps
+    /// (`max_sip_transactions`, `max_sip_server_transactions`, `max_sip_answered`,
+    /// `max_sip_requests_per_second_per_ip`) divided into equal shares, rounded up, so that
+    /// `sylkgw` with N workers holds what the documented figure says in all, as `sylkgw-mio`
+    /// does. Each worker has its own SIP stack and port, so nothing is shared at run time.
+    /// `0` (no per-source limit) stays `0`.
+    pub fn for_worker(&self, workers: usize) -> SipConfig {
+        let workers = workers.max(1);
+        let share = |cap: usize| if cap == 0 { 0 } else { cap.div_ceil(workers) };
+        let mut out = self.clone();
+        out.max_transactions = share(self.max_transactions);
+        out.max_server_transactions = share(self.max_server_transactions);
+        out.max_answered = share(self.max_answered);
+        out.max_requests_per_second_per_ip =
+            u32::try_from(share(self.max_requests_per_second_per_ip as usize)).unwrap_or(u32::MAX);
+        out
+    }
+}
+
 // ===== Media sockets (`MediaConfig`) =====
 
 /// Media sockets. The WebRTC UDP socket (one per core, shared by every browser leg) is bound by
@@ -558,6 +578,23 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The process-wide SIP caps split over workers: N shares that add up to at least the cap
+    /// (and never over it by more than N - 1); a single worker keeps them as they are.
+    #[test]
+    fn sip_caps_split_over_workers() {
+        let sip = SipConfig { max_requests_per_second_per_ip: 500, ..SipConfig::default() };
+        assert_eq!(sip.for_worker(1).max_transactions, 10_000);
+        let two = sip.for_worker(2);
+        assert_eq!(
+            (two.max_transactions, two.max_server_transactions, two.max_answered, two.max_requests_per_second_per_ip),
+            (5_000, 5_000, 2_048, 250)
+        );
+        let three = sip.for_worker(3);
+        assert_eq!((three.max_transactions, three.max_requests_per_second_per_ip), (3_334, 167));
+        let unlimited = SipConfig { max_requests_per_second_per_ip: 0, ..SipConfig::default() };
+        assert_eq!(unlimited.for_worker(4).max_requests_per_second_per_ip, 0);
+    }
 
     #[test]
     fn sylkserver_style_file() {

@@ -2,6 +2,7 @@
 //! asks of it ([`Output`]).
 
 use crate::ids::{ConnId, Listener, SocketId};
+use crate::storage::{StoreError, StoreId, StoreRequest, StoreResult};
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
@@ -73,6 +74,15 @@ pub enum Input<'a> {
         query: u64,
         /// Addresses, or the error text.
         result: Result<Vec<IpAddr>, String>,
+    },
+    /// The outcome of [`Output::Store`]. The core tolerates an id it never asked for or has
+    /// forgotten (logged and dropped).
+    Stored {
+        /// The id the core chose.
+        id: StoreId,
+        /// What the storage answered; [`StoreError::Unavailable`] when the runtime has no storage
+        /// or its queue is full.
+        result: Result<StoreResult, StoreError>,
     },
     /// The process is stopping (SIGINT/SIGTERM): close every WebSocket with 1001 and accept no
     /// more. The runtime keeps driving until [`crate::Gateway::connection_count`] is 0 or its
@@ -187,6 +197,16 @@ pub enum Output {
         query: u64,
         /// Host name.
         name: String,
+    },
+    /// Carry out `request` on the message store, off the event loop; answer with exactly one
+    /// [`Input::Stored`] for `id`, after the current drain, in any order relative to other
+    /// requests (a request is atomic: on `Err` nothing was changed). A runtime that cannot take
+    /// it (no storage, queue full) answers [`StoreError::Unavailable`] right after the drain.
+    Store {
+        /// Id the core chose; unique for the core's lifetime.
+        id: StoreId,
+        /// What to do.
+        request: StoreRequest,
     },
     /// Nothing more to do now: call `handle_input(Input::Timeout)` at this instant, or earlier
     /// with any other input. [`crate::Gateway::last_timeout_reason`] says why.

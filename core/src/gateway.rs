@@ -31,6 +31,7 @@ mod containment;
 mod registers;
 mod sockets;
 mod stats;
+mod storage;
 pub use calls::MEDIA_TIMEOUT_REASON;
 pub use containment::INTERNAL_ERROR_REASON;
 pub use sockets::{FIRST_MEDIA_SOCKET, MAX_BIND_ATTEMPTS};
@@ -80,6 +81,8 @@ pub struct Gateway {
     recorder: Option<Recorder>,
     shutting_down: bool,
     last_reason: TimeoutReason,
+    /// Ids for `Output::Store` (`gateway::storage`).
+    store_ids: storage::StoreIds,
 }
 
 /// A live call as the stateful fuzz target sees it: connection, session id, SIP leg.
@@ -180,6 +183,7 @@ impl Gateway {
             recorder,
             shutting_down: false,
             last_reason: TimeoutReason::Idle,
+            store_ids: storage::StoreIds::default(),
         })
     }
 
@@ -239,6 +243,7 @@ impl Gateway {
                 self.register_resolved(query, &result);
                 self.sip.handle_resolved(query, result, now, &mut self.rng)
             }
+            Input::Stored { id, result } => self.on_stored(id, result),
             Input::Shutdown => self.shutdown(),
         }
         self.drain_sip();

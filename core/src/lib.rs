@@ -72,6 +72,7 @@
 //!             Output::Resolve { query, name } => { /* resolve; answer with Input::Resolved */ }
 //!             Output::BindUdp { socket, purpose, local } => { /* bind; answer after the drain */ }
 //!             Output::CloseUdp { socket } => { /* close that socket */ }
+//!             Output::Store { id, request } => { /* off the loop; answer with Input::Stored */ }
 //!             Output::Timeout(at) => return at,
 //!         }
 //!     }

@@ -12,7 +12,7 @@
 //!   and reported with `Input::StreamClosed`.
 //! - A connection the core closed gets [`CLOSE_LINGER`] to take its last bytes, then is dropped.
 //! - Tokens: 0 the web listener, 1 the signal pipe, 2 the SIP UDP socket, 3 the SIP TCP
-//!   listener, 4 the name-resolution waker; a token with bit 62 ([`UDP_TOKEN`]) set is a UDP
+//!   listener, 4 the waker of the name-resolution and storage pools; a token with bit 62 ([`UDP_TOKEN`]) set is a UDP
 //!   socket other than SIP's, its [`SocketId`] in the low bits (1 the WebRTC socket, bound at
 //!   start; 16 and up those the core asks for with `Output::BindUdp`); any other token is a
 //!   connection and equals its [`ConnId`] (accepted ids start at 16 and are never reused; ids of
@@ -25,6 +25,10 @@
 //! - Name resolution (`Output::Resolve`) blocks in `getaddrinfo`, so queries run on a bounded
 //!   pool ([`resolver`]: 4 threads, at most 64 waiting) that reports back through a channel and
 //!   the waker; a query beyond the queue is answered with an error right after the drain.
+//! - Storage (`Output::Store`) runs on a bounded pool ([`driver::StorePool`]: 2 threads, each
+//!   with its own connection, at most 256 waiting) that reports back through a channel and the
+//!   same waker; a request the pool cannot take (queue full, no storage) is answered
+//!   `Unavailable` right after the drain. The storage is opened at start ([`driver::open_backend`]).
 //! - Every accepted socket is checked against the process's connection caps
 //!   ([`sylkgw_driver::limits`]) before the core hears of it: refused, it is closed at once and
 //!   the core never sees it; admitted, its permit lives with the socket.
@@ -45,6 +49,7 @@ use std::net::{IpAddr, Shutdown, SocketAddr};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use sylkgw_core::storage::{StoreId, StoreRequest};
 use sylkgw_core::{ConnId, Gateway, Input, Listener, SocketId, Transmit, UdpPurpose};
 use sylkgw_driver::{
     self as driver, BindAnswer, CaptureFile, ConnLimits, Deferred, Driver, Io, Permit, ACCEPT_RETRY, CLOSE_LINGER,
@@ -87,7 +92,9 @@ fn main() {
     let gw = Gateway::new(settings.core, driver::os_seed(), Instant::now(), driver::unix_time())
         .unwrap_or_else(|e| driver::fatal(2, e));
     let limits = ConnLimits::new(settings.caps);
-    if let Err(e) = run(Driver::new(gw, capture), limits, settings.listen, sip_listen, tls, settings.stats_interval) {
+    let storage = driver::open_backend(&settings.storage).unwrap_or_else(|e| driver::fatal(2, e));
+    let driver = Driver::new(gw, capture);
+    if let Err(e) = run(driver, limits, &storage, settings.listen, sip_listen, tls, settings.stats_interval) {
         driver::fatal(1, e);
     }
 }
@@ -97,6 +104,7 @@ fn main() {
 fn run(
     driver: Driver,
     limits: ConnLimits,
+    storage: &driver::Backend,
     listen: SocketAddr,
     sip: SocketAddr,
     tls: bool,
@@ -129,6 +137,15 @@ fn run(
             let _ = waker.wake();
         })?
     };
+    let (stored_tx, stored_rx) = mpsc::channel();
+    let store = {
+        let waker = Arc::clone(&waker);
+        let tx = Mutex::new(stored_tx);
+        driver::StorePool::standard(storage, move |id, outcome| {
+            let _ = tx.lock().unwrap_or_else(|e| e.into_inner()).send((id, outcome));
+            let _ = waker.wake();
+        })?
+    };
     let mut signals = Signals::new([SIGINT, SIGTERM])?;
     poll.registry().register(&mut signals, SIGNALS, Interest::READABLE)?;
     log::info!("{}", driver::listening_line(listener.local_addr()?, tls));
@@ -140,6 +157,7 @@ fn run(
             sip_udp,
             udp: HashMap::from([(WEBRTC_SOCKET, webrtc)]),
             resolver,
+            store,
             conns: HashMap::new(),
             deferred: VecDeque::new(),
             lingering: VecDeque::new(),
@@ -150,6 +168,7 @@ fn run(
         listener: Some(listener),
         sip_tcp: Some(sip_tcp),
         resolved_rx,
+        stored_rx,
         buf: vec![0; READ_BUF].into_boxed_slice(),
         next_id: FIRST_CONN,
         accept_retry: None,
@@ -196,7 +215,7 @@ fn run(
                 SIP_TCP => rt.accept(Listener::SipTcp),
                 SIP_UDP => rt.receive_datagrams(SIP_SOCKET),
                 Token(t) if t & UDP_TOKEN != 0 => rt.receive_datagrams(SocketId((t & !UDP_TOKEN) as u32)),
-                WAKER => rt.resolved(),
+                WAKER => rt.answered(),
                 SIGNALS => {
                     for signal in signals.pending() {
                         log::info!("{}", if signal == SIGINT { "SIGINT" } else { "SIGTERM" });
@@ -276,6 +295,7 @@ struct Runtime {
     /// `None` once shutting down.
     sip_tcp: Option<TcpListener>,
     resolved_rx: mpsc::Receiver<(u64, Result<Vec<IpAddr>, String>)>,
+    stored_rx: mpsc::Receiver<(StoreId, driver::store_pool::Outcome)>,
     /// The shared read buffer.
     buf: Box<[u8]>,
     next_id: u64,
@@ -291,6 +311,8 @@ struct MioIo {
     udp: HashMap<SocketId, UdpSocket>,
     /// The lookup pool (`Output::Resolve`).
     resolver: resolver::Resolver,
+    /// The storage pool (`Output::Store`).
+    store: driver::StorePool,
     conns: HashMap<ConnId, Conn>,
     /// Inputs for the core once the current drain ends: live connections whose socket failed,
     /// connects that failed at once.
@@ -352,10 +374,13 @@ impl Runtime {
         self.buf = buf;
     }
 
-    /// Answers finished name resolutions.
-    fn resolved(&mut self) {
+    /// Answers finished name resolutions and storage requests.
+    fn answered(&mut self) {
         while let Ok((query, result)) = self.resolved_rx.try_recv() {
             self.feed(Input::Resolved { query, result });
+        }
+        while let Ok((id, result)) = self.stored_rx.try_recv() {
+            self.feed(Input::Stored { id, result });
         }
     }
 
@@ -505,6 +530,13 @@ impl Io for MioIo {
     }
 
     /// Binds a socket the core asked for and registers it.
+    fn store(&mut self, id: StoreId, request: StoreRequest) {
+        if let Err(refused) = self.store.submit(id, request) {
+            log::warn!("storage request {id}: {refused}");
+            self.deferred.push_back(Deferred::Stored(id, Err(refused)));
+        }
+    }
+
     fn bind_udp(&mut self, socket: SocketId, purpose: UdpPurpose, local: SocketAddr) -> BindAnswer {
         let bound = if self.udp_socket(socket).is_some() {
             Err(io::Error::new(ErrorKind::AlreadyExists, format!("{socket} is already bound")))

@@ -38,6 +38,11 @@
 //!   channel (reading into one buffer per worker, so an idle socket holds none); the core task
 //!   sends from the socket an `Output::Datagram` names, and `Output::CloseUdp` aborts the task and
 //!   drops the socket.
+//! - Storage (`Output::Store`): the storage is opened once at start ([`driver::open_backend`]);
+//!   each worker has its own bounded pool ([`driver::StorePool`]: 2 threads, each with its own
+//!   connection, at most 256 waiting) whose threads report back over the worker's event channel.
+//!   A request the pool cannot take (queue full, no storage) is answered `Unavailable` right
+//!   after the drain.
 //! - The main thread waits for SIGINT/SIGTERM, tells the workers through a watch channel, and
 //!   waits for them (each stops when its connections are gone or after the grace period).
 
@@ -49,6 +54,7 @@ use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use sylkgw_core::storage::{StoreId, StoreRequest};
 use sylkgw_core::{ConnId, Gateway, Input, Listener, SocketId, Transmit, UdpPurpose};
 use sylkgw_driver::{
     self as driver, BindAnswer, CaptureFile, ConnLimits, Deferred, Driver, Io, Permit, ACCEPT_RETRY, CLOSE_LINGER,
@@ -91,6 +97,7 @@ fn main() {
             config.sip.listen.set_port(port);
         }
         config.media = config.media.for_worker(index, workers).unwrap_or_else(|e| driver::fatal(2, e));
+        config.sip = config.sip.for_worker(workers);
         let (rtp_low, rtp_high) = config.media.rtp_ports;
         log::info!("worker {index}: RTP ports {rtp_low}-{rtp_high}");
         let gw = Gateway::new(config, driver::os_seed(), Instant::now(), driver::unix_time())
@@ -100,9 +107,12 @@ fn main() {
         cores.push(Driver::new(gw, capture));
     }
     let tls = settings.core.tls.is_some();
-    let result = tokio::runtime::Builder::new_current_thread().enable_all().build().and_then(|rt| {
-        rt.block_on(serve(settings.listen, tls, cores, ConnLimits::new(settings.caps), settings.stats_interval))
-    });
+    let storage = driver::open_backend(&settings.storage).unwrap_or_else(|e| driver::fatal(2, e));
+    let limits = ConnLimits::new(settings.caps);
+    let result = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .and_then(|rt| rt.block_on(serve(settings.listen, tls, cores, limits, storage, settings.stats_interval)));
     if let Err(e) = result {
         driver::fatal(1, e);
     }
@@ -115,6 +125,7 @@ async fn serve(
     tls: bool,
     cores: Vec<Driver>,
     limits: ConnLimits,
+    storage: driver::Backend,
     stats_every: Option<Duration>,
 ) -> io::Result<()> {
     let mut sigint = signal(SignalKind::interrupt())?;
@@ -126,10 +137,11 @@ async fn serve(
     let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
     let mut handles = Vec::with_capacity(cores.len());
     for (index, (driver, listener)) in cores.into_iter().zip(listeners).enumerate() {
-        let (stop, alive, limits) = (stop_rx.clone(), alive_tx.clone(), limits.clone());
+        let (stop, alive, limits, storage) = (stop_rx.clone(), alive_tx.clone(), limits.clone(), storage.clone());
+        let shared = Shared { limits, storage, stop, _alive: alive };
         let handle = std::thread::Builder::new()
             .name(format!("sylkgw-{index}"))
-            .spawn(move || worker(index, driver, listener, limits, stop, alive, stats_every))?;
+            .spawn(move || worker(index, driver, listener, shared, stats_every))?;
         handles.push(handle);
     }
     drop(alive_tx);
@@ -180,18 +192,28 @@ fn bind(mut addr: SocketAddr, n: usize) -> io::Result<Vec<std::net::TcpListener>
         .collect()
 }
 
-/// One worker thread: its own runtime, running its core until shutdown. `_alive` is dropped when
-/// the worker ends, however it ends. With `stats_every`, it logs its core's
-/// [`driver::stats_line`] that often.
+/// What every worker gets from the main thread.
+struct Shared {
+    /// The process's connection caps.
+    limits: ConnLimits,
+    /// Where the worker's storage pool opens its connections.
+    storage: driver::Backend,
+    /// Turns `true` at shutdown.
+    stop: watch::Receiver<bool>,
+    /// Dropped when the worker ends, however it ends.
+    _alive: mpsc::Sender<()>,
+}
+
+/// One worker thread: its own runtime, running its core until shutdown. With `stats_every`, it
+/// logs its core's [`driver::stats_line`] that often.
 fn worker(
     index: usize,
     driver: Driver,
     listener: std::net::TcpListener,
-    limits: ConnLimits,
-    stop: watch::Receiver<bool>,
-    _alive: mpsc::Sender<()>,
+    shared: Shared,
     stats_every: Option<Duration>,
 ) {
+    let Shared { limits, storage, stop, _alive } = shared;
     let result = tokio::runtime::Builder::new_current_thread().enable_all().build().and_then(|rt| {
         rt.block_on(async move {
             let listener = TcpListener::from_std(listener)?;
@@ -213,12 +235,21 @@ fn worker(
             let webrtc_local = webrtc.local_addr()?;
             log::info!("worker {index}: WebRTC media on {webrtc_local} (udp)");
             let (events_tx, events) = mpsc::channel(EVENT_QUEUE);
+            let store = {
+                let tx = events_tx.clone();
+                // From a pool thread (outside the runtime): waits while the event queue is full.
+                driver::StorePool::standard(&storage, move |id, outcome| {
+                    let _ = tx.blocking_send(Event::Stored(id, outcome));
+                })?
+            };
             let max_pending = driver.gateway().max_pending_bytes();
             let mut core = Core {
                 io: TokioIo {
                     udp: Arc::clone(&udp),
                     sockets: HashMap::new(),
                     events_tx,
+                    store,
+                    refused_stores: VecDeque::new(),
                     connects: Vec::new(),
                     conns: HashMap::new(),
                     dropped: Vec::new(),
@@ -252,6 +283,8 @@ enum Event {
     Connected(ConnId, Result<(), String>),
     /// A name resolution finished.
     Resolved(u64, Result<Vec<IpAddr>, String>),
+    /// A storage request finished (sent from a storage pool thread).
+    Stored(StoreId, driver::store_pool::Outcome),
     /// A datagram on a UDP socket other than SIP's.
     Datagram(SocketId, SocketAddr, Vec<u8>),
 }
@@ -328,6 +361,10 @@ struct TokioIo {
     sockets: HashMap<SocketId, (Arc<UdpSocket>, AbortHandle)>,
     /// For tasks started by outputs (connects, resolutions).
     events_tx: mpsc::Sender<Event>,
+    /// This worker's storage pool (`Output::Store`).
+    store: driver::StorePool,
+    /// Storage requests the pool refused during a drain, answered after it.
+    refused_stores: VecDeque<(StoreId, sylkgw_core::storage::StoreError)>,
     /// `Output::Connect`s of the last drains, started by [`Core::run`] (which owns the tasks).
     connects: Vec<(ConnId, SocketAddr)>,
     /// Command channels, tasks and backlogs of the connections the core knows.
@@ -419,6 +456,7 @@ impl Core {
                     Event::Resolved(query, result) => {
                         self.feed(Input::Resolved { query, result });
                     }
+                    Event::Stored(id, result) => self.feed(Input::Stored { id, result }),
                     Event::Connected(..) => {}
                     Event::Datagram(socket, from, data) if self.io.sockets.contains_key(&socket) => {
                         self.feed(Input::Datagram { socket, from, data: &data });
@@ -547,6 +585,13 @@ impl Io for TokioIo {
         });
     }
 
+    fn store(&mut self, id: StoreId, request: StoreRequest) {
+        if let Err(refused) = self.store.submit(id, request) {
+            log::warn!("storage request {id}: {refused}");
+            self.refused_stores.push_back((id, refused));
+        }
+    }
+
     /// Binds a socket the core asked for and starts its receive task.
     fn bind_udp(&mut self, socket: SocketId, purpose: UdpPurpose, local: SocketAddr) -> BindAnswer {
         let bound = if socket == SIP_SOCKET || self.sockets.contains_key(&socket) {
@@ -581,7 +626,10 @@ impl Io for TokioIo {
     }
 
     fn take_deferred(&mut self) -> Option<Deferred> {
-        self.dropped.pop().map(Deferred::Closed)
+        match self.dropped.pop() {
+            Some(conn) => Some(Deferred::Closed(conn)),
+            None => self.refused_stores.pop_front().map(|(id, e)| Deferred::Stored(id, Err(e))),
+        }
     }
 }
 

@@ -116,6 +116,8 @@ pub struct Server {
     pub command: String,
     log: Arc<Mutex<Vec<String>>>,
     status: Option<ExitStatus>,
+    /// The data directory the harness gave it (removed with the server).
+    _data_dir: Option<TempDir>,
 }
 
 impl Server {
@@ -132,6 +134,12 @@ impl Server {
         }
         if !extra_args.iter().any(|a| a.as_ref() == "--webrtc-listen") {
             cmd.arg("--webrtc-listen").arg("127.0.0.1:0");
+        }
+        // Its own data directory (the message store), never the machine's default
+        // (/var/lib/sylkgw for root), so tests neither share nor leave a store behind.
+        let data_dir = (!extra_args.iter().any(|a| a.as_ref() == "--data-dir")).then(|| TempDir::new("gw-data"));
+        if let Some(dir) = &data_dir {
+            cmd.arg("--data-dir").arg(dir.path());
         }
         cmd.args(extra_args);
         cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
@@ -159,7 +167,15 @@ impl Server {
                 }
             });
         }
-        let mut server = Self { child, addr: ([127, 0, 0, 1], 0).into(), tls: false, command, log, status: None };
+        let mut server = Self {
+            child,
+            addr: ([127, 0, 0, 1], 0).into(),
+            tls: false,
+            command,
+            log,
+            status: None,
+            _data_dir: data_dir,
+        };
         match rx.recv_timeout(START_TIMEOUT) {
             Ok((tls, addr)) => {
                 server.tls = tls;

@@ -78,6 +78,9 @@ both!(
     slow_reader_dropped,
     secrets_not_logged_or_captured,
     http_header_too_large_431,
+    data_dir_holds_the_store,
+    postgresql_storage_opened_at_start,
+    bad_storage_options_exit_2,
 );
 
 const PASSWORD: &str = "b1726872c344b6dc8365b774f8fd6412";
@@ -452,6 +455,77 @@ fn bad_media_options_exit_2(v: &Variant) {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{extra:?}: {stderr}");
         assert!(stderr.contains(says), "{extra:?}: {stderr}");
+    }
+}
+
+// ===== Storage =====
+
+/// `--data-dir`: the SQLite store is created there at start (and opened again by the next
+/// start), and the gateway serves as before. Nothing sends a storage request yet; the pool is
+/// tested in `sylkgw-driver` (`store_pool`) and `tests/storage_io.rs`.
+fn data_dir_holds_the_store(v: &Variant) {
+    let dir = TempDir::new("data-dir");
+    let data = dir.path().join("data");
+    for run in 0..2 {
+        let mut s = v.start(&["--data-dir".into(), data.display().to_string()]);
+        let mut c = WsClient::ready(&s);
+        assert_eq!(c.request(&ping("1")), ack("1"), "run {run}");
+        let file = data.join("sylkgw.sqlite3");
+        assert!(file.is_file(), "run {run}: {} missing", file.display());
+        assert!(s.stderr_text().contains(&format!("storage: sqlite {}", file.display())), "{}", s.stderr_text());
+        s.sigterm();
+        let _ = c.expect_close();
+        assert_eq!(s.wait_exit(Duration::from_secs(5)), Some(0), "run {run}: {}", s.stderr_text());
+    }
+}
+
+/// `--storage postgresql://…`: the schema is created on the server at start; no SQLite file.
+fn postgresql_storage_opened_at_start(v: &Variant) {
+    use sylkgw_storage::pg_server::{Durability, PgServer};
+    let server = PgServer::start(Durability::Fast).unwrap_or_else(|e| panic!("PostgreSQL: {e}"));
+    let url = server.create_database().unwrap();
+    let dir = TempDir::new("pg-storage");
+    let data = dir.path().join("data");
+    let mut s = v.start(&["--storage".into(), url.clone(), "--data-dir".into(), data.display().to_string()]);
+    let mut c = WsClient::ready(&s);
+    assert_eq!(c.request(&ping("1")), ack("1"));
+    assert!(s.stderr_text().contains("storage: postgresql "), "{}", s.stderr_text());
+    assert!(!data.exists(), "no SQLite store with PostgreSQL");
+    let mut store = sylkgw_storage::Postgres::open(&url).expect("the gateway's schema is there");
+    let lookup = sylkgw_core::storage::StoreRequest::LookupPublicKey { account: "a@b".into() };
+    assert_eq!(
+        sylkgw_storage::Storage::execute(&mut store, &lookup),
+        Ok(sylkgw_core::storage::StoreResult::PublicKey { public_key: None })
+    );
+    s.sigterm();
+    let _ = c.expect_close();
+    assert_eq!(s.wait_exit(Duration::from_secs(5)), Some(0), "{}", s.stderr_text());
+}
+
+/// A storage that was asked for and cannot be opened stops the process with exit code 2 and
+/// says why.
+fn bad_storage_options_exit_2(v: &Variant) {
+    let dir = TempDir::new("bad-storage");
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "not a directory").unwrap();
+    let under_file = file.join("data").display().to_string();
+    let cases = [
+        (vec!["--data-dir", under_file.as_str()], "cannot create"),
+        (vec!["--storage", "mysql://db/sylk"], "neither `sqlite` nor a postgresql:// URL"),
+        // Nothing listens on port 1 of loopback: refused at once.
+        (vec!["--storage", "postgresql://gw:secret@127.0.0.1:1/sylk"], "storage (postgresql 127.0.0.1:1/sylk)"),
+    ];
+    for (extra, says) in cases {
+        let out = std::process::Command::new(sylkgw_tests::binary(v.bin))
+            .args(v.args)
+            .args(["--listen", "127.0.0.1:0", "--sip-listen", "127.0.0.1:0"])
+            .args(&extra)
+            .output()
+            .expect("run");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{extra:?}: {stderr}");
+        assert!(stderr.contains(says), "{extra:?}: {stderr}");
+        assert!(!stderr.contains("secret"), "the password is not logged: {stderr}");
     }
 }
 

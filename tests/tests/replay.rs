@@ -124,6 +124,9 @@ replay!(
     call_info_dtmf_too_many,
     call_session_message,
     call_incoming_busy_missed,
+    // Storage outcomes replay; requests (`< storage store`) will be recorded once the messaging
+    // machine asks (the line format is unit-tested in `core/src/capture.rs`).
+    storage_outcomes,
 );
 
 /// A changed expectation fails, and the failure shows what changed.

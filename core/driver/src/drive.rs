@@ -17,6 +17,7 @@ use crate::capture_file::CaptureFile;
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
+use sylkgw_core::storage::{StoreError, StoreId, StoreRequest, StoreResult};
 use sylkgw_core::{ConnId, Gateway, Input, Output, SocketId, Transmit, UdpPurpose};
 
 /// The answer to an `Output::BindUdp`: the purpose and bound address, or the error text.
@@ -32,6 +33,8 @@ pub enum Deferred {
     Connected(ConnId, Result<(), String>),
     /// An `Output::Resolve` answered at once (a lookup that could not start): `Input::Resolved`.
     Resolved(u64, Result<Vec<IpAddr>, String>),
+    /// An `Output::Store` refused at once (no storage, queue full): `Input::Stored`.
+    Stored(StoreId, Result<StoreResult, StoreError>),
 }
 
 impl Deferred {
@@ -41,6 +44,7 @@ impl Deferred {
             Self::Closed(conn) => Input::StreamClosed { conn: *conn },
             Self::Connected(conn, result) => Input::Connected { conn: *conn, result: result.clone() },
             Self::Resolved(query, result) => Input::Resolved { query: *query, result: result.clone() },
+            Self::Stored(id, result) => Input::Stored { id: *id, result: result.clone() },
         }
     }
 }
@@ -59,6 +63,9 @@ pub trait Io {
     /// `Output::Resolve`: look `name` up; answered later with `Input::Resolved` (an error one
     /// when the lookup cannot even start).
     fn resolve(&mut self, query: u64, name: String);
+    /// `Output::Store`: carry `request` out off the event loop; answered later with
+    /// `Input::Stored` (a [`Deferred::Stored`] `Unavailable` one when it cannot even be queued).
+    fn store(&mut self, id: StoreId, request: StoreRequest);
     /// `Output::BindUdp`: bind and start reading `socket`; the result is fed after the drain.
     fn bind_udp(&mut self, socket: SocketId, purpose: UdpPurpose, local: SocketAddr) -> BindAnswer;
     /// `Output::CloseUdp`: stop reading `socket` and drop it.
@@ -154,6 +161,7 @@ impl Driver {
                 Output::CloseUdp { socket } => io.close_udp(socket),
                 Output::Connect { conn, to } => io.connect(conn, to),
                 Output::Resolve { query, name } => io.resolve(query, name),
+                Output::Store { id, request } => io.store(id, request),
                 Output::Timeout(at) => {
                     self.deadline = at;
                     break;
@@ -206,6 +214,7 @@ mod tests {
         writes: Vec<(ConnId, Vec<u8>)>,
         closes: Vec<ConnId>,
         deferred: Vec<Deferred>,
+        stores: Vec<StoreId>,
     }
 
     impl Io for Recorded {
@@ -218,6 +227,9 @@ mod tests {
         fn send_datagram(&mut self, _: Transmit) {}
         fn connect(&mut self, _: ConnId, _: SocketAddr) {}
         fn resolve(&mut self, _: u64, _: String) {}
+        fn store(&mut self, id: StoreId, _: StoreRequest) {
+            self.stores.push(id);
+        }
         fn bind_udp(&mut self, s: SocketId, _: UdpPurpose, _: SocketAddr) -> BindAnswer {
             Err(format!("{s}: not in this test"))
         }
@@ -248,5 +260,21 @@ mod tests {
         assert_eq!(driver.gateway().connection_count(), 0);
         assert!(io.closes.is_empty(), "a connection the runtime dropped is not closed again");
         assert!(driver.deadline() > Instant::now() - Duration::from_secs(1));
+    }
+
+    #[test]
+    fn store_requests_reach_the_io_and_refusals_reach_the_core() {
+        let config = Config { capture: true, ..Config::default() };
+        let mut gw = Gateway::new(config, [1; 32], Instant::now(), Duration::from_secs(1_767_225_600)).unwrap();
+        let id = gw.store_for_test(StoreRequest::LookupPublicKey { account: "a@b".into() });
+        let (mut driver, mut io) = (Driver::new(gw, None), Recorded::default());
+        driver.drain(&mut io);
+        assert_eq!(io.stores, [id]);
+        // Refused at once by the runtime: fed right after the drain; an id never asked is dropped.
+        io.deferred.push(Deferred::Stored(StoreId(99), Ok(StoreResult::Done)));
+        io.deferred.push(Deferred::Stored(id, Err(StoreError::Unavailable("queue full".into()))));
+        driver.drain(&mut io);
+        assert!(io.deferred.is_empty());
+        assert_eq!(driver.gateway().connection_count(), 0);
     }
 }

@@ -75,6 +75,13 @@ pub struct Args {
     /// at info level (per worker with several workers)
     #[argh(option)]
     pub stats_interval: Option<u64>,
+    /// directory of the SQLite message store (default /var/lib/sylkgw as root, else
+    /// $XDG_DATA_HOME/sylkgw or ~/.local/share/sylkgw, else ./sylkgw-data)
+    #[argh(option)]
+    pub data_dir: Option<PathBuf>,
+    /// message store: sqlite (default; a file under --data-dir) or postgresql://USER@HOST/DB
+    #[argh(option)]
+    pub storage: Option<String>,
     /// more logging: -v debug, -vv trace (RUST_LOG overrides)
     #[argh(switch, short = 'v')]
     pub verbose: u8,
@@ -101,6 +108,49 @@ pub struct Settings {
     pub core: Config,
     /// The connection caps the runtime enforces for the whole process (`crate::ConnLimits`).
     pub caps: Caps,
+    /// Where messages are stored (`crate::store_pool`).
+    pub storage: StorageSettings,
+}
+
+/// The message store: `storage` and `data_dir`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StorageSettings {
+    /// `postgresql://…` (or `postgres://…`); `None` for SQLite under `data_dir`.
+    pub url: Option<String>,
+    /// The data directory (SQLite's file `sylkgw.sqlite3` is there).
+    pub data_dir: PathBuf,
+    /// `storage` or `data_dir` was given: failing to open it stops the process (exit code 2)
+    /// instead of running without storage.
+    pub explicit: bool,
+}
+
+impl StorageSettings {
+    /// For logs: `sqlite DIR/sylkgw.sqlite3` or `postgresql HOST…` (no password).
+    pub fn describe(&self) -> String {
+        match &self.url {
+            Some(url) => {
+                let rest = url.split_once("://").map_or(url.as_str(), |(_, r)| r);
+                let host = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+                let (path, query) = host.split_once('?').unwrap_or((host, ""));
+                let kept: Vec<&str> =
+                    query.split('&').filter(|p| !p.is_empty() && !p.starts_with("password=")).collect();
+                match kept.is_empty() {
+                    true => format!("postgresql {path}"),
+                    false => format!("postgresql {path}?{}", kept.join("&")),
+                }
+            }
+            None => format!("sqlite {}", self.data_dir.join(sylkgw_storage::Sqlite::FILE_NAME).display()),
+        }
+    }
+}
+
+/// Checks a `storage` value: `sqlite` → `None`, a PostgreSQL URL → itself.
+fn storage_url(value: &str) -> Result<Option<String>, String> {
+    match value.trim() {
+        "sqlite" | "" => Ok(None),
+        v if v.starts_with("postgresql://") || v.starts_with("postgres://") => Ok(Some(v.to_string())),
+        v => Err(format!("storage: {v:?} is neither `sqlite` nor a postgresql:// URL")),
+    }
 }
 
 /// Reads the config file and PEM files named by `args`; the command line wins over the file.
@@ -112,6 +162,7 @@ pub fn load(args: &Args) -> Result<Settings, String> {
     let (mut cert, mut key, mut combined): (Option<PathBuf>, Option<PathBuf>, Option<PathBuf>) = (None, None, None);
     let mut sip_ca: Option<PathBuf> = None;
     let (mut sip_per_ip, mut sip_total) = (DEFAULT_SIP_TCP_PER_IP, DEFAULT_SIP_TCP_TOTAL);
+    let (mut storage, mut data_dir): (Option<String>, Option<PathBuf>) = (None, None);
     if let Some(path) = &args.config {
         let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
         let entries = parse_ini(&text).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -133,6 +184,8 @@ pub fn load(args: &Args) -> Result<Settings, String> {
                 "max_sip_tcp_connections_per_ip" => {
                     sip_per_ip = at_least_one(&e.value).ok_or_else(|| bad("a number >= 1"))?
                 }
+                "storage" => storage = Some(e.value.clone()),
+                "data_dir" => data_dir = Some(base.join(&e.value)),
                 "max_sip_tcp_connections" => sip_total = at_least_one(&e.value).ok_or_else(|| bad("a number >= 1"))?,
                 _ => return Err(format!("{}: line {}: unknown option `{}`", path.display(), e.line, e.key)),
             }
@@ -175,6 +228,13 @@ pub fn load(args: &Args) -> Result<Settings, String> {
         core.sip.advertised_address = Some(if ip.is_ipv6() { format!("[{ip}]") } else { ip.to_string() });
     }
     apply_media_args(args, &mut core)?;
+    let storage_text = args.storage.clone().or(storage);
+    let data_dir = args.data_dir.clone().or(data_dir);
+    let storage = StorageSettings {
+        url: storage_text.as_deref().map(storage_url).transpose()?.flatten(),
+        explicit: storage_text.is_some() || data_dir.is_some(),
+        data_dir: data_dir.unwrap_or_else(default_data_dir),
+    };
     Ok(Settings {
         listen: args.listen.or(listen).unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("valid default")),
         threads: args.threads.or(threads),
@@ -182,6 +242,7 @@ pub fn load(args: &Args) -> Result<Settings, String> {
         stats_interval: args.stats_interval.filter(|&s| s > 0).map(Duration::from_secs),
         caps: Caps { web_per_ip: core.max_connections_per_ip, web_total: usize::MAX, sip_per_ip, sip_total },
         core,
+        storage,
     })
 }
 
@@ -238,6 +299,31 @@ fn sip_tls_roots(path: Option<PathBuf>) -> Result<Option<PemBundle>, String> {
         return Err(format!("{}: no CERTIFICATE block (sip_tls_ca_file)", path.display()));
     }
     Ok(Some(PemBundle(pem)))
+}
+
+/// The default data directory: `/var/lib/sylkgw` for root; else `$XDG_DATA_HOME/sylkgw`, else
+/// `$HOME/.local/share/sylkgw`; else `./sylkgw-data`.
+pub fn default_data_dir() -> PathBuf {
+    let root = std::os::unix::fs::MetadataExt::uid(&match std::fs::metadata("/proc/self") {
+        Ok(m) => m,
+        Err(_) => return user_data_dir(),
+    }) == 0;
+    if root {
+        PathBuf::from("/var/lib/sylkgw")
+    } else {
+        user_data_dir()
+    }
+}
+
+fn user_data_dir() -> PathBuf {
+    let set = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty()).map(PathBuf::from);
+    if let Some(xdg) = set("XDG_DATA_HOME").filter(|p| p.is_absolute()) {
+        return xdg.join("sylkgw");
+    }
+    match set("HOME") {
+        Some(home) => home.join(".local/share/sylkgw"),
+        None => PathBuf::from("sylkgw-data"),
+    }
 }
 
 /// A count of at least 1.
@@ -335,6 +421,30 @@ mod tests {
         std::fs::write(&cfg, "max_sip_tcp_connections = 0\n").unwrap();
         let e = load(&Args { config: Some(cfg), ..Args::default() }).unwrap_err();
         assert!(e.contains("max_sip_tcp_connections"), "{e}");
+    }
+
+    #[test]
+    fn storage_options() {
+        let s = load(&Args::default()).unwrap().storage;
+        assert_eq!((s.url, s.explicit, s.data_dir), (None, false, default_data_dir()));
+        let dir = std::env::temp_dir().join(format!("sylkgw-storage-opts-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let cfg = dir.join("gw.ini");
+        std::fs::write(&cfg, "storage = postgresql://gw:secret@db.example/sylk\ndata_dir = data\n").unwrap();
+        let s = load(&Args { config: Some(cfg.clone()), ..Args::default() }).unwrap().storage;
+        assert_eq!(s.url.as_deref(), Some("postgresql://gw:secret@db.example/sylk"));
+        assert_eq!((s.data_dir.clone(), s.explicit), (dir.join("data"), true), "relative to the config file");
+        assert_eq!(s.describe(), "postgresql db.example/sylk", "no password in logs");
+        let socket = StorageSettings { url: Some("postgresql://gw@/db?host=/run/pg&password=secret".into()), ..s };
+        assert_eq!(socket.describe(), "postgresql /db?host=/run/pg");
+        // The command line wins over the file.
+        let args =
+            Args { config: Some(cfg), storage: Some("sqlite".into()), data_dir: Some("/d".into()), ..Args::default() };
+        let s = load(&args).unwrap().storage;
+        assert_eq!((s.url.clone(), s.data_dir.clone(), s.explicit), (None, PathBuf::from("/d"), true));
+        assert_eq!(s.describe(), "sqlite /d/sylkgw.sqlite3");
+        let e = load(&Args { storage: Some("mysql://x".into()), ..Args::default() }).unwrap_err();
+        assert!(e.contains("storage") && e.contains("mysql"), "{e}");
     }
 
     #[test]

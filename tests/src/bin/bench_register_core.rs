@@ -492,6 +492,7 @@ impl Bench {
                 Output::Resolve { name, .. } => self.odd("resolve", name.clone()),
                 Output::BindUdp { socket, local, .. } => self.odd("bind udp", format!("{socket} {local}")),
                 Output::CloseUdp { socket } => self.odd("close udp", format!("{socket}")),
+                Output::Store { id, .. } => self.odd("store", format!("{id}")),
                 Output::Timeout(_) => {}
             }
         }

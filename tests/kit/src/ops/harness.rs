@@ -33,6 +33,8 @@ pub(super) struct GatewayHarness {
     pub(super) connects: Vec<ConnId>,
     /// Resolve requests not answered yet.
     pub(super) resolves: Vec<u64>,
+    /// The last `Output::Store` id (ids must be unique: they only grow).
+    last_store: u64,
     /// BindUdp requests not answered yet.
     pub(super) binds: Vec<(sylkgw_core::SocketId, sylkgw_core::UdpPurpose, std::net::SocketAddr)>,
     /// Sockets the core may send from.
@@ -119,6 +121,7 @@ impl GatewayHarness {
             known: Default::default(),
             connects: Vec::new(),
             resolves: Vec::new(),
+            last_store: 0,
             binds: Vec::new(),
             bound: [FUZZ_SIP_SOCKET, FUZZ_WEBRTC_SOCKET].into(),
             closed_pending: Default::default(),
@@ -224,6 +227,10 @@ impl GatewayHarness {
                     self.connects.push(conn);
                 }
                 Output::Resolve { query, .. } => self.resolves.push(query),
+                Output::Store { id, .. } => {
+                    assert!(id.0 > self.last_store, "Store id {id} reused (last {})", self.last_store);
+                    self.last_store = id.0;
+                }
                 Output::BindUdp { socket, purpose, local } => {
                     assert!(socket.0 >= 16, "BindUdp chose {socket}, below 16");
                     assert!(!self.bound.contains(&socket), "BindUdp names {socket}, which is bound");
