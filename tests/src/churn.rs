@@ -191,7 +191,7 @@ impl Scene {
 
 /// The tables that must be empty when no WebSocket is open and every call and registration has
 /// ended (every field of the core's `Stats` but those of [`AT_MOST_BASELINE`]).
-pub const MUST_EMPTY: [&str; 18] = [
+pub const MUST_EMPTY: [&str; 19] = [
     "connections",
     "websockets",
     "accounts",
@@ -210,6 +210,7 @@ pub const MUST_EMPTY: [&str; 18] = [
     "demux_calls",
     "sip_dns_queries",
     "pending_registers",
+    "sip_messages",
 ];
 
 /// The counts an idle gateway has of its own (its timers), and the process's fds: after churn

@@ -50,6 +50,9 @@ pub struct Stats {
     pub sip_dns_queries: usize,
     /// `account-register` requests waiting for their next hop's name resolution.
     pub pending_registers: usize,
+    /// SIP MESSAGEs of ours waiting for their final response, and incoming ones waiting for
+    /// their answer.
+    pub sip_messages: usize,
 }
 
 impl Gateway {
@@ -77,6 +80,10 @@ impl Gateway {
             sip_timer_keys: timer_keys + timer_keys_back,
             sip_dns_queries,
             pending_registers: self.pending_registers.len(),
+            sip_messages: {
+                let (out, inbox) = self.sip.message_count();
+                out + inbox
+            },
             ..Stats::default()
         };
         for c in self.conns.values() {
