@@ -177,3 +177,18 @@ pub fn sylkrtc_register(ws: &mut RawWs, mine: &[usize], realm: &str, res: &mut R
     }
     Ok(())
 }
+
+/// Datagrams the kernel dropped (full receive buffers) on the UDP sockets bound to `port` in
+/// this network namespace so far: the `drops` column of /proc/net/udp.
+pub fn udp_drops(port: u16) -> u64 {
+    let table = std::fs::read_to_string("/proc/net/udp").unwrap_or_default();
+    table
+        .lines()
+        .skip(1)
+        .filter(|l| {
+            let local = l.split_whitespace().nth(1).unwrap_or("");
+            local.rsplit(':').next().and_then(|p| u16::from_str_radix(p, 16).ok()) == Some(port)
+        })
+        .filter_map(|l| l.split_whitespace().last().and_then(|d| d.parse::<u64>().ok()))
+        .sum()
+}

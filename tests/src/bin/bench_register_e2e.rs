@@ -441,20 +441,8 @@ fn jsonrpc_fifo(fifo: &std::path::Path, method: &str, timeout: Duration) -> Resu
     result
 }
 
-/// Datagrams the kernel dropped on the SIP sockets (full receive buffers), from the `drops`
-/// column of /proc/net/udp of this namespace.
+/// Datagrams the kernel dropped on the SIP sockets so far.
 fn udp_drops() -> String {
-    let table = std::fs::read_to_string("/proc/net/udp").unwrap_or_default();
-    let drops = |port: u16| -> u64 {
-        table
-            .lines()
-            .skip(1)
-            .filter(|l| {
-                let local = l.split_whitespace().nth(1).unwrap_or("");
-                local.rsplit(':').next().and_then(|p| u16::from_str_radix(p, 16).ok()) == Some(port)
-            })
-            .filter_map(|l| l.split_whitespace().last().and_then(|d| d.parse::<u64>().ok()))
-            .sum()
-    };
+    use sylkgw_tests::bench::udp_drops as drops;
     format!("kamailio :5060 {}, gateway :5080 {}", drops(5060), drops(5080))
 }
