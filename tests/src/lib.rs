@@ -10,6 +10,7 @@ pub mod bench;
 pub mod browser;
 pub mod churn;
 pub mod gateway_sim;
+pub mod janus;
 pub mod netns;
 pub mod peers;
 pub mod sip_text;

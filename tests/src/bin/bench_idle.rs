@@ -7,15 +7,31 @@
 //! connections open, it sends M (default 20000) sylkRTC pings round-robin, one at a time, and
 //! reports the ping→ack latency (target: p99 at most 1 ms). Finally it sends SIGTERM, answers
 //! the 1001 closes and reports how the server exited.
+//!
+//! The gateway gets a config file with `max_connections_per_ip` set to N + 16 (every connection
+//! comes from 127.0.0.1; the default 100 would refuse connection 101). It is stopped on every
+//! exit path: errors return through `main` and a panic unwinds, both dropping the [`Server`]
+//! (which kills it by PID when it still runs).
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
-use sylkgw_tests::{close_code, opcode, vm_rss_kib, RawWs, Server};
+use sylkgw_tests::{close_code, config_file, opcode, vm_rss_kib, RawWs, Server};
 
 const RSS_TARGET_KIB: f64 = 16.0;
 const P99_TARGET_US: u64 = 1000;
 
 fn main() -> ExitCode {
+    match run() {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("bench_idle: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The benchmark; an `Err` is reported by `main` after the server was dropped (stopped).
+fn run() -> Result<ExitCode, String> {
     let mut argv = std::env::args().skip(1);
     let n: usize = argv.next().map(|a| a.parse().expect("N: a number of connections")).unwrap_or(10_000);
     let m: usize = argv.next().map(|a| a.parse().expect("M: a number of pings")).unwrap_or(20_000);
@@ -29,7 +45,9 @@ fn main() -> ExitCode {
 
     let bin = sylkgw_tests::bench::locate_binary();
     println!("server: {}", bin.display());
-    let mut server = Server::start(&bin, &[] as &[&str]);
+    let (_cfg_dir, cfg) = config_file(&format!("max_connections_per_ip = {}\n", n + 16));
+    let cfg = cfg.to_string_lossy().into_owned();
+    let mut server = Server::start(&bin, &["--config", cfg.as_str()]);
     let pid = server.pid();
     println!("listening on {} (pid {pid})", server.url());
     std::thread::sleep(Duration::from_millis(200));
@@ -40,10 +58,10 @@ fn main() -> ExitCode {
     let mut conns = Vec::with_capacity(n);
     for i in 0..n {
         let (mut c, _) = RawWs::connect(server.addr, "sylkRTC-2")
-            .unwrap_or_else(|e| fail(&server, &format!("connection {i}: upgrade failed: {e}")));
-        let ready = c.recv_text().unwrap_or_else(|e| fail(&server, &format!("connection {i}: no ready-event: {e}")));
+            .map_err(|e| failure(&server, format!("connection {i}: upgrade failed: {e}")))?;
+        let ready = c.recv_text().map_err(|e| failure(&server, format!("connection {i}: no ready-event: {e}")))?;
         if ready != r#"{"sylkrtc":"ready-event"}"# {
-            fail(&server, &format!("connection {i}: expected the ready-event, got {ready}"));
+            return Err(failure(&server, format!("connection {i}: expected the ready-event, got {ready}")));
         }
         conns.push(c);
     }
@@ -73,13 +91,11 @@ fn main() -> ExitCode {
         let request = format!(r#"{{"sylkrtc":"ping","transaction":"{i}"}}"#);
         let expected = format!(r#"{{"sylkrtc":"ack","transaction":"{i}"}}"#);
         let sent = Instant::now();
-        if let Err(e) = c.send_text(&request) {
-            fail(&server, &format!("ping {i}: send failed: {e}"));
-        }
-        let reply = c.recv_text().unwrap_or_else(|e| fail(&server, &format!("ping {i}: no ack: {e}")));
+        c.send_text(&request).map_err(|e| failure(&server, format!("ping {i}: send failed: {e}")))?;
+        let reply = c.recv_text().map_err(|e| failure(&server, format!("ping {i}: no ack: {e}")))?;
         let took = sent.elapsed();
         if reply != expected {
-            fail(&server, &format!("ping {i}: expected {expected}, got {reply}"));
+            return Err(failure(&server, format!("ping {i}: expected {expected}, got {reply}")));
         }
         lat_ns.push(took.as_nanos() as u64);
     }
@@ -121,11 +137,7 @@ fn main() -> ExitCode {
     let exit = server.wait_exit(Duration::from_secs(15));
     println!("SIGTERM: {codes:?}; server exited with {exit:?} after {:.2} s", t0.elapsed().as_secs_f64());
     drop(conns);
-    if exit == Some(0) && codes.get("close 1001") == Some(&n) {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    }
+    Ok(if exit == Some(0) && codes.get("close 1001") == Some(&n) { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
 fn verdict(ok: bool) -> &'static str {
@@ -136,7 +148,7 @@ fn verdict(ok: bool) -> &'static str {
     }
 }
 
-fn fail(server: &Server, what: &str) -> ! {
-    eprintln!("bench_idle: {what}\n---- server stderr ----\n{}", server.stderr_text());
-    std::process::exit(1);
+/// `what`, followed by the server's stderr so far.
+fn failure(server: &Server, what: String) -> String {
+    format!("{what}\n---- server stderr ----\n{}", server.stderr_text())
 }

@@ -28,13 +28,13 @@
 
 use serde_json::Value;
 use std::io::{Read, Write};
-use std::process::{Command, ExitCode, Stdio};
+use std::process::ExitCode;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
-use sylkgw_core::sip::digest::Algorithm;
-use sylkgw_tests::netns::{self, assert_isolated, find_program};
+use sylkgw_tests::bench::{sylkrtc_add_accounts, sylkrtc_register, Registered};
+use sylkgw_tests::netns::{self, assert_isolated};
 use sylkgw_tests::peers::{Kamailio, KamailioOpts};
-use sylkgw_tests::{opcode, vm_rss_kib, RawWs, Server, TempDir};
+use sylkgw_tests::{opcode, vm_rss_kib, Server, TempDir};
 
 /// Set in the environment of the re-executed benchmark inside the namespace.
 const ENV_INSIDE: &str = "SYLKGW_BENCH_E2E_INSIDE";
@@ -67,17 +67,6 @@ fn reexec() -> ExitCode {
     netns::reexec_self("bench_register_e2e", ENV_INSIDE, timeout)
 }
 
-/// What one connection's thread saw during the registrations.
-#[derive(Debug, Default)]
-struct Registered {
-    /// When each of its accounts reached `registered`.
-    at: Vec<Instant>,
-    /// `failed` states, with the reason.
-    failed: Vec<String>,
-    /// Why the thread stopped early.
-    error: Option<String>,
-}
-
 fn run(n: usize, k: usize) -> ExitCode {
     println!("==== bench_register_e2e: N = {n} accounts over K = {k} WebSockets (sylkgw-mio <-> kamailio, UDP) ====");
     let (soft, _) = sylkgw_tests::bench::raise_nofile();
@@ -93,7 +82,7 @@ fn run(n: usize, k: usize) -> ExitCode {
     let fifo = work.path().join("kamailio/run/kamailio_rpc.fifo");
     println!("kamailio {} ready in {:.2} s (pid {})", kam.addr(), t.elapsed().as_secs_f64(), kam.pid());
     let t = Instant::now();
-    if let Err(e) = add_users(&kam, n) {
+    if let Err(e) = sylkgw_tests::bench::add_kamailio_users(&kam, n, PASSWORD) {
         println!("  !! adding the users to kamailio: {e}");
         return ExitCode::FAILURE;
     }
@@ -151,7 +140,7 @@ fn run(n: usize, k: usize) -> ExitCode {
         println!("{k} WebSockets opened and {n} accounts added in {:.2} s", setup.as_secs_f64());
         let kam_registers_before = count_lines(&kam.log_text(), "REQ REGISTER");
         let kam_pids = kam.pids();
-        let cpu0 = (cpu_ms(&[pid]), cpu_ms(&kam_pids));
+        let cpu0 = (sylkgw_tests::bench::cpu_ms(&[pid]), sylkgw_tests::bench::cpu_ms(&kam_pids));
 
         // Registrations.
         let t0 = Instant::now();
@@ -187,7 +176,7 @@ fn run(n: usize, k: usize) -> ExitCode {
         if !failed.is_empty() {
             println!("  !! {} `failed` states, first: {}", failed.len(), failed[0]);
         }
-        let cpu1 = (cpu_ms(&[pid]), cpu_ms(&kam_pids));
+        let cpu1 = (sylkgw_tests::bench::cpu_ms(&[pid]), sylkgw_tests::bench::cpu_ms(&kam_pids));
         println!(
             "CPU time while registering: gateway {:.0} ms ({:.0} µs per registration), kamailio {:.0} ms (all its processes)",
             cpu1.0 - cpu0.0,
@@ -232,7 +221,7 @@ fn run(n: usize, k: usize) -> ExitCode {
         );
 
         // Close every WebSocket: the gateway unregisters.
-        let cpu2 = (cpu_ms(&[pid]), cpu_ms(&kam_pids));
+        let cpu2 = (sylkgw_tests::bench::cpu_ms(&[pid]), sylkgw_tests::bench::cpu_ms(&kam_pids));
         let t1 = Instant::now();
         for tx in &go_close {
             let _ = tx.send(());
@@ -279,7 +268,7 @@ fn run(n: usize, k: usize) -> ExitCode {
                 );
             }
         }
-        let cpu3 = (cpu_ms(&[pid]), cpu_ms(&kam_pids));
+        let cpu3 = (sylkgw_tests::bench::cpu_ms(&[pid]), sylkgw_tests::bench::cpu_ms(&kam_pids));
         println!("CPU time while unregistering: gateway {:.0} ms, kamailio {:.0} ms", cpu3.0 - cpu2.0, cpu3.1 - cpu2.1);
         let log = kam.log_text();
         println!(
@@ -324,7 +313,7 @@ fn connection(
     go_close: mpsc::Receiver<()>,
 ) {
     let mut res = Registered::default();
-    let mut ws = match setup(addr, mine) {
+    let mut ws = match sylkrtc_add_accounts(addr, mine, REALM, PASSWORD, READ_TIMEOUT) {
         Ok(ws) => {
             let _ = ready.send((c, None));
             Some(ws)
@@ -338,7 +327,7 @@ fn connection(
         return;
     }
     if let Some(w) = ws.as_mut() {
-        if let Err(e) = register(w, mine, &mut res) {
+        if let Err(e) = sylkrtc_register(w, mine, REALM, &mut res) {
             res.error = Some(format!("registering: {e}"));
         }
     }
@@ -357,115 +346,11 @@ fn connection(
     }
 }
 
-fn setup(addr: std::net::SocketAddr, mine: &[usize]) -> std::io::Result<RawWs> {
-    let (mut ws, _) = RawWs::connect(addr, "sylkRTC-2")?;
-    ws.stream.set_read_timeout(Some(READ_TIMEOUT))?;
-    let ready = ws.recv_text()?;
-    if ready != r#"{"sylkrtc":"ready-event"}"# {
-        return Err(std::io::Error::other(format!("expected the ready-event, got {ready}")));
-    }
-    for &i in mine {
-        let ha1 = Algorithm::Md5.hash_hex(format!("alice{i}:{REALM}:{PASSWORD}").as_bytes());
-        let add = format!(
-            r#"{{"sylkrtc":"account-add","transaction":"a{i}","account":"alice{i}@{REALM}","password":"{ha1}"}}"#
-        );
-        ws.send_text(&add)?;
-    }
-    for _ in mine {
-        let reply = ws.recv_text()?;
-        if !reply.starts_with(r#"{"sylkrtc":"ack""#) {
-            return Err(std::io::Error::other(format!("account-add: {reply}")));
-        }
-    }
-    Ok(ws)
-}
-
-fn register(ws: &mut RawWs, mine: &[usize], res: &mut Registered) -> std::io::Result<()> {
-    for &i in mine {
-        let reg = format!(r#"{{"sylkrtc":"account-register","transaction":"r{i}","account":"alice{i}@{REALM}"}}"#);
-        ws.send_text(&reg)?;
-    }
-    while res.at.len() + res.failed.len() < mine.len() {
-        let text = ws.recv_text()?;
-        let v: Value = serde_json::from_str(&text).map_err(std::io::Error::other)?;
-        if v["sylkrtc"] == "error" {
-            return Err(std::io::Error::other(format!("error reply: {text}")));
-        }
-        if v["event"] != "registration-state" {
-            continue;
-        }
-        match v["state"].as_str() {
-            Some("registered") => res.at.push(Instant::now()),
-            Some("failed") => res.failed.push(text),
-            _ => {}
-        }
-    }
-    Ok(())
-}
-
-/// Puts `alice1`…`aliceN` into kamailio's `users` table (`htable.sets`, one kamcmd session fed
-/// on stdin) and checks the last one is there.
-fn add_users(kam: &Kamailio, n: usize) -> Result<(), String> {
-    let kamcmd = find_program("kamcmd").ok_or("kamcmd is not installed")?;
-    let mut child = Command::new(kamcmd)
-        .arg("-s")
-        .arg(format!("unix:{}", kam.ctl_path.display()))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("spawning kamcmd: {e}"))?;
-    let mut script = String::new();
-    for i in 1..=n {
-        script.push_str(&format!("htable.sets users alice{i} {PASSWORD}\n"));
-    }
-    let mut stdin = child.stdin.take().ok_or("no stdin")?;
-    let writer = std::thread::spawn(move || stdin.write_all(script.as_bytes()));
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break status,
-            Ok(None) if Instant::now() >= deadline => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err("kamcmd did not finish within 120 s".into());
-            }
-            Ok(None) => std::thread::sleep(Duration::from_millis(10)),
-            Err(e) => return Err(format!("waiting for kamcmd: {e}")),
-        }
-    };
-    let _ = writer.join();
-    if !status.success() {
-        let mut err = String::new();
-        if let Some(mut e) = child.stderr.take() {
-            let _ = e.read_to_string(&mut err);
-        }
-        return Err(format!("kamcmd exited with {status}: {err}"));
-    }
-    let last = format!("alice{n}");
-    let got = kam.try_rpc(&["htable.get", "users", &last])?;
-    if got.contains(PASSWORD) {
-        Ok(())
-    } else {
-        Err(format!("htable.get users {last}: {got}"))
-    }
-}
-
 fn pct(sorted: &[Duration], p: usize) -> u128 {
     if sorted.is_empty() {
         return 0;
     }
     sorted[(sorted.len() * p / 100).min(sorted.len() - 1)].as_millis()
-}
-
-/// CPU time of these processes so far, in ms (first field of /proc/PID/schedstat, in ns).
-fn cpu_ms(pids: &[u32]) -> f64 {
-    let ns: u64 = pids
-        .iter()
-        .filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/schedstat")).ok())
-        .filter_map(|s| s.split_whitespace().next().and_then(|v| v.parse::<u64>().ok()))
-        .sum();
-    ns as f64 / 1e6
 }
 
 fn count_lines(text: &str, needle: &str) -> usize {
@@ -556,20 +441,8 @@ fn jsonrpc_fifo(fifo: &std::path::Path, method: &str, timeout: Duration) -> Resu
     result
 }
 
-/// Datagrams the kernel dropped on the SIP sockets (full receive buffers), from the `drops`
-/// column of /proc/net/udp of this namespace.
+/// Datagrams the kernel dropped on the SIP sockets so far.
 fn udp_drops() -> String {
-    let table = std::fs::read_to_string("/proc/net/udp").unwrap_or_default();
-    let drops = |port: u16| -> u64 {
-        table
-            .lines()
-            .skip(1)
-            .filter(|l| {
-                let local = l.split_whitespace().nth(1).unwrap_or("");
-                local.rsplit(':').next().and_then(|p| u16::from_str_radix(p, 16).ok()) == Some(port)
-            })
-            .filter_map(|l| l.split_whitespace().last().and_then(|d| d.parse::<u64>().ok()))
-            .sum()
-    };
+    use sylkgw_tests::bench::udp_drops as drops;
     format!("kamailio :5060 {}, gateway :5080 {}", drops(5060), drops(5080))
 }
