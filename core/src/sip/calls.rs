@@ -14,7 +14,7 @@ use super::invite::{CallProgress, UacAction, UacInvite};
 use super::message::{HeaderName, Headers, Method, Request, Response};
 use super::midcall::MidCall;
 use super::services::{DialogCtx, Owner, Services};
-use super::target::{ProxySpec, Transport};
+use super::target::{next_hop, ProxySpec};
 use super::transaction::{Kind, ResponseVerdict};
 use super::transport::Peer;
 use super::uri::Uri;
@@ -61,15 +61,7 @@ pub(super) struct OutLeg {
 impl OutLeg {
     /// A call for `params`, not started.
     pub(super) fn new(id: LegId, params: CallParams, svc: &Services, rng: &mut Rng) -> Self {
-        let domain = params.target.split_once('@').map_or(params.target.as_str(), |(_, d)| d).to_string();
-        let hop = svc.proxy.clone().unwrap_or_else(|| {
-            ProxySpec::parse(&domain).unwrap_or(ProxySpec {
-                host: domain.clone(),
-                port: None,
-                transport: Transport::Udp,
-            })
-        });
-        let resolved = hop.ip().map(|ip| SocketAddr::new(ip, hop.port_or_default()));
+        let (hop, resolved) = next_hop(&params.target, svc.proxy.as_ref());
         Self {
             id,
             uac: UacInvite::new(),

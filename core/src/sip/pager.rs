@@ -12,7 +12,7 @@ use super::identity::SipIdentity;
 use super::invite::ChallengeMemory;
 use super::message::{HeaderName, Headers, Method, Request, Response};
 use super::services::{Owner, Services};
-use super::target::{ProxySpec, Transport};
+use super::target::{next_hop, ProxySpec, Transport};
 use super::transaction::{Kind, ResponseVerdict};
 use super::transport::Peer;
 use super::uri::Uri;
@@ -80,15 +80,7 @@ impl Pager {
     /// A MESSAGE out of dialog for `params`, not started. The next hop is the outbound proxy,
     /// else the target's domain (as for INVITE, spec §5.3).
     pub(super) fn new(id: MsgId, params: MessageParams, svc: &Services, rng: &mut Rng) -> Self {
-        let domain = params.target.split_once('@').map_or(params.target.as_str(), |(_, d)| d).to_string();
-        let hop = svc.proxy.clone().unwrap_or_else(|| {
-            ProxySpec::parse(&domain).unwrap_or(ProxySpec {
-                host: domain.clone(),
-                port: None,
-                transport: Transport::Udp,
-            })
-        });
-        let resolved = hop.ip().map(|ip| SocketAddr::new(ip, hop.port_or_default()));
+        let (hop, resolved) = next_hop(&params.target, svc.proxy.as_ref());
         let direct = Direct {
             params,
             call_id: format!("{}@sylkgw", rng.hex(24)),

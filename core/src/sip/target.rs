@@ -3,7 +3,7 @@
 //! transport's default; no NAPTR/SRV). Names are resolved by the runtime (A/AAAA).
 
 use std::fmt;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 /// SIP transports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -121,6 +121,22 @@ impl ProxySpec {
             t => format!("<sip:{host}{port};transport={};lr>", t.param()),
         }
     }
+}
+
+/// The next hop of an out-of-dialog request to `target` (`user@domain` or a bare domain), as
+/// INVITE and MESSAGE route (spec §5.3): the outbound proxy when there is one, else the target's
+/// domain; with its address when the hop is an IP literal (`None`: the name must be resolved).
+pub fn next_hop(target: &str, proxy: Option<&ProxySpec>) -> (ProxySpec, Option<SocketAddr>) {
+    let domain = target.split_once('@').map_or(target, |(_, d)| d);
+    let hop = proxy.cloned().unwrap_or_else(|| {
+        ProxySpec::parse(domain).unwrap_or(ProxySpec {
+            host: domain.to_string(),
+            port: None,
+            transport: Transport::Udp,
+        })
+    });
+    let resolved = hop.ip().map(|ip| SocketAddr::new(ip, hop.port_or_default()));
+    (hop, resolved)
 }
 
 /// Splits `host`, `host:port`, `[v6]`, `[v6]:port`; `None` if malformed.
