@@ -26,6 +26,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod addressbook;
 mod calls;
 mod containment;
 mod registers;
@@ -83,6 +84,8 @@ pub struct Gateway {
     last_reason: TimeoutReason,
     /// Ids for `Output::Store` (`gateway::storage`).
     store_ids: storage::StoreIds,
+    /// Addressbook and history requests waiting for the store (`gateway::addressbook`).
+    book: addressbook::Book,
 }
 
 /// A live call as the stateful fuzz target sees it: connection, session id, SIP leg.
@@ -136,6 +139,8 @@ enum Phase {
     Http(Vec<u8>),
     /// Upgraded.
     Ws(Box<WsSession>),
+    /// A history request waiting for the store (`gateway::addressbook`); later bytes are ignored.
+    Answering,
 }
 
 struct WsSession {
@@ -184,6 +189,7 @@ impl Gateway {
             shutting_down: false,
             last_reason: TimeoutReason::Idle,
             store_ids: storage::StoreIds::default(),
+            book: addressbook::Book::default(),
         })
     }
 
@@ -329,6 +335,9 @@ impl Gateway {
                         RegState::Failed(reason) => RegistrationState::Failed { reason },
                         RegState::Unregistered => continue,
                     };
+                    if state == RegistrationState::Registered {
+                        self.mark_authenticated(conn, &account);
+                    }
                     let event = Event::Account { account, event: AccountEvent::Registration(state) };
                     if let Some(p) = self.pending_registers.get_mut(&id) {
                         p.held.push(event);
@@ -518,6 +527,10 @@ impl Gateway {
                     Head::Malformed => self.reject(id, Response::text(400, "Bad Request")),
                     Head::Complete { head, len } => {
                         let rest = buf.split_off(len);
+                        if let Some(route) = crate::http::history::route(&head) {
+                            self.history_http(id, route);
+                            return;
+                        }
                         match upgrade::decide(&head, &self.config) {
                             Decision::Reject(resp) => self.reject(id, resp),
                             Decision::Page(resp) => self.serve_page(id, &head, resp),
@@ -535,6 +548,7 @@ impl Gateway {
                 session.ws.feed(plain);
                 self.poll_ws(id);
             }
+            Phase::Answering => {}
         }
     }
 
@@ -610,6 +624,9 @@ impl Gateway {
                     }
                     if let Some(request) = handled.session {
                         self.session_request(id, request.transaction, request.body);
+                    }
+                    if let Some((transaction, request)) = handled.addressbook {
+                        self.addressbook_request(id, transaction, request);
                     }
                     if let Some((code, reason)) = handled.close {
                         self.close_ws(id, code, reason);

@@ -145,7 +145,17 @@ pub struct GatewaySim {
     binds: Vec<(SocketId, UdpPurpose, SocketAddr)>,
     /// What the gateway's capture recorded so far (taken at each drain).
     pub capture: String,
+    /// Carries out the gateway's `Output::Store` (a real backend's `execute`); `None`: none is
+    /// expected.
+    pub store: Option<StoreFn>,
+    /// Storage outcomes to hand back after the current drain.
+    stored: VecDeque<(sylkgw_core::storage::StoreId, Stored)>,
 }
+
+type Stored = Result<sylkgw_core::storage::StoreResult, sylkgw_core::storage::StoreError>;
+
+/// What carries out a simulation's storage requests ([`GatewaySim::store`]).
+pub type StoreFn = Box<dyn FnMut(&sylkgw_core::storage::StoreRequest) -> Stored>;
 
 impl GatewaySim {
     /// A gateway with the simulation's addresses (SIP through the far end as outbound proxy, RTP
@@ -174,6 +184,8 @@ impl GatewaySim {
             bind_answer,
             binds: Vec::new(),
             capture: String::new(),
+            store: None,
+            stored: VecDeque::new(),
         };
         sim.drain();
         sim.sockets.insert(SocketId(1), addr(GW_SIP));
@@ -196,8 +208,17 @@ impl GatewaySim {
                 Output::Timeout(at) => {
                     self.deadline = at;
                     self.capture.push_str(&self.gw.take_capture());
-                    let Some((socket, purpose, local)) = self.binds.pop() else { break };
-                    self.gw.handle_input(self.now, Input::UdpBound { socket, purpose, local });
+                    if let Some((socket, purpose, local)) = self.binds.pop() {
+                        self.gw.handle_input(self.now, Input::UdpBound { socket, purpose, local });
+                        continue;
+                    }
+                    // Storage answers after the drain that asked, as the runtimes' pools do.
+                    let Some((id, result)) = self.stored.pop_front() else { break };
+                    self.gw.handle_input(self.now, Input::Stored { id, result });
+                }
+                Output::Store { id, request } => {
+                    let store = self.store.as_mut().expect("a store for Output::Store");
+                    self.stored.push_back((id, store(&request)));
                 }
                 Output::StreamWrite { conn, data } => {
                     let ws = self.conns.get_mut(&conn).expect("a known connection");

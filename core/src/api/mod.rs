@@ -5,6 +5,7 @@
 //! Requests are the same in both dialects (sylkRTC-1's are a subset, see [`Dialect::decode`]);
 //! events differ, so each dialect module has an `encode`.
 
+pub mod addressbook;
 mod json;
 mod repr;
 pub mod schema;
@@ -134,6 +135,8 @@ pub enum RequestBody {
     SessionMessage { session: String, message_id: String, content: String, content_type: String, timestamp: String },
     /// `session-dtmf-info`: one SIP INFO per digit.
     SessionDtmfInfo { session: String, digit: String, duration: Option<i64> },
+    /// `account-fetch-addressbook` / `account-update-addressbook` (`api::addressbook`).
+    Addressbook(addressbook::AddressbookRequest),
     /// A valid request of a feature sylkgw does not provide (messaging, storage, address book,
     /// public keys, videorooms). Answered with an `error`.
     Unsupported {
@@ -161,6 +164,7 @@ impl RequestBody {
             Self::SessionUpdate { .. } => "session-update",
             Self::SessionMessage { .. } => "session-message",
             Self::SessionDtmfInfo { .. } => "session-dtmf-info",
+            Self::Addressbook(r) => r.kind(),
             Self::Unsupported { kind, .. } => kind,
         }
     }
@@ -223,11 +227,11 @@ pub fn decode(text: &str) -> Result<Request, DecodeError> {
     let Some(schema) = schema::lookup(kind) else {
         return Err(DecodeError::UnknownType { kind: kind.to_string(), transaction: transaction_of(&msg) });
     };
-    let fields = schema::validate(schema, &msg).map_err(|message| DecodeError::Invalid {
-        kind: kind.to_string(),
-        transaction: transaction_of(&msg),
-        message,
-    })?;
+    let invalid = |message| DecodeError::Invalid { kind: kind.to_string(), transaction: transaction_of(&msg), message };
+    // SylkServer maps the addressbook payload before it checks any field.
+    let item =
+        if kind == "account-update-addressbook" { addressbook::map_payload(&msg).map_err(invalid)? } else { None };
+    let fields = schema::validate(schema, &msg).map_err(invalid)?;
     let f = Fields(&fields);
     let body = match schema.kind {
         "ping" => RequestBody::Ping,
@@ -276,6 +280,9 @@ pub fn decode(text: &str) -> Result<Request, DecodeError> {
             digit: f.s("digit"),
             duration: f.0.get("duration").and_then(Value::as_i64),
         },
+        "account-fetch-addressbook" | "account-update-addressbook" => {
+            RequestBody::Addressbook(addressbook::request(kind, &fields, item))
+        }
         _ => RequestBody::Unsupported { kind: schema.kind, account: f.opt_s("account") },
     };
     Ok(Request { transaction: f.s("transaction"), body })
@@ -377,6 +384,8 @@ pub enum AccountEvent {
     },
     /// `missed-session`.
     MissedSession { originator: Identity },
+    /// `addressbook-fetched`, `addressbook-updated`, `addressbook-update-failed`.
+    Addressbook(addressbook::AddressbookEvent),
 }
 
 /// `session-event`s.

@@ -51,6 +51,7 @@ impl Gateway {
     /// The outcome of the request `id`. For now it is only logged: no machine asks yet. The
     /// messaging machine will route outcomes to whoever asked by id, dropping ids it forgot.
     pub(super) fn on_stored(&mut self, id: StoreId, result: Result<StoreResult, StoreError>) {
+        let Some(result) = self.book_stored(id, result) else { return };
         match result {
             Ok(result) => log::debug!("storage request {id}: {result:?}"),
             Err(e) => log::info!("storage request {id}: {e}"),
