@@ -35,6 +35,8 @@ pub(super) struct GatewayHarness {
     pub(super) resolves: Vec<u64>,
     /// The last `Output::Store` id (ids must be unique: they only grow).
     last_store: u64,
+    /// `Output::Store` ids not answered yet.
+    pub(super) stores: Vec<sylkgw_core::storage::StoreId>,
     /// BindUdp requests not answered yet.
     pub(super) binds: Vec<(sylkgw_core::SocketId, sylkgw_core::UdpPurpose, std::net::SocketAddr)>,
     /// Sockets the core may send from.
@@ -122,6 +124,7 @@ impl GatewayHarness {
             connects: Vec::new(),
             resolves: Vec::new(),
             last_store: 0,
+            stores: Vec::new(),
             binds: Vec::new(),
             bound: [FUZZ_SIP_SOCKET, FUZZ_WEBRTC_SOCKET].into(),
             closed_pending: Default::default(),
@@ -230,6 +233,7 @@ impl GatewayHarness {
                 Output::Store { id, .. } => {
                     assert!(id.0 > self.last_store, "Store id {id} reused (last {})", self.last_store);
                     self.last_store = id.0;
+                    self.stores.push(id);
                 }
                 Output::BindUdp { socket, purpose, local } => {
                     assert!(socket.0 >= 16, "BindUdp chose {socket}, below 16");
