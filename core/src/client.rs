@@ -54,6 +54,9 @@ pub struct Handled {
     /// A messaging request (`api::messaging`) of an account this connection has: the
     /// gateway's messaging machine answers it with exactly one `ack` or `error`.
     pub messaging: Option<Request>,
+    /// An addressbook request of a known, authenticated account: the gateway answers it once
+    /// the store has (`gateway::addressbook`).
+    pub addressbook: Option<(String, crate::api::addressbook::AddressbookRequest)>,
 }
 
 /// An `account-register` whose answer is the gateway's ([`Handled::register`]).
@@ -118,6 +121,13 @@ impl Client {
             }
             Ok(request @ Request { body: RequestBody::Messaging(_), .. }) => {
                 return Handled { messaging: Some(request), ..Handled::default() };
+            }
+            Ok(Request { transaction, body: RequestBody::Addressbook(request) }) => {
+                match self.known(request.account(), AccountOp::Any).and_then(|()| self.authenticated(request.account()))
+                {
+                    Ok(()) => return Handled { addressbook: Some((transaction, request)), ..Handled::default() },
+                    Err(error) => out.push(Event::Error { transaction, error: error.to_string() }),
+                }
             }
             Ok(request) => return self.handle_request(request, config, ctx, out),
             Err(e) => {
@@ -213,6 +223,7 @@ impl Client {
                     incoming_header_prefixes,
                     push: None,
                     registration: None,
+                    authenticated: false,
                 };
                 if !domain_allowed(new.domain(), &config.sip_domains) {
                     return Err(ClientError::DomainNotAllowed { domain: new.domain().to_string() });
@@ -286,6 +297,7 @@ impl Client {
             | RequestBody::SessionTerminate { .. }
             | RequestBody::SessionUpdate { .. }
             | RequestBody::SessionMessage { .. }
+            | RequestBody::Addressbook(_)
             // Routed to the gateway by `handle_text`, never here.
             | RequestBody::SessionDtmfInfo { .. }
             | RequestBody::Messaging(_) => Err(ClientError::Internal),
@@ -295,6 +307,21 @@ impl Client {
                 }
                 Err(ClientError::NotSupported { kind })
             }
+        }
+    }
+
+    /// Whether `account` reached `registered` on this connection (spec §2.2 "auth required").
+    fn authenticated(&self, account: &str) -> Result<(), ClientError> {
+        match self.accounts.get(account) {
+            Some(acc) if acc.authenticated => Ok(()),
+            _ => Err(ClientError::NotAuthenticated),
+        }
+    }
+
+    /// `account`'s registration succeeded: it may use the addressbook and messaging from now on.
+    pub fn mark_authenticated(&mut self, account: &str) {
+        if let Some(acc) = self.accounts.get_mut(account) {
+            acc.authenticated = true;
         }
     }
 

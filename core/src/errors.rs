@@ -44,6 +44,8 @@ pub enum ClientError {
     DomainNotAllowed { domain: String },
     /// A request naming an account the connection has not added.
     UnknownAccount { account: String, op: AccountOp },
+    /// An addressbook or messaging request for an account never registered on this connection.
+    NotAuthenticated,
     /// A valid request of a feature sylkgw does not provide.
     NotSupported { kind: &'static str },
     /// A request routed to the wrong layer (a bug).
@@ -66,6 +68,7 @@ impl fmt::Display for ClientError {
                 };
                 write!(f, "Unknown account specified{what}: {account}")
             }
+            Self::NotAuthenticated => f.write_str("Account not authenticated"),
             Self::NotSupported { kind } => write!(f, "{kind} is not supported yet"),
             Self::Internal => f.write_str("Internal error"),
         }

@@ -26,6 +26,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod addressbook;
 mod calls;
 mod containment;
 mod messaging;
@@ -86,6 +87,8 @@ pub struct Gateway {
     store_ids: storage::StoreIds,
     /// The messaging machine (`gateway::messaging`).
     messaging: messaging::Messaging,
+    /// Addressbook and history requests waiting for the store (`gateway::addressbook`).
+    book: addressbook::Book,
 }
 
 /// A live call as the stateful fuzz target sees it: connection, session id, SIP leg.
@@ -139,6 +142,8 @@ enum Phase {
     Http(Vec<u8>),
     /// Upgraded.
     Ws(Box<WsSession>),
+    /// A history request waiting for the store (`gateway::addressbook`); later bytes are ignored.
+    Answering,
 }
 
 struct WsSession {
@@ -188,6 +193,7 @@ impl Gateway {
             last_reason: TimeoutReason::Idle,
             store_ids: storage::StoreIds::default(),
             messaging: messaging::Messaging::default(),
+            book: addressbook::Book::default(),
         })
     }
 
@@ -336,6 +342,9 @@ impl Gateway {
                         RegState::Failed(reason) => RegistrationState::Failed { reason },
                         RegState::Unregistered => continue,
                     };
+                    if state == RegistrationState::Registered {
+                        self.mark_authenticated(conn, &account);
+                    }
                     let event = Event::Account { account, event: AccountEvent::Registration(state) };
                     if let Some(p) = self.pending_registers.get_mut(&id) {
                         p.held.push(event);
@@ -525,6 +534,10 @@ impl Gateway {
                     Head::Malformed => self.reject(id, Response::text(400, "Bad Request")),
                     Head::Complete { head, len } => {
                         let rest = buf.split_off(len);
+                        if let Some(route) = crate::http::history::route(&head) {
+                            self.history_http(id, route);
+                            return;
+                        }
                         match upgrade::decide(&head, &self.config) {
                             Decision::Reject(resp) => self.reject(id, resp),
                             Decision::Page(resp) => self.serve_page(id, &head, resp),
@@ -542,6 +555,7 @@ impl Gateway {
                 session.ws.feed(plain);
                 self.poll_ws(id);
             }
+            Phase::Answering => {}
         }
     }
 
@@ -622,6 +636,9 @@ impl Gateway {
                         handled.messaging
                     {
                         self.messaging_request(id, transaction, m);
+                    }
+                    if let Some((transaction, request)) = handled.addressbook {
+                        self.addressbook_request(id, transaction, request);
                     }
                     if let Some((code, reason)) = handled.close {
                         self.close_ws(id, code, reason);

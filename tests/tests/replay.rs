@@ -131,6 +131,10 @@ replay!(
     // Storage outcomes replay; requests (`< storage store`) will be recorded once the messaging
     // machine asks (the line format is unit-tested in `core/src/capture.rs`).
     storage_outcomes,
+    // The addressbook and the history endpoint on SQLite, recorded by `tests/addressbook_sim.rs`
+    // (`WRITE_CAPTURES=1` rewrites them).
+    addressbook,
+    history_http,
 );
 
 /// A changed expectation fails, and the failure shows what changed.

@@ -60,6 +60,13 @@ impl JsonObject {
         self
     }
 
+    /// Any JSON value as a member.
+    pub fn value(mut self, k: &str, v: &Value) -> Self {
+        self.key(k);
+        self.buf.push_str(&v.to_string());
+        self
+    }
+
     /// `{name: value, …}` from pairs (the `headers` object of events).
     pub fn pairs(mut self, k: &str, pairs: &[(String, String)]) -> Self {
         let mut inner = JsonObject::new();

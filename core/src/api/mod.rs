@@ -5,6 +5,7 @@
 //! Requests are the same in both dialects (sylkRTC-1's are a subset, see [`Dialect::decode`]);
 //! events differ, so each dialect module has an `encode`.
 
+pub mod addressbook;
 mod json;
 pub mod messaging;
 mod repr;
@@ -137,6 +138,8 @@ pub enum RequestBody {
     SessionDtmfInfo { session: String, digit: String, duration: Option<i64> },
     /// A messaging request (`api::messaging`), carried out by the gateway's messaging machine.
     Messaging(messaging::MessagingRequest),
+    /// `account-fetch-addressbook` / `account-update-addressbook` (`api::addressbook`).
+    Addressbook(addressbook::AddressbookRequest),
     /// A valid request of a feature sylkgw does not provide (messaging, storage, address book,
     /// public keys, videorooms). Answered with an `error`.
     Unsupported {
@@ -165,6 +168,7 @@ impl RequestBody {
             Self::SessionMessage { .. } => "session-message",
             Self::SessionDtmfInfo { .. } => "session-dtmf-info",
             Self::Messaging(m) => m.kind(),
+            Self::Addressbook(r) => r.kind(),
             Self::Unsupported { kind, .. } => kind,
         }
     }
@@ -227,11 +231,11 @@ pub fn decode(text: &str) -> Result<Request, DecodeError> {
     let Some(schema) = schema::lookup(kind) else {
         return Err(DecodeError::UnknownType { kind: kind.to_string(), transaction: transaction_of(&msg) });
     };
-    let fields = schema::validate(schema, &msg).map_err(|message| DecodeError::Invalid {
-        kind: kind.to_string(),
-        transaction: transaction_of(&msg),
-        message,
-    })?;
+    let invalid = |message| DecodeError::Invalid { kind: kind.to_string(), transaction: transaction_of(&msg), message };
+    // SylkServer maps the addressbook payload before it checks any field.
+    let item =
+        if kind == "account-update-addressbook" { addressbook::map_payload(&msg).map_err(invalid)? } else { None };
+    let fields = schema::validate(schema, &msg).map_err(invalid)?;
     let f = Fields(&fields);
     let body = match schema.kind {
         "ping" => RequestBody::Ping,
@@ -280,6 +284,9 @@ pub fn decode(text: &str) -> Result<Request, DecodeError> {
             digit: f.s("digit"),
             duration: f.0.get("duration").and_then(Value::as_i64),
         },
+        "account-fetch-addressbook" | "account-update-addressbook" => {
+            RequestBody::Addressbook(addressbook::request(kind, &fields, item))
+        }
         kind => match messaging::decode(kind, f.0) {
             Some(request) => RequestBody::Messaging(request),
             None => RequestBody::Unsupported { kind: schema.kind, account: f.opt_s("account") },
@@ -386,6 +393,8 @@ pub enum AccountEvent {
     },
     /// `missed-session`.
     MissedSession { originator: Identity },
+    /// `addressbook-fetched`, `addressbook-updated`, `addressbook-update-failed`.
+    Addressbook(addressbook::AddressbookEvent),
 }
 
 /// `session-event`s.

@@ -167,6 +167,8 @@ pub fn encode(event: &Event) -> Option<String> {
                 AccountEvent::MissedSession { originator } => o
                     .str("event", "missed_session")
                     .obj("data", JsonObject::new().obj("originator", identity(originator))),
+                // 4.1 had no addressbook.
+                AccountEvent::Addressbook(_) => return None,
             }
             .finish()
         }

@@ -39,6 +39,7 @@ pub fn encode(event: &Event) -> String {
                 AccountEvent::MissedSession { originator } => {
                     o.str("event", "missed-session").obj("originator", identity(originator))
                 }
+                AccountEvent::Addressbook(event) => super::addressbook::encode(o, event),
             }
             .finish()
         }

@@ -54,6 +54,7 @@ impl Gateway {
         if self.messaging_stored(id, &result) {
             return;
         }
+        let Some(result) = self.book_stored(id, result) else { return };
         match result {
             Ok(result) => log::debug!("storage request {id}: {result:?}"),
             Err(e) => log::info!("storage request {id}: {e}"),
