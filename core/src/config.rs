@@ -67,6 +67,11 @@ pub struct Config {
     /// offer is refused with 488), `optional` (our offers are RTP/AVP with `a=crypto`, used if the
     /// peer answers with one; RTP/SAVP offers are accepted) or `mandatory` (RTP/SAVP only).
     pub sdes_srtp: SdesMode,
+    /// Reverse proxies whose forwarded client address (`Forwarded`, `X-Forwarded-For`, PROXY
+    /// protocol v2) is believed (`trusted_proxies`: addresses and CIDRs; default none;
+    /// `http::forwarded`).
+    #[serde(skip_serializing_if = "crate::http::forwarded::TrustedProxies::is_empty")]
+    pub trusted_proxies: crate::http::forwarded::TrustedProxies,
     /// The SIP side.
     pub sip: SipConfig,
     /// The browser (WebRTC) media legs.
@@ -403,6 +408,7 @@ impl Default for Config {
             media_timeout: 30,
             allowed_client_headers: Vec::new(),
             sdes_srtp: SdesMode::Disabled,
+            trusted_proxies: Default::default(),
             sip: SipConfig::default(),
             webrtc: WebRtcConfig::default(),
             media: MediaConfig::default(),
@@ -541,6 +547,11 @@ impl Config {
                 })?
             }
             "allowed_client_headers" => self.allowed_client_headers = parse_list(v),
+            "trusted_proxies" => {
+                self.trusted_proxies = crate::http::forwarded::TrustedProxies::parse(v).map_err(|_| {
+                    ConfigError::BadValue { key: k.into(), value: v.into(), expected: "addresses or CIDRs" }
+                })?
+            }
             "media_timeout" => self.media_timeout = parse_num(k, v, "a number of seconds (0 disables)")?,
             "sip_listen" => self.sip.listen = parse_num(k, v, "HOST:PORT")?,
             "sip_advertised_address" => self.sip.advertised_address = non_empty(v),
