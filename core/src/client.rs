@@ -79,12 +79,20 @@ pub struct Client {
     /// When the requests of the last [`RATE_WINDOW`] arrived, oldest first (at most
     /// `Config::max_requests_per_second` entries).
     recent: VecDeque<Instant>,
+    /// The type of the last message [`Client::handle_text`] handled (for metrics).
+    last_kind: &'static str,
 }
 
 impl Client {
     /// A fresh connection.
     pub fn new(dialect: Dialect) -> Self {
-        Self { dialect, accounts: BTreeMap::new(), recent: VecDeque::new() }
+        Self { dialect, accounts: BTreeMap::new(), recent: VecDeque::new(), last_kind: "" }
+    }
+
+    /// The type of the last message handled: its request type, `invalid` when it did not
+    /// decode, `over-rate` when it was over `max_requests_per_second`.
+    pub fn last_kind(&self) -> &'static str {
+        self.last_kind
     }
 
     /// Number of accounts added.
@@ -98,6 +106,7 @@ impl Client {
     /// has a transaction, and closes with 1008), or a session request to carry out.
     pub fn handle_text(&mut self, text: &str, config: &Config, ctx: &mut SipCtx<'_>, out: &mut Vec<Event>) -> Handled {
         if !self.within_rate(ctx.now, config.max_requests_per_second) {
+            self.last_kind = "over-rate";
             let transaction = match self.dialect.decode(text) {
                 Ok(request) => Some(request.transaction),
                 Err(e) => e.reply().and_then(|r| match r {
@@ -109,7 +118,9 @@ impl Client {
             out.extend(transaction.map(|transaction| Event::Error { transaction, error: TOO_MANY_REQUESTS.into() }));
             return Handled { close: Some((CLOSE_POLICY_VIOLATION, TOO_MANY_REQUESTS)), ..Handled::default() };
         }
-        match self.dialect.decode(text) {
+        let decoded = self.dialect.decode(text);
+        self.last_kind = decoded.as_ref().map_or("invalid", |r| r.body.kind());
+        match decoded {
             Ok(request) if is_session_request(&request.body) => {
                 if let RequestBody::SessionCreate { account, .. } = &request.body {
                     if let Err(error) = self.known(account, AccountOp::Any) {

@@ -76,6 +76,11 @@ pub struct Config {
     /// Journal entries kept per account (default 10000; 0 keeps all): past it the oldest are
     /// dropped (`StoreRequest::TrimJournal` after each new entry).
     pub max_journal_entries: u64,
+    /// Reverse proxies whose forwarded client address (`Forwarded`, `X-Forwarded-For`, PROXY
+    /// protocol v2) is believed (`trusted_proxies`: addresses and CIDRs; default none;
+    /// `http::forwarded`).
+    #[serde(skip_serializing_if = "crate::http::forwarded::TrustedProxies::is_empty")]
+    pub trusted_proxies: crate::http::forwarded::TrustedProxies,
     /// The SIP side.
     pub sip: SipConfig,
     /// The browser (WebRTC) media legs.
@@ -415,6 +420,7 @@ impl Default for Config {
             max_message_size: 64 * 1024,
             max_messages_per_second: 20,
             max_journal_entries: 10_000,
+            trusted_proxies: Default::default(),
             sip: SipConfig::default(),
             webrtc: WebRtcConfig::default(),
             media: MediaConfig::default(),
@@ -556,6 +562,11 @@ impl Config {
                 })?
             }
             "allowed_client_headers" => self.allowed_client_headers = parse_list(v),
+            "trusted_proxies" => {
+                self.trusted_proxies = crate::http::forwarded::TrustedProxies::parse(v).map_err(|_| {
+                    ConfigError::BadValue { key: k.into(), value: v.into(), expected: "addresses or CIDRs" }
+                })?
+            }
             "media_timeout" => self.media_timeout = parse_num(k, v, "a number of seconds (0 disables)")?,
             "sip_listen" => self.sip.listen = parse_num(k, v, "HOST:PORT")?,
             "sip_advertised_address" => self.sip.advertised_address = non_empty(v),

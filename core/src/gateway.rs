@@ -30,6 +30,7 @@ mod addressbook;
 mod calls;
 mod containment;
 mod messaging;
+mod proxied;
 mod registers;
 mod sockets;
 mod stats;
@@ -37,7 +38,7 @@ mod storage;
 pub use calls::MEDIA_TIMEOUT_REASON;
 pub use containment::INTERNAL_ERROR_REASON;
 pub use sockets::{FIRST_MEDIA_SOCKET, MAX_BIND_ATTEMPTS};
-pub use stats::Stats;
+pub use stats::{Counters, Figures, Flow, Histogram, Stats, CALL_STATES, REGISTRATION_STATES, SETUP_BUCKETS};
 
 /// How long we wait for the peer's close frame after sending ours.
 const CLOSE_LINGER: Duration = Duration::from_secs(2);
@@ -89,6 +90,8 @@ pub struct Gateway {
     messaging: messaging::Messaging,
     /// Addressbook and history requests waiting for the store (`gateway::addressbook`).
     book: addressbook::Book,
+    /// Running totals for metrics (`gateway::stats`).
+    tally: stats::Tally,
 }
 
 /// A live call as the stateful fuzz target sees it: connection, session id, SIP leg.
@@ -135,6 +138,8 @@ struct Conn {
     pending: Vec<u8>,
     /// Close the stream once `pending` is out.
     close: bool,
+    /// Whether it came through a trusted reverse proxy, and the client's address (`proxied`).
+    fwd: proxied::Forwarding,
 }
 
 enum Phase {
@@ -194,6 +199,7 @@ impl Gateway {
             store_ids: storage::StoreIds::default(),
             messaging: messaging::Messaging::default(),
             book: addressbook::Book::default(),
+            tally: stats::Tally::default(),
         })
     }
 
@@ -446,7 +452,9 @@ impl Gateway {
             self.forget(id);
         }
         let from_ip = self.per_ip.get(&peer.ip()).copied().unwrap_or(0);
-        if from_ip >= self.config.max_connections_per_ip {
+        // A trusted proxy's connections are counted under their clients' addresses (`proxied`).
+        let trusted = listener == Listener::Web && self.config.trusted_proxies.contains(peer.ip());
+        if from_ip >= self.config.max_connections_per_ip && !trusted {
             log::warn!("{id}: {from_ip} connections from {} already; closing", peer.ip());
             if let Some(rec) = &mut self.recorder {
                 rec.close_out(self.now, id);
@@ -467,7 +475,9 @@ impl Gateway {
             _ => None,
         };
         log::debug!("{id}: accepted from {peer}");
-        self.conns.insert(id, Conn { peer, tls, phase: Phase::Http(Vec::new()), pending: Vec::new(), close: false });
+        let fwd = proxied::Forwarding::new(listener == Listener::Web, peer, trusted);
+        let conn = Conn { peer, tls, phase: Phase::Http(Vec::new()), pending: Vec::new(), close: false, fwd };
+        self.conns.insert(id, conn);
         *self.per_ip.entry(peer.ip()).or_default() += 1;
         if self.shutting_down {
             self.close_now(id);
@@ -478,6 +488,17 @@ impl Gateway {
     }
 
     fn stream_data(&mut self, id: ConnId, data: &[u8]) {
+        let after_preamble;
+        let data = match self.conns.get(&id) {
+            Some(c) if c.fwd.undecided() => match self.preamble(id, data) {
+                Some(rest) => {
+                    after_preamble = rest;
+                    after_preamble.as_slice()
+                }
+                None => return,
+            },
+            _ => data,
+        };
         let Some(conn) = self.conns.get_mut(&id) else {
             log::debug!("{id}: {} bytes for a connection already closed", data.len());
             return;
@@ -532,8 +553,11 @@ impl Gateway {
                     Head::Partial => {}
                     Head::TooLarge => self.reject(id, Response::text(431, "Request Header Fields Too Large")),
                     Head::Malformed => self.reject(id, Response::text(400, "Bad Request")),
-                    Head::Complete { head, len } => {
+                    Head::Complete { mut head, len } => {
                         let rest = buf.split_off(len);
+                        if !self.forwarded_head(id, &mut head) {
+                            return;
+                        }
                         if let Some(route) = crate::http::history::route(&head) {
                             self.history_http(id, route);
                             return;
@@ -562,6 +586,7 @@ impl Gateway {
     fn reject(&mut self, id: ConnId, resp: Response) {
         let Some(conn) = self.conns.get_mut(&id) else { return };
         log::info!("{id}: HTTP {} for {}: {}", resp.status, conn.peer, resp.body);
+        self.tally.error("http");
         let bytes = resp.to_bytes();
         self.write_plain(id, &bytes);
         self.close_now(id);
@@ -604,6 +629,7 @@ impl Gateway {
                 }
                 Err(WsEnd::Failed { code, why }) => {
                     log::warn!("{id}: WebSocket from {peer} failed ({why}); closing with {code}");
+                    self.tally.error("websocket");
                     *close = true;
                     return;
                 }
@@ -623,6 +649,7 @@ impl Gateway {
                     };
                     let lookups = ctx.sip.census().3;
                     let handled = session.client.handle_text(&text, &self.config, &mut ctx, &mut events);
+                    self.tally.request(session.client.last_kind());
                     for e in &events {
                         self.send_event(id, e);
                     }
@@ -655,6 +682,9 @@ impl Gateway {
     }
 
     fn send_event(&mut self, id: ConnId, event: &Event) {
+        if let Event::Error { .. } = event {
+            self.tally.error("request");
+        }
         let Some(Conn { phase: Phase::Ws(session), close, .. }) = self.conns.get_mut(&id) else { return };
         let Some(text) = session.client.dialect.encode(event) else {
             log::debug!("{id}: {event:?} has no {} encoding; not sent", session.client.dialect.token());

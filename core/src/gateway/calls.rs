@@ -228,6 +228,7 @@ impl Gateway {
             layout: vec![Slot::Audio],
         };
         self.calls.calls.insert(id, call);
+        self.tally.call_started(id, origin, self.now);
         self.calls.sessions.insert((conn, session), id);
         self.calls.sockets.insert(rtp, id);
         Ok(id)
@@ -402,6 +403,9 @@ impl Gateway {
     /// Forgets the call: tables, timers, browser leg, RTP pair. No event.
     fn drop_call(&mut self, id: CallId) {
         let Some(mut call) = self.calls.calls.remove(&id) else { return };
+        let lost = call.media.as_ref().map_or(0, |m| m.lost())
+            + call.video.as_ref().and_then(|v| v.media.as_ref()).map_or(0, |m| m.lost());
+        self.tally.call_ended(id, lost);
         self.calls.sessions.remove(&(call.conn, call.session.clone()));
         if let Some(leg) = call.leg {
             self.calls.legs.remove(&leg);
