@@ -280,6 +280,7 @@ impl Client {
             | RequestBody::SessionTerminate { .. }
             | RequestBody::SessionUpdate { .. }
             | RequestBody::SessionMessage { .. }
+            | RequestBody::Videoroom(_)
             // Routed to the gateway by `handle_text`, never here.
             | RequestBody::SessionDtmfInfo { .. } => Err(ClientError::Internal),
             RequestBody::Unsupported { kind, account } => {
@@ -311,6 +312,7 @@ fn is_session_request(body: &RequestBody) -> bool {
             | RequestBody::SessionUpdate { .. }
             | RequestBody::SessionMessage { .. }
             | RequestBody::SessionDtmfInfo { .. }
+            | RequestBody::Videoroom(_)
     )
 }
 

@@ -127,6 +127,8 @@ replay!(
     // Storage outcomes replay; requests (`< storage store`) will be recorded once the messaging
     // machine asks (the line format is unit-tested in `core/src/capture.rs`).
     storage_outcomes,
+    // Conferences (#13), recorded by `tests/conference_sim.rs` (`WRITE_CAPTURES=1`); no media ran.
+    conference_signalling,
 );
 
 /// A changed expectation fails, and the failure shows what changed.

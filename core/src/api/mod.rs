@@ -11,6 +11,7 @@ pub mod schema;
 pub mod sylkrtc1;
 pub mod sylkrtc2;
 mod uri;
+pub mod videoroom;
 
 pub use repr::{py_repr, py_str_repr};
 pub use uri::normalize_aor;
@@ -134,6 +135,8 @@ pub enum RequestBody {
     SessionMessage { session: String, message_id: String, content: String, content_type: String, timestamp: String },
     /// `session-dtmf-info`: one SIP INFO per digit.
     SessionDtmfInfo { session: String, digit: String, duration: Option<i64> },
+    /// A `videoroom-*` request (conferences, [`videoroom`]).
+    Videoroom(videoroom::VideoroomRequest),
     /// A valid request of a feature sylkgw does not provide (messaging, storage, address book,
     /// public keys, videorooms). Answered with an `error`.
     Unsupported {
@@ -161,6 +164,7 @@ impl RequestBody {
             Self::SessionUpdate { .. } => "session-update",
             Self::SessionMessage { .. } => "session-message",
             Self::SessionDtmfInfo { .. } => "session-dtmf-info",
+            Self::Videoroom(r) => r.kind(),
             Self::Unsupported { kind, .. } => kind,
         }
     }
@@ -276,7 +280,10 @@ pub fn decode(text: &str) -> Result<Request, DecodeError> {
             digit: f.s("digit"),
             duration: f.0.get("duration").and_then(Value::as_i64),
         },
-        _ => RequestBody::Unsupported { kind: schema.kind, account: f.opt_s("account") },
+        kind => match videoroom::decode(kind, &f) {
+            Some(r) => RequestBody::Videoroom(r),
+            None => RequestBody::Unsupported { kind: schema.kind, account: f.opt_s("account") },
+        },
     };
     Ok(Request { transaction: f.s("transaction"), body })
 }
@@ -348,6 +355,8 @@ pub enum Event {
     Account { account: String, event: AccountEvent },
     /// About a call of this connection.
     Session { session: String, event: SessionEvent },
+    /// About a conference session (publisher `session`) of this connection.
+    Videoroom { session: String, event: videoroom::VideoroomEvent },
 }
 
 /// Registration progress (no `unregistered` state exists on the wire).
@@ -377,6 +386,8 @@ pub enum AccountEvent {
     },
     /// `missed-session`.
     MissedSession { originator: Identity },
+    /// `conference-invite`: another connection's `videoroom-invite`.
+    ConferenceInvite { room: String, session_id: String, originator: Identity },
 }
 
 /// `session-event`s.

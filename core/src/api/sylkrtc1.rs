@@ -165,6 +165,8 @@ pub fn encode(event: &Event) -> Option<String> {
                 AccountEvent::MissedSession { originator } => o
                     .str("event", "missed_session")
                     .obj("data", JsonObject::new().obj("originator", identity(originator))),
+                // Conferences are served in sylkRTC-2 only.
+                AccountEvent::ConferenceInvite { .. } => return None,
             }
             .finish()
         }
@@ -191,6 +193,8 @@ pub fn encode(event: &Event) -> Option<String> {
                 .obj("data", data)
                 .finish()
         }
+        // Conferences are served in sylkRTC-2 only.
+        Event::Videoroom { .. } => return None,
     })
 }
 

@@ -38,6 +38,11 @@ pub fn encode(event: &Event) -> String {
                 AccountEvent::MissedSession { originator } => {
                     o.str("event", "missed-session").obj("originator", identity(originator))
                 }
+                AccountEvent::ConferenceInvite { room, session_id, originator } => o
+                    .str("event", "conference-invite")
+                    .str("room", room)
+                    .str("session_id", session_id)
+                    .obj("originator", identity(originator)),
             }
             .finish()
         }
@@ -81,6 +86,7 @@ pub fn encode(event: &Event) -> String {
             }
             .finish()
         }
+        Event::Videoroom { session, event } => super::videoroom::encode_v2(session, event),
     }
 }
 
