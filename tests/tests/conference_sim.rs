@@ -254,6 +254,23 @@ fn three_party_room_forwards_media_and_cleans_up() {
     sim.run(Duration::from_secs(2));
     assert!(!sim.parties[0].publisher.keyframe_requests.is_empty(), "the PLI was relayed");
 
+    // A subscriber pauses the video of a feed (`videoroom-session-update`): its video stops,
+    // audio goes on; resumed, video comes back and the publisher is asked for a key frame.
+    let feed = sim.parties[0].feeds["p1"].0.clone();
+    let update = |video: bool| json!({"sylkrtc":"videoroom-session-update","session":feed,"options":{"video":video}});
+    assert_eq!(Conf::answer(&sim.send(ConnId(1), update(false))), "ack");
+    sim.run(Duration::from_millis(200));
+    let count = |sim: &Conf, pt: u8| sim.parties[0].feeds["p1"].1.got.iter().filter(|g| g.pt == pt).count();
+    let (audio0, video0) = (count(&sim, OPUS), count(&sim, VP8));
+    sim.run(Duration::from_secs(1));
+    assert_eq!(count(&sim, VP8), video0, "no video while paused");
+    assert!(count(&sim, OPUS) > audio0 + 20, "audio goes on");
+    sim.parties[1].publisher.keyframe_requests.clear();
+    assert_eq!(Conf::answer(&sim.send(ConnId(1), update(true))), "ack");
+    sim.run(Duration::from_secs(1));
+    assert!(count(&sim, VP8) > video0 + 20, "video again");
+    assert!(!sim.parties[1].publisher.keyframe_requests.is_empty(), "a key frame for the resumed feed");
+
     // carol leaves: terminated before the ack; the others get publishers-left, their feeds end.
     let (conn, session) = (sim.parties[2].conn, sim.parties[2].session.clone());
     let events = sim.send(conn, json!({"sylkrtc":"videoroom-leave","session":session}));
@@ -422,4 +439,27 @@ fn signalling_requests_and_their_events() {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("captures/conference_signalling.cap");
         std::fs::write(path, text).unwrap();
     }
+}
+
+#[test]
+fn limits_refuse_with_their_errors() {
+    let mut sim = Conf::new(|c| {
+        c.conference.max_rooms = 1;
+        c.conference.max_participants_per_room = 1;
+        c.conference.max_feeds_per_connection = 0;
+    });
+    let events = sim.join(0);
+    assert_eq!(Conf::answer(&events), "ack");
+    assert_eq!(Conf::answer(&sim.join(1)), format!("Room {ROOM} is full"));
+    let other = "other@videoconference.example.com";
+    let req = json!({"sylkrtc":"videoroom-join","account":"bob@example.com","session":"x","uri":other,"sdp":"v=0\r\n"});
+    assert_eq!(Conf::answer(&sim.send(ConnId(2), req)), "Too many rooms");
+    let req = json!({"sylkrtc":"videoroom-feed-attach","session":"p0","publisher":"p0","feed":"f"});
+    assert_eq!(Conf::answer(&sim.send(ConnId(1), req)), "Too many feeds on this connection");
+    // A join whose offer cannot be used leaves nothing behind.
+    let req = json!({"sylkrtc":"videoroom-leave","session":"p0"});
+    assert_eq!(Conf::answer(&sim.send(ConnId(1), req)), "ack");
+    let req = json!({"sylkrtc":"videoroom-join","account":"bob@example.com","session":"x","uri":ROOM,"sdp":"v=0\r\n"});
+    assert!(Conf::answer(&sim.send(ConnId(2), req)).starts_with("Invalid SDP: "));
+    assert_eq!(sim.census(), Census::default());
 }
