@@ -309,6 +309,7 @@ impl Client {
             | RequestBody::SessionUpdate { .. }
             | RequestBody::SessionMessage { .. }
             | RequestBody::Addressbook(_)
+            | RequestBody::Videoroom(_)
             // Routed to the gateway by `handle_text`, never here.
             | RequestBody::SessionDtmfInfo { .. }
             | RequestBody::Messaging(_) => Err(ClientError::Internal),
@@ -356,6 +357,7 @@ fn is_session_request(body: &RequestBody) -> bool {
             | RequestBody::SessionUpdate { .. }
             | RequestBody::SessionMessage { .. }
             | RequestBody::SessionDtmfInfo { .. }
+            | RequestBody::Videoroom(_)
     )
 }
 

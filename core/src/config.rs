@@ -87,6 +87,10 @@ pub struct Config {
     pub webrtc: WebRtcConfig,
     /// Media sockets: the WebRTC UDP socket, the RTP port range, the addresses put in SDP.
     pub media: MediaConfig,
+    /// Conferences: limits and per-room options (`conference::limits`). Left out of capture
+    /// headers while it has its defaults.
+    #[serde(skip_serializing_if = "crate::conference::limits::ConferenceConfig::is_default")]
+    pub conference: crate::conference::limits::ConferenceConfig,
     /// TLS for the web listener (wss). `None` serves plain ws. Never serialised.
     #[serde(skip)]
     pub tls: Option<TlsConfig>,
@@ -424,6 +428,7 @@ impl Default for Config {
             sip: SipConfig::default(),
             webrtc: WebRtcConfig::default(),
             media: MediaConfig::default(),
+            conference: Default::default(),
             tls: None,
             capture: false,
             replay: false,
@@ -547,6 +552,9 @@ impl Config {
             "max_message_size" => self.max_message_size = parse_at_least_one(k, v)?,
             "max_messages_per_second" => self.max_messages_per_second = parse_at_least_one(k, v)?,
             "max_journal_entries" => self.max_journal_entries = parse_num(k, v, "a number (0 keeps all)")?,
+            "max_rooms" => self.conference.max_rooms = parse_num(k, v, "a number")?,
+            "max_participants_per_room" => self.conference.max_participants_per_room = parse_at_least_one(k, v)?,
+            "max_feeds_per_connection" => self.conference.max_feeds_per_connection = parse_num(k, v, "a number")?,
             "decline_code" => {
                 self.decline_code = match v.trim() {
                     "486" => 486,

@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 
 mod addressbook;
 mod calls;
+mod conference;
 mod containment;
 mod messaging;
 mod proxied;
@@ -77,6 +78,8 @@ pub struct Gateway {
     pending_registers: BTreeMap<RegId, registers::PendingRegister>,
     /// Calls (`gateway/calls.rs`).
     calls: calls::table::Calls,
+    /// Conferences (`gateway/conference.rs`).
+    conferences: crate::conference::Conferences,
     /// Faults tests inject (`containment`).
     faults: containment::Faults,
     timers: TimerTable<TimerKey>,
@@ -190,6 +193,7 @@ impl Gateway {
             regs: BTreeMap::new(),
             pending_registers: BTreeMap::new(),
             calls: calls::table::Calls::default(),
+            conferences: crate::conference::Conferences::default(),
             faults: containment::Faults::default(),
             timers: TimerTable::default(),
             out: VecDeque::new(),
@@ -372,6 +376,8 @@ impl Gateway {
         let web = self.timers.next().map(|(at, TimerKey::Conn(_, t))| (at, t.reason()));
         let sip = self.sip.next_deadline().map(|at| (at, TimeoutReason::Sip));
         let call = self.calls.timers.next().map(|(at, _)| (at, TimeoutReason::Call));
+        // Conference legs' timers follow media too: reported (and left out of captures) as calls'.
+        let call = earliest_of(call, self.conferences.next_deadline().map(|at| (at, TimeoutReason::Call)));
         let earliest = |a: Option<(Instant, TimeoutReason)>, b: Option<(Instant, TimeoutReason)>| match (a, b) {
             (Some(x), Some(y)) => Some(if y.0 < x.0 { y } else { x }),
             (x, None) | (None, x) => x,
@@ -657,7 +663,10 @@ impl Gateway {
                         self.answer_register(id, request, self.sip.census().3 > lookups);
                     }
                     if let Some(request) = handled.session {
-                        self.session_request(id, request.transaction, request.body);
+                        match request.body {
+                            crate::api::RequestBody::Videoroom(r) => self.videoroom_request(id, request.transaction, r),
+                            body => self.session_request(id, request.transaction, body),
+                        }
                     }
                     if let Some(crate::api::Request { transaction, body: crate::api::RequestBody::Messaging(m) }) =
                         handled.messaging
@@ -793,6 +802,7 @@ impl Gateway {
                 s.client.release(&mut ctx);
             }
             self.release_calls(id);
+            self.conference_conn_gone(id);
             self.pending_registers.retain(|_, p| p.conn != id);
         }
         self.timers.stop_range(TimerKey::Conn(id, ConnTimer::FIRST)..=TimerKey::Conn(id, ConnTimer::LAST));
@@ -814,6 +824,7 @@ impl Gateway {
     }
 
     fn handle_timeout(&mut self) {
+        self.conference_timeout();
         while let Some((call, timer)) = self.calls.timers.pop_expired(self.now) {
             self.contained(call, "a call timer", |gw| gw.call_timer(call, timer));
         }
@@ -847,5 +858,16 @@ impl Gateway {
                 ConnTimer::Linger => self.close_now(id),
             }
         }
+    }
+}
+
+/// The earlier of two deadlines.
+fn earliest_of(
+    a: Option<(Instant, TimeoutReason)>,
+    b: Option<(Instant, TimeoutReason)>,
+) -> Option<(Instant, TimeoutReason)> {
+    match (a, b) {
+        (Some(x), Some(y)) => Some(if y.0 < x.0 { y } else { x }),
+        (x, None) | (None, x) => x,
     }
 }

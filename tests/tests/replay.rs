@@ -135,6 +135,8 @@ replay!(
     // (`WRITE_CAPTURES=1` rewrites them).
     addressbook,
     history_http,
+    // Conferences (#13), recorded by `tests/conference_sim.rs` (`WRITE_CAPTURES=1`); no media ran.
+    conference_signalling,
 );
 
 /// A changed expectation fails, and the failure shows what changed.

@@ -53,6 +53,20 @@ impl JsonObject {
         self
     }
 
+    /// A boolean member.
+    pub fn boolean(mut self, k: &str, v: bool) -> Self {
+        self.key(k);
+        self.buf.push_str(if v { "true" } else { "false" });
+        self
+    }
+
+    /// A member whose value is already JSON text (an array).
+    pub fn raw(mut self, k: &str, json: &str) -> Self {
+        self.key(k);
+        self.buf.push_str(json);
+        self
+    }
+
     /// A nested object member.
     pub fn obj(mut self, k: &str, v: JsonObject) -> Self {
         self.key(k);

@@ -13,6 +13,7 @@ pub mod schema;
 pub mod sylkrtc1;
 pub mod sylkrtc2;
 mod uri;
+pub mod videoroom;
 
 pub use repr::{py_repr, py_str_repr};
 pub use uri::normalize_aor;
@@ -140,6 +141,8 @@ pub enum RequestBody {
     Messaging(messaging::MessagingRequest),
     /// `account-fetch-addressbook` / `account-update-addressbook` (`api::addressbook`).
     Addressbook(addressbook::AddressbookRequest),
+    /// A `videoroom-*` request (conferences, [`videoroom`]).
+    Videoroom(videoroom::VideoroomRequest),
     /// A valid request of a feature sylkgw does not provide (messaging, storage, address book,
     /// public keys, videorooms). Answered with an `error`.
     Unsupported {
@@ -169,6 +172,7 @@ impl RequestBody {
             Self::SessionDtmfInfo { .. } => "session-dtmf-info",
             Self::Messaging(m) => m.kind(),
             Self::Addressbook(r) => r.kind(),
+            Self::Videoroom(r) => r.kind(),
             Self::Unsupported { kind, .. } => kind,
         }
     }
@@ -289,7 +293,10 @@ pub fn decode(text: &str) -> Result<Request, DecodeError> {
         }
         kind => match messaging::decode(kind, f.0) {
             Some(request) => RequestBody::Messaging(request),
-            None => RequestBody::Unsupported { kind: schema.kind, account: f.opt_s("account") },
+            None => match videoroom::decode(kind, &f) {
+                Some(r) => RequestBody::Videoroom(r),
+                None => RequestBody::Unsupported { kind: schema.kind, account: f.opt_s("account") },
+            },
         },
     };
     Ok(Request { transaction: f.s("transaction"), body })
@@ -364,6 +371,8 @@ pub enum Event {
     Session { session: String, event: SessionEvent },
     /// A messaging event (`api::messaging`; sylkRTC-2 only).
     Messaging(messaging::MessagingEvent),
+    /// About a conference session (publisher `session`) of this connection.
+    Videoroom { session: String, event: videoroom::VideoroomEvent },
 }
 
 /// Registration progress (no `unregistered` state exists on the wire).
@@ -395,6 +404,8 @@ pub enum AccountEvent {
     MissedSession { originator: Identity },
     /// `addressbook-fetched`, `addressbook-updated`, `addressbook-update-failed`.
     Addressbook(addressbook::AddressbookEvent),
+    /// `conference-invite`: another connection's `videoroom-invite`.
+    ConferenceInvite { room: String, session_id: String, originator: Identity },
 }
 
 /// `session-event`s.

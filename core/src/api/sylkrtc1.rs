@@ -169,6 +169,8 @@ pub fn encode(event: &Event) -> Option<String> {
                     .obj("data", JsonObject::new().obj("originator", identity(originator))),
                 // 4.1 had no addressbook.
                 AccountEvent::Addressbook(_) => return None,
+                // Conferences are served in sylkRTC-2 only.
+                AccountEvent::ConferenceInvite { .. } => return None,
             }
             .finish()
         }
@@ -195,6 +197,8 @@ pub fn encode(event: &Event) -> Option<String> {
                 .obj("data", data)
                 .finish()
         }
+        // Conferences are served in sylkRTC-2 only.
+        Event::Videoroom { .. } => return None,
     })
 }
 

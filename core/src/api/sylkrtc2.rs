@@ -40,6 +40,11 @@ pub fn encode(event: &Event) -> String {
                     o.str("event", "missed-session").obj("originator", identity(originator))
                 }
                 AccountEvent::Addressbook(event) => super::addressbook::encode(o, event),
+                AccountEvent::ConferenceInvite { room, session_id, originator } => o
+                    .str("event", "conference-invite")
+                    .str("room", room)
+                    .str("session_id", session_id)
+                    .obj("originator", identity(originator)),
             }
             .finish()
         }
@@ -83,6 +88,7 @@ pub fn encode(event: &Event) -> String {
             }
             .finish()
         }
+        Event::Videoroom { session, event } => super::videoroom::encode_v2(session, event),
     }
 }
 

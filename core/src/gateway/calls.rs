@@ -156,7 +156,7 @@ impl Gateway {
 
     /// The ICE host candidates of browser legs: every advertised media address with the WebRTC
     /// socket's port.
-    fn webrtc_candidates(&self) -> Option<Vec<SocketAddr>> {
+    pub(super) fn webrtc_candidates(&self) -> Option<Vec<SocketAddr>> {
         let (_, local) = self.media.webrtc()?;
         let ips: Vec<IpAddr> =
             self.config.media.media_advertised_addresses.iter().filter_map(|a| a.parse().ok()).collect();

@@ -42,7 +42,9 @@ impl Gateway {
     /// A datagram on the WebRTC socket.
     pub(in crate::gateway) fn webrtc_datagram(&mut self, local: SocketAddr, from: SocketAddr, data: &[u8]) {
         let Some(id) = self.calls.demux.route(from, data) else {
-            log::debug!("{} WebRTC bytes from {from} for no call; dropped", data.len());
+            if !self.conference_datagram(local, from, data) {
+                log::debug!("{} WebRTC bytes from {from} for no call; dropped", data.len());
+            }
             return;
         };
         self.contained(id, "the browser leg", |gw| {
