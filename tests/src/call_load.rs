@@ -1128,8 +1128,9 @@ impl Shard {
             ClientOutput::Connected => *next_send = Some(now),
             ClientOutput::Rtp(p) => {
                 if let Some((sent, echoed)) = stamps(&p.payload, MAGIC) {
+                    // `now` is when the datagram was read (on_udp), before str0m decrypted it.
                     if clock.in_window(sent) {
-                        calls.record(sent, echoed, clock.now_ns());
+                        calls.record(sent, echoed, clock.ns(now));
                     }
                 }
             }
@@ -1429,10 +1430,11 @@ impl Shard {
         let clock = &self.shared.clock;
         let mut b = [0u8; 512];
         while let Ok(n) = p.recv(&mut b) {
+            let at = clock.now_ns();
             let Some(r) = rtp_payload_range(&b[..n]) else { continue };
             if let Some((sent, echoed)) = stamps(&b[r], PROBE_MAGIC) {
                 if clock.in_window(sent) {
-                    self.probe_media.record(sent, echoed, clock.now_ns());
+                    self.probe_media.record(sent, echoed, at);
                 }
             }
         }
