@@ -239,10 +239,7 @@ impl Gateway {
                 }
                 self.sip.handle_connected(conn, result.is_ok(), now, &mut self.rng)
             }
-            Input::Resolved { query, result } => {
-                self.register_resolved(query, &result);
-                self.sip.handle_resolved(query, result, now, &mut self.rng)
-            }
+            Input::Resolved { query, result } => self.sip.handle_resolved(query, result, now, &mut self.rng),
             Input::Stored { id, result } => self.on_stored(id, result),
             Input::Shutdown => self.shutdown(),
         }
@@ -291,13 +288,7 @@ impl Gateway {
                     }
                     continue;
                 }
-                SipOutput::Resolve { query, name } => {
-                    // A registration's lookup goes out right after its `account-register`.
-                    if let Some(p) = self.pending_registers.values_mut().find(|p| p.query.is_none()) {
-                        p.query = Some(query);
-                    }
-                    Output::Resolve { query, name }
-                }
+                SipOutput::Resolve { query, qtype, name } => Output::Resolve { query, qtype, name },
             };
             if let Some(rec) = &mut self.recorder {
                 rec.output(self.now, &out);
@@ -321,6 +312,7 @@ impl Gateway {
                 // Messaging is not wired to sylkRTC yet (#12): an incoming MESSAGE is refused.
                 SipEvent::Message { id, .. } => self.sip.answer_message(id, 480, self.now),
                 SipEvent::MessageResult { .. } | SipEvent::DialogMessage { .. } => {}
+                SipEvent::Resolved { id, result } => self.register_resolved(id, result),
                 SipEvent::Registration { id, state } => {
                     let Some((conn, account)) = self.regs.get(&id).cloned() else { continue };
                     let state = match state {
@@ -600,13 +592,13 @@ impl Gateway {
                         conn: id,
                         regs: &mut self.regs,
                     };
-                    let lookups = ctx.sip.census().3;
+                    let lookups = ctx.sip.lookups_started();
                     let handled = session.client.handle_text(&text, &self.config, &mut ctx, &mut events);
                     for e in &events {
                         self.send_event(id, e);
                     }
                     if let Some(request) = handled.register {
-                        self.answer_register(id, request, self.sip.census().3 > lookups);
+                        self.answer_register(id, request, self.sip.lookups_started() > lookups);
                     }
                     if let Some(request) = handled.session {
                         self.session_request(id, request.transaction, request.body);
