@@ -7,7 +7,6 @@
 
 use hickory_resolver::proto::rr::{RData, RecordType};
 use hickory_resolver::{Resolver, TokioResolver};
-use std::time::Instant;
 use sylkgw_core::dns::cache::NEGATIVE_TTL;
 use sylkgw_core::dns::{Answer, NaptrRecord, QueryType, Records, SrvRecord};
 
@@ -25,7 +24,7 @@ pub async fn lookup(resolver: &TokioResolver, qtype: QueryType, name: &str) -> R
     let fqdn = if name.ends_with('.') { name.to_string() } else { format!("{name}.") };
     let result = match qtype {
         QueryType::Ip => resolver.lookup_ip(fqdn.as_str()).await.map(|l| {
-            let ttl = ttl_of(l.valid_until());
+            let ttl = l.as_lookup().answers().iter().map(|r| r.ttl).min().unwrap_or(0);
             Answer { records: Records::Ip(l.iter().collect()), ttl }
         }),
         QueryType::Srv | QueryType::Naptr => {
@@ -72,11 +71,6 @@ pub async fn lookup(resolver: &TokioResolver, qtype: QueryType, name: &str) -> R
         Err(e) if e.is_no_records_found() => Ok(Answer { records: Records::empty(qtype), ttl: NEGATIVE_TTL }),
         Err(e) => Err(e.to_string()),
     }
-}
-
-/// Seconds from now until `until`.
-fn ttl_of(until: Instant) -> u32 {
-    u32::try_from(until.saturating_duration_since(Instant::now()).as_secs()).unwrap_or(u32::MAX)
 }
 
 /// A name without its trailing dot (`.` alone stays: "no service", RFC 2782).

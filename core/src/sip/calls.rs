@@ -13,7 +13,7 @@ use super::identity::SipIdentity;
 use super::invite::{CallProgress, UacAction, UacInvite};
 use super::message::{HeaderName, Headers, Method, Request, Response};
 use super::midcall::MidCall;
-use super::rfc3263::Target;
+use super::rfc3263::{Resolution, Target};
 use super::services::{DialogCtx, Owner, Services};
 use super::target::{next_hop, ProxySpec};
 use super::transaction::{Kind, ResponseVerdict};
@@ -127,13 +127,7 @@ impl OutLeg {
     }
 
     /// The next hop's lookup ended: the INVITE goes to the first target (or the call ends 503).
-    pub(super) fn on_resolved(
-        &mut self,
-        svc: &mut Services,
-        result: Result<Vec<Target>, Option<String>>,
-        now: Instant,
-        rng: &mut Rng,
-    ) {
+    pub(super) fn on_resolved(&mut self, svc: &mut Services, result: Resolution, now: Instant, rng: &mut Rng) {
         match result {
             Ok(targets) => {
                 self.targets = targets;

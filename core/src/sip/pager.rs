@@ -11,7 +11,7 @@ use super::events::{IncomingMessage, MsgId, SipEvent};
 use super::identity::SipIdentity;
 use super::invite::ChallengeMemory;
 use super::message::{HeaderName, Headers, Method, Request, Response};
-use super::rfc3263::Target;
+use super::rfc3263::{Resolution, Target};
 use super::services::{Owner, Services};
 use super::target::{next_hop, ProxySpec, Transport};
 use super::transaction::{Kind, ResponseVerdict};
@@ -116,13 +116,7 @@ impl Pager {
     }
 
     /// The next hop's lookup ended: the MESSAGE goes to the first target (or fails: 503).
-    pub(super) fn on_resolved(
-        &mut self,
-        svc: &mut Services,
-        result: Result<Vec<Target>, Option<String>>,
-        now: Instant,
-        rng: &mut Rng,
-    ) {
+    pub(super) fn on_resolved(&mut self, svc: &mut Services, result: Resolution, now: Instant, rng: &mut Rng) {
         let Some(d) = self.direct.as_mut() else { return };
         match result {
             Ok(targets) => {

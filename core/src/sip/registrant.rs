@@ -11,7 +11,7 @@ use super::events::{RegId, SipEvent};
 use super::identity::{RegParams, SipIdentity};
 use super::message::{ContactList, HeaderName, Headers, Method, Request, Response};
 use super::registration::{RegResponse, RegState, Registration, SendRegister};
-use super::rfc3263::Target;
+use super::rfc3263::{Resolution, Target};
 use super::services::{Owner, Services, SipTimer};
 use super::target::{ProxySpec, Transport};
 use super::transaction::Kind;
@@ -147,13 +147,7 @@ impl Registrant {
 
     /// The next hop's lookup ended (RFC 3263): the REGISTER waiting for it goes to the first
     /// target (the one in use before, if it is still among them), or fails with 503.
-    pub(super) fn on_resolved(
-        &mut self,
-        svc: &mut Services,
-        result: Result<Vec<Target>, Option<String>>,
-        now: Instant,
-        rng: &mut Rng,
-    ) {
+    pub(super) fn on_resolved(&mut self, svc: &mut Services, result: Resolution, now: Instant, rng: &mut Rng) {
         let send = self.waiting.take();
         svc.event(SipEvent::Resolved { id: self.id, result: result.as_ref().map(|_| ()).map_err(Clone::clone) });
         match result {

@@ -37,6 +37,9 @@ pub struct Target {
     pub addr: SocketAddr,
 }
 
+/// A lookup's end: the targets in order, or the last resolver error (`None`: no records).
+pub type Resolution = Result<Vec<Target>, Option<String>>;
+
 /// What the lookup needs next, or its end.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {

@@ -10,7 +10,7 @@ use super::digest;
 use super::events::{InboundMsgId, LegId, LegTx, MsgId, RegId, SipEvent, SipOutput};
 use super::identity::SipIdentity;
 use super::message::{HeaderName, Headers, Method, Request, Response};
-use super::rfc3263::{Lookup, Step, Target};
+use super::rfc3263::{Lookup, Resolution, Step};
 use super::target::{split_hostport, ProxySpec, Transport};
 use super::transaction::{ClientTransaction, Kind, ServerTransaction, Timers};
 use super::transport::{Peer, TransportOut, Transports};
@@ -172,13 +172,7 @@ impl Services {
     /// Resolves `hop` for `owner` (RFC 3263 §4) from the cache and the runtime's answers: the
     /// targets in order, or `Err` with the last resolver error (`None`: no records), when known
     /// now; `None` when a query went out and the result comes back through `SipStack`.
-    pub(super) fn resolve(
-        &mut self,
-        owner: Owner,
-        hop: &ProxySpec,
-        now: Instant,
-        rng: &mut Rng,
-    ) -> Option<Result<Vec<Target>, Option<String>>> {
+    pub(super) fn resolve(&mut self, owner: Owner, hop: &ProxySpec, now: Instant, rng: &mut Rng) -> Option<Resolution> {
         self.lookups_started += 1;
         let (lookup, step) = Lookup::start(hop);
         self.drive_lookup(owner, lookup, step, now, rng)
@@ -191,7 +185,7 @@ impl Services {
         result: Result<Answer, String>,
         now: Instant,
         rng: &mut Rng,
-    ) -> Option<(Owner, Result<Vec<Target>, Option<String>>)> {
+    ) -> Option<(Owner, Resolution)> {
         let PendingLookup { owner, mut lookup, qtype, name } = self.queries.remove(&query)?;
         let records = match result {
             Ok(answer) if answer.records.query_type() == qtype => {
@@ -219,7 +213,7 @@ impl Services {
         mut step: Step,
         now: Instant,
         rng: &mut Rng,
-    ) -> Option<Result<Vec<Target>, Option<String>>> {
+    ) -> Option<Resolution> {
         loop {
             match step {
                 Step::Query(qtype, name) => {
