@@ -37,20 +37,22 @@ pub struct Resolver {
 }
 
 impl Resolver {
-    /// Starts `threads` threads that look names up with `lookup` and hand each answer to `done`
-    /// (from the lookup thread), with at most `queue` names waiting.
-    pub fn start(
+    /// Starts `threads` threads, each looking names up with its own lookup made by `make` (on
+    /// that thread, before its first query; dropped when the thread ends), handing each answer
+    /// to `done` (from the lookup thread), with at most `queue` names waiting.
+    pub fn start<L: FnMut(QueryType, &str) -> Answer>(
         threads: usize,
         queue: usize,
-        lookup: impl Fn(QueryType, &str) -> Answer + Send + Sync + 'static,
+        make: impl Fn() -> L + Send + Sync + 'static,
         done: impl Fn(u64, Answer) + Send + Sync + 'static,
     ) -> std::io::Result<Self> {
         let (jobs, rx) = sync_channel::<Job>(queue);
         let rx = Arc::new(Mutex::new(rx));
-        let (lookup, done) = (Arc::new(lookup), Arc::new(done));
+        let (make, done) = (Arc::new(make), Arc::new(done));
         for n in 0..threads {
-            let (rx, lookup, done) = (Arc::clone(&rx), Arc::clone(&lookup), Arc::clone(&done));
+            let (rx, make, done) = (Arc::clone(&rx), Arc::clone(&make), Arc::clone(&done));
             std::thread::Builder::new().name(format!("resolve-{n}")).spawn(move || {
+                let mut lookup = make();
                 while let Some((query, qtype, name)) = next(&rx) {
                     done(query, lookup(qtype, &name));
                 }
@@ -79,24 +81,19 @@ fn next(rx: &Mutex<Receiver<Job>>) -> Option<Job> {
     rx.lock().unwrap_or_else(|e| e.into_inner()).recv().ok()
 }
 
-thread_local! {
-    /// This pool thread's runtime and resolver, made on its first query (an error is kept: the
-    /// configuration does not change under a running process).
-    static LOCAL: Result<(tokio::runtime::Runtime, hickory_resolver::TokioResolver), String> = local();
-}
-
-fn local() -> Result<(tokio::runtime::Runtime, hickory_resolver::TokioResolver), String> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
-    let resolver = rt.block_on(async { driver::dns::system_resolver() })?;
-    Ok((rt, resolver))
-}
-
-/// One query with hickory-resolver, blocking this pool thread.
-fn system_lookup(qtype: QueryType, name: &str) -> Answer {
-    LOCAL.with(|local| match local {
+/// A pool thread's lookup: its own current-thread tokio runtime and hickory resolver (or why
+/// there is none: every query is answered with that error).
+fn system_lookup() -> impl FnMut(QueryType, &str) -> Answer {
+    let local =
+        tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string()).and_then(|rt| {
+            // Built inside the runtime, in case the resolver starts tasks.
+            let resolver = rt.block_on(async { driver::dns::system_resolver() })?;
+            Ok((rt, resolver))
+        });
+    move |qtype, name| match &local {
         Ok((rt, resolver)) => rt.block_on(driver::dns::lookup(resolver, qtype, name)),
         Err(e) => Err(e.clone()),
-    })
+    }
 }
 
 #[cfg(test)]
@@ -116,10 +113,14 @@ mod tests {
         let started_tx = Mutex::new(started_tx);
         let (done_tx, done) = channel::<(u64, Answer)>();
         let done_tx: Mutex<Sender<_>> = Mutex::new(done_tx);
-        let lookup = move |_: QueryType, name: &str| {
-            let _ = started_tx.lock().unwrap().send(name.to_string());
-            let _ = release.lock().unwrap().recv_timeout(WAIT);
-            Ok(sylkgw_core::dns::Answer::ips(vec![std::net::IpAddr::from([127, 0, 0, 1])]))
+        let (started_tx, release) = (Arc::new(started_tx), Arc::new(release));
+        let lookup = move || {
+            let (started_tx, release) = (Arc::clone(&started_tx), Arc::clone(&release));
+            move |_: QueryType, name: &str| {
+                let _ = started_tx.lock().unwrap().send(name.to_string());
+                let _ = release.lock().unwrap().recv_timeout(WAIT);
+                Ok(sylkgw_core::dns::Answer::ips(vec![std::net::IpAddr::from([127, 0, 0, 1])]))
+            }
         };
         let pool = Resolver::start(2, 3, lookup, move |q, a| {
             let _ = done_tx.lock().unwrap().send((q, a));
