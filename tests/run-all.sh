@@ -32,6 +32,11 @@ have unshare || missing+=(util-linux)
 # The storage tests (core/storage) start a real PostgreSQL server: initdb and postgres from
 # Debian's package, run as its `postgres` user, on a Unix socket in a temporary directory.
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)
+# Metrics (tests/tests/e2e_metrics.rs): `promtool check metrics` and a real Prometheus scraping.
+have promtool || missing+=(prometheus)
+# Reverse proxies in front of the gateway (tests/tests/e2e_proxies.rs): HAProxy and nginx.
+have haproxy || missing+=(haproxy)
+have nginx || missing+=(nginx-light)
 if [ "${#missing[@]}" -gt 0 ]; then
     echo "== installing: ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive

@@ -36,6 +36,9 @@ pub struct Account {
     pub push: Option<PushParams>,
     /// The SIP registration, while `account-register` is in effect.
     pub registration: Option<crate::sip::stack::RegId>,
+    /// A registration of it succeeded once on this connection (SylkServer's `auth_state`): the
+    /// addressbook and messaging requests are refused (`Account not authenticated`) until then.
+    pub authenticated: bool,
 }
 
 impl Account {
@@ -55,6 +58,7 @@ impl fmt::Debug for Account {
             .field("incoming_header_prefixes", &self.incoming_header_prefixes)
             .field("push", &self.push)
             .field("registration", &self.registration)
+            .field("authenticated", &self.authenticated)
             .finish()
     }
 }

@@ -51,6 +51,12 @@ pub struct Handled {
     /// `ack` at once or, when the next hop needs name resolution, once it is resolved (spec
     /// §2.2: SylkServer resolves first; a failure is the `error` "DNS lookup error: …").
     pub register: Option<Register>,
+    /// A messaging request (`api::messaging`) of an account this connection has: the
+    /// gateway's messaging machine answers it with exactly one `ack` or `error`.
+    pub messaging: Option<Request>,
+    /// An addressbook request of a known, authenticated account: the gateway answers it once
+    /// the store has (`gateway::addressbook`).
+    pub addressbook: Option<(String, crate::api::addressbook::AddressbookRequest)>,
 }
 
 /// An `account-register` whose answer is the gateway's ([`Handled::register`]).
@@ -73,12 +79,20 @@ pub struct Client {
     /// When the requests of the last [`RATE_WINDOW`] arrived, oldest first (at most
     /// `Config::max_requests_per_second` entries).
     recent: VecDeque<Instant>,
+    /// The type of the last message [`Client::handle_text`] handled (for metrics).
+    last_kind: &'static str,
 }
 
 impl Client {
     /// A fresh connection.
     pub fn new(dialect: Dialect) -> Self {
-        Self { dialect, accounts: BTreeMap::new(), recent: VecDeque::new() }
+        Self { dialect, accounts: BTreeMap::new(), recent: VecDeque::new(), last_kind: "" }
+    }
+
+    /// The type of the last message handled: its request type, `invalid` when it did not
+    /// decode, `over-rate` when it was over `max_requests_per_second`.
+    pub fn last_kind(&self) -> &'static str {
+        self.last_kind
     }
 
     /// Number of accounts added.
@@ -92,6 +106,7 @@ impl Client {
     /// has a transaction, and closes with 1008), or a session request to carry out.
     pub fn handle_text(&mut self, text: &str, config: &Config, ctx: &mut SipCtx<'_>, out: &mut Vec<Event>) -> Handled {
         if !self.within_rate(ctx.now, config.max_requests_per_second) {
+            self.last_kind = "over-rate";
             let transaction = match self.dialect.decode(text) {
                 Ok(request) => Some(request.transaction),
                 Err(e) => e.reply().and_then(|r| match r {
@@ -103,7 +118,9 @@ impl Client {
             out.extend(transaction.map(|transaction| Event::Error { transaction, error: TOO_MANY_REQUESTS.into() }));
             return Handled { close: Some((CLOSE_POLICY_VIOLATION, TOO_MANY_REQUESTS)), ..Handled::default() };
         }
-        match self.dialect.decode(text) {
+        let decoded = self.dialect.decode(text);
+        self.last_kind = decoded.as_ref().map_or("invalid", |r| r.body.kind());
+        match decoded {
             Ok(request) if is_session_request(&request.body) => {
                 if let RequestBody::SessionCreate { account, .. } = &request.body {
                     if let Err(error) = self.known(account, AccountOp::Any) {
@@ -112,6 +129,16 @@ impl Client {
                     }
                 }
                 return Handled { session: Some(request), ..Handled::default() };
+            }
+            Ok(request @ Request { body: RequestBody::Messaging(_), .. }) => {
+                return Handled { messaging: Some(request), ..Handled::default() };
+            }
+            Ok(Request { transaction, body: RequestBody::Addressbook(request) }) => {
+                match self.known(request.account(), AccountOp::Any).and_then(|()| self.authenticated(request.account()))
+                {
+                    Ok(()) => return Handled { addressbook: Some((transaction, request)), ..Handled::default() },
+                    Err(error) => out.push(Event::Error { transaction, error: error.to_string() }),
+                }
             }
             Ok(request) => return self.handle_request(request, config, ctx, out),
             Err(e) => {
@@ -207,6 +234,7 @@ impl Client {
                     incoming_header_prefixes,
                     push: None,
                     registration: None,
+                    authenticated: false,
                 };
                 if !domain_allowed(new.domain(), &config.sip_domains) {
                     return Err(ClientError::DomainNotAllowed { domain: new.domain().to_string() });
@@ -280,14 +308,32 @@ impl Client {
             | RequestBody::SessionTerminate { .. }
             | RequestBody::SessionUpdate { .. }
             | RequestBody::SessionMessage { .. }
+            | RequestBody::Addressbook(_)
+            | RequestBody::Videoroom(_)
             // Routed to the gateway by `handle_text`, never here.
-            | RequestBody::SessionDtmfInfo { .. } => Err(ClientError::Internal),
+            | RequestBody::SessionDtmfInfo { .. }
+            | RequestBody::Messaging(_) => Err(ClientError::Internal),
             RequestBody::Unsupported { kind, account } => {
                 if let Some(account) = account {
                     self.known(&account, AccountOp::Any)?;
                 }
                 Err(ClientError::NotSupported { kind })
             }
+        }
+    }
+
+    /// Whether `account` reached `registered` on this connection (spec §2.2 "auth required").
+    fn authenticated(&self, account: &str) -> Result<(), ClientError> {
+        match self.accounts.get(account) {
+            Some(acc) if acc.authenticated => Ok(()),
+            _ => Err(ClientError::NotAuthenticated),
+        }
+    }
+
+    /// `account`'s registration succeeded: it may use the addressbook and messaging from now on.
+    pub fn mark_authenticated(&mut self, account: &str) {
+        if let Some(acc) = self.accounts.get_mut(account) {
+            acc.authenticated = true;
         }
     }
 
@@ -311,6 +357,7 @@ fn is_session_request(body: &RequestBody) -> bool {
             | RequestBody::SessionUpdate { .. }
             | RequestBody::SessionMessage { .. }
             | RequestBody::SessionDtmfInfo { .. }
+            | RequestBody::Videoroom(_)
     )
 }
 

@@ -67,12 +67,30 @@ pub struct Config {
     /// offer is refused with 488), `optional` (our offers are RTP/AVP with `a=crypto`, used if the
     /// peer answers with one; RTP/SAVP offers are accepted) or `mandatory` (RTP/SAVP only).
     pub sdes_srtp: SdesMode,
+    /// Largest `content` of an `account-message`/`session-message`, in bytes (default 64 KiB,
+    /// at least 1); larger gets the `error` "Message too large: at most N bytes".
+    pub max_message_size: usize,
+    /// Most `account-message`s per account in any 1-second window, over all its connections on
+    /// this core (default 20, at least 1); one more gets the `error` "Too many messages".
+    pub max_messages_per_second: usize,
+    /// Journal entries kept per account (default 10000; 0 keeps all): past it the oldest are
+    /// dropped (`StoreRequest::TrimJournal` after each new entry).
+    pub max_journal_entries: u64,
+    /// Reverse proxies whose forwarded client address (`Forwarded`, `X-Forwarded-For`, PROXY
+    /// protocol v2) is believed (`trusted_proxies`: addresses and CIDRs; default none;
+    /// `http::forwarded`).
+    #[serde(skip_serializing_if = "crate::http::forwarded::TrustedProxies::is_empty")]
+    pub trusted_proxies: crate::http::forwarded::TrustedProxies,
     /// The SIP side.
     pub sip: SipConfig,
     /// The browser (WebRTC) media legs.
     pub webrtc: WebRtcConfig,
     /// Media sockets: the WebRTC UDP socket, the RTP port range, the addresses put in SDP.
     pub media: MediaConfig,
+    /// Conferences: limits and per-room options (`conference::limits`). Left out of capture
+    /// headers while it has its defaults.
+    #[serde(skip_serializing_if = "crate::conference::limits::ConferenceConfig::is_default")]
+    pub conference: crate::conference::limits::ConferenceConfig,
     /// TLS for the web listener (wss). `None` serves plain ws. Never serialised.
     #[serde(skip)]
     pub tls: Option<TlsConfig>,
@@ -403,9 +421,14 @@ impl Default for Config {
             media_timeout: 30,
             allowed_client_headers: Vec::new(),
             sdes_srtp: SdesMode::Disabled,
+            max_message_size: 64 * 1024,
+            max_messages_per_second: 20,
+            max_journal_entries: 10_000,
+            trusted_proxies: Default::default(),
             sip: SipConfig::default(),
             webrtc: WebRtcConfig::default(),
             media: MediaConfig::default(),
+            conference: Default::default(),
             tls: None,
             capture: false,
             replay: false,
@@ -526,6 +549,12 @@ impl Config {
             "max_connections_per_ip" => self.max_connections_per_ip = parse_at_least_one(k, v)?,
             "max_sessions_per_connection" => self.max_sessions_per_connection = parse_at_least_one(k, v)?,
             "max_pending_bytes" => self.max_pending_bytes = parse_at_least_one(k, v)?,
+            "max_message_size" => self.max_message_size = parse_at_least_one(k, v)?,
+            "max_messages_per_second" => self.max_messages_per_second = parse_at_least_one(k, v)?,
+            "max_journal_entries" => self.max_journal_entries = parse_num(k, v, "a number (0 keeps all)")?,
+            "max_rooms" => self.conference.max_rooms = parse_num(k, v, "a number")?,
+            "max_participants_per_room" => self.conference.max_participants_per_room = parse_at_least_one(k, v)?,
+            "max_feeds_per_connection" => self.conference.max_feeds_per_connection = parse_num(k, v, "a number")?,
             "decline_code" => {
                 self.decline_code = match v.trim() {
                     "486" => 486,
@@ -541,6 +570,11 @@ impl Config {
                 })?
             }
             "allowed_client_headers" => self.allowed_client_headers = parse_list(v),
+            "trusted_proxies" => {
+                self.trusted_proxies = crate::http::forwarded::TrustedProxies::parse(v).map_err(|_| {
+                    ConfigError::BadValue { key: k.into(), value: v.into(), expected: "addresses or CIDRs" }
+                })?
+            }
             "media_timeout" => self.media_timeout = parse_num(k, v, "a number of seconds (0 disables)")?,
             "sip_listen" => self.sip.listen = parse_num(k, v, "HOST:PORT")?,
             "sip_advertised_address" => self.sip.advertised_address = non_empty(v),

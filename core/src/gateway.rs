@@ -26,8 +26,12 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod addressbook;
 mod calls;
+mod conference;
 mod containment;
+mod messaging;
+mod proxied;
 mod registers;
 mod sockets;
 mod stats;
@@ -35,7 +39,7 @@ mod storage;
 pub use calls::MEDIA_TIMEOUT_REASON;
 pub use containment::INTERNAL_ERROR_REASON;
 pub use sockets::{FIRST_MEDIA_SOCKET, MAX_BIND_ATTEMPTS};
-pub use stats::Stats;
+pub use stats::{Counters, Figures, Flow, Histogram, Stats, CALL_STATES, REGISTRATION_STATES, SETUP_BUCKETS};
 
 /// How long we wait for the peer's close frame after sending ours.
 const CLOSE_LINGER: Duration = Duration::from_secs(2);
@@ -74,6 +78,8 @@ pub struct Gateway {
     pending_registers: BTreeMap<RegId, registers::PendingRegister>,
     /// Calls (`gateway/calls.rs`).
     calls: calls::table::Calls,
+    /// Conferences (`gateway/conference.rs`).
+    conferences: crate::conference::Conferences,
     /// Faults tests inject (`containment`).
     faults: containment::Faults,
     timers: TimerTable<TimerKey>,
@@ -83,6 +89,12 @@ pub struct Gateway {
     last_reason: TimeoutReason,
     /// Ids for `Output::Store` (`gateway::storage`).
     store_ids: storage::StoreIds,
+    /// The messaging machine (`gateway::messaging`).
+    messaging: messaging::Messaging,
+    /// Addressbook and history requests waiting for the store (`gateway::addressbook`).
+    book: addressbook::Book,
+    /// Running totals for metrics (`gateway::stats`).
+    tally: stats::Tally,
 }
 
 /// A live call as the stateful fuzz target sees it: connection, session id, SIP leg.
@@ -129,6 +141,8 @@ struct Conn {
     pending: Vec<u8>,
     /// Close the stream once `pending` is out.
     close: bool,
+    /// Whether it came through a trusted reverse proxy, and the client's address (`proxied`).
+    fwd: proxied::Forwarding,
 }
 
 enum Phase {
@@ -136,6 +150,8 @@ enum Phase {
     Http(Vec<u8>),
     /// Upgraded.
     Ws(Box<WsSession>),
+    /// A history request waiting for the store (`gateway::addressbook`); later bytes are ignored.
+    Answering,
 }
 
 struct WsSession {
@@ -177,6 +193,7 @@ impl Gateway {
             regs: BTreeMap::new(),
             pending_registers: BTreeMap::new(),
             calls: calls::table::Calls::default(),
+            conferences: crate::conference::Conferences::default(),
             faults: containment::Faults::default(),
             timers: TimerTable::default(),
             out: VecDeque::new(),
@@ -184,6 +201,9 @@ impl Gateway {
             shutting_down: false,
             last_reason: TimeoutReason::Idle,
             store_ids: storage::StoreIds::default(),
+            messaging: messaging::Messaging::default(),
+            book: addressbook::Book::default(),
+            tally: stats::Tally::default(),
         })
     }
 
@@ -309,11 +329,14 @@ impl Gateway {
                 | SipEvent::Reoffer { .. }
                 | SipEvent::ReofferAck { .. }
                 | SipEvent::ReinviteResult { .. }) => self.call_sip_midcall(ev),
-                // Messaging is not wired to sylkRTC yet (#12): an incoming MESSAGE is refused.
-                SipEvent::Message { id, .. } => self.sip.answer_message(id, 480, self.now),
-                SipEvent::MessageResult { .. } | SipEvent::DialogMessage { .. } => {}
+                SipEvent::Message { id, reg, message } => self.messaging_incoming(id, reg, message),
+                SipEvent::MessageResult { id, code, reason } => self.messaging_result(id, code, reason),
+                SipEvent::DialogMessage { leg, message } => self.messaging_in_dialog(leg, message),
                 SipEvent::Resolved { id, result } => self.register_resolved(id, result),
                 SipEvent::Registration { id, state } => {
+                    if state != RegState::Registering {
+                        self.messaging_registration(id, state == RegState::Registered);
+                    }
                     let Some((conn, account)) = self.regs.get(&id).cloned() else { continue };
                     let state = match state {
                         RegState::Registering => RegistrationState::Registering,
@@ -321,6 +344,9 @@ impl Gateway {
                         RegState::Failed(reason) => RegistrationState::Failed { reason },
                         RegState::Unregistered => continue,
                     };
+                    if state == RegistrationState::Registered {
+                        self.mark_authenticated(conn, &account);
+                    }
                     let event = Event::Account { account, event: AccountEvent::Registration(state) };
                     if let Some(p) = self.pending_registers.get_mut(&id) {
                         p.held.push(event);
@@ -342,6 +368,8 @@ impl Gateway {
         let web = self.timers.next().map(|(at, TimerKey::Conn(_, t))| (at, t.reason()));
         let sip = self.sip.next_deadline().map(|at| (at, TimeoutReason::Sip));
         let call = self.calls.timers.next().map(|(at, _)| (at, TimeoutReason::Call));
+        // Conference legs' timers follow media too: reported (and left out of captures) as calls'.
+        let call = earliest_of(call, self.conferences.next_deadline().map(|at| (at, TimeoutReason::Call)));
         let earliest = |a: Option<(Instant, TimeoutReason)>, b: Option<(Instant, TimeoutReason)>| match (a, b) {
             (Some(x), Some(y)) => Some(if y.0 < x.0 { y } else { x }),
             (x, None) | (None, x) => x,
@@ -422,7 +450,9 @@ impl Gateway {
             self.forget(id);
         }
         let from_ip = self.per_ip.get(&peer.ip()).copied().unwrap_or(0);
-        if from_ip >= self.config.max_connections_per_ip {
+        // A trusted proxy's connections are counted under their clients' addresses (`proxied`).
+        let trusted = listener == Listener::Web && self.config.trusted_proxies.contains(peer.ip());
+        if from_ip >= self.config.max_connections_per_ip && !trusted {
             log::warn!("{id}: {from_ip} connections from {} already; closing", peer.ip());
             if let Some(rec) = &mut self.recorder {
                 rec.close_out(self.now, id);
@@ -443,7 +473,9 @@ impl Gateway {
             _ => None,
         };
         log::debug!("{id}: accepted from {peer}");
-        self.conns.insert(id, Conn { peer, tls, phase: Phase::Http(Vec::new()), pending: Vec::new(), close: false });
+        let fwd = proxied::Forwarding::new(listener == Listener::Web, peer, trusted);
+        let conn = Conn { peer, tls, phase: Phase::Http(Vec::new()), pending: Vec::new(), close: false, fwd };
+        self.conns.insert(id, conn);
         *self.per_ip.entry(peer.ip()).or_default() += 1;
         if self.shutting_down {
             self.close_now(id);
@@ -454,6 +486,17 @@ impl Gateway {
     }
 
     fn stream_data(&mut self, id: ConnId, data: &[u8]) {
+        let after_preamble;
+        let data = match self.conns.get(&id) {
+            Some(c) if c.fwd.undecided() => match self.preamble(id, data) {
+                Some(rest) => {
+                    after_preamble = rest;
+                    after_preamble.as_slice()
+                }
+                None => return,
+            },
+            _ => data,
+        };
         let Some(conn) = self.conns.get_mut(&id) else {
             log::debug!("{id}: {} bytes for a connection already closed", data.len());
             return;
@@ -508,8 +551,15 @@ impl Gateway {
                     Head::Partial => {}
                     Head::TooLarge => self.reject(id, Response::text(431, "Request Header Fields Too Large")),
                     Head::Malformed => self.reject(id, Response::text(400, "Bad Request")),
-                    Head::Complete { head, len } => {
+                    Head::Complete { mut head, len } => {
                         let rest = buf.split_off(len);
+                        if !self.forwarded_head(id, &mut head) {
+                            return;
+                        }
+                        if let Some(route) = crate::http::history::route(&head) {
+                            self.history_http(id, route);
+                            return;
+                        }
                         match upgrade::decide(&head, &self.config) {
                             Decision::Reject(resp) => self.reject(id, resp),
                             Decision::Page(resp) => self.serve_page(id, &head, resp),
@@ -527,12 +577,14 @@ impl Gateway {
                 session.ws.feed(plain);
                 self.poll_ws(id);
             }
+            Phase::Answering => {}
         }
     }
 
     fn reject(&mut self, id: ConnId, resp: Response) {
         let Some(conn) = self.conns.get_mut(&id) else { return };
         log::info!("{id}: HTTP {} for {}: {}", resp.status, conn.peer, resp.body);
+        self.tally.error("http");
         let bytes = resp.to_bytes();
         self.write_plain(id, &bytes);
         self.close_now(id);
@@ -575,6 +627,7 @@ impl Gateway {
                 }
                 Err(WsEnd::Failed { code, why }) => {
                     log::warn!("{id}: WebSocket from {peer} failed ({why}); closing with {code}");
+                    self.tally.error("websocket");
                     *close = true;
                     return;
                 }
@@ -594,6 +647,7 @@ impl Gateway {
                     };
                     let lookups = ctx.sip.lookups_started();
                     let handled = session.client.handle_text(&text, &self.config, &mut ctx, &mut events);
+                    self.tally.request(session.client.last_kind());
                     for e in &events {
                         self.send_event(id, e);
                     }
@@ -601,7 +655,18 @@ impl Gateway {
                         self.answer_register(id, request, self.sip.lookups_started() > lookups);
                     }
                     if let Some(request) = handled.session {
-                        self.session_request(id, request.transaction, request.body);
+                        match request.body {
+                            crate::api::RequestBody::Videoroom(r) => self.videoroom_request(id, request.transaction, r),
+                            body => self.session_request(id, request.transaction, body),
+                        }
+                    }
+                    if let Some(crate::api::Request { transaction, body: crate::api::RequestBody::Messaging(m) }) =
+                        handled.messaging
+                    {
+                        self.messaging_request(id, transaction, m);
+                    }
+                    if let Some((transaction, request)) = handled.addressbook {
+                        self.addressbook_request(id, transaction, request);
                     }
                     if let Some((code, reason)) = handled.close {
                         self.close_ws(id, code, reason);
@@ -618,6 +683,9 @@ impl Gateway {
     }
 
     fn send_event(&mut self, id: ConnId, event: &Event) {
+        if let Event::Error { .. } = event {
+            self.tally.error("request");
+        }
         let Some(Conn { phase: Phase::Ws(session), close, .. }) = self.conns.get_mut(&id) else { return };
         let Some(text) = session.client.dialect.encode(event) else {
             log::debug!("{id}: {event:?} has no {} encoding; not sent", session.client.dialect.token());
@@ -726,6 +794,7 @@ impl Gateway {
                 s.client.release(&mut ctx);
             }
             self.release_calls(id);
+            self.conference_conn_gone(id);
             self.pending_registers.retain(|_, p| p.conn != id);
         }
         self.timers.stop_range(TimerKey::Conn(id, ConnTimer::FIRST)..=TimerKey::Conn(id, ConnTimer::LAST));
@@ -747,6 +816,7 @@ impl Gateway {
     }
 
     fn handle_timeout(&mut self) {
+        self.conference_timeout();
         while let Some((call, timer)) = self.calls.timers.pop_expired(self.now) {
             self.contained(call, "a call timer", |gw| gw.call_timer(call, timer));
         }
@@ -780,5 +850,16 @@ impl Gateway {
                 ConnTimer::Linger => self.close_now(id),
             }
         }
+    }
+}
+
+/// The earlier of two deadlines.
+fn earliest_of(
+    a: Option<(Instant, TimeoutReason)>,
+    b: Option<(Instant, TimeoutReason)>,
+) -> Option<(Instant, TimeoutReason)> {
+    match (a, b) {
+        (Some(x), Some(y)) => Some(if y.0 < x.0 { y } else { x }),
+        (x, None) | (None, x) => x,
     }
 }

@@ -95,6 +95,7 @@ mod base64;
 pub mod call;
 pub mod capture;
 pub mod client;
+pub mod conference;
 pub mod config;
 pub mod dns;
 pub mod drive;

@@ -91,18 +91,26 @@ fn main() {
     log::info!("RTP ports {rtp_low}-{rtp_high}");
     let capture =
         settings.capture.as_deref().map(CaptureFile::create).transpose().unwrap_or_else(|e| driver::fatal(2, e));
+    let trusted = settings.core.trusted_proxies.clone();
     let gw = Gateway::new(settings.core, driver::os_seed(), Instant::now(), driver::unix_time())
         .unwrap_or_else(|e| driver::fatal(2, e));
-    let limits = ConnLimits::new(settings.caps);
+    let limits = ConnLimits::with_trusted(settings.caps, trusted);
     let storage = driver::open_backend(&settings.storage).unwrap_or_else(|e| driver::fatal(2, e));
     let driver = Driver::new(gw, capture);
-    if let Err(e) = run(driver, limits, &storage, settings.listen, sip_listen, tls, settings.stats_interval) {
+    let metrics = settings.metrics_listen.map(|addr| {
+        let board = driver::metrics::Board::new(1);
+        driver::metrics::serve(addr, Arc::clone(&board)).unwrap_or_else(|e| driver::fatal(2, e));
+        driver::metrics::Publisher::new(board, 0)
+    });
+    if let Err(e) = run(driver, limits, &storage, settings.listen, sip_listen, tls, settings.stats_interval, metrics) {
         driver::fatal(1, e);
     }
 }
 
 /// Binds, then runs the loop until a signal-initiated shutdown completes or its grace ends.
-/// With `stats_every`, logs a [`driver::stats_line`] that often.
+/// With `stats_every`, logs a [`driver::stats_line`] that often; with `metrics`, publishes the
+/// core's figures for `/metrics`.
+#[allow(clippy::too_many_arguments)]
 fn run(
     driver: Driver,
     limits: ConnLimits,
@@ -111,6 +119,7 @@ fn run(
     sip: SocketAddr,
     tls: bool,
     stats_every: Option<Duration>,
+    mut metrics: Option<driver::metrics::Publisher>,
 ) -> io::Result<()> {
     let poll = Poll::new()?;
     let named = |addr: SocketAddr| move |e: io::Error| io::Error::new(e.kind(), format!("{addr}: {e}"));
@@ -201,7 +210,11 @@ fn run(
             }
         }
         let linger = rt.io.lingering.front().map(|&(at, _)| at);
-        let wake = [Some(rt.driver.deadline()), rt.accept_retry, grace, linger, next_stats]
+        if let Some(m) = metrics.as_mut().filter(|m| m.due() <= Instant::now()) {
+            m.publish(&rt.driver);
+        }
+        let publish = metrics.as_ref().map(|m| m.due());
+        let wake = [Some(rt.driver.deadline()), rt.accept_retry, grace, linger, next_stats, publish]
             .into_iter()
             .flatten()
             .min()

@@ -109,11 +109,15 @@ fn main() {
     }
     let tls = settings.core.tls.is_some();
     let storage = driver::open_backend(&settings.storage).unwrap_or_else(|e| driver::fatal(2, e));
-    let limits = ConnLimits::new(settings.caps);
-    let result = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .and_then(|rt| rt.block_on(serve(settings.listen, tls, cores, limits, storage, settings.stats_interval)));
+    let limits = ConnLimits::with_trusted(settings.caps, settings.core.trusted_proxies.clone());
+    let board = settings.metrics_listen.map(|addr| {
+        let board = driver::metrics::Board::new(workers);
+        driver::metrics::serve(addr, Arc::clone(&board)).unwrap_or_else(|e| driver::fatal(2, e));
+        board
+    });
+    let result = tokio::runtime::Builder::new_current_thread().enable_all().build().and_then(|rt| {
+        rt.block_on(serve(settings.listen, tls, cores, limits, storage, settings.stats_interval, board))
+    });
     if let Err(e) = result {
         driver::fatal(1, e);
     }
@@ -128,6 +132,7 @@ async fn serve(
     limits: ConnLimits,
     storage: driver::Backend,
     stats_every: Option<Duration>,
+    board: Option<Arc<driver::metrics::Board>>,
 ) -> io::Result<()> {
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
@@ -139,7 +144,8 @@ async fn serve(
     let mut handles = Vec::with_capacity(cores.len());
     for (index, (driver, listener)) in cores.into_iter().zip(listeners).enumerate() {
         let (stop, alive, limits, storage) = (stop_rx.clone(), alive_tx.clone(), limits.clone(), storage.clone());
-        let shared = Shared { limits, storage, stop, _alive: alive };
+        let metrics = board.as_ref().map(|b| driver::metrics::Publisher::new(Arc::clone(b), index));
+        let shared = Shared { limits, storage, stop, metrics, _alive: alive };
         let handle = std::thread::Builder::new()
             .name(format!("sylkgw-{index}"))
             .spawn(move || worker(index, driver, listener, shared, stats_every))?;
@@ -201,6 +207,8 @@ struct Shared {
     storage: driver::Backend,
     /// Turns `true` at shutdown.
     stop: watch::Receiver<bool>,
+    /// This worker's side of the `/metrics` board, when metrics are on.
+    metrics: Option<driver::metrics::Publisher>,
     /// Dropped when the worker ends, however it ends.
     _alive: mpsc::Sender<()>,
 }
@@ -214,7 +222,7 @@ fn worker(
     shared: Shared,
     stats_every: Option<Duration>,
 ) {
-    let Shared { limits, storage, stop, _alive } = shared;
+    let Shared { limits, storage, stop, metrics, _alive } = shared;
     let result = tokio::runtime::Builder::new_current_thread().enable_all().build().and_then(|rt| {
         rt.block_on(async move {
             let listener = TcpListener::from_std(listener)?;
@@ -262,6 +270,7 @@ fn worker(
                 limits,
                 next_id: 1,
                 stats: stats_every.map(|every| (index, every, Instant::now() + every)),
+                metrics,
             };
             core.driver.drain(&mut core.io); // the contract: drain after `new`, before the first input
             core.feed(Input::UdpBound { socket: SIP_SOCKET, purpose: UdpPurpose::Sip, local: sip_local });
@@ -353,6 +362,8 @@ struct Core {
     next_id: u64,
     /// `--stats-interval`: this worker's index, the interval and when the next line is due.
     stats: Option<(usize, Duration, Instant)>,
+    /// Publishes this worker's figures for `/metrics`.
+    metrics: Option<driver::metrics::Publisher>,
 }
 
 /// The worker's sockets and connection tasks, carrying out the core's outputs ([`Io`]).
@@ -414,7 +425,8 @@ impl Core {
             }
             let linger = self.io.lingering.front().map(|&(at, _)| at);
             let next_stats = self.stats.map(|(_, _, at)| at);
-            let wake = [Some(self.driver.deadline()), accept_retry, grace, linger, next_stats]
+            let publish = self.metrics.as_ref().map(|m| m.due());
+            let wake = [Some(self.driver.deadline()), accept_retry, grace, linger, next_stats, publish]
                 .into_iter()
                 .flatten()
                 .min()
@@ -489,6 +501,9 @@ impl Core {
                             log::info!("{}", driver::stats_line(Some(*index), &self.driver.gateway().stats()));
                             *at = now + *every;
                         }
+                    }
+                    if let Some(m) = self.metrics.as_mut().filter(|m| m.due() <= now) {
+                        m.publish(&self.driver);
                     }
                     self.driver.timer(&mut self.io);
                 }

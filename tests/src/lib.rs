@@ -8,6 +8,7 @@
 pub mod audio;
 pub mod bench;
 pub mod browser;
+pub mod call_load;
 pub mod churn;
 pub mod gateway_sim;
 pub mod janus;

@@ -81,6 +81,10 @@ replay!(
     unknown_request,
     malformed_json,
     not_supported_yet,
+    msg_outgoing_accepted,
+    msg_incoming,
+    msg_markers,
+    msg_offline_stored,
     reject_406,
     reject_403,
     reject_404,
@@ -129,6 +133,12 @@ replay!(
     // Storage outcomes replay; requests (`< storage store`) will be recorded once the messaging
     // machine asks (the line format is unit-tested in `core/src/capture.rs`).
     storage_outcomes,
+    // The addressbook and the history endpoint on SQLite, recorded by `tests/addressbook_sim.rs`
+    // (`WRITE_CAPTURES=1` rewrites them).
+    addressbook,
+    history_http,
+    // Conferences (#13), recorded by `tests/conference_sim.rs` (`WRITE_CAPTURES=1`); no media ran.
+    conference_signalling,
 );
 
 /// A changed expectation fails, and the failure shows what changed.

@@ -85,13 +85,22 @@ pub struct Driver {
     bind_answers: VecDeque<(SocketId, BindAnswer)>,
     /// Watches the Timeout wake-ups for a busy loop.
     busy: BusyGuard,
+    /// Time spent in the core and in [`Io`] since start (metrics' busy ratio).
+    working: std::time::Duration,
 }
 
 impl Driver {
     /// Drives `gw`, appending what it records to `capture`. Call [`Driver::drain`] before the
     /// first input (the core's contract).
     pub fn new(gw: Gateway, capture: Option<CaptureFile>) -> Self {
-        Self { gw, capture, deadline: Instant::now(), bind_answers: VecDeque::new(), busy: BusyGuard::default() }
+        Self {
+            gw,
+            capture,
+            deadline: Instant::now(),
+            bind_answers: VecDeque::new(),
+            busy: BusyGuard::default(),
+            working: std::time::Duration::ZERO,
+        }
     }
 
     /// The core, to read (stats, connection count, configuration).
@@ -107,8 +116,16 @@ impl Driver {
     /// Feeds `input` at the current time and drains; returns whether anything but a Timeout came
     /// out.
     pub fn feed(&mut self, io: &mut impl Io, input: Input<'_>) -> bool {
-        self.gw.handle_input(Instant::now(), input);
-        self.drain(io)
+        let start = Instant::now();
+        self.gw.handle_input(start, input);
+        let any = self.drain(io);
+        self.working += start.elapsed();
+        any
+    }
+
+    /// Time spent handling inputs (the core and the [`Io`] calls of its drains) since start.
+    pub fn busy(&self) -> std::time::Duration {
+        self.working
     }
 
     /// Carries out the core's outputs until `Output::Timeout`, then feeds the answers that waited
@@ -131,8 +148,10 @@ impl Driver {
     /// with its own drain.
     pub fn settle(&mut self, io: &mut impl Io) {
         while let Some(deferred) = io.take_deferred() {
-            self.gw.handle_input(Instant::now(), deferred.input());
+            let start = Instant::now();
+            self.gw.handle_input(start, deferred.input());
             self.drain(io);
+            self.working += start.elapsed();
         }
     }
 
@@ -145,6 +164,7 @@ impl Driver {
         self.gw.handle_input(now, Input::Timeout);
         let output = self.drain(io);
         self.busy.record(&self.gw, now, output, self.deadline);
+        self.working += now.elapsed();
     }
 
     /// Hands the core's outputs to `io` until `Output::Timeout`, then appends to the capture file.

@@ -9,6 +9,7 @@ pub mod capture_file;
 pub mod dns;
 pub mod drive;
 pub mod limits;
+pub mod metrics;
 pub mod process;
 pub mod settings;
 pub mod sockets;

@@ -65,6 +65,9 @@ struct Counts {
 #[derive(Debug)]
 struct Shared {
     caps: Caps,
+    /// Peers whose web connections are not held to the per-IP cap at accept: trusted reverse
+    /// proxies, whose connections the core counts under their clients' addresses.
+    trusted: sylkgw_core::http::forwarded::TrustedProxies,
     /// Web, SIP TCP.
     counts: [Mutex<Counts>; 2],
 }
@@ -84,7 +87,13 @@ pub struct Permit {
 impl ConnLimits {
     /// Empty counts under `caps`.
     pub fn new(caps: Caps) -> Self {
-        Self(Arc::new(Shared { caps, counts: Default::default() }))
+        Self::with_trusted(caps, Default::default())
+    }
+
+    /// Empty counts under `caps`; web connections from `trusted` (reverse proxies) are held to
+    /// the total cap only (the core applies the per-IP cap once it knows the client's address).
+    pub fn with_trusted(caps: Caps, trusted: sylkgw_core::http::forwarded::TrustedProxies) -> Self {
+        Self(Arc::new(Shared { caps, trusted, counts: Default::default() }))
     }
 
     /// Counts a connection accepted on `listener` from `ip`, unless that would pass a cap.
@@ -92,6 +101,7 @@ impl ConnLimits {
         let caps = &self.0.caps;
         let (kind, per_ip_cap, total_cap) = match listener {
             Listener::SipTcp => (1, caps.sip_per_ip, caps.sip_total),
+            _ if self.0.trusted.contains(ip) => (0, usize::MAX, caps.web_total),
             _ => (0, caps.web_per_ip, caps.web_total),
         };
         let mut counts = lock(&self.0.counts[kind]);
@@ -168,5 +178,19 @@ mod tests {
         assert_eq!(limits.open(Listener::SipTcp, ip(1)), (0, 0));
         assert_eq!(limits.open(Listener::Web, ip(1)), (0, 0), "every place is back");
         assert_eq!(Refusal::PerIp { ip: ip(1), cap: 3 }.to_string(), "3 connections from 192.0.2.1 already");
+    }
+
+    #[test]
+    fn a_trusted_proxy_is_held_to_the_total_only() {
+        let caps = Caps { web_per_ip: 2, web_total: 5, sip_per_ip: 1, sip_total: 5 };
+        let trusted = sylkgw_core::http::forwarded::TrustedProxies::parse("192.0.2.0/31").unwrap();
+        let limits = ConnLimits::with_trusted(caps, trusted);
+        let held: Vec<Permit> = (0..5).map(|_| limits.admit(Listener::Web, ip(1)).unwrap()).collect();
+        assert_eq!(limits.admit(Listener::Web, ip(1)).unwrap_err(), Refusal::Total { cap: 5 });
+        drop(held);
+        let _two: Vec<Permit> = (0..2).map(|_| limits.admit(Listener::Web, ip(2)).unwrap()).collect();
+        assert_eq!(limits.admit(Listener::Web, ip(2)).unwrap_err(), Refusal::PerIp { ip: ip(2), cap: 2 });
+        let _sip = limits.admit(Listener::SipTcp, ip(1)).unwrap();
+        assert!(limits.admit(Listener::SipTcp, ip(1)).is_err(), "SIP TCP is not proxied");
     }
 }

@@ -32,7 +32,7 @@ pub fn stats_line(worker: Option<usize>, stats: &sylkgw_core::Stats) -> String {
 }
 
 /// This process's resident set size in KiB (`VmRSS` of /proc/self/status).
-fn vm_rss_kib() -> Option<u64> {
+pub(crate) fn vm_rss_kib() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?.trim().trim_end_matches("kB").trim().parse().ok()
 }

@@ -82,6 +82,9 @@ pub struct Args {
     /// message store: sqlite (default; a file under --data-dir) or postgresql://USER@HOST/DB
     #[argh(option)]
     pub storage: Option<String>,
+    /// serve Prometheus metrics on http://ADDR/metrics (off by default; config `metrics_listen`)
+    #[argh(option)]
+    pub metrics_listen: Option<SocketAddr>,
     /// more logging: -v debug, -vv trace (RUST_LOG overrides)
     #[argh(switch, short = 'v')]
     pub verbose: u8,
@@ -110,6 +113,8 @@ pub struct Settings {
     pub caps: Caps,
     /// Where messages are stored (`crate::store_pool`).
     pub storage: StorageSettings,
+    /// Where `/metrics` is served (`crate::metrics`), if at all.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// The message store: `storage` and `data_dir`.
@@ -163,6 +168,7 @@ pub fn load(args: &Args) -> Result<Settings, String> {
     let mut sip_ca: Option<PathBuf> = None;
     let (mut sip_per_ip, mut sip_total) = (DEFAULT_SIP_TCP_PER_IP, DEFAULT_SIP_TCP_TOTAL);
     let (mut storage, mut data_dir): (Option<String>, Option<PathBuf>) = (None, None);
+    let mut metrics_listen: Option<SocketAddr> = None;
     if let Some(path) = &args.config {
         let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
         let entries = parse_ini(&text).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -174,6 +180,7 @@ pub fn load(args: &Args) -> Result<Settings, String> {
             let bad = |what: &str| format!("{}: line {}: `{}` is not {what}", path.display(), e.line, e.key);
             match e.key.as_str() {
                 "listen" => listen = Some(e.value.parse().map_err(|_| bad("HOST:PORT"))?),
+                "metrics_listen" => metrics_listen = Some(e.value.parse().map_err(|_| bad("HOST:PORT"))?),
                 "local_ip" => local_ip = Some(e.value.clone()),
                 "local_port" => local_port = Some(e.value.parse().map_err(|_| bad("a port"))?),
                 "threads" => threads = Some(e.value.parse().map_err(|_| bad("a number"))?),
@@ -243,6 +250,7 @@ pub fn load(args: &Args) -> Result<Settings, String> {
         caps: Caps { web_per_ip: core.max_connections_per_ip, web_total: usize::MAX, sip_per_ip, sip_total },
         core,
         storage,
+        metrics_listen: args.metrics_listen.or(metrics_listen),
     })
 }
 

@@ -53,10 +53,31 @@ impl JsonObject {
         self
     }
 
+    /// A boolean member.
+    pub fn boolean(mut self, k: &str, v: bool) -> Self {
+        self.key(k);
+        self.buf.push_str(if v { "true" } else { "false" });
+        self
+    }
+
+    /// A member whose value is already JSON text (an array).
+    pub fn raw(mut self, k: &str, json: &str) -> Self {
+        self.key(k);
+        self.buf.push_str(json);
+        self
+    }
+
     /// A nested object member.
     pub fn obj(mut self, k: &str, v: JsonObject) -> Self {
         self.key(k);
         self.buf.push_str(&v.finish());
+        self
+    }
+
+    /// Any JSON value as a member.
+    pub fn value(mut self, k: &str, v: &Value) -> Self {
+        self.key(k);
+        self.buf.push_str(&v.to_string());
         self
     }
 

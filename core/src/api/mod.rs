@@ -5,12 +5,15 @@
 //! Requests are the same in both dialects (sylkRTC-1's are a subset, see [`Dialect::decode`]);
 //! events differ, so each dialect module has an `encode`.
 
+pub mod addressbook;
 mod json;
+pub mod messaging;
 mod repr;
 pub mod schema;
 pub mod sylkrtc1;
 pub mod sylkrtc2;
 mod uri;
+pub mod videoroom;
 
 pub use repr::{py_repr, py_str_repr};
 pub use uri::normalize_aor;
@@ -134,6 +137,12 @@ pub enum RequestBody {
     SessionMessage { session: String, message_id: String, content: String, content_type: String, timestamp: String },
     /// `session-dtmf-info`: one SIP INFO per digit.
     SessionDtmfInfo { session: String, digit: String, duration: Option<i64> },
+    /// A messaging request (`api::messaging`), carried out by the gateway's messaging machine.
+    Messaging(messaging::MessagingRequest),
+    /// `account-fetch-addressbook` / `account-update-addressbook` (`api::addressbook`).
+    Addressbook(addressbook::AddressbookRequest),
+    /// A `videoroom-*` request (conferences, [`videoroom`]).
+    Videoroom(videoroom::VideoroomRequest),
     /// A valid request of a feature sylkgw does not provide (messaging, storage, address book,
     /// public keys, videorooms). Answered with an `error`.
     Unsupported {
@@ -161,6 +170,9 @@ impl RequestBody {
             Self::SessionUpdate { .. } => "session-update",
             Self::SessionMessage { .. } => "session-message",
             Self::SessionDtmfInfo { .. } => "session-dtmf-info",
+            Self::Messaging(m) => m.kind(),
+            Self::Addressbook(r) => r.kind(),
+            Self::Videoroom(r) => r.kind(),
             Self::Unsupported { kind, .. } => kind,
         }
     }
@@ -223,11 +235,11 @@ pub fn decode(text: &str) -> Result<Request, DecodeError> {
     let Some(schema) = schema::lookup(kind) else {
         return Err(DecodeError::UnknownType { kind: kind.to_string(), transaction: transaction_of(&msg) });
     };
-    let fields = schema::validate(schema, &msg).map_err(|message| DecodeError::Invalid {
-        kind: kind.to_string(),
-        transaction: transaction_of(&msg),
-        message,
-    })?;
+    let invalid = |message| DecodeError::Invalid { kind: kind.to_string(), transaction: transaction_of(&msg), message };
+    // SylkServer maps the addressbook payload before it checks any field.
+    let item =
+        if kind == "account-update-addressbook" { addressbook::map_payload(&msg).map_err(invalid)? } else { None };
+    let fields = schema::validate(schema, &msg).map_err(invalid)?;
     let f = Fields(&fields);
     let body = match schema.kind {
         "ping" => RequestBody::Ping,
@@ -276,7 +288,16 @@ pub fn decode(text: &str) -> Result<Request, DecodeError> {
             digit: f.s("digit"),
             duration: f.0.get("duration").and_then(Value::as_i64),
         },
-        _ => RequestBody::Unsupported { kind: schema.kind, account: f.opt_s("account") },
+        "account-fetch-addressbook" | "account-update-addressbook" => {
+            RequestBody::Addressbook(addressbook::request(kind, &fields, item))
+        }
+        kind => match messaging::decode(kind, f.0) {
+            Some(request) => RequestBody::Messaging(request),
+            None => match videoroom::decode(kind, &f) {
+                Some(r) => RequestBody::Videoroom(r),
+                None => RequestBody::Unsupported { kind: schema.kind, account: f.opt_s("account") },
+            },
+        },
     };
     Ok(Request { transaction: f.s("transaction"), body })
 }
@@ -348,6 +369,10 @@ pub enum Event {
     Account { account: String, event: AccountEvent },
     /// About a call of this connection.
     Session { session: String, event: SessionEvent },
+    /// A messaging event (`api::messaging`; sylkRTC-2 only).
+    Messaging(messaging::MessagingEvent),
+    /// About a conference session (publisher `session`) of this connection.
+    Videoroom { session: String, event: videoroom::VideoroomEvent },
 }
 
 /// Registration progress (no `unregistered` state exists on the wire).
@@ -377,6 +402,10 @@ pub enum AccountEvent {
     },
     /// `missed-session`.
     MissedSession { originator: Identity },
+    /// `addressbook-fetched`, `addressbook-updated`, `addressbook-update-failed`.
+    Addressbook(addressbook::AddressbookEvent),
+    /// `conference-invite`: another connection's `videoroom-invite`.
+    ConferenceInvite { room: String, session_id: String, originator: Identity },
 }
 
 /// `session-event`s.

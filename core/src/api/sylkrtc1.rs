@@ -138,6 +138,8 @@ fn identity(id: &Identity) -> JsonObject {
 /// Encodes `event` as sylkRTC-1 JSON, or `None` if the dialect cannot express it.
 pub fn encode(event: &Event) -> Option<String> {
     Some(match event {
+        // sylkRTC-1 predates messaging.
+        Event::Messaging(_) => return None,
         Event::Ready => JsonObject::sylkrtc("event").str("event", "ready").finish(),
         Event::Ack { transaction } => JsonObject::sylkrtc("ack").str("transaction", transaction).finish(),
         Event::Error { transaction, error } => {
@@ -165,6 +167,10 @@ pub fn encode(event: &Event) -> Option<String> {
                 AccountEvent::MissedSession { originator } => o
                     .str("event", "missed_session")
                     .obj("data", JsonObject::new().obj("originator", identity(originator))),
+                // 4.1 had no addressbook.
+                AccountEvent::Addressbook(_) => return None,
+                // Conferences are served in sylkRTC-2 only.
+                AccountEvent::ConferenceInvite { .. } => return None,
             }
             .finish()
         }
@@ -191,6 +197,8 @@ pub fn encode(event: &Event) -> Option<String> {
                 .obj("data", data)
                 .finish()
         }
+        // Conferences are served in sylkRTC-2 only.
+        Event::Videoroom { .. } => return None,
     })
 }
 

@@ -6,6 +6,7 @@ use super::{AccountEvent, Event, RegistrationState, SessionEvent, SessionState, 
 /// Encodes `event` as sylkRTC-2 JSON.
 pub fn encode(event: &Event) -> String {
     match event {
+        Event::Messaging(event) => super::messaging::encode(event),
         Event::Ready => JsonObject::sylkrtc("ready-event").finish(),
         Event::Ack { transaction } => JsonObject::sylkrtc("ack").str("transaction", transaction).finish(),
         Event::Error { transaction, error } => {
@@ -38,6 +39,12 @@ pub fn encode(event: &Event) -> String {
                 AccountEvent::MissedSession { originator } => {
                     o.str("event", "missed-session").obj("originator", identity(originator))
                 }
+                AccountEvent::Addressbook(event) => super::addressbook::encode(o, event),
+                AccountEvent::ConferenceInvite { room, session_id, originator } => o
+                    .str("event", "conference-invite")
+                    .str("room", room)
+                    .str("session_id", session_id)
+                    .obj("originator", identity(originator)),
             }
             .finish()
         }
@@ -81,6 +88,7 @@ pub fn encode(event: &Event) -> String {
             }
             .finish()
         }
+        Event::Videoroom { session, event } => super::videoroom::encode_v2(session, event),
     }
 }
 

@@ -146,11 +146,9 @@ impl Gateway {
                 let id = self.call_of_session(conn, &session)?;
                 self.session_update(id, &session, &sdp, after)
             }
-            RequestBody::SessionMessage { session, .. } => {
-                // Messaging is not there yet: answered as every not-yet-supported request,
-                // once the session is known.
-                self.call_of_session(conn, &session)?;
-                Err(CallError::NotSupported { kind: "session-message" })
+            RequestBody::SessionMessage { session, message_id, content, content_type, timestamp } => {
+                let id = self.call_of_session(conn, &session)?;
+                self.session_message(id, message_id, &content, &content_type, timestamp)
             }
             _ => Err(CallError::Internal),
         }
@@ -158,7 +156,7 @@ impl Gateway {
 
     /// The ICE host candidates of browser legs: every advertised media address with the WebRTC
     /// socket's port.
-    fn webrtc_candidates(&self) -> Option<Vec<SocketAddr>> {
+    pub(super) fn webrtc_candidates(&self) -> Option<Vec<SocketAddr>> {
         let (_, local) = self.media.webrtc()?;
         let ips: Vec<IpAddr> =
             self.config.media.media_advertised_addresses.iter().filter_map(|a| a.parse().ok()).collect();
@@ -230,6 +228,7 @@ impl Gateway {
             layout: vec![Slot::Audio],
         };
         self.calls.calls.insert(id, call);
+        self.tally.call_started(id, origin, self.now);
         self.calls.sessions.insert((conn, session), id);
         self.calls.sockets.insert(rtp, id);
         Ok(id)
@@ -404,6 +403,9 @@ impl Gateway {
     /// Forgets the call: tables, timers, browser leg, RTP pair. No event.
     fn drop_call(&mut self, id: CallId) {
         let Some(mut call) = self.calls.calls.remove(&id) else { return };
+        let lost = call.media.as_ref().map_or(0, |m| m.lost())
+            + call.video.as_ref().and_then(|v| v.media.as_ref()).map_or(0, |m| m.lost());
+        self.tally.call_ended(id, lost);
         self.calls.sessions.remove(&(call.conn, call.session.clone()));
         if let Some(leg) = call.leg {
             self.calls.legs.remove(&leg);

@@ -95,3 +95,157 @@ impl Gateway {
         s
     }
 }
+
+// ===== Metrics =====
+
+/// Upper bounds (seconds) of the call setup time histogram's buckets (`+Inf` follows).
+pub const SETUP_BUCKETS: [f64; 10] = [0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0];
+
+/// A Prometheus-style histogram over [`SETUP_BUCKETS`]: per-bucket counts (not cumulative;
+/// the last is `+Inf`), the sum and the count.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct Histogram {
+    /// Observations per bucket; `counts[i]` holds those in `(bound[i-1], bound[i]]`, the last
+    /// those above every bound.
+    pub counts: [u64; SETUP_BUCKETS.len() + 1],
+    /// Sum of the observations, seconds.
+    pub sum: f64,
+    /// Number of observations.
+    pub count: u64,
+}
+
+impl Histogram {
+    /// Adds one observation of `seconds`.
+    pub fn observe(&mut self, seconds: f64) {
+        let i = SETUP_BUCKETS.iter().position(|&b| seconds <= b).unwrap_or(SETUP_BUCKETS.len());
+        self.counts[i] += 1;
+        self.sum += seconds;
+        self.count += 1;
+    }
+}
+
+/// Packets and bytes forwarded one way.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Flow {
+    /// RTP packets.
+    pub packets: u64,
+    /// RTP bytes (the datagrams as sent).
+    pub bytes: u64,
+}
+
+/// Running totals since the core started, for `/metrics`. Only ever grow.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct Counters {
+    /// sylkRTC requests by type (`account-add`, `session-create`, …; `invalid` for messages
+    /// that did not decode).
+    pub requests: std::collections::BTreeMap<&'static str, u64>,
+    /// Errors by type: `request` (an `error` reply), `websocket` (a WebSocket closed for a
+    /// protocol violation), `http` (an HTTP upgrade refused), `proxy` (a PROXY protocol header
+    /// refused).
+    pub errors: std::collections::BTreeMap<&'static str, u64>,
+    /// RTP from the browsers to the SIP side.
+    pub to_sip: Flow,
+    /// RTP from the SIP side to the browsers.
+    pub to_browser: Flow,
+    /// Packets lost by the SIP side's sources of calls that have ended (RTCP receiver
+    /// statistics, RFC 3550 A.3).
+    pub lost_ended: u64,
+    /// Call setup time (creation to answer) of outgoing calls.
+    pub setup_outgoing: Histogram,
+    /// Call setup time (INVITE to the browser's answer) of incoming calls.
+    pub setup_incoming: Histogram,
+}
+
+/// Call setup clocks and the counters (a field of the gateway).
+#[derive(Debug, Default)]
+pub(crate) struct Tally {
+    pub(crate) counters: Counters,
+    /// Calls not answered yet: when they started and which way.
+    setup: std::collections::BTreeMap<crate::call::CallId, (std::time::Instant, crate::call::Origin)>,
+}
+
+impl Tally {
+    /// Counts one request of type `kind`.
+    pub(crate) fn request(&mut self, kind: &'static str) {
+        *self.counters.requests.entry(kind).or_default() += 1;
+    }
+
+    /// Counts one error of type `kind`.
+    pub(crate) fn error(&mut self, kind: &'static str) {
+        *self.counters.errors.entry(kind).or_default() += 1;
+    }
+
+    /// Call `id` started at `now`.
+    pub(crate) fn call_started(
+        &mut self,
+        id: crate::call::CallId,
+        origin: crate::call::Origin,
+        now: std::time::Instant,
+    ) {
+        self.setup.insert(id, (now, origin));
+    }
+
+    /// Call `id` was answered at `now`: its setup time is observed (once).
+    pub(crate) fn call_answered(&mut self, id: crate::call::CallId, now: std::time::Instant) {
+        if let Some((start, origin)) = self.setup.remove(&id) {
+            let seconds = now.saturating_duration_since(start).as_secs_f64();
+            match origin {
+                crate::call::Origin::Outgoing => self.counters.setup_outgoing.observe(seconds),
+                crate::call::Origin::Incoming => self.counters.setup_incoming.observe(seconds),
+            }
+        }
+    }
+
+    /// Call `id` ended, its SIP source having lost `lost` packets.
+    pub(crate) fn call_ended(&mut self, id: crate::call::CallId, lost: u64) {
+        self.setup.remove(&id);
+        self.counters.lost_ended += lost;
+    }
+}
+
+/// The state names of calls, in [`crate::call::State`] order.
+pub const CALL_STATES: [crate::call::State; 7] = {
+    use crate::call::State::*;
+    [Connecting, Progress, EarlyMedia, Accepted, Established, LocalUpdating, RemoteUpdating]
+};
+
+/// The registration state names, in [`crate::sip::stack::SipStack::registration_states`] order.
+pub const REGISTRATION_STATES: [&str; 4] = ["registering", "registered", "failed", "unregistered"];
+
+/// What `/metrics` shows of one core: its table sizes, registrations and calls by state, the
+/// packets lost by the live calls' SIP sources, and the running totals.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct Figures {
+    /// Table sizes.
+    pub stats: Stats,
+    /// Registrations by state, in [`REGISTRATION_STATES`] order.
+    pub registrations: [usize; 4],
+    /// Calls by state, in [`CALL_STATES`] order.
+    pub calls: [usize; 7],
+    /// Packets lost by the SIP side's sources of the live calls.
+    pub lost_live: u64,
+    /// Running totals.
+    pub counters: Counters,
+}
+
+impl Gateway {
+    /// The figures `/metrics` shows (reads only; no clock).
+    pub fn figures(&self) -> Figures {
+        let mut calls = [0; 7];
+        let mut lost_live = 0;
+        for c in self.calls.calls.values() {
+            if let Some(i) = CALL_STATES.iter().position(|&s| s == c.state) {
+                calls[i] += 1;
+            }
+            lost_live += c.media.as_ref().map_or(0, |m| m.lost());
+            lost_live += c.video.as_ref().and_then(|v| v.media.as_ref()).map_or(0, |m| m.lost());
+        }
+        Figures {
+            stats: self.stats(),
+            registrations: self.sip.registration_states(),
+            calls,
+            lost_live,
+            counters: self.tally.counters.clone(),
+        }
+    }
+}

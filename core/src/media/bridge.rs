@@ -266,6 +266,11 @@ impl SipMedia {
         })
     }
 
+    /// Packets lost from the SIP peer's current source so far (RFC 3550 A.3, never negative).
+    pub fn lost(&self) -> u64 {
+        self.recv_stats.as_ref().map_or(0, |r| u64::try_from(r.cumulative_lost()).unwrap_or(0))
+    }
+
     /// The payload of the last [`ToBrowser`].
     pub fn rx_payload(&self, range: std::ops::Range<usize>) -> &[u8] {
         self.rx_buf.get(range).unwrap_or_default()

@@ -55,6 +55,11 @@ pub(super) struct Registrant {
 }
 
 impl Registrant {
+    /// The state the transaction user last heard (for metrics).
+    pub(super) fn state(&self) -> &RegState {
+        self.reg.state()
+    }
+
     /// A registration for `params`, not started.
     pub(super) fn new(id: RegId, params: RegParams, svc: &Services, rng: &mut Rng) -> Self {
         let domain = params.identity.domain().to_string();

@@ -108,6 +108,20 @@ impl SipStack {
         self.svc.census()
     }
 
+    /// Registrations by state (for metrics): registering, registered, failed, unregistered.
+    pub fn registration_states(&self) -> [usize; 4] {
+        let mut by = [0; 4];
+        for r in self.regs.values() {
+            by[match r.state() {
+                super::registration::RegState::Registering => 0,
+                super::registration::RegState::Registered => 1,
+                super::registration::RegState::Failed(_) => 2,
+                super::registration::RegState::Unregistered => 3,
+            }] += 1;
+        }
+        by
+    }
+
     /// Next output for the runtime.
     pub fn poll_output(&mut self) -> Option<SipOutput> {
         self.svc.poll_output()

@@ -16,13 +16,29 @@
 //!    latency (send → `registered`) p50/p99, the target's CPU time per registration; then, with
 //!    the N accounts registered, RSS, threads and fds per account over idle.
 //!
-//! The table prints each figure per target and, for sylkgw, its ratio to Janus's. Call setups
-//! and concurrent calls are not measured yet (see BENCHMARKS.md).
+//!
+//! Then, unless `--calls none`, the call scenarios, each target fresh again, with the load client
+//! of [`sylkgw_tests::call_load`] (str0m browsers, sylkRTC-2 or Janus's `janus.plugin.sip`) and
+//! its in-process SIP far end with an RTP echo (both gateways send their INVITEs straight to it:
+//! sylkgw `--outbound-proxy`, Janus guest accounts with `outbound_proxy`):
+//!
+//! c. call setups/s and setup latency p50/p99 (call request → answer applied and ICE + DTLS up);
+//! d. step-up over `--calls N1,N2,…` (default 50,100,200,400,800) concurrent audio calls, each a
+//!    20 ms PCMU packet every 20 ms echoed by the far end, a `--seconds` window per step: loss,
+//!    the gateway's CPU per call-second, RSS/threads/fds per call; stepping stops at the first
+//!    step over 0.1 % loss; the most calls at < 0.1 % loss is the largest step that passed;
+//! e. the latency the gateway adds per hop, from the browser's and the echo's timestamps (one
+//!    clock) minus a plain-UDP probe's, p50/p99, with as many of the calls sending as load the
+//!    gateway to 10, 50 and 90 % of one core (from the CPU per call of d).
+//!
+//! The tables print each figure per target and, for sylkgw, its ratio to Janus's.
 
 use std::process::ExitCode;
+use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Barrier};
 use std::time::{Duration, Instant};
 use sylkgw_tests::bench::{add_kamailio_users, sylkrtc_add_accounts, sylkrtc_register, udp_drops, Registered};
+use sylkgw_tests::call_load::{pct_d_ms, pct_ms, Api, Clock, FarEnd, Load, LoadConfig, Setup, Window};
 use sylkgw_tests::janus::{Janus, JanusOpts, JanusWs};
 use sylkgw_tests::netns::{self, assert_isolated, find_program};
 use sylkgw_tests::peers::{Kamailio, KamailioOpts};
@@ -142,6 +158,7 @@ fn main() -> ExitCode {
     }
     assert_isolated();
     let (mut n, mut k) = (200usize, 20usize);
+    let mut calls = CallOpts::default();
     let mut targets = vec![Target::Mio, Target::Tokio1, Target::Tokio2, Target::Janus];
     let mut argv = std::env::args().skip(1);
     while let Some(a) = argv.next() {
@@ -155,6 +172,18 @@ fn main() -> ExitCode {
                     .map(|t| Target::parse(t).unwrap_or_else(|| usage(&format!("unknown target {t}"))))
                     .collect()
             }
+            "--calls" => {
+                let v = value();
+                calls.steps = if v == "none" {
+                    Vec::new()
+                } else {
+                    v.split(',').map(|x| x.parse().unwrap_or_else(|_| usage("--calls: numbers"))).collect()
+                }
+            }
+            "--seconds" => calls.seconds = value().parse().unwrap_or_else(|_| usage("--seconds: a number")),
+            "--load-threads" => calls.threads = value().parse().unwrap_or_else(|_| usage("--load-threads: a number")),
+            "--concurrency" => calls.concurrency = value().parse().unwrap_or_else(|_| usage("--concurrency: a number")),
+            "--no-register" => calls.no_register = true,
             _ => usage(&format!("unknown argument {a}")),
         }
     }
@@ -162,7 +191,10 @@ fn main() -> ExitCode {
         usage("N and K must be at least 1");
     }
     let k = k.min(n);
-    match run(n, k, &targets) {
+    if calls.steps.contains(&0) || calls.seconds <= 0.0 || calls.threads == 0 || calls.concurrency == 0 {
+        usage("call steps, --seconds, --load-threads and --concurrency must be positive");
+    }
+    match run(n, k, &targets, &calls) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
         Err(e) => {
@@ -173,7 +205,7 @@ fn main() -> ExitCode {
 }
 
 fn usage(why: &str) -> ! {
-    eprintln!("bench_compare: {why}\nusage: bench_compare [--accounts N] [--ws K] [--only mio,tokio1,tokio2,janus]");
+    eprintln!("bench_compare: {why}\nusage: bench_compare [--accounts N] [--ws K] [--only mio,tokio1,tokio2,janus] [--calls N1,N2,..|none] [--seconds S] [--load-threads T] [--concurrency C] [--no-register]");
     std::process::exit(2);
 }
 
@@ -186,16 +218,59 @@ fn loadavg() -> String {
         .join(" ")
 }
 
-fn run(n: usize, k: usize, targets: &[Target]) -> Result<bool, String> {
+fn run(n: usize, k: usize, targets: &[Target], calls: &CallOpts) -> Result<bool, String> {
+    let mut ok = true;
+    let (soft, _) = sylkgw_tests::bench::raise_nofile();
+    if targets.contains(&Target::Janus) {
+        Janus::available()?;
+        veth()?;
+    }
+    if !calls.no_register {
+        ok &= run_register(n, k, targets)?;
+    }
+    if calls.steps.is_empty() {
+        return Ok(ok);
+    }
+    let max = calls.steps.iter().copied().max().unwrap_or(0);
+    if (soft as usize) < 12 * max + 200 {
+        eprintln!("warning: {soft} file descriptors may be too few for Janus with {max} calls");
+    }
+    println!();
+    println!(
+        "==== calls: steps {:?}, {} s windows, {} load threads, {} setups in flight at most ====",
+        calls.steps, calls.seconds, calls.threads, calls.concurrency
+    );
+    println!("load average at the start: {}", loadavg());
+    let work = TempDir::new("bcmp-calls");
+    let mut results = Vec::new();
+    for &t in targets {
+        println!("---- calls: {} ----", t.label());
+        match run_calls(t, work.path(), calls) {
+            Ok(f) => {
+                for note in &f.notes {
+                    println!("  note: {note}");
+                }
+                ok &= f.notes.is_empty();
+                results.push((t, f));
+            }
+            Err(e) => {
+                ok = false;
+                println!("  !! {}: {e}", t.label());
+            }
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    println!("load average at the end: {}", loadavg());
+    print_call_table(&results);
+    Ok(ok)
+}
+
+fn run_register(n: usize, k: usize, targets: &[Target]) -> Result<bool, String> {
     println!("==== bench_compare: {n} accounts (sylkgw: over {k} WebSockets; Janus: one WebSocket, a session + SIP handle each) ====");
     println!("load average at the start: {}", loadavg());
     let (soft, _) = sylkgw_tests::bench::raise_nofile();
     if (soft as usize) < 10 * n + 64 {
         eprintln!("warning: {soft} file descriptors may be too few for Janus with {n} accounts (8 each)");
-    }
-    if targets.contains(&Target::Janus) {
-        Janus::available()?;
-        veth()?;
     }
     let work = TempDir::new("bcmp");
     let kam = Kamailio::start(work.path(), KamailioOpts::default());
@@ -476,4 +551,415 @@ fn fmt(v: f64) -> String {
     } else {
         format!("{v:.2}")
     }
+}
+
+// ===== Scenarios c–e: calls =====
+
+/// Options of the call scenarios.
+#[derive(Debug, Clone)]
+struct CallOpts {
+    /// Concurrent calls of each step (stepping stops at the first step over 0.1 % loss).
+    steps: Vec<usize>,
+    /// Length of each measurement window.
+    seconds: f64,
+    /// Load client threads.
+    threads: usize,
+    /// Call setups in flight at most.
+    concurrency: usize,
+    /// Skip scenarios a–b.
+    no_register: bool,
+}
+
+impl Default for CallOpts {
+    fn default() -> Self {
+        Self { steps: vec![50, 100, 200, 400, 800], seconds: 5.0, threads: 2, concurrency: 20, no_register: false }
+    }
+}
+
+/// Loss over which a step fails (%).
+const LOSS_LIMIT: f64 = 0.1;
+
+/// One step of the step-up: N calls up, all sending.
+struct Step {
+    n: usize,
+    setup: Setup,
+    window: Window,
+    /// Before this step's calls (its browsers prepared) and at the end of its window.
+    before: Proc,
+    after: Proc,
+}
+
+impl Step {
+    fn ok(&self) -> bool {
+        self.setup.failed.is_empty() && self.window.dropped.is_empty() && self.window.loss_pct() < LOSS_LIMIT
+    }
+}
+
+/// Hop latency with the gateway at a share of one core.
+struct Level {
+    pct: u32,
+    /// The calls needed for it were all up.
+    reached: bool,
+    window: Window,
+}
+
+impl Level {
+    fn cpu_pct(&self) -> f64 {
+        100.0 * self.window.gw_cpu_s / self.window.seconds.max(1e-9)
+    }
+
+    /// What the gateway adds per hop at percentile `p`: the mean over both directions of the
+    /// path's percentile minus the baseline probe's, ms.
+    fn added(&self, p: f64) -> f64 {
+        let w = &self.window;
+        let out = pct_ms(&w.calls.out_us, p) - pct_ms(&w.probe.out_us, p);
+        let back = pct_ms(&w.calls.back_us, p) - pct_ms(&w.probe.back_us, p);
+        (out + back) / 2.0
+    }
+}
+
+/// What one target measured with calls.
+#[derive(Default)]
+struct CallFigures {
+    steps: Vec<Step>,
+    levels: Vec<Level>,
+    notes: Vec<String>,
+}
+
+impl CallFigures {
+    /// The largest step that passed, else the first one.
+    fn reference(&self) -> Option<&Step> {
+        self.steps.iter().rev().find(|s| s.ok()).or(self.steps.first())
+    }
+
+    fn max_ok(&self) -> f64 {
+        self.steps.iter().filter(|s| s.ok()).map(|s| s.n).max().unwrap_or(0) as f64
+    }
+
+    fn setups_per_s(&self) -> f64 {
+        let n: usize = self.steps.iter().map(|s| s.setup.established).sum();
+        let wall: f64 = self.steps.iter().map(|s| s.setup.wall.as_secs_f64()).sum();
+        n as f64 / wall.max(1e-9)
+    }
+
+    fn setup_pct(&self, p: f64) -> f64 {
+        let mut all: Vec<Duration> = self.steps.iter().flat_map(|s| s.setup.latency.iter().copied()).collect();
+        all.sort_unstable();
+        pct_d_ms(&all, p)
+    }
+
+    fn cpu_us_per_call_s(&self) -> f64 {
+        self.reference()
+            .map_or(f64::NAN, |s| s.window.gw_cpu_s * 1e6 / s.window.seconds.max(1e-9) / s.window.active.max(1) as f64)
+    }
+
+    /// Growth of `f` over the calls' part of each step up to the reference, per call.
+    fn per_call(&self, f: impl Fn(&Proc) -> u64) -> f64 {
+        let Some(r) = self.reference() else { return f64::NAN };
+        let grown: f64 =
+            self.steps.iter().take_while(|s| s.n <= r.n).map(|s| f(&s.after) as f64 - f(&s.before) as f64).sum();
+        grown / r.n.max(1) as f64
+    }
+
+    fn level(&self, pct: u32) -> Option<&Level> {
+        self.levels.iter().find(|l| l.pct == pct)
+    }
+}
+
+/// The gateway under test in a call run; dropping it stops it by PID.
+enum Gw {
+    Sylkgw(Box<Server>, TempDir),
+    Janus(Janus),
+}
+
+impl Gw {
+    fn pid(&self) -> u32 {
+        match self {
+            Self::Sylkgw(s, _) => s.pid(),
+            Self::Janus(j) => j.pid(),
+        }
+    }
+
+    fn running(&mut self) -> bool {
+        match self {
+            Self::Sylkgw(s, _) => s.running(),
+            Self::Janus(j) => netns::alive(j.pid()),
+        }
+    }
+
+    /// SIGTERM and wait (SIGKILL after 15 s / 5 s); a note when the exit was not clean.
+    fn stop(self) -> Option<String> {
+        match self {
+            Self::Sylkgw(mut s, _dir) => {
+                s.sigterm();
+                let t = Instant::now();
+                while s.running() && t.elapsed() < Duration::from_secs(15) {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                if s.running() {
+                    return Some("the gateway did not exit within 15 s of SIGTERM (killed)".into());
+                }
+                match s.wait_exit(Duration::from_secs(1)) {
+                    Some(0) => None,
+                    code => Some(format!("the gateway exited with {code:?}")),
+                }
+            }
+            Self::Janus(mut j) => {
+                j.stop();
+                None
+            }
+        }
+    }
+}
+
+fn start_gw(t: Target, work: &std::path::Path, far: &FarEnd, max_calls: usize) -> Result<Gw, String> {
+    let (bin, extra): (&str, &[&str]) = match t {
+        Target::Mio => ("sylkgw-mio", &[]),
+        Target::Tokio1 => ("sylkgw", &["--threads", "1"]),
+        Target::Tokio2 => ("sylkgw", &["--threads", "2"]),
+        Target::Janus => {
+            let opts = JanusOpts {
+                event_loops: std::thread::available_parallelism().map_or(2, |p| p.get()),
+                ..JanusOpts::default()
+            };
+            return Janus::start(work, &opts).map(Gw::Janus);
+        }
+    };
+    let bin = sylkgw_tests::bench::locate(bin);
+    let (dir, cfg) =
+        config_file(&format!("max_connections_per_ip = {}\nmax_sip_requests_per_second_per_ip = 0\n", max_calls + 100));
+    let cfg = cfg.to_string_lossy().into_owned();
+    let proxy = far.sip.to_string();
+    let mut args = vec![
+        "--config",
+        cfg.as_str(),
+        "--sip-listen",
+        "127.0.0.1:5080",
+        "--outbound-proxy",
+        proxy.as_str(),
+        "--rtp-ports",
+        "20000-29999",
+        "--media-address",
+        "127.0.0.1",
+    ];
+    args.extend_from_slice(extra);
+    println!("  {} {}", bin.display(), args.join(" "));
+    Ok(Gw::Sylkgw(Box::new(Server::start(&bin, &args)), dir))
+}
+
+/// Scenarios c–e for one target: a fresh far end and gateway, the step-up, then the hop latency
+/// at 10/50/90 % of one core; everything stopped on every path.
+fn run_calls(t: Target, work: &std::path::Path, o: &CallOpts) -> Result<CallFigures, String> {
+    let clock = Clock::new();
+    let far = FarEnd::start(clock.clone()).map_err(|e| format!("far end: {e}"))?;
+    let max = o.steps.iter().copied().max().unwrap_or(0);
+    let gw = match start_gw(t, work, &far, max) {
+        Ok(g) => g,
+        Err(e) => {
+            far.stop();
+            return Err(e);
+        }
+    };
+    let mut f = CallFigures::default();
+    let (api, ws, media_ip): (Api, std::net::SocketAddr, std::net::IpAddr) = match &gw {
+        Gw::Sylkgw(s, _) => (Api::Sylkgw, s.addr, [127, 0, 0, 1].into()),
+        Gw::Janus(j) => (Api::Janus, j.addr, [10, 200, 0, 1].into()),
+    };
+    let pid = gw.pid();
+    println!("  gateway pid {pid}; far end SIP {}, RTP echo {}", far.sip, far.rtp);
+    let cfg = LoadConfig {
+        api,
+        ws,
+        media_ip,
+        far_sip: far.sip,
+        far_rtp: far.rtp,
+        threads: o.threads,
+        concurrency: o.concurrency,
+    };
+    let mut gw = gw;
+    match Load::start(&cfg, clock) {
+        Ok(load) => {
+            if let Err(e) = measure_calls(&load, &far, &mut gw, o, &mut f) {
+                f.notes.push(e);
+            }
+            load.stop();
+        }
+        Err(e) => f.notes.push(e),
+    }
+    let t0 = Instant::now();
+    while far.byes.load(Ordering::Relaxed) < far.invites.load(Ordering::Relaxed)
+        && t0.elapsed() < Duration::from_secs(10)
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    println!(
+        "  hung up: far end saw {} INVITE dialogs and {} BYEs",
+        far.invites.load(Ordering::Relaxed),
+        far.byes.load(Ordering::Relaxed)
+    );
+    if let Some(note) = gw.stop() {
+        f.notes.push(note);
+    }
+    far.stop();
+    Ok(f)
+}
+
+fn measure_calls(load: &Load, far: &FarEnd, gw: &mut Gw, o: &CallOpts, f: &mut CallFigures) -> Result<(), String> {
+    let pid = gw.pid();
+    std::thread::sleep(Duration::from_millis(500));
+    println!("  idle: {:?}", read_proc(pid));
+    let janus = matches!(gw, Gw::Janus(_));
+    let mut prepared = 0;
+    for &n in &o.steps {
+        // Janus prepares about 10 accounts a second (guest `register` too: janus_sip.c).
+        let per = if janus { Duration::from_millis(250) } else { Duration::from_millis(50) };
+        let t = Instant::now();
+        load.prepare(n, Duration::from_secs(30) + per * n.saturating_sub(prepared) as u32)?;
+        prepared = n;
+        std::thread::sleep(Duration::from_millis(300));
+        let before = read_proc(pid);
+        let setup = load.call(n)?;
+        println!(
+            "  N = {n}: browsers prepared in {:.1} s; {} calls set up in {:.2} s ({:.0}/s), setup p50 {:.1} ms p99 {:.1} ms{}",
+            t.elapsed().as_secs_f64() - setup.wall.as_secs_f64(),
+            setup.established,
+            setup.wall.as_secs_f64(),
+            setup.established as f64 / setup.wall.as_secs_f64().max(1e-9),
+            pct_d_ms(&setup.latency, 50.0),
+            pct_d_ms(&setup.latency, 99.0),
+            setup.failed.first().map_or(String::new(), |e| format!("; {} failed, first: {e}", setup.failed.len()))
+        );
+        let window = load.window(n, o.seconds, pid, far)?;
+        let after = read_proc(pid);
+        print_window(&window, &before, &after);
+        let step = Step { n, setup, window, before, after };
+        let ok = step.ok();
+        f.steps.push(step);
+        if !gw.running() {
+            return Err(format!("the gateway exited during N = {n}"));
+        }
+        if !ok {
+            println!("  N = {n} is over {LOSS_LIMIT} % loss or lost calls: stepping stops");
+            break;
+        }
+    }
+    // e. Hop latency at 10/50/90 % of one core: the calls that load the gateway that much send,
+    // the others stay up silent.
+    let Some(r) = f.reference() else { return Ok(()) };
+    let up: usize = f
+        .steps
+        .iter()
+        .map(|s| s.setup.established)
+        .sum::<usize>()
+        .saturating_sub(f.steps.iter().map(|s| s.window.dropped.len()).sum::<usize>());
+    let per_call = r.window.gw_cpu_s / r.window.seconds.max(1e-9) / r.window.active.max(1) as f64;
+    for pct in [10u32, 50, 90] {
+        let want = ((f64::from(pct) / 100.0 / per_call.max(1e-9)).round() as usize).max(1);
+        let active = want.min(up);
+        let window = load.window(active, o.seconds, pid, far)?;
+        let level = Level { pct, reached: want <= up, window };
+        println!(
+            "  at {pct} % of a core ({} calls sending{}): gateway CPU {:.1} %; added per hop p50 {:.3} ms, p99 {:.3} ms",
+            active,
+            if level.reached { String::new() } else { format!(", {want} wanted but only {up} up") },
+            level.cpu_pct(),
+            level.added(50.0),
+            level.added(99.0)
+        );
+        print_window(&level.window, &read_proc(pid), &read_proc(pid));
+        f.levels.push(level);
+    }
+    Ok(())
+}
+
+fn print_window(w: &Window, before: &Proc, after: &Proc) {
+    println!(
+        "    window {:.1} s, {} calls sending: {} sent, {} echoed, {} back = loss {:.3} %; {} send slips; {} calls dropped",
+        w.seconds,
+        w.active,
+        w.calls.sent,
+        w.echoed,
+        w.calls.received,
+        w.loss_pct(),
+        w.calls.slips,
+        w.dropped.len()
+    );
+    println!(
+        "    hop out (browser -> echo) p50/p99 {:.3}/{:.3} ms, back {:.3}/{:.3} ms; baseline probe out {:.3}/{:.3}, back {:.3}/{:.3} ms",
+        pct_ms(&w.calls.out_us, 50.0),
+        pct_ms(&w.calls.out_us, 99.0),
+        pct_ms(&w.calls.back_us, 50.0),
+        pct_ms(&w.calls.back_us, 99.0),
+        pct_ms(&w.probe.out_us, 50.0),
+        pct_ms(&w.probe.out_us, 99.0),
+        pct_ms(&w.probe.back_us, 50.0),
+        pct_ms(&w.probe.back_us, 99.0)
+    );
+    println!(
+        "    gateway CPU {:.1} % of a core ({:.1} µs per call-second); load client CPU {:.1} %; gateway {:?} -> {:?}",
+        100.0 * w.gw_cpu_s / w.seconds.max(1e-9),
+        w.gw_cpu_s * 1e6 / w.seconds.max(1e-9) / w.active.max(1) as f64,
+        100.0 * w.client_cpu_s / w.seconds.max(1e-9),
+        before,
+        after
+    );
+    if let Some(d) = w.dropped.first() {
+        println!("    first dropped call: {d}");
+    }
+}
+
+fn print_call_table(results: &[(Target, CallFigures)]) {
+    type Metric = (&'static str, fn(&CallFigures) -> f64, bool);
+    let metrics: [Metric; 17] = [
+        ("largest step tried", |f| f.steps.last().map_or(f64::NAN, |s| s.n as f64), true),
+        ("call setups/s", CallFigures::setups_per_s, true),
+        ("setup p50 (ms)", |f| f.setup_pct(50.0), false),
+        ("setup p99 (ms)", |f| f.setup_pct(99.0), false),
+        ("calls at < 0.1 % loss", CallFigures::max_ok, true),
+        ("CPU per call-second (µs)", CallFigures::cpu_us_per_call_s, false),
+        ("calls per core (derived)", |f| 1e6 / f.cpu_us_per_call_s(), true),
+        ("RSS per call (KiB)", |f| f.per_call(|p| p.rss_kib), false),
+        ("threads per call", |f| f.per_call(|p| p.threads), false),
+        ("fds per call", |f| f.per_call(|p| p.fds), false),
+        ("load @10% core (% CPU)", |f| f.level(10).map_or(f64::NAN, Level::cpu_pct), true),
+        ("hop +p50 @10% (ms)", |f| f.level(10).map_or(f64::NAN, |l| l.added(50.0)), false),
+        ("hop +p99 @10% (ms)", |f| f.level(10).map_or(f64::NAN, |l| l.added(99.0)), false),
+        ("hop +p50 @50% (ms)", |f| f.level(50).map_or(f64::NAN, |l| l.added(50.0)), false),
+        ("hop +p99 @50% (ms)", |f| f.level(50).map_or(f64::NAN, |l| l.added(99.0)), false),
+        ("hop +p50 @90% (ms)", |f| f.level(90).map_or(f64::NAN, |l| l.added(50.0)), false),
+        ("hop +p99 @90% (ms)", |f| f.level(90).map_or(f64::NAN, |l| l.added(99.0)), false),
+    ];
+    let janus = results.iter().find(|(t, _)| *t == Target::Janus).map(|(_, f)| f);
+    println!();
+    println!("==== calls; cells: value [Janus ÷ value when lower is better, value ÷ Janus when higher is better: >1 = better than Janus] ====");
+    let mut header = format!("| {:<26} |", "figure");
+    for (t, _) in results {
+        header.push_str(&format!(" {:>22} |", t.label()));
+    }
+    println!("{header}");
+    println!("|{}|", ["---"; 1].iter().chain(results.iter().map(|_| &"---:")).copied().collect::<Vec<_>>().join("|"));
+    for (name, get, higher_better) in metrics {
+        let mut line = format!("| {name:<26} |");
+        for (t, f) in results {
+            let v = get(f);
+            let cell = match janus {
+                // The load rows are not better or worse: no ratio.
+                Some(j) if *t != Target::Janus && !name.starts_with("load") && !name.starts_with("largest") => {
+                    let jv = get(j);
+                    let ratio = if higher_better { v / jv } else { jv / v };
+                    if ratio.is_finite() && ratio > 0.0 {
+                        format!("{} [{ratio:.1}×]", fmt(v))
+                    } else {
+                        fmt(v)
+                    }
+                }
+                _ => fmt(v),
+            };
+            line.push_str(&format!(" {cell:>22} |"));
+        }
+        println!("{line}");
+    }
+    println!(
+        "(the hop rows: what the gateway adds per hop, path minus the plain-UDP baseline; a negative value is noise)"
+    );
 }

@@ -214,6 +214,7 @@ impl Gateway {
         }
         call.state = State::Accepted;
         call.answer_headers = headers;
+        self.tally.call_answered(id, self.now);
         let ready = call.pairs_bound();
         if !ready {
             call.pending = Pending::Answer;

@@ -42,7 +42,9 @@ impl Gateway {
     /// A datagram on the WebRTC socket.
     pub(in crate::gateway) fn webrtc_datagram(&mut self, local: SocketAddr, from: SocketAddr, data: &[u8]) {
         let Some(id) = self.calls.demux.route(from, data) else {
-            log::debug!("{} WebRTC bytes from {from} for no call; dropped", data.len());
+            if !self.conference_datagram(local, from, data) {
+                log::debug!("{} WebRTC bytes from {from} for no call; dropped", data.len());
+            }
             return;
         };
         self.contained(id, "the browser leg", |gw| {
@@ -78,8 +80,12 @@ impl Gateway {
             match media.from_sip(now, from, data) {
                 Ok(p) => {
                     let payload = media.rx_payload(p.payload.clone());
-                    if let Err(e) = call.browser.write_rtp(now, video, p.pt, p.seq, p.ts, p.marker, payload) {
-                        log::trace!("{id}: RTP to the browser dropped: {e}");
+                    match call.browser.write_rtp(now, video, p.pt, p.seq, p.ts, p.marker, payload) {
+                        Ok(()) => {
+                            gw.tally.counters.to_browser.packets += 1;
+                            gw.tally.counters.to_browser.bytes += data.len() as u64;
+                        }
+                        Err(e) => log::trace!("{id}: RTP to the browser dropped: {e}"),
                     }
                     gw.drain_browser(id);
                 }
@@ -123,6 +129,8 @@ impl Gateway {
                     if let (Some(media), true) = (media, bound) {
                         if let Some((to, pkt)) = media.from_browser(now, (pt, seq, ts, marker, ssrc), &payload) {
                             let payload = pkt.to_vec();
+                            self.tally.counters.to_sip.packets += 1;
+                            self.tally.counters.to_sip.bytes += payload.len() as u64;
                             self.out.push_back(Output::Datagram(Transmit { socket, to, payload }));
                         }
                     }

@@ -279,6 +279,7 @@ impl Gateway {
                         if call.state != State::Established {
                             call.state = State::Accepted;
                         }
+                        self.tally.call_answered(id, self.now);
                         if let Some(m) = &mut call.media {
                             m.touch(self.now);
                         }

@@ -35,6 +35,8 @@ pub(super) struct GatewayHarness {
     pub(super) resolves: Vec<u64>,
     /// The last `Output::Store` id (ids must be unique: they only grow).
     last_store: u64,
+    /// Storage requests not answered yet (`fuzz_answer` answers them, rightly or not).
+    pub(super) stores: Vec<(sylkgw_core::storage::StoreId, sylkgw_core::storage::StoreRequest)>,
     /// BindUdp requests not answered yet.
     pub(super) binds: Vec<(sylkgw_core::SocketId, sylkgw_core::UdpPurpose, std::net::SocketAddr)>,
     /// Sockets the core may send from.
@@ -58,6 +60,8 @@ pub(super) struct GatewayHarness {
     pub(super) sessions: std::collections::BTreeMap<(ConnId, String), SessionSeen>,
     /// Dialogs the far end can send requests in.
     pub(super) far_dialogs: Vec<FarDialog>,
+    /// `feed-attached` offers the gateway made: (connection, session, feed, SDP), newest last.
+    pub(super) room_offers: Vec<(ConnId, String, String, String)>,
     pub(super) counter: u32,
 }
 
@@ -122,6 +126,7 @@ impl GatewayHarness {
             connects: Vec::new(),
             resolves: Vec::new(),
             last_store: 0,
+            stores: Vec::new(),
             binds: Vec::new(),
             bound: [FUZZ_SIP_SOCKET, FUZZ_WEBRTC_SOCKET].into(),
             closed_pending: Default::default(),
@@ -133,6 +138,7 @@ impl GatewayHarness {
             web_rx: Default::default(),
             sessions: Default::default(),
             far_dialogs: Vec::new(),
+            room_offers: Vec::new(),
             counter: 0,
         };
         h.drain();
@@ -227,9 +233,10 @@ impl GatewayHarness {
                     self.connects.push(conn);
                 }
                 Output::Resolve { query, .. } => self.resolves.push(query),
-                Output::Store { id, .. } => {
+                Output::Store { id, request } => {
                     assert!(id.0 > self.last_store, "Store id {id} reused (last {})", self.last_store);
                     self.last_store = id.0;
+                    self.stores.push((id, request));
                 }
                 Output::BindUdp { socket, purpose, local } => {
                     assert!(socket.0 >= 16, "BindUdp chose {socket}, below 16");
@@ -257,6 +264,13 @@ impl GatewayHarness {
     /// Invariants on the call tables: no call outlives its WebSocket, no two calls share a SIP
     /// leg, no two legs share a dialog.
     pub(super) fn check_calls(&self) {
+        if !self.live.values().any(|k| *k == ConnKind::Web) {
+            assert_eq!(
+                self.gw.conference_census(),
+                Default::default(),
+                "invariant (g): conference sessions live on after every WebSocket closed"
+            );
+        }
         let (calls, dialogs) = self.gw.call_table_for_test();
         let mut legs = std::collections::BTreeSet::new();
         for (conn, session, leg) in &calls {
@@ -278,6 +292,7 @@ impl GatewayHarness {
     /// A connection closed: its sessions and unparsed bytes go with it.
     pub(super) fn forget(&mut self, conn: ConnId) {
         self.web_rx.remove(&conn);
+        self.room_offers.retain(|(c, ..)| *c != conn);
         self.sessions.retain(|(c, _), _| *c != conn);
     }
 
@@ -350,6 +365,14 @@ impl GatewayHarness {
                         Some(INTERNAL_ERROR_REASON),
                         "invariant (i): session {session:?} of {conn} ended by a contained panic in its media: {v}"
                     );
+                }
+            }
+            "videoroom-event" if event == "feed-attached" => {
+                let feed = field("feed").unwrap_or_default().to_string();
+                let sdp = field("sdp").unwrap_or_default().to_string();
+                self.room_offers.push((conn, session, feed, sdp));
+                if self.room_offers.len() > 16 {
+                    self.room_offers.remove(0);
                 }
             }
             "account-event" | "account_event" if event == "incoming-session" || event == "incoming_session" => {

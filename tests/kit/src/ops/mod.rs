@@ -2,8 +2,10 @@
 //! one whole gateway ([`harness::GatewayHarness`] models the runtime side and checks the
 //! invariants; [`templates`] builds the messages).
 
+mod book;
 mod cursor;
 mod harness;
+mod rooms;
 mod templates;
 
 use crate::wire::{release_rtp_pair_for_test, request_rtp_pair_for_test, UPGRADE_V2};
@@ -30,7 +32,10 @@ fn fuzz_upgrade(v1: bool) -> String {
 /// `Resolve`/`Connect`/`BindUdp`, time passing and `Shutdown`, and calls ([`fuzz_call_op`]:
 /// browser offers and answers, far-end answers on two forks, in-dialog requests, CANCEL,
 /// incoming INVITEs, RTP/RTCP on media sockets), and requests as large as a message allows
-/// ([`fuzz_flood_op`]: long lists, long DTMF strings, floods of ICE candidates). The first byte picks the outbound proxy (mostly
+/// ([`fuzz_flood_op`]: long lists, long DTMF strings, floods of ICE candidates), the addressbook
+/// requests and history `GET`s with storage outcomes for them (`book`), and conference requests
+/// ([`rooms::fuzz_room_op`]: joins with browser offers, feeds answered from the gateway's own
+/// offers, every other `videoroom-*` request). The first byte picks the outbound proxy (mostly
 /// `192.0.2.5:5060`; sometimes over TCP, by name, or none). After every step it checks: no panic;
 /// (b) a handled `Timeout` moves the deadline past `now`; (c) writes and closes name only live
 /// connections the runtime accepted or the core asked for; (d) datagrams leave only from bound
@@ -123,6 +128,8 @@ pub fn fuzz_gateway_ops_with(data: &[u8], before_step: &mut dyn FnMut(&mut Gatew
             12 => match c.byte() {
                 0..8 => h.input(Input::Shutdown),
                 8..16 => fuzz_flood_op(&mut h, &mut c),
+                248.. => book::fuzz_book_op(&mut h, &mut c),
+                224.. => rooms::fuzz_room_op(&mut h, &mut c),
                 _ => fuzz_call_op(&mut h, &mut c),
             },
             13 => {
@@ -180,6 +187,11 @@ fn fuzz_answer(h: &mut GatewayHarness, c: &mut ByteCursor<'_>) {
             } else {
                 h.input(Input::UdpBindFailed { socket, error: "address in use".into() });
             }
+        }
+        _ if !h.stores.is_empty() => {
+            let (id, request) = h.stores.remove(c.below(h.stores.len()));
+            let result = templates::fuzz_store_outcome(c, &request, ok);
+            h.input(Input::Stored { id, result });
         }
         _ => {}
     }

@@ -1,0 +1,135 @@
+//! What an operator decides about conferences: the limits (with their defaults) and the per-room
+//! options of SylkServer's `[room@…]` sections (spec §6.1). Pure data; no other part of the core.
+
+use serde::{Deserialize, Serialize};
+
+/// Conference limits and room options (`Config::conference`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConferenceConfig {
+    /// Rooms alive at once on one gateway (worker). Default [`DEFAULT_MAX_ROOMS`].
+    pub max_rooms: usize,
+    /// Publishers in one room. Default [`DEFAULT_MAX_PARTICIPANTS`].
+    pub max_participants_per_room: usize,
+    /// Subscriber PeerConnections (feeds) one WebSocket holds. Default [`DEFAULT_MAX_FEEDS`].
+    pub max_feeds_per_connection: usize,
+    /// Per-room options; rooms not listed get [`RoomConfig::for_uri`]'s defaults.
+    pub rooms: Vec<RoomConfig>,
+}
+
+/// Default of [`ConferenceConfig::max_rooms`].
+pub const DEFAULT_MAX_ROOMS: usize = 64;
+/// Default of [`ConferenceConfig::max_participants_per_room`] (a 16-party room forwards 240
+/// streams per medium).
+pub const DEFAULT_MAX_PARTICIPANTS: usize = 16;
+/// Default of [`ConferenceConfig::max_feeds_per_connection`].
+pub const DEFAULT_MAX_FEEDS: usize = 32;
+
+impl Default for ConferenceConfig {
+    fn default() -> Self {
+        Self {
+            max_rooms: DEFAULT_MAX_ROOMS,
+            max_participants_per_room: DEFAULT_MAX_PARTICIPANTS,
+            max_feeds_per_connection: DEFAULT_MAX_FEEDS,
+            rooms: Vec::new(),
+        }
+    }
+}
+
+impl ConferenceConfig {
+    /// Whether every value is the default (capture headers leave it out then).
+    pub fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// The options of room `uri` (bare AOR): its section, else the defaults.
+    pub fn room(&self, uri: &str) -> RoomConfig {
+        self.rooms.iter().find(|r| r.uri.eq_ignore_ascii_case(uri)).cloned().unwrap_or_else(|| RoomConfig::for_uri(uri))
+    }
+}
+
+/// The order `allow` and `deny` are applied in (`access_policy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AccessPolicy {
+    /// `allow, deny` (default): allowed if `allow` matches and `deny` does not.
+    AllowDeny,
+    /// `deny, allow`: allowed unless `deny` matches, or if `allow` matches.
+    DenyAllow,
+}
+
+/// One room's options (SylkServer `[room@videoconference.example.com]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomConfig {
+    /// The room's AOR.
+    pub uri: String,
+    /// `access_policy`.
+    pub access_policy: AccessPolicy,
+    /// `allow`: `all`, `none`, or a list of AORs and domains. Default `all`.
+    pub allow: Vec<String>,
+    /// `deny`: as `allow`. Default none.
+    pub deny: Vec<String>,
+    /// `max_bitrate` (bit/s) shared by the room's senders. Default 2016000.
+    pub max_bitrate: u32,
+    /// `video_codec`: `vp8` or `h264` restricts the room's video to it; `None` takes both.
+    pub video_codec: Option<String>,
+    /// `video_disabled`: audio only, whatever the joiners ask.
+    pub video_disabled: bool,
+}
+
+impl RoomConfig {
+    /// SylkServer's defaults for room `uri`.
+    pub fn for_uri(uri: &str) -> Self {
+        Self {
+            uri: uri.to_string(),
+            access_policy: AccessPolicy::AllowDeny,
+            allow: vec!["all".into()],
+            deny: Vec::new(),
+            max_bitrate: 2_016_000,
+            video_codec: None,
+            video_disabled: false,
+        }
+    }
+
+    /// Whether `aor` may join (SylkServer `Videoroom.allow_uri`).
+    pub fn allows(&self, aor: &str) -> bool {
+        let allow = matches_any(&self.allow, aor);
+        let deny = matches_any(&self.deny, aor);
+        match self.access_policy {
+            AccessPolicy::AllowDeny => allow && !deny,
+            AccessPolicy::DenyAllow => !deny || allow,
+        }
+    }
+}
+
+/// A policy list matches `aor`: `all`/`*`, the AOR itself, or its domain.
+fn matches_any(list: &[String], aor: &str) -> bool {
+    let domain = aor.rsplit_once('@').map_or(aor, |(_, d)| d);
+    list.iter().any(|e| {
+        let e = e.trim();
+        e.eq_ignore_ascii_case("all") || e == "*" || e.eq_ignore_ascii_case(aor) || e.eq_ignore_ascii_case(domain)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn access_policies() {
+        let mut r = RoomConfig::for_uri("room@conf.example.com");
+        assert!(r.allows("alice@example.com"));
+        r.deny = vec!["evil.test".into()];
+        assert!(!r.allows("mallory@evil.test"));
+        assert!(r.allows("alice@example.com"));
+        r.allow = vec!["example.com".into()];
+        assert!(!r.allows("bob@other.test"));
+        r.access_policy = AccessPolicy::DenyAllow;
+        assert!(r.allows("bob@other.test"));
+        r.allow = vec!["mallory@evil.test".into()];
+        assert!(r.allows("mallory@evil.test"));
+        r.allow = vec!["none".into()];
+        r.access_policy = AccessPolicy::AllowDeny;
+        assert!(!r.allows("alice@example.com"));
+    }
+}

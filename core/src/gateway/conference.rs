@@ -1,0 +1,121 @@
+//! The conference layer's wiring (`crate::conference`): `videoroom-*` requests in, leg timers,
+//! WebRTC datagrams no call took, connections going away; its outputs out (events to
+//! WebSockets, datagrams from the WebRTC socket, invitations to other connections).
+
+use super::{Conn, Gateway, Phase};
+use crate::api::videoroom::VideoroomRequest;
+use crate::api::Identity;
+use crate::conference::{ConfOutput, Env};
+use crate::drive::{Output, Transmit};
+use crate::ids::ConnId;
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+
+/// An [`Env`] from the gateway's parts (a macro: the borrows must stay field by field).
+macro_rules! env {
+    ($gw:ident, $candidates:expr) => {
+        Env {
+            now: $gw.now,
+            unix: $gw.clock.unix($gw.now),
+            rng: &mut $gw.rng,
+            cert: $gw.config.webrtc.dtls_cert.as_ref(),
+            candidates: $candidates,
+            config: &$gw.config.conference,
+        }
+    };
+}
+
+impl Gateway {
+    /// A `videoroom-*` request of WebSocket `conn`: answered (`ack`/`error`) with its events.
+    /// sylkRTC-1 connections (4.0's `videoroom-ctl` era) are not served conferences: their
+    /// `videoroom-join` is answered as before, `not supported yet`.
+    pub(super) fn videoroom_request(&mut self, conn: ConnId, transaction: String, req: VideoroomRequest) {
+        if self.client(conn).is_some_and(|c| c.dialect == crate::api::Dialect::V1) {
+            let error = crate::errors::ClientError::NotSupported { kind: req.kind() }.to_string();
+            self.send_event(conn, &crate::api::Event::Error { transaction, error });
+            return;
+        }
+        let account = match &req {
+            VideoroomRequest::Join { account, .. } => self
+                .client(conn)
+                .and_then(|c| c.account(account))
+                .map(|a| Identity { uri: a.aor.clone(), display_name: a.display_name.clone() }),
+            _ => None,
+        };
+        let candidates = self.webrtc_candidates();
+        let mut env = env!(self, candidates);
+        self.conferences.request(&mut env, conn, transaction, req, account);
+        self.drain_conferences();
+    }
+
+    /// A datagram on the WebRTC socket that no call took; true if a conference leg did.
+    pub(super) fn conference_datagram(&mut self, local: SocketAddr, from: SocketAddr, data: &[u8]) -> bool {
+        let mut env = env!(self, None);
+        let took = self.conferences.datagram(&mut env, local, from, data);
+        self.drain_conferences();
+        took
+    }
+
+    /// The conference legs' timers.
+    pub(super) fn conference_timeout(&mut self) {
+        if self.conferences.next_deadline().is_none_or(|at| at > self.now) {
+            return;
+        }
+        let mut env = env!(self, None);
+        self.conferences.handle_timeout(&mut env);
+        self.drain_conferences();
+    }
+
+    /// WebSocket `conn` is gone: it leaves its rooms.
+    pub(super) fn conference_conn_gone(&mut self, conn: ConnId) {
+        if !self.conferences.has_conn(conn) {
+            return;
+        }
+        let mut env = env!(self, None);
+        self.conferences.conn_gone(&mut env, conn);
+        self.drain_conferences();
+    }
+
+    /// Rooms, participants, feeds (tests check the tables return to their baseline).
+    #[doc(hidden)]
+    pub fn conference_census(&self) -> crate::conference::Census {
+        self.conferences.census()
+    }
+
+    fn drain_conferences(&mut self) {
+        let mut touched = BTreeSet::new();
+        while let Some(o) = self.conferences.poll_output() {
+            match o {
+                ConfOutput::Event { conn, event } => {
+                    self.send_event(conn, &event);
+                    touched.insert(conn);
+                }
+                ConfOutput::Transmit { to, payload } => {
+                    if let Some((socket, _)) = self.media.webrtc() {
+                        // Media is not recorded in captures.
+                        self.out.push_back(Output::Datagram(Transmit { socket, to, payload }));
+                    }
+                }
+                ConfOutput::ToAccount { except, account, event } => {
+                    let holders: Vec<ConnId> = self
+                        .conns
+                        .iter()
+                        .filter(|(id, c)| {
+                            **id != except && matches!(&c.phase, Phase::Ws(s) if s.client.account(&account).is_some())
+                        })
+                        .map(|(id, _)| *id)
+                        .collect();
+                    for id in holders {
+                        self.send_event(id, &event);
+                        touched.insert(id);
+                    }
+                }
+            }
+        }
+        for conn in touched {
+            if matches!(self.conns.get(&conn), Some(Conn { phase: Phase::Ws(_), .. })) {
+                self.flush(conn);
+            }
+        }
+    }
+}
