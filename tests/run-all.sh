@@ -22,6 +22,9 @@ have sipp || missing+=(sip-tester)
 # baresip-core holds the binary and every module used (g711, aufile, sndfile, alsa with its null
 # PCM, ctrl_tcp); the `baresip` package only adds GUI/video recommends.
 have baresip || missing+=(baresip-core)
+# RFC 3263 (tests/tests/e2e_dns.rs): dnsmasq publishes NAPTR/SRV records inside the namespace;
+# dnsmasq-base is Debian's dnsmasq binary without the system service (the test starts its own).
+have dnsmasq || missing+=(dnsmasq-base)
 have ip || missing+=(iproute2)
 have unshare || missing+=(util-linux)
 # The built-in web phone's tests (tests/tests/web_phone.rs) drive headless Chromium.

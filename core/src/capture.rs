@@ -48,7 +48,7 @@ use crate::ws::frames::{client_frame, FrameOut, FrameSplitter, Segment};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 /// First line of every capture.
@@ -128,11 +128,7 @@ impl Recorder {
                 self.line(now, '>', &conn.to_string(), "connected", &payload);
             }
             Input::Resolved { query, result } => {
-                let payload = match result {
-                    Ok(ips) => Value::from(ips.iter().map(|ip| ip.to_string()).collect::<Vec<_>>()).to_string(),
-                    Err(e) => Value::from(e.as_str()).to_string(),
-                };
-                self.line(now, '>', "dns", "resolved", &format!("{query} {payload}"));
+                self.line(now, '>', "dns", "resolved", &format!("{query} {}", crate::dns::line::encode(result)));
             }
             Input::Stored { id, result } => {
                 self.line(now, '>', "storage", "stored", &format!("{id} {}", store_line::encode_outcome(result)))
@@ -199,7 +195,9 @@ impl Recorder {
             }
             Output::StreamWrite { conn, data } => self.line(now, '<', &conn.to_string(), "sip", &sip_payload(data)),
             Output::StreamClose { conn } => self.close_out(now, *conn),
-            Output::Resolve { query, name } => self.line(now, '<', "dns", "resolve", &format!("{query} {name}")),
+            Output::Resolve { query, qtype, name } => {
+                self.line(now, '<', "dns", "resolve", &format!("{query} {qtype} {name}"))
+            }
             Output::BindUdp { socket, purpose, local } => {
                 self.line(now, '<', &socket.to_string(), "bind", &format!("{} {local}", purpose.name()))
             }
@@ -395,7 +393,7 @@ pub enum ReplayInput {
     /// `connected`.
     Connected { conn: ConnId, result: Result<(), String> },
     /// `resolved`.
-    Resolved { query: u64, result: Result<Vec<IpAddr>, String> },
+    Resolved { query: u64, result: Result<crate::dns::Answer, String> },
     /// `stored`: the outcome of a storage request.
     Stored { id: StoreId, result: Result<StoreResult, StoreError> },
     /// `shutdown`.
@@ -498,14 +496,7 @@ pub fn parse(text: &str) -> Result<Capture, String> {
         } else if channel == "dns" && verb == "resolved" {
             let (q, rest) = payload.split_once(' ').ok_or_else(|| err("resolved needs `query result`"))?;
             let query = q.parse().map_err(|_| err("bad query id"))?;
-            let result = match serde_json::from_str::<Value>(rest).map_err(|_| err("bad resolved payload"))? {
-                Value::String(e) => Err(e),
-                Value::Array(ips) => Ok(ips
-                    .iter()
-                    .map(|ip| ip.as_str().and_then(|s| s.parse().ok()).ok_or_else(|| err("bad address")))
-                    .collect::<Result<Vec<IpAddr>, String>>()?),
-                _ => return Err(err("bad resolved payload")),
-            };
+            let result = crate::dns::line::decode(rest).map_err(err)?;
             ReplayInput::Resolved { query, result }
         } else if channel == "storage" && verb == "stored" {
             let (id, rest) = payload.split_once(' ').ok_or_else(|| err("stored needs `id outcome`"))?;

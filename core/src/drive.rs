@@ -1,10 +1,11 @@
 //! The vocabulary of the drive loop: what a runtime hands the core ([`Input`]) and what the core
 //! asks of it ([`Output`]).
 
+pub use crate::dns::{Answer, QueryType};
 use crate::ids::{ConnId, Listener, SocketId};
 use crate::storage::{StoreError, StoreId, StoreRequest, StoreResult};
 use std::fmt;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::Instant;
 
 /// Something that happened outside the core.
@@ -68,12 +69,13 @@ pub enum Input<'a> {
         /// `Ok` when the connection is up; the error text otherwise.
         result: Result<(), String>,
     },
-    /// The answer to [`Output::Resolve`].
+    /// The answer to [`Output::Resolve`]: the records (an empty list when the name or the
+    /// records do not exist) with their TTL, or the resolver's error text (timeout, refused…).
     Resolved {
         /// The query id the core chose.
         query: u64,
-        /// Addresses, or the error text.
-        result: Result<Vec<IpAddr>, String>,
+        /// Records of the type asked for, or the error text.
+        result: Result<Answer, String>,
     },
     /// The outcome of [`Output::Store`]. The core tolerates an id it never asked for or has
     /// forgotten (logged and dropped).
@@ -191,11 +193,15 @@ pub enum Output {
         /// Where to.
         to: SocketAddr,
     },
-    /// Resolve `name` to addresses (A and AAAA); answer with [`Input::Resolved`].
+    /// Look `name` up for records of type `qtype` (A and AAAA, SRV or NAPTR; RFC 3263 lookups
+    /// are the core's, one query at a time); answer with [`Input::Resolved`], after the
+    /// current drain.
     Resolve {
         /// Query id the core chose.
         query: u64,
-        /// Host name.
+        /// What to ask for.
+        qtype: QueryType,
+        /// Domain name (no trailing dot).
         name: String,
     },
     /// Carry out `request` on the message store, off the event loop; answer with exactly one

@@ -259,10 +259,7 @@ impl Gateway {
                 }
                 self.sip.handle_connected(conn, result.is_ok(), now, &mut self.rng)
             }
-            Input::Resolved { query, result } => {
-                self.register_resolved(query, &result);
-                self.sip.handle_resolved(query, result, now, &mut self.rng)
-            }
+            Input::Resolved { query, result } => self.sip.handle_resolved(query, result, now, &mut self.rng),
             Input::Stored { id, result } => self.on_stored(id, result),
             Input::Shutdown => self.shutdown(),
         }
@@ -311,13 +308,7 @@ impl Gateway {
                     }
                     continue;
                 }
-                SipOutput::Resolve { query, name } => {
-                    // A registration's lookup goes out right after its `account-register`.
-                    if let Some(p) = self.pending_registers.values_mut().find(|p| p.query.is_none()) {
-                        p.query = Some(query);
-                    }
-                    Output::Resolve { query, name }
-                }
+                SipOutput::Resolve { query, qtype, name } => Output::Resolve { query, qtype, name },
             };
             if let Some(rec) = &mut self.recorder {
                 rec.output(self.now, &out);
@@ -341,6 +332,7 @@ impl Gateway {
                 SipEvent::Message { id, reg, message } => self.messaging_incoming(id, reg, message),
                 SipEvent::MessageResult { id, code, reason } => self.messaging_result(id, code, reason),
                 SipEvent::DialogMessage { leg, message } => self.messaging_in_dialog(leg, message),
+                SipEvent::Resolved { id, result } => self.register_resolved(id, result),
                 SipEvent::Registration { id, state } => {
                     if state != RegState::Registering {
                         self.messaging_registration(id, state == RegState::Registered);
@@ -653,14 +645,14 @@ impl Gateway {
                         conn: id,
                         regs: &mut self.regs,
                     };
-                    let lookups = ctx.sip.census().3;
+                    let lookups = ctx.sip.lookups_started();
                     let handled = session.client.handle_text(&text, &self.config, &mut ctx, &mut events);
                     self.tally.request(session.client.last_kind());
                     for e in &events {
                         self.send_event(id, e);
                     }
                     if let Some(request) = handled.register {
-                        self.answer_register(id, request, self.sip.census().3 > lookups);
+                        self.answer_register(id, request, self.sip.lookups_started() > lookups);
                     }
                     if let Some(request) = handled.session {
                         match request.body {

@@ -69,7 +69,7 @@
 //!             Output::StreamClose { conn } => { /* flush, then close the socket of `conn` */ }
 //!             Output::Datagram(t) => { /* send t.payload from socket t.socket to t.to */ }
 //!             Output::Connect { conn, to } => { /* connect; answer with Input::Connected */ }
-//!             Output::Resolve { query, name } => { /* resolve; answer with Input::Resolved */ }
+//!             Output::Resolve { query, qtype, name } => { /* one DNS query; answer with Input::Resolved */ }
 //!             Output::BindUdp { socket, purpose, local } => { /* bind; answer after the drain */ }
 //!             Output::CloseUdp { socket } => { /* close that socket */ }
 //!             Output::Store { id, request } => { /* off the loop; answer with Input::Stored */ }
@@ -97,6 +97,7 @@ pub mod capture;
 pub mod client;
 pub mod conference;
 pub mod config;
+pub mod dns;
 pub mod drive;
 pub mod errors;
 pub mod gateway;

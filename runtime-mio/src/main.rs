@@ -22,9 +22,10 @@
 //!   runtime keeps only the mio socket; `Output::CloseUdp` drops it. `Output::Datagram` goes out
 //!   of the socket its id names. Every UDP socket is read until `WouldBlock` into the shared
 //!   buffer.
-//! - Name resolution (`Output::Resolve`) blocks in `getaddrinfo`, so queries run on a bounded
-//!   pool ([`resolver`]: 4 threads, at most 64 waiting) that reports back through a channel and
-//!   the waker; a query beyond the queue is answered with an error right after the drain.
+//! - DNS queries (`Output::Resolve`: A/AAAA, SRV, NAPTR, with hickory-resolver) block, so they
+//!   run on a bounded pool ([`resolver`]: 4 threads, at most 64 waiting) that reports back
+//!   through a channel and the waker; a query beyond the queue is answered with an error right
+//!   after the drain.
 //! - Storage (`Output::Store`) runs on a bounded pool ([`driver::StorePool`]: 2 threads, each
 //!   with its own connection, at most 256 waiting) that reports back through a channel and the
 //!   same waker; a request the pool cannot take (queue full, no storage) is answered
@@ -45,10 +46,11 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, ErrorKind, Read, Write};
-use std::net::{IpAddr, Shutdown, SocketAddr};
+use std::net::{Shutdown, SocketAddr};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use sylkgw_core::dns::QueryType;
 use sylkgw_core::storage::{StoreId, StoreRequest};
 use sylkgw_core::{ConnId, Gateway, Input, Listener, SocketId, Transmit, UdpPurpose};
 use sylkgw_driver::{
@@ -307,7 +309,7 @@ struct Runtime {
     listener: Option<TcpListener>,
     /// `None` once shutting down.
     sip_tcp: Option<TcpListener>,
-    resolved_rx: mpsc::Receiver<(u64, Result<Vec<IpAddr>, String>)>,
+    resolved_rx: mpsc::Receiver<(u64, resolver::Answer)>,
     stored_rx: mpsc::Receiver<(StoreId, driver::store_pool::Outcome)>,
     /// The shared read buffer.
     buf: Box<[u8]>,
@@ -535,8 +537,8 @@ impl Io for MioIo {
     }
 
     /// Queues the lookup on the pool; over its queue, answers with the error after the drain.
-    fn resolve(&mut self, query: u64, name: String) {
-        if let Err(full) = self.resolver.submit(query, name) {
+    fn resolve(&mut self, query: u64, qtype: QueryType, name: String) {
+        if let Err(full) = self.resolver.submit(query, qtype, name) {
             log::warn!("dns {query}: {full}");
             self.deferred.push_back(Deferred::Resolved(query, Err(full.to_string())));
         }

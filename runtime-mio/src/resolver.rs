@@ -1,20 +1,25 @@
-//! Name resolution on a bounded pool: `getaddrinfo` blocks, so lookups run on [`THREADS`] threads
-//! fed by a queue of at most [`QUEUE`] waiting names. A lookup that finds the queue full is
+//! DNS queries on a bounded pool, off the event loop: lookups run on [`THREADS`] threads (each
+//! blocking on its own current-thread tokio runtime and hickory resolver, [`driver::dns`]) fed
+//! by a queue of at most [`QUEUE`] waiting queries. A lookup that finds the queue full is
 //! refused at once ([`Full`]); the runtime answers the core's `Output::Resolve` with that error,
 //! which the core reports like any DNS failure. A client choosing domains cannot make the
 //! process start threads or hold work without bound.
 
-use std::net::{IpAddr, ToSocketAddrs};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
+use sylkgw_core::dns::QueryType;
+use sylkgw_driver as driver;
 
 /// Lookup threads.
 pub const THREADS: usize = 4;
 /// Names waiting for a thread, beyond those being looked up.
 pub const QUEUE: usize = 64;
 
-/// What a lookup gives: the addresses, or the error text.
-pub type Answer = Result<Vec<IpAddr>, String>;
+/// What a lookup gives: the records, or the error text.
+pub type Answer = Result<sylkgw_core::dns::Answer, String>;
+
+/// One query.
+type Job = (u64, QueryType, String);
 
 /// The queue was full: the lookup was not started.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,40 +33,43 @@ impl std::fmt::Display for Full {
 
 /// The pool. Dropping it lets the threads end once the queue is empty.
 pub struct Resolver {
-    jobs: SyncSender<(u64, String)>,
+    jobs: SyncSender<Job>,
 }
 
 impl Resolver {
-    /// Starts `threads` threads that look names up with `lookup` and hand each answer to `done`
-    /// (from the lookup thread), with at most `queue` names waiting.
-    pub fn start(
+    /// Starts `threads` threads, each looking names up with its own lookup made by `make` (on
+    /// that thread, before its first query; dropped when the thread ends), handing each answer
+    /// to `done` (from the lookup thread), with at most `queue` names waiting.
+    pub fn start<L: FnMut(QueryType, &str) -> Answer>(
         threads: usize,
         queue: usize,
-        lookup: impl Fn(&str) -> Answer + Send + Sync + 'static,
+        make: impl Fn() -> L + Send + Sync + 'static,
         done: impl Fn(u64, Answer) + Send + Sync + 'static,
     ) -> std::io::Result<Self> {
-        let (jobs, rx) = sync_channel::<(u64, String)>(queue);
+        let (jobs, rx) = sync_channel::<Job>(queue);
         let rx = Arc::new(Mutex::new(rx));
-        let (lookup, done) = (Arc::new(lookup), Arc::new(done));
+        let (make, done) = (Arc::new(make), Arc::new(done));
         for n in 0..threads {
-            let (rx, lookup, done) = (Arc::clone(&rx), Arc::clone(&lookup), Arc::clone(&done));
+            let (rx, make, done) = (Arc::clone(&rx), Arc::clone(&make), Arc::clone(&done));
             std::thread::Builder::new().name(format!("resolve-{n}")).spawn(move || {
-                while let Some((query, name)) = next(&rx) {
-                    done(query, lookup(&name));
+                let mut lookup = make();
+                while let Some((query, qtype, name)) = next(&rx) {
+                    done(query, lookup(qtype, &name));
                 }
             })?;
         }
         Ok(Self { jobs })
     }
 
-    /// The pool the runtime uses: [`THREADS`] threads, [`QUEUE`] waiting, the system resolver.
+    /// The pool the runtime uses: [`THREADS`] threads, [`QUEUE`] waiting, the system's DNS
+    /// configuration.
     pub fn system(done: impl Fn(u64, Answer) + Send + Sync + 'static) -> std::io::Result<Self> {
         Self::start(THREADS, QUEUE, system_lookup, done)
     }
 
     /// Queues `name` for lookup as `query`, or refuses it at once when the queue is full.
-    pub fn submit(&self, query: u64, name: String) -> Result<(), Full> {
-        match self.jobs.try_send((query, name)) {
+    pub fn submit(&self, query: u64, qtype: QueryType, name: String) -> Result<(), Full> {
+        match self.jobs.try_send((query, qtype, name)) {
             Ok(()) => Ok(()),
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => Err(Full),
         }
@@ -69,13 +77,23 @@ impl Resolver {
 }
 
 /// The next job, or `None` once the pool is dropped.
-fn next(rx: &Mutex<Receiver<(u64, String)>>) -> Option<(u64, String)> {
+fn next(rx: &Mutex<Receiver<Job>>) -> Option<Job> {
     rx.lock().unwrap_or_else(|e| e.into_inner()).recv().ok()
 }
 
-/// `getaddrinfo` through the standard library: A and AAAA records.
-fn system_lookup(name: &str) -> Answer {
-    (name, 0).to_socket_addrs().map(|addrs| addrs.map(|a| a.ip()).collect()).map_err(|e| e.to_string())
+/// A pool thread's lookup: its own current-thread tokio runtime and hickory resolver (or why
+/// there is none: every query is answered with that error).
+fn system_lookup() -> impl FnMut(QueryType, &str) -> Answer {
+    let local =
+        tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string()).and_then(|rt| {
+            // Built inside the runtime, in case the resolver starts tasks.
+            let resolver = rt.block_on(async { driver::dns::system_resolver() })?;
+            Ok((rt, resolver))
+        });
+    move |qtype, name| match &local {
+        Ok((rt, resolver)) => rt.block_on(driver::dns::lookup(resolver, qtype, name)),
+        Err(e) => Err(e.clone()),
+    }
 }
 
 #[cfg(test)]
@@ -95,10 +113,14 @@ mod tests {
         let started_tx = Mutex::new(started_tx);
         let (done_tx, done) = channel::<(u64, Answer)>();
         let done_tx: Mutex<Sender<_>> = Mutex::new(done_tx);
-        let lookup = move |name: &str| {
-            let _ = started_tx.lock().unwrap().send(name.to_string());
-            let _ = release.lock().unwrap().recv_timeout(WAIT);
-            Ok(vec![IpAddr::from([127, 0, 0, 1])])
+        let (started_tx, release) = (Arc::new(started_tx), Arc::new(release));
+        let lookup = move || {
+            let (started_tx, release) = (Arc::clone(&started_tx), Arc::clone(&release));
+            move |_: QueryType, name: &str| {
+                let _ = started_tx.lock().unwrap().send(name.to_string());
+                let _ = release.lock().unwrap().recv_timeout(WAIT);
+                Ok(sylkgw_core::dns::Answer::ips(vec![std::net::IpAddr::from([127, 0, 0, 1])]))
+            }
         };
         let pool = Resolver::start(2, 3, lookup, move |q, a| {
             let _ = done_tx.lock().unwrap().send((q, a));
@@ -106,15 +128,15 @@ mod tests {
         .unwrap();
         // Two running (both threads busy), then three waiting fill the queue.
         for q in 0..2 {
-            pool.submit(q, format!("n{q}.example")).unwrap();
+            pool.submit(q, QueryType::Ip, format!("n{q}.example")).unwrap();
         }
         for _ in 0..2 {
             started.recv_timeout(WAIT).expect("a lookup started");
         }
         for q in 2..5 {
-            pool.submit(q, format!("n{q}.example")).unwrap();
+            pool.submit(q, QueryType::Ip, format!("n{q}.example")).unwrap();
         }
-        assert_eq!(pool.submit(5, "over.example".into()), Err(Full), "the sixth is refused at once");
+        assert_eq!(pool.submit(5, QueryType::Ip, "over.example".into()), Err(Full), "the sixth is refused at once");
         assert!(Full.to_string().contains("too many DNS lookups"));
         for _ in 0..5 {
             release_tx.send(()).unwrap();
@@ -123,7 +145,7 @@ mod tests {
         answered.sort_unstable();
         assert_eq!(answered, [0, 1, 2, 3, 4], "every accepted lookup is answered, the refused one is not");
         // Room again once the queue drains.
-        pool.submit(6, "again.example".into()).unwrap();
+        pool.submit(6, QueryType::Ip, "again.example".into()).unwrap();
         release_tx.send(()).unwrap();
         assert_eq!(done.recv_timeout(WAIT).expect("an answer").0, 6);
     }

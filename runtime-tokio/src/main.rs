@@ -49,11 +49,12 @@
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, ErrorKind};
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use sylkgw_core::dns::QueryType;
 use sylkgw_core::storage::{StoreId, StoreRequest};
 use sylkgw_core::{ConnId, Gateway, Input, Listener, SocketId, Transmit, UdpPurpose};
 use sylkgw_driver::{
@@ -263,6 +264,7 @@ fn worker(
                     dropped: Vec::new(),
                     lingering: VecDeque::new(),
                     max_pending,
+                    resolver: None,
                 },
                 driver,
                 limits,
@@ -291,7 +293,7 @@ enum Event {
     /// An outgoing connection came up, or failed (its task has then ended).
     Connected(ConnId, Result<(), String>),
     /// A name resolution finished.
-    Resolved(u64, Result<Vec<IpAddr>, String>),
+    Resolved(u64, Result<sylkgw_core::dns::Answer, String>),
     /// A storage request finished (sent from a storage pool thread).
     Stored(StoreId, driver::store_pool::Outcome),
     /// A datagram on a UDP socket other than SIP's.
@@ -386,6 +388,8 @@ struct TokioIo {
     lingering: VecDeque<(Instant, AbortHandle)>,
     /// The core's `max_pending_bytes`.
     max_pending: usize,
+    /// This worker's DNS resolver (or why there is none), made on the first `Output::Resolve`.
+    resolver: Option<Result<hickory_resolver::TokioResolver, String>>,
 }
 
 impl Core {
@@ -589,13 +593,15 @@ impl Io for TokioIo {
         self.connects.push((conn, to));
     }
 
-    fn resolve(&mut self, query: u64, name: String) {
+    fn resolve(&mut self, query: u64, qtype: QueryType, name: String) {
         let tx = self.events_tx.clone();
+        // One resolver per worker, made on its first query (hickory, /etc/resolv.conf).
+        let resolver = self.resolver.get_or_insert_with(driver::dns::system_resolver).clone();
         tokio::spawn(async move {
-            let result = tokio::net::lookup_host((name.as_str(), 0))
-                .await
-                .map(|addrs| addrs.map(|a| a.ip()).collect())
-                .map_err(|e| e.to_string());
+            let result = match resolver {
+                Ok(r) => driver::dns::lookup(&r, qtype, &name).await,
+                Err(e) => Err(e),
+            };
             let _ = tx.send(Event::Resolved(query, result)).await;
         });
     }

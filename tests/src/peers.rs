@@ -242,8 +242,10 @@ pub struct KamailioOpts {
     pub udp: bool,
     /// Listen on TCP. Default true.
     pub tcp: bool,
-    /// Listen on 127.0.0.1. Default true.
+    /// Listen on IPv4 (at `ipv4_addr`). Default true.
     pub ipv4: bool,
+    /// The IPv4 address to listen on (any 127/8 address is on loopback). Default 127.0.0.1.
+    pub ipv4_addr: Ipv4Addr,
     /// Listen on [::1] too. Default false.
     pub ipv6: bool,
     /// `(user, plain-text password)`. Default alice/secret and bob/secret.
@@ -260,6 +262,7 @@ impl Default for KamailioOpts {
             udp: true,
             tcp: true,
             ipv4: true,
+            ipv4_addr: Ipv4Addr::LOCALHOST,
             ipv6: false,
             users: vec![("alice".into(), "secret".into()), ("bob".into(), "secret".into())],
             extra: Vec::new(),
@@ -446,7 +449,7 @@ impl Kamailio {
     pub fn addrs(&self) -> Vec<SocketAddr> {
         let mut v = Vec::new();
         if self.opts.ipv4 {
-            v.push(SocketAddr::new(Ipv4Addr::LOCALHOST.into(), self.opts.port));
+            v.push(SocketAddr::new(self.opts.ipv4_addr.into(), self.opts.port));
         }
         if self.opts.ipv6 {
             v.push(SocketAddr::new(Ipv6Addr::LOCALHOST.into(), self.opts.port));
@@ -591,7 +594,8 @@ pub fn kamailio_modules_dir() -> PathBuf {
 /// The kamailio config for `opts`, from the template text.
 pub fn render_kamailio_cfg(template: &str, workdir: &Path, opts: &KamailioOpts) -> String {
     let mut listen = Vec::new();
-    let hosts: Vec<String> = [(opts.ipv4, "127.0.0.1"), (opts.ipv6, "[::1]")]
+    let v4 = opts.ipv4_addr.to_string();
+    let hosts: Vec<String> = [(opts.ipv4, v4.as_str()), (opts.ipv6, "[::1]")]
         .iter()
         .filter(|(on, _)| *on)
         .map(|(_, h)| (*h).to_string())
@@ -606,7 +610,7 @@ pub fn render_kamailio_cfg(template: &str, workdir: &Path, opts: &KamailioOpts) 
     for host in &hosts {
         listen.push(format!("alias=\"{host}:{}\"", opts.port));
     }
-    if opts.ipv4 {
+    if opts.ipv4 && opts.ipv4_addr == Ipv4Addr::LOCALHOST {
         listen.push(format!("alias=\"localhost:{}\"", opts.port));
     }
     let users: Vec<String> = opts

@@ -98,6 +98,8 @@ replay!(
     sip_register_423,
     sip_register_refresh,
     sip_register_dns,
+    sip_register_failover,
+    sip_register_dns_cached,
     sip_incoming,
     web_phone_page,
     sip_register_large_tcp,

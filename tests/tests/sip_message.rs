@@ -9,6 +9,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use sylkgw_core::config::SipConfig;
+use sylkgw_core::dns::{Answer, QueryType, Records};
 use sylkgw_core::rng::Rng;
 use sylkgw_core::sip::calls::{CallParams, LegId};
 use sylkgw_core::sip::invite::CallProgress;
@@ -260,25 +261,55 @@ fn no_answer_is_408() {
     assert_eq!(h.stack.message_count(), (0, 0));
 }
 
+/// Answers the stack's RFC 3263 queries until none is left: NAPTR and SRV with nothing, A/AAAA
+/// with `ip`. Returns the queries seen, as `type name`, and the outputs after the last one.
+fn resolve_all(h: &mut Harness, ip: &Result<Answer, String>) -> (Vec<String>, Vec<SipOutput>) {
+    let mut seen = Vec::new();
+    loop {
+        let outputs = h.outputs();
+        let Some((query, qtype, name)) = outputs.iter().find_map(|o| match o {
+            SipOutput::Resolve { query, qtype, name } => Some((*query, *qtype, name.clone())),
+            _ => None,
+        }) else {
+            return (seen, outputs);
+        };
+        assert_eq!(outputs.len(), 1, "one query at a time: {outputs:?}");
+        seen.push(format!("{qtype} {name}"));
+        let result = match qtype {
+            QueryType::Ip => ip.clone(),
+            t => Ok(Answer { records: Records::empty(t), ttl: 0 }),
+        };
+        h.stack.handle_resolved(query, result, h.now, &mut h.rng);
+    }
+}
+
 #[test]
 fn unresolvable_domain_is_503_and_a_resolved_one_is_used() {
     let mut h = Harness::with(|c| c.outbound_sip_proxy = None);
     let id = h.send(MessageParams { target: "bob@nowhere.invalid".into(), ..text("hi") });
-    let query = match &h.outputs()[..] {
-        [SipOutput::Resolve { query, name }] if name == "nowhere.invalid" => *query,
-        other => panic!("expected a Resolve, got {other:?}"),
-    };
-    h.stack.handle_resolved(query, Err("no such name".into()), h.now, &mut h.rng);
+    let (seen, _) = resolve_all(&mut h, &Err("no such name".into()));
+    assert_eq!(
+        seen,
+        [
+            "naptr nowhere.invalid",
+            "srv _sip._udp.nowhere.invalid",
+            "srv _sip._tcp.nowhere.invalid",
+            "srv _sips._tcp.nowhere.invalid",
+            "ip nowhere.invalid"
+        ],
+        "RFC 3263 §4: NAPTR, then SRV for each transport, then the host"
+    );
     assert_eq!(h.events(), [result(id, 503, "Service Unavailable")]);
     assert_eq!(h.stack.census().3, 0, "no query left");
 
     let id = h.send(MessageParams { target: "bob@example.org".into(), ..text("hi") });
-    let query = match &h.outputs()[..] {
-        [SipOutput::Resolve { query, name }] if name == "example.org" => *query,
-        other => panic!("expected a Resolve, got {other:?}"),
+    let (_, outputs) = resolve_all(&mut h, &Ok(Answer::ips(vec!["198.51.100.9".parse().unwrap()])));
+    let (to, msg) = match &outputs[..] {
+        [SipOutput::Transport(TransportOut::Datagram { to, payload, .. })] => {
+            (*to, String::from_utf8(payload.clone()).unwrap())
+        }
+        other => panic!("expected the MESSAGE, got {other:?}"),
     };
-    h.stack.handle_resolved(query, Ok(vec!["198.51.100.9".parse().unwrap()]), h.now, &mut h.rng);
-    let (to, msg) = h.sent_to().remove(0);
     assert_eq!(to, "198.51.100.9:5060".parse::<SocketAddr>().unwrap());
     assert!(msg.starts_with("MESSAGE sip:bob@example.org SIP/2.0\r\n") && !msg.contains("\r\nRoute:"), "{msg}");
     h.stack.handle_datagram(to, reply(&msg, 200, "OK", Some("x"), "").as_bytes(), h.now, &mut h.rng);

@@ -39,7 +39,7 @@ impl Io for PoolIo {
     fn connect(&mut self, conn: ConnId, _: SocketAddr) {
         panic!("{conn}: no connect in this test");
     }
-    fn resolve(&mut self, query: u64, name: String) {
+    fn resolve(&mut self, query: u64, _: sylkgw_core::dns::QueryType, name: String) {
         panic!("query {query} ({name}): no lookup in this test");
     }
     fn store(&mut self, id: StoreId, request: StoreRequest) {

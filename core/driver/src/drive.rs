@@ -15,8 +15,9 @@
 
 use crate::capture_file::CaptureFile;
 use std::collections::VecDeque;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::Instant;
+use sylkgw_core::dns::{Answer, QueryType};
 use sylkgw_core::storage::{StoreError, StoreId, StoreRequest, StoreResult};
 use sylkgw_core::{ConnId, Gateway, Input, Output, SocketId, Transmit, UdpPurpose};
 
@@ -32,7 +33,7 @@ pub enum Deferred {
     /// An `Output::Connect` that failed at once: `Input::Connected`.
     Connected(ConnId, Result<(), String>),
     /// An `Output::Resolve` answered at once (a lookup that could not start): `Input::Resolved`.
-    Resolved(u64, Result<Vec<IpAddr>, String>),
+    Resolved(u64, Result<Answer, String>),
     /// An `Output::Store` refused at once (no storage, queue full): `Input::Stored`.
     Stored(StoreId, Result<StoreResult, StoreError>),
 }
@@ -60,9 +61,9 @@ pub trait Io {
     fn send_datagram(&mut self, t: Transmit);
     /// `Output::Connect`: open a TCP connection; answered later with `Input::Connected`.
     fn connect(&mut self, conn: ConnId, to: SocketAddr);
-    /// `Output::Resolve`: look `name` up; answered later with `Input::Resolved` (an error one
-    /// when the lookup cannot even start).
-    fn resolve(&mut self, query: u64, name: String);
+    /// `Output::Resolve`: look `name` up for `qtype` records (see [`crate::dns`]); answered later
+    /// with `Input::Resolved` (an error one when the lookup cannot even start).
+    fn resolve(&mut self, query: u64, qtype: QueryType, name: String);
     /// `Output::Store`: carry `request` out off the event loop; answered later with
     /// `Input::Stored` (a [`Deferred::Stored`] `Unavailable` one when it cannot even be queued).
     fn store(&mut self, id: StoreId, request: StoreRequest);
@@ -180,7 +181,7 @@ impl Driver {
                 }
                 Output::CloseUdp { socket } => io.close_udp(socket),
                 Output::Connect { conn, to } => io.connect(conn, to),
-                Output::Resolve { query, name } => io.resolve(query, name),
+                Output::Resolve { query, qtype, name } => io.resolve(query, qtype, name),
                 Output::Store { id, request } => io.store(id, request),
                 Output::Timeout(at) => {
                     self.deadline = at;
@@ -246,7 +247,7 @@ mod tests {
         }
         fn send_datagram(&mut self, _: Transmit) {}
         fn connect(&mut self, _: ConnId, _: SocketAddr) {}
-        fn resolve(&mut self, _: u64, _: String) {}
+        fn resolve(&mut self, _: u64, _: QueryType, _: String) {}
         fn store(&mut self, id: StoreId, _: StoreRequest) {
             self.stores.push(id);
         }

@@ -1,14 +1,14 @@
 //! `account-register` answered as SylkServer does (spec §2.2, §5.3): after the next hop's name
 //! resolution when the registration needs one: `ack` and the registration's events, or the
-//! `error` "DNS lookup error: …" and no registration. The SIP stack resolves on its own; the
-//! gateway sees a lookup start (the stack's query count grows while the request is handled), the
-//! `Resolve` that goes out next, and the runtime's answer.
+//! `error` "DNS lookup error: …" and no registration. The SIP stack resolves on its own (RFC
+//! 3263); the gateway sees a lookup start (the stack's count of lookups grows while the request
+//! is handled) and the registration's `SipEvent::Resolved` when it ends.
 
 use super::{Conn, Gateway, Phase};
 use crate::api::Event;
 use crate::client::{Register, SipCtx};
 use crate::ids::ConnId;
-use std::net::IpAddr;
+use crate::sip::stack::RegId;
 
 /// An `account-register` whose registration waits for the name resolution of its next hop:
 /// SylkServer resolves before it answers (spec §2.2), so its `ack` (or `error` "DNS lookup
@@ -16,8 +16,6 @@ use std::net::IpAddr;
 pub(super) struct PendingRegister {
     pub(super) conn: ConnId,
     pub(super) request: Register,
-    /// The resolver query, once seen going out.
-    pub(super) query: Option<u64>,
     /// The registration's events so far, sent after the `ack`.
     pub(super) held: Vec<Event>,
 }
@@ -28,22 +26,20 @@ impl Gateway {
     pub(super) fn answer_register(&mut self, conn: ConnId, request: Register, resolving: bool) {
         if resolving {
             let reg = request.reg;
-            self.pending_registers.insert(reg, PendingRegister { conn, request, query: None, held: Vec::new() });
+            self.pending_registers.insert(reg, PendingRegister { conn, request, held: Vec::new() });
         } else {
             self.send_event(conn, &Event::Ack { transaction: request.transaction });
         }
     }
 
-    /// The resolver answered `query`: if an `account-register` waits for it, it is answered
-    /// (spec §2.2): `ack` and the registration's events, or the `error` "DNS lookup error: …"
-    /// and the registration is removed (no events).
-    pub(super) fn register_resolved(&mut self, query: u64, result: &Result<Vec<IpAddr>, String>) {
-        let Some(reg) = self.pending_registers.iter().find(|(_, p)| p.query == Some(query)).map(|(r, _)| *r) else {
-            return;
-        };
+    /// Registration `reg`'s next hop was resolved: if an `account-register` waits for it, it is
+    /// answered (spec §2.2): `ack` and the registration's events, or the `error` "DNS lookup
+    /// error: …" (the resolver's error, else "no results found") and the registration is
+    /// removed (no events).
+    pub(super) fn register_resolved(&mut self, reg: RegId, result: Result<(), Option<String>>) {
         let Some(PendingRegister { conn, request, held, .. }) = self.pending_registers.remove(&reg) else { return };
-        let detail = match result {
-            Ok(ips) if !ips.is_empty() => {
+        let detail = match &result {
+            Ok(()) => {
                 self.send_event(conn, &Event::Ack { transaction: request.transaction });
                 for e in &held {
                     self.send_event(conn, e);
@@ -51,8 +47,7 @@ impl Gateway {
                 self.flush(conn);
                 return;
             }
-            Ok(_) => None,
-            Err(e) => Some(e.as_str()),
+            Err(e) => e.as_deref(),
         };
         let error = crate::errors::dns_lookup_error(detail);
         log::info!("{conn}: account-register of {} failed: {error}", request.account);

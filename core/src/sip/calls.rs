@@ -13,6 +13,7 @@ use super::identity::SipIdentity;
 use super::invite::{CallProgress, UacAction, UacInvite};
 use super::message::{HeaderName, Headers, Method, Request, Response};
 use super::midcall::MidCall;
+use super::rfc3263::{Resolution, Target};
 use super::services::{DialogCtx, Owner, Services};
 use super::target::{next_hop, ProxySpec};
 use super::transaction::{Kind, ResponseVerdict};
@@ -45,7 +46,9 @@ pub(super) struct OutLeg {
     from_tag: String,
     cseq: u32,
     hop: ProxySpec,
-    resolved: Option<SocketAddr>,
+    /// The next hop's targets (RFC 3263), in order, and the one in use.
+    targets: Vec<Target>,
+    current: usize,
     /// The INVITE as last sent, and its branch.
     invite: Option<(Request, String)>,
     /// Dialogs by remote tag (early ones from 1xx with a tag, confirmed from 2xx).
@@ -61,7 +64,7 @@ pub(super) struct OutLeg {
 impl OutLeg {
     /// A call for `params`, not started.
     pub(super) fn new(id: LegId, params: CallParams, svc: &Services, rng: &mut Rng) -> Self {
-        let (hop, resolved) = next_hop(&params.target, svc.proxy.as_ref());
+        let hop = next_hop(&params.target, svc.proxy.as_ref());
         Self {
             id,
             uac: UacInvite::new(),
@@ -70,7 +73,8 @@ impl OutLeg {
             from_tag: rng.hex(16),
             cseq: (rng.next_u64() % 10_000) as u32 + 1,
             hop,
-            resolved,
+            targets: Vec::new(),
+            current: 0,
             invite: None,
             dialogs: BTreeMap::new(),
             auth: None,
@@ -79,12 +83,11 @@ impl OutLeg {
         }
     }
 
-    /// Sends the INVITE, or first asks for the next hop's address.
+    /// Sends the INVITE, or first resolves the next hop (RFC 3263).
     pub(super) fn start(&mut self, svc: &mut Services, now: Instant, rng: &mut Rng) {
-        if self.resolved.is_some() {
-            self.send_invite(svc, now, rng);
-        } else {
-            svc.resolve(Owner::Leg(self.id, LegTx::Invite), self.hop.host.clone());
+        let hop = self.hop.clone();
+        if let Some(result) = svc.resolve(Owner::Leg(self.id, LegTx::Invite), &hop, now, rng) {
+            self.on_resolved(svc, result, now, rng);
         }
     }
 
@@ -123,28 +126,37 @@ impl OutLeg {
         self.actions(svc, actions, None, now, rng);
     }
 
-    /// The next hop resolved (or not).
-    pub(super) fn on_resolved(
-        &mut self,
-        svc: &mut Services,
-        result: Result<Vec<IpAddr>, String>,
-        now: Instant,
-        rng: &mut Rng,
-    ) {
-        match result.ok().and_then(|ips| ips.first().copied()) {
-            Some(ip) => {
-                self.resolved = Some(SocketAddr::new(ip, self.hop.port_or_default()));
+    /// The next hop's lookup ended: the INVITE goes to the first target (or the call ends 503).
+    pub(super) fn on_resolved(&mut self, svc: &mut Services, result: Resolution, now: Instant, rng: &mut Rng) {
+        match result {
+            Ok(targets) => {
+                self.targets = targets;
+                self.current = 0;
                 self.send_invite(svc, now, rng);
             }
-            None => self.end(svc, "503 Service Unavailable"),
+            Err(_) => self.end(svc, "503 Service Unavailable"),
         }
+    }
+
+    /// RFC 3263 §4.3: the INVITE timed out, failed to connect or was answered 503 before any
+    /// dialog formed: it goes to the next target as a new transaction; `false` when there is
+    /// none.
+    fn fail_over(&mut self, svc: &mut Services, now: Instant, rng: &mut Rng) -> bool {
+        if !self.dialogs.is_empty() || self.current + 1 >= self.targets.len() {
+            return false;
+        }
+        self.current += 1;
+        let t = self.targets[self.current];
+        log::info!("call {:?}: trying the next target, {} {}", self.id, t.transport, t.addr);
+        self.send_invite(svc, now, rng);
+        true
     }
 
     fn send_invite(&mut self, svc: &mut Services, now: Instant, rng: &mut Rng) {
         if self.gone {
             return;
         }
-        let transport = self.hop.transport;
+        let Some(Target { transport, addr }) = self.targets.get(self.current).copied() else { return };
         let (vhost, vport) = svc.advertised(transport);
         let branch = format!("z9hG4bK{}", rng.hex(20));
         self.cseq += 1;
@@ -179,7 +191,6 @@ impl OutLeg {
         };
         let req = Request { method: Method::Invite, uri, headers: h, body: p.sdp.clone() };
         let bytes = req.to_bytes();
-        let Some(addr) = self.resolved else { return };
         let peer = Peer { transport, addr, conn: None };
         let name = self.hop.host.clone();
         self.invite = Some((req, branch.clone()));
@@ -210,6 +221,9 @@ impl OutLeg {
                     self.ack_non_2xx(svc, branch, resp, now);
                 }
                 if verdict == ResponseVerdict::AckAgain {
+                    return;
+                }
+                if resp.code == 503 && self.fail_over(svc, now, rng) {
                     return;
                 }
                 let to_tag = resp.headers.to_header().ok().and_then(|t| t.tag().map(String::from));
@@ -251,6 +265,9 @@ impl OutLeg {
         now: Instant,
         rng: &mut Rng,
     ) {
+        if tx == LegTx::Invite && self.fail_over(svc, now, rng) {
+            return;
+        }
         let actions = match tx {
             LegTx::Invite => self.uac.on_response(code, reason, None, None, &[]),
             LegTx::Bye => self.uac.on_bye_response(),
@@ -338,8 +355,7 @@ impl OutLeg {
     /// Where requests inside the dialog go: the next hop of the INVITE when there is a route
     /// (outbound proxy or Record-Route), else the remote target when it is an address.
     fn dialog_peer(&self, svc: &Services, dialog: &Dialog) -> Option<Peer> {
-        let hop = self.resolved?;
-        let transport = self.hop.transport;
+        let Target { transport, addr: hop } = *self.targets.get(self.current)?;
         if svc.proxy.is_some() || !dialog.route_set.is_empty() {
             return Some(Peer { transport, addr: hop, conn: None });
         }

@@ -5,6 +5,7 @@
 use super::invite::CallProgress;
 use super::registration::RegState;
 use super::transport::TransportOut;
+use crate::dns::QueryType;
 
 /// A registration's handle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -62,8 +63,8 @@ impl std::error::Error for InfoError {}
 pub enum SipOutput {
     /// Transport work.
     Transport(TransportOut),
-    /// Resolve a host name (A/AAAA); answer with `SipStack::handle_resolved`.
-    Resolve { query: u64, name: String },
+    /// Look `name` up for records of type `qtype`; answer with `SipStack::handle_resolved`.
+    Resolve { query: u64, qtype: QueryType, name: String },
 }
 
 /// What the transaction user hears.
@@ -71,6 +72,10 @@ pub enum SipOutput {
 pub enum SipEvent {
     /// A registration changed state.
     Registration { id: RegId, state: RegState },
+    /// A registration's next hop was resolved (RFC 3263), before its REGISTER goes out: `Err`
+    /// with the resolver's error (`None`: no records) when nothing resolved; a 503 `Failed`
+    /// follows then.
+    Resolved { id: RegId, result: Result<(), Option<String>> },
     /// A call progressed (outgoing, or an incoming one after [`SipEvent::Incoming`]).
     Call { leg: LegId, progress: CallProgress },
     /// An INVITE for the Contact of registration `reg`; answer with `SipStack::answer` or

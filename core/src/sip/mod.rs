@@ -41,6 +41,7 @@ pub mod pager;
 pub mod parse;
 mod registrant;
 pub mod registration;
+pub mod rfc3263;
 mod services;
 pub mod stack;
 pub mod target;

@@ -11,13 +11,13 @@ use super::events::{IncomingMessage, MsgId, SipEvent};
 use super::identity::SipIdentity;
 use super::invite::ChallengeMemory;
 use super::message::{HeaderName, Headers, Method, Request, Response};
+use super::rfc3263::{Resolution, Target};
 use super::services::{Owner, Services};
 use super::target::{next_hop, ProxySpec, Transport};
 use super::transaction::{Kind, ResponseVerdict};
 use super::transport::Peer;
 use super::uri::Uri;
 use crate::rng::Rng;
-use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 /// How long an incoming MESSAGE waits for the transaction user's answer before the stack
@@ -60,7 +60,9 @@ struct Direct {
     from_tag: String,
     cseq: u32,
     hop: ProxySpec,
-    resolved: Option<SocketAddr>,
+    /// The next hop's targets (RFC 3263), in order, and the one in use.
+    targets: Vec<Target>,
+    current: usize,
     auth: ChallengeMemory,
 }
 
@@ -80,14 +82,15 @@ impl Pager {
     /// A MESSAGE out of dialog for `params`, not started. The next hop is the outbound proxy,
     /// else the target's domain (as for INVITE, spec §5.3).
     pub(super) fn new(id: MsgId, params: MessageParams, svc: &Services, rng: &mut Rng) -> Self {
-        let (hop, resolved) = next_hop(&params.target, svc.proxy.as_ref());
+        let hop = next_hop(&params.target, svc.proxy.as_ref());
         let direct = Direct {
             params,
             call_id: format!("{}@sylkgw", rng.hex(24)),
             from_tag: rng.hex(16),
             cseq: (rng.next_u64() % 10_000) as u32 + 1,
             hop,
-            resolved,
+            targets: Vec::new(),
+            current: 0,
             auth: ChallengeMemory::default(),
         };
         Self { id, direct: Some(direct), branch: None, gone: false }
@@ -103,35 +106,52 @@ impl Pager {
         self.gone
     }
 
-    /// Sends the MESSAGE, or first asks for the next hop's address.
+    /// Sends the MESSAGE, or first resolves the next hop (RFC 3263).
     pub(super) fn start(&mut self, svc: &mut Services, now: Instant, rng: &mut Rng) {
         let Some(d) = &self.direct else { return };
-        if d.resolved.is_some() {
-            self.send(svc, None, now, rng);
-        } else {
-            svc.resolve(Owner::Msg(self.id), d.hop.host.clone());
+        let hop = d.hop.clone();
+        if let Some(result) = svc.resolve(Owner::Msg(self.id), &hop, now, rng) {
+            self.on_resolved(svc, result, now, rng);
         }
     }
 
-    /// The next hop resolved (or not: 503).
-    pub(super) fn on_resolved(
-        &mut self,
-        svc: &mut Services,
-        result: Result<Vec<IpAddr>, String>,
-        now: Instant,
-        rng: &mut Rng,
-    ) {
+    /// The next hop's lookup ended: the MESSAGE goes to the first target (or fails: 503).
+    pub(super) fn on_resolved(&mut self, svc: &mut Services, result: Resolution, now: Instant, rng: &mut Rng) {
         let Some(d) = self.direct.as_mut() else { return };
-        match result.ok().and_then(|ips| ips.first().copied()) {
-            Some(ip) => {
-                d.resolved = Some(SocketAddr::new(ip, d.hop.port_or_default()));
+        match result {
+            Ok(targets) => {
+                d.targets = targets;
+                d.current = 0;
                 self.send(svc, None, now, rng);
             }
-            None => {
-                log::info!("MESSAGE {:?}: cannot resolve {}", self.id, d.hop.host);
+            Err(e) => {
+                log::info!(
+                    "MESSAGE {:?}: cannot resolve {}: {}",
+                    self.id,
+                    d.hop.host,
+                    e.as_deref().unwrap_or("no records")
+                );
                 self.finish(svc, 503, "Service Unavailable");
             }
         }
+    }
+
+    /// RFC 3263 §4.3: after a timeout, a 503 or a transport failure out of dialog, the MESSAGE
+    /// goes to the next target as a new transaction; `false` when there is none.
+    fn fail_over(&mut self, svc: &mut Services, now: Instant, rng: &mut Rng) -> bool {
+        let Some(d) = self.direct.as_mut() else { return false };
+        if d.current + 1 >= d.targets.len() {
+            return false;
+        }
+        d.current += 1;
+        log::info!(
+            "MESSAGE {:?}: trying the next target, {} {}",
+            self.id,
+            d.targets[d.current].transport,
+            d.targets[d.current].addr
+        );
+        self.send(svc, None, now, rng);
+        true
     }
 
     /// Sends the MESSAGE built in a dialog (`SipStack::send_message_in_dialog`).
@@ -160,10 +180,9 @@ impl Pager {
             return self.finish(svc, 503, "Service Unavailable");
         }
         let Some(d) = self.direct.as_mut() else { return };
-        let Some(addr) = d.resolved else { return };
+        let Some(Target { transport, addr }) = d.targets.get(d.current).copied() else { return };
         d.cseq += 1;
         let branch = format!("z9hG4bK{}", rng.hex(20));
-        let transport = d.hop.transport;
         let (vhost, vport) = svc.advertised(transport);
         let p = &d.params;
         let ruri = format!("sip:{}", p.target);
@@ -227,6 +246,9 @@ impl Pager {
             return;
         }
         self.branch = None;
+        if resp.code == 503 && self.fail_over(svc, now, rng) {
+            return;
+        }
         if let (401 | 407, Some(d)) = (resp.code, self.direct.as_mut()) {
             let header = if resp.code == 407 { HeaderName::ProxyAuthenticate } else { HeaderName::WwwAuthenticate };
             if let Some((challenge, nc)) = d.auth.next(&header_values(&resp.headers, header)) {
@@ -236,10 +258,22 @@ impl Pager {
         self.finish(svc, resp.code, &resp.reason);
     }
 
-    /// Its transaction failed without a response (408 timeout, 503 transport error).
-    pub(super) fn on_failed(&mut self, svc: &mut Services, branch: &str, code: u16, reason: &str) {
+    /// Its transaction failed without a response (408 timeout, 503 transport error): the next
+    /// target out of dialog (RFC 3263 §4.3), else that is the result.
+    pub(super) fn on_failed(
+        &mut self,
+        svc: &mut Services,
+        branch: &str,
+        code: u16,
+        reason: &str,
+        now: Instant,
+        rng: &mut Rng,
+    ) {
         if self.branch.as_deref() == Some(branch) {
-            self.finish(svc, code, reason);
+            self.branch = None;
+            if !self.fail_over(svc, now, rng) {
+                self.finish(svc, code, reason);
+            }
         }
     }
 

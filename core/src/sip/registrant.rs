@@ -1,6 +1,7 @@
 //! One registration's client side (RFC 3261 §10): the [`Registration`] state machine wired to
-//! its REGISTER requests — name resolution of the next hop, building and authenticating each
-//! REGISTER, its client transaction and the flow it keeps open — through [`Services`].
+//! its REGISTER requests — name resolution of the next hop (RFC 3263, with failover to the
+//! next target on a timeout, a 503 or a connection failure, §4.3), building and authenticating
+//! each REGISTER, its client transaction and the flow it keeps open — through [`Services`].
 //! The stack routes the registration's inputs here by [`RegId`] and forgets it once
 //! [`Registrant::is_gone`].
 
@@ -10,6 +11,7 @@ use super::events::{RegId, SipEvent};
 use super::identity::{RegParams, SipIdentity};
 use super::message::{ContactList, HeaderName, Headers, Method, Request, Response};
 use super::registration::{RegResponse, RegState, Registration, SendRegister};
+use super::rfc3263::{Resolution, Target};
 use super::services::{Owner, Services, SipTimer};
 use super::target::{ProxySpec, Transport};
 use super::transaction::Kind;
@@ -17,7 +19,6 @@ use super::transport::Peer;
 use super::uri::{escape_param, Uri};
 use crate::ids::ConnId;
 use crate::rng::Rng;
-use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 /// One registration.
@@ -29,10 +30,16 @@ pub(super) struct Registrant {
     from_tag: String,
     cseq: u32,
     hop: ProxySpec,
-    /// The resolved next hop.
-    resolved: Option<SocketAddr>,
+    /// The next hop's targets (RFC 3263), in order; empty until resolved.
+    targets: Vec<Target>,
+    /// The one in use.
+    current: usize,
+    /// Whether a REGISTER was ever sent (an unregistration then has something to remove).
+    sent: bool,
     /// A REGISTER waiting for name resolution.
     waiting: Option<SendRegister>,
+    /// The REGISTER in flight, sent again to the next target on failure (§4.3).
+    last_send: Option<SendRegister>,
     /// The branch of the REGISTER in flight.
     in_flight: Option<String>,
     /// The stream flow the registration keeps open.
@@ -61,6 +68,7 @@ impl Registrant {
                 host: domain.clone(),
                 port: None,
                 transport: Transport::Udp,
+                transport_given: false,
             })
         });
         let contact_uri = contact_uri(svc, &params, hop.transport);
@@ -73,8 +81,11 @@ impl Registrant {
             from_tag: rng.hex(16),
             cseq: (rng.next_u64() % 10_000) as u32 + 1,
             hop,
-            resolved: None,
+            targets: Vec::new(),
+            current: 0,
+            sent: false,
             waiting: None,
+            last_send: None,
             in_flight: None,
             stop_after_response: false,
             flow: None,
@@ -115,7 +126,7 @@ impl Registrant {
             self.stop_after_response = !self.reg.unregistering();
             return;
         }
-        if self.resolved.is_none() {
+        if !self.sent {
             // Nothing was ever sent (the next hop never resolved): nothing to remove.
             self.remove(svc, now);
             return;
@@ -139,24 +150,32 @@ impl Registrant {
         }
     }
 
-    /// The runtime resolved the next hop.
-    pub(super) fn on_resolved(
-        &mut self,
-        svc: &mut Services,
-        result: Result<Vec<IpAddr>, String>,
-        now: Instant,
-        rng: &mut Rng,
-    ) {
+    /// The next hop's lookup ended (RFC 3263): the REGISTER waiting for it goes to the first
+    /// target (the one in use before, if it is still among them), or fails with 503.
+    pub(super) fn on_resolved(&mut self, svc: &mut Services, result: Resolution, now: Instant, rng: &mut Rng) {
         let send = self.waiting.take();
-        match result.ok().and_then(|ips| ips.first().copied()) {
-            Some(ip) => {
-                self.resolved = Some(SocketAddr::new(ip, self.hop.port_or_default()));
+        svc.event(SipEvent::Resolved { id: self.id, result: result.as_ref().map(|_| ()).map_err(Clone::clone) });
+        match result {
+            Ok(targets) => {
+                let before = self.targets.get(self.current).copied();
+                self.current = before.and_then(|b| targets.iter().position(|t| *t == b)).unwrap_or(0);
+                if targets.get(self.current) != before.as_ref() {
+                    if let Some(conn) = self.flow.take() {
+                        svc.transports.retain(conn, false, now);
+                    }
+                }
+                self.targets = targets;
                 if let Some(send) = send {
-                    self.send_register(svc, send, now, rng);
+                    self.transmit(svc, send, now, rng);
                 }
             }
-            None => {
-                log::info!("registration of {}: cannot resolve {}", self.params.identity.aor, self.hop.host);
+            Err(error) => {
+                log::info!(
+                    "registration of {}: cannot resolve {}: {}",
+                    self.params.identity.aor,
+                    self.hop.host,
+                    error.as_deref().unwrap_or("no records")
+                );
                 let resp = RegResponse { code: 503, reason: "Service Unavailable".into(), ..RegResponse::default() };
                 self.on_reg_response(svc, &resp, now, rng);
             }
@@ -165,6 +184,10 @@ impl Registrant {
 
     /// A final (or provisional) response to its REGISTER.
     pub(super) fn on_response(&mut self, svc: &mut Services, resp: &Response, now: Instant, rng: &mut Rng) {
+        // RFC 3263 §4.3: a 503 moves on to the next target.
+        if resp.code == 503 && self.fail_over(svc, now, rng) {
+            return;
+        }
         let rr = RegResponse {
             code: resp.code,
             reason: resp.reason.clone(),
@@ -178,10 +201,49 @@ impl Registrant {
         self.on_reg_response(svc, &rr, now, rng);
     }
 
-    /// Its REGISTER failed without a response (timeout, transport error).
+    /// Its REGISTER failed without a response (timeout, transport error): the next target, if
+    /// any (RFC 3263 §4.3), else the failure.
     pub(super) fn on_failed(&mut self, svc: &mut Services, code: u16, reason: &str, now: Instant, rng: &mut Rng) {
+        if self.fail_over(svc, now, rng) {
+            return;
+        }
         let resp = RegResponse { code, reason: reason.into(), ..RegResponse::default() };
         self.on_reg_response(svc, &resp, now, rng);
+    }
+
+    /// Sends the REGISTER in flight again to the next target (RFC 3263 §4.3), as a new
+    /// transaction; `false` when there is none (or an unregistration waits).
+    fn fail_over(&mut self, svc: &mut Services, now: Instant, rng: &mut Rng) -> bool {
+        if self.stop_after_response {
+            return false;
+        }
+        if self.current + 1 >= self.targets.len() {
+            // Every target failed: the next attempt starts again from the first.
+            if self.current != 0 {
+                self.current = 0;
+                if let Some(conn) = self.flow.take() {
+                    svc.transports.retain(conn, false, now);
+                }
+            }
+            return false;
+        }
+        let Some(send) = self.last_send.clone() else { return false };
+        let (from, to) = (self.targets[self.current], self.targets[self.current + 1]);
+        log::info!(
+            "registration of {}: {} {} failed; trying {} {}",
+            self.params.identity.aor,
+            from.transport,
+            from.addr,
+            to.transport,
+            to.addr
+        );
+        self.current += 1;
+        self.in_flight = None;
+        if let Some(conn) = self.flow.take() {
+            svc.transports.retain(conn, false, now);
+        }
+        self.transmit(svc, send, now, rng);
+        true
     }
 
     /// The stream flow `conn` is gone.
@@ -232,18 +294,37 @@ impl Registrant {
             let resp = RegResponse { code: 503, reason: "Service Unavailable".into(), ..RegResponse::default() };
             return self.on_reg_response(svc, &resp, now, rng);
         }
-        let Some(addr) =
-            self.resolved.or_else(|| self.hop.ip().map(|ip| SocketAddr::new(ip, self.hop.port_or_default())))
-        else {
-            // Ask the runtime to resolve the next hop first.
-            self.waiting = Some(send);
-            svc.resolve(Owner::Reg(self.id), self.hop.host.clone());
+        // A new REGISTER (not an unregistration, not a challenge's answer) resolves the next hop
+        // again: the cache answers until the records' TTLs run out. An IP literal needs nothing.
+        let fresh = send.expires > 0 && send.auth.is_none();
+        if self.targets.is_empty() || (fresh && self.hop.ip().is_none()) {
+            if let Some(ip) = self.hop.ip() {
+                let addr = std::net::SocketAddr::new(ip, self.hop.port_or_default());
+                self.targets = vec![Target { transport: self.hop.transport, addr }];
+            } else {
+                self.waiting = Some(send);
+                if let Some(result) = svc.resolve(Owner::Reg(self.id), &self.hop, now, rng) {
+                    self.on_resolved(svc, result, now, rng);
+                }
+                return;
+            }
+        }
+        self.transmit(svc, send, now, rng);
+    }
+
+    /// Builds and sends `send` to the target in use.
+    fn transmit(&mut self, svc: &mut Services, send: SendRegister, now: Instant, rng: &mut Rng) {
+        if self.gone {
             return;
-        };
-        self.resolved = Some(addr);
+        }
+        let Some(target) = self.targets.get(self.current).copied() else { return };
+        // The Contact names the transport of the target in use.
+        self.contact_uri = contact_uri(svc, &self.params, target.transport);
+        self.sent = true;
+        self.last_send = Some(send.clone());
         self.cseq += 1;
         let branch = format!("z9hG4bK{}", rng.hex(20));
-        let transport = self.hop.transport;
+        let (transport, addr) = (target.transport, target.addr);
         let identity = &self.params.identity;
         let ruri = format!("sip:{}", identity.domain());
         let (vhost, vport) = svc.advertised(transport);

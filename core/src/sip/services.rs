@@ -10,11 +10,15 @@ use super::digest;
 use super::events::{InboundMsgId, LegId, LegTx, MsgId, RegId, SipEvent, SipOutput};
 use super::identity::SipIdentity;
 use super::message::{HeaderName, Headers, Method, Request, Response};
+use super::rfc3263::{Lookup, Resolution, Step};
 use super::target::{split_hostport, ProxySpec, Transport};
 use super::transaction::{ClientTransaction, Kind, ServerTransaction, Timers};
 use super::transport::{Peer, TransportOut, Transports};
 use crate::config::SipConfig;
+use crate::dns::cache::DnsCache;
+use crate::dns::{Answer, QueryType};
 use crate::ids::ConnId;
+use crate::rng::Rng;
 use crate::time::TimerTable;
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Instant;
@@ -52,6 +56,14 @@ pub(super) enum Owner {
     Leg(LegId, LegTx),
     /// An outgoing MESSAGE.
     Msg(MsgId),
+}
+
+/// An RFC 3263 lookup waiting for the answer to one query.
+struct PendingLookup {
+    owner: Owner,
+    lookup: Lookup,
+    qtype: QueryType,
+    name: String,
 }
 
 /// A client transaction and what it retransmits.
@@ -101,8 +113,12 @@ pub(super) struct Services {
     pub(super) transports: Transports,
     pub(super) clients: BTreeMap<String, ClientEntry>,
     pub(super) servers: BTreeMap<ServerKey, ServerEntry>,
-    queries: BTreeMap<u64, Owner>,
+    /// RFC 3263 lookups waiting for a query's answer, by query id.
+    queries: BTreeMap<u64, PendingLookup>,
     next_query: u64,
+    /// Lookups started, ever (a gateway sees whether handling a request started one).
+    lookups_started: u64,
+    dns: DnsCache,
     table: TimerTable<SipTimerKey>,
     keys: BTreeMap<SipTimerKey, SipTimer>,
     key_of: BTreeMap<SipTimer, SipTimerKey>,
@@ -127,6 +143,8 @@ impl Services {
             servers: BTreeMap::new(),
             queries: BTreeMap::new(),
             next_query: 1,
+            lookups_started: 0,
+            dns: DnsCache::default(),
             table: TimerTable::default(),
             keys: BTreeMap::new(),
             key_of: BTreeMap::new(),
@@ -151,22 +169,78 @@ impl Services {
         self.out.pop_front()
     }
 
-    /// Asks the runtime to resolve `name` for `owner`; the answer comes back by query id.
-    pub(super) fn resolve(&mut self, owner: Owner, name: String) {
-        let query = self.next_query;
-        self.next_query += 1;
-        self.queries.insert(query, owner);
-        self.out.push_back(SipOutput::Resolve { query, name });
+    /// Resolves `hop` for `owner` (RFC 3263 §4) from the cache and the runtime's answers: the
+    /// targets in order, or `Err` with the last resolver error (`None`: no records), when known
+    /// now; `None` when a query went out and the result comes back through `SipStack`.
+    pub(super) fn resolve(&mut self, owner: Owner, hop: &ProxySpec, now: Instant, rng: &mut Rng) -> Option<Resolution> {
+        self.lookups_started += 1;
+        let (lookup, step) = Lookup::start(hop);
+        self.drive_lookup(owner, lookup, step, now, rng)
+    }
+
+    /// The runtime answered `query`: who the lookup is for and its result, once it is complete.
+    pub(super) fn answer_query(
+        &mut self,
+        query: u64,
+        result: Result<Answer, String>,
+        now: Instant,
+        rng: &mut Rng,
+    ) -> Option<(Owner, Resolution)> {
+        let PendingLookup { owner, mut lookup, qtype, name } = self.queries.remove(&query)?;
+        let records = match result {
+            Ok(answer) if answer.records.query_type() == qtype => {
+                self.dns.put(qtype, &name, &answer, now);
+                Ok(answer.records)
+            }
+            Ok(answer) => {
+                log::warn!("dns {query}: a {} answer to a {qtype} query; taken as empty", answer.records.query_type());
+                Ok(crate::dns::Records::empty(qtype))
+            }
+            Err(e) => {
+                log::info!("dns {query}: {qtype} {name}: {e}");
+                Err(e)
+            }
+        };
+        let step = lookup.answer(records, rng);
+        self.drive_lookup(owner, lookup, step, now, rng).map(|r| (owner, r))
+    }
+
+    /// Runs `lookup` through the cache until it needs the runtime (`None`) or ends.
+    fn drive_lookup(
+        &mut self,
+        owner: Owner,
+        mut lookup: Lookup,
+        mut step: Step,
+        now: Instant,
+        rng: &mut Rng,
+    ) -> Option<Resolution> {
+        loop {
+            match step {
+                Step::Query(qtype, name) => {
+                    if let Some(cached) = self.dns.get(qtype, &name, now) {
+                        step = lookup.answer(Ok(cached.records.clone()), rng);
+                        continue;
+                    }
+                    let query = self.next_query;
+                    self.next_query += 1;
+                    self.out.push_back(SipOutput::Resolve { query, qtype, name: name.clone() });
+                    self.queries.insert(query, PendingLookup { owner, lookup, qtype, name });
+                    return None;
+                }
+                Step::Done(targets) => return Some(Ok(targets)),
+                Step::Failed(error) => return Some(Err(error)),
+            }
+        }
+    }
+
+    /// Lookups started so far.
+    pub(super) fn lookups_started(&self) -> u64 {
+        self.lookups_started
     }
 
     /// (armed timers, timer keys, timer keys' reverse map, DNS queries in flight), for leak checks.
     pub(super) fn census(&self) -> (usize, usize, usize, usize) {
         (self.table.len(), self.keys.len(), self.key_of.len(), self.queries.len())
-    }
-
-    /// Who asked query `query` (once).
-    pub(super) fn take_query(&mut self, query: u64) -> Option<Owner> {
-        self.queries.remove(&query)
     }
 
     pub(super) fn transmit(&mut self, peer: Peer, bytes: Vec<u8>, now: Instant) {

@@ -26,11 +26,12 @@ use super::services::{Owner, ServerEntry, ServerKey, Services, SipTimer};
 use super::transaction::{ClientEvent, Kind, ResponseVerdict, ServerEvent, ServerTransaction};
 use super::transport::{Arrival, Peer};
 use super::uri::Uri;
+
 use crate::config::SipConfig;
 use crate::ids::{ConnId, SocketId};
 use crate::rng::Rng;
 use std::collections::BTreeMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::Instant;
 
 /// The SIP stack.
@@ -371,24 +372,37 @@ impl SipStack {
 
     // ===== Input =====
 
-    /// The runtime resolved a name.
-    pub fn handle_resolved(&mut self, query: u64, result: Result<Vec<IpAddr>, String>, now: Instant, rng: &mut Rng) {
-        match self.svc.take_query(query) {
-            Some(Owner::Reg(id)) => {
+    /// The runtime answered DNS query `query`; a lookup that is now complete goes to its owner.
+    pub fn handle_resolved(
+        &mut self,
+        query: u64,
+        result: Result<crate::dns::Answer, String>,
+        now: Instant,
+        rng: &mut Rng,
+    ) {
+        let Some((owner, result)) = self.svc.answer_query(query, result, now, rng) else { return };
+        match owner {
+            Owner::Reg(id) => {
                 self.with_reg(id, |r, svc| r.on_resolved(svc, result, now, rng));
             }
-            Some(Owner::Leg(id, _)) => {
+            Owner::Leg(id, _) => {
                 self.with_leg(id, |leg, svc| {
                     if let Leg::Out(l) = leg {
                         l.on_resolved(svc, result, now, rng);
                     }
                 });
             }
-            Some(Owner::Msg(id)) => {
+            Owner::Msg(id) => {
                 self.with_pager(id, |p, svc| p.on_resolved(svc, result, now, rng));
             }
-            None => {}
         }
+    }
+
+    /// RFC 3263 lookups started so far: a caller compares it before and after a request to
+    /// learn whether the request started one (a registration then reports
+    /// [`SipEvent::Resolved`]).
+    pub fn lookups_started(&self) -> u64 {
+        self.svc.lookups_started()
     }
 
     /// A datagram on the SIP socket.
@@ -532,7 +546,7 @@ impl SipStack {
                 self.with_leg(id, |leg, svc| leg.on_failed(svc, id, tx, branch, code, reason, now, rng));
             }
             Owner::Msg(id) => {
-                self.with_pager(id, |p, svc| p.on_failed(svc, branch, code, reason));
+                self.with_pager(id, |p, svc| p.on_failed(svc, branch, code, reason, now, rng));
             }
         }
     }

@@ -1,9 +1,8 @@
-//! Where a request goes: the next hop's transport, host and port (a simplified RFC 3263 §4:
-//! transport from the URI's `transport` parameter or `sips`, port from the URI or the
-//! transport's default; no NAPTR/SRV). Names are resolved by the runtime (A/AAAA).
+//! Where a request goes: the next hop as the URI gives it (host, port, transport). Its targets
+//! (RFC 3263 §4: NAPTR, SRV, A/AAAA, in order, with failover) are `super::rfc3263`'s.
 
 use std::fmt;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 
 /// SIP transports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -74,6 +73,8 @@ pub struct ProxySpec {
     pub port: Option<u16>,
     /// Transport.
     pub transport: Transport,
+    /// Whether the URI named the transport (`;transport=`): then RFC 3263 skips NAPTR (§4.1).
+    pub transport_given: bool,
 }
 
 impl ProxySpec {
@@ -92,14 +93,16 @@ impl ProxySpec {
         let mut parts = rest.split(';');
         let hostport = parts.next().unwrap_or_default();
         let mut transport = if secure { Transport::Tls } else { Transport::Udp };
+        let mut transport_given = false;
         for p in parts {
             let (k, v) = p.split_once('=').unwrap_or((p, ""));
             if k.trim().eq_ignore_ascii_case("transport") {
                 transport = Transport::parse(v.trim()).ok_or(EXPECTED)?;
+                transport_given = true;
             }
         }
         let (host, port) = split_hostport(hostport).ok_or(EXPECTED)?;
-        Ok(Self { host, port, transport })
+        Ok(Self { host, port, transport, transport_given })
     }
 
     /// The port to use.
@@ -125,18 +128,17 @@ impl ProxySpec {
 
 /// The next hop of an out-of-dialog request to `target` (`user@domain` or a bare domain), as
 /// INVITE and MESSAGE route (spec §5.3): the outbound proxy when there is one, else the target's
-/// domain; with its address when the hop is an IP literal (`None`: the name must be resolved).
-pub fn next_hop(target: &str, proxy: Option<&ProxySpec>) -> (ProxySpec, Option<SocketAddr>) {
+/// domain (resolved by RFC 3263, `super::rfc3263`).
+pub fn next_hop(target: &str, proxy: Option<&ProxySpec>) -> ProxySpec {
     let domain = target.split_once('@').map_or(target, |(_, d)| d);
-    let hop = proxy.cloned().unwrap_or_else(|| {
+    proxy.cloned().unwrap_or_else(|| {
         ProxySpec::parse(domain).unwrap_or(ProxySpec {
             host: domain.to_string(),
             port: None,
             transport: Transport::Udp,
+            transport_given: false,
         })
-    });
-    let resolved = hop.ip().map(|ip| SocketAddr::new(ip, hop.port_or_default()));
-    (hop, resolved)
+    })
 }
 
 /// Splits `host`, `host:port`, `[v6]`, `[v6]:port`; `None` if malformed.
@@ -167,7 +169,12 @@ mod tests {
     fn sylkserver_proxy_forms() {
         assert_eq!(
             ProxySpec::parse("proxy.example.com").unwrap(),
-            ProxySpec { host: "proxy.example.com".into(), port: None, transport: Transport::Udp }
+            ProxySpec {
+                host: "proxy.example.com".into(),
+                port: None,
+                transport: Transport::Udp,
+                transport_given: false
+            }
         );
         let p = ProxySpec::parse("127.0.0.1:5070;transport=tcp").unwrap();
         assert_eq!((p.port_or_default(), p.transport), (5070, Transport::Tcp));

@@ -13,6 +13,7 @@ use cursor::ByteCursor;
 use harness::FUZZ_PROXY;
 use harness::{ConnKind, GatewayHarness};
 use std::time::Duration;
+use sylkgw_core::dns::Answer;
 use sylkgw_core::ids::{ConnId, Listener};
 use sylkgw_core::{Gateway, Input};
 use templates::{fuzz_call_op, fuzz_flood_op, fuzz_sip_text, fuzz_sylkrtc_text};
@@ -159,11 +160,12 @@ fn fuzz_answer(h: &mut GatewayHarness, c: &mut ByteCursor<'_>) {
     match c.below(3) {
         0 if !h.resolves.is_empty() => {
             let query = h.resolves.remove(c.below(h.resolves.len()));
+            // Addresses whatever the query asked (an answer of another type counts as empty).
             let result = match ok {
-                true => Ok(vec![std::net::IpAddr::from(FUZZ_PROXY.0)]),
+                true => Ok(Answer::ips(vec![std::net::IpAddr::from(FUZZ_PROXY.0)])),
                 false => Err(c.pick(&["NXDOMAIN", ""]).to_string()),
             };
-            let result = if c.byte() == 0 { Ok(Vec::new()) } else { result };
+            let result = if c.byte() == 0 { Ok(Answer::ips(Vec::new())) } else { result };
             h.input(Input::Resolved { query, result });
         }
         1 if !h.connects.is_empty() => {
