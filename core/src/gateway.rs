@@ -325,6 +325,9 @@ impl Gateway {
                 | SipEvent::ReofferAck { .. }
                 | SipEvent::ReinviteResult { .. }) => self.call_sip_midcall(ev),
                 // Messaging is not wired to sylkRTC yet (#12): an incoming MESSAGE is refused.
+                SipEvent::Message { id, reg, message } if addressbook::is_api_token(&message) => {
+                    self.api_token_request(id, reg, &message)
+                }
                 SipEvent::Message { id, .. } => self.sip.answer_message(id, 480, self.now),
                 SipEvent::MessageResult { .. } | SipEvent::DialogMessage { .. } => {}
                 SipEvent::Registration { id, state } => {

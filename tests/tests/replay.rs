@@ -131,6 +131,7 @@ replay!(
     // (`WRITE_CAPTURES=1` rewrites them).
     addressbook,
     history_http,
+    api_token,
 );
 
 /// A changed expectation fails, and the failure shows what changed.
