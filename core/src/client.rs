@@ -51,6 +51,9 @@ pub struct Handled {
     /// `ack` at once or, when the next hop needs name resolution, once it is resolved (spec
     /// §2.2: SylkServer resolves first; a failure is the `error` "DNS lookup error: …").
     pub register: Option<Register>,
+    /// A messaging request (`api::messaging`) of an account this connection has: the
+    /// gateway's messaging machine answers it with exactly one `ack` or `error`.
+    pub messaging: Option<Request>,
     /// An addressbook request of a known, authenticated account: the gateway answers it once
     /// the store has (`gateway::addressbook`).
     pub addressbook: Option<(String, crate::api::addressbook::AddressbookRequest)>,
@@ -115,6 +118,9 @@ impl Client {
                     }
                 }
                 return Handled { session: Some(request), ..Handled::default() };
+            }
+            Ok(request @ Request { body: RequestBody::Messaging(_), .. }) => {
+                return Handled { messaging: Some(request), ..Handled::default() };
             }
             Ok(Request { transaction, body: RequestBody::Addressbook(request) }) => {
                 match self.known(request.account(), AccountOp::Any).and_then(|()| self.authenticated(request.account()))
@@ -293,7 +299,8 @@ impl Client {
             | RequestBody::SessionMessage { .. }
             | RequestBody::Addressbook(_)
             // Routed to the gateway by `handle_text`, never here.
-            | RequestBody::SessionDtmfInfo { .. } => Err(ClientError::Internal),
+            | RequestBody::SessionDtmfInfo { .. }
+            | RequestBody::Messaging(_) => Err(ClientError::Internal),
             RequestBody::Unsupported { kind, account } => {
                 if let Some(account) = account {
                     self.known(&account, AccountOp::Any)?;

@@ -67,6 +67,15 @@ pub struct Config {
     /// offer is refused with 488), `optional` (our offers are RTP/AVP with `a=crypto`, used if the
     /// peer answers with one; RTP/SAVP offers are accepted) or `mandatory` (RTP/SAVP only).
     pub sdes_srtp: SdesMode,
+    /// Largest `content` of an `account-message`/`session-message`, in bytes (default 64 KiB,
+    /// at least 1); larger gets the `error` "Message too large: at most N bytes".
+    pub max_message_size: usize,
+    /// Most `account-message`s per account in any 1-second window, over all its connections on
+    /// this core (default 20, at least 1); one more gets the `error` "Too many messages".
+    pub max_messages_per_second: usize,
+    /// Journal entries kept per account (default 10000; 0 keeps all): past it the oldest are
+    /// dropped (`StoreRequest::TrimJournal` after each new entry).
+    pub max_journal_entries: u64,
     /// The SIP side.
     pub sip: SipConfig,
     /// The browser (WebRTC) media legs.
@@ -408,6 +417,9 @@ impl Default for Config {
             media_timeout: 30,
             allowed_client_headers: Vec::new(),
             sdes_srtp: SdesMode::Disabled,
+            max_message_size: 64 * 1024,
+            max_messages_per_second: 20,
+            max_journal_entries: 10_000,
             sip: SipConfig::default(),
             webrtc: WebRtcConfig::default(),
             media: MediaConfig::default(),
@@ -533,6 +545,9 @@ impl Config {
             "max_connections_per_ip" => self.max_connections_per_ip = parse_at_least_one(k, v)?,
             "max_sessions_per_connection" => self.max_sessions_per_connection = parse_at_least_one(k, v)?,
             "max_pending_bytes" => self.max_pending_bytes = parse_at_least_one(k, v)?,
+            "max_message_size" => self.max_message_size = parse_at_least_one(k, v)?,
+            "max_messages_per_second" => self.max_messages_per_second = parse_at_least_one(k, v)?,
+            "max_journal_entries" => self.max_journal_entries = parse_num(k, v, "a number (0 keeps all)")?,
             "decline_code" => {
                 self.decline_code = match v.trim() {
                     "486" => 486,

@@ -114,6 +114,8 @@ pub enum SessionOp {
     Update,
     /// `session-dtmf-info`.
     DtmfInfo,
+    /// `session-message`.
+    Message,
 }
 
 /// What the media plane lacks for a new call.
@@ -158,6 +160,8 @@ pub enum CallError {
     /// A session request of a feature sylkgw does not provide yet (`session-message`), answered
     /// as the other such requests ([`ClientError::NotSupported`]).
     NotSupported { kind: &'static str },
+    /// A `session-message` whose content cannot be sent (`messaging::outgoing`).
+    BadMessage { why: String },
     /// A state the layer does not expect (a bug); logged, answered as SylkServer does.
     Internal,
 }
@@ -178,6 +182,9 @@ impl fmt::Display for CallError {
             Self::InvalidState { session, op: SessionOp::DtmfInfo, state } => {
                 write!(f, "Invalid state session {session}: {state} for DTMF info")
             }
+            Self::InvalidState { session, op: SessionOp::Message, state } => {
+                write!(f, "Invalid state session {session}: {state} for sending messages")
+            }
             Self::NoDialog { session, op: SessionOp::Update } => {
                 write!(f, "Invalid state for updating session {session}: no dialog")
             }
@@ -192,6 +199,7 @@ impl fmt::Display for CallError {
             Self::MediaUnavailable(MediaShortage::NoPorts) => f.write_str("No media ports available"),
             Self::TooManyDigits { max } => write!(f, "Too many DTMF digits: at most {max} per request"),
             Self::NotSupported { kind } => write!(f, "{}", ClientError::NotSupported { kind }),
+            Self::BadMessage { why } => write!(f, "Invalid message: {why}"),
             Self::Internal => f.write_str("Internal error"),
         }
     }

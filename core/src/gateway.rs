@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 mod addressbook;
 mod calls;
 mod containment;
+mod messaging;
 mod registers;
 mod sockets;
 mod stats;
@@ -84,6 +85,8 @@ pub struct Gateway {
     last_reason: TimeoutReason,
     /// Ids for `Output::Store` (`gateway::storage`).
     store_ids: storage::StoreIds,
+    /// The messaging machine (`gateway::messaging`).
+    messaging: messaging::Messaging,
     /// Addressbook and history requests waiting for the store (`gateway::addressbook`).
     book: addressbook::Book,
 }
@@ -189,6 +192,7 @@ impl Gateway {
             shutting_down: false,
             last_reason: TimeoutReason::Idle,
             store_ids: storage::StoreIds::default(),
+            messaging: messaging::Messaging::default(),
             book: addressbook::Book::default(),
         })
     }
@@ -324,13 +328,17 @@ impl Gateway {
                 | SipEvent::Reoffer { .. }
                 | SipEvent::ReofferAck { .. }
                 | SipEvent::ReinviteResult { .. }) => self.call_sip_midcall(ev),
-                // Messaging is not wired to sylkRTC yet (#12): an incoming MESSAGE is refused.
+                // History API tokens are the addressbook module's (`gateway::addressbook`).
                 SipEvent::Message { id, reg, message } if addressbook::is_api_token(&message) => {
                     self.api_token_request(id, reg, &message)
                 }
-                SipEvent::Message { id, .. } => self.sip.answer_message(id, 480, self.now),
-                SipEvent::MessageResult { .. } | SipEvent::DialogMessage { .. } => {}
+                SipEvent::Message { id, reg, message } => self.messaging_incoming(id, reg, message),
+                SipEvent::MessageResult { id, code, reason } => self.messaging_result(id, code, reason),
+                SipEvent::DialogMessage { leg, message } => self.messaging_in_dialog(leg, message),
                 SipEvent::Registration { id, state } => {
+                    if state != RegState::Registering {
+                        self.messaging_registration(id, state == RegState::Registered);
+                    }
                     let Some((conn, account)) = self.regs.get(&id).cloned() else { continue };
                     let state = match state {
                         RegState::Registering => RegistrationState::Registering,
@@ -627,6 +635,11 @@ impl Gateway {
                     }
                     if let Some(request) = handled.session {
                         self.session_request(id, request.transaction, request.body);
+                    }
+                    if let Some(crate::api::Request { transaction, body: crate::api::RequestBody::Messaging(m) }) =
+                        handled.messaging
+                    {
+                        self.messaging_request(id, transaction, m);
                     }
                     if let Some((transaction, request)) = handled.addressbook {
                         self.addressbook_request(id, transaction, request);

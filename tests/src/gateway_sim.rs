@@ -15,6 +15,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use sylkgw_core::config::Config;
 use sylkgw_core::media::webrtc::DtlsIdentity;
+use sylkgw_core::storage::{StoreError, StoreId, StoreRequest, StoreResult};
 use sylkgw_core::{ConnId, Gateway, Input, Listener, Output, SocketId, UdpPurpose};
 use sylkgw_kit::{client_text_frame, UPGRADE_V2};
 
@@ -145,17 +146,16 @@ pub struct GatewaySim {
     binds: Vec<(SocketId, UdpPurpose, SocketAddr)>,
     /// What the gateway's capture recorded so far (taken at each drain).
     pub capture: String,
-    /// Carries out the gateway's `Output::Store` (a real backend's `execute`); `None`: none is
-    /// expected.
-    pub store: Option<StoreFn>,
-    /// Storage outcomes to hand back after the current drain.
-    stored: VecDeque<(sylkgw_core::storage::StoreId, Stored)>,
+    /// Carries out `Output::Store` (a test puts a real backend here); with `None` requests are
+    /// left unanswered (the core only logs what it asks without waiting: account logins).
+    pub storage: Option<StoreFn>,
+    /// Storage outcomes not fed back yet: each comes as `Input::Stored` after the drain that
+    /// asked, as a runtime's pool answers.
+    stored: VecDeque<(StoreId, Result<StoreResult, StoreError>)>,
 }
 
-type Stored = Result<sylkgw_core::storage::StoreResult, sylkgw_core::storage::StoreError>;
-
-/// What carries out a simulation's storage requests ([`GatewaySim::store`]).
-pub type StoreFn = Box<dyn FnMut(&sylkgw_core::storage::StoreRequest) -> Stored>;
+/// A storage backend for [`GatewaySim::storage`].
+pub type StoreFn = Box<dyn FnMut(&StoreRequest) -> Result<StoreResult, StoreError>>;
 
 impl GatewaySim {
     /// A gateway with the simulation's addresses (SIP through the far end as outbound proxy, RTP
@@ -184,7 +184,7 @@ impl GatewaySim {
             bind_answer,
             binds: Vec::new(),
             capture: String::new(),
-            store: None,
+            storage: None,
             stored: VecDeque::new(),
         };
         sim.drain();
@@ -208,17 +208,18 @@ impl GatewaySim {
                 Output::Timeout(at) => {
                     self.deadline = at;
                     self.capture.push_str(&self.gw.take_capture());
-                    if let Some((socket, purpose, local)) = self.binds.pop() {
-                        self.gw.handle_input(self.now, Input::UdpBound { socket, purpose, local });
+                    if let Some((id, result)) = self.stored.pop_front() {
+                        self.gw.handle_input(self.now, Input::Stored { id, result });
                         continue;
                     }
-                    // Storage answers after the drain that asked, as the runtimes' pools do.
-                    let Some((id, result)) = self.stored.pop_front() else { break };
-                    self.gw.handle_input(self.now, Input::Stored { id, result });
+                    let Some((socket, purpose, local)) = self.binds.pop() else { break };
+                    self.gw.handle_input(self.now, Input::UdpBound { socket, purpose, local });
                 }
                 Output::Store { id, request } => {
-                    let store = self.store.as_mut().expect("a store for Output::Store");
-                    self.stored.push_back((id, store(&request)));
+                    if let Some(store) = self.storage.as_mut() {
+                        let result = store(&request);
+                        self.stored.push_back((id, result));
+                    }
                 }
                 Output::StreamWrite { conn, data } => {
                     let ws = self.conns.get_mut(&conn).expect("a known connection");

@@ -67,7 +67,7 @@ impl Sim {
         let mut net = GatewaySim::new([9; 32], BindAnswer::AtOnce, tweak);
         let db = Rc::new(RefCell::new(Sqlite::open(dir.path()).unwrap()));
         let store = Rc::clone(&db);
-        net.store = Some(Box::new(move |request| store.borrow_mut().execute(request)));
+        net.storage = Some(Box::new(move |request| store.borrow_mut().execute(request)));
         Self { net, db, sip_in: Vec::new(), _dir: dir }
     }
 

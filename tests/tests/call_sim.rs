@@ -501,10 +501,11 @@ fn dtmf_info_beyond_the_cap_is_an_error() {
     sim.check_capture("call_info_dtmf_too_many");
 }
 
-/// `session-message` on an established call gets what every not-yet-supported request gets
-/// (not a false state error); an unknown session is still unknown.
+/// `session-message` on an established call goes out as a MESSAGE in the call's dialog (CPIM,
+/// no receipts asked), and its 200 comes back as the session's `disposition-notification`
+/// `accepted`; an unknown session is still unknown.
 #[test]
-fn session_message_is_not_supported_yet() {
+fn session_message_goes_in_the_dialog() {
     let mut sim = Sim::new(Script::Answer);
     let session = sim.outgoing_call();
     let msg = |s: &str| {
@@ -512,12 +513,23 @@ fn session_message_is_not_supported_yet() {
             "content_type": "text/plain", "timestamp": "2026-01-01T00:00:00Z"})
         .to_string()
     };
-    let err = sim.request(&msg(&session));
-    assert_eq!(err["sylkrtc"], "error");
-    assert_eq!(err["error"], "session-message is not supported yet");
+    let ack = sim.request(&msg(&session));
+    assert_eq!(ack["sylkrtc"], "ack");
+    let events = sim.until(Duration::from_secs(2), |e| e["event"] == "disposition-notification");
+    let d = events.iter().find(|e| e["event"] == "disposition-notification").unwrap();
+    assert_eq!(d["session"], session.as_str());
+    assert_eq!(
+        (d["state"].as_str(), d["code"].as_u64(), d["message_id"].as_str()),
+        (Some("accepted"), Some(200), Some("m1"))
+    );
+    let sent = sim.far_requests("MESSAGE");
+    assert_eq!(sent.len(), 1);
+    let invite = sim.far_requests("INVITE")[0].clone();
+    assert_eq!(header(sent[0], "Call-ID"), header(&invite, "Call-ID"), "in the call's dialog");
+    assert!(body(sent[0]).contains("imdn.Message-ID: m1\r\n"));
+    assert!(!body(sent[0]).contains("Disposition-Notification"));
     let err = sim.request(&msg("nope"));
     assert_eq!(err["error"], "Unknown session nope");
-    assert!(sim.far_requests("MESSAGE").is_empty());
     sim.check_capture("call_session_message");
 }
 

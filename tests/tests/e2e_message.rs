@@ -177,3 +177,89 @@ fn message_to_sipp_through_kamailio() {
     uas.wait(STEP).assert_success();
     kam.stop();
 }
+
+// ===== sylkRTC messaging through the gateway (issue #12) =====
+
+/// Reads `ws` until an event matches `pred` (the REPLY_TIMEOUT of each read at most); returns it.
+fn until_event(
+    ws: &mut sylkgw_tests::WsClient,
+    what: &str,
+    pred: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        let v: serde_json::Value = serde_json::from_str(&ws.recv_text()).unwrap();
+        if pred(&v) {
+            return v;
+        }
+    }
+    panic!("no {what} within 20 s");
+}
+
+fn registered(gw: &sylkgw_tests::Server, account: &str) -> sylkgw_tests::WsClient {
+    let mut ws = sylkgw_tests::WsClient::ready(gw);
+    let user = account.split('@').next().unwrap();
+    ws.add_and_register(account, &sylkgw_tests::ha1(user, "127.0.0.1", "secret"));
+    assert_eq!(ws.next_registration_state().0, "registered", "gateway log:\n{}", gw.stderr_text());
+    ws
+}
+
+/// alice and bob, each on their own WebSocket through the gateway, with kamailio between:
+/// alice's message reaches bob as `message`, she gets `accepted`, then `delivered` and
+/// `displayed` as bob's app acknowledges. Then bob goes away: alice's next message is stored for
+/// him (`accepted` 202) and he finds it in `account-sync-conversations` once back.
+#[test]
+fn sylkrtc_messaging_through_kamailio() {
+    if !in_netns("sylkrtc_messaging_through_kamailio") {
+        return;
+    }
+    let work = TempDir::new("gw-msg");
+    let kam = Kamailio::start(work.path(), KamailioOpts::default());
+    let data = work.path().join("data");
+    let args = ["--sip-listen", "127.0.0.1:5080", "--outbound-proxy", &kam.addr().to_string(), "--data-dir"];
+    let mut args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    args.push(data.display().to_string());
+    let gw = sylkgw_tests::Server::start(sylkgw_tests::binary("sylkgw-mio"), &args);
+    let mut alice = registered(&gw, "alice@127.0.0.1");
+    let mut bob = registered(&gw, "bob@127.0.0.1");
+    kam.wait_binding("bob", STEP);
+    let send = |ws: &mut sylkgw_tests::WsClient, t: &str, id: &str, text: &str| {
+        let req = serde_json::json!({"sylkrtc": "account-message", "transaction": t, "account": "alice@127.0.0.1",
+            "uri": "bob@127.0.0.1", "message_id": id, "content": text, "content_type": "text/plain",
+            "timestamp": "2026-01-01T12:00:00.000Z"});
+        ws.send_text(&req.to_string());
+        until_event(ws, "the ack", |v| v["transaction"] == t)
+    };
+    assert_eq!(send(&mut alice, "m1", "id-1", "Hello Bob")["sylkrtc"], "ack");
+    let m = until_event(&mut bob, "the message", |v| v["event"] == "message");
+    assert_eq!((m["sender"]["uri"].as_str(), m["content"].as_str()), (Some("alice@127.0.0.1"), Some("Hello Bob")));
+    assert_eq!(m["message_id"], "id-1");
+    let d = until_event(&mut alice, "accepted", |v| v["event"] == "disposition-notification");
+    assert_eq!((d["state"].as_str(), d["code"].as_u64()), (Some("accepted"), Some(200)), "{d}");
+    for state in ["delivered", "displayed"] {
+        let req = serde_json::json!({"sylkrtc": "account-disposition-notification", "transaction": state,
+            "account": "bob@127.0.0.1", "uri": "alice@127.0.0.1", "message_id": "id-1", "state": state,
+            "timestamp": "2026-01-01T12:00:00.000Z"});
+        bob.send_text(&req.to_string());
+        assert_eq!(until_event(&mut bob, "the ack", |v| v["transaction"] == state)["sylkrtc"], "ack");
+        let d = until_event(&mut alice, state, |v| v["event"] == "disposition-notification");
+        assert_eq!((d["state"].as_str(), d["message_id"].as_str()), (Some(state), Some("id-1")), "{d}");
+    }
+    // Bob goes away; kamailio has no binding for him: the gateway keeps the message for him.
+    bob.close();
+    let deadline = Instant::now() + STEP;
+    while kam.try_rpc(&["ul.lookup", "location", "bob@127.0.0.1"]).is_ok_and(|t| t.contains("Contact")) {
+        assert!(Instant::now() < deadline, "bob's binding stays");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(send(&mut alice, "m2", "id-2", "while you were out")["sylkrtc"], "ack");
+    let d = until_event(&mut alice, "accepted", |v| v["event"] == "disposition-notification");
+    assert_eq!((d["state"].as_str(), d["code"].as_u64()), (Some("accepted"), Some(202)), "{d}\n{}", gw.stderr_text());
+    let mut bob = registered(&gw, "bob@127.0.0.1");
+    let sync = r#"{"sylkrtc":"account-sync-conversations","transaction":"s","account":"bob@127.0.0.1"}"#;
+    bob.send_text(sync);
+    let journal = until_event(&mut bob, "sync-conversations", |v| v["event"] == "sync-conversations");
+    let ids: Vec<&str> =
+        journal["messages"].as_array().unwrap().iter().map(|m| m["message_id"].as_str().unwrap()).collect();
+    assert!(ids.contains(&"id-1") && ids.contains(&"id-2"), "{journal}");
+}

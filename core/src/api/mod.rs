@@ -7,6 +7,7 @@
 
 pub mod addressbook;
 mod json;
+pub mod messaging;
 mod repr;
 pub mod schema;
 pub mod sylkrtc1;
@@ -135,6 +136,8 @@ pub enum RequestBody {
     SessionMessage { session: String, message_id: String, content: String, content_type: String, timestamp: String },
     /// `session-dtmf-info`: one SIP INFO per digit.
     SessionDtmfInfo { session: String, digit: String, duration: Option<i64> },
+    /// A messaging request (`api::messaging`), carried out by the gateway's messaging machine.
+    Messaging(messaging::MessagingRequest),
     /// `account-fetch-addressbook` / `account-update-addressbook` (`api::addressbook`).
     Addressbook(addressbook::AddressbookRequest),
     /// A valid request of a feature sylkgw does not provide (messaging, storage, address book,
@@ -164,6 +167,7 @@ impl RequestBody {
             Self::SessionUpdate { .. } => "session-update",
             Self::SessionMessage { .. } => "session-message",
             Self::SessionDtmfInfo { .. } => "session-dtmf-info",
+            Self::Messaging(m) => m.kind(),
             Self::Addressbook(r) => r.kind(),
             Self::Unsupported { kind, .. } => kind,
         }
@@ -283,7 +287,10 @@ pub fn decode(text: &str) -> Result<Request, DecodeError> {
         "account-fetch-addressbook" | "account-update-addressbook" => {
             RequestBody::Addressbook(addressbook::request(kind, &fields, item))
         }
-        _ => RequestBody::Unsupported { kind: schema.kind, account: f.opt_s("account") },
+        kind => match messaging::decode(kind, f.0) {
+            Some(request) => RequestBody::Messaging(request),
+            None => RequestBody::Unsupported { kind: schema.kind, account: f.opt_s("account") },
+        },
     };
     Ok(Request { transaction: f.s("transaction"), body })
 }
@@ -355,6 +362,8 @@ pub enum Event {
     Account { account: String, event: AccountEvent },
     /// About a call of this connection.
     Session { session: String, event: SessionEvent },
+    /// A messaging event (`api::messaging`; sylkRTC-2 only).
+    Messaging(messaging::MessagingEvent),
 }
 
 /// Registration progress (no `unregistered` state exists on the wire).

@@ -138,6 +138,8 @@ fn identity(id: &Identity) -> JsonObject {
 /// Encodes `event` as sylkRTC-1 JSON, or `None` if the dialect cannot express it.
 pub fn encode(event: &Event) -> Option<String> {
     Some(match event {
+        // sylkRTC-1 predates messaging.
+        Event::Messaging(_) => return None,
         Event::Ready => JsonObject::sylkrtc("event").str("event", "ready").finish(),
         Event::Ack { transaction } => JsonObject::sylkrtc("ack").str("transaction", transaction).finish(),
         Event::Error { transaction, error } => {

@@ -6,6 +6,7 @@ use super::{AccountEvent, Event, RegistrationState, SessionEvent, SessionState, 
 /// Encodes `event` as sylkRTC-2 JSON.
 pub fn encode(event: &Event) -> String {
     match event {
+        Event::Messaging(event) => super::messaging::encode(event),
         Event::Ready => JsonObject::sylkrtc("ready-event").finish(),
         Event::Ack { transaction } => JsonObject::sylkrtc("ack").str("transaction", transaction).finish(),
         Event::Error { transaction, error } => {

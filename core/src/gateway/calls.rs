@@ -146,11 +146,9 @@ impl Gateway {
                 let id = self.call_of_session(conn, &session)?;
                 self.session_update(id, &session, &sdp, after)
             }
-            RequestBody::SessionMessage { session, .. } => {
-                // Messaging is not there yet: answered as every not-yet-supported request,
-                // once the session is known.
-                self.call_of_session(conn, &session)?;
-                Err(CallError::NotSupported { kind: "session-message" })
+            RequestBody::SessionMessage { session, message_id, content, content_type, timestamp } => {
+                let id = self.call_of_session(conn, &session)?;
+                self.session_message(id, message_id, &content, &content_type, timestamp)
             }
             _ => Err(CallError::Internal),
         }

@@ -1,6 +1,6 @@
 //! Storage as IO: the gateway asks with [`Output::Store`] and hears the outcome as
-//! `Input::Stored` (`crate::drive`). Nothing in the core asks yet; the messaging machine (issue
-//! #12) will, and will take the outcomes in [`Gateway::on_stored`].
+//! `Input::Stored` (`crate::drive`); [`Gateway::on_stored`] hands each outcome to the machine
+//! that asked (`gateway::messaging`), by id.
 
 use super::Gateway;
 use crate::drive::Output;
@@ -48,9 +48,12 @@ impl Gateway {
         self.store(request)
     }
 
-    /// The outcome of the request `id`. For now it is only logged: no machine asks yet. The
-    /// messaging machine will route outcomes to whoever asked by id, dropping ids it forgot.
+    /// The outcome of the request `id`, routed by id to whoever asked; an id nobody waits for
+    /// (a test's `store_for_test`) is only logged.
     pub(super) fn on_stored(&mut self, id: StoreId, result: Result<StoreResult, StoreError>) {
+        if self.messaging_stored(id, &result) {
+            return;
+        }
         let Some(result) = self.book_stored(id, result) else { return };
         match result {
             Ok(result) => log::debug!("storage request {id}: {result:?}"),

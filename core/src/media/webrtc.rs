@@ -63,7 +63,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::config::DtlsCert;
 use str0m::format::{Codec, FormatParams};
@@ -83,6 +83,10 @@ pub const MAX_PENDING_CANDIDATES: usize = 32;
 /// with [`WebRtcError::TooManyCandidates`]. A browser gathers a handful per interface and
 /// family (host, srflx, relay, TCP); ICE-lite needs none of them.
 pub const MAX_REMOTE_CANDIDATES: usize = 64;
+
+/// How long a leg waits before running str0m's timers again when, having just run them, str0m
+/// asks to run them at the same instant once more (see [`BrowserLeg::poll`]).
+pub const STALLED_TIMER_STEP: Duration = Duration::from_millis(5);
 
 /// The DTLS certificate and private key (DER) shared by every browser leg. Made outside the core
 /// (it needs OS randomness): `driver::webrtc_dtls_identity` in a runtime, a fixed one in tests and
@@ -268,6 +272,8 @@ pub struct BrowserLeg {
     remote_candidates: usize,
     queue: VecDeque<LegOutput>,
     next_timeout: Option<Instant>,
+    /// Whether a stalled str0m timer was logged (once per leg).
+    stall_logged: bool,
     connected: bool,
     ice: IceUp,
     closed: bool,
@@ -316,6 +322,7 @@ impl BrowserLeg {
             remote_candidates: 0,
             queue: VecDeque::new(),
             next_timeout: None,
+            stall_logged: false,
             connected: false,
             ice: IceUp::Never,
             closed: false,
@@ -790,6 +797,21 @@ impl BrowserLeg {
         self.rtc.as_ref()?;
         if self.next_timeout.is_some_and(|t| now >= t) {
             self.mutate(|rtc| rtc.handle_input(Input::Timeout(now)));
+            if self.next_timeout.is_some_and(|t| t <= now) {
+                // str0m ran its timers at `now` and asks to run them at `now` again: it does
+                // while something it must send cannot go out yet (a keyframe request before
+                // ICE has a pair). Running them again at the same instant changes nothing, and
+                // the event loop would spin (fuzz finding `gateway_ops/drain-spin`).
+                self.next_timeout = Some(now + STALLED_TIMER_STEP);
+                if !self.stall_logged {
+                    self.stall_logged = true;
+                    let reason = self.rtc.as_ref().map(|rtc| rtc.last_timeout_reason());
+                    log::debug!(
+                        "browser leg {}: str0m timer stalled ({reason:?}), retried every {STALLED_TIMER_STEP:?}",
+                        self.creds.ufrag
+                    );
+                }
+            }
             if let Some(o) = self.queue.pop_front() {
                 return Some(o);
             }

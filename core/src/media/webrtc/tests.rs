@@ -160,3 +160,28 @@ mod clock {
         std::time::Instant::now()
     }
 }
+
+/// A keyframe request before ICE has a pair cannot go out, and str0m keeps asking for its
+/// timers at the instant it last ran them. The leg must then ask to be woken later, not at
+/// `now` again: the gateway's call timer would fire at once, forever (fuzz finding
+/// `gateway_ops/drain-spin`).
+#[test]
+fn a_stalled_str0m_timer_is_retried_later_not_at_once() {
+    #[allow(clippy::disallowed_methods)] // str0m maps Instants to NTP from the real clock
+    let now = clock::epoch();
+    let h264 = SdpCodec::h264(108, Some("packetization-mode=1;profile-level-id=42e01f"));
+    let mut leg = BrowserLeg::new(&cert(), &adv(), &mut Rng::new([10; 32]));
+    leg.accept_offer(&video_offer(now), &[SdpCodec::pcmu(), h264], now).unwrap();
+    assert!(leg.request_keyframe(false));
+    for step in 0..1000 {
+        match leg.poll(now) {
+            Some(LegOutput::Timeout(at)) => {
+                assert!(at > now, "poll {step} asks to be woken at {at:?}, not after now {now:?}");
+                return;
+            }
+            Some(_) => continue,
+            None => panic!("the leg went away"),
+        }
+    }
+    panic!("no Timeout after 1000 polls");
+}

@@ -54,7 +54,7 @@ pub(super) fn fuzz_book_op(h: &mut GatewayHarness, c: &mut ByteCursor<'_>) {
         _ => {
             let id = match h.stores.is_empty() || c.byte() < 16 {
                 true => StoreId(u64::from(c.byte())),
-                false => h.stores.remove(c.below(h.stores.len())),
+                false => h.stores.remove(c.below(h.stores.len())).0,
             };
             let entry = JournalEntry {
                 contact: "bob@example.com".into(),

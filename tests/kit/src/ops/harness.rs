@@ -35,8 +35,8 @@ pub(super) struct GatewayHarness {
     pub(super) resolves: Vec<u64>,
     /// The last `Output::Store` id (ids must be unique: they only grow).
     last_store: u64,
-    /// `Output::Store` ids not answered yet.
-    pub(super) stores: Vec<sylkgw_core::storage::StoreId>,
+    /// Storage requests not answered yet (`fuzz_answer` answers them, rightly or not).
+    pub(super) stores: Vec<(sylkgw_core::storage::StoreId, sylkgw_core::storage::StoreRequest)>,
     /// BindUdp requests not answered yet.
     pub(super) binds: Vec<(sylkgw_core::SocketId, sylkgw_core::UdpPurpose, std::net::SocketAddr)>,
     /// Sockets the core may send from.
@@ -230,10 +230,10 @@ impl GatewayHarness {
                     self.connects.push(conn);
                 }
                 Output::Resolve { query, .. } => self.resolves.push(query),
-                Output::Store { id, .. } => {
+                Output::Store { id, request } => {
                     assert!(id.0 > self.last_store, "Store id {id} reused (last {})", self.last_store);
                     self.last_store = id.0;
-                    self.stores.push(id);
+                    self.stores.push((id, request));
                 }
                 Output::BindUdp { socket, purpose, local } => {
                     assert!(socket.0 >= 16, "BindUdp chose {socket}, below 16");

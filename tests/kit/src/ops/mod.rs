@@ -182,6 +182,11 @@ fn fuzz_answer(h: &mut GatewayHarness, c: &mut ByteCursor<'_>) {
                 h.input(Input::UdpBindFailed { socket, error: "address in use".into() });
             }
         }
+        _ if !h.stores.is_empty() => {
+            let (id, request) = h.stores.remove(c.below(h.stores.len()));
+            let result = templates::fuzz_store_outcome(c, &request, ok);
+            h.input(Input::Stored { id, result });
+        }
         _ => {}
     }
 }

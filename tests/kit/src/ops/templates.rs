@@ -37,6 +37,7 @@ pub(super) fn fuzz_sylkrtc_text(c: &mut ByteCursor<'_>) -> String {
             )
         }
         9 => format!(r#"{{"sylkrtc":"session-terminate","transaction":"{tr}","session":"s{}"}}"#, c.byte() % 4),
+        10 if c.byte().is_multiple_of(2) => fuzz_messaging_text(c, tr, account),
         10 => format!(r#"{{"sylkrtc":"{}","transaction":"{tr}"}}"#, c.pick(&["nope", "session-answer", "", "ack"])),
         _ => c.pick(&["{", "[]", "null", r#"{"sylkrtc":7}"#, r#"{"transaction":"1"}"#, "\u{feff}{}"]).to_string(),
     }
@@ -104,6 +105,13 @@ pub(super) fn fuzz_sip_text(h: &mut GatewayHarness, c: &mut ByteCursor<'_>) -> V
                 _ => (*c.pick(&[500, 503, 403, 100, 183]), String::new()),
             };
             format!("SIP/2.0 {code} Fuzz\r\n{echoed}{extra}Content-Length: 0\r\n\r\n").into_bytes()
+        }
+        3 if c.byte().is_multiple_of(2) => {
+            let user = match h.contact_users.is_empty() {
+                true => "nobody".to_string(),
+                false => h.contact_users[c.below(h.contact_users.len())].clone(),
+            };
+            fuzz_incoming_message(c, n, &user)
         }
         3 => format!(
             "OPTIONS sip:192.0.2.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.5:5060;branch=z9hG4bKo{n}\r\n\
@@ -506,4 +514,112 @@ pub(super) fn fuzz_flood_op(h: &mut GatewayHarness, c: &mut ByteCursor<'_>) {
         }
     };
     h.send_text(conn, &req.to_string());
+}
+
+/// A messaging request (issue #12) with fields chosen by the cursor, good or bad.
+pub(super) fn fuzz_messaging_text(c: &mut ByteCursor<'_>, tr: u8, account: &str) -> String {
+    use serde_json::json;
+    let uri = *c.pick(&["bob@example.com", "sip:bob@example.com", "x", ""]);
+    let id = format!("m{}", c.byte() % 4);
+    let req = match c.below(8) {
+        0 => json!({"sylkrtc": "lookup-public-key", "uri": uri}),
+        1 | 2 => {
+            let (content, content_type) = *c.pick(&[
+                ("hi ✓", "text/plain"),
+                ("✓", "application/json"),
+                ("-----BEGIN PGP PUBLIC KEY BLOCK-----", "text/pgp-public-key"),
+                ("x", "bad type"),
+                ("", "text/html"),
+            ]);
+            json!({"sylkrtc": "account-message", "account": account, "uri": uri, "message_id": id,
+                   "content": content, "content_type": content_type, "timestamp": "2026-01-01T00:00:00Z"})
+        }
+        3 => {
+            let state = *c.pick(&["delivered", "displayed", "failed", "forbidden", "error", "nope"]);
+            json!({"sylkrtc": "account-disposition-notification", "account": account, "uri": uri,
+                   "message_id": id, "state": state, "timestamp": "t"})
+        }
+        4 => {
+            let since = *c.pick(&["2026-01-01T00:00:00Z", "yesterday", ""]);
+            json!({"sylkrtc": "account-sync-conversations", "account": account, "message_id": id,
+                   "since": since, "limit": i64::from(c.byte()) - 8})
+        }
+        5 => json!({"sylkrtc": "account-mark-conversation-read", "account": account, "contact": uri}),
+        6 => json!({"sylkrtc": "account-remove-message", "account": account, "contact": uri, "message_id": id}),
+        _ => json!({"sylkrtc": "account-remove-conversation", "account": account, "contact": uri}),
+    };
+    let mut req = req;
+    req["transaction"] = json!(tr.to_string());
+    req.to_string()
+}
+
+/// A MESSAGE for Contact user `user`: CPIM, IMDN, sync entries, plain text or garbage.
+pub(super) fn fuzz_incoming_message(c: &mut ByteCursor<'_>, n: u32, user: &str) -> Vec<u8> {
+    let cpim = |inner: &str, payload: &str| {
+        format!(
+            "From: <sip:bob@example.com>\r\nTo: <sip:x@example.com>\r\nNS: imdn <urn:ietf:params:imdn>\r\n\
+             imdn.Message-ID: m{n}\r\nimdn.Disposition-Notification: positive-delivery\r\n\r\nContent-Type: {inner}\r\n\r\n{payload}"
+        )
+    };
+    let imdn = "<?xml version=\"1.0\"?><imdn xmlns=\"urn:ietf:params:xml:ns:imdn\"><message-id>m0</message-id>\
+<datetime>t</datetime><delivery-notification><status><delivered/></status></delivery-notification></imdn>";
+    let (content_type, body) = match c.below(7) {
+        0 => ("message/cpim".to_string(), cpim("text/plain", "hello")),
+        1 => ("message/cpim".to_string(), cpim("message/imdn+xml", imdn)),
+        2 => ("message/imdn+xml".to_string(), imdn.to_string()),
+        3 => ("application/sylk-conversation-read".to_string(), r#"{"contact":"bob@example.com"}"#.to_string()),
+        4 => ("text/plain".to_string(), "plain".to_string()),
+        5 => ("message/cpim".to_string(), String::from_utf8_lossy(c.bytes(40)).into_owned()),
+        _ => (c.pick(&["", "text", "application/sylk-api-token"]).to_string(), "x".to_string()),
+    };
+    format!(
+        "MESSAGE sip:{user}@192.0.2.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.5:5060;branch=z9hG4bKmsg{n}\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:bob@example.com>;tag=m{n}\r\nTo: <sip:x@example.com>\r\nCall-ID: msg{n}@fuzz\r\n\
+         CSeq: 1 MESSAGE\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// An outcome for storage request `request`: the right kind (`ok`), a failure, or the wrong kind.
+pub(super) fn fuzz_store_outcome(
+    c: &mut ByteCursor<'_>,
+    request: &sylkgw_core::storage::StoreRequest,
+    ok: bool,
+) -> Result<sylkgw_core::storage::StoreResult, sylkgw_core::storage::StoreError> {
+    use sylkgw_core::storage::{AddOutcome, JournalEntry, StoreError, StoreRequest, StoreResult, UnixMicros};
+    if !ok {
+        return Err(match c.below(3) {
+            0 => StoreError::NotFound,
+            1 => StoreError::Unavailable("down".into()),
+            _ => StoreError::Constraint("unique".into()),
+        });
+    }
+    Ok(match (request, c.below(8)) {
+        (_, 0) => StoreResult::Done,
+        (StoreRequest::AddMessage { .. }, _) => StoreResult::Added {
+            outcome: *c.pick(&[AddOutcome::Journaled, AddOutcome::Duplicate, AddOutcome::PublicKeyStored]),
+        },
+        (StoreRequest::Journal { .. }, _) => StoreResult::Journal {
+            entries: vec![JournalEntry {
+                contact: "bob@example.com".into(),
+                timestamp: "t".into(),
+                disposition: vec![],
+                message_id: "m0".into(),
+                content_type: "text/plain".into(),
+                content: "\u{0}\"".into(),
+                direction: None,
+                state: None,
+                created_at: UnixMicros(0),
+            }],
+        },
+        (StoreRequest::LookupPublicKey { .. }, _) => {
+            StoreResult::PublicKey { public_key: (c.byte().is_multiple_of(2)).then(|| "KEY".to_string()) }
+        }
+        (StoreRequest::RemoveMessage { .. } | StoreRequest::RemoveConversation { .. }, _) => {
+            StoreResult::Removed { found: c.byte().is_multiple_of(2) }
+        }
+        (StoreRequest::TrimJournal { .. }, _) => StoreResult::Trimmed { dropped: 1 },
+        _ => StoreResult::Done,
+    })
 }
