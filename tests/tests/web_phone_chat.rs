@@ -7,6 +7,9 @@
 //! shows the `accepted` → `delivered` → `displayed` marks; after a reload it syncs the whole
 //! history again. Runs in its own network namespace with only loopback.
 //!
+//! The second test runs two pages (alice and bob) through the gateway's own messaging and
+//! kamailio: the message, `delivered` and `displayed` marks, and bob's history after a reload.
+//!
 //! `SYLKGW_SCREENSHOT_DIR=DIR` saves a PNG of the page with the conversation.
 
 use serde_json::{json, Value};
@@ -17,7 +20,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use sylkgw_tests::browser::Browser;
 use sylkgw_tests::netns::in_netns;
-use sylkgw_tests::{binary, Server};
+use sylkgw_tests::peers::{Kamailio, KamailioOpts};
+use sylkgw_tests::{binary, Server, TempDir};
 use tungstenite::handshake::server::{Request, Response};
 use tungstenite::Message;
 
@@ -256,4 +260,69 @@ fn web_phone_chat() {
     let ids = b.eval_ok(&format!("phone.state().chat.conversations['{BOB}'].map(m => m.id)"));
     assert_eq!(ids, json!(["h-1", "h-2"]));
     b.wait_for("document.querySelectorAll('#chat-conversations li').length === 1", STEP);
+}
+
+/// Connects the page to the gateway that served it, adds and registers `aor` (password
+/// `secret`) and waits for its history.
+fn sign_in_here(b: &mut Browser, aor: &str) {
+    b.wait_for("typeof window.phone === 'object'", STEP);
+    assert_eq!(b.eval_ok("phone.connect()"), "ready");
+    b.eval_ok(&format!("phone.addAccount('{aor}', 'secret')"));
+    b.eval_ok("phone.register()");
+    let state = b.eval_ok("phone.waitFor('registration', ['registered', 'failed'], 20000)");
+    assert_eq!(state["registration"], "registered", "{}", b.diagnostics());
+    b.wait_for("phone.state().chat.synced", STEP);
+}
+
+/// Alice and bob, each in a page of the gateway, chat through the gateway and kamailio: bob's
+/// page shows alice's message and answers `delivered` by itself, and `displayed` when he opens
+/// the conversation; alice's page shows both marks; bob reloads and finds the conversation again
+/// in the gateway's store.
+#[test]
+fn web_phone_chat_through_kamailio() {
+    if !in_netns("web_phone_chat_through_kamailio") {
+        return;
+    }
+    let work = TempDir::new("web-phone-chat");
+    let kam = Kamailio::start(work.path(), KamailioOpts::default());
+    let gw = Server::start(
+        binary("sylkgw-mio"),
+        &["--sip-listen", "127.0.0.1:5080", "--outbound-proxy", &kam.addr().to_string()],
+    );
+    let page = format!("http://{}/", gw.addr);
+    let mut alice = Browser::launch(&page);
+    let mut bob = Browser::launch(&page);
+    sign_in_here(&mut alice, "alice@127.0.0.1");
+    sign_in_here(&mut bob, "bob@127.0.0.1");
+
+    let id = alice.eval_ok("phone.sendMessage('bob@127.0.0.1', 'hello bob')");
+    let id = id.as_str().expect("a message id").to_string();
+    let has_it = "(phone.state().chat.conversations['alice@127.0.0.1'] || []).some(m => m.content === 'hello bob')";
+    bob.wait_for(has_it, STEP);
+    let state = |b: &mut Browser| {
+        b.eval_ok(&format!("phone.state().chat.conversations['bob@127.0.0.1'].find(m => m.id === '{id}').state"))
+    };
+    let deadline = std::time::Instant::now() + STEP;
+    while state(&mut alice) != "delivered" && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(state(&mut alice), "delivered", "gateway log:\n{}", gw.stderr_text());
+
+    bob.eval_ok("phone.openConversation('alice@127.0.0.1')");
+    alice.wait_for(
+        &format!("phone.state().chat.conversations['bob@127.0.0.1'].find(m => m.id === '{id}').state === 'displayed'"),
+        STEP,
+    );
+    alice.wait_for("document.getElementById('chat-messages').textContent.includes('✓✓ read')", STEP);
+    if let Some(dir) = std::env::var_os("SYLKGW_SCREENSHOT_DIR") {
+        alice.save_screenshot(&std::path::PathBuf::from(dir).join("web_phone_chat_alice.png"));
+    }
+
+    // Bob reloads: the conversation comes back from the gateway's store.
+    bob.navigate(&page);
+    sign_in_here(&mut bob, "bob@127.0.0.1");
+    bob.wait_for(has_it, STEP);
+    alice.close();
+    bob.close();
+    kam.stop();
 }
