@@ -102,6 +102,11 @@ pub struct Config {
     /// (`capture::replay`). Never set it otherwise. Never serialised.
     #[serde(skip)]
     pub replay: bool,
+    /// The web listener's public base URL (`https://gw.example.com:10888`), put in front of the
+    /// history path handed to SIP devices with their API token (SylkServer's `server.url`);
+    /// `None`: they get the bare path (`/webrtcgateway/messages/history/<account>`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub web_url: Option<String>,
 }
 
 /// SDES-SRTP on the SIP side ([`Config::sdes_srtp`]).
@@ -432,6 +437,7 @@ impl Default for Config {
             tls: None,
             capture: false,
             replay: false,
+            web_url: None,
         }
     }
 }
@@ -534,6 +540,7 @@ impl Config {
         }
         match k {
             "web_origins" => self.web_origins = parse_list(v),
+            "web_url" => self.web_url = Some(v.trim().trim_end_matches('/').to_string()).filter(|u| !u.is_empty()),
             "sip_domains" => self.sip_domains = parse_list(v),
             "websocket_ping_interval" => {
                 self.websocket_ping_interval = parse_num(k, v, "a number of seconds (at least 1)")?;

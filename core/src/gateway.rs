@@ -329,6 +329,10 @@ impl Gateway {
                 | SipEvent::Reoffer { .. }
                 | SipEvent::ReofferAck { .. }
                 | SipEvent::ReinviteResult { .. }) => self.call_sip_midcall(ev),
+                // History API tokens are the addressbook module's (`gateway::addressbook`).
+                SipEvent::Message { id, reg, message } if addressbook::is_api_token(&message) => {
+                    self.api_token_request(id, reg, &message)
+                }
                 SipEvent::Message { id, reg, message } => self.messaging_incoming(id, reg, message),
                 SipEvent::MessageResult { id, code, reason } => self.messaging_result(id, code, reason),
                 SipEvent::DialogMessage { leg, message } => self.messaging_in_dialog(leg, message),

@@ -9,6 +9,8 @@
 #![allow(clippy::disallowed_methods)] // Instant::now is only the epoch of the virtual clock
 
 use serde_json::{json, Value};
+use std::cell::RefCell;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 use sylkgw_core::capture;
 use sylkgw_core::storage::{Direction, MessageState, NewMessage, StoreRequest, UnixMicros};
@@ -23,9 +25,13 @@ const WS1: ConnId = ConnId(1);
 const WS2: ConnId = ConnId(2);
 const ALICE: &str = "alice@example.com";
 
-/// The gateway and a registrar that accepts every REGISTER.
+/// The gateway and a registrar that accepts every REGISTER (and a SIP device that accepts every
+/// MESSAGE), the store shared with the test.
 struct Sim {
     net: GatewaySim,
+    db: Rc<RefCell<Sqlite>>,
+    /// Everything the gateway sent to the far end.
+    sip_in: Vec<String>,
     _dir: TempDir,
 }
 
@@ -41,20 +47,28 @@ impl World for Sim {
             return self.net.deliver(d);
         }
         let text = String::from_utf8(d.data).unwrap();
+        self.sip_in.push(text.clone());
         if text.starts_with("REGISTER ") {
             let contact = header(&text, "Contact").to_string();
             self.net.far_send(reply(&text, 200, "OK", &format!("Contact: {contact};expires=600\r\n"), ""));
+        } else if text.starts_with("MESSAGE ") {
+            self.net.far_send(reply(&text, 200, "OK", "", ""));
         }
     }
 }
 
 impl Sim {
     fn new() -> Self {
+        Self::with(|_| {})
+    }
+
+    fn with(tweak: impl FnOnce(&mut Config)) -> Self {
         let dir = TempDir::new("addressbook-sim");
-        let mut net = GatewaySim::new([9; 32], BindAnswer::AtOnce, |_| {});
-        let mut db = Sqlite::open(dir.path()).unwrap();
-        net.storage = Some(Box::new(move |request| db.execute(request)));
-        Self { net, _dir: dir }
+        let mut net = GatewaySim::new([9; 32], BindAnswer::AtOnce, tweak);
+        let db = Rc::new(RefCell::new(Sqlite::open(dir.path()).unwrap()));
+        let store = Rc::clone(&db);
+        net.storage = Some(Box::new(move |request| store.borrow_mut().execute(request)));
+        Self { net, db, sip_in: Vec::new(), _dir: dir }
     }
 
     fn ask(&mut self, conn: ConnId, req: Value) -> Value {
@@ -442,4 +456,89 @@ fn history_endpoint() {
     assert_eq!(status_and_body(&ex), (503, "Service Unavailable"));
 
     check_capture("history_http", &http.gw.take_capture());
+}
+
+impl Sim {
+    /// A device of `from` sends `body` as `application/sylk-api-token` to registration
+    /// `contact_user`; returns the gateway's answer code.
+    fn token_message(&mut self, n: u32, from: &str, contact_user: &str, body: &str) -> u16 {
+        let call_id = format!("tok-{n}@far");
+        self.net.far_send(format!(
+            "MESSAGE sip:{contact_user}@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKtok{n}\r\n\
+             From: <sip:{from}>;tag=dev{n}\r\nTo: <sip:{ALICE}>\r\nCall-ID: {call_id}\r\nCSeq: 1 MESSAGE\r\n\
+             Max-Forwards: 70\r\nContent-Type: application/sylk-api-token\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ));
+        self.run(Duration::from_secs(1));
+        let answer = self
+            .sip_in
+            .iter()
+            .find(|t| t.starts_with("SIP/2.0 ") && t.contains(&call_id))
+            .unwrap_or_else(|| panic!("an answer to {call_id}: {:#?}", self.sip_in));
+        answer[8..11].parse().unwrap()
+    }
+
+    /// The MESSAGEs of type `application/sylk-api-token` the gateway sent.
+    fn token_answers(&self) -> Vec<String> {
+        self.sip_in
+            .iter()
+            .filter(|t| t.starts_with("MESSAGE ") && t.contains("Content-Type: application/sylk-api-token"))
+            .cloned()
+            .collect()
+    }
+}
+
+/// A SIP device of alice asks for a history token (SylkServer `_handle_generate_token`): it
+/// gets 200, then a MESSAGE to alice with the token and the URL, and the token opens alice's
+/// history in the store. Someone else asking is refused; the token MESSAGE itself, forked back
+/// to the gateway's own registration, is only acknowledged.
+#[test]
+fn api_token_for_a_sip_device() {
+    // The public URL the token MESSAGE names.
+    let mut sim = Sim::with(|c| c.web_url = Some("https://gw.example.com:10888".into()));
+    sim.add_alice(WS1);
+    sim.ask(WS1, json!({"sylkrtc": "account-register", "account": ALICE}));
+    sim.until_event(WS1, Duration::from_secs(5), |e| e["state"] == "registered");
+    let register = sim.sip_in.iter().find(|t| t.starts_with("REGISTER ")).unwrap().clone();
+    let contact_user =
+        header(&register, "Contact").split("sip:").nth(1).unwrap().split('@').next().unwrap().to_string();
+
+    assert_eq!(sim.token_message(1, "bob@example.com", &contact_user, ""), 403);
+    assert!(sim.token_answers().is_empty());
+
+    assert_eq!(sim.token_message(2, ALICE, &contact_user, ""), 200);
+    let answers = sim.token_answers();
+    assert_eq!(answers.len(), 1, "{answers:#?}");
+    assert!(answers[0].starts_with("MESSAGE sip:alice@example.com SIP/2.0"), "{}", answers[0]);
+    let body: Value = serde_json::from_str(sylkgw_tests::sip_text::body(&answers[0])).unwrap();
+    assert_eq!(body["url"], "https://gw.example.com:10888/webrtcgateway/messages/history/alice@example.com");
+    let token = body["token"].as_str().unwrap().to_string();
+    assert_eq!(token.len(), 43);
+
+    // The token opens alice's history, and nobody else's.
+    let now = UnixMicros(i64::try_from(sim.net.gw.unix_now().as_micros()).unwrap());
+    let history = |sim: &Sim, account: &str| {
+        sim.db.borrow_mut().execute(&StoreRequest::History {
+            account: account.into(),
+            token: token.clone(),
+            message_id: None,
+            now,
+            limit: 10,
+        })
+    };
+    assert!(matches!(
+        history(&sim, ALICE),
+        Ok(sylkgw_core::storage::StoreResult::History { answer: sylkgw_core::storage::HistoryAnswer::Entries(_) })
+    ));
+    assert!(matches!(
+        history(&sim, "bob@example.com"),
+        Ok(sylkgw_core::storage::StoreResult::History { answer: sylkgw_core::storage::HistoryAnswer::Unauthorized })
+    ));
+
+    // Our own token MESSAGE coming back: acknowledged, no new token.
+    let echo = sylkgw_tests::sip_text::body(&answers[0]).to_string();
+    assert_eq!(sim.token_message(3, ALICE, &contact_user, &echo), 200);
+    assert_eq!(sim.token_answers().len(), 1);
+
+    sim.check_capture("api_token");
 }

@@ -137,6 +137,7 @@ replay!(
     // (`WRITE_CAPTURES=1` rewrites them).
     addressbook,
     history_http,
+    api_token,
     // Conferences (#13), recorded by `tests/conference_sim.rs` (`WRITE_CAPTURES=1`); no media ran.
     conference_signalling,
 );

@@ -10,6 +10,12 @@
 //! - history: the HTTP connection waits (`Phase::Answering`) for the store, then gets the JSON
 //!   or `401`, and closes. The HTTP handshake timer still runs: a store slower than
 //!   `http_handshake_timeout` loses the connection, and its late answer is dropped.
+//! - API tokens for the history (SylkServer `_handle_generate_token`): a MESSAGE of type
+//!   `application/sylk-api-token` from an account to its own registration here is answered
+//!   once the store has the account (`TouchAccount`) and a fresh token (`SetApiToken`, valid
+//!   31 days): 200, then a MESSAGE of that type to the account with `{"token", "url"}`. A
+//!   request from anyone else is 403; a MESSAGE that already carries a token (our own answer,
+//!   forked back to us by the proxy) is only acknowledged.
 
 use std::collections::BTreeMap;
 
@@ -20,6 +26,7 @@ use crate::api::addressbook::{AddressbookEvent, AddressbookRequest};
 use crate::api::{AccountEvent, Event};
 use crate::http::history::{self, HistoryQuery, Route, HISTORY_LIMIT};
 use crate::ids::ConnId;
+use crate::sip::stack::{InboundMsgId, IncomingMessage, MessageParams, RegId, SipIdentity};
 use crate::storage::{AddressbookAction, AddressbookKind, StoreError, StoreId, StoreRequest, StoreResult, UnixMicros};
 
 /// Storage requests of this module waiting for their outcome.
@@ -49,6 +56,24 @@ enum Wait {
         conn: ConnId,
         query: HistoryQuery,
     },
+    /// An API token MESSAGE waits for `TouchAccount`.
+    TokenAccount {
+        msg: InboundMsgId,
+        conn: ConnId,
+        account: String,
+    },
+    /// … then for `SetApiToken`.
+    TokenSet {
+        msg: InboundMsgId,
+        conn: ConnId,
+        account: String,
+        token: String,
+    },
+}
+
+/// Whether an incoming MESSAGE asks for (or carries) a history API token.
+pub(super) fn is_api_token(message: &IncomingMessage) -> bool {
+    message.content_type.split(';').next().is_some_and(|t| t.trim().eq_ignore_ascii_case(history::API_TOKEN_TYPE))
 }
 
 impl Gateway {
@@ -101,6 +126,53 @@ impl Gateway {
                 self.book.waits.insert(id, Wait::History { conn, query });
             }
         }
+    }
+
+    fn unix_micros(&self) -> UnixMicros {
+        UnixMicros(i64::try_from(self.unix_now().as_micros()).unwrap_or(i64::MAX))
+    }
+
+    /// A MESSAGE of type `application/sylk-api-token` (`is_api_token`) for registration `reg`.
+    pub(super) fn api_token_request(&mut self, msg: InboundMsgId, reg: RegId, message: &IncomingMessage) {
+        let Some((conn, account)) = self.regs.get(&reg).cloned() else {
+            self.sip.answer_message(msg, 404, self.now);
+            return;
+        };
+        let carries_token = serde_json::from_slice::<Value>(&message.body).is_ok_and(|v| v.get("token").is_some());
+        if carries_token {
+            self.sip.answer_message(msg, 200, self.now);
+            return;
+        }
+        let from = crate::api::normalize_aor(&message.from_uri).unwrap_or_else(|| message.from_uri.clone());
+        if !from.eq_ignore_ascii_case(&account) {
+            log::info!("{conn}: {from} asked for the history token of {account}; refused");
+            self.sip.answer_message(msg, 403, self.now);
+            return;
+        }
+        let id = self.store(StoreRequest::TouchAccount { account: account.clone(), now: self.unix_micros() });
+        self.book.waits.insert(id, Wait::TokenAccount { msg, conn, account });
+    }
+
+    /// Sends `account` (of connection `conn`) its token; false when the account is gone.
+    fn send_token(&mut self, conn: ConnId, account: &str, token: &str) -> bool {
+        let Some(acc) = self.client(conn).and_then(|c| c.account(account)).cloned() else { return false };
+        let identity = SipIdentity {
+            contact_user: crate::client::contact_user(&acc.aor, &mut self.rng),
+            aor: acc.aor,
+            secret: acc.password,
+            display_name: acc.display_name,
+            user_agent: acc.user_agent,
+        };
+        let body = history::token_body(token, self.config.web_url.as_deref(), account);
+        let params = MessageParams {
+            identity,
+            target: account.to_string(),
+            content_type: history::API_TOKEN_TYPE.into(),
+            body: body.into_bytes(),
+            headers: Vec::new(),
+        };
+        self.sip.send_message(params, self.now, &mut self.rng);
+        true
     }
 
     /// Takes the outcome of storage request `id` if this module asked for it; hands it back
@@ -160,6 +232,40 @@ impl Gateway {
                     self.fork_to_account(conn, &account, &event);
                 }
             }
+            Wait::TokenAccount { msg, conn, account } => match result {
+                Ok(StoreResult::Done) => {
+                    let mut random = [0u8; 32];
+                    self.rng.fill(&mut random);
+                    let token = history::new_token(&random);
+                    let expires_at =
+                        UnixMicros(self.unix_micros().0.saturating_add(history::API_TOKEN_LIFETIME_SECS * 1_000_000));
+                    let id = self.store(StoreRequest::SetApiToken {
+                        account: account.clone(),
+                        token: token.clone(),
+                        expires_at,
+                    });
+                    self.book.waits.insert(id, Wait::TokenSet { msg, conn, account, token });
+                }
+                other => {
+                    log::warn!("{conn}: history token for {account}: the store answered {other:?}");
+                    self.sip.answer_message(msg, 500, self.now);
+                }
+            },
+            Wait::TokenSet { msg, conn, account, token } => match result {
+                Ok(StoreResult::Done) => {
+                    // The token goes to the account as SylkServer sends it: a MESSAGE after the answer.
+                    let sent = self.client(conn).is_some_and(|c| c.account(&account).is_some());
+                    self.sip.answer_message(msg, if sent { 200 } else { 480 }, self.now);
+                    if sent {
+                        log::info!("{conn}: history token issued for {account}");
+                        self.send_token(conn, &account, &token);
+                    }
+                }
+                other => {
+                    log::warn!("{conn}: history token for {account}: the store answered {other:?}");
+                    self.sip.answer_message(msg, 500, self.now);
+                }
+            },
             Wait::History { conn, query } => {
                 let response = history::answer(&query, &result);
                 if let Some(c) = self.conns.get(&conn) {

@@ -20,6 +20,24 @@ pub const HISTORY_PREFIX: &str = "/webrtcgateway/messages/history/";
 /// At most this many entries in one answer (SylkServer: `result[:5000]`).
 pub const HISTORY_LIMIT: u32 = 5000;
 
+/// The content type of the SIP MESSAGE a device sends to get an API token, and of the answer
+/// that carries it (SylkServer `sip_handlers.py` `_handle_generate_token`).
+pub const API_TOKEN_TYPE: &str = "application/sylk-api-token";
+/// How long a token is valid: 31 days (SylkServer's Cassandra TTL, 2678400 s).
+pub const API_TOKEN_LIFETIME_SECS: i64 = 2_678_400;
+
+/// A fresh token as Python's `secrets.token_urlsafe()`: 32 random bytes, URL-safe base64
+/// without padding (43 characters).
+pub fn new_token(random: &[u8; 32]) -> String {
+    crate::base64::encode(random).trim_end_matches('=').replace('+', "-").replace('/', "_")
+}
+
+/// The body of the token MESSAGE: `{"token": …, "url": "<web_url>/webrtcgateway/messages/history/<account>"}`.
+pub fn token_body(token: &str, web_url: Option<&str>, account: &str) -> String {
+    let url = format!("{}{HISTORY_PREFIX}{account}", web_url.unwrap_or(""));
+    json!({"token": token, "url": url}).to_string()
+}
+
 /// A history request with a well-formed `Apikey` header, for the store to check.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HistoryQuery {
@@ -175,6 +193,17 @@ mod tests {
             assert_eq!(status(route(&head("GET", path, Some("Apikey x")))), 404, "{path}");
         }
         assert_eq!(status(route(&head("POST", "/webrtcgateway/messages/history/a@b", Some("Apikey x")))), 405);
+    }
+
+    #[test]
+    fn tokens() {
+        let t = new_token(&[0xfb; 32]);
+        assert_eq!(t.len(), 43);
+        assert!(t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'), "{t}");
+        let body: Value = serde_json::from_str(&token_body("T", Some("https://gw.example:10888"), "a@b")).unwrap();
+        assert_eq!(body, json!({"token": "T", "url": "https://gw.example:10888/webrtcgateway/messages/history/a@b"}));
+        let body: Value = serde_json::from_str(&token_body("T", None, "a@b")).unwrap();
+        assert_eq!(body["url"], "/webrtcgateway/messages/history/a@b");
     }
 
     #[test]
