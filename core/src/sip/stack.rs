@@ -631,7 +631,7 @@ impl SipStack {
             self.reply(answer, 482, "Loop Detected", &[], now);
             return;
         }
-        // §8.2.2.3: we support no extension, so any option tag in Require is unsupported.
+        // §8.2.2.3: of the extensions, we support only 100rel (in an INVITE, RFC 3262).
         let required = unsupported_required(&req);
         if !required.is_empty() && req.method != Method::Cancel {
             let extra = [(HeaderName::Unsupported, required.join(", "))];
@@ -671,7 +671,7 @@ impl SipStack {
                 _ if self.reg_of_user(&req).is_none() => (404, "Not Found"),
                 Method::Invite => {
                     if let Some(reg) = self.reg_of_user(&req) {
-                        self.inbound_invite(reg, &req, peer, &key, now);
+                        self.inbound_invite(reg, &req, peer, &key, now, rng);
                         return;
                     }
                     (480, "Temporarily Unavailable")
@@ -723,10 +723,13 @@ impl SipStack {
     }
 
     /// An INVITE for registration `reg`'s Contact: a new incoming leg rings.
-    fn inbound_invite(&mut self, reg: RegId, req: &Request, peer: Peer, key: &ServerKey, now: Instant) {
+    fn inbound_invite(&mut self, reg: RegId, req: &Request, peer: Peer, key: &ServerKey, now: Instant, rng: &mut Rng) {
         let Some(identity) = self.regs.get(&reg).map(|r| r.identity().clone()) else { return };
         let id = self.new_leg_id();
-        let leg = InLeg::new(&mut self.svc, id, reg, identity, req, peer, key, now);
+        // RFC 3262 §7.1: the first RSeq is random in 1..2^31 (a small start leaves room to count);
+        // drawn only when the INVITE allows reliable provisionals.
+        let first_rseq = super::reliable::invite_offers_100rel(req).then(|| (rng.next_u64() % (1 << 30)) as u32 + 1);
+        let leg = InLeg::new(&mut self.svc, id, reg, identity, req, peer, key, now, first_rseq);
         self.legs.insert(id, Leg::In(Box::new(leg)));
     }
 
@@ -797,7 +800,7 @@ impl SipStack {
         if let Some(id) = id {
             self.with_leg(id, |leg, svc| {
                 if let Leg::In(l) = leg {
-                    l.on_ack(svc);
+                    l.on_ack(svc, req);
                 }
             });
         }
@@ -820,6 +823,13 @@ impl SipStack {
                 }
                 SipTimer::Reoffer(id) => {
                     self.with_leg(id, |leg, svc| leg.reoffer_timer(svc, id, now, rng));
+                }
+                SipTimer::Reliable(id) => {
+                    self.with_leg(id, |leg, svc| {
+                        if let Leg::In(l) = leg {
+                            l.reliable_timer(svc, now);
+                        }
+                    });
                 }
                 SipTimer::Glare(id) => {
                     self.with_leg(id, |leg, svc| leg.glare_timer(svc, id, now, rng));
