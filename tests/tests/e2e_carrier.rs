@@ -230,3 +230,50 @@ fn incoming_100rel_late_offer() {
     done.assert_success();
     kam.stop();
 }
+
+/// `--sip-tls-listen`: a TLS peer opens a connection to the gateway (the certificate of
+/// `--tls-cert`/`--tls-key`, verified by the client against exactly that certificate) and its
+/// OPTIONS is answered 200 over the same TLS connection. (Debian's sipp is built without TLS,
+/// so the peer is rustls.)
+#[test]
+fn sip_tls_listener_answers_a_tls_peer() {
+    if !in_netns("sip_tls_listener_answers_a_tls_peer") {
+        return;
+    }
+    use std::io::{Read, Write};
+    let cert = sylkgw_tests::SelfSigned::generate();
+    let mut args: Vec<String> = ["--sip-listen", "127.0.0.1:5080", "--sip-tls-listen", "127.0.0.1:5081"]
+        .into_iter()
+        .map(String::from)
+        .collect();
+    args.extend(cert.args());
+    let gw = Server::start(binary("sylkgw-mio"), &args);
+    let end = Instant::now() + STEP;
+    while !gw.stderr_text().contains("SIP on 127.0.0.1:5081 (tls)") {
+        assert!(Instant::now() < end, "no TLS listener:\n{}", gw.stderr_text());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let tcp = std::net::TcpStream::connect(addr(5081)).expect("connect to the SIP TLS listener");
+    tcp.set_read_timeout(Some(STEP)).unwrap();
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let session = rustls::ClientConnection::new(cert.client_config(), name).expect("client session");
+    let mut tls = rustls::StreamOwned::new(session, tcp);
+    let local = tls.sock.local_addr().unwrap();
+    let options = format!(
+        "OPTIONS sip:127.0.0.1:5081;transport=tls SIP/2.0\r\nVia: SIP/2.0/TLS {local};branch=z9hG4bKtls1\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:peer@127.0.0.1>;tag=p1\r\nTo: <sip:127.0.0.1>\r\nCall-ID: tls-1@peer\r\n\
+         CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+    );
+    tls.write_all(options.as_bytes()).expect("TLS write");
+    let mut got = Vec::new();
+    let mut buf = [0u8; 2048];
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tls.read(&mut buf).unwrap_or_else(|e| panic!("TLS read: {e}\n{}", gw.stderr_text()));
+        assert!(n > 0, "closed:\n{}", gw.stderr_text());
+        got.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("SIP/2.0 200 OK\r\n"), "{text}");
+    assert!(text.contains("Via: SIP/2.0/TLS ") && text.contains("branch=z9hG4bKtls1"), "{text}");
+    assert!(text.contains("CSeq: 1 OPTIONS"), "{text}");
+}

@@ -389,6 +389,17 @@ impl SipStack {
         self.svc.transports.accepted(conn, peer, now);
     }
 
+    /// The server configuration (certificate, key) of the SIP TLS listener.
+    pub fn set_tls_server(&mut self, config: std::sync::Arc<rustls::ServerConfig>) {
+        self.svc.transports.set_tls_server(config);
+    }
+
+    /// A connection accepted on the SIP TLS listener (RFC 3261 §26.3.1): a TLS flow, served with
+    /// [`SipStack::set_tls_server`]'s configuration. False when there is none: close it.
+    pub fn handle_accepted_tls(&mut self, conn: ConnId, peer: SocketAddr, now: Instant) -> bool {
+        self.svc.transports.accepted_tls(conn, peer, now)
+    }
+
     /// Bytes on a SIP stream connection.
     pub fn handle_stream_data(&mut self, conn: ConnId, data: &[u8], now: Instant, rng: &mut Rng) {
         let (mut out, mut arrivals) = (Vec::new(), Vec::new());
