@@ -268,6 +268,8 @@ pub struct Call {
     pub video: Option<VideoLine>,
     /// The m-lines of the SIP-side session, in order (`[Audio]` for audio-only calls).
     pub layout: Vec<Slot>,
+    /// Incoming late offer (an INVITE without SDP): our 200 offers, the ACK answers.
+    pub late_offer: bool,
 }
 
 impl Call {

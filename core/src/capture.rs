@@ -102,7 +102,7 @@ impl Recorder {
         match input {
             Input::Timeout => self.line(now, '>', "timer", "", ""),
             Input::Accepted { conn, listener, peer } => {
-                let sip = *listener == Listener::SipTcp;
+                let sip = matches!(listener, Listener::SipTcp | Listener::SipTls);
                 self.conns.insert(*conn, ConnRecord { sip, ..ConnRecord::default() });
                 self.line(now, '>', &conn.to_string(), "accept", &format!("{} {peer}", listener.name()));
             }

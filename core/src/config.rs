@@ -141,6 +141,11 @@ impl SdesMode {
 pub struct SipConfig {
     /// Where the SIP UDP socket and TCP listener are bound (`--sip-listen`).
     pub listen: SocketAddr,
+    /// Where the SIP TLS listener is bound (`--sip-tls-listen`, `sip_tls_listen`), serving the
+    /// web listener's certificate (`tls_cert`/`tls_key`). `None`: no TLS listener (TLS is then
+    /// only a client). Left out of capture headers when unset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_listen: Option<SocketAddr>,
     /// Host (and optional port) put in Via and Contact, when it differs from the bound address
     /// (NAT, 0.0.0.0). The runtime fills it in for a wildcard `listen` when not configured.
     pub advertised_address: Option<String>,
@@ -223,6 +228,7 @@ impl Default for SipConfig {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([0, 0, 0, 0], 5060)),
+            tls_listen: None,
             advertised_address: None,
             outbound_sip_proxy: None,
             register_ttl: 600,
@@ -584,6 +590,9 @@ impl Config {
             }
             "media_timeout" => self.media_timeout = parse_num(k, v, "a number of seconds (0 disables)")?,
             "sip_listen" => self.sip.listen = parse_num(k, v, "HOST:PORT")?,
+            "sip_tls_listen" => {
+                self.sip.tls_listen = non_empty(v).map(|v| parse_num(k, &v, "HOST:PORT")).transpose()?
+            }
             "sip_advertised_address" => self.sip.advertised_address = non_empty(v),
             "outbound_sip_proxy" => {
                 if let Some(p) = non_empty(v) {

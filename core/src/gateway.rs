@@ -177,6 +177,9 @@ impl Gateway {
         }
         let recorder = config.capture.then(|| Recorder::new(now, &seed, unix_time, &config));
         let mut sip = SipStack::new(config.sip.clone());
+        if let (Some(_), Some(t)) = (config.sip.tls_listen, &config.tls) {
+            sip.set_tls_server(tls::sip_server_config(t)?);
+        }
         sip.set_clock(now, unix_time);
         sip.set_tap(config.capture);
         Ok(Self {
@@ -224,6 +227,14 @@ impl Gateway {
                 self.sip.handle_timeout(now, &mut self.rng);
             }
             Input::Accepted { conn, listener: Listener::SipTcp, peer } => self.sip.handle_accepted(conn, peer, now),
+            Input::Accepted { conn, listener: Listener::SipTls, peer } => {
+                if !self.sip.handle_accepted_tls(conn, peer, now) {
+                    if let Some(rec) = &mut self.recorder {
+                        rec.close_out(now, conn);
+                    }
+                    self.out.push_back(Output::StreamClose { conn });
+                }
+            }
             Input::Accepted { conn, listener, peer } => self.accept(conn, listener, peer),
             Input::StreamData { conn, data } if self.sip.owns_conn(conn) => {
                 // TLS records are below captures: their plaintext is recorded from the taps.
@@ -404,6 +415,11 @@ impl Gateway {
     /// `Input::UdpBound { purpose: UdpPurpose::WebRtc, .. }`).
     pub fn webrtc_listen(&self) -> SocketAddr {
         self.config.webrtc_listen()
+    }
+
+    /// Where the runtime binds the SIP TLS listener (`sip.tls_listen`), if anywhere.
+    pub fn sip_tls_listen(&self) -> Option<SocketAddr> {
+        self.config.sip.tls_listen
     }
 
     /// `Config::max_pending_bytes`: the runtime drops a stream connection (TCP reset) whose

@@ -19,6 +19,8 @@ pub enum Listener {
     Web,
     /// The SIP TCP listener (`sip.listen`).
     SipTcp,
+    /// The SIP TLS listener (`sip.tls_listen`, RFC 3261 §26.3.1): TLS peers open flows to us.
+    SipTls,
 }
 
 impl fmt::Display for ConnId {
@@ -39,6 +41,7 @@ impl Listener {
         match self {
             Self::Web => "web",
             Self::SipTcp => "sip-tcp",
+            Self::SipTls => "sip-tls",
         }
     }
 
@@ -47,6 +50,7 @@ impl Listener {
         match name {
             "web" => Some(Self::Web),
             "sip-tcp" => Some(Self::SipTcp),
+            "sip-tls" => Some(Self::SipTls),
             _ => None,
         }
     }

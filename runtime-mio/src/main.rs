@@ -64,6 +64,7 @@ const SIGNALS: Token = Token(1);
 const SIP_UDP: Token = Token(2);
 const SIP_TCP: Token = Token(3);
 const WAKER: Token = Token(4);
+const SIP_TLS: Token = Token(5);
 /// Set in the token of every UDP socket but SIP's; the socket id is in the low bits.
 const UDP_TOKEN: usize = 1 << 62;
 /// The first connection id (and token).
@@ -132,6 +133,15 @@ fn run(
     poll.registry().register(&mut sip_udp, SIP_UDP, Interest::READABLE)?;
     let sip_local = sip_udp.local_addr()?;
     poll.registry().register(&mut sip_tcp, SIP_TCP, Interest::READABLE)?;
+    let sip_tls = match driver.gateway().sip_tls_listen() {
+        Some(addr) => {
+            let mut l = TcpListener::bind(addr).map_err(named(addr))?;
+            poll.registry().register(&mut l, SIP_TLS, Interest::READABLE)?;
+            log::info!("SIP on {} (tls)", l.local_addr()?);
+            Some(l)
+        }
+        None => None,
+    };
     let webrtc_listen = driver.gateway().webrtc_listen();
     let mut webrtc = UdpSocket::bind(webrtc_listen).map_err(named(webrtc_listen))?;
     let rcvbuf = driver::enlarge_udp_buffers(std::os::fd::AsRawFd::as_raw_fd(&webrtc));
@@ -178,6 +188,7 @@ fn run(
         limits,
         listener: Some(listener),
         sip_tcp: Some(sip_tcp),
+        sip_tls,
         resolved_rx,
         stored_rx,
         buf: vec![0; READ_BUF].into_boxed_slice(),
@@ -228,6 +239,7 @@ fn run(
             match event.token() {
                 LISTENER => rt.accept(Listener::Web),
                 SIP_TCP => rt.accept(Listener::SipTcp),
+                SIP_TLS => rt.accept(Listener::SipTls),
                 SIP_UDP => rt.receive_datagrams(SIP_SOCKET),
                 Token(t) if t & UDP_TOKEN != 0 => rt.receive_datagrams(SocketId((t & !UDP_TOKEN) as u32)),
                 WAKER => rt.answered(),
@@ -243,6 +255,9 @@ fn run(
                             let _ = rt.io.poll.registry().deregister(&mut l);
                         }
                         if let Some(mut l) = rt.sip_tcp.take() {
+                            let _ = rt.io.poll.registry().deregister(&mut l);
+                        }
+                        if let Some(mut l) = rt.sip_tls.take() {
                             let _ = rt.io.poll.registry().deregister(&mut l);
                         }
                         rt.feed(Input::Shutdown);
@@ -267,6 +282,7 @@ fn run(
             rt.accept_retry = None;
             rt.accept(Listener::Web);
             rt.accept(Listener::SipTcp);
+            rt.accept(Listener::SipTls);
             rt.driver.settle(&mut rt.io);
         }
         while let Some(&(at, conn)) = rt.io.lingering.front() {
@@ -309,6 +325,8 @@ struct Runtime {
     listener: Option<TcpListener>,
     /// `None` once shutting down.
     sip_tcp: Option<TcpListener>,
+    /// The SIP TLS listener, when configured.
+    sip_tls: Option<TcpListener>,
     resolved_rx: mpsc::Receiver<(u64, resolver::Answer)>,
     stored_rx: mpsc::Receiver<(StoreId, driver::store_pool::Outcome)>,
     /// The shared read buffer.
@@ -404,6 +422,7 @@ impl Runtime {
         loop {
             let listener = match which {
                 Listener::SipTcp => self.sip_tcp.as_ref(),
+                Listener::SipTls => self.sip_tls.as_ref(),
                 _ => self.listener.as_ref(),
             };
             let accepted = match listener {

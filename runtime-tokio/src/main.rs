@@ -97,6 +97,11 @@ fn main() {
                 .unwrap_or_else(|_| driver::fatal(2, "--sip-listen port + workers exceeds 65535"));
             config.sip.listen.set_port(port);
         }
+        if let Some(tls) = config.sip.tls_listen.as_mut().filter(|t| t.port() != 0) {
+            let port = u16::try_from(usize::from(tls.port()) + index)
+                .unwrap_or_else(|_| driver::fatal(2, "--sip-tls-listen port + workers exceeds 65535"));
+            tls.set_port(port);
+        }
         config.media = config.media.for_worker(index, workers).unwrap_or_else(|e| driver::fatal(2, e));
         config.sip = config.sip.for_worker(workers);
         let (rtp_low, rtp_high) = config.media.rtp_ports;
@@ -235,6 +240,16 @@ fn worker(
             let udp = Arc::new(udp);
             let sip_local = udp.local_addr()?;
             log::info!("worker {index}: SIP on {sip_local} (udp, tcp)");
+            let sip_tls = match driver.gateway().sip_tls_listen() {
+                Some(addr) => {
+                    let l = TcpListener::bind(addr)
+                        .await
+                        .map_err(|e| io::Error::new(e.kind(), format!("SIP TLS {addr}: {e}")))?;
+                    log::info!("worker {index}: SIP on {} (tls)", l.local_addr()?);
+                    Some(l)
+                }
+                None => None,
+            };
             let webrtc_listen = driver.gateway().webrtc_listen();
             let webrtc = UdpSocket::bind(webrtc_listen)
                 .await
@@ -276,7 +291,7 @@ fn worker(
             core.feed(Input::UdpBound { socket: SIP_SOCKET, purpose: UdpPurpose::Sip, local: sip_local });
             core.io.add_socket(WEBRTC_SOCKET, webrtc);
             core.feed(Input::UdpBound { socket: WEBRTC_SOCKET, purpose: UdpPurpose::WebRtc, local: webrtc_local });
-            core.run(listener, sip_tcp, udp, events, stop).await;
+            core.run(listener, sip_tcp, sip_tls, udp, events, stop).await;
             Ok(())
         })
     });
@@ -399,12 +414,14 @@ impl Core {
         mut self,
         listener: TcpListener,
         sip_tcp: TcpListener,
+        sip_tls: Option<TcpListener>,
         udp: Arc<UdpSocket>,
         mut events: mpsc::Receiver<Event>,
         mut stop: watch::Receiver<bool>,
     ) {
         let mut listener = Some(listener);
         let mut sip_tcp = Some(sip_tcp);
+        let mut sip_tls = sip_tls;
         let events_tx = self.io.events_tx.clone();
         let mut tasks = JoinSet::new();
         let mut datagram = vec![0u8; DATAGRAM];
@@ -452,6 +469,14 @@ impl Core {
                     Err(e) if matches!(e.kind(), ErrorKind::Interrupted | ErrorKind::ConnectionAborted) => {}
                     Err(e) => {
                         log::warn!("SIP accept: {e}; retrying in {ACCEPT_RETRY:?}");
+                        accept_retry = Some(Instant::now() + ACCEPT_RETRY);
+                    }
+                },
+                accepted = accept(sip_tls.as_ref().filter(|_| accept_retry.is_none())) => match accepted {
+                    Ok((stream, peer)) => self.accepted(&mut tasks, Listener::SipTls, stream, peer),
+                    Err(e) if matches!(e.kind(), ErrorKind::Interrupted | ErrorKind::ConnectionAborted) => {}
+                    Err(e) => {
+                        log::warn!("SIP TLS accept: {e}; retrying in {ACCEPT_RETRY:?}");
                         accept_retry = Some(Instant::now() + ACCEPT_RETRY);
                     }
                 },
@@ -511,6 +536,7 @@ impl Core {
                     grace = Some(Instant::now() + driver::SHUTDOWN_GRACE);
                     listener = None;
                     sip_tcp = None;
+                    sip_tls = None;
                     self.feed(Input::Shutdown);
                 }
             }

@@ -50,6 +50,9 @@ enum Script {
     AnswerVideo,
     /// As `Answer`, refusing the offered video (`m=video 0`).
     AnswerVideoRejected,
+    /// A reliable 183 with SDP (`Require: 100rel`, `RSeq: 7`), sent twice; the 200 once the
+    /// PRACK came (RFC 3262).
+    Reliable,
 }
 
 /// The far end's VP8 payload type (not the browser's 96: the gateway maps them).
@@ -102,7 +105,14 @@ impl Sim {
     }
 
     fn with_config(script: Script, tweak: impl FnOnce(&mut Config)) -> Self {
-        let net = GatewaySim::new([7; 32], BindAnswer::AtOnce, tweak);
+        Self::with_binding(script, BindAnswer::AtOnce, tweak)
+    }
+
+    /// With RTP pairs bound as `bind` says. `AfterDrain` keeps a capture replayable when the
+    /// input that asks for the pair also moves the next deadline (the replay drains to the
+    /// timer before it feeds the binds).
+    fn with_binding(script: Script, bind: BindAnswer, tweak: impl FnOnce(&mut Config)) -> Self {
+        let net = GatewaySim::new([7; 32], bind, tweak);
         let mut sim = Self {
             browser: Browser::browser(net.now, addr(BROWSER), Video::None),
             net,
@@ -192,6 +202,14 @@ impl Sim {
                         self.net.far_send(reply(&text, 183, "Session Progress", &extra, &far_sdp("sendrecv")));
                         self.far_sip_later = Some(reply(&text, 200, "OK", &extra, &far_sdp("sendrecv")));
                     }
+                    Script::Reliable => {
+                        let extra = format!("{contact}Require: 100rel\r\nRSeq: 7\r\nContent-Type: application/sdp\r\n");
+                        let early = reply(&text, 183, "Session Progress", &extra, &far_sdp("sendrecv"));
+                        self.net.far_send(early.clone());
+                        self.net.far_send(early);
+                        let extra = format!("{contact}Content-Type: application/sdp\r\n");
+                        self.far_sip_later = Some(reply(&text, 200, "OK", &extra, &far_sdp("sendrecv")));
+                    }
                     Script::Busy => self.net.far_send(reply(&text, 486, "Busy Here", "", "")),
                     Script::Ring => self.net.far_send(reply(&text, 180, "Ringing", contact, "")),
                     Script::Challenge if !text.contains("Proxy-Authorization:") => {
@@ -227,6 +245,14 @@ impl Sim {
                 }
             }
             "ACK" => {}
+            "PRACK" => {
+                self.net.far_send(reply(&text, 200, "OK", "", ""));
+                if self.script == Script::Reliable {
+                    if let Some(ok) = self.far_sip_later.take() {
+                        self.net.far_send(ok);
+                    }
+                }
+            }
             "CANCEL" => {
                 self.net.far_send(reply(&text, 200, "OK", "", ""));
                 if let Some(invite) = self.last_invite.clone() {
@@ -1153,4 +1179,238 @@ fn video_state_is_stable_across_sip_reoffers() {
     let ok = sim.far_reinvite_sdp(&session, &(far_sdp("sendrecv") + &video), 5);
     assert!(m_line(body(&ok), "video").unwrap().starts_with("m=video 0 "), "port 0 stays 0: {ok}");
     assert_eq!(m_line(body(&ok), "audio"), Some("m=audio 20000 RTP/AVP 0 101"));
+}
+
+// ===== Carrier SIP: reliable provisionals (RFC 3262) =====
+
+/// The CSeq number of a SIP message.
+fn cseq_num(msg: &str) -> u32 {
+    header(msg, "CSeq").split(' ').next().unwrap().parse().unwrap()
+}
+
+/// Outgoing: the INVITE offers `Supported: 100rel`; a reliable 183 with SDP (sent twice) gets one
+/// PRACK in its early dialog (`RAck: 7 <INVITE CSeq> INVITE`, the next CSeq) and its SDP is the
+/// browser's answer (early media); the 200 that follows the PRACK's answer is ACKed, and the BYE
+/// has a CSeq above the PRACK's.
+#[test]
+fn outgoing_reliable_183_is_pracked_once() {
+    let mut sim = Sim::new(Script::Reliable);
+    let offer = sim.browser.offer(false).unwrap();
+    let req = serde_json::json!({"sylkrtc": "session-create", "account": "alice@example.com", "session": "s1", "uri": "bob@example.com", "sdp": offer});
+    assert_eq!(sim.request(&req.to_string())["sylkrtc"], "ack");
+    let seen = sim.until_state("accepted");
+    let early = seen.iter().find(|e| e["state"] == "early-media").expect("early media from the reliable 183");
+    sim.browser.accept_answer(early["sdp"].as_str().unwrap()).unwrap();
+    let accepted = seen.iter().find(|e| e["state"] == "accepted").unwrap();
+    assert!(accepted.get("sdp").is_none(), "one answer only: {accepted}");
+    sim.until_state("established");
+    let invite = sim.far_requests("INVITE")[0].clone();
+    assert_eq!(header(&invite, "Supported"), "100rel");
+    let pracks = sim.far_requests("PRACK");
+    assert_eq!(pracks.len(), 1, "the retransmitted 183 is not PRACKed again");
+    let prack = pracks[0].clone();
+    assert_eq!(header(&prack, "RAck"), format!("7 {} INVITE", cseq_num(&invite)));
+    assert_eq!(cseq_num(&prack), cseq_num(&invite) + 1);
+    assert!(header(&prack, "To").contains("tag=far1"), "in the early dialog: {prack}");
+    assert!(prack.starts_with("PRACK sip:bob@127.0.0.1:5070 SIP/2.0"), "to the 183's Contact: {prack}");
+    assert_eq!(sim.far_requests("ACK").len(), 1);
+    assert_eq!(cseq_num(sim.far_requests("ACK")[0]), cseq_num(&invite));
+    assert_eq!(sim.request(r#"{"sylkrtc":"session-terminate","session":"s1"}"#)["sylkrtc"], "ack");
+    sim.until_state("terminated");
+    let bye = sim.far_requests("BYE")[0].clone();
+    assert!(cseq_num(&bye) > cseq_num(&prack), "BYE after PRACK: {bye}");
+    sim.check_capture("call_outgoing_reliable_183");
+}
+
+impl Sim {
+    /// The far end calls alice with `extra` header lines in the INVITE; returns the INVITE.
+    fn incoming_invite_with(&mut self, contact_user: &str, extra: &str) -> String {
+        let sdp = far_sdp("sendrecv");
+        let invite = format!(
+            "INVITE sip:{contact_user}@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKinv1\r\n\
+             From: \"Bob\" <sip:bob@example.com>;tag=bobtag\r\nTo: <sip:alice@example.com>\r\nCall-ID: incoming-1@far\r\n\
+             CSeq: 1 INVITE\r\nContact: <sip:bob@127.0.0.1:5070>\r\nMax-Forwards: 70\r\n{extra}\
+             Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+            sdp.len(),
+        );
+        self.net.far_send(invite.clone());
+        invite
+    }
+
+    /// A PRACK from the far end for `ringing` (the gateway's 180) with `rack`; returns the answer.
+    fn far_prack(&mut self, user: &str, invite: &str, ringing: &str, rack: &str, cseq: u32) -> String {
+        let prack = format!(
+            "PRACK sip:{user}@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKpr{cseq}\r\nFrom: {}\r\nTo: {}\r\nCall-ID: incoming-1@far\r\nCSeq: {cseq} PRACK\r\nRAck: {rack}\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
+            header(invite, "From"),
+            header(ringing, "To")
+        );
+        let before = self.sip_in.len();
+        self.net.far_send(prack);
+        self.run(Duration::from_millis(50));
+        self.sip_in[before..].iter().find(|m| m.contains(" PRACK\r\n")).expect("the PRACK answered").clone()
+    }
+
+    fn ringing(&self) -> Vec<&String> {
+        self.sip_in.iter().filter(|m| m.starts_with("SIP/2.0 180 ")).collect()
+    }
+}
+
+/// Incoming: an INVITE with `Require: 100rel` (420 before) rings reliably: the 180 has
+/// `Require: 100rel` and an `RSeq`, and is retransmitted until the PRACK; a PRACK naming another
+/// RSeq gets 481, the right one 200 and the retransmissions stop; the call is then answered as
+/// usual.
+#[test]
+fn incoming_require_100rel_rings_reliably_until_prack() {
+    let mut sim = Sim::with_binding(Script::Answer, BindAnswer::AfterDrain, |_| {});
+    let user = sim.register();
+    let invite = sim.incoming_invite_with(&user, "Require: 100rel\r\nSupported: timer\r\n");
+    let seen = sim.until(Duration::from_secs(5), |e| e["event"] == "incoming-session");
+    let inc = seen.iter().find(|e| e["event"] == "incoming-session").unwrap().clone();
+    assert!(!sim.sip_in.iter().any(|m| m.starts_with("SIP/2.0 420")), "100rel is supported");
+    sim.run(Duration::from_millis(1600));
+    let ringing = sim.ringing();
+    assert!(ringing.len() >= 3, "T1, 2·T1: the 180 is retransmitted until PRACKed ({})", ringing.len());
+    let first = ringing[0].clone();
+    assert!(ringing.iter().all(|r| **r == first), "the same 180 each time");
+    assert_eq!(header(&first, "Require"), "100rel");
+    let rseq: u32 = header(&first, "RSeq").parse().unwrap();
+    assert!((1..1 << 31).contains(&rseq));
+    let wrong = sim.far_prack(&user, &invite, &first, &format!("{} 1 INVITE", rseq + 1), 2);
+    assert!(wrong.starts_with("SIP/2.0 481 "), "{wrong}");
+    let ok = sim.far_prack(&user, &invite, &first, &format!("{rseq} 1 INVITE"), 3);
+    assert!(ok.starts_with("SIP/2.0 200 OK"), "{ok}");
+    let count = sim.ringing().len();
+    sim.run(Duration::from_secs(5));
+    assert_eq!(sim.ringing().len(), count, "no retransmission after the PRACK");
+    let offer = inc["sdp"].as_str().unwrap();
+    let answer = sim.browser.answer(offer, true);
+    let req = serde_json::json!({"sylkrtc": "session-answer", "session": inc["session"], "sdp": answer});
+    assert_eq!(sim_ack(sim.request(&req.to_string())), "ack");
+    sim.until_state("established");
+    let ok = sim.sip_in.iter().find(|m| m.starts_with("SIP/2.0 200 OK") && m.contains(" INVITE\r\n")).unwrap().clone();
+    sim.far_ack(&user, &invite, &ok);
+    sim.run(Duration::from_millis(300));
+    sim.check_capture("call_incoming_reliable_180");
+}
+
+/// Incoming with `Supported: 100rel` but no PRACK ever: the 180 is retransmitted for 64·T1, then
+/// the INVITE is rejected with 504 and the browser's session ends.
+#[test]
+fn incoming_reliable_180_without_prack_gives_up() {
+    let mut sim = Sim::new(Script::Answer);
+    let user = sim.register();
+    sim.incoming_invite_with(&user, "Supported: 100rel\r\n");
+    sim.until(Duration::from_secs(5), |e| e["event"] == "incoming-session");
+    let reason = sim.terminated_reason_within(Duration::from_secs(40));
+    assert_eq!(reason, "504 Server Time-out");
+    assert!(sim.sip_in.iter().any(|m| m.starts_with("SIP/2.0 504 ")));
+    assert!(sim.ringing().len() > 5);
+}
+
+impl Sim {
+    fn terminated_reason_within(&mut self, max: Duration) -> String {
+        let seen = self.until(max, |e| e["event"] == "state" && e["state"] == "terminated");
+        seen.iter().find(|e| e["state"] == "terminated").expect("terminated")["reason"].as_str().unwrap().to_string()
+    }
+}
+
+// ===== Carrier SIP: DTMF INFO from the SIP side =====
+
+impl Sim {
+    /// The far end sends an INFO with `content_type` and `body` in the answered dialog of the
+    /// outgoing call; returns the gateway's answer.
+    fn far_info(&mut self, content_type: &str, body: &str, cseq: u32) -> String {
+        let invite = self.last_invite.clone().expect("an outgoing call");
+        let target = header(&invite, "Contact").trim_start_matches('<').trim_end_matches('>').to_string();
+        let info = format!(
+            "INFO {target} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKinfo{cseq}\r\nFrom: {};tag=far1\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: {cseq} INFO\r\nMax-Forwards: 70\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n{body}",
+            header(&invite, "To"),
+            header(&invite, "From"),
+            header(&invite, "Call-ID"),
+            body.len()
+        );
+        let before = self.sip_in.len();
+        self.net.far_send(info);
+        self.run(Duration::from_millis(100));
+        self.sip_in[before..].iter().find(|m| m.contains(" INFO\r\n")).expect("the INFO answered").clone()
+    }
+}
+
+/// A DTMF INFO from the SIP side (`application/dtmf-relay` and `application/dtmf`) is answered
+/// 200 and reaches the browser as RFC 4733 telephone-events at the browser's number: a start
+/// (M bit) and three ends (E bit, the INFO's duration at 8 kHz), one timestamp per event, in
+/// sequence with the audio around it. An INFO of another type is answered 200 and sends nothing.
+#[test]
+fn sip_info_dtmf_reaches_the_browser_as_rfc4733() {
+    let mut sim = Sim::new(Script::Answer);
+    sim.outgoing_call();
+    sim.run(Duration::from_millis(300));
+    let tele = sylkgw_tests::webrtc_client::TELE;
+    let ok = sim.far_info("application/dtmf-relay", "Signal=5\r\nDuration=250\r\n", 2);
+    assert!(ok.starts_with("SIP/2.0 200 OK"), "{ok}");
+    let ok = sim.far_info("application/dtmf", "#", 3);
+    assert!(ok.starts_with("SIP/2.0 200 OK"), "{ok}");
+    let ok = sim.far_info("text/plain", "hello", 4);
+    assert!(ok.starts_with("SIP/2.0 200 OK"), "{ok}");
+    sim.run(Duration::from_millis(300));
+    let events: Vec<_> = sim.browser.got.iter().filter(|g| g.pt == tele).cloned().collect();
+    assert_eq!(events.len(), 8, "two events of four packets: {events:?}");
+    let payloads: Vec<&[u8]> = events.iter().map(|g| g.payload.as_slice()).collect();
+    assert_eq!(
+        payloads[..4],
+        [&[5, 10, 0, 160][..], &[5, 0x8a, 0x07, 0xd0], &[5, 0x8a, 0x07, 0xd0], &[5, 0x8a, 0x07, 0xd0]]
+    );
+    assert_eq!(
+        payloads[4..],
+        [&[11, 10, 0, 160][..], &[11, 0x8a, 0x05, 0x00], &[11, 0x8a, 0x05, 0x00], &[11, 0x8a, 0x05, 0x00]]
+    );
+    assert!(events[0].marker && events[4].marker && !events[1].marker);
+    assert!(events[..4].iter().all(|g| g.ts == events[0].ts) && events[4..].iter().all(|g| g.ts == events[4].ts));
+    // In sequence with the far end's audio: one stream, no gap, no reuse.
+    let mut seqs: Vec<u16> = sim.browser.got.iter().filter(|g| g.pt == 0 || g.pt == tele).map(|g| g.seq).collect();
+    seqs.sort_unstable();
+    seqs.dedup();
+    assert_eq!(seqs.len(), sim.browser.got.iter().filter(|g| g.pt == 0 || g.pt == tele).count(), "no sequence reused");
+    sim.check_capture("call_sip_info_dtmf_to_browser");
+}
+
+// ===== Carrier SIP: incoming late offer (RFC 3261 §13.2.1) =====
+
+/// An incoming INVITE without SDP (488 before): the browser is offered every codec we carry; its
+/// answer becomes our offer in the 200 (the codecs it kept, at the offered numbers); the far
+/// end's answer in the ACK starts the SIP-side media, and RTP flows both ways.
+#[test]
+fn incoming_late_offer_is_offered_in_the_200_and_answered_in_the_ack() {
+    let mut sim = Sim::new(Script::Answer);
+    let user = sim.register();
+    let invite = format!(
+        "INVITE sip:{user}@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKinv1\r\n\
+         From: \"Bob\" <sip:bob@example.com>;tag=bobtag\r\nTo: <sip:alice@example.com>\r\nCall-ID: incoming-1@far\r\n\
+         CSeq: 1 INVITE\r\nContact: <sip:bob@127.0.0.1:5070>\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    );
+    sim.net.far_send(invite.clone());
+    let seen = sim.until(Duration::from_secs(5), |e| e["event"] == "incoming-session");
+    let inc = seen.iter().find(|e| e["event"] == "incoming-session").expect("offered to the browser").clone();
+    let offer = inc["sdp"].as_str().unwrap();
+    assert_eq!(audio_pts(offer), ["111", "9", "0", "8", "101"], "every codec we carry");
+    let answer = sim.browser.answer(offer, true);
+    let req = serde_json::json!({"sylkrtc": "session-answer", "session": inc["session"], "sdp": answer});
+    assert_eq!(sim_ack(sim.request(&req.to_string())), "ack");
+    sim.until_state("established");
+    let ok = sim.sip_in.iter().find(|m| m.starts_with("SIP/2.0 200 OK") && m.contains(" INVITE\r\n")).unwrap().clone();
+    assert_eq!(header(&ok, "Content-Type"), "application/sdp");
+    assert_eq!(audio_pts(body(&ok)), ["111", "0", "101"], "what the browser kept: {ok}");
+    sim.far_rtp_target = Some(sdp_rtp_addr(body(&ok)));
+    let sdp = far_sdp("sendrecv");
+    let ack = format!(
+        "ACK sip:{user}@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKack1\r\nFrom: {}\r\nTo: {}\r\nCall-ID: incoming-1@far\r\nCSeq: 1 ACK\r\nMax-Forwards: 70\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+        header(&invite, "From"),
+        header(&ok, "To"),
+        sdp.len()
+    );
+    sim.net.far_send(ack);
+    sim.run(Duration::from_secs(1));
+    assert!(sim.far_rtp.len() > 20 && sim.far_rtp.iter().all(|(pt, p)| *pt == 0 && p == b"from-browser"));
+    assert!(sim.browser.got.iter().filter(|g| g.pt == 0 && g.payload == b"from-far-end").count() > 20);
+    sim.check_capture("call_incoming_late_offer");
 }

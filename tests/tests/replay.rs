@@ -130,6 +130,11 @@ replay!(
     call_info_dtmf_too_many,
     call_session_message,
     call_incoming_busy_missed,
+    // Carrier SIP (#15), recorded by `tests/call_sim.rs` too.
+    call_outgoing_reliable_183,
+    call_incoming_reliable_180,
+    call_incoming_late_offer,
+    call_sip_info_dtmf_to_browser,
     // Storage outcomes replay; requests (`< storage store`) will be recorded once the messaging
     // machine asks (the line format is unit-tested in `core/src/capture.rs`).
     storage_outcomes,

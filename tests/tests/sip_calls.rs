@@ -763,14 +763,15 @@ fn reinvite_481_or_timeout_ends_the_call() {
 }
 
 #[test]
-fn require_100rel_gets_420_and_no_hops_left_gets_483() {
+fn require_unknown_gets_420_and_no_hops_left_gets_483() {
     let mut h = Harness::new();
     h.registered();
-    let invite = incoming_invite("z9hG4bKreq").replace("X-Custom: yes\r\n", "Require: 100rel\r\n");
+    // 100rel is supported (RFC 3262, #15); any other required extension is not.
+    let invite = incoming_invite("z9hG4bKreq").replace("X-Custom: yes\r\n", "Require: 100rel, timer\r\n");
     h.receive(&invite);
     let r = h.sent().remove(0);
     assert!(r.starts_with("SIP/2.0 420 Bad Extension\r\n"), "{r}");
-    assert_eq!(header(&r, "Unsupported"), "100rel");
+    assert_eq!(header(&r, "Unsupported"), "timer");
     assert!(header(&r, "To").contains(";tag="), "a final response carries our To tag");
     assert!(h.events_all().is_empty(), "no call");
     assert_eq!(h.stack.leg_count(), 0);
@@ -780,10 +781,13 @@ fn require_100rel_gets_420_and_no_hops_left_gets_483() {
     let r = h.sent().remove(0);
     assert!(r.starts_with("SIP/2.0 483 Too Many Hops\r\n"), "{r}");
     assert!(h.events_all().is_empty());
-    // Supported: 100rel (not Require) is fine.
+    // Supported: 100rel (not Require) is fine: the 180 is reliable (RFC 3262 §3).
     let invite = incoming_invite("z9hG4bKsup").replace("X-Custom: yes\r\n", "Supported: 100rel\r\n");
     h.receive(&invite.replace("in-1@", "in-3@"));
-    assert!(h.sent()[0].starts_with("SIP/2.0 180 Ringing"));
+    let ringing = h.sent().remove(0);
+    assert!(ringing.starts_with("SIP/2.0 180 Ringing"), "{ringing}");
+    assert_eq!(header(&ringing, "Require"), "100rel");
+    assert!(header(&ringing, "RSeq").parse::<u32>().is_ok_and(|n| n > 0), "{ringing}");
     assert!(matches!(&h.events_all()[..], [SipEvent::Incoming { .. }]));
 }
 
@@ -961,4 +965,29 @@ fn hostile_push_parameters_are_escaped_in_the_contact() {
     assert_eq!(value("pn-device"), push.device.as_bytes());
     assert_eq!(value("pn-silent"), b"1");
     assert_eq!(contact.expires(), Some(600), "{register}");
+}
+
+/// §12.1.1: the responses that make the dialog of an incoming call (the 180, the 200 and its
+/// retransmissions) carry the INVITE's Record-Route headers in order, so that the caller's
+/// requests in the dialog (ACK, PRACK, BYE) go back through the proxies (found by
+/// `e2e_carrier.rs`: kamailio answered the caller's PRACK 404 without them).
+#[test]
+fn incoming_dialog_responses_copy_record_route() {
+    let mut h = Harness::new();
+    h.registered();
+    let rr = "Record-Route: <sip:192.0.2.5;lr>\r\nRecord-Route: <sip:198.51.100.1;lr;ftag=x>\r\n";
+    h.receive(&incoming_invite("z9hG4bKrr1").replace("X-Custom: yes\r\n", &format!("X-Custom: yes\r\n{rr}")));
+    let ringing = h.sent().remove(0);
+    let routes =
+        |m: &str| m.split("\r\n").filter(|l| l.starts_with("Record-Route: ")).map(String::from).collect::<Vec<_>>();
+    let want = ["Record-Route: <sip:192.0.2.5;lr>", "Record-Route: <sip:198.51.100.1;lr;ftag=x>"];
+    assert_eq!(routes(&ringing), want, "{ringing}");
+    let leg = incoming_leg(&h.events_all());
+    h.stack.answer(leg, b"v=0\r\nanswer\r\n".to_vec(), h.now);
+    let ok = h.sent().remove(0);
+    assert_eq!(routes(&ok), want, "{ok}");
+    h.tick(500);
+    let again = h.sent().remove(0);
+    assert!(again.starts_with("SIP/2.0 200 OK"));
+    assert_eq!(routes(&again), want, "{again}");
 }

@@ -219,3 +219,75 @@ fn no_trust_roots_replays() {
     assert_eq!(verbs(&text, conn), ["< connect", "> connected", "< sip", "> closed"], "{text}");
     assert!(text.contains(r#""reason":"503 Service Unavailable""#), "{text}");
 }
+
+/// The SIP TLS listener (`sip.tls_listen`): a TLS peer connects, its OPTIONS arrives above TLS
+/// and the 200 goes back encrypted on the same connection; the capture (`accept sip-tls`, the
+/// plaintext SIP only) replays identically on a plain core.
+#[test]
+fn accepted_tls_flow_replays_as_plaintext() {
+    let t0 = Instant::now();
+    let ck = rcgen::generate_simple_self_signed(vec!["192.0.2.1".to_string()]).unwrap();
+    let tls = sylkgw_core::config::TlsConfig {
+        cert_pem: ck.cert.pem().into_bytes(),
+        key_pem: ck.signing_key.serialize_pem().into_bytes(),
+    };
+    let sip = SipConfig {
+        listen: "192.0.2.1:5060".parse().unwrap(),
+        tls_listen: Some("192.0.2.1:5061".parse().unwrap()),
+        ..SipConfig::default()
+    };
+    let config = Config { sip, tls: Some(tls), capture: true, ..Config::default() };
+    let mut gw = Gateway::new(config, [9; 32], t0, UNIX).unwrap();
+    drain(&mut gw);
+    let local: SocketAddr = "192.0.2.1:5060".parse().unwrap();
+    gw.handle_input(t0, Input::UdpBound { socket: SocketId(0), purpose: UdpPurpose::Sip, local });
+    drain(&mut gw);
+    let conn = ConnId(3);
+    let peer: SocketAddr = "192.0.2.9:40000".parse().unwrap();
+    // One instant from the accept on: the handshake records are below the capture, so a
+    // deadline they alone moved could not be replayed.
+    let at = t0 + Duration::from_millis(2);
+    gw.handle_input(at, Input::Accepted { conn, listener: Listener::SipTls, peer });
+    assert!(drain(&mut gw).iter().all(|o| !matches!(o, Output::StreamClose { .. })), "accepted");
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ck.cert.der().clone()).unwrap();
+    let client = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from("192.0.2.1").unwrap();
+    let mut cli = rustls::ClientConnection::new(Arc::new(client), name).unwrap();
+    let options =
+        "OPTIONS sip:192.0.2.1:5061;transport=tls SIP/2.0\r\nVia: SIP/2.0/TLS 192.0.2.9:40000;branch=z9hG4bKo1\r\n\
+                   Max-Forwards: 70\r\nFrom: <sip:peer@192.0.2.9>;tag=p1\r\nTo: <sip:192.0.2.1>\r\nCall-ID: o1@peer\r\n\
+                   CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n";
+    cli.writer().write_all(options.as_bytes()).unwrap();
+    let mut plain = Vec::new();
+    for _ in 0..10 {
+        let mut records = Vec::new();
+        while cli.wants_write() {
+            cli.write_tls(&mut records).unwrap();
+        }
+        if records.is_empty() {
+            break;
+        }
+        gw.handle_input(at, Input::StreamData { conn, data: &records });
+        for o in drain(&mut gw) {
+            if let Output::StreamWrite { conn: c, data } = o {
+                assert_eq!(c, conn);
+                let mut rd = &data[..];
+                while !rd.is_empty() {
+                    cli.read_tls(&mut rd).unwrap();
+                    cli.process_new_packets().unwrap();
+                }
+            }
+        }
+        let _ = cli.reader().read_to_end(&mut plain);
+    }
+    let answer = String::from_utf8_lossy(&plain);
+    assert!(answer.starts_with("SIP/2.0 200 OK\r\nVia: SIP/2.0/TLS 192.0.2.9:40000;branch=z9hG4bKo1"), "{answer}");
+    let text = replays_identically(&mut gw);
+    assert_eq!(verbs(&text, conn), ["> accept", "> sip", "< sip"], "{text}");
+    assert!(text.contains("accept   sip-tls 192.0.2.9:40000"), "{text}");
+}

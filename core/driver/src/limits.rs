@@ -100,7 +100,8 @@ impl ConnLimits {
     pub fn admit(&self, listener: Listener, ip: IpAddr) -> Result<Permit, Refusal> {
         let caps = &self.0.caps;
         let (kind, per_ip_cap, total_cap) = match listener {
-            Listener::SipTcp => (1, caps.sip_per_ip, caps.sip_total),
+            // SIP over TCP and over TLS share the SIP caps.
+            Listener::SipTcp | Listener::SipTls => (1, caps.sip_per_ip, caps.sip_total),
             _ if self.0.trusted.contains(ip) => (0, usize::MAX, caps.web_total),
             _ => (0, caps.web_per_ip, caps.web_total),
         };
@@ -122,7 +123,8 @@ impl ConnLimits {
 
     /// Open connections accepted on `listener` (all IPs), and from `ip`.
     pub fn open(&self, listener: Listener, ip: IpAddr) -> (usize, usize) {
-        let counts = lock(&self.0.counts[usize::from(listener == Listener::SipTcp)]);
+        let sip = matches!(listener, Listener::SipTcp | Listener::SipTls);
+        let counts = lock(&self.0.counts[usize::from(sip)]);
         (counts.total, counts.per_ip.get(&ip).copied().unwrap_or(0))
     }
 }

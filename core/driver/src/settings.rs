@@ -43,6 +43,10 @@ pub struct Args {
     /// uses PORT+N)
     #[argh(option)]
     pub sip_listen: Option<SocketAddr>,
+    /// SIP TLS listener (RFC 3261 26.3.1), served with --tls-cert/--tls-key (none by default;
+    /// with several workers, worker N uses PORT+N)
+    #[argh(option)]
+    pub sip_tls_listen: Option<SocketAddr>,
     /// host[:port] put in Via and Contact instead of the bound address (NAT, 0.0.0.0)
     #[argh(option)]
     pub sip_advertised_address: Option<String>,
@@ -220,6 +224,12 @@ pub fn load(args: &Args) -> Result<Settings, String> {
     core.capture = args.capture.is_some();
     if let Some(l) = args.sip_listen {
         core.sip.listen = l;
+    }
+    if let Some(l) = args.sip_tls_listen {
+        core.sip.tls_listen = Some(l);
+    }
+    if core.sip.tls_listen.is_some() && core.tls.is_none() {
+        return Err("--sip-tls-listen needs a certificate and a key (--tls-cert and --tls-key)".into());
     }
     if let Some(a) = &args.sip_advertised_address {
         core.sip.advertised_address = Some(a.clone());

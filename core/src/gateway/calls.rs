@@ -31,12 +31,14 @@
 //! # Files
 //! This file takes the session requests and SIP events in, creates and ends calls. The rest, by
 //! what it holds: [`table`] (the call tables and timers), `negotiation` (pure SDP and crypto
-//! decisions), `outgoing`, `incoming`, `updates` (re-INVITE, hold, DTMF) and `media` (browser
-//! legs, SIP-side RTP, call timers); `gateway/containment.rs` contains panics of the media.
+//! decisions), `outgoing`, `incoming`, `late` (incoming INVITEs without SDP), `updates`
+//! (re-INVITE, hold, DTMF) and `media` (browser legs, SIP-side RTP, call timers);
+//! `gateway/containment.rs` contains panics of the media.
 //! Arrows go one way: the others import `table` and `negotiation`, nothing imports them back.
 //! Errors are [`crate::errors::CallError`] (SylkServer's strings are there).
 
 mod incoming;
+mod late;
 mod media;
 mod negotiation;
 mod outgoing;
@@ -226,6 +228,7 @@ impl Gateway {
             answer_headers: Vec::new(),
             video: None,
             layout: vec![Slot::Audio],
+            late_offer: false,
         };
         self.calls.calls.insert(id, call);
         self.tally.call_started(id, origin, self.now);
@@ -486,11 +489,12 @@ impl Gateway {
             return;
         };
         match ev {
-            SipEvent::Info { content_type, body, .. } => {
-                log::info!("{id}: INFO {content_type} ({} bytes) from the SIP side", body.len());
-            }
+            SipEvent::Info { content_type, body, .. } => self.sip_info(id, &content_type, &body),
             SipEvent::Reoffer { sdp, .. } => self.call_reoffer(id, &sdp),
-            SipEvent::ReofferAck { .. } => log::debug!("{id}: late-offer ACK ignored"),
+            SipEvent::ReofferAck { sdp, .. } => match self.calls.calls.get(&id) {
+                Some(call) if call.late_offer => self.late_answer_in_ack(id, &sdp),
+                _ => log::debug!("{id}: late-offer ACK ignored"),
+            },
             SipEvent::ReinviteResult { result, .. } => self.call_reinvite_result(id, result),
             _ => {}
         }

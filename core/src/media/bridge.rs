@@ -15,6 +15,10 @@ use std::time::{Duration, Instant};
 /// The interval of our RTCP reports on the SIP side (RFC 3550 §6.2: 5 s minimum).
 pub const RTCP_INTERVAL: Duration = Duration::from_secs(5);
 
+/// The SSRC the rewriter knows DTMF events from INFO by (never on the wire: the browser leg
+/// sends with its own).
+const DTMF_SSRC: u32 = 0x4454_4d46;
+
 /// The largest RTP packet we forward (the SIP side has no use for more than a UDP MTU).
 pub const MAX_RTP: usize = 1500;
 
@@ -271,6 +275,30 @@ impl SipMedia {
         self.recv_stats.as_ref().map_or(0, |r| u64::try_from(r.cumulative_lost()).unwrap_or(0))
     }
 
+    /// A DTMF event from the SIP side's INFO as RFC 4733 packets for the browser (media spec
+    /// §1.12): at the browser's telephone-event number and clock rate, in the stream towards the
+    /// browser (sequence numbers and timestamp continue it, as a source of its own between the
+    /// peer's packets). Empty when no telephone-event was negotiated or we do not send to the
+    /// browser (hold). Each payload goes with its [`ToBrowser`] (whose `payload` range is unused).
+    pub fn dtmf_to_browser(&mut self, now: Instant, event: super::dtmf::DtmfEvent) -> Vec<(ToBrowser, [u8; 4])> {
+        let te = self.codecs.iter().find(|c| c.codec.name.eq_ignore_ascii_case("telephone-event"));
+        let Some((pt, clock)) = te.map(|c| (c.browser_pt, c.clock_rate)) else { return Vec::new() };
+        if !self.direction.receives() {
+            return Vec::new();
+        }
+        // A source of its own, so that the peer's next packet starts a new one after it.
+        let peer = self.recv_stats.as_ref().map(ReceiveStats::ssrc);
+        let ssrc = if peer == Some(DTMF_SSRC) { DTMF_SSRC ^ 1 } else { DTMF_SSRC };
+        self.to_browser_rw.reset_source();
+        let mut out = Vec::new();
+        for (i, (marker, payload)) in super::dtmf::packets(event, clock).into_iter().enumerate() {
+            let Some(rw) = self.to_browser_rw.rewrite(now, ssrc, i as u16, 0, clock) else { continue };
+            out.push((ToBrowser { pt, seq: rw.ext_seq, ts: rw.ts, marker, payload: 0..0 }, payload));
+        }
+        self.to_browser_rw.reset_source();
+        out
+    }
+
     /// The payload of the last [`ToBrowser`].
     pub fn rx_payload(&self, range: std::ops::Range<usize>) -> &[u8] {
         self.rx_buf.get(range).unwrap_or_default()
@@ -393,6 +421,33 @@ mod tests {
         // The other way round (incoming): the SIP side offered, the browser answered.
         let pairs = pair_codecs(&sip_answer, &[Codec::telephone_event(101), Codec::pcmu()], false);
         assert_eq!(pairs.iter().map(|p| (p.browser_pt, p.sip_pt)).collect::<Vec<_>>(), [(101, 101), (0, 0)]);
+    }
+
+    #[test]
+    fn dtmf_from_info_continues_the_stream_to_the_browser() {
+        let t0 = epoch();
+        let mut rng = Rng::new([4; 32]);
+        let far: SocketAddr = "192.0.2.10:30000".parse().unwrap();
+        let mut m = SipMedia::new(far, pcmu_pair(), t0, &mut rng);
+        let a = m.from_sip(t0, far, &packet(0, 9, 800, 99, b"abc")).unwrap();
+        let t1 = t0 + Duration::from_millis(20);
+        let ev = super::super::dtmf::DtmfEvent { code: 5, duration_ms: 160 };
+        let got = m.dtmf_to_browser(t1, ev);
+        assert_eq!(got.len(), 4);
+        assert!(got.iter().all(|(p, _)| p.pt == 126), "the browser's telephone-event number");
+        assert_eq!(got.iter().map(|(p, _)| p.seq).collect::<Vec<_>>(), (1..=4).map(|i| a.seq + i).collect::<Vec<_>>());
+        assert!(got.iter().all(|(p, _)| p.ts == got[0].0.ts), "one timestamp");
+        assert_eq!(got[0].0.ts, a.ts.wrapping_add(160), "20 ms after the last packet at 8 kHz");
+        assert!(got[0].0.marker && !got[1].0.marker);
+        assert_eq!(got[0].1, [5, 10, 0, 160]);
+        assert_eq!(got[3].1, [5, 0x8a, 0x05, 0x00]);
+        // The peer's audio goes on after the event.
+        let b = m.from_sip(t1 + Duration::from_millis(20), far, &packet(0, 10, 960, 99, b"def")).unwrap();
+        assert_eq!(b.seq, got[3].0.seq + 1);
+        assert!(b.ts.wrapping_sub(got[0].0.ts) < 0x8000_0000 && b.ts != got[0].0.ts, "timestamps go forward");
+        // No telephone-event negotiated: nothing.
+        let mut plain = SipMedia::new(far, pcmu_pair()[..1].to_vec(), t0, &mut rng);
+        assert!(plain.dtmf_to_browser(t1, ev).is_empty());
     }
 
     #[test]

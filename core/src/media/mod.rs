@@ -22,6 +22,7 @@
 
 pub mod bridge;
 pub mod demux;
+pub mod dtmf;
 pub mod ports;
 pub mod rtcp;
 pub mod rtp;

@@ -48,13 +48,15 @@ pub(super) fn first_value(h: &Headers, name: HeaderName) -> Option<String> {
     h.get(&name).map(|v| v.value_str().into_owned())
 }
 
-/// The option tags of the request's Require headers (all of them: we support none, §8.2.2.3).
+/// The option tags of the request's Require headers we do not support (§8.2.2.3): all but
+/// `100rel` in an INVITE (RFC 3262).
 pub(super) fn unsupported_required(req: &Request) -> Vec<String> {
     header_values(&req.headers, HeaderName::Require)
         .iter()
         .flat_map(|v| v.split(','))
         .map(str::trim)
         .filter(|t| !t.is_empty())
+        .filter(|t| !(req.method == Method::Invite && t.eq_ignore_ascii_case("100rel")))
         .map(String::from)
         .collect()
 }

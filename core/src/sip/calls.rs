@@ -13,6 +13,7 @@ use super::identity::SipIdentity;
 use super::invite::{CallProgress, UacAction, UacInvite};
 use super::message::{HeaderName, Headers, Method, Request, Response};
 use super::midcall::MidCall;
+use super::reliable::{self, ReliableUac};
 use super::rfc3263::{Resolution, Target};
 use super::services::{DialogCtx, Owner, Services};
 use super::target::{next_hop, ProxySpec};
@@ -57,6 +58,8 @@ pub(super) struct OutLeg {
     auth: Option<(HeaderName, String)>,
     /// INFO, re-INVITE and UPDATE once answered.
     pub(super) mid: MidCall,
+    /// The RSeqs of the reliable provisionals we PRACKed (RFC 3262 §4).
+    reliable: ReliableUac,
     /// Over: the stack drops it.
     gone: bool,
 }
@@ -79,6 +82,7 @@ impl OutLeg {
             dialogs: BTreeMap::new(),
             auth: None,
             mid: MidCall::default(),
+            reliable: ReliableUac::default(),
             gone: false,
         }
     }
@@ -184,6 +188,8 @@ impl OutLeg {
         }
         put(&mut h, HeaderName::UserAgent, &svc.user_agent(Some(&p.identity)));
         put(&mut h, HeaderName::Allow, ALLOW);
+        // RFC 3262 §4: reliable provisionals are welcome (carriers send early media that way).
+        put(&mut h, HeaderName::Supported, reliable::TAG);
         put(&mut h, HeaderName::ContentType, "application/sdp");
         let Ok(uri) = format!("sip:{}", p.target).parse() else {
             log::info!("call from {}: bad target {}", p.identity.aor, p.target);
@@ -210,7 +216,8 @@ impl OutLeg {
         rng: &mut Rng,
     ) {
         match tx {
-            LegTx::Cancel | LegTx::Info | LegTx::Reinvite => {} // the INVITE's 487 tells the outcome
+            // The INVITE's 487 tells the outcome of a CANCEL; a PRACK's answer changes nothing.
+            LegTx::Cancel | LegTx::Info | LegTx::Reinvite | LegTx::Prack => {}
             LegTx::Bye if resp.code >= 200 => {
                 let actions = self.uac.on_bye_response();
                 self.actions(svc, actions, None, now, rng);
@@ -236,7 +243,9 @@ impl OutLeg {
                     if (101..300).contains(&resp.code) {
                         match self.dialogs.get_mut(tag) {
                             Some(d) if resp.code >= 200 => {
-                                if let Ok(fresh) = Dialog::uac(invite, resp) {
+                                if let Ok(mut fresh) = Dialog::uac(invite, resp) {
+                                    // Requests of the early dialog (PRACK) used CSeqs already.
+                                    fresh.local_cseq = fresh.local_cseq.max(d.local_cseq);
                                     *d = fresh;
                                 }
                             }
@@ -248,6 +257,15 @@ impl OutLeg {
                             }
                         }
                     }
+                }
+                // RFC 3262 §4: a reliable provisional is PRACKed once; its retransmissions and
+                // out-of-order ones are discarded.
+                if let (Some(tag), Some(rseq), 101..=199) = (&to_tag, reliable::reliable_rseq(&resp.headers), resp.code)
+                {
+                    if !self.reliable.accept(tag, rseq) {
+                        return;
+                    }
+                    self.send_prack(svc, tag, rseq, now, rng);
                 }
                 let actions = self.uac.on_response(resp.code, &resp.reason, to_tag.as_deref(), sdp, &challenges);
                 self.actions(svc, actions, Some(resp), now, rng);
@@ -271,7 +289,7 @@ impl OutLeg {
         let actions = match tx {
             LegTx::Invite => self.uac.on_response(code, reason, None, None, &[]),
             LegTx::Bye => self.uac.on_bye_response(),
-            LegTx::Cancel | LegTx::Info | LegTx::Reinvite => Vec::new(),
+            LegTx::Cancel | LegTx::Info | LegTx::Reinvite | LegTx::Prack => Vec::new(),
         };
         self.actions(svc, actions, None, now, rng);
     }
@@ -402,6 +420,22 @@ impl OutLeg {
         let key = cancel_key(branch);
         let owner = Owner::Leg(self.id, LegTx::Cancel);
         svc.send_client(key, cancel.to_bytes(), peer, &self.hop.host, owner, Kind::NonInvite, now);
+    }
+
+    /// RFC 3262 §7.2: PRACK in the early dialog with the peer's tag `to_tag` (its next CSeq),
+    /// `RAck: <rseq> <INVITE CSeq> INVITE`; its own non-INVITE transaction.
+    fn send_prack(&mut self, svc: &mut Services, to_tag: &str, rseq: u32, now: Instant, rng: &mut Rng) {
+        let Some(mut dialog) = self.dialogs.get(to_tag).cloned() else { return };
+        let Some(peer) = self.dialog_peer(svc, &dialog) else { return };
+        let (vhost, vport) = svc.advertised(peer.transport);
+        let branch = format!("z9hG4bK{}", rng.hex(20));
+        let via = via_value(peer.transport, &vhost, vport, &branch);
+        let mut prack = dialog.request(Method::Prack, &via, None, None);
+        put(&mut prack.headers, HeaderName::RAck, &format!("{rseq} {} INVITE", self.cseq));
+        put(&mut prack.headers, HeaderName::UserAgent, &svc.user_agent(Some(&self.params.identity)));
+        self.dialogs.insert(to_tag.to_string(), dialog);
+        let owner = Owner::Leg(self.id, LegTx::Prack);
+        svc.send_client(branch, prack.to_bytes(), peer, &self.hop.host, owner, Kind::NonInvite, now);
     }
 
     /// Sends BYE in the dialog with the peer's tag `to_tag`.

@@ -36,6 +36,8 @@ pub enum LegTx {
     Info,
     /// A re-INVITE in the dialog.
     Reinvite,
+    /// A PRACK for a reliable provisional response (RFC 3262 §4).
+    Prack,
 }
 
 /// Why an INFO was not taken (`SipStack::try_send_info`).
@@ -89,7 +91,8 @@ pub enum SipEvent {
     /// re-INVITE without SDP (late offer): then pass our offer, and the answer arrives as
     /// [`SipEvent::ReofferAck`]. A 100 Trying has been sent for a re-INVITE.
     Reoffer { leg: LegId, sdp: Vec<u8> },
-    /// The ACK for our 2xx to a late-offer re-INVITE carried the peer's answer.
+    /// The ACK for our 2xx to a late-offer re-INVITE, or to an incoming INVITE without SDP
+    /// (late offer, RFC 3261 §13.2.1: our 2xx offered), carried the peer's answer.
     ReofferAck { leg: LegId, sdp: Vec<u8> },
     /// The outcome of `SipStack::reinvite`: the answer SDP of the 2xx (empty if it had none),
     /// or `"<code> <phrase>"` (the session is unchanged, RFC 3261 §14.1). A 481 or 408 is

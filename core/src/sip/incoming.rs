@@ -1,7 +1,8 @@
 //! An incoming call leg: the INVITE server session ([`UasInvite`]) wired to its server
 //! transaction and dialog through `Services` — 180 Ringing at once, the 2xx with our SDP
 //! retransmitted until the ACK (§13.3.1.4), decline with a final error, CANCEL → 200 + 487
-//! (§9.2), BYE both ways. Requests inside the answered dialog are `leg`'s.
+//! (§9.2), BYE both ways. When the INVITE allows it (`100rel`), the 180 is reliable and
+//! retransmitted until its PRACK (RFC 3262 §3). Requests inside the answered dialog are `leg`'s.
 
 use super::build::{contact_uri, put, via_value, ALLOW};
 use super::dialog::Dialog;
@@ -10,7 +11,8 @@ use super::events::{LegId, RegId, SipEvent};
 use super::identity::SipIdentity;
 use super::invite::{CallProgress, UasAction, UasInvite};
 use super::message::{default_reason, HeaderName, Method, Request, Response};
-use super::midcall::MidCall;
+use super::midcall::{MidCall, Sent2xx, Tick};
+use super::reliable::{self, PrackVerdict, ReliableUas};
 use super::services::{to_tag_for, DialogCtx, ServerKey, Services, SipTimer};
 use super::transport::Peer;
 use super::uri::Uri;
@@ -38,13 +40,16 @@ pub(super) struct InLeg {
     identity: Option<SipIdentity>,
     /// INFO, re-INVITE and UPDATE once answered.
     pub(super) mid: MidCall,
+    /// Reliable provisionals (RFC 3262), when the INVITE allowed them.
+    reliable: Option<ReliableUas>,
     /// Over: the stack drops it.
     gone: bool,
 }
 
 impl InLeg {
     /// An INVITE arrived for registration `reg`'s Contact (server transaction `key`): rings,
-    /// and tells the TU.
+    /// and tells the TU. `first_rseq` is given when the INVITE allows reliable provisionals
+    /// (`Supported`/`Require: 100rel`): the 180 is then reliable, with that RSeq.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn new(
         svc: &mut Services,
@@ -55,6 +60,7 @@ impl InLeg {
         peer: Peer,
         key: &ServerKey,
         now: Instant,
+        first_rseq: Option<u32>,
     ) -> Self {
         let (host, port) = svc.advertised(peer.transport);
         let user = match &req.uri {
@@ -81,7 +87,8 @@ impl InLeg {
             sdp: req.body.clone(),
             headers: req.headers.iter().map(|h| (h.name.canonical().to_string(), h.value_str().into_owned())).collect(),
         };
-        let leg = InLeg {
+        let invite_cseq = req.headers.cseq().map(|c| c.seq).unwrap_or_default();
+        let mut leg = InLeg {
             id,
             uas: UasInvite::new(svc.timers),
             invite: req.clone(),
@@ -94,13 +101,64 @@ impl InLeg {
             reg,
             identity: Some(identity),
             mid: MidCall::default(),
+            reliable: first_rseq.map(|first| ReliableUas::new(invite_cseq, first)),
             gone: false,
         };
-        // §13.3.1.1: ring while the user decides.
-        let extra = [(HeaderName::Contact, format!("<{contact}>"))];
-        svc.respond_full(key, req, 180, "Ringing", &extra, &[], now);
+        // §13.3.1.1: ring while the user decides; reliably if the caller allows (RFC 3262 §3).
+        let mut extra = record_routes(req);
+        extra.push((HeaderName::Contact, format!("<{contact}>")));
+        let rseq = leg.reliable.as_mut().and_then(ReliableUas::next_rseq);
+        if let Some(rseq) = rseq {
+            extra.push((HeaderName::Require, reliable::TAG.to_string()));
+            extra.push((HeaderName::RSeq, rseq.to_string()));
+        }
+        let sent = svc.respond_kept(key, req, 180, "Ringing", &extra, &[], now);
+        if let (Some(r), Some((dest, bytes))) = (leg.reliable.as_mut(), sent.filter(|_| rseq.is_some())) {
+            r.sent(Sent2xx::new(bytes, dest, now, svc.timers));
+            leg.arm_reliable(svc);
+        }
         svc.event(SipEvent::Incoming { leg: id, reg, call });
         leg
+    }
+
+    /// A PRACK in the early dialog (RFC 3262 §3): 200 if it acknowledges one of our reliable
+    /// provisionals (no more retransmissions of it), else 481.
+    pub(super) fn on_prack(&mut self, svc: &mut Services, req: &Request, key: &ServerKey, now: Instant) {
+        let verdict = match self.reliable.as_mut() {
+            Some(r) => r.on_prack(reliable::rack(&req.headers)),
+            None => PrackVerdict::NoMatch,
+        };
+        match verdict {
+            PrackVerdict::Acknowledged => svc.respond(key, req, 200, "OK", now),
+            PrackVerdict::NoMatch => svc.respond(key, req, 481, "Call/Transaction Does Not Exist", now),
+        }
+        self.arm_reliable(svc);
+    }
+
+    /// Its reliable provisional's timer ([`SipTimer::Reliable`]) fired: resend it, or after
+    /// 64·T1 without PRACK reject the INVITE with a 5xx (RFC 3262 §3).
+    pub(super) fn reliable_timer(&mut self, svc: &mut Services, now: Instant) {
+        let Some(r) = self.reliable.as_mut() else { return };
+        let resend = r.unacked().map(|s| (s.dest, s.bytes.clone()));
+        match r.on_timeout(now) {
+            Tick::Nothing => {}
+            Tick::Resend => {
+                if let Some((dest, bytes)) = resend {
+                    svc.transmit(dest, bytes, now);
+                }
+            }
+            Tick::GiveUp => {
+                log::info!("call {:?}: no PRACK for our reliable 180; 504", self.id);
+                let actions = self.uas.decline(504, "Server Time-out");
+                self.actions(svc, actions, now, None);
+            }
+        }
+        self.arm_reliable(svc);
+    }
+
+    fn arm_reliable(&self, svc: &mut Services) {
+        let at = if self.gone { None } else { self.reliable.as_ref().and_then(ReliableUas::next_deadline) };
+        svc.arm(SipTimer::Reliable(self.id), at);
     }
 
     /// Whether the call is over (the stack forgets it).
@@ -169,9 +227,14 @@ impl InLeg {
         self.dialog.as_ref().is_some_and(|d| d.id.call_id == call_id)
     }
 
-    /// The ACK of our 2xx.
-    pub(super) fn on_ack(&mut self, svc: &mut Services) {
+    /// The ACK of our 2xx. For an INVITE without SDP (late offer, §13.2.1) our 2xx offered
+    /// and the ACK answers: its SDP is reported as [`SipEvent::ReofferAck`].
+    pub(super) fn on_ack(&mut self, svc: &mut Services, ack: &Request) {
+        let was = self.uas.is_confirmed();
         self.uas.on_ack();
+        if !was && self.uas.is_confirmed() && self.invite.body.is_empty() && !ack.body.is_empty() {
+            svc.event(SipEvent::ReofferAck { leg: self.id, sdp: ack.body.clone() });
+        }
         self.arm(svc);
     }
 
@@ -186,9 +249,17 @@ impl InLeg {
             if self.gone {
                 return;
             }
+            if matches!(action, UasAction::SendFinal { .. } | UasAction::CancelAccepted) {
+                // RFC 3262 §3: a final response ends the reliable provisional's retransmissions.
+                if let Some(r) = self.reliable.as_mut() {
+                    r.stop();
+                }
+                self.arm_reliable(svc);
+            }
             match action {
                 UasAction::SendFinal { code } => {
-                    let mut extra = vec![(HeaderName::Contact, format!("<{}>", self.contact))];
+                    let mut extra = if code < 300 { record_routes(&self.invite) } else { Vec::new() };
+                    extra.push((HeaderName::Contact, format!("<{}>", self.contact)));
                     let body = if code < 300 { self.answer.clone() } else { Vec::new() };
                     if code < 300 {
                         extra.push((HeaderName::Allow, ALLOW.to_string()));
@@ -204,6 +275,9 @@ impl InLeg {
                     let mut resp = Response::for_request(&self.invite, 200, "OK");
                     let to = resp.headers.get(&HeaderName::To).map(|h| h.value_str().into_owned()).unwrap_or_default();
                     resp.headers.set(HeaderName::To, format!("{to};tag={}", to_tag_for(&self.key)).into_bytes());
+                    for (name, value) in record_routes(&self.invite) {
+                        put(&mut resp.headers, name, &value);
+                    }
                     put(&mut resp.headers, HeaderName::Contact, &format!("<{}>", self.contact));
                     put(&mut resp.headers, HeaderName::Allow, ALLOW);
                     put(&mut resp.headers, HeaderName::ContentType, "application/sdp");
@@ -256,6 +330,7 @@ impl InLeg {
     /// Over (its timer stopped); false if it already was.
     pub(super) fn remove(&mut self, svc: &mut Services) -> bool {
         svc.arm(SipTimer::Leg(self.id), None);
+        svc.arm(SipTimer::Reliable(self.id), None);
         !std::mem::replace(&mut self.gone, true)
     }
 
@@ -302,4 +377,15 @@ impl InLeg {
     pub(super) fn contact(&self) -> String {
         self.contact.clone()
     }
+}
+
+/// §12.1.1: the Record-Route headers of the INVITE, in order, for every response that makes a
+/// dialog (the 180 and the 2xx), so that the caller's requests in the dialog take the proxies'
+/// path.
+fn record_routes(invite: &Request) -> Vec<(HeaderName, String)> {
+    invite
+        .headers
+        .get_all(&HeaderName::RecordRoute)
+        .map(|h| (HeaderName::RecordRoute, h.value_str().into_owned()))
+        .collect()
 }

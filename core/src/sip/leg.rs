@@ -1,6 +1,6 @@
 //! A call leg, outgoing ([`OutLeg`]) or incoming ([`InLeg`]), and the requests inside its
 //! established dialog, either way (RFC 3261 §12.2, §14; RFC 3311; RFC 6086): answering the
-//! peer's BYE, OPTIONS, INFO, re-INVITE, UPDATE and the CANCEL of a re-INVITE, and sending our
+//! peer's BYE, OPTIONS, PRACK, INFO, re-INVITE, UPDATE and the CANCEL of a re-INVITE, and sending our
 //! INFO and re-INVITE. The rules live in [`super::midcall`]; this module builds the messages and
 //! wires them to transactions, timers and events through [`Services`].
 
@@ -259,6 +259,11 @@ impl Leg {
                 svc.respond(key, req, 200, "OK", now);
             }
             Method::Options => svc.respond(key, req, 200, "OK", now),
+            // RFC 3262 §3: the PRACK of a reliable provisional of ours (only incoming calls send them).
+            Method::Prack => match self {
+                Leg::In(l) => l.on_prack(svc, req, key, now),
+                Leg::Out(_) => svc.respond(key, req, 481, "Call/Transaction Does Not Exist", now),
+            },
             Method::Info => {
                 svc.respond(key, req, 200, "OK", now);
                 let content_type = req.headers.get_str(&HeaderName::ContentType).unwrap_or_default().into_owned();

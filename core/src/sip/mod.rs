@@ -14,7 +14,7 @@
 //! - the machines, which own their state and never see the stack or each other: `registrant`
 //!   (one registration's REGISTERs), `leg` (a call leg and the requests inside its dialog) over
 //!   [`calls`] (outgoing) and [`incoming`], with `midcall` for the rules of INFO, re-INVITE and
-//!   UPDATE; [`pager`] for one outgoing MESSAGE (RFC 3428);
+//!   UPDATE and `reliable` for those of PRACK (RFC 3262); [`pager`] for one outgoing MESSAGE (RFC 3428);
 //! - `services`, what they share, reached by ids: transports, client and server transactions,
 //!   named timers, name queries, the event and output queues; under it `build` (message pieces),
 //!   `events` (ids, [`stack::SipEvent`], [`stack::SipOutput`]) and `identity` (accounts).
@@ -41,6 +41,7 @@ pub mod pager;
 pub mod parse;
 mod registrant;
 pub mod registration;
+mod reliable;
 pub mod rfc3263;
 mod services;
 pub mod stack;

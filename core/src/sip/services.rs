@@ -33,6 +33,8 @@ pub(super) enum SipTimer {
     Leg(LegId),
     /// Our 2xx to a re-INVITE: retransmission or ACK wait (§13.3.1.4).
     Reoffer(LegId),
+    /// An incoming call's reliable provisional waits for its PRACK (RFC 3262 §3).
+    Reliable(LegId),
     /// Our re-INVITE answered 491 waits to be retried (§14.1).
     Glare(LegId),
     /// An incoming MESSAGE waits for the transaction user's answer.

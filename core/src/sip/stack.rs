@@ -417,6 +417,17 @@ impl SipStack {
         self.svc.transports.accepted(conn, peer, now);
     }
 
+    /// The server configuration (certificate, key) of the SIP TLS listener.
+    pub fn set_tls_server(&mut self, config: std::sync::Arc<rustls::ServerConfig>) {
+        self.svc.transports.set_tls_server(config);
+    }
+
+    /// A connection accepted on the SIP TLS listener (RFC 3261 §26.3.1): a TLS flow, served with
+    /// [`SipStack::set_tls_server`]'s configuration. False when there is none: close it.
+    pub fn handle_accepted_tls(&mut self, conn: ConnId, peer: SocketAddr, now: Instant) -> bool {
+        self.svc.transports.accepted_tls(conn, peer, now)
+    }
+
     /// Bytes on a SIP stream connection.
     pub fn handle_stream_data(&mut self, conn: ConnId, data: &[u8], now: Instant, rng: &mut Rng) {
         let (mut out, mut arrivals) = (Vec::new(), Vec::new());
@@ -659,7 +670,7 @@ impl SipStack {
             self.reply(answer, 482, "Loop Detected", &[], now);
             return;
         }
-        // §8.2.2.3: we support no extension, so any option tag in Require is unsupported.
+        // §8.2.2.3: of the extensions, we support only 100rel (in an INVITE, RFC 3262).
         let required = unsupported_required(&req);
         if !required.is_empty() && req.method != Method::Cancel {
             let extra = [(HeaderName::Unsupported, required.join(", "))];
@@ -699,7 +710,7 @@ impl SipStack {
                 _ if self.reg_of_user(&req).is_none() => (404, "Not Found"),
                 Method::Invite => {
                     if let Some(reg) = self.reg_of_user(&req) {
-                        self.inbound_invite(reg, &req, peer, &key, now);
+                        self.inbound_invite(reg, &req, peer, &key, now, rng);
                         return;
                     }
                     (480, "Temporarily Unavailable")
@@ -751,10 +762,13 @@ impl SipStack {
     }
 
     /// An INVITE for registration `reg`'s Contact: a new incoming leg rings.
-    fn inbound_invite(&mut self, reg: RegId, req: &Request, peer: Peer, key: &ServerKey, now: Instant) {
+    fn inbound_invite(&mut self, reg: RegId, req: &Request, peer: Peer, key: &ServerKey, now: Instant, rng: &mut Rng) {
         let Some(identity) = self.regs.get(&reg).map(|r| r.identity().clone()) else { return };
         let id = self.new_leg_id();
-        let leg = InLeg::new(&mut self.svc, id, reg, identity, req, peer, key, now);
+        // RFC 3262 §7.1: the first RSeq is random in 1..2^31 (a small start leaves room to count);
+        // drawn only when the INVITE allows reliable provisionals.
+        let first_rseq = super::reliable::invite_offers_100rel(req).then(|| (rng.next_u64() % (1 << 30)) as u32 + 1);
+        let leg = InLeg::new(&mut self.svc, id, reg, identity, req, peer, key, now, first_rseq);
         self.legs.insert(id, Leg::In(Box::new(leg)));
     }
 
@@ -825,7 +839,7 @@ impl SipStack {
         if let Some(id) = id {
             self.with_leg(id, |leg, svc| {
                 if let Leg::In(l) = leg {
-                    l.on_ack(svc);
+                    l.on_ack(svc, req);
                 }
             });
         }
@@ -848,6 +862,13 @@ impl SipStack {
                 }
                 SipTimer::Reoffer(id) => {
                     self.with_leg(id, |leg, svc| leg.reoffer_timer(svc, id, now, rng));
+                }
+                SipTimer::Reliable(id) => {
+                    self.with_leg(id, |leg, svc| {
+                        if let Leg::In(l) = leg {
+                            l.reliable_timer(svc, now);
+                        }
+                    });
                 }
                 SipTimer::Glare(id) => {
                     self.with_leg(id, |leg, svc| leg.glare_timer(svc, id, now, rng));

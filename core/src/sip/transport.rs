@@ -2,7 +2,11 @@
 //! SIP listener or opened by us), keyed by remote address and reused; Content-Length framing
 //! and CRLF keep-alives (RFC 5626 §3.5.1) on streams; idle connections closed.
 //!
-//! TLS (RFC 3261 §26.3.1, RFC 5922, RFC 5630) as a client: a flow to a `transport=tls` or `sips`
+//! TLS (RFC 3261 §26.3.1, RFC 5922, RFC 5630) as a server: a connection accepted on the SIP TLS
+//! listener ([`Transports::accepted_tls`]) gets a `rustls::ServerConnection` with the web
+//! listener's certificate (no client certificates asked for); the rest is as below.
+//!
+//! TLS as a client: a flow to a `transport=tls` or `sips`
 //! next hop is a TCP connection the runtime opens (`Connect`) with a `rustls::ClientConnection`
 //! on top, fed from memory (ciphertext in, plaintext out, and back). The server certificate is
 //! verified against the configured CA certificates for the next hop's *domain* (the host name
@@ -110,6 +114,8 @@ struct TlsClients {
     anchor: Option<(Instant, Duration)>,
     /// Replay: TLS flows carry plaintext.
     replay_plaintext: bool,
+    /// The SIP TLS listener's server configuration, when there is one.
+    server: Option<Arc<rustls::ServerConfig>>,
     /// Report plaintext for captures.
     tap: bool,
 }
@@ -188,8 +194,8 @@ enum TlsEnd {
     PeerClosed,
 }
 
-/// Feeds ciphertext to a client session; appends the plaintext to `plain`.
-fn tls_receive(tls: &mut rustls::ClientConnection, mut data: &[u8], plain: &mut Vec<u8>) -> Result<(), TlsEnd> {
+/// Feeds ciphertext to a session; appends the plaintext to `plain`.
+fn tls_receive(tls: &mut rustls::Connection, mut data: &[u8], plain: &mut Vec<u8>) -> Result<(), TlsEnd> {
     while !data.is_empty() {
         tls.read_tls(&mut data).map_err(|e| TlsEnd::Failed(e.to_string()))?;
         let state = tls.process_new_packets().map_err(|e| TlsEnd::Failed(e.to_string()))?;
@@ -207,7 +213,7 @@ fn tls_receive(tls: &mut rustls::ClientConnection, mut data: &[u8], plain: &mut 
 }
 
 /// TLS records waiting to go out.
-fn tls_take(tls: &mut rustls::ClientConnection) -> Vec<u8> {
+fn tls_take(tls: &mut rustls::Connection) -> Vec<u8> {
     let mut out = Vec::new();
     while tls.wants_write() {
         if tls.write_tls(&mut out).is_err() {
@@ -228,8 +234,9 @@ struct Flow {
     last_used: Instant,
     /// Registrations and transactions keeping the flow open.
     users: u32,
-    /// The TLS session of an up TLS flow (not in a plaintext replay).
-    tls: Option<Box<rustls::ClientConnection>>,
+    /// The TLS session of an up TLS flow (not in a plaintext replay): a client session for the
+    /// flows we open, a server session for those accepted on the SIP TLS listener.
+    tls: Option<Box<rustls::Connection>>,
     /// The TLS handshake completed (logged once).
     tls_up: bool,
 }
@@ -307,6 +314,7 @@ impl Transports {
                 clock: Arc::default(),
                 anchor: None,
                 replay_plaintext: false,
+                server: None,
                 tap: false,
             },
         }
@@ -364,6 +372,37 @@ impl Transports {
     pub fn accepted(&mut self, conn: ConnId, remote: SocketAddr, now: Instant) {
         self.flows.insert(conn, self.flow(Transport::Tcp, remote, String::new(), None, now));
         self.by_remote.insert((Transport::Tcp, remote, String::new()), conn);
+    }
+
+    /// The server configuration of the SIP TLS listener.
+    pub fn set_tls_server(&mut self, config: Arc<rustls::ServerConfig>) {
+        self.tls.server = Some(config);
+    }
+
+    /// A TCP connection arrived on the SIP TLS listener: a TLS flow whose server session waits
+    /// for the peer's ClientHello (plaintext in a replay). False when it cannot be served (no
+    /// server configuration): the caller closes it.
+    pub fn accepted_tls(&mut self, conn: ConnId, remote: SocketAddr, now: Instant) -> bool {
+        let tls = if self.tls.replay_plaintext {
+            None
+        } else {
+            let Some(config) = self.tls.server.clone() else {
+                log::warn!("SIP TLS connection from {remote} but no TLS server configuration; closing");
+                return false;
+            };
+            match rustls::ServerConnection::new(config) {
+                Ok(c) => Some(Box::new(rustls::Connection::Server(c))),
+                Err(e) => {
+                    log::warn!("SIP TLS session for {remote}: {e}; closing");
+                    return false;
+                }
+            }
+        };
+        let mut flow = self.flow(Transport::Tls, remote, remote.ip().to_string(), None, now);
+        flow.tls = tls;
+        self.flows.insert(conn, flow);
+        self.by_remote.insert((Transport::Tls, remote, remote.ip().to_string()), conn);
+        true
     }
 
     fn flow(
@@ -469,8 +508,9 @@ impl Transports {
             out.push(TransportOut::Tap { conn, sent: true, plain: queued.clone() });
         }
         match self.tls.session(&flow.name) {
-            Ok(mut tls) => {
+            Ok(tls) => {
                 log::debug!("SIP TLS to {} ({}): handshake started", flow.name, flow.remote);
+                let mut tls = rustls::Connection::Client(tls);
                 let _ = tls.writer().write_all(&queued);
                 let data = tls_take(&mut tls);
                 flow.tls = Some(Box::new(tls));
@@ -764,6 +804,81 @@ mod tests {
         assert!(matches!(out.last(), Some(TransportOut::Close { .. })));
         assert!(out.iter().any(|o| matches!(o, TransportOut::WriteTls { conn: c, .. } if *c == conn)));
         assert_eq!(t.flow_count(), 0);
+    }
+
+    /// A connection accepted on the SIP TLS listener: a server session with the configured
+    /// certificate; a TLS client's request arrives framed, with the flow's transport TLS, and
+    /// the answer goes back encrypted on the same connection. Without a server configuration
+    /// the connection is refused; a replay runs it as plaintext.
+    #[test]
+    fn accepted_tls_serves_a_tls_client() {
+        let start = Instant::now();
+        let (ca, server_config) = server(&["gw.test"]);
+        let mut t = transports(None, start);
+        let conn = ConnId(7);
+        let remote: SocketAddr = "192.0.2.9:40000".parse().unwrap();
+        assert!(!t.accepted_tls(conn, remote, start), "no server configuration: refused");
+        t.set_tls_server(server_config);
+        assert!(t.accepted_tls(conn, remote, start));
+        assert!(t.encrypted(conn) && t.owns(conn));
+        // A rustls client trusting the certificate.
+        let mut roots = rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_slice_iter(&ca) {
+            roots.add(c.unwrap()).unwrap();
+        }
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let mut cli = rustls::ClientConnection::new(Arc::new(config), "gw.test".try_into().unwrap()).unwrap();
+        let options = b"OPTIONS sip:gw.test SIP/2.0\r\nContent-Length: 0\r\n\r\n";
+        cli.writer().write_all(options).unwrap();
+        let (mut arrivals, mut client_plain) = (Vec::new(), Vec::new());
+        for _ in 0..10 {
+            let mut records = Vec::new();
+            while cli.wants_write() {
+                cli.write_tls(&mut records).unwrap();
+            }
+            let mut out = Vec::new();
+            if !records.is_empty() {
+                t.stream_data(conn, &records, start, &mut out, &mut arrivals);
+            }
+            if let Some(Arrival::Message { peer, .. }) = arrivals.first() {
+                if client_plain.is_empty() {
+                    t.send(*peer, b"SIP/2.0 200 OK\r\nContent-Length: 0\r\n\r\n".to_vec(), start, &mut out);
+                }
+            }
+            let to_client: Vec<u8> = out
+                .iter()
+                .filter_map(|o| match o {
+                    TransportOut::WriteTls { conn: c, data } if *c == conn => Some(data.clone()),
+                    TransportOut::Write { .. } => panic!("plaintext on a TLS flow: {o:?}"),
+                    _ => None,
+                })
+                .flatten()
+                .collect();
+            let mut rd = &to_client[..];
+            while !rd.is_empty() {
+                cli.read_tls(&mut rd).unwrap();
+                cli.process_new_packets().unwrap();
+            }
+            let _ = cli.reader().read_to_end(&mut client_plain);
+            if records.is_empty() && to_client.is_empty() {
+                break;
+            }
+        }
+        assert!(
+            matches!(&arrivals[..], [Arrival::Message { peer, bytes }] if bytes == options && peer.conn == Some(conn) && peer.transport == Transport::Tls && peer.addr == remote),
+            "{arrivals:?}"
+        );
+        assert_eq!(client_plain, b"SIP/2.0 200 OK\r\nContent-Length: 0\r\n\r\n");
+        // A replay carries the plaintext the capture recorded.
+        let mut r = transports(None, start);
+        r.set_tls_replay_plaintext(true);
+        assert!(r.accepted_tls(conn, remote, start), "no configuration needed in a replay");
+        assert!(!r.encrypted(conn));
     }
 
     /// The certificate names another host: the handshake fails, an alert goes out and the

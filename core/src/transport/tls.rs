@@ -8,8 +8,21 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use std::io::{Read, Write};
 use std::sync::Arc;
 
-/// Builds the shared server configuration from PEM text.
+/// Builds the shared server configuration from PEM text (ALPN `http/1.1`, for the web
+/// listener).
 pub fn server_config(tls: &TlsConfig) -> Result<Arc<rustls::ServerConfig>, ConfigError> {
+    let mut config = base_server_config(tls)?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// The server configuration of the SIP TLS listener: the same certificate, no ALPN (SIP
+/// clients do not negotiate one).
+pub fn sip_server_config(tls: &TlsConfig) -> Result<Arc<rustls::ServerConfig>, ConfigError> {
+    Ok(Arc::new(base_server_config(tls)?))
+}
+
+fn base_server_config(tls: &TlsConfig) -> Result<rustls::ServerConfig, ConfigError> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&tls.cert_pem)
         .collect::<Result<_, _>>()
         .map_err(|e| ConfigError::Tls(format!("certificate: {e}")))?;
@@ -18,14 +31,12 @@ pub fn server_config(tls: &TlsConfig) -> Result<Arc<rustls::ServerConfig>, Confi
     }
     let key = PrivateKeyDer::from_pem_slice(&tls.key_pem).map_err(|e| ConfigError::Tls(format!("private key: {e}")))?;
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+    rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| ConfigError::Tls(e.to_string()))?
         .with_no_client_auth()
         .with_single_cert(certs, key)
-        .map_err(|e| ConfigError::Tls(e.to_string()))?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
+        .map_err(|e| ConfigError::Tls(e.to_string()))
 }
 
 /// One TLS server session over memory.

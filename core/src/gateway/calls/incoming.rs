@@ -61,8 +61,9 @@ impl Gateway {
         let prefixes = self.client(conn).and_then(|c| c.account(account)).map(|a| a.incoming_header_prefixes.clone());
         let Some(prefixes) = prefixes else { return Err((480, "Temporarily Unavailable")) };
         if incoming.sdp.is_empty() {
-            // Late offer (an INVITE without SDP) is not supported.
-            return Err((488, "Not Acceptable Here"));
+            // Late offer (§13.2.1): the browser is offered every codec we carry (`late`).
+            let offered = self.late_offer_codecs()?;
+            return self.offer_to_browser(conn, account, leg, incoming, session, prefixes, offered, None);
         }
         let (desc, idx) = parse_sdp(&incoming.sdp).map_err(|_| (488, "Not Acceptable Here"))?;
         let m = &desc.media[idx];
@@ -113,9 +114,44 @@ impl Gateway {
                 }
             }
         }
-        let now = self.now;
         let Some(call) = self.calls.calls.get_mut(&id) else { return Err((500, "Server Internal Error")) };
         call.layout = answer_layout(&desc, idx, video_at);
+        if let Some((ours, theirs)) = srtp {
+            call.local_crypto = vec![ours];
+            call.remote_crypto = Some(theirs);
+            call.sip_proto = if secure { sdp::Proto::RtpSavp } else { sdp::Proto::RtpAvp };
+        }
+        call.offer_addr = offer_addr;
+        self.offer_to_browser(conn, account, leg, incoming, session, prefixes, offered, Some((id, browser_codecs)))
+    }
+
+    /// Offers the browser `browser_codecs` for the incoming call `id` (created here when `None`:
+    /// a late offer, with `offered` as its codecs) and sends `incoming-session`.
+    #[allow(clippy::too_many_arguments)]
+    fn offer_to_browser(
+        &mut self,
+        conn: ConnId,
+        account: &str,
+        leg: LegId,
+        incoming: &IncomingCall,
+        session: String,
+        prefixes: Vec<String>,
+        offered: Vec<Codec>,
+        created: Option<(CallId, Vec<Codec>)>,
+    ) -> Result<(), (u16, &'static str)> {
+        let late = created.is_none();
+        let (id, browser_codecs) = match created {
+            Some(c) => c,
+            None => {
+                let id = self
+                    .new_call(conn, session.clone(), account.to_string(), Origin::Incoming)
+                    .map_err(|_| (503, "Service Unavailable"))?;
+                (id, offered.clone())
+            }
+        };
+        let now = self.now;
+        let Some(call) = self.calls.calls.get_mut(&id) else { return Err((500, "Server Internal Error")) };
+        call.late_offer = late;
         let offer = match call.browser.create_offer(&browser_codecs, now) {
             Ok(o) => o,
             Err(e) => {
@@ -125,13 +161,7 @@ impl Gateway {
             }
         };
         call.offered = offered;
-        call.offer_addr = offer_addr;
         call.leg = Some(leg);
-        if let Some((ours, theirs)) = srtp {
-            call.local_crypto = vec![ours];
-            call.remote_crypto = Some(theirs);
-            call.sip_proto = if secure { sdp::Proto::RtpSavp } else { sdp::Proto::RtpAvp };
-        }
         call.call_id = Some(incoming.call_id.clone());
         let originator = Identity { uri: incoming.from_uri.clone(), display_name: incoming.display_name.clone() };
         call.originator = Some(originator.clone());
@@ -174,6 +204,9 @@ impl Gateway {
                 op: SessionOp::Answer,
                 state: call.state.name(),
             });
+        }
+        if call.late_offer {
+            return self.session_answer_late(id, session, sdp, headers, after);
         }
         let (desc, idx) = parse_sdp(sdp.as_bytes())?;
         call.browser.accept_answer(sdp, now).map_err(SdpProblem::Browser)?;

@@ -1,15 +1,47 @@
 //! Changes to an established call: re-INVITE both ways (spec §2.3 `session-update`, §3.3
-//! `update`; hold and resume are re-INVITEs), SRTP re-keying, and DTMF (`session-dtmf-info`).
+//! `update`; hold and resume are re-INVITEs), SRTP re-keying, and DTMF both ways
+//! (`session-dtmf-info` becomes INFO; a DTMF INFO from the SIP side becomes RFC 4733 events to
+//! the browser).
 
 use super::negotiation::{answer_layout, parse_sdp, rekey, video_index};
 use crate::api::{Event, SessionEvent};
 use crate::call::{self, CallId, Slot, State};
 use crate::errors::{CallError, SdpProblem, SessionOp};
 use crate::gateway::Gateway;
+use crate::media::dtmf;
 use crate::media::sdp::{self, Codec, MediaKind, SessionDescription};
 use crate::media::srtp::CryptoAttribute;
 
 impl Gateway {
+    /// An INFO from the SIP side (answered 200 by the stack). A DTMF one
+    /// (`application/dtmf-relay`, `application/dtmf`) is played to the browser as RFC 4733
+    /// telephone-events in its audio stream; anything else is only logged.
+    pub(super) fn sip_info(&mut self, id: CallId, content_type: &str, body: &[u8]) {
+        let Some(event) = dtmf::from_info(content_type, body) else {
+            log::info!("{id}: INFO {content_type} ({} bytes) from the SIP side ignored", body.len());
+            return;
+        };
+        self.contained(id, "the SIP-side media", |gw| {
+            let now = gw.now;
+            let Some(call) = gw.calls.calls.get_mut(&id) else { return };
+            let Some(media) = call.media.as_mut() else {
+                log::info!("{id}: DTMF INFO before the media is up; dropped");
+                return;
+            };
+            let packets = media.dtmf_to_browser(now, event);
+            if packets.is_empty() {
+                log::info!("{id}: DTMF INFO, but no telephone-event towards the browser; dropped");
+            }
+            for (p, payload) in packets {
+                if let Err(e) = call.browser.write_rtp(now, false, p.pt, p.seq, p.ts, p.marker, &payload) {
+                    log::debug!("{id}: DTMF event to the browser dropped: {e}");
+                }
+            }
+            log::debug!("{id}: DTMF {} ({} ms) from a SIP INFO", event.code, event.duration_ms);
+            gw.drain_browser(id);
+        });
+    }
+
     /// `session-dtmf-info`: one INFO (`application/dtmf-relay`) per DTMF digit of `digit`, which
     /// may have at most [`call::MAX_DTMF_DIGITS`] characters.
     pub(super) fn session_dtmf_info(

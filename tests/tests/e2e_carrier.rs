@@ -1,0 +1,279 @@
+//! Carrier SIP end to end (issue #15), in a private network namespace (loopback only): a
+//! sylkRTC-2 client over a real WebSocket with a str0m browser on a real UDP socket, through
+//! `sylkgw-mio`, against sipp playing a carrier.
+//!
+//! - `outgoing_100rel_and_info_dtmf`: sipp (`tests/peers/sipp/uas_100rel_info.xml`) is the
+//!   outbound proxy and the callee: it checks that our INVITE offers `Supported: 100rel`, answers
+//!   with a reliable 183 carrying SDP, takes our PRACK (`RAck: 1 <CSeq> INVITE`, checked), then
+//!   200 and ACK; a second later it sends an INFO `application/dtmf-relay` `Signal=5`, which the
+//!   browser receives as RFC 4733 telephone-events (event 5, E bit, 200 ms at 8 kHz).
+//!
+//! - `incoming_100rel_late_offer`: alice registers through kamailio; sipp
+//!   (`tests/peers/sipp/uac_100rel_late.xml`) calls her with an INVITE without SDP that requires
+//!   100rel: it checks our 180 is reliable (`Require: 100rel`, `RSeq`) and PRACKs it; the browser
+//!   answers our all-codecs offer, our 200 carries the SIP offer, sipp's ACK the answer, and
+//!   sipp's `-rtp_echo` sends the browser's audio back.
+//!
+//! Ports inside the namespace: kamailio 5060, gateway SIP 5080, sipp UAS 5076 / UAC 5084, RTP
+//! 6000. Needs root, `unshare`, kamailio and sipp (`SYLKGW_SKIP_E2E=1` skips loudly).
+
+use serde_json::{json, Value};
+use std::collections::VecDeque;
+use std::net::{SocketAddr, UdpSocket};
+use std::time::{Duration, Instant};
+use sylkgw_tests::netns::in_netns;
+use sylkgw_tests::peers::{Kamailio, KamailioOpts, Scenario, Sipp};
+use sylkgw_tests::webrtc_client::{config, Datagram, Video, WebRtcClient, TELE};
+use sylkgw_tests::{binary, ha1, Server, TempDir, WsClient};
+use tungstenite::Message;
+
+const STEP: Duration = Duration::from_secs(15);
+const ALICE: &str = "alice@127.0.0.1";
+
+fn addr(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// A sylkRTC-2 client with its browser.
+struct Phone {
+    ws: WsClient,
+    events: Vec<Value>,
+    browser: WebRtcClient,
+    sock: UdpSocket,
+    wire: VecDeque<Datagram>,
+    sent: u64,
+    next_transaction: u32,
+}
+
+impl Phone {
+    /// Connects and adds alice (no registration: calls go out through the outbound proxy).
+    fn connect(gw: &Server) -> Self {
+        let ws = WsClient::ready(gw);
+        let sock = UdpSocket::bind("127.0.0.1:0").expect("browser socket");
+        sock.set_nonblocking(true).expect("non-blocking");
+        let local = sock.local_addr().expect("local");
+        let browser = WebRtcClient::new(config(Video::None, true), None, Instant::now(), local).expect("client");
+        let mut p = Self { ws, events: Vec::new(), browser, sock, wire: VecDeque::new(), sent: 0, next_transaction: 1 };
+        let password = ha1("alice", "127.0.0.1", "secret");
+        p.request(json!({"sylkrtc": "account-add", "account": ALICE, "password": password}));
+        p
+    }
+
+    /// Registers alice (with the registrar as outbound proxy) and waits for `registered`.
+    fn register(&mut self) {
+        self.request(json!({"sylkrtc": "account-register", "account": ALICE}));
+        let seen = self.until("registered", |e| e["state"] == "registered" || e["state"] == "failed");
+        assert!(seen.iter().any(|e| e["state"] == "registered"), "{seen:#?}");
+    }
+
+    /// Sends a request and waits for its `ack` (panics on `error`).
+    fn request(&mut self, mut req: Value) {
+        let t = self.next_transaction.to_string();
+        self.next_transaction += 1;
+        req["transaction"] = json!(t);
+        self.ws.send_text(&req.to_string());
+        let seen = self.until("the answer", |e| e["transaction"] == t);
+        let mut answer = None;
+        for e in seen {
+            if e["transaction"] == t {
+                answer = Some(e);
+            } else {
+                self.events.push(e); // for the next `until`
+            }
+        }
+        let answer = answer.unwrap();
+        assert_eq!(answer["sylkrtc"], "ack", "{req} answered {answer}");
+    }
+
+    /// One turn: the browser's datagrams, timers and RTP (PCMU silence every 20 ms once
+    /// connected), and the WebSocket's events.
+    fn pump(&mut self, next_rtp: &mut Instant) {
+        let now = Instant::now();
+        self.browser.drain(now, Duration::ZERO, &mut self.wire);
+        for d in self.wire.drain(..) {
+            let _ = self.sock.send_to(&d.data, d.to);
+        }
+        let mut buf = [0u8; 2048];
+        let local = self.browser.addr;
+        while let Ok((n, from)) = self.sock.recv_from(&mut buf) {
+            self.browser.receive(now, from, local, &buf[..n]).expect("str0m accepts the datagram");
+            self.browser.drain(now, Duration::ZERO, &mut self.wire);
+        }
+        if now >= self.browser.timeout {
+            self.browser.handle_timeout(now).expect("str0m timeout");
+        }
+        if self.browser.connected && now >= *next_rtp {
+            let header = (0, self.sent + 1, (self.sent * 160) as u32, self.sent == 0);
+            self.browser.send_rtp(now, header, &[0xff; 160], Duration::ZERO, &mut self.wire);
+            self.sent += 1;
+            *next_rtp = now + Duration::from_millis(20);
+        }
+        while let Ok(Some(m)) = self.ws.next_before(Instant::now() + Duration::from_millis(1)) {
+            if let Message::Text(t) = m {
+                self.events.push(serde_json::from_str(t.as_str()).expect("JSON from the gateway"));
+            }
+        }
+    }
+
+    /// Pumps until an event matches `pred` (≤ [`STEP`]); returns the events taken meanwhile.
+    fn until(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> Vec<Value> {
+        let end = Instant::now() + STEP;
+        let mut next_rtp = Instant::now();
+        loop {
+            self.pump(&mut next_rtp);
+            if self.events.iter().any(&pred) {
+                return std::mem::take(&mut self.events);
+            }
+            assert!(Instant::now() < end, "no {what} within {STEP:?}; got {:#?}", self.events);
+        }
+    }
+
+    /// Pumps until `cond` holds (≤ [`STEP`]).
+    fn pump_until(&mut self, what: &str, cond: impl Fn(&Self) -> bool) {
+        let end = Instant::now() + STEP;
+        let mut next_rtp = Instant::now();
+        while !cond(self) {
+            assert!(Instant::now() < end, "no {what} within {STEP:?} ({} RTP received)", self.browser.got.len());
+            self.pump(&mut next_rtp);
+        }
+    }
+}
+
+fn state_is(e: &Value, state: &str) -> bool {
+    e["sylkrtc"] == "session-event" && e["event"] == "state" && e["state"] == state
+}
+
+#[test]
+fn outgoing_100rel_and_info_dtmf() {
+    if !in_netns("outgoing_100rel_and_info_dtmf") {
+        return;
+    }
+    let work = TempDir::new("carrier-out");
+    let mut uas = Sipp::new(work.path(), Scenario::peer_file("uas_100rel_info.xml"))
+        .local(addr(5076))
+        .media_port(6000)
+        .calls(1)
+        .arg("-rtp_echo")
+        .spawn();
+    uas.wait_bound(STEP);
+    let args = ["--sip-listen", "127.0.0.1:5080", "--outbound-proxy", "127.0.0.1:5076", "--media-address", "127.0.0.1"];
+    let gw = Server::start(binary("sylkgw-mio"), &args);
+    let phone = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let mut p = Phone::connect(&gw);
+        let offer = p.browser.offer(false).expect("offer");
+        p.request(json!({"sylkrtc": "session-create", "account": ALICE, "session": "c1", "uri": "carrier@127.0.0.1:5076", "sdp": offer}));
+        let seen = p.until("accepted", |e| state_is(e, "accepted") || state_is(e, "terminated"));
+        let early = seen.iter().find(|e| state_is(e, "early-media"));
+        let early = early.unwrap_or_else(|| panic!("no early media: {seen:#?}\n{}", gw.stderr_text()));
+        assert!(seen.iter().any(|e| state_is(e, "accepted")), "{seen:#?}\n{}", gw.stderr_text());
+        p.browser.accept_answer(early["sdp"].as_str().expect("the 183's SDP")).expect("the answer applies");
+        p.pump_until("ICE and DTLS", |p| p.browser.connected);
+        p.pump_until("the DTMF event", |p| p.browser.got.iter().filter(|g| g.pt == TELE).count() >= 4);
+        let events: Vec<_> = p.browser.got.iter().filter(|g| g.pt == TELE).collect();
+        assert_eq!(events[0].payload, [5, 10, 0, 160], "start: event 5, 20 ms");
+        assert!(events[0].marker);
+        assert!(events[1..4].iter().all(|g| g.payload == [5, 0x8a, 0x06, 0x40]), "end: E bit, 1600 ticks: {events:?}");
+        p.request(json!({"sylkrtc": "session-terminate", "session": "c1"}));
+        p.until("terminated", |e| state_is(e, "terminated"));
+    }));
+    if let Err(e) = phone {
+        eprintln!("{}", uas.wait(STEP));
+        std::panic::resume_unwind(e);
+    }
+    let done = uas.wait(STEP);
+    done.assert_success();
+}
+
+#[test]
+fn incoming_100rel_late_offer() {
+    if !in_netns("incoming_100rel_late_offer") {
+        return;
+    }
+    let work = TempDir::new("carrier-in");
+    let kam = Kamailio::start(work.path(), KamailioOpts::default());
+    let proxy = kam.addr().to_string();
+    let args = ["--sip-listen", "127.0.0.1:5080", "--outbound-proxy", &proxy, "--media-address", "127.0.0.1"];
+    let gw = Server::start(binary("sylkgw-mio"), &args);
+    let mut p = Phone::connect(&gw);
+    p.register();
+    kam.wait_binding("alice", STEP);
+    let caller = Sipp::new(work.path(), Scenario::peer_file("uac_100rel_late.xml"))
+        .remote(kam.addr())
+        .local(addr(5084))
+        .media_port(6000)
+        .service("alice")
+        .auth("bob", "secret")
+        .calls(1)
+        .arg("-rtp_echo")
+        .timeout(Duration::from_secs(40))
+        .spawn();
+    let phone = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let seen = p.until("the incoming call", |e| e["event"] == "incoming-session");
+        let inc = seen.iter().find(|e| e["event"] == "incoming-session").unwrap().clone();
+        let offer = inc["sdp"].as_str().expect("an offer for the browser");
+        // Let the PRACK exchange finish first (the caller's scenario expects it before the 200).
+        let settle = Instant::now() + Duration::from_millis(1500);
+        p.pump_until("the PRACK", |_| Instant::now() >= settle);
+        let answer = p.browser.answer(offer, true);
+        p.request(json!({"sylkrtc": "session-answer", "session": inc["session"], "sdp": answer}));
+        let seen = p.until("established", |e| state_is(e, "established") || state_is(e, "terminated"));
+        assert!(seen.iter().any(|e| state_is(e, "established")), "{seen:#?}\n{}", gw.stderr_text());
+        p.pump_until("50 packets echoed by the caller", |p| p.browser.got.iter().filter(|g| g.pt == 0).count() > 50);
+        p.request(json!({"sylkrtc": "session-terminate", "session": inc["session"]}));
+        p.until("terminated", |e| state_is(e, "terminated"));
+    }));
+    if let Err(e) = phone {
+        eprintln!("{}", caller.wait(STEP));
+        std::panic::resume_unwind(e);
+    }
+    let done = caller.wait(STEP);
+    done.assert_success();
+    kam.stop();
+}
+
+/// `--sip-tls-listen`: a TLS peer opens a connection to the gateway (the certificate of
+/// `--tls-cert`/`--tls-key`, verified by the client against exactly that certificate) and its
+/// OPTIONS is answered 200 over the same TLS connection. (Debian's sipp is built without TLS,
+/// so the peer is rustls.)
+#[test]
+fn sip_tls_listener_answers_a_tls_peer() {
+    if !in_netns("sip_tls_listener_answers_a_tls_peer") {
+        return;
+    }
+    use std::io::{Read, Write};
+    let cert = sylkgw_tests::SelfSigned::generate();
+    let mut args: Vec<String> = ["--sip-listen", "127.0.0.1:5080", "--sip-tls-listen", "127.0.0.1:5081"]
+        .into_iter()
+        .map(String::from)
+        .collect();
+    args.extend(cert.args());
+    let gw = Server::start(binary("sylkgw-mio"), &args);
+    let end = Instant::now() + STEP;
+    while !gw.stderr_text().contains("SIP on 127.0.0.1:5081 (tls)") {
+        assert!(Instant::now() < end, "no TLS listener:\n{}", gw.stderr_text());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let tcp = std::net::TcpStream::connect(addr(5081)).expect("connect to the SIP TLS listener");
+    tcp.set_read_timeout(Some(STEP)).unwrap();
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let session = rustls::ClientConnection::new(cert.client_config(), name).expect("client session");
+    let mut tls = rustls::StreamOwned::new(session, tcp);
+    let local = tls.sock.local_addr().unwrap();
+    let options = format!(
+        "OPTIONS sip:127.0.0.1:5081;transport=tls SIP/2.0\r\nVia: SIP/2.0/TLS {local};branch=z9hG4bKtls1\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:peer@127.0.0.1>;tag=p1\r\nTo: <sip:127.0.0.1>\r\nCall-ID: tls-1@peer\r\n\
+         CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+    );
+    tls.write_all(options.as_bytes()).expect("TLS write");
+    let mut got = Vec::new();
+    let mut buf = [0u8; 2048];
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tls.read(&mut buf).unwrap_or_else(|e| panic!("TLS read: {e}\n{}", gw.stderr_text()));
+        assert!(n > 0, "closed:\n{}", gw.stderr_text());
+        got.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("SIP/2.0 200 OK\r\n"), "{text}");
+    assert!(text.contains("Via: SIP/2.0/TLS ") && text.contains("branch=z9hG4bKtls1"), "{text}");
+    assert!(text.contains("CSeq: 1 OPTIONS"), "{text}");
+}
