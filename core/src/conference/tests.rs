@@ -117,3 +117,19 @@ fn hands_toggle_and_a_vanished_connection_leaves_nothing() {
     while f.conf.poll_output().is_some() {}
     assert_eq!(f.conf.census(), Census::default());
 }
+
+#[test]
+fn limits_from_the_config_file() {
+    let mut config = crate::Config::default();
+    let text = "max_rooms = 3\nmax_participants_per_room = 5\nmax_feeds_per_connection = 7\n";
+    for entry in crate::config::parse_ini(text).unwrap() {
+        assert!(config.apply(&entry).unwrap(), "{} is a core option", entry.key);
+    }
+    let c = &config.conference;
+    assert_eq!((c.max_rooms, c.max_participants_per_room, c.max_feeds_per_connection), (3, 5, 7));
+    let zero = crate::config::parse_ini("max_participants_per_room = 0\n").unwrap();
+    assert!(config.apply(&zero[0]).is_err(), "a room for nobody is refused");
+    // Left out of capture headers while default, so older captures keep their header.
+    assert!(crate::Config::default().conference.is_default());
+    assert!(!config.conference.is_default());
+}
