@@ -2,8 +2,9 @@
 //! participant with its own WebSocket, its own tone and its own video size, see
 //! `tests/src/web/conference_probe.js`) join one room through `sylkgw-mio`, each receives the
 //! other two: audio checked by frequency, video decoded (frames rising, the publisher's size).
-//! One leaves, one WebSocket vanishes; the others get `publishers-left`. Runs in its own network
-//! namespace with only loopback; Chromium is stopped by PID.
+//! One leaves, one WebSocket vanishes; the others get `publishers-left`. On `sylkgw-mio`, and on
+//! `sylkgw` with one worker (a room lives on one worker: docs/conferences.md). Each runs in its
+//! own network namespace with only loopback; Chromium is stopped by PID.
 
 use std::time::Duration;
 use sylkgw_tests::browser::Browser;
@@ -16,11 +17,20 @@ const PROBE: &str = include_str!("../src/web/conference_probe.js");
 const PARTIES: [(u32, u32, u32); 3] = [(440, 320, 240), (700, 352, 288), (1100, 400, 300)];
 
 #[test]
-fn e2e_three_chromium_participants_in_one_room() {
-    if !in_netns("e2e_three_chromium_participants_in_one_room") {
-        return;
+fn e2e_three_chromium_participants_in_one_room_mio() {
+    if in_netns("e2e_three_chromium_participants_in_one_room_mio") {
+        three_participants(Server::start(binary("sylkgw-mio"), &[] as &[&str]));
     }
-    let gw = Server::start(binary("sylkgw-mio"), &[] as &[&str]);
+}
+
+#[test]
+fn e2e_three_chromium_participants_in_one_room_tokio() {
+    if in_netns("e2e_three_chromium_participants_in_one_room_tokio") {
+        three_participants(Server::start(binary("sylkgw"), &["--threads", "1"]));
+    }
+}
+
+fn three_participants(gw: Server) {
     let mut b = Browser::launch(&format!("http://{}/", gw.addr));
     b.wait_for("typeof window.phone === 'object'", STEP);
     b.eval_ok(PROBE);

@@ -88,13 +88,13 @@ impl Conferences {
                         self.forward(now, p, &packet, work);
                     }
                 }
-                LegOutput::Connected => self.connected(now, key, work),
+                LegOutput::Connected => self.connected(key, work),
                 LegOutput::Disconnected => log::info!("{key}: the browser stopped ICE consent checks"),
                 LegOutput::Reconnected => log::info!("{key}: the browser is back"),
                 LegOutput::KeyframeRequest { full_intra } => {
                     if let LegKey::Feed(f) = key {
                         if let Some(p) = self.feeds.get(&f).map(|f| f.publisher) {
-                            if self.keyframe(now, p, full_intra) {
+                            if self.keyframe(p, full_intra) {
                                 work.push(LegKey::Publisher(p));
                             }
                         }
@@ -115,7 +115,7 @@ impl Conferences {
 
     /// ICE and DTLS of `key` are up: `established` for a publisher, `feed-established` for a
     /// feed (whose publisher is asked for a key frame).
-    fn connected(&mut self, now: Instant, key: LegKey, work: &mut Vec<LegKey>) {
+    fn connected(&mut self, key: LegKey, work: &mut Vec<LegKey>) {
         match key {
             LegKey::Publisher(p) => {
                 let Some(p) = self.participants.get(&p) else { return };
@@ -131,7 +131,7 @@ impl Conferences {
                 let (conn, id, parent, publisher) = (feed.conn, feed.id.clone(), feed.parent, feed.publisher);
                 let session = self.participants.get(&parent).map(|p| p.session.clone()).unwrap_or_default();
                 self.event(conn, &session, V::FeedEstablished { feed: id });
-                if self.keyframe(now, publisher, false) {
+                if self.keyframe(publisher, false) {
                     work.push(LegKey::Publisher(publisher));
                 }
             }
@@ -139,7 +139,7 @@ impl Conferences {
     }
 
     /// Asks publisher `p` for a key frame (PLI, or FIR when `full_intra`); true if it has video.
-    pub(super) fn keyframe(&mut self, _now: Instant, p: ParticipantId, full_intra: bool) -> bool {
+    pub(super) fn keyframe(&mut self, p: ParticipantId, full_intra: bool) -> bool {
         self.participants.get_mut(&p).is_some_and(|p| p.leg.request_keyframe(full_intra))
     }
 

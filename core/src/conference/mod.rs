@@ -165,3 +165,6 @@ impl Conferences {
         self.participants.get(&p).map(|p| p.identity.clone())
     }
 }
+
+#[cfg(test)]
+mod tests;

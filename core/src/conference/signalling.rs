@@ -406,7 +406,9 @@ impl Conferences {
                 let publisher = x.publisher;
                 if resumed {
                     // The subscriber's decoder needs a key frame to start again.
-                    self.keyframe(env.now, publisher, false);
+                    if self.keyframe(publisher, false) {
+                        self.drain(env.now, LegKey::Publisher(publisher));
+                    }
                 }
             }
         }
