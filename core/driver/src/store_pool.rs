@@ -95,7 +95,10 @@ impl StorePool {
         for n in 0..threads {
             let (rx, open, done) = (Arc::clone(&rx), Arc::clone(&open), Arc::clone(&done));
             std::thread::Builder::new().name(format!("store-{n}")).spawn(move || {
-                let mut conn: Option<Box<dyn Storage + Send>> = None;
+                // Connected at start, so a process's open files do not grow with its first
+                // request (the e2e churn tests compare them with the idle baseline); a failure
+                // here is retried by the first request.
+                let mut conn: Option<Box<dyn Storage + Send>> = open().ok();
                 while let Some((id, request)) = next(&rx) {
                     done(id, execute(&mut conn, &*open, &request));
                 }
