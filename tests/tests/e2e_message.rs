@@ -262,4 +262,49 @@ fn sylkrtc_messaging_through_kamailio() {
     let ids: Vec<&str> =
         journal["messages"].as_array().unwrap().iter().map(|m| m["message_id"].as_str().unwrap()).collect();
     assert!(ids.contains(&"id-1") && ids.contains(&"id-2"), "{journal}");
+
+    // Alice on a second WebSocket: her markers reach it as `sync` (once: the copy of the
+    // MESSAGE to herself that kamailio forks back to the gateway is dropped), and the journal.
+    let mut alice2 = registered(&gw, "alice@127.0.0.1");
+    let marker = |ws: &mut sylkgw_tests::WsClient, t: &str, kind: &str, extra: &str| {
+        let text = format!(
+            r#"{{"sylkrtc":"{kind}","transaction":"{t}","account":"alice@127.0.0.1","contact":"bob@127.0.0.1"{extra}}}"#
+        );
+        ws.send_text(&text);
+        assert_eq!(until_event(ws, "the ack", |v| v["transaction"] == t)["sylkrtc"], "ack");
+    };
+    marker(&mut alice, "r", "account-mark-conversation-read", "");
+    let sync = until_event(&mut alice2, "sync", |v| v["event"] == "sync");
+    assert_eq!((sync["type"].as_str(), sync["action"].as_str()), (Some("conversation"), Some("read")), "{sync}");
+    marker(&mut alice, "rm", "account-remove-message", r#","message_id":"id-1""#);
+    let sync = until_event(&mut alice2, "sync", |v| v["event"] == "sync");
+    assert_eq!((sync["type"].as_str(), sync["action"].as_str()), (Some("message"), Some("remove")), "{sync}");
+    assert_eq!(sync["content"]["message_id"], "id-1");
+    std::thread::sleep(Duration::from_millis(300));
+    alice2.send_text(r#"{"sylkrtc":"ping","transaction":"p"}"#);
+    let next = until_event(&mut alice2, "the ping's ack", |v| v["transaction"] == "p" || v["event"] == "sync");
+    assert_eq!(next["sylkrtc"], "ack", "no second sync from the forked copy: {next}");
+    let entries = |ws: &mut sylkgw_tests::WsClient, account: &str| {
+        let text = format!(r#"{{"sylkrtc":"account-sync-conversations","transaction":"j","account":"{account}"}}"#);
+        ws.send_text(&text);
+        let journal = until_event(ws, "sync-conversations", |v| v["event"] == "sync-conversations");
+        journal["messages"].as_array().unwrap().clone()
+    };
+    let types: Vec<String> = entries(&mut alice2, "alice@127.0.0.1")
+        .iter()
+        .map(|m| m["content_type"].as_str().unwrap().to_string())
+        .collect();
+    assert!(types.contains(&"application/sylk-conversation-read".to_string()), "{types:?}");
+    assert!(types.contains(&"application/sylk-message-remove".to_string()), "{types:?}");
+
+    // The gateway restarts on the same data directory: the history is intact.
+    drop((alice, alice2, bob));
+    let mut gw = gw;
+    gw.sigterm();
+    gw.wait_exit(Duration::from_secs(10));
+    let gw = sylkgw_tests::Server::start(sylkgw_tests::binary("sylkgw-mio"), &args);
+    let mut bob = registered(&gw, "bob@127.0.0.1");
+    let ids: Vec<String> =
+        entries(&mut bob, "bob@127.0.0.1").iter().map(|m| m["message_id"].as_str().unwrap().to_string()).collect();
+    assert!(ids.contains(&"id-2".to_string()), "{ids:?}");
 }
