@@ -308,3 +308,89 @@ fn sylkrtc_messaging_through_kamailio() {
         entries(&mut bob, "bob@127.0.0.1").iter().map(|m| m["message_id"].as_str().unwrap().to_string()).collect();
     assert!(ids.contains(&"id-2".to_string()), "{ids:?}");
 }
+
+/// A SIP-only phone (bob: a SIP stack on its own UDP socket, as a desk phone would be) and
+/// alice in a browser through the gateway, with kamailio between: bob's plain and CPIM
+/// MESSAGEs reach alice as `message`; her `displayed` goes back to bob as an IMDN; her
+/// `account-message` reaches bob as CPIM, and his 200 is her `accepted`.
+#[test]
+fn sip_phone_and_browser_chat_through_kamailio() {
+    if !in_netns("sip_phone_and_browser_chat_through_kamailio") {
+        return;
+    }
+    use sylkgw_core::messaging::{classify, outgoing, Identity, Incoming};
+    let work = TempDir::new("gw-msg-sip");
+    let kam = Kamailio::start(work.path(), KamailioOpts::default());
+    let domain = kam.domain();
+    let data = work.path().join("data").display().to_string();
+    let proxy = kam.addr().to_string();
+    let args = ["--sip-listen", "127.0.0.1:5080", "--outbound-proxy", &proxy, "--data-dir", &data];
+    let gw = sylkgw_tests::Server::start(sylkgw_tests::binary("sylkgw-mio"), &args);
+    let mut alice = registered(&gw, "alice@127.0.0.1");
+    let mut bob = Ua::new(kam.addr(), 4);
+    register(&mut bob, Ua::identity("bob", &domain));
+    kam.wait_binding("alice", STEP);
+    let bob_sends = |bob: &mut Ua, content_type: &str, body: Vec<u8>| {
+        let params = MessageParams {
+            identity: Ua::identity("bob", &domain),
+            target: format!("alice@{domain}"),
+            content_type: content_type.into(),
+            body,
+            headers: Vec::new(),
+        };
+        let id = bob.stack.send_message(params, Instant::now(), &mut bob.rng);
+        until(&mut [bob], 0, |e| match e {
+            SipEvent::MessageResult { id: i, code, .. } if *i == id => Some(*code),
+            _ => None,
+        })
+    };
+    assert_eq!(bob_sends(&mut bob, "text/plain", b"plain hello".to_vec()), 200, "{}", gw.stderr_text());
+    let m = until_event(&mut alice, "the plain message", |v| v["event"] == "message");
+    assert_eq!((m["content"].as_str(), m["sender"]["uri"].as_str()), (Some("plain hello"), Some("bob@127.0.0.1")));
+    let me = Identity::from_aor(&format!("bob@{domain}"), Some("BOB"));
+    let to = Identity::from_aor(&format!("alice@{domain}"), None);
+    let cpim =
+        outgoing::chat_message(&me, &to, "b-1", "2026-01-01T12:00:00Z", "cpim hello", "text/plain", true).unwrap();
+    assert_eq!(bob_sends(&mut bob, cpim.content_type, cpim.body), 200);
+    let m = until_event(&mut alice, "the CPIM message", |v| v["event"] == "message");
+    assert_eq!((m["content"].as_str(), m["message_id"].as_str()), (Some("cpim hello"), Some("b-1")));
+    assert_eq!(m["disposition_notification"], serde_json::json!(["positive-delivery", "display"]));
+
+    // alice's app says it was displayed: an IMDN reaches bob.
+    let req = r#"{"sylkrtc":"account-disposition-notification","transaction":"d","account":"alice@127.0.0.1","uri":"bob@127.0.0.1","message_id":"b-1","state":"displayed","timestamp":"2026-01-01T12:00:00Z"}"#;
+    alice.send_text(req);
+    let (inbound, message) = until(&mut [&mut bob], 0, |e| match e {
+        SipEvent::Message { id, message, .. } => Some((*id, message.clone())),
+        _ => None,
+    });
+    bob.stack.answer_message(inbound, 200, Instant::now());
+    let from = Identity::new(format!("sip:{}", message.from_uri), None);
+    let Ok(Incoming::Disposition(report)) = classify(&message.content_type, &message.body, &from) else {
+        panic!("not an IMDN: {message:?}")
+    };
+    assert_eq!((report.imdn.message_id.as_str(), report.imdn.state()), ("b-1", "displayed"));
+
+    // alice writes to bob: CPIM at his phone; his 200 is her `accepted`.
+    let req = r#"{"sylkrtc":"account-message","transaction":"m","account":"alice@127.0.0.1","uri":"bob@127.0.0.1","message_id":"a-1","content":"hi phone","content_type":"text/plain","timestamp":"2026-01-01T12:00:01Z"}"#;
+    alice.send_text(req);
+    let (inbound, message) = until(&mut [&mut bob], 0, |e| match e {
+        SipEvent::Message { id, message, .. } => Some((*id, message.clone())),
+        _ => None,
+    });
+    bob.stack.answer_message(inbound, 200, Instant::now());
+    let from = Identity::new(format!("sip:{}", message.from_uri), None);
+    let Ok(Incoming::Message(chat)) = classify(&message.content_type, &message.body, &from) else {
+        panic!("not a chat message: {message:?}")
+    };
+    assert_eq!((chat.content.as_str(), chat.message_id.as_deref()), ("hi phone", Some("a-1")));
+    let deadline = Instant::now() + Duration::from_millis(500);
+    while Instant::now() < deadline {
+        bob.turn();
+    }
+    let d = until_event(&mut alice, "accepted", |v| v["event"] == "disposition-notification");
+    assert_eq!(
+        (d["state"].as_str(), d["message_id"].as_str(), d["code"].as_u64()),
+        (Some("accepted"), Some("a-1"), Some(200))
+    );
+    kam.stop();
+}
