@@ -394,3 +394,62 @@ fn sip_phone_and_browser_chat_through_kamailio() {
     );
     kam.stop();
 }
+
+/// Two gateway processes share one PostgreSQL store (a throw-away server the test starts):
+/// alice on the first, bob on the second, kamailio between. Her message reaches him and is in
+/// both journals, readable from either gateway; with bob gone, her next message is kept for him
+/// by the first gateway and he finds it through the second.
+#[test]
+fn messaging_on_postgresql_with_two_gateways() {
+    if !in_netns("messaging_on_postgresql_with_two_gateways") {
+        return;
+    }
+    use sylkgw_storage::pg_server::{Durability, PgServer};
+    let work = TempDir::new("gw-msg-pg");
+    let pg = PgServer::start(Durability::Fast).unwrap_or_else(|e| panic!("PostgreSQL: {e}"));
+    let url = pg.create_database().unwrap();
+    let kam = Kamailio::start(work.path(), KamailioOpts::default());
+    let proxy = kam.addr().to_string();
+    let start = |sip: &str| {
+        let args = ["--sip-listen", sip, "--outbound-proxy", &proxy, "--storage", &url];
+        sylkgw_tests::Server::start(sylkgw_tests::binary("sylkgw-mio"), &args)
+    };
+    let (gw1, gw2) = (start("127.0.0.1:5080"), start("127.0.0.1:5082"));
+    let mut alice = registered(&gw1, "alice@127.0.0.1");
+    let mut bob = registered(&gw2, "bob@127.0.0.1");
+    kam.wait_binding("bob", STEP);
+    let send = |ws: &mut sylkgw_tests::WsClient, t: &str, id: &str| {
+        let req = serde_json::json!({"sylkrtc": "account-message", "transaction": t, "account": "alice@127.0.0.1",
+            "uri": "bob@127.0.0.1", "message_id": id, "content": "over postgres", "content_type": "text/plain",
+            "timestamp": "2026-01-01T12:00:00.000Z"});
+        ws.send_text(&req.to_string());
+        assert_eq!(until_event(ws, "the ack", |v| v["transaction"] == t)["sylkrtc"], "ack");
+        until_event(ws, "the result", |v| v["event"] == "disposition-notification")
+    };
+    let d = send(&mut alice, "m1", "pg-1");
+    assert_eq!((d["state"].as_str(), d["code"].as_u64()), (Some("accepted"), Some(200)), "{d}");
+    let m = until_event(&mut bob, "the message", |v| v["event"] == "message");
+    assert_eq!(m["message_id"], "pg-1");
+    let ids = |ws: &mut sylkgw_tests::WsClient, account: &str| -> Vec<String> {
+        let text = format!(r#"{{"sylkrtc":"account-sync-conversations","transaction":"j","account":"{account}"}}"#);
+        ws.send_text(&text);
+        let journal = until_event(ws, "sync-conversations", |v| v["event"] == "sync-conversations");
+        journal["messages"].as_array().unwrap().iter().map(|m| m["message_id"].as_str().unwrap().to_string()).collect()
+    };
+    assert_eq!(ids(&mut bob, "bob@127.0.0.1"), ["pg-1"]);
+    // alice's own journal, read through the other gateway.
+    let mut alice_on_2 = registered(&gw2, "alice@127.0.0.1");
+    assert_eq!(ids(&mut alice_on_2, "alice@127.0.0.1"), ["pg-1"]);
+    // bob leaves; alice's next message is kept for him by gw1, and gw2 gives it to him.
+    bob.close();
+    let deadline = Instant::now() + STEP;
+    while kam.try_rpc(&["ul.lookup", "location", "bob@127.0.0.1"]).is_ok_and(|t| t.contains("Contact")) {
+        assert!(Instant::now() < deadline, "bob's binding stays");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let d = send(&mut alice, "m2", "pg-2");
+    assert_eq!((d["state"].as_str(), d["code"].as_u64()), (Some("accepted"), Some(202)), "{d}");
+    let mut bob = registered(&gw2, "bob@127.0.0.1");
+    assert_eq!(ids(&mut bob, "bob@127.0.0.1"), ["pg-1", "pg-2"]);
+    kam.stop();
+}
