@@ -556,6 +556,29 @@ fn session_message_goes_in_the_dialog() {
     assert!(!body(sent[0]).contains("Disposition-Notification"));
     let err = sim.request(&msg("nope"));
     assert_eq!(err["error"], "Unknown session nope");
+    // The far end's MESSAGE in the dialog: a chat line, then an IMDN, each a session-event.
+    let in_dialog = |cseq: u32, content_type: &str, payload: &str| {
+        format!(
+            "MESSAGE sip:alice@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKmsg{cseq}\r\n\
+             From: {};tag=far1\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: {cseq} MESSAGE\r\nMax-Forwards: 70\r\n\
+             Content-Type: {content_type}\r\nContent-Length: {}\r\n\r\n{payload}",
+            header(&invite, "To"),
+            header(&invite, "From"),
+            header(&invite, "Call-ID"),
+            payload.len()
+        )
+    };
+    sim.net.far_send(in_dialog(10, "text/plain", "hello from the phone"));
+    let events = sim.until(Duration::from_secs(1), |e| e["event"] == "message");
+    let m = events.iter().find(|e| e["event"] == "message").unwrap();
+    assert_eq!((m["session"].as_str(), m["content"].as_str()), (Some(session.as_str()), Some("hello from the phone")));
+    assert_eq!(m["sender"]["uri"], "bob@example.com");
+    let imdn = "<?xml version=\"1.0\"?><imdn xmlns=\"urn:ietf:params:xml:ns:imdn\"><message-id>m1</message-id>\
+<datetime>2026-01-01T00:00:00Z</datetime><display-notification><status><displayed/></status></display-notification></imdn>";
+    sim.net.far_send(in_dialog(11, "message/imdn+xml", imdn));
+    let events = sim.until(Duration::from_secs(1), |e| e["event"] == "disposition-notification");
+    let d = events.iter().find(|e| e["event"] == "disposition-notification").unwrap();
+    assert_eq!((d["state"].as_str(), d["message_id"].as_str()), (Some("displayed"), Some("m1")));
     sim.check_capture("call_session_message");
 }
 

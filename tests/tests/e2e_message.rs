@@ -262,4 +262,194 @@ fn sylkrtc_messaging_through_kamailio() {
     let ids: Vec<&str> =
         journal["messages"].as_array().unwrap().iter().map(|m| m["message_id"].as_str().unwrap()).collect();
     assert!(ids.contains(&"id-1") && ids.contains(&"id-2"), "{journal}");
+
+    // Alice on a second WebSocket: her markers reach it as `sync` (once: the copy of the
+    // MESSAGE to herself that kamailio forks back to the gateway is dropped), and the journal.
+    let mut alice2 = registered(&gw, "alice@127.0.0.1");
+    let marker = |ws: &mut sylkgw_tests::WsClient, t: &str, kind: &str, extra: &str| {
+        let text = format!(
+            r#"{{"sylkrtc":"{kind}","transaction":"{t}","account":"alice@127.0.0.1","contact":"bob@127.0.0.1"{extra}}}"#
+        );
+        ws.send_text(&text);
+        assert_eq!(until_event(ws, "the ack", |v| v["transaction"] == t)["sylkrtc"], "ack");
+    };
+    marker(&mut alice, "r", "account-mark-conversation-read", "");
+    let sync = until_event(&mut alice2, "sync", |v| v["event"] == "sync");
+    assert_eq!((sync["type"].as_str(), sync["action"].as_str()), (Some("conversation"), Some("read")), "{sync}");
+    marker(&mut alice, "rm", "account-remove-message", r#","message_id":"id-1""#);
+    let sync = until_event(&mut alice2, "sync", |v| v["event"] == "sync");
+    assert_eq!((sync["type"].as_str(), sync["action"].as_str()), (Some("message"), Some("remove")), "{sync}");
+    assert_eq!(sync["content"]["message_id"], "id-1");
+    std::thread::sleep(Duration::from_millis(300));
+    alice2.send_text(r#"{"sylkrtc":"ping","transaction":"p"}"#);
+    let next = until_event(&mut alice2, "the ping's ack", |v| v["transaction"] == "p" || v["event"] == "sync");
+    assert_eq!(next["sylkrtc"], "ack", "no second sync from the forked copy: {next}");
+    let entries = |ws: &mut sylkgw_tests::WsClient, account: &str| {
+        let text = format!(r#"{{"sylkrtc":"account-sync-conversations","transaction":"j","account":"{account}"}}"#);
+        ws.send_text(&text);
+        let journal = until_event(ws, "sync-conversations", |v| v["event"] == "sync-conversations");
+        journal["messages"].as_array().unwrap().clone()
+    };
+    let types: Vec<String> = entries(&mut alice2, "alice@127.0.0.1")
+        .iter()
+        .map(|m| m["content_type"].as_str().unwrap().to_string())
+        .collect();
+    assert!(types.contains(&"application/sylk-conversation-read".to_string()), "{types:?}");
+    assert!(types.contains(&"application/sylk-message-remove".to_string()), "{types:?}");
+
+    // The gateway restarts on the same data directory: the history is intact.
+    drop((alice, alice2, bob));
+    let mut gw = gw;
+    gw.sigterm();
+    gw.wait_exit(Duration::from_secs(10));
+    let gw = sylkgw_tests::Server::start(sylkgw_tests::binary("sylkgw-mio"), &args);
+    let mut bob = registered(&gw, "bob@127.0.0.1");
+    let ids: Vec<String> =
+        entries(&mut bob, "bob@127.0.0.1").iter().map(|m| m["message_id"].as_str().unwrap().to_string()).collect();
+    assert!(ids.contains(&"id-2".to_string()), "{ids:?}");
+}
+
+/// A SIP-only phone (bob: a SIP stack on its own UDP socket, as a desk phone would be) and
+/// alice in a browser through the gateway, with kamailio between: bob's plain and CPIM
+/// MESSAGEs reach alice as `message`; her `displayed` goes back to bob as an IMDN; her
+/// `account-message` reaches bob as CPIM, and his 200 is her `accepted`.
+#[test]
+fn sip_phone_and_browser_chat_through_kamailio() {
+    if !in_netns("sip_phone_and_browser_chat_through_kamailio") {
+        return;
+    }
+    use sylkgw_core::messaging::{classify, outgoing, Identity, Incoming};
+    let work = TempDir::new("gw-msg-sip");
+    let kam = Kamailio::start(work.path(), KamailioOpts::default());
+    let domain = kam.domain();
+    let data = work.path().join("data").display().to_string();
+    let proxy = kam.addr().to_string();
+    let args = ["--sip-listen", "127.0.0.1:5080", "--outbound-proxy", &proxy, "--data-dir", &data];
+    let gw = sylkgw_tests::Server::start(sylkgw_tests::binary("sylkgw-mio"), &args);
+    let mut alice = registered(&gw, "alice@127.0.0.1");
+    let mut bob = Ua::new(kam.addr(), 4);
+    register(&mut bob, Ua::identity("bob", &domain));
+    kam.wait_binding("alice", STEP);
+    let bob_sends = |bob: &mut Ua, content_type: &str, body: Vec<u8>| {
+        let params = MessageParams {
+            identity: Ua::identity("bob", &domain),
+            target: format!("alice@{domain}"),
+            content_type: content_type.into(),
+            body,
+            headers: Vec::new(),
+        };
+        let id = bob.stack.send_message(params, Instant::now(), &mut bob.rng);
+        until(&mut [bob], 0, |e| match e {
+            SipEvent::MessageResult { id: i, code, .. } if *i == id => Some(*code),
+            _ => None,
+        })
+    };
+    assert_eq!(bob_sends(&mut bob, "text/plain", b"plain hello".to_vec()), 200, "{}", gw.stderr_text());
+    let m = until_event(&mut alice, "the plain message", |v| v["event"] == "message");
+    assert_eq!((m["content"].as_str(), m["sender"]["uri"].as_str()), (Some("plain hello"), Some("bob@127.0.0.1")));
+    let me = Identity::from_aor(&format!("bob@{domain}"), Some("BOB"));
+    let to = Identity::from_aor(&format!("alice@{domain}"), None);
+    let cpim =
+        outgoing::chat_message(&me, &to, "b-1", "2026-01-01T12:00:00Z", "cpim hello", "text/plain", true).unwrap();
+    assert_eq!(bob_sends(&mut bob, cpim.content_type, cpim.body), 200);
+    let m = until_event(&mut alice, "the CPIM message", |v| v["event"] == "message");
+    assert_eq!((m["content"].as_str(), m["message_id"].as_str()), (Some("cpim hello"), Some("b-1")));
+    assert_eq!(m["disposition_notification"], serde_json::json!(["positive-delivery", "display"]));
+
+    // alice's app says it was displayed: an IMDN reaches bob.
+    let req = r#"{"sylkrtc":"account-disposition-notification","transaction":"d","account":"alice@127.0.0.1","uri":"bob@127.0.0.1","message_id":"b-1","state":"displayed","timestamp":"2026-01-01T12:00:00Z"}"#;
+    alice.send_text(req);
+    let (inbound, message) = until(&mut [&mut bob], 0, |e| match e {
+        SipEvent::Message { id, message, .. } => Some((*id, message.clone())),
+        _ => None,
+    });
+    bob.stack.answer_message(inbound, 200, Instant::now());
+    let from = Identity::new(format!("sip:{}", message.from_uri), None);
+    let Ok(Incoming::Disposition(report)) = classify(&message.content_type, &message.body, &from) else {
+        panic!("not an IMDN: {message:?}")
+    };
+    assert_eq!((report.imdn.message_id.as_str(), report.imdn.state()), ("b-1", "displayed"));
+
+    // alice writes to bob: CPIM at his phone; his 200 is her `accepted`.
+    let req = r#"{"sylkrtc":"account-message","transaction":"m","account":"alice@127.0.0.1","uri":"bob@127.0.0.1","message_id":"a-1","content":"hi phone","content_type":"text/plain","timestamp":"2026-01-01T12:00:01Z"}"#;
+    alice.send_text(req);
+    let (inbound, message) = until(&mut [&mut bob], 0, |e| match e {
+        SipEvent::Message { id, message, .. } => Some((*id, message.clone())),
+        _ => None,
+    });
+    bob.stack.answer_message(inbound, 200, Instant::now());
+    let from = Identity::new(format!("sip:{}", message.from_uri), None);
+    let Ok(Incoming::Message(chat)) = classify(&message.content_type, &message.body, &from) else {
+        panic!("not a chat message: {message:?}")
+    };
+    assert_eq!((chat.content.as_str(), chat.message_id.as_deref()), ("hi phone", Some("a-1")));
+    let deadline = Instant::now() + Duration::from_millis(500);
+    while Instant::now() < deadline {
+        bob.turn();
+    }
+    let d = until_event(&mut alice, "accepted", |v| v["event"] == "disposition-notification");
+    assert_eq!(
+        (d["state"].as_str(), d["message_id"].as_str(), d["code"].as_u64()),
+        (Some("accepted"), Some("a-1"), Some(200))
+    );
+    kam.stop();
+}
+
+/// Two gateway processes share one PostgreSQL store (a throw-away server the test starts):
+/// alice on the first, bob on the second, kamailio between. Her message reaches him and is in
+/// both journals, readable from either gateway; with bob gone, her next message is kept for him
+/// by the first gateway and he finds it through the second.
+#[test]
+fn messaging_on_postgresql_with_two_gateways() {
+    if !in_netns("messaging_on_postgresql_with_two_gateways") {
+        return;
+    }
+    use sylkgw_storage::pg_server::{Durability, PgServer};
+    let work = TempDir::new("gw-msg-pg");
+    let pg = PgServer::start(Durability::Fast).unwrap_or_else(|e| panic!("PostgreSQL: {e}"));
+    let url = pg.create_database().unwrap();
+    let kam = Kamailio::start(work.path(), KamailioOpts::default());
+    let proxy = kam.addr().to_string();
+    let start = |sip: &str| {
+        let args = ["--sip-listen", sip, "--outbound-proxy", &proxy, "--storage", &url];
+        sylkgw_tests::Server::start(sylkgw_tests::binary("sylkgw-mio"), &args)
+    };
+    let (gw1, gw2) = (start("127.0.0.1:5080"), start("127.0.0.1:5082"));
+    let mut alice = registered(&gw1, "alice@127.0.0.1");
+    let mut bob = registered(&gw2, "bob@127.0.0.1");
+    kam.wait_binding("bob", STEP);
+    let send = |ws: &mut sylkgw_tests::WsClient, t: &str, id: &str| {
+        let req = serde_json::json!({"sylkrtc": "account-message", "transaction": t, "account": "alice@127.0.0.1",
+            "uri": "bob@127.0.0.1", "message_id": id, "content": "over postgres", "content_type": "text/plain",
+            "timestamp": "2026-01-01T12:00:00.000Z"});
+        ws.send_text(&req.to_string());
+        assert_eq!(until_event(ws, "the ack", |v| v["transaction"] == t)["sylkrtc"], "ack");
+        until_event(ws, "the result", |v| v["event"] == "disposition-notification")
+    };
+    let d = send(&mut alice, "m1", "pg-1");
+    assert_eq!((d["state"].as_str(), d["code"].as_u64()), (Some("accepted"), Some(200)), "{d}");
+    let m = until_event(&mut bob, "the message", |v| v["event"] == "message");
+    assert_eq!(m["message_id"], "pg-1");
+    let ids = |ws: &mut sylkgw_tests::WsClient, account: &str| -> Vec<String> {
+        let text = format!(r#"{{"sylkrtc":"account-sync-conversations","transaction":"j","account":"{account}"}}"#);
+        ws.send_text(&text);
+        let journal = until_event(ws, "sync-conversations", |v| v["event"] == "sync-conversations");
+        journal["messages"].as_array().unwrap().iter().map(|m| m["message_id"].as_str().unwrap().to_string()).collect()
+    };
+    assert_eq!(ids(&mut bob, "bob@127.0.0.1"), ["pg-1"]);
+    // alice's own journal, read through the other gateway.
+    let mut alice_on_2 = registered(&gw2, "alice@127.0.0.1");
+    assert_eq!(ids(&mut alice_on_2, "alice@127.0.0.1"), ["pg-1"]);
+    // bob leaves; alice's next message is kept for him by gw1, and gw2 gives it to him.
+    bob.close();
+    let deadline = Instant::now() + STEP;
+    while kam.try_rpc(&["ul.lookup", "location", "bob@127.0.0.1"]).is_ok_and(|t| t.contains("Contact")) {
+        assert!(Instant::now() < deadline, "bob's binding stays");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let d = send(&mut alice, "m2", "pg-2");
+    assert_eq!((d["state"].as_str(), d["code"].as_u64()), (Some("accepted"), Some(202)), "{d}");
+    let mut bob = registered(&gw2, "bob@127.0.0.1");
+    assert_eq!(ids(&mut bob, "bob@127.0.0.1"), ["pg-1", "pg-2"]);
+    kam.stop();
 }

@@ -448,3 +448,30 @@ fn errors_are_sylkservers_and_limits_hold() {
     sim.down.set(false);
     assert_eq!(sim.message(A2, "bob@example.com", "d-1", "lost?", "text/plain")["sylkrtc"], "ack");
 }
+
+#[test]
+fn the_journal_keeps_the_newest_entries() {
+    let mut sim = Sim::new(|c| c.max_journal_entries = 2);
+    sim.login(A1, "alice@example.com");
+    for id in ["j-1", "j-2", "j-3"] {
+        assert_eq!(sim.message(A1, "bob@example.com", id, "x", "text/plain")["sylkrtc"], "ack");
+    }
+    sim.run(Duration::from_millis(100));
+    let ids: Vec<String> =
+        sim.journal(A1, "alice@example.com").iter().map(|e| e["message_id"].as_str().unwrap().to_string()).collect();
+    assert_eq!(ids, ["j-2", "j-3"], "the oldest dropped");
+}
+
+#[test]
+fn an_incoming_message_reaches_a_connection_while_storage_is_down() {
+    let mut sim = Sim::new(|_| {});
+    let user = sim.login(A1, "alice@example.com");
+    sim.down.set(true);
+    // Not stored, but alice has it: the sender gets 200, not an error to retry on.
+    sim.far_message(&user, 20, "text/plain", "one");
+    assert_eq!(sim.answer_to(20), "SIP/2.0 200 OK");
+    assert_eq!(sim.net.take_events(A1)[0]["content"], "one");
+    // Her requests that need the store say so.
+    let req = json!({"sylkrtc": "account-sync-conversations", "account": "alice@example.com"});
+    assert_eq!(sim.request(A1, req)["error"], "storage unavailable: database is locked");
+}

@@ -47,6 +47,8 @@ pub const SYNC_ORIGIN_HEADER: &str = "X-Sylkgw-Sync";
 pub const DEFAULT_SYNC_LIMIT: u32 = 5000;
 /// The window of `Config::max_messages_per_second`.
 const RATE_WINDOW: Duration = Duration::from_secs(1);
+/// Accounts in the rate table before the idle ones are dropped.
+const MAX_RATE_ENTRIES: usize = 1024;
 
 /// Why a messaging request failed. `Display` is the `error` text.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -280,6 +282,13 @@ impl Gateway {
     fn within_message_rate(&mut self, account: &str) -> bool {
         let max = self.config.max_messages_per_second.max(1);
         let now = self.now;
+        // Accounts that sent nothing within the window are forgotten, so the table stays as
+        // small as the set of accounts sending right now.
+        if self.messaging.recent.len() >= MAX_RATE_ENTRIES {
+            self.messaging
+                .recent
+                .retain(|_, q| q.back().is_some_and(|&t| now.saturating_duration_since(t) < RATE_WINDOW));
+        }
         let recent = self.messaging.recent.entry(account.to_string()).or_default();
         while recent.front().is_some_and(|&t| now.saturating_duration_since(t) >= RATE_WINDOW) {
             recent.pop_front();
