@@ -686,6 +686,9 @@ impl Load {
             ..Window::default()
         };
         std::thread::sleep(SETTLE);
+        // Echoes later than the settle are lost: close the window before collecting, so that
+        // none of them lands in the next window's counts.
+        clock.window_start.store(u64::MAX, Ordering::Relaxed);
         w.echoed = far.echoed_in_window.load(Ordering::Relaxed) - echoed0;
         self.shared.collect.fetch_add(1, Ordering::Relaxed);
         for _ in 0..self.shards() {
@@ -699,7 +702,6 @@ impl Load {
                 Err(_) => return Err("client threads did not report".into()),
             }
         }
-        clock.window_start.store(u64::MAX, Ordering::Relaxed);
         for v in [&mut w.calls.out_us, &mut w.calls.back_us, &mut w.probe.out_us, &mut w.probe.back_us] {
             v.sort_unstable();
         }

@@ -910,8 +910,18 @@ fn print_window(w: &Window, before: &Proc, after: &Proc) {
 
 fn print_call_table(results: &[(Target, CallFigures)]) {
     type Metric = (&'static str, fn(&CallFigures) -> f64, bool);
-    let metrics: [Metric; 17] = [
+    let metrics: [Metric; 18] = [
         ("largest step tried", |f| f.steps.last().map_or(f64::NAN, |s| s.n as f64), true),
+        (
+            "load client slips (%)",
+            |f| {
+                f.reference().map_or(f64::NAN, |s| {
+                    let c = &s.window.calls;
+                    100.0 * c.slips as f64 / (c.sent + c.slips).max(1) as f64
+                })
+            },
+            false,
+        ),
         ("call setups/s", CallFigures::setups_per_s, true),
         ("setup p50 (ms)", |f| f.setup_pct(50.0), false),
         ("setup p99 (ms)", |f| f.setup_pct(99.0), false),
@@ -960,6 +970,7 @@ fn print_call_table(results: &[(Target, CallFigures)]) {
         println!("{line}");
     }
     println!(
-        "(the hop rows: what the gateway adds per hop, path minus the plain-UDP baseline; a negative value is noise)"
+        "(hop rows: what the gateway adds per hop, path minus the plain-UDP baseline, a negative value is noise; \
+         load client slips: 20 ms sends the load client skipped because it ran late, at the step of the CPU/RSS rows)"
     );
 }
