@@ -171,6 +171,7 @@ fn run(
             deferred: VecDeque::new(),
             lingering: VecDeque::new(),
             max_pending,
+            limits: limits.clone(),
         },
         driver,
         limits,
@@ -295,6 +296,8 @@ struct Conn {
     connecting: bool,
     /// The place an accepted connection holds under the process's caps (none for outgoing ones).
     _permit: Option<Permit>,
+    /// Through a trusted reverse proxy: the place it holds under its client's address.
+    _client: Option<Permit>,
 }
 
 /// The event loop: the core's driver, the sockets, and what turns events into inputs.
@@ -334,6 +337,8 @@ struct MioIo {
     lingering: VecDeque<(Instant, ConnId)>,
     /// The core's `max_pending_bytes`.
     max_pending: usize,
+    /// The process's connection caps, for connections readdressed by a trusted proxy.
+    limits: ConnLimits,
 }
 
 impl Runtime {
@@ -441,6 +446,7 @@ impl Runtime {
                 interest: Interest::READABLE,
                 connecting: false,
                 _permit: Some(permit),
+                _client: None,
             };
             self.io.conns.insert(conn, c);
             self.feed(Input::Accepted { conn, listener: which, peer });
@@ -524,7 +530,15 @@ impl Io for MioIo {
         });
         match registered {
             Ok((stream, interest)) => {
-                let c = Conn { stream, queue: Vec::new(), closing: false, interest, connecting: true, _permit: None };
+                let c = Conn {
+                    stream,
+                    queue: Vec::new(),
+                    closing: false,
+                    interest,
+                    connecting: true,
+                    _permit: None,
+                    _client: None,
+                };
                 self.conns.insert(conn, c);
             }
             Err(e) => {
@@ -585,6 +599,18 @@ impl Io for MioIo {
 
     fn take_deferred(&mut self) -> Option<Deferred> {
         self.deferred.pop_front()
+    }
+
+    /// Takes a place under the client's address; refused, drops the connection.
+    fn readdress(&mut self, conn: ConnId, ip: IpAddr) {
+        let Some(c) = self.conns.get_mut(&conn) else { return };
+        match self.limits.admit(Listener::Web, ip) {
+            Ok(permit) => c._client = Some(permit),
+            Err(refusal) => {
+                log::warn!("{conn}: web connection from {ip} (through a proxy) refused: {refusal}");
+                self.drop_conn(conn);
+            }
+        }
     }
 }
 

@@ -263,6 +263,7 @@ fn worker(
                     dropped: Vec::new(),
                     lingering: VecDeque::new(),
                     max_pending,
+                    limits: limits.clone(),
                 },
                 driver,
                 limits,
@@ -334,6 +335,8 @@ struct Socket {
     backlog: Arc<Backlog>,
     /// The place an accepted connection holds under the process's caps (none for outgoing ones).
     _permit: Option<Permit>,
+    /// Through a trusted reverse proxy: the place it holds under its client's address.
+    client: Option<Permit>,
 }
 
 impl Drop for Socket {
@@ -349,6 +352,8 @@ enum Command {
     Write(Vec<u8>),
     /// Write what came before, then shut down and end.
     Close,
+    /// Hold this place under the client's address (a trusted proxy's connection).
+    Client(Permit),
 }
 
 /// The task that owns a worker's [`Gateway`] (in its [`Driver`]) and turns events into inputs.
@@ -386,6 +391,8 @@ struct TokioIo {
     lingering: VecDeque<(Instant, AbortHandle)>,
     /// The core's `max_pending_bytes`.
     max_pending: usize,
+    /// The process's connection caps, for connections readdressed by a trusted proxy.
+    limits: ConnLimits,
 }
 
 impl Core {
@@ -535,7 +542,7 @@ impl Core {
         }
         let (tx, rx) = mpsc::unbounded_channel();
         let backlog = Backlog::new(self.io.max_pending);
-        let socket = Socket { stream, backlog: Arc::clone(&backlog), _permit: Some(permit) };
+        let socket = Socket { stream, backlog: Arc::clone(&backlog), _permit: Some(permit), client: None };
         let task = tasks.spawn(connection(conn, socket, self.io.events_tx.clone(), rx));
         self.io.conns.insert(conn, (tx, task, backlog));
         self.feed(Input::Accepted { conn, listener, peer });
@@ -640,6 +647,23 @@ impl Io for TokioIo {
         }
     }
 
+    /// Hands the connection task a place under the client's address; refused, drops the
+    /// connection (its task aborted, the core told after the drain).
+    fn readdress(&mut self, conn: ConnId, ip: IpAddr) {
+        let Some((tx, task, _)) = self.conns.get(&conn) else { return };
+        match self.limits.admit(Listener::Web, ip) {
+            Ok(permit) => {
+                let _ = tx.send(Command::Client(permit));
+            }
+            Err(refusal) => {
+                log::warn!("{conn}: web connection from {ip} (through a proxy) refused: {refusal}");
+                task.abort();
+                self.conns.remove(&conn);
+                self.dropped.push(conn);
+            }
+        }
+    }
+
     fn take_deferred(&mut self) -> Option<Deferred> {
         match self.dropped.pop() {
             Some(conn) => Some(Deferred::Closed(conn)),
@@ -733,6 +757,7 @@ async fn connection(
                         break e;
                     }
                 }
+                Some(Command::Client(permit)) => socket.client = Some(permit),
                 Some(Command::Close) | None => return close(conn, stream).await,
             }
         }
@@ -781,7 +806,7 @@ async fn outgoing(
         Ok(stream) => {
             let _ = stream.set_nodelay(true);
             if events.send(Event::Connected(conn, Ok(()))).await.is_ok() {
-                connection(conn, Socket { stream, backlog, _permit: None }, events, commands).await;
+                connection(conn, Socket { stream, backlog, _permit: None, client: None }, events, commands).await;
             }
         }
         Err(e) => {

@@ -72,6 +72,12 @@ pub trait Io {
     fn close_udp(&mut self, socket: SocketId);
     /// The next input that waited for the end of a drain; `None` when none is left.
     fn take_deferred(&mut self) -> Option<Deferred>;
+    /// The core learnt from a trusted reverse proxy that `conn` is client `ip`'s (before any
+    /// output of that input): hold it to the process's per-IP cap under `ip`, and drop it
+    /// (reporting [`Deferred::Closed`]) when that refuses it. Does nothing by default.
+    fn readdress(&mut self, conn: ConnId, ip: IpAddr) {
+        let _ = (conn, ip);
+    }
 }
 
 /// A core, its capture file, its timer and what waits for the end of a drain.
@@ -169,6 +175,9 @@ impl Driver {
     /// Hands the core's outputs to `io` until `Output::Timeout`, then appends to the capture file.
     fn drain_outputs(&mut self, io: &mut impl Io) -> bool {
         let mut any = false;
+        for (conn, ip) in self.gw.take_readdressed() {
+            io.readdress(conn, ip);
+        }
         loop {
             match self.gw.poll_output() {
                 Output::StreamWrite { conn, data } => io.write(conn, data),

@@ -228,9 +228,13 @@ pub fn render(reports: &[Report], process: (Option<u64>, Option<usize>)) -> Stri
         f.sample("sylkgw_calls", &format!("state=\"{}\"", state.name()), sum(&|x| x.calls[i] as u64));
     }
     labelled_counter(&mut out, reports, "sylkgw_requests_total", "sylkRTC requests by type.", |c| &c.requests);
-    labelled_counter(&mut out, reports, "sylkgw_errors_total", "Errors by type (request, websocket, http, proxy).", |c| {
-        &c.errors
-    });
+    labelled_counter(
+        &mut out,
+        reports,
+        "sylkgw_errors_total",
+        "Errors by type (request, websocket, http, proxy).",
+        |c| &c.errors,
+    );
     let mut f = Family::new(&mut out, "sylkgw_rtp_packets_total", "counter", "RTP packets forwarded, by direction.");
     f.sample("sylkgw_rtp_packets_total", "direction=\"to_sip\"", sum(&|x| x.counters.to_sip.packets));
     f.sample("sylkgw_rtp_packets_total", "direction=\"to_browser\"", sum(&|x| x.counters.to_browser.packets));
