@@ -30,6 +30,7 @@ mod calls;
 mod containment;
 mod proxied;
 mod registers;
+mod reload;
 mod sockets;
 mod stats;
 mod storage;

@@ -41,7 +41,7 @@
 
 use mio::net::{TcpListener, TcpStream, UdpSocket};
 use mio::{Events, Interest, Poll, Token, Waker};
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, ErrorKind, Read, Write};
@@ -78,6 +78,9 @@ const HIGH_WATER: usize = 256 * 1024;
 fn main() {
     let args = driver::args();
     driver::init_logging(args.verbose);
+    if let Some(path) = &args.check_config {
+        driver::check_config(&args, path);
+    }
     let settings = match driver::load(&args) {
         Ok(s) if s.threads.is_some_and(|t| t != 1) => driver::fatal(2, "sylkgw-mio runs one thread"),
         Ok(s) => s,
@@ -100,7 +103,10 @@ fn main() {
         driver::metrics::serve(addr, Arc::clone(&board)).unwrap_or_else(|e| driver::fatal(2, e));
         driver::metrics::Publisher::new(board, 0)
     });
-    if let Err(e) = run(driver, limits, &storage, settings.listen, sip_listen, tls, settings.stats_interval, metrics) {
+    let reload = Reload { args, limits: limits.clone() };
+    if let Err(e) =
+        run(driver, limits, &storage, settings.listen, sip_listen, tls, settings.stats_interval, metrics, reload)
+    {
         driver::fatal(1, e);
     }
 }
@@ -118,6 +124,7 @@ fn run(
     tls: bool,
     stats_every: Option<Duration>,
     mut metrics: Option<driver::metrics::Publisher>,
+    reload: Reload,
 ) -> io::Result<()> {
     let poll = Poll::new()?;
     let named = |addr: SocketAddr| move |e: io::Error| io::Error::new(e.kind(), format!("{addr}: {e}"));
@@ -155,7 +162,7 @@ fn run(
             let _ = waker.wake();
         })?
     };
-    let mut signals = Signals::new([SIGINT, SIGTERM])?;
+    let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP])?;
     poll.registry().register(&mut signals, SIGNALS, Interest::READABLE)?;
     log::info!("{}", driver::listening_line(listener.local_addr()?, tls));
 
@@ -188,6 +195,7 @@ fn run(
     log::info!("SIP on {sip_local} (udp, tcp)");
     rt.feed(Input::UdpBound { socket: WEBRTC_SOCKET, purpose: UdpPurpose::WebRtc, local: webrtc_local });
     log::info!("WebRTC media on {webrtc_local} (udp)");
+    driver::notify("READY=1");
     let mut events = Events::with_capacity(1024);
     let mut grace: Option<Instant> = None;
     let mut next_stats = stats_every.map(|every| Instant::now() + every);
@@ -232,12 +240,17 @@ fn run(
                 WAKER => rt.answered(),
                 SIGNALS => {
                     for signal in signals.pending() {
+                        if signal == SIGHUP {
+                            reload.apply(&mut rt.driver);
+                            continue;
+                        }
                         log::info!("{}", if signal == SIGINT { "SIGINT" } else { "SIGTERM" });
                         if grace.is_some() {
                             log::warn!("second signal: stopping now");
                             return Ok(());
                         }
                         grace = Some(Instant::now() + driver::SHUTDOWN_GRACE);
+                        driver::notify("STOPPING=1");
                         if let Some(mut l) = rt.listener.take() {
                             let _ = rt.io.poll.registry().deregister(&mut l);
                         }
@@ -280,6 +293,34 @@ fn run(
         }
         rt.driver.timer(&mut rt.io);
         rt.driver.settle(&mut rt.io);
+    }
+}
+
+/// What a SIGHUP reloads: the configuration the command line names, into the core and the
+/// connection caps.
+struct Reload {
+    args: driver::Args,
+    limits: ConnLimits,
+}
+
+impl Reload {
+    /// Reads the configuration again and applies what can change while running; a file that
+    /// does not load leaves everything as it was.
+    fn apply(&self, driver: &mut Driver) {
+        log::info!("SIGHUP: reloading");
+        driver::notify("RELOADING=1");
+        match driver::load(&self.args) {
+            Ok(s) => {
+                let changed = driver.reload(&s.core);
+                self.limits.set_caps(s.caps);
+                log::info!(
+                    "reloaded; changed: {}",
+                    if changed.is_empty() { "nothing".into() } else { changed.join(", ") }
+                );
+            }
+            Err(e) => log::error!("reload failed, keeping the running configuration: {e}"),
+        }
+        driver::notify("READY=1");
     }
 }
 

@@ -81,6 +81,9 @@ const DATAGRAM: usize = 64 * 1024;
 fn main() {
     let args = driver::args();
     driver::init_logging(args.verbose);
+    if let Some(path) = &args.check_config {
+        driver::check_config(&args, path);
+    }
     let settings = match driver::load(&args) {
         Ok(s) if s.threads == Some(0) => driver::fatal(2, "--threads must be at least 1"),
         Ok(s) => s,
@@ -115,7 +118,8 @@ fn main() {
         board
     });
     let result = tokio::runtime::Builder::new_current_thread().enable_all().build().and_then(|rt| {
-        rt.block_on(serve(settings.listen, tls, cores, limits, storage, settings.stats_interval, board))
+        let run = Run { listen: settings.listen, tls, stats_every: settings.stats_interval, board, args };
+        rt.block_on(serve(run, cores, limits, storage))
     });
     if let Err(e) = result {
         driver::fatal(1, e);
@@ -124,27 +128,28 @@ fn main() {
 
 /// The main thread: binds, starts the workers, waits for a signal, stops the workers. A second
 /// signal returns at once (the process exits without waiting for the workers).
-async fn serve(
-    listen: SocketAddr,
-    tls: bool,
-    cores: Vec<Driver>,
-    limits: ConnLimits,
-    storage: driver::Backend,
-    stats_every: Option<Duration>,
-    board: Option<Arc<driver::metrics::Board>>,
-) -> io::Result<()> {
+/// SIGHUP re-reads the configuration and hands the reloadable options to every worker
+/// (`Gateway::reload`) and the caps to the connection counts.
+async fn serve(run: Run, cores: Vec<Driver>, limits: ConnLimits, storage: driver::Backend) -> io::Result<()> {
+    let Run { listen, tls, stats_every, board, args } = run;
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sighup = signal(SignalKind::hangup())?;
+    let (reload_tx, reload_rx) = watch::channel::<Option<Arc<sylkgw_core::Config>>>(None);
     let listeners = bind(listen, cores.len())?;
     let addr = listeners[0].local_addr()?;
     let (stop_tx, stop_rx) = watch::channel(false);
     // Every worker holds a sender; `recv` returns `None` once all workers have ended.
     let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
     let mut handles = Vec::with_capacity(cores.len());
+    // Each worker says when its sockets are bound; a worker that fails drops its sender.
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<()>();
     for (index, (driver, listener)) in cores.into_iter().zip(listeners).enumerate() {
         let (stop, alive, limits, storage) = (stop_rx.clone(), alive_tx.clone(), limits.clone(), storage.clone());
         let metrics = board.as_ref().map(|b| driver::metrics::Publisher::new(Arc::clone(b), index));
-        let shared = Shared { limits, storage, stop, metrics, _alive: alive };
+        let ready = ready_tx.clone();
+        let reload = reload_rx.clone();
+        let shared = Shared { limits, storage, stop, metrics, ready, reload, _alive: alive };
         let handle = std::thread::Builder::new()
             .name(format!("sylkgw-{index}"))
             .spawn(move || worker(index, driver, listener, shared, stats_every))?;
@@ -153,10 +158,29 @@ async fn serve(
     drop(alive_tx);
     log::debug!("{} worker(s)", handles.len());
     log::info!("{}", driver::listening_line(addr, tls));
-    tokio::select! {
-        () = signalled(&mut sigint, &mut sigterm) => {}
-        _ = alive_rx.recv() => return Err(io::Error::other("every worker stopped")),
+    drop(ready_tx);
+    if (0..handles.len()).all(|_| ready_rx.recv().is_ok()) {
+        driver::notify("READY=1");
     }
+    loop {
+        tokio::select! {
+            () = signalled(&mut sigint, &mut sigterm) => break,
+            _ = alive_rx.recv() => return Err(io::Error::other("every worker stopped")),
+            _ = sighup.recv() => {
+                log::info!("SIGHUP: reloading");
+                driver::notify("RELOADING=1");
+                match driver::load(&args) {
+                    Ok(s) => {
+                        limits.set_caps(s.caps);
+                        let _ = reload_tx.send(Some(Arc::new(s.core)));
+                    }
+                    Err(e) => log::error!("reload failed, keeping the running configuration: {e}"),
+                }
+                driver::notify("READY=1");
+            }
+        }
+    }
+    driver::notify("STOPPING=1");
     let _ = stop_tx.send(true);
     tokio::select! {
         _ = alive_rx.recv() => {}
@@ -198,14 +222,31 @@ fn bind(mut addr: SocketAddr, n: usize) -> io::Result<Vec<std::net::TcpListener>
         .collect()
 }
 
+/// What the main thread runs with.
+struct Run {
+    listen: SocketAddr,
+    tls: bool,
+    /// `--stats-interval`.
+    stats_every: Option<Duration>,
+    /// The `/metrics` board, when metrics are on.
+    board: Option<Arc<driver::metrics::Board>>,
+    /// The command line, read again on SIGHUP.
+    args: driver::Args,
+}
+
 /// What every worker gets from the main thread.
 struct Shared {
+    /// A configuration reloaded on SIGHUP.
+    reload: watch::Receiver<Option<Arc<sylkgw_core::Config>>>,
     /// The process's connection caps.
     limits: ConnLimits,
     /// Where the worker's storage pool opens its connections.
     storage: driver::Backend,
     /// Turns `true` at shutdown.
     stop: watch::Receiver<bool>,
+    /// Told once the worker's sockets are bound (the service manager hears `READY=1` when all
+    /// are).
+    ready: std::sync::mpsc::Sender<()>,
     /// This worker's side of the `/metrics` board, when metrics are on.
     metrics: Option<driver::metrics::Publisher>,
     /// Dropped when the worker ends, however it ends.
@@ -221,7 +262,7 @@ fn worker(
     shared: Shared,
     stats_every: Option<Duration>,
 ) {
-    let Shared { limits, storage, stop, metrics, _alive } = shared;
+    let Shared { limits, storage, stop, metrics, ready, reload, _alive } = shared;
     let result = tokio::runtime::Builder::new_current_thread().enable_all().build().and_then(|rt| {
         rt.block_on(async move {
             let listener = TcpListener::from_std(listener)?;
@@ -270,12 +311,15 @@ fn worker(
                 next_id: 1,
                 stats: stats_every.map(|every| (index, every, Instant::now() + every)),
                 metrics,
+                index,
             };
             core.driver.drain(&mut core.io); // the contract: drain after `new`, before the first input
             core.feed(Input::UdpBound { socket: SIP_SOCKET, purpose: UdpPurpose::Sip, local: sip_local });
             core.io.add_socket(WEBRTC_SOCKET, webrtc);
             core.feed(Input::UdpBound { socket: WEBRTC_SOCKET, purpose: UdpPurpose::WebRtc, local: webrtc_local });
-            core.run(listener, sip_tcp, udp, events, stop).await;
+            let _ = ready.send(());
+            drop(ready);
+            core.run(listener, sip_tcp, udp, events, (stop, reload)).await;
             Ok(())
         })
     });
@@ -367,6 +411,8 @@ struct Core {
     stats: Option<(usize, Duration, Instant)>,
     /// Publishes this worker's figures for `/metrics`.
     metrics: Option<driver::metrics::Publisher>,
+    /// This worker's index.
+    index: usize,
 }
 
 /// The worker's sockets and connection tasks, carrying out the core's outputs ([`Io`]).
@@ -404,7 +450,7 @@ impl Core {
         sip_tcp: TcpListener,
         udp: Arc<UdpSocket>,
         mut events: mpsc::Receiver<Event>,
-        mut stop: watch::Receiver<bool>,
+        (mut stop, mut reload): (watch::Receiver<bool>, watch::Receiver<Option<Arc<sylkgw_core::Config>>>),
     ) {
         let mut listener = Some(listener);
         let mut sip_tcp = Some(sip_tcp);
@@ -509,6 +555,14 @@ impl Core {
                         m.publish(&self.driver);
                     }
                     self.driver.timer(&mut self.io);
+                }
+                Ok(()) = reload.changed() => {
+                    let config = reload.borrow_and_update().clone();
+                    if let Some(config) = config {
+                        let changed = self.driver.reload(&config);
+                        let changed = if changed.is_empty() { "nothing".into() } else { changed.join(", ") };
+                        log::info!("worker {}: reloaded; changed: {changed}", self.index);
+                    }
                 }
                 _ = stop.changed(), if grace.is_none() => {
                     grace = Some(Instant::now() + driver::SHUTDOWN_GRACE);

@@ -113,6 +113,12 @@ impl Driver {
         &self.gw
     }
 
+    /// Reloads the core's reloadable options from `config` (`Gateway::reload`); returns the
+    /// names of those that changed.
+    pub fn reload(&mut self, config: &sylkgw_core::Config) -> Vec<&'static str> {
+        self.gw.reload(config)
+    }
+
     /// When the core wants `Input::Timeout` (the last `Output::Timeout`).
     pub fn deadline(&self) -> Instant {
         self.deadline
