@@ -103,6 +103,22 @@ fn ready_notification_tokio() {
     }
 }
 
+/// Where the reload test serves metrics (inside its own namespace).
+const METRICS: &str = "127.0.0.1:9101";
+
+/// Scrapes `/metrics` until every line of `lines` is there.
+fn metrics_show(lines: &[&str]) {
+    let deadline = Instant::now() + REPLY_TIMEOUT;
+    loop {
+        let r = sylkgw_tests::http_request(METRICS.parse().expect("address"), "GET /metrics HTTP/1.1\r\n\r\n");
+        if lines.iter().all(|want| r.body.lines().any(|l| l == *want)) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{lines:?} not all in:\n{}", r.body);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// SIGHUP with a WebSocket open and a call up (to a sipp echo UAS): `web_origins` and
 /// `sip_domains` change for what comes next; the WebSocket and the call stay up (the call still
 /// ends with BYE/200 afterwards).
@@ -113,6 +129,7 @@ fn sighup_reload(bin: &str) {
     let cfg = work.write("gw.ini", "web_origins = https://a.example\nsip_domains = *\n");
     let cfg_arg = cfg.display().to_string();
     let mut args = vec!["--config", cfg_arg.as_str(), "--sip-listen", "127.0.0.1:5080"];
+    args.extend(["--metrics-listen", METRICS]);
     args.extend(["--rtp-ports", "40000-40999", "--media-address", "127.0.0.1"]);
     if bin == "sylkgw" {
         args.extend(["--threads", "2"]);
@@ -133,6 +150,8 @@ fn sighup_reload(bin: &str) {
         e["state"] == "accepted" || e["state"] == "terminated"
     });
     assert_eq!(accepted["state"], "accepted", "{accepted}");
+    // The call shows in the metrics, with its setup time observed.
+    metrics_show(&["sylkgw_calls{state=\"accepted\"} 1", "sylkgw_call_setup_seconds_count{origin=\"outgoing\"} 1"]);
 
     std::fs::write(&cfg, "web_origins = https://b.example\nsip_domains = example.com\n").expect("rewrite");
     send_signal(gw.pid(), libc::SIGHUP);
@@ -156,6 +175,7 @@ fn sighup_reload(bin: &str) {
     let t = wait_for_within(&mut ws, "terminated", REPLY_TIMEOUT, |e| e["state"] == "terminated");
     assert_eq!(t["reason"], "200 OK", "the call ended by BYE after the reload: {t}");
     echo.wait(Duration::from_secs(10)).assert_success();
+    metrics_show(&["sylkgw_calls{state=\"accepted\"} 0", "sylkgw_requests_total{type=\"session-terminate\"} 1"]);
     other.close();
     ws.close();
 }
