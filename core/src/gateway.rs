@@ -33,6 +33,7 @@ mod containment;
 mod messaging;
 mod proxied;
 mod registers;
+mod reload;
 mod sockets;
 mod stats;
 mod storage;
@@ -95,6 +96,9 @@ pub struct Gateway {
     book: addressbook::Book,
     /// Running totals for metrics (`gateway::stats`).
     tally: stats::Tally,
+    /// Connections whose client address a trusted proxy gave during the last input
+    /// (`proxied`; [`Gateway::take_readdressed`]).
+    readdressed: Vec<(ConnId, IpAddr)>,
 }
 
 /// A live call as the stateful fuzz target sees it: connection, session id, SIP leg.
@@ -207,6 +211,7 @@ impl Gateway {
             messaging: messaging::Messaging::default(),
             book: addressbook::Book::default(),
             tally: stats::Tally::default(),
+            readdressed: Vec::new(),
         })
     }
 
@@ -215,6 +220,7 @@ impl Gateway {
     pub fn handle_input(&mut self, now: Instant, input: Input<'_>) {
         debug_assert!(now >= self.now, "time went backwards");
         self.now = now.max(self.now);
+        self.readdressed.clear();
         // Media is left out of captures (str0m is not replayable; media spec §4.1).
         let media = matches!(input, Input::Datagram { socket, .. } if self.is_media_socket(socket));
         if let (Some(rec), false) = (&mut self.recorder, media) {

@@ -42,11 +42,11 @@
 
 use mio::net::{TcpListener, TcpStream, UdpSocket};
 use mio::{Events, Interest, Poll, Token, Waker};
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, ErrorKind, Read, Write};
-use std::net::{Shutdown, SocketAddr};
+use std::net::{IpAddr, Shutdown, SocketAddr};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -81,6 +81,9 @@ const HIGH_WATER: usize = 256 * 1024;
 fn main() {
     let args = driver::args();
     driver::init_logging(args.verbose);
+    if let Some(path) = &args.check_config {
+        driver::check_config(&args, path);
+    }
     let settings = match driver::load(&args) {
         Ok(s) if s.threads.is_some_and(|t| t != 1) => driver::fatal(2, "sylkgw-mio runs one thread"),
         Ok(s) => s,
@@ -103,7 +106,10 @@ fn main() {
         driver::metrics::serve(addr, Arc::clone(&board)).unwrap_or_else(|e| driver::fatal(2, e));
         driver::metrics::Publisher::new(board, 0)
     });
-    if let Err(e) = run(driver, limits, &storage, settings.listen, sip_listen, tls, settings.stats_interval, metrics) {
+    let reload = Reload { args, limits: limits.clone() };
+    if let Err(e) =
+        run(driver, limits, &storage, settings.listen, sip_listen, tls, settings.stats_interval, metrics, reload)
+    {
         driver::fatal(1, e);
     }
 }
@@ -121,6 +127,7 @@ fn run(
     tls: bool,
     stats_every: Option<Duration>,
     mut metrics: Option<driver::metrics::Publisher>,
+    reload: Reload,
 ) -> io::Result<()> {
     let poll = Poll::new()?;
     let named = |addr: SocketAddr| move |e: io::Error| io::Error::new(e.kind(), format!("{addr}: {e}"));
@@ -167,7 +174,7 @@ fn run(
             let _ = waker.wake();
         })?
     };
-    let mut signals = Signals::new([SIGINT, SIGTERM])?;
+    let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP])?;
     poll.registry().register(&mut signals, SIGNALS, Interest::READABLE)?;
     log::info!("{}", driver::listening_line(listener.local_addr()?, tls));
 
@@ -183,6 +190,7 @@ fn run(
             deferred: VecDeque::new(),
             lingering: VecDeque::new(),
             max_pending,
+            limits: limits.clone(),
         },
         driver,
         limits,
@@ -200,6 +208,7 @@ fn run(
     log::info!("SIP on {sip_local} (udp, tcp)");
     rt.feed(Input::UdpBound { socket: WEBRTC_SOCKET, purpose: UdpPurpose::WebRtc, local: webrtc_local });
     log::info!("WebRTC media on {webrtc_local} (udp)");
+    driver::notify("READY=1");
     let mut events = Events::with_capacity(1024);
     let mut grace: Option<Instant> = None;
     let mut next_stats = stats_every.map(|every| Instant::now() + every);
@@ -245,12 +254,17 @@ fn run(
                 WAKER => rt.answered(),
                 SIGNALS => {
                     for signal in signals.pending() {
+                        if signal == SIGHUP {
+                            reload.apply(&mut rt.driver);
+                            continue;
+                        }
                         log::info!("{}", if signal == SIGINT { "SIGINT" } else { "SIGTERM" });
                         if grace.is_some() {
                             log::warn!("second signal: stopping now");
                             return Ok(());
                         }
                         grace = Some(Instant::now() + driver::SHUTDOWN_GRACE);
+                        driver::notify("STOPPING=1");
                         if let Some(mut l) = rt.listener.take() {
                             let _ = rt.io.poll.registry().deregister(&mut l);
                         }
@@ -300,6 +314,34 @@ fn run(
     }
 }
 
+/// What a SIGHUP reloads: the configuration the command line names, into the core and the
+/// connection caps.
+struct Reload {
+    args: driver::Args,
+    limits: ConnLimits,
+}
+
+impl Reload {
+    /// Reads the configuration again and applies what can change while running; a file that
+    /// does not load leaves everything as it was.
+    fn apply(&self, driver: &mut Driver) {
+        log::info!("SIGHUP: reloading");
+        driver::notify("RELOADING=1");
+        match driver::load(&self.args) {
+            Ok(s) => {
+                let changed = driver.reload(&s.core);
+                self.limits.set_caps(s.caps);
+                log::info!(
+                    "reloaded; changed: {}",
+                    if changed.is_empty() { "nothing".into() } else { changed.join(", ") }
+                );
+            }
+            Err(e) => log::error!("reload failed, keeping the running configuration: {e}"),
+        }
+        driver::notify("READY=1");
+    }
+}
+
 /// One accepted socket.
 struct Conn {
     stream: TcpStream,
@@ -313,6 +355,8 @@ struct Conn {
     connecting: bool,
     /// The place an accepted connection holds under the process's caps (none for outgoing ones).
     _permit: Option<Permit>,
+    /// Through a trusted reverse proxy: the place it holds under its client's address.
+    _client: Option<Permit>,
 }
 
 /// The event loop: the core's driver, the sockets, and what turns events into inputs.
@@ -354,6 +398,8 @@ struct MioIo {
     lingering: VecDeque<(Instant, ConnId)>,
     /// The core's `max_pending_bytes`.
     max_pending: usize,
+    /// The process's connection caps, for connections readdressed by a trusted proxy.
+    limits: ConnLimits,
 }
 
 impl Runtime {
@@ -462,6 +508,7 @@ impl Runtime {
                 interest: Interest::READABLE,
                 connecting: false,
                 _permit: Some(permit),
+                _client: None,
             };
             self.io.conns.insert(conn, c);
             self.feed(Input::Accepted { conn, listener: which, peer });
@@ -545,7 +592,15 @@ impl Io for MioIo {
         });
         match registered {
             Ok((stream, interest)) => {
-                let c = Conn { stream, queue: Vec::new(), closing: false, interest, connecting: true, _permit: None };
+                let c = Conn {
+                    stream,
+                    queue: Vec::new(),
+                    closing: false,
+                    interest,
+                    connecting: true,
+                    _permit: None,
+                    _client: None,
+                };
                 self.conns.insert(conn, c);
             }
             Err(e) => {
@@ -606,6 +661,18 @@ impl Io for MioIo {
 
     fn take_deferred(&mut self) -> Option<Deferred> {
         self.deferred.pop_front()
+    }
+
+    /// Takes a place under the client's address; refused, drops the connection.
+    fn readdress(&mut self, conn: ConnId, ip: IpAddr) {
+        let Some(c) = self.conns.get_mut(&conn) else { return };
+        match self.limits.admit(Listener::Web, ip) {
+            Ok(permit) => c._client = Some(permit),
+            Err(refusal) => {
+                log::warn!("{conn}: web connection from {ip} (through a proxy) refused: {refusal}");
+                self.drop_conn(conn);
+            }
+        }
     }
 }
 

@@ -49,7 +49,7 @@
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, ErrorKind};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -82,6 +82,9 @@ const DATAGRAM: usize = 64 * 1024;
 fn main() {
     let args = driver::args();
     driver::init_logging(args.verbose);
+    if let Some(path) = &args.check_config {
+        driver::check_config(&args, path);
+    }
     let settings = match driver::load(&args) {
         Ok(s) if s.threads == Some(0) => driver::fatal(2, "--threads must be at least 1"),
         Ok(s) => s,
@@ -121,7 +124,8 @@ fn main() {
         board
     });
     let result = tokio::runtime::Builder::new_current_thread().enable_all().build().and_then(|rt| {
-        rt.block_on(serve(settings.listen, tls, cores, limits, storage, settings.stats_interval, board))
+        let run = Run { listen: settings.listen, tls, stats_every: settings.stats_interval, board, args };
+        rt.block_on(serve(run, cores, limits, storage))
     });
     if let Err(e) = result {
         driver::fatal(1, e);
@@ -130,27 +134,28 @@ fn main() {
 
 /// The main thread: binds, starts the workers, waits for a signal, stops the workers. A second
 /// signal returns at once (the process exits without waiting for the workers).
-async fn serve(
-    listen: SocketAddr,
-    tls: bool,
-    cores: Vec<Driver>,
-    limits: ConnLimits,
-    storage: driver::Backend,
-    stats_every: Option<Duration>,
-    board: Option<Arc<driver::metrics::Board>>,
-) -> io::Result<()> {
+/// SIGHUP re-reads the configuration and hands the reloadable options to every worker
+/// (`Gateway::reload`) and the caps to the connection counts.
+async fn serve(run: Run, cores: Vec<Driver>, limits: ConnLimits, storage: driver::Backend) -> io::Result<()> {
+    let Run { listen, tls, stats_every, board, args } = run;
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sighup = signal(SignalKind::hangup())?;
+    let (reload_tx, reload_rx) = watch::channel::<Option<Arc<sylkgw_core::Config>>>(None);
     let listeners = bind(listen, cores.len())?;
     let addr = listeners[0].local_addr()?;
     let (stop_tx, stop_rx) = watch::channel(false);
     // Every worker holds a sender; `recv` returns `None` once all workers have ended.
     let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
     let mut handles = Vec::with_capacity(cores.len());
+    // Each worker says when its sockets are bound; a worker that fails drops its sender.
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<()>();
     for (index, (driver, listener)) in cores.into_iter().zip(listeners).enumerate() {
         let (stop, alive, limits, storage) = (stop_rx.clone(), alive_tx.clone(), limits.clone(), storage.clone());
         let metrics = board.as_ref().map(|b| driver::metrics::Publisher::new(Arc::clone(b), index));
-        let shared = Shared { limits, storage, stop, metrics, _alive: alive };
+        let ready = ready_tx.clone();
+        let reload = reload_rx.clone();
+        let shared = Shared { limits, storage, stop, metrics, ready, reload, _alive: alive };
         let handle = std::thread::Builder::new()
             .name(format!("sylkgw-{index}"))
             .spawn(move || worker(index, driver, listener, shared, stats_every))?;
@@ -159,10 +164,29 @@ async fn serve(
     drop(alive_tx);
     log::debug!("{} worker(s)", handles.len());
     log::info!("{}", driver::listening_line(addr, tls));
-    tokio::select! {
-        () = signalled(&mut sigint, &mut sigterm) => {}
-        _ = alive_rx.recv() => return Err(io::Error::other("every worker stopped")),
+    drop(ready_tx);
+    if (0..handles.len()).all(|_| ready_rx.recv().is_ok()) {
+        driver::notify("READY=1");
     }
+    loop {
+        tokio::select! {
+            () = signalled(&mut sigint, &mut sigterm) => break,
+            _ = alive_rx.recv() => return Err(io::Error::other("every worker stopped")),
+            _ = sighup.recv() => {
+                log::info!("SIGHUP: reloading");
+                driver::notify("RELOADING=1");
+                match driver::load(&args) {
+                    Ok(s) => {
+                        limits.set_caps(s.caps);
+                        let _ = reload_tx.send(Some(Arc::new(s.core)));
+                    }
+                    Err(e) => log::error!("reload failed, keeping the running configuration: {e}"),
+                }
+                driver::notify("READY=1");
+            }
+        }
+    }
+    driver::notify("STOPPING=1");
     let _ = stop_tx.send(true);
     tokio::select! {
         _ = alive_rx.recv() => {}
@@ -204,14 +228,31 @@ fn bind(mut addr: SocketAddr, n: usize) -> io::Result<Vec<std::net::TcpListener>
         .collect()
 }
 
+/// What the main thread runs with.
+struct Run {
+    listen: SocketAddr,
+    tls: bool,
+    /// `--stats-interval`.
+    stats_every: Option<Duration>,
+    /// The `/metrics` board, when metrics are on.
+    board: Option<Arc<driver::metrics::Board>>,
+    /// The command line, read again on SIGHUP.
+    args: driver::Args,
+}
+
 /// What every worker gets from the main thread.
 struct Shared {
+    /// A configuration reloaded on SIGHUP.
+    reload: watch::Receiver<Option<Arc<sylkgw_core::Config>>>,
     /// The process's connection caps.
     limits: ConnLimits,
     /// Where the worker's storage pool opens its connections.
     storage: driver::Backend,
     /// Turns `true` at shutdown.
     stop: watch::Receiver<bool>,
+    /// Told once the worker's sockets are bound (the service manager hears `READY=1` when all
+    /// are).
+    ready: std::sync::mpsc::Sender<()>,
     /// This worker's side of the `/metrics` board, when metrics are on.
     metrics: Option<driver::metrics::Publisher>,
     /// Dropped when the worker ends, however it ends.
@@ -227,7 +268,7 @@ fn worker(
     shared: Shared,
     stats_every: Option<Duration>,
 ) {
-    let Shared { limits, storage, stop, metrics, _alive } = shared;
+    let Shared { limits, storage, stop, metrics, ready, reload, _alive } = shared;
     let result = tokio::runtime::Builder::new_current_thread().enable_all().build().and_then(|rt| {
         rt.block_on(async move {
             let listener = TcpListener::from_std(listener)?;
@@ -280,18 +321,22 @@ fn worker(
                     lingering: VecDeque::new(),
                     max_pending,
                     resolver: None,
+                    limits: limits.clone(),
                 },
                 driver,
                 limits,
                 next_id: 1,
                 stats: stats_every.map(|every| (index, every, Instant::now() + every)),
                 metrics,
+                index,
             };
             core.driver.drain(&mut core.io); // the contract: drain after `new`, before the first input
             core.feed(Input::UdpBound { socket: SIP_SOCKET, purpose: UdpPurpose::Sip, local: sip_local });
             core.io.add_socket(WEBRTC_SOCKET, webrtc);
             core.feed(Input::UdpBound { socket: WEBRTC_SOCKET, purpose: UdpPurpose::WebRtc, local: webrtc_local });
-            core.run(listener, sip_tcp, sip_tls, udp, events, stop).await;
+            let _ = ready.send(());
+            drop(ready);
+            core.run(listener, sip_tcp, sip_tls, udp, events, (stop, reload)).await;
             Ok(())
         })
     });
@@ -351,6 +396,8 @@ struct Socket {
     backlog: Arc<Backlog>,
     /// The place an accepted connection holds under the process's caps (none for outgoing ones).
     _permit: Option<Permit>,
+    /// Through a trusted reverse proxy: the place it holds under its client's address.
+    client: Option<Permit>,
 }
 
 impl Drop for Socket {
@@ -366,6 +413,8 @@ enum Command {
     Write(Vec<u8>),
     /// Write what came before, then shut down and end.
     Close,
+    /// Hold this place under the client's address (a trusted proxy's connection).
+    Client(Permit),
 }
 
 /// The task that owns a worker's [`Gateway`] (in its [`Driver`]) and turns events into inputs.
@@ -379,6 +428,8 @@ struct Core {
     stats: Option<(usize, Duration, Instant)>,
     /// Publishes this worker's figures for `/metrics`.
     metrics: Option<driver::metrics::Publisher>,
+    /// This worker's index.
+    index: usize,
 }
 
 /// The worker's sockets and connection tasks, carrying out the core's outputs ([`Io`]).
@@ -405,6 +456,8 @@ struct TokioIo {
     max_pending: usize,
     /// This worker's DNS resolver (or why there is none), made on the first `Output::Resolve`.
     resolver: Option<Result<hickory_resolver::TokioResolver, String>>,
+    /// The process's connection caps, for connections readdressed by a trusted proxy.
+    limits: ConnLimits,
 }
 
 impl Core {
@@ -417,7 +470,7 @@ impl Core {
         sip_tls: Option<TcpListener>,
         udp: Arc<UdpSocket>,
         mut events: mpsc::Receiver<Event>,
-        mut stop: watch::Receiver<bool>,
+        (mut stop, mut reload): (watch::Receiver<bool>, watch::Receiver<Option<Arc<sylkgw_core::Config>>>),
     ) {
         let mut listener = Some(listener);
         let mut sip_tcp = Some(sip_tcp);
@@ -532,6 +585,14 @@ impl Core {
                     }
                     self.driver.timer(&mut self.io);
                 }
+                Ok(()) = reload.changed() => {
+                    let config = reload.borrow_and_update().clone();
+                    if let Some(config) = config {
+                        let changed = self.driver.reload(&config);
+                        let changed = if changed.is_empty() { "nothing".into() } else { changed.join(", ") };
+                        log::info!("worker {}: reloaded; changed: {changed}", self.index);
+                    }
+                }
                 _ = stop.changed(), if grace.is_none() => {
                     grace = Some(Instant::now() + driver::SHUTDOWN_GRACE);
                     listener = None;
@@ -565,7 +626,7 @@ impl Core {
         }
         let (tx, rx) = mpsc::unbounded_channel();
         let backlog = Backlog::new(self.io.max_pending);
-        let socket = Socket { stream, backlog: Arc::clone(&backlog), _permit: Some(permit) };
+        let socket = Socket { stream, backlog: Arc::clone(&backlog), _permit: Some(permit), client: None };
         let task = tasks.spawn(connection(conn, socket, self.io.events_tx.clone(), rx));
         self.io.conns.insert(conn, (tx, task, backlog));
         self.feed(Input::Accepted { conn, listener, peer });
@@ -672,6 +733,23 @@ impl Io for TokioIo {
         }
     }
 
+    /// Hands the connection task a place under the client's address; refused, drops the
+    /// connection (its task aborted, the core told after the drain).
+    fn readdress(&mut self, conn: ConnId, ip: IpAddr) {
+        let Some((tx, task, _)) = self.conns.get(&conn) else { return };
+        match self.limits.admit(Listener::Web, ip) {
+            Ok(permit) => {
+                let _ = tx.send(Command::Client(permit));
+            }
+            Err(refusal) => {
+                log::warn!("{conn}: web connection from {ip} (through a proxy) refused: {refusal}");
+                task.abort();
+                self.conns.remove(&conn);
+                self.dropped.push(conn);
+            }
+        }
+    }
+
     fn take_deferred(&mut self) -> Option<Deferred> {
         match self.dropped.pop() {
             Some(conn) => Some(Deferred::Closed(conn)),
@@ -765,6 +843,7 @@ async fn connection(
                         break e;
                     }
                 }
+                Some(Command::Client(permit)) => socket.client = Some(permit),
                 Some(Command::Close) | None => return close(conn, stream).await,
             }
         }
@@ -813,7 +892,7 @@ async fn outgoing(
         Ok(stream) => {
             let _ = stream.set_nodelay(true);
             if events.send(Event::Connected(conn, Ok(()))).await.is_ok() {
-                connection(conn, Socket { stream, backlog, _permit: None }, events, commands).await;
+                connection(conn, Socket { stream, backlog, _permit: None, client: None }, events, commands).await;
             }
         }
         Err(e) => {

@@ -15,7 +15,7 @@
 
 use crate::capture_file::CaptureFile;
 use std::collections::VecDeque;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 use sylkgw_core::dns::{Answer, QueryType};
 use sylkgw_core::storage::{StoreError, StoreId, StoreRequest, StoreResult};
@@ -73,6 +73,12 @@ pub trait Io {
     fn close_udp(&mut self, socket: SocketId);
     /// The next input that waited for the end of a drain; `None` when none is left.
     fn take_deferred(&mut self) -> Option<Deferred>;
+    /// The core learnt from a trusted reverse proxy that `conn` is client `ip`'s (before any
+    /// output of that input): hold it to the process's per-IP cap under `ip`, and drop it
+    /// (reporting [`Deferred::Closed`]) when that refuses it. Does nothing by default.
+    fn readdress(&mut self, conn: ConnId, ip: IpAddr) {
+        let _ = (conn, ip);
+    }
 }
 
 /// A core, its capture file, its timer and what waits for the end of a drain.
@@ -106,6 +112,12 @@ impl Driver {
     /// The core, to read (stats, connection count, configuration).
     pub fn gateway(&self) -> &Gateway {
         &self.gw
+    }
+
+    /// Reloads the core's reloadable options from `config` (`Gateway::reload`); returns the
+    /// names of those that changed.
+    pub fn reload(&mut self, config: &sylkgw_core::Config) -> Vec<&'static str> {
+        self.gw.reload(config)
     }
 
     /// When the core wants `Input::Timeout` (the last `Output::Timeout`).
@@ -170,6 +182,9 @@ impl Driver {
     /// Hands the core's outputs to `io` until `Output::Timeout`, then appends to the capture file.
     fn drain_outputs(&mut self, io: &mut impl Io) -> bool {
         let mut any = false;
+        for (conn, ip) in self.gw.take_readdressed() {
+            io.readdress(conn, ip);
+        }
         loop {
             match self.gw.poll_output() {
                 Output::StreamWrite { conn, data } => io.write(conn, data),

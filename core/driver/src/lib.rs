@@ -6,18 +6,22 @@
 //! implements [`Io`] and calls [`Driver`] for every event.
 
 pub mod capture_file;
+pub mod check;
 pub mod dns;
 pub mod drive;
 pub mod limits;
 pub mod metrics;
+pub mod notify;
 pub mod process;
 pub mod settings;
 pub mod sockets;
 pub mod store_pool;
 
 pub use capture_file::{capture_path, CaptureFile};
+pub use check::check_config;
 pub use drive::{BindAnswer, Deferred, Driver, Io};
 pub use limits::{Caps, ConnLimits, Permit, Refusal};
+pub use notify::notify;
 pub use process::{
     fatal, init_logging, listening_line, os_seed, stats_line, unix_time, ACCEPT_RETRY, CLOSE_LINGER, SHUTDOWN_GRACE,
 };

@@ -64,7 +64,8 @@ struct Counts {
 
 #[derive(Debug)]
 struct Shared {
-    caps: Caps,
+    /// Changed by a reload ([`ConnLimits::set_caps`]).
+    caps: Mutex<Caps>,
     /// Peers whose web connections are not held to the per-IP cap at accept: trusted reverse
     /// proxies, whose connections the core counts under their clients' addresses.
     trusted: sylkgw_core::http::forwarded::TrustedProxies,
@@ -93,12 +94,17 @@ impl ConnLimits {
     /// Empty counts under `caps`; web connections from `trusted` (reverse proxies) are held to
     /// the total cap only (the core applies the per-IP cap once it knows the client's address).
     pub fn with_trusted(caps: Caps, trusted: sylkgw_core::http::forwarded::TrustedProxies) -> Self {
-        Self(Arc::new(Shared { caps, trusted, counts: Default::default() }))
+        Self(Arc::new(Shared { caps: Mutex::new(caps), trusted, counts: Default::default() }))
+    }
+
+    /// New caps (a reload): connections already open stay, even over them.
+    pub fn set_caps(&self, caps: Caps) {
+        *self.0.caps.lock().unwrap_or_else(|e| e.into_inner()) = caps;
     }
 
     /// Counts a connection accepted on `listener` from `ip`, unless that would pass a cap.
     pub fn admit(&self, listener: Listener, ip: IpAddr) -> Result<Permit, Refusal> {
-        let caps = &self.0.caps;
+        let caps = *self.0.caps.lock().unwrap_or_else(|e| e.into_inner());
         let (kind, per_ip_cap, total_cap) = match listener {
             // SIP over TCP and over TLS share the SIP caps.
             Listener::SipTcp | Listener::SipTls => (1, caps.sip_per_ip, caps.sip_total),

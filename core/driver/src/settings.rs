@@ -20,7 +20,7 @@ pub const DEFAULT_SIP_TLS_CA_FILE: &str = "/etc/ssl/certs/ca-certificates.crt";
 
 /// sylkgw: a WebRTC-to-SIP gateway speaking SylkServer's sylkRTC protocol on
 /// ws(s)://HOST:PORT/webrtcgateway/ws.
-#[derive(FromArgs, Debug, Default)]
+#[derive(FromArgs, Debug, Default, Clone)]
 pub struct Args {
     /// address for HTTP and WebSocket (default 127.0.0.1:10888)
     #[argh(option)]
@@ -89,6 +89,10 @@ pub struct Args {
     /// serve Prometheus metrics on http://ADDR/metrics (off by default; config `metrics_listen`)
     #[argh(option)]
     pub metrics_listen: Option<SocketAddr>,
+    /// check config file FILE (with the other options given), print the effective
+    /// configuration and exit (0: valid, 2: not)
+    #[argh(option)]
+    pub check_config: Option<PathBuf>,
     /// more logging: -v debug, -vv trace (RUST_LOG overrides)
     #[argh(switch, short = 'v')]
     pub verbose: u8,

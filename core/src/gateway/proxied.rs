@@ -11,11 +11,14 @@
 //!   is once its client's address is known, and refused then (closed, or HTTP 503 during the
 //!   upgrade) when that address has `max_connections_per_ip` connections already.
 //! - A client address from a PROXY header wins over the request's headers.
+//! - The connections readdressed during an input are listed until the next input
+//!   ([`Gateway::take_readdressed`]): a runtime with several cores holds them to its
+//!   process-wide per-IP cap too (`sylkgw_driver::Io::readdress`).
 
 use super::{ConnId, Gateway};
 use crate::http::forwarded::{self, Preamble};
 use crate::http::upgrade::{RequestHead, Response};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 /// How a web connection reached us.
 #[derive(Debug, Default)]
@@ -41,6 +44,12 @@ impl Forwarding {
 }
 
 impl Gateway {
+    /// The connections whose client address became known during the last input, with that
+    /// address (each once; the list is cleared by the next input).
+    pub fn take_readdressed(&mut self) -> Vec<(ConnId, IpAddr)> {
+        std::mem::take(&mut self.readdressed)
+    }
+
     /// Feeds `data`, the start of connection `id`, to its undecided preamble. Returns the bytes
     /// that follow the preamble (the stream's own), or `None` when more are needed or the
     /// connection was closed for a bad or untrusted PROXY header.
@@ -139,7 +148,131 @@ impl Gateway {
             }
         }
         *self.per_ip.entry(client.ip()).or_default() += 1;
+        self.readdressed.push((id, client.ip()));
         log::info!("{id}: client {client} through proxy {old}");
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::http::forwarded::{TrustedProxies, PROXY_V2_SIGNATURE};
+    use crate::{Config, ConnId, Gateway, Input, Listener, Output};
+    use std::time::{Duration, Instant};
+
+    const PROXY: &str = "10.0.0.1:5000";
+
+    /// The epoch of the virtual clock (the code under test is only given instants).
+    #[allow(clippy::disallowed_methods)]
+    fn epoch() -> Instant {
+        Instant::now()
+    }
+
+    fn gateway(t0: Instant) -> Gateway {
+        let config = Config {
+            capture: true,
+            trusted_proxies: TrustedProxies::parse("10.0.0.0/24").unwrap(),
+            max_connections_per_ip: 1,
+            web_origins: vec!["https://only.example".into()],
+            ..Config::default()
+        };
+        let mut gw = Gateway::new(config, [3; 32], t0, Duration::from_secs(1_767_225_600)).unwrap();
+        drain(&mut gw);
+        gw
+    }
+
+    /// The outputs until the Timeout: what was written (as text) and whether it was closed.
+    fn drain(gw: &mut Gateway) -> (String, bool) {
+        let (mut text, mut closed) = (String::new(), false);
+        loop {
+            match gw.poll_output() {
+                Output::StreamWrite { data, .. } => text.push_str(&String::from_utf8_lossy(&data)),
+                Output::StreamClose { .. } => closed = true,
+                Output::Timeout(_) => return (text, closed),
+                _ => {}
+            }
+        }
+    }
+
+    /// A connection `n` from `peer` sending `bytes`: what came back.
+    fn exchange(gw: &mut Gateway, now: Instant, n: u64, peer: &str, bytes: &[u8]) -> (String, bool) {
+        let conn = ConnId(16 + n);
+        gw.handle_input(now, Input::Accepted { conn, listener: Listener::Web, peer: peer.parse().unwrap() });
+        let (_, refused) = drain(gw);
+        gw.handle_input(now, Input::StreamData { conn, data: bytes });
+        let (text, closed) = drain(gw);
+        (text, closed || refused)
+    }
+
+    fn upgrade(extra: &str) -> Vec<u8> {
+        let origin = if extra.contains("Origin:") { "" } else { "Origin: https://only.example\r\n" };
+        format!(
+            "GET /webrtcgateway/ws HTTP/1.1\r\nHost: 10.0.0.2:8080\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+             Sec-WebSocket-Protocol: sylkRTC-2\r\n{origin}{extra}\r\n"
+        )
+        .into_bytes()
+    }
+
+    fn proxy_v2(client: [u8; 4], rest: &[u8]) -> Vec<u8> {
+        let mut b = PROXY_V2_SIGNATURE.to_vec();
+        b.extend([0x21, 0x11, 0, 12]);
+        b.extend(client);
+        b.extend([10, 0, 0, 2, 0x9c, 0x40, 0x1f, 0x90]);
+        b.extend(rest);
+        b
+    }
+
+    #[test]
+    fn forwarded_clients_are_counted_under_their_own_address() {
+        let t0 = epoch();
+        let mut gw = gateway(t0);
+        let xff = upgrade("X-Forwarded-For: 198.51.100.1, 203.0.113.5\r\n");
+        let (text, _) = exchange(&mut gw, t0, 0, PROXY, &xff);
+        assert!(text.starts_with("HTTP/1.1 101"), "{text}");
+        assert_eq!(gw.take_readdressed(), [(ConnId(16), "203.0.113.5".parse().unwrap())]);
+        // The cap (1) holds per client, whatever the proxy's count.
+        let (text, closed) = exchange(&mut gw, t0, 1, PROXY, &xff);
+        assert!(text.starts_with("HTTP/1.1 503") && closed, "{text}");
+        let (text, _) = exchange(&mut gw, t0, 2, PROXY, &upgrade("Forwarded: for=203.0.113.6\r\n"));
+        assert!(text.starts_with("HTTP/1.1 101"), "{text}");
+        // A PROXY header gives the client before TLS or HTTP; it wins over the headers.
+        let (text, _) = exchange(&mut gw, t0, 3, PROXY, &proxy_v2([203, 0, 113, 7], &xff));
+        assert!(text.starts_with("HTTP/1.1 101"), "{text}");
+        let (text, closed) = exchange(&mut gw, t0, 4, "10.0.0.3:1", &proxy_v2([203, 0, 113, 7], b""));
+        assert!(text.is_empty() && closed, "over the cap: closed before any answer");
+        assert_eq!(gw.stats().per_ip, 3, "203.0.113.5 .6 .7");
+        // The PROXY headers are in the capture: the replay decides the same.
+        let text = gw.take_capture();
+        let capture = crate::capture::parse(&text).expect("the capture parses");
+        assert_eq!(crate::capture::replay(&capture, epoch()).expect("replay"), text);
+    }
+
+    #[test]
+    fn untrusted_peers_are_taken_at_their_word_only_for_their_own_address() {
+        let t0 = epoch();
+        let mut gw = gateway(t0);
+        let (text, closed) = exchange(&mut gw, t0, 0, "192.0.2.1:1", &proxy_v2([203, 0, 113, 7], &upgrade("")));
+        assert!(text.is_empty() && closed, "a PROXY header from an untrusted peer: {text}");
+        let (text, _) = exchange(&mut gw, t0, 1, "192.0.2.1:2", &upgrade("X-Forwarded-For: 203.0.113.5\r\n"));
+        assert!(text.starts_with("HTTP/1.1 101"), "{text}");
+        assert!(gw.take_readdressed().is_empty());
+        let (text, closed) = exchange(&mut gw, t0, 2, "192.0.2.1:3", &upgrade("X-Forwarded-For: 203.0.113.6\r\n"));
+        assert!(closed && text.is_empty(), "the second from 192.0.2.1 is over the cap: {text}");
+        // The origin check compares with the host the proxy was asked for.
+        let origin = "Origin: https://gw.example.com\r\nX-Forwarded-Host: gw.example.com\r\n";
+        let (text, _) = exchange(&mut gw, t0, 3, "192.0.2.9:1", &upgrade(origin));
+        assert!(text.starts_with("HTTP/1.1 403"), "not from a proxy: {text}");
+        let (text, _) = exchange(&mut gw, t0, 4, PROXY, &upgrade(origin));
+        assert!(text.starts_with("HTTP/1.1 101"), "through the proxy: {text}");
+        // Bytes split inside the signature wait for the rest.
+        let conn = ConnId(40);
+        gw.handle_input(t0, Input::Accepted { conn, listener: Listener::Web, peer: PROXY.parse().unwrap() });
+        drain(&mut gw);
+        let whole = proxy_v2([198, 51, 100, 9], &upgrade(""));
+        gw.handle_input(t0, Input::StreamData { conn, data: &whole[..5] });
+        assert_eq!(drain(&mut gw), (String::new(), false));
+        gw.handle_input(t0, Input::StreamData { conn, data: &whole[5..] });
+        assert!(drain(&mut gw).0.starts_with("HTTP/1.1 101"));
     }
 }
