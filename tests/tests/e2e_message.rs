@@ -453,3 +453,68 @@ fn messaging_on_postgresql_with_two_gateways() {
     assert_eq!(ids(&mut bob, "bob@127.0.0.1"), ["pg-1", "pg-2"]);
     kam.stop();
 }
+
+/// A SIP-only phone that is not ours: bob is sipp, registered at kamailio, with his Contact on a
+/// second sipp (the UAS). His plain and CPIM MESSAGEs reach alice's browser as `message`; her
+/// `displayed` reaches his phone as an IMDN, and her `account-message` as a chat message, both
+/// answered 200 (the UAS checks each body); his 200 is her `accepted`.
+#[test]
+fn sipp_phone_and_browser_chat_through_kamailio() {
+    if !in_netns("sipp_phone_and_browser_chat_through_kamailio") {
+        return;
+    }
+    let work = TempDir::new("gw-msg-sipp");
+    let kam = Kamailio::start(work.path(), KamailioOpts::default());
+    let data = work.path().join("data").display().to_string();
+    let proxy = kam.addr().to_string();
+    let args = ["--sip-listen", "127.0.0.1:5080", "--outbound-proxy", &proxy, "--data-dir", &data];
+    let gw = sylkgw_tests::Server::start(sylkgw_tests::binary("sylkgw-mio"), &args);
+    let mut alice = registered(&gw, "alice@127.0.0.1");
+    kam.wait_binding("alice", STEP);
+    let uas_addr: SocketAddr = "127.0.0.1:5091".parse().unwrap();
+    let mut uas = Sipp::new(work.path(), Scenario::peer_file("uas_message_any.xml"))
+        .local(uas_addr)
+        .calls(2)
+        .timeout(Duration::from_secs(30))
+        .spawn();
+    uas.wait_bound(STEP);
+    let uac = Sipp::new(work.path(), Scenario::peer_file("uac_register_message.xml"))
+        .remote(kam.addr())
+        .local("127.0.0.1:5090".parse().unwrap())
+        .service("bob")
+        .auth("bob", "secret")
+        .arg("-key")
+        .arg("bobcontact")
+        .arg(uas_addr.to_string())
+        .arg("-key")
+        .arg("peer")
+        .arg("alice")
+        .calls(1)
+        .timeout(Duration::from_secs(20))
+        .spawn();
+    // sipp ends each body with the line break of its scenario; the gateway passes bodies as sent.
+    let m = until_event(&mut alice, "bob's plain message", |v| v["event"] == "message");
+    assert_eq!(
+        (m["content"].as_str().map(str::trim_end), m["content_type"].as_str(), m["sender"]["uri"].as_str()),
+        (Some("plain hello from sipp"), Some("text/plain"), Some("bob@127.0.0.1")),
+        "{m}"
+    );
+    let m = until_event(&mut alice, "bob's CPIM message", |v| v["event"] == "message");
+    assert_eq!(
+        (m["content"].as_str().map(str::trim_end), m["message_id"].as_str()),
+        (Some("cpim hello from sipp"), Some("sipp-1")),
+        "{m}"
+    );
+    assert_eq!(m["disposition_notification"], serde_json::json!(["positive-delivery", "display"]));
+    uac.wait(STEP).assert_success();
+
+    let req = r#"{"sylkrtc":"account-disposition-notification","transaction":"d","account":"alice@127.0.0.1","uri":"bob@127.0.0.1","message_id":"sipp-1","state":"displayed","timestamp":"2026-01-01T12:00:00Z"}"#;
+    alice.send_text(req);
+    let req = r#"{"sylkrtc":"account-message","transaction":"m","account":"alice@127.0.0.1","uri":"bob@127.0.0.1","message_id":"a-1","content":"hi sipp","content_type":"text/plain","timestamp":"2026-01-01T12:00:01Z"}"#;
+    alice.send_text(req);
+    let d =
+        until_event(&mut alice, "accepted", |v| v["event"] == "disposition-notification" && v["message_id"] == "a-1");
+    assert_eq!((d["state"].as_str(), d["code"].as_u64()), (Some("accepted"), Some(200)), "{d}");
+    uas.wait(STEP).assert_success();
+    kam.stop();
+}
