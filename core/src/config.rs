@@ -2,8 +2,9 @@
 //! exists (`web_origins`, `sip_domains`, `websocket_ping_interval`); the rest are ours.
 //!
 //! The same text format serves the config file of both runtimes: INI with optional `[Section]`
-//! headers (ignored, so SylkServer's sections can be kept), `key = value` lines, `;` or `#`
-//! comments, and comma-separated lists.
+//! headers (ignored, so SylkServer's sections can be kept, except SylkServer's per-room sections
+//! `[room@domain]`, whose keys are that conference room's options), `key = value` lines, `;` or
+//! `#` comments, and comma-separated lists.
 
 use crate::media::webrtc::DtlsIdentity;
 use serde::{Deserialize, Serialize};
@@ -486,17 +487,24 @@ pub struct IniEntry {
     pub key: String,
     /// The value with surrounding white space and quotes removed.
     pub value: String,
+    /// The conference room whose section (`[room@domain]`: a name with `@`) the line is in;
+    /// `None` in any other section or before the first.
+    pub room: Option<String>,
 }
 
-/// Splits INI text into entries. Section headers are accepted and ignored.
+/// Splits INI text into entries. Section headers are accepted; a room section's name goes
+/// with its entries ([`IniEntry::room`]), other section names are dropped.
 pub fn parse_ini(text: &str) -> Result<Vec<IniEntry>, ConfigError> {
     let mut out = Vec::new();
+    let mut room = None;
     for (i, raw) in text.lines().enumerate() {
         let line = raw.trim();
         if line.is_empty() || line.starts_with(';') || line.starts_with('#') {
             continue;
         }
         if line.starts_with('[') && line.ends_with(']') {
+            let name = line[1..line.len() - 1].trim();
+            room = name.contains('@').then(|| name.to_ascii_lowercase());
             continue;
         }
         let Some((k, v)) = line.split_once('=') else {
@@ -510,7 +518,7 @@ pub fn parse_ini(text: &str) -> Result<Vec<IniEntry>, ConfigError> {
         if value.len() >= 2 && value.starts_with('"') && value.ends_with('"') {
             value = &value[1..value.len() - 1];
         }
-        out.push(IniEntry { line: i + 1, key, value: value.to_string() });
+        out.push(IniEntry { line: i + 1, key, value: value.to_string(), room: room.clone() });
     }
     Ok(out)
 }
@@ -541,6 +549,9 @@ impl Config {
     /// are not the core's (the runtime's own options), so the caller can try them.
     pub fn apply(&mut self, entry: &IniEntry) -> Result<bool, ConfigError> {
         let (k, v) = (entry.key.as_str(), entry.value.as_str());
+        if let Some(room) = &entry.room {
+            return self.apply_room(room, entry).map(|()| true);
+        }
         if self.media.apply(k, v)? {
             return Ok(true);
         }
@@ -625,6 +636,55 @@ impl Config {
     }
 }
 
+impl Config {
+    /// One option of conference room `room` (SylkServer `webrtcgateway.ini` `[room@domain]`,
+    /// spec §6.1): `access_policy`, `allow`, `deny`, `max_bitrate`, `video_codec`,
+    /// `video_disabled`. Any other key in a room section is an error.
+    fn apply_room(&mut self, room: &str, entry: &IniEntry) -> Result<(), ConfigError> {
+        use crate::conference::limits::{AccessPolicy, RoomConfig};
+        let (k, v) = (entry.key.as_str(), entry.value.trim());
+        let rooms = &mut self.conference.rooms;
+        let i = match rooms.iter().position(|r| r.uri == room) {
+            Some(i) => i,
+            None => {
+                rooms.push(RoomConfig::for_uri(room));
+                rooms.len() - 1
+            }
+        };
+        let r = &mut rooms[i];
+        let bad = |expected| ConfigError::BadValue { key: k.into(), value: v.into(), expected };
+        match k {
+            "access_policy" => {
+                let words: Vec<String> = parse_list(v).iter().map(|w| w.to_ascii_lowercase()).collect();
+                r.access_policy = match words.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+                    ["allow", "deny"] => AccessPolicy::AllowDeny,
+                    ["deny", "allow"] => AccessPolicy::DenyAllow,
+                    _ => return Err(bad("`allow, deny` or `deny, allow`")),
+                };
+            }
+            "allow" => r.allow = parse_list(v),
+            "deny" => r.deny = parse_list(v),
+            "max_bitrate" => r.max_bitrate = parse_num(k, v, "a bit rate in bit/s")?,
+            "video_codec" => {
+                r.video_codec = match v.to_ascii_lowercase().as_str() {
+                    "" | "any" => None,
+                    c @ ("vp8" | "h264") => Some(c.to_string()),
+                    _ => return Err(bad("vp8 or h264")),
+                }
+            }
+            "video_disabled" => {
+                r.video_disabled = match v.to_ascii_lowercase().as_str() {
+                    "1" | "yes" | "true" | "on" => true,
+                    "0" | "no" | "false" | "off" => false,
+                    _ => return Err(bad("yes or no")),
+                }
+            }
+            _ => return Err(ConfigError::UnknownKey { line: entry.line, key: k.to_string() }),
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -644,6 +704,46 @@ mod tests {
         assert_eq!((three.max_transactions, three.max_requests_per_second_per_ip), (3_334, 167));
         let unlimited = SipConfig { max_requests_per_second_per_ip: 0, ..SipConfig::default() };
         assert_eq!(unlimited.for_worker(4).max_requests_per_second_per_ip, 0);
+    }
+
+    /// SylkServer's per-room sections (`webrtcgateway.ini` `[room@…]`, spec §6.1) set that room's
+    /// options; keys after them that are no room option are an error, not silently global.
+    #[test]
+    fn room_sections_set_room_options() {
+        use crate::conference::limits::{AccessPolicy, RoomConfig};
+        let text = "[General]\nsip_domains = example.com\n\
+                    [room@videoconference.example.com]\naccess_policy = deny, allow\n\
+                    deny = all\nallow = example.com, bob@other.test\nmax_bitrate = 500000\n\
+                    video_codec = VP8\nvideo_disabled = yes\n\
+                    [quiet@videoconference.example.com]\nvideo_disabled = false\n";
+        let mut c = Config::default();
+        for e in parse_ini(text).unwrap() {
+            assert!(c.apply(&e).unwrap(), "{e:?}");
+        }
+        assert_eq!(c.sip_domains, ["example.com"]);
+        let room = c.conference.room("room@videoconference.example.com");
+        assert_eq!(room.access_policy, AccessPolicy::DenyAllow);
+        assert_eq!(
+            (room.deny.as_slice(), room.allow.as_slice()),
+            (&["all".to_string()][..], &["example.com".to_string(), "bob@other.test".to_string()][..])
+        );
+        assert_eq!((room.max_bitrate, room.video_codec.as_deref(), room.video_disabled), (500_000, Some("vp8"), true));
+        assert!(room.allows("alice@example.com") && !room.allows("eve@evil.test"));
+        assert!(!c.conference.room("quiet@videoconference.example.com").video_disabled);
+        assert_eq!(
+            c.conference.room("other@videoconference.example.com"),
+            RoomConfig::for_uri("other@videoconference.example.com")
+        );
+        for bad in [
+            "[r@x]\nweb_origins = *\n",
+            "[r@x]\naccess_policy = sometimes\n",
+            "[r@x]\nvideo_codec = av1\n",
+            "[r@x]\nmax_bitrate = lots\n",
+        ] {
+            let mut c = Config::default();
+            let e = parse_ini(bad).unwrap();
+            assert!(c.apply(&e[0]).is_err(), "{bad:?} is accepted");
+        }
     }
 
     #[test]
