@@ -152,6 +152,10 @@ pub struct GatewaySim {
     /// Storage outcomes not fed back yet: each comes as `Input::Stored` after the drain that
     /// asked, as a runtime's pool answers.
     stored: VecDeque<(StoreId, Result<StoreResult, StoreError>)>,
+    /// While set, storage outcomes are kept back (the store did the work, its answer is not in
+    /// yet) until [`GatewaySim::release_stores`].
+    pub hold_stores: bool,
+    held: VecDeque<(StoreId, Result<StoreResult, StoreError>)>,
 }
 
 /// A storage backend for [`GatewaySim::storage`].
@@ -186,6 +190,8 @@ impl GatewaySim {
             capture: String::new(),
             storage: None,
             stored: VecDeque::new(),
+            hold_stores: false,
+            held: VecDeque::new(),
         };
         sim.drain();
         sim.sockets.insert(SocketId(1), addr(GW_SIP));
@@ -218,7 +224,10 @@ impl GatewaySim {
                 Output::Store { id, request } => {
                     if let Some(store) = self.storage.as_mut() {
                         let result = store(&request);
-                        self.stored.push_back((id, result));
+                        match self.hold_stores {
+                            true => self.held.push_back((id, result)),
+                            false => self.stored.push_back((id, result)),
+                        }
                     }
                 }
                 Output::StreamWrite { conn, data } => {
@@ -253,6 +262,21 @@ impl GatewaySim {
         let mut text = std::mem::take(&mut self.capture);
         text.push_str(&self.gw.take_capture());
         text
+    }
+
+    /// Hands back every storage outcome kept while [`GatewaySim::hold_stores`] was set (which
+    /// it clears), each as `Input::Stored`, and drains.
+    pub fn release_stores(&mut self) {
+        self.hold_stores = false;
+        self.stored.extend(self.held.drain(..));
+        self.drain();
+    }
+
+    /// Sends `req` on `conn` as transaction `transaction` without waiting for its answer.
+    pub fn send_request(&mut self, conn: ConnId, mut req: Value, transaction: &str) {
+        req["transaction"] = Value::String(transaction.to_string());
+        let frame = client_text_frame(&req.to_string());
+        self.input(Input::StreamData { conn, data: &frame });
     }
 
     /// Opens WebSocket `conn` (sylkRTC v2) and checks its `ready-event`.

@@ -19,7 +19,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 use sylkgw_core::capture;
 use sylkgw_core::storage::{StoreError, StoreRequest};
-use sylkgw_core::ConnId;
+use sylkgw_core::{ConnId, Input};
 use sylkgw_tests::gateway_sim::{reply, BindAnswer, GatewaySim, World, HA1};
 use sylkgw_tests::sip_text::{body, header};
 use sylkgw_tests::webrtc_client::{Datagram, WebRtcClient};
@@ -474,4 +474,42 @@ fn an_incoming_message_reaches_a_connection_while_storage_is_down() {
     // Her requests that need the store say so.
     let req = json!({"sylkrtc": "account-sync-conversations", "account": "alice@example.com"});
     assert_eq!(sim.request(A1, req)["error"], "storage unavailable: database is locked");
+}
+
+/// An `account-message` whose WebSocket goes away before the store has journaled it is still
+/// sent, as the account of another connection of this gateway; with none left it is journaled
+/// `failed`. (It stayed `pending` for ever, never sent.)
+#[test]
+fn a_message_whose_connection_went_away_is_sent_or_failed() {
+    let mut sim = Sim::new(|_| {});
+    sim.login(ConnId(1), "alice@example.com");
+    sim.login(ConnId(2), "alice@example.com");
+    let sent_before = sim.far_messages().len();
+    let send = |sim: &mut Sim, conn: ConnId, id: &str| {
+        let req = json!({"sylkrtc": "account-message", "account": "alice@example.com", "uri": "bob@example.com",
+                         "message_id": id, "content": "hi", "content_type": "text/plain",
+                         "timestamp": "2026-01-01T12:00:00.000Z"});
+        sim.net.hold_stores = true;
+        sim.net.send_request(conn, req, "gone");
+        sim.net.input(Input::StreamClosed { conn });
+        sim.net.release_stores();
+        sim.run(Duration::from_secs(2));
+    };
+    send(&mut sim, ConnId(1), "m-gone-1");
+    let sent: Vec<&String> = sim.far_messages()[sent_before..].to_vec();
+    assert!(
+        sent.iter().any(|m| m.contains("m-gone-1") && !m.contains("X-Sylkgw-Sync")),
+        "the message went out with the other connection's account: {sent:?}"
+    );
+    let journal = sim.journal(ConnId(2), "alice@example.com");
+    let entry = journal.iter().find(|e| e["message_id"] == "m-gone-1").expect("journaled");
+    assert_eq!(entry["state"], "accepted", "{entry}");
+
+    let before = sim.far_messages().len();
+    send(&mut sim, ConnId(2), "m-gone-2");
+    assert!(sim.far_messages()[before..].iter().all(|m| !m.contains("m-gone-2")), "no account left to send it as");
+    sim.login(ConnId(4), "alice@example.com");
+    let journal = sim.journal(ConnId(4), "alice@example.com");
+    let entry = journal.iter().find(|e| e["message_id"] == "m-gone-2").expect("journaled");
+    assert_eq!(entry["state"], "failed", "{entry}");
 }

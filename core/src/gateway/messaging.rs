@@ -835,7 +835,27 @@ impl Gateway {
     /// `account-message` journaled: the MESSAGE goes out, the other connections get `sync`.
     fn send_account_message(&mut self, conn: ConnId, transaction: &str, message: OutgoingMessage, body: OutgoingBody) {
         self.trim_journal(&message.account);
-        if let Some(identity) = self.messaging_identity(conn, &message.account) {
+        // The connection may have gone while the store worked: the message is sent as the
+        // account of another connection of this gateway, or journaled `failed` if none is left.
+        let mut identity = self.messaging_identity(conn, &message.account);
+        if identity.is_none() {
+            let other = self.conns_with(&message.account, true).into_iter().find(|&c| c != conn);
+            identity = other.and_then(|other| self.messaging_identity(other, &message.account));
+        }
+        if identity.is_none() {
+            log::info!(
+                "account-message {} of {}: no connection has the account any more; journaled as failed",
+                message.message_id,
+                message.account
+            );
+            let request = StoreRequest::UpdateState {
+                account: message.account.clone(),
+                message_id: message.message_id.clone(),
+                state: MessageState::Failed,
+            };
+            self.ask(request, Waiter::Log);
+        }
+        if let Some(identity) = identity {
             let stored = NewMessage {
                 account: message.account.clone(),
                 contact: message.uri.clone(),
