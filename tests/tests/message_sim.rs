@@ -371,7 +371,7 @@ fn a_message_for_an_offline_account_is_kept_for_it() {
     let mut sim = Sim::new(|_| {});
     // Bob logged in once (the store knows him), then went away.
     sim.login(B, "bob@example.com");
-    sim.net.input(sylkgw_core::Input::StreamClosed { conn: B });
+    sim.net.input(Input::StreamClosed { conn: B });
     sim.run(Duration::from_millis(100));
     sim.login(A1, "alice@example.com");
     sim.message_code = 404;
@@ -427,7 +427,7 @@ fn errors_are_sylkservers_and_limits_hold() {
     assert_eq!(error(answer), "Account not authenticated");
     let req = json!({"sylkrtc": "account-sync-conversations", "account": "nobody@example.com"});
     assert_eq!(error(sim.request(A1, req)), "Unknown account specified: nobody@example.com");
-    sim.net.input(sylkgw_core::Input::StreamClosed { conn: A1 });
+    sim.net.input(Input::StreamClosed { conn: A1 });
     sim.login(A2, "alice@example.com");
     let answer = sim.message(A2, "bob@example.com", "x", "more than ten bytes", "text/plain");
     assert_eq!(error(answer), "Message too large: at most 10 bytes");
