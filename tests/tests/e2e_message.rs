@@ -214,11 +214,31 @@ fn sylkrtc_messaging_through_kamailio() {
         return;
     }
     let work = TempDir::new("gw-msg");
+    let data = work.path().join("data").display().to_string();
+    messaging_scenario(&work, &["--data-dir", &data]);
+}
+
+/// The same scenario with the store on a real PostgreSQL server (a throw-away one the test
+/// starts): receipts, offline storage, markers as `sync`, the journal, and the history after the
+/// gateway restarts, all kept by the server.
+#[test]
+fn sylkrtc_messaging_through_kamailio_on_postgresql() {
+    if !in_netns("sylkrtc_messaging_through_kamailio_on_postgresql") {
+        return;
+    }
+    use sylkgw_storage::pg_server::{Durability, PgServer};
+    let pg = PgServer::start(Durability::Fast).unwrap_or_else(|e| panic!("PostgreSQL: {e}"));
+    let url = pg.create_database().unwrap();
+    let work = TempDir::new("gw-msg-pg1");
+    messaging_scenario(&work, &["--storage", &url]);
+}
+
+/// alice and bob through one gateway whose store `storage` names (the options that choose it).
+fn messaging_scenario(work: &TempDir, storage: &[&str]) {
     let kam = Kamailio::start(work.path(), KamailioOpts::default());
-    let data = work.path().join("data");
-    let args = ["--sip-listen", "127.0.0.1:5080", "--outbound-proxy", &kam.addr().to_string(), "--data-dir"];
+    let args = ["--sip-listen", "127.0.0.1:5080", "--outbound-proxy", &kam.addr().to_string()];
     let mut args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    args.push(data.display().to_string());
+    args.extend(storage.iter().map(|s| s.to_string()));
     let gw = sylkgw_tests::Server::start(sylkgw_tests::binary("sylkgw-mio"), &args);
     let mut alice = registered(&gw, "alice@127.0.0.1");
     let mut bob = registered(&gw, "bob@127.0.0.1");
@@ -297,7 +317,7 @@ fn sylkrtc_messaging_through_kamailio() {
     assert!(types.contains(&"application/sylk-conversation-read".to_string()), "{types:?}");
     assert!(types.contains(&"application/sylk-message-remove".to_string()), "{types:?}");
 
-    // The gateway restarts on the same data directory: the history is intact.
+    // The gateway restarts on the same store: the history is intact.
     drop((alice, alice2, bob));
     let mut gw = gw;
     gw.sigterm();
