@@ -252,6 +252,10 @@ pub struct KamailioOpts {
     pub users: Vec<(String, String)>,
     /// Extra global config lines, e.g. `modparam("registrar", "min_expires", 60)`.
     pub extra: Vec<String>,
+    /// Shared memory in MiB (`-m`). Default 32: enough for the tests; a load run needs more
+    /// (each finished non-INVITE transaction is kept for timer J/K, and past the pool kamailio
+    /// answers `500 … (1/SL)`).
+    pub shm_mb: u32,
 }
 
 impl Default for KamailioOpts {
@@ -266,6 +270,7 @@ impl Default for KamailioOpts {
             ipv6: false,
             users: vec![("alice".into(), "secret".into()), ("bob".into(), "secret".into())],
             extra: Vec::new(),
+            shm_mb: 32,
         }
     }
 }
@@ -385,7 +390,12 @@ impl Kamailio {
             .unwrap_or_else(|e| panic!("{}: {e}", cfg_path.display()));
 
         let mut cmd = Command::new(&bin);
-        cmd.arg("-f").arg(&cfg_path).args(["-DD", "-E", "-Y"]).arg(&run).args(["-m", "32", "-M", "4"]);
+        cmd.arg("-f").arg(&cfg_path).args(["-DD", "-E", "-Y"]).arg(&run).args([
+            "-m",
+            &opts.shm_mb.to_string(),
+            "-M",
+            "4",
+        ]);
         cmd.current_dir(&dir).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
         // Own process group: kamailio's shutdown signals may go to its group; keep us out of it.
         cmd.process_group(0);

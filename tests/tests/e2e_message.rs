@@ -316,6 +316,17 @@ fn messaging_scenario(work: &TempDir, storage: &[&str]) {
         .collect();
     assert!(types.contains(&"application/sylk-conversation-read".to_string()), "{types:?}");
     assert!(types.contains(&"application/sylk-message-remove".to_string()), "{types:?}");
+    // Removing the whole conversation: `sync` on the other connection, and the journal keeps
+    // only the marker of it for bob.
+    marker(&mut alice, "rc", "account-remove-conversation", "");
+    let sync = until_event(&mut alice2, "sync", |v| v["event"] == "sync");
+    assert_eq!((sync["type"].as_str(), sync["action"].as_str()), (Some("conversation"), Some("remove")), "{sync}");
+    let left: Vec<(String, String)> = entries(&mut alice2, "alice@127.0.0.1")
+        .iter()
+        .map(|m| (m["content_type"].as_str().unwrap().to_string(), m["message_id"].as_str().unwrap().to_string()))
+        .collect();
+    assert!(left.iter().any(|(t, _)| t == "application/sylk-conversation-remove"), "{left:?}");
+    assert!(!left.iter().any(|(_, id)| id == "id-1" || id == "id-2"), "bob's conversation is gone: {left:?}");
 
     // The gateway restarts on the same store: the history is intact.
     drop((alice, alice2, bob));

@@ -8,7 +8,7 @@
 //! `bench_messages [N [W]]` (default 2000 messages, at most W = 100 unanswered at a time). The process re-executes itself in a fresh network
 //! namespace (needs root, `unshare`, `ip`). The gateway binary is the one next to this program
 //! (`target/release` for a release build), or `$SYLKGW_BIN_DIR`'s; its store is SQLite in a
-//! temporary directory. The per-account and per-connection rate limits are lifted for the run.
+//! temporary directory (`BENCH_KAMAILIO_LOG=1` prints kamailio's log at the end). The per-account and per-connection rate limits are lifted for the run.
 
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -59,7 +59,8 @@ fn run(n: usize, window: usize) {
         bin.display()
     );
     let work = TempDir::new("bench-msg");
-    let kam = Kamailio::start(work.path(), KamailioOpts::default());
+    // The burst keeps thousands of finished MESSAGE transactions (timer J) in kamailio.
+    let kam = Kamailio::start(work.path(), KamailioOpts { shm_mb: 256, ..KamailioOpts::default() });
     let (_cfg_dir, cfg) = config_file(
         "max_messages_per_second = 1000000\nmax_requests_per_second = 1000000\nmax_journal_entries = 0\n\
          max_sip_requests_per_second_per_ip = 0\n",
@@ -152,5 +153,8 @@ fn run(n: usize, window: usize) {
     }
     drop(alice);
     gw.sigterm();
+    if std::env::var_os("BENCH_KAMAILIO_LOG").is_some() {
+        eprintln!("==== kamailio log ====\n{}", kam.log_text());
+    }
     kam.stop();
 }
