@@ -250,7 +250,8 @@ impl Gateway {
         true
     }
 
-    fn identity(&mut self, conn: ConnId, account: &str) -> Option<SipIdentity> {
+    /// The SIP identity of `account` as added on `conn` (a fresh Contact user each time).
+    pub(super) fn identity(&mut self, conn: ConnId, account: &str) -> Option<SipIdentity> {
         let acc = self.client(conn)?.account(account)?.clone();
         Some(SipIdentity {
             contact_user: crate::client::contact_user(&acc.aor, &mut self.rng),

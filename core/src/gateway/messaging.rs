@@ -186,6 +186,22 @@ impl Gateway {
     }
 
     /// A fresh id in UUID form (journal markers, IMDNs, messages without `imdn.Message-ID`).
+    /// The journal entry of an outgoing `account-message`: `pending`, asking for every receipt.
+    fn outgoing_entry(&self, message: &OutgoingMessage) -> NewMessage {
+        NewMessage {
+            account: message.account.clone(),
+            contact: message.uri.clone(),
+            direction: Some(Direction::Outgoing),
+            content_type: message.content_type.clone(),
+            content: message.content.clone(),
+            message_id: message.message_id.clone(),
+            timestamp: message.timestamp.clone(),
+            disposition: RECEIPTS.iter().map(|r| r.to_string()).collect(),
+            state: Some(MessageState::Pending),
+            created_at: self.wall(),
+        }
+    }
+
     fn fresh_id(&mut self) -> String {
         let h = self.rng.hex(32);
         format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..])
@@ -233,18 +249,6 @@ impl Gateway {
         Event::Messaging(MessagingEvent::Account { account: account.to_string(), event })
     }
 
-    /// The SIP identity of `account` as added on `conn`.
-    fn messaging_identity(&mut self, conn: ConnId, account: &str) -> Option<SipIdentity> {
-        let acc = self.client(conn)?.account(account)?.clone();
-        Some(SipIdentity {
-            contact_user: crate::client::contact_user(&acc.aor, &mut self.rng),
-            aor: acc.aor,
-            secret: acc.password,
-            display_name: acc.display_name,
-            user_agent: acc.user_agent,
-        })
-    }
-
     fn send_sip(
         &mut self,
         identity: SipIdentity,
@@ -264,7 +268,7 @@ impl Gateway {
 
     /// Tells the account's other devices about `entry`: a MESSAGE to the account itself.
     fn sync_devices(&mut self, conn: ConnId, account: &str, entry: &SyncEntry) {
-        let Some(identity) = self.messaging_identity(conn, account) else { return };
+        let Some(identity) = self.identity(conn, account) else { return };
         let origin = match &self.messaging.origin {
             Some(o) => o.clone(),
             None => {
@@ -378,18 +382,7 @@ impl Gateway {
                     true,
                 )
                 .map_err(MessagingError::Invalid)?;
-                let stored = NewMessage {
-                    account: message.account.clone(),
-                    contact: message.uri.clone(),
-                    direction: Some(Direction::Outgoing),
-                    content_type: message.content_type.clone(),
-                    content: message.content.clone(),
-                    message_id: message.message_id.clone(),
-                    timestamp: message.timestamp.clone(),
-                    disposition: RECEIPTS.iter().map(|r| r.to_string()).collect(),
-                    state: Some(MessageState::Pending),
-                    created_at: self.wall(),
-                };
+                let stored = self.outgoing_entry(&message);
                 self.ask(
                     StoreRequest::AddMessage { message: stored, require_account: false },
                     Waiter::Outgoing { conn, transaction, message, body },
@@ -412,7 +405,7 @@ impl Gateway {
                     &imdn,
                 )
                 .map_err(MessagingError::Invalid)?;
-                if let Some(identity) = self.messaging_identity(conn, &account) {
+                if let Some(identity) = self.identity(conn, &account) {
                     let id = self.send_sip(identity, &uri, body, Vec::new());
                     self.messaging.sent.insert(id, Sent::Quiet);
                 }
@@ -837,10 +830,10 @@ impl Gateway {
         self.trim_journal(&message.account);
         // The connection may have gone while the store worked: the message is sent as the
         // account of another connection of this gateway, or journaled `failed` if none is left.
-        let mut identity = self.messaging_identity(conn, &message.account);
+        let mut identity = self.identity(conn, &message.account);
         if identity.is_none() {
             let other = self.conns_with(&message.account, true).into_iter().find(|&c| c != conn);
-            identity = other.and_then(|other| self.messaging_identity(other, &message.account));
+            identity = other.and_then(|other| self.identity(other, &message.account));
         }
         if identity.is_none() {
             log::info!(
@@ -856,18 +849,7 @@ impl Gateway {
             self.ask(request, Waiter::Log);
         }
         if let Some(identity) = identity {
-            let stored = NewMessage {
-                account: message.account.clone(),
-                contact: message.uri.clone(),
-                direction: Some(Direction::Outgoing),
-                content_type: message.content_type.clone(),
-                content: message.content.clone(),
-                message_id: message.message_id.clone(),
-                timestamp: message.timestamp.clone(),
-                disposition: RECEIPTS.iter().map(|r| r.to_string()).collect(),
-                state: Some(MessageState::Pending),
-                created_at: self.wall(),
-            };
+            let stored = self.outgoing_entry(&message);
             let id = self.send_sip(identity, &message.uri, body, Vec::new());
             self.messaging.sent.insert(
                 id,
