@@ -747,10 +747,9 @@ mod tests {
     }
 
     #[test]
-    #[allow(clippy::disallowed_methods)] // an epoch; times are offsets from it
     fn storage_records_round_trip() {
         use crate::storage::StoreRequest;
-        let mut rec = Recorder::new(Instant::now(), &[0; 32], Duration::ZERO, &Config::default());
+        let mut rec = Recorder::new(crate::time::test_epoch(), &[0; 32], Duration::ZERO, &Config::default());
         let now = rec.start;
         let request = StoreRequest::LookupPublicKey { account: "alice@example.com".into() };
         rec.output(now, &Output::Store { id: StoreId(3), request });

@@ -379,8 +379,7 @@ mod tests {
         let mut sip = SipStack::new(cfg.sip.clone());
         let mut rng = Rng::new([1; 32]);
         let mut regs = BTreeMap::new();
-        #[allow(clippy::disallowed_methods)] // an epoch for the test
-        let now = Instant::now();
+        let now = crate::time::test_epoch();
         let mut ctx = SipCtx { sip: &mut sip, rng: &mut rng, now, conn: ConnId(1), regs: &mut regs };
         assert_eq!(c.handle_text(text, cfg, &mut ctx, &mut out), Handled::default());
         out.iter().map(api::sylkrtc2::encode).collect()
@@ -413,8 +412,7 @@ mod tests {
         let mut sip = SipStack::new(cfg.sip.clone());
         let mut rng = Rng::new([1; 32]);
         let mut regs = BTreeMap::new();
-        #[allow(clippy::disallowed_methods)] // an epoch for the test
-        let t0 = Instant::now();
+        let t0 = crate::time::test_epoch();
         let mut send = |ms: u64, text: &str| {
             let now = t0 + Duration::from_millis(ms);
             let mut ctx = SipCtx { sip: &mut sip, rng: &mut rng, now, conn: ConnId(1), regs: &mut regs };

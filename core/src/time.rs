@@ -4,6 +4,16 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
+/// The one clock read of the core's unit tests: the epoch that every test time is an offset
+/// from (the code under test is only ever handed instants). Read once per test process; std has
+/// no other way to make an `Instant`, and str0m maps instants to NTP from the real clock.
+#[cfg(test)]
+#[allow(clippy::disallowed_methods)]
+pub(crate) fn test_epoch() -> Instant {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
 /// Derives wall-clock time from monotonic time: `unix_at_start + (now - start)`.
 #[derive(Clone, Copy, Debug)]
 pub struct Clock {
@@ -91,13 +101,12 @@ impl<K: Ord + Copy> TimerTable<K> {
 }
 
 #[cfg(test)]
-#[allow(clippy::disallowed_methods)] // an epoch for the test; all times are offsets from it
 mod tests {
     use super::*;
 
     #[test]
     fn earliest_first_and_rearm_moves() {
-        let t0 = Instant::now();
+        let t0 = test_epoch();
         let mut t = TimerTable::default();
         t.set(1u8, t0 + Duration::from_secs(5));
         t.set(2u8, t0 + Duration::from_secs(3));
@@ -112,7 +121,7 @@ mod tests {
 
     #[test]
     fn stop_range_only_touches_the_range() {
-        let t0 = Instant::now();
+        let t0 = test_epoch();
         let mut t = TimerTable::default();
         for owner in 1u32..=3 {
             for timer in 0u8..3 {

@@ -31,8 +31,7 @@ struct Fixture {
 
 impl Fixture {
     fn new() -> Self {
-        #[allow(clippy::disallowed_methods)] // an epoch for the test
-        let now = Instant::now();
+        let now = crate::time::test_epoch();
         let cert = DtlsIdentity::generate().expect("a certificate");
         Self { conf: Conferences::default(), rng: Rng::new([3; 32]), cert, config: Default::default(), now, tx: 0 }
     }

@@ -63,18 +63,13 @@ mod tests {
     use super::super::Records;
     use super::*;
 
-    #[allow(clippy::disallowed_methods)] // an epoch for the virtual clock
-    fn epoch() -> Instant {
-        Instant::now()
-    }
-
     fn ips(ttl: u32) -> Answer {
         Answer { records: Records::Ip(vec!["192.0.2.1".parse().unwrap()]), ttl }
     }
 
     #[test]
     fn answers_are_kept_for_their_capped_ttl_and_empty_ones_briefly() {
-        let t0 = epoch();
+        let t0 = crate::time::test_epoch();
         let mut c = DnsCache::default();
         c.put(QueryType::Ip, "Example.COM", &ips(60), t0);
         assert_eq!(c.get(QueryType::Ip, "example.com", t0 + Duration::from_secs(59)), Some(&ips(60)));
@@ -95,7 +90,7 @@ mod tests {
 
     #[test]
     fn a_full_cache_drops_the_soonest_to_expire() {
-        let t0 = epoch();
+        let t0 = crate::time::test_epoch();
         let mut c = DnsCache::default();
         for n in 0..MAX_ENTRIES {
             c.put(QueryType::Ip, &format!("n{n}.example"), &ips(100 + n as u32), t0);

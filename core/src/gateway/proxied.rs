@@ -162,12 +162,6 @@ mod tests {
 
     const PROXY: &str = "10.0.0.1:5000";
 
-    /// The epoch of the virtual clock (the code under test is only given instants).
-    #[allow(clippy::disallowed_methods)]
-    fn epoch() -> Instant {
-        Instant::now()
-    }
-
     fn gateway(t0: Instant) -> Gateway {
         let config = Config {
             capture: true,
@@ -225,7 +219,7 @@ mod tests {
 
     #[test]
     fn forwarded_clients_are_counted_under_their_own_address() {
-        let t0 = epoch();
+        let t0 = crate::time::test_epoch();
         let mut gw = gateway(t0);
         let xff = upgrade("X-Forwarded-For: 198.51.100.1, 203.0.113.5\r\n");
         let (text, _) = exchange(&mut gw, t0, 0, PROXY, &xff);
@@ -245,12 +239,12 @@ mod tests {
         // The PROXY headers are in the capture: the replay decides the same.
         let text = gw.take_capture();
         let capture = crate::capture::parse(&text).expect("the capture parses");
-        assert_eq!(crate::capture::replay(&capture, epoch()).expect("replay"), text);
+        assert_eq!(crate::capture::replay(&capture, crate::time::test_epoch()).expect("replay"), text);
     }
 
     #[test]
     fn untrusted_peers_are_taken_at_their_word_only_for_their_own_address() {
-        let t0 = epoch();
+        let t0 = crate::time::test_epoch();
         let mut gw = gateway(t0);
         let (text, closed) = exchange(&mut gw, t0, 0, "192.0.2.1:1", &proxy_v2([203, 0, 113, 7], &upgrade("")));
         assert!(text.is_empty() && closed, "a PROXY header from an untrusted peer: {text}");

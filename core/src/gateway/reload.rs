@@ -41,12 +41,11 @@ impl Gateway {
 #[cfg(test)]
 mod tests {
     use crate::{Config, Gateway};
-    use std::time::{Duration, Instant};
+    use std::time::Duration;
 
     #[test]
     fn only_the_reloadable_options_change() {
-        #[allow(clippy::disallowed_methods)] // an epoch for the test
-        let t0 = Instant::now();
+        let t0 = crate::time::test_epoch();
         let mut gw = Gateway::new(Config::default(), [5; 32], t0, Duration::from_secs(1_767_225_600)).unwrap();
         let new = Config {
             web_origins: vec!["https://a.example".into()],

@@ -400,11 +400,6 @@ mod tests {
         buf
     }
 
-    #[allow(clippy::disallowed_methods)] // an epoch for the test
-    fn epoch() -> Instant {
-        Instant::now()
-    }
-
     fn pcmu_pair() -> Vec<CodecPair> {
         vec![
             CodecPair { browser_pt: 0, sip_pt: 0, clock_rate: 8000, codec: Codec::pcmu() },
@@ -425,7 +420,7 @@ mod tests {
 
     #[test]
     fn dtmf_from_info_continues_the_stream_to_the_browser() {
-        let t0 = epoch();
+        let t0 = crate::time::test_epoch();
         let mut rng = Rng::new([4; 32]);
         let far: SocketAddr = "192.0.2.10:30000".parse().unwrap();
         let mut m = SipMedia::new(far, pcmu_pair(), t0, &mut rng);
@@ -452,7 +447,7 @@ mod tests {
 
     #[test]
     fn rewrites_both_ways_and_latches() {
-        let t0 = epoch();
+        let t0 = crate::time::test_epoch();
         let mut rng = Rng::new([3; 32]);
         let sdp_addr: SocketAddr = "192.0.2.10:30000".parse().unwrap();
         let mut m = SipMedia::new(sdp_addr, pcmu_pair(), t0, &mut rng);
@@ -503,7 +498,7 @@ mod tests {
 
     #[test]
     fn keyframe_requests_both_ways_on_rtcp() {
-        let t0 = epoch();
+        let t0 = crate::time::test_epoch();
         let mut rng = Rng::new([5; 32]);
         let addr: SocketAddr = "192.0.2.10:30002".parse().unwrap();
         let vp8 = vec![CodecPair { browser_pt: 96, sip_pt: 100, clock_rate: 90000, codec: Codec::vp8(100) }];
@@ -543,7 +538,7 @@ mod tests {
 
     #[test]
     fn hold_stops_each_direction() {
-        let t0 = epoch();
+        let t0 = crate::time::test_epoch();
         let mut rng = Rng::new([4; 32]);
         let addr: SocketAddr = "192.0.2.10:30000".parse().unwrap();
         let mut m = SipMedia::new(addr, pcmu_pair(), t0, &mut rng);

@@ -94,7 +94,6 @@ impl PortPool {
 }
 
 #[cfg(test)]
-#[allow(clippy::disallowed_methods)] // an epoch for the virtual clock
 mod tests {
     use super::*;
 
@@ -110,7 +109,7 @@ mod tests {
 
     #[test]
     fn round_robin_from_the_start() {
-        let now = Instant::now();
+        let now = crate::time::test_epoch();
         let mut p = PortPool::new((20000, 20007));
         assert_eq!(p.allocate(now), Some(20000));
         assert_eq!(p.allocate(now), Some(20002));
@@ -127,7 +126,7 @@ mod tests {
 
     #[test]
     fn failed_pairs_cool_down() {
-        let now = Instant::now();
+        let now = crate::time::test_epoch();
         let mut p = PortPool::new((20000, 20005));
         assert_eq!(p.allocate(now), Some(20000));
         p.fail(20000, now);
@@ -142,7 +141,7 @@ mod tests {
 
     #[test]
     fn the_top_of_the_port_space() {
-        let now = Instant::now();
+        let now = crate::time::test_epoch();
         let mut p = PortPool::new((65532, 65535));
         assert_eq!(p.allocate(now), Some(65532));
         assert_eq!(p.allocate(now), Some(65534));
@@ -151,7 +150,7 @@ mod tests {
 
     #[test]
     fn deterministic() {
-        let now = Instant::now();
+        let now = crate::time::test_epoch();
         let run = || {
             let mut p = PortPool::new((30000, 30099));
             let mut got = Vec::new();

@@ -727,5 +727,4 @@ impl SendStats {
 }
 
 #[cfg(test)]
-#[allow(clippy::disallowed_methods)] // an epoch for the virtual clock
 mod tests;

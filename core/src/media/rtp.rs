@@ -615,14 +615,9 @@ mod tests {
         }
     }
 
-    #[allow(clippy::disallowed_methods)] // an epoch for the virtual clock
-    fn t0() -> Instant {
-        Instant::now()
-    }
-
     #[test]
     fn rewriter_keeps_one_source_aligned() {
-        let start = t0();
+        let start = crate::time::test_epoch();
         let mut rw = SeqTsRewriter::new(100, 5000);
         let a = rw.rewrite(start, 1, 40000, 1_000_000, 8000).unwrap();
         assert_eq!((a.seq, a.ext_seq, a.ts, a.new_source), (100, 100, 5000, true));
@@ -641,7 +636,7 @@ mod tests {
 
     #[test]
     fn rewriter_handles_16_bit_wrap_of_input_and_output() {
-        let start = t0();
+        let start = crate::time::test_epoch();
         let mut rw = SeqTsRewriter::new(65534, u32::MAX - 159);
         let mut outs = Vec::new();
         for (i, seq) in [65533u16, 65534, 65535, 0, 1, 2].into_iter().enumerate() {
@@ -658,7 +653,7 @@ mod tests {
 
     #[test]
     fn rewriter_rebases_on_ssrc_change_with_elapsed_time() {
-        let start = t0();
+        let start = crate::time::test_epoch();
         let mut rw = SeqTsRewriter::new(1, 0);
         rw.rewrite(start, 0xaaaa, 500, 80_000, 8000).unwrap();
         let last = rw.rewrite(start + Duration::from_millis(20), 0xaaaa, 501, 80_160, 8000).unwrap();
@@ -677,7 +672,7 @@ mod tests {
 
     #[test]
     fn rewriter_rebases_on_explicit_reset_and_advances_at_least_one_tick() {
-        let start = t0();
+        let start = crate::time::test_epoch();
         let mut rw = SeqTsRewriter::new(10, 1000);
         rw.rewrite(start, 7, 100, 0, 90000).unwrap();
         rw.reset_source();
@@ -691,7 +686,7 @@ mod tests {
 
     #[test]
     fn rewriter_confirms_large_jumps_like_rfc3550_a1() {
-        let start = t0();
+        let start = crate::time::test_epoch();
         let mut rw = SeqTsRewriter::new(0, 0);
         rw.rewrite(start, 1, 1000, 0, 8000).unwrap();
         // A lone jump is dropped …
@@ -709,7 +704,7 @@ mod tests {
     #[test]
     fn rewriter_never_panics_and_stays_monotonic_per_source() {
         let mut rng = Rng::new([5; 32]);
-        let start = t0();
+        let start = crate::time::test_epoch();
         let mut rw = SeqTsRewriter::new(3, 3);
         let mut now = start;
         let mut seen_max = 0u64;

@@ -86,7 +86,6 @@ impl Answered {
 }
 
 #[cfg(test)]
-#[allow(clippy::disallowed_methods)] // an epoch for the virtual clock
 mod tests {
     use super::*;
     use crate::sip::target::Transport;
@@ -102,7 +101,7 @@ mod tests {
 
     #[test]
     fn bounded_oldest_first_and_expiring() {
-        let t0 = Instant::now();
+        let t0 = crate::time::test_epoch();
         let peer = Peer { transport: Transport::Udp, addr: "198.51.100.1:5060".parse().unwrap(), conn: None };
         let mut a = Answered::new(3);
         for i in 0..5 {

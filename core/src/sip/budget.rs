@@ -62,13 +62,12 @@ impl SourceBudget {
 }
 
 #[cfg(test)]
-#[allow(clippy::disallowed_methods)] // an epoch for the virtual clock
 mod tests {
     use super::*;
 
     #[test]
     fn limit_per_source_per_second() {
-        let t0 = Instant::now();
+        let t0 = crate::time::test_epoch();
         let (a, b): (IpAddr, IpAddr) = ("198.51.100.1".parse().unwrap(), "198.51.100.2".parse().unwrap());
         let mut budget = SourceBudget::new(3);
         let got: Vec<Verdict> = (0..5).map(|_| budget.check(a, t0)).collect();
@@ -82,7 +81,7 @@ mod tests {
 
     #[test]
     fn sources_tracked_are_bounded() {
-        let t0 = Instant::now();
+        let t0 = crate::time::test_epoch();
         let mut budget = SourceBudget::new(1);
         for i in 0..MAX_SOURCES as u32 + 10 {
             budget.check(IpAddr::from(i.to_be_bytes()), t0);

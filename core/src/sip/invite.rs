@@ -522,15 +522,14 @@ impl UasInvite {
 }
 
 #[cfg(test)]
-#[allow(clippy::disallowed_methods)] // an epoch for the virtual clock
 mod uas_tests {
     use super::*;
     use crate::sip::transaction::Timers;
-    use std::time::{Duration, Instant};
+    use std::time::Duration;
 
     #[test]
     fn answered_2xx_retransmits_until_ack() {
-        let t0 = Instant::now();
+        let t0 = crate::time::test_epoch();
         let mut c = UasInvite::new(Timers::default());
         assert_eq!(c.answer(t0, false), [UasAction::SendFinal { code: 200 }]);
         assert_eq!(c.next_deadline(), Some(t0 + Duration::from_millis(500)));
@@ -544,7 +543,7 @@ mod uas_tests {
 
     #[test]
     fn no_ack_ends_with_bye() {
-        let t0 = Instant::now();
+        let t0 = crate::time::test_epoch();
         let mut c = UasInvite::new(Timers::default());
         c.answer(t0, true);
         assert_eq!(c.next_deadline(), Some(t0 + Duration::from_secs(32)), "no retransmissions on TCP");
@@ -565,6 +564,6 @@ mod uas_tests {
         assert!(c.is_ended());
         let mut c = UasInvite::new(Timers::default());
         assert_eq!(c.decline(603, "Decline")[0], UasAction::SendFinal { code: 603 });
-        assert!(c.answer(Instant::now(), false).is_empty(), "decided already");
+        assert!(c.answer(crate::time::test_epoch(), false).is_empty(), "decided already");
     }
 }

@@ -339,7 +339,6 @@ impl Reinvite {
 }
 
 #[cfg(test)]
-#[allow(clippy::disallowed_methods)] // an epoch for the virtual clock
 mod tests {
     use super::*;
     use crate::sip::target::Transport;
@@ -438,7 +437,7 @@ mod tests {
 
     #[test]
     fn sent_2xx_retransmits_then_gives_up() {
-        let t0 = Instant::now();
+        let t0 = crate::time::test_epoch();
         let peer = Peer { transport: Transport::Udp, addr: "192.0.2.9:5060".parse().unwrap(), conn: None };
         let mut s = Sent2xx::new(b"200".to_vec(), peer, t0, Timers::default());
         assert_eq!(s.next_deadline(), Some(t0 + Duration::from_millis(500)));

@@ -288,7 +288,6 @@ impl Registration {
 }
 
 #[cfg(test)]
-#[allow(clippy::disallowed_methods)] // an epoch for the virtual clock
 mod tests {
     use super::*;
 
@@ -300,7 +299,7 @@ mod tests {
 
     #[test]
     fn register_then_refresh_before_expiry() {
-        let t0 = Instant::now();
+        let t0 = crate::time::test_epoch();
         let mut r = Registration::new(600);
         let mut ch = Vec::new();
         assert_eq!(r.start(&mut ch), SendRegister { expires: 600, auth: None });
@@ -318,7 +317,7 @@ mod tests {
 
     #[test]
     fn challenge_answered_once_then_wrong_password_fails_without_retry() {
-        let t0 = Instant::now();
+        let t0 = crate::time::test_epoch();
         let mut r = Registration::new(600);
         let mut ch = Vec::new();
         r.start(&mut ch);
@@ -333,7 +332,7 @@ mod tests {
 
     #[test]
     fn stale_nonce_is_retried_and_nc_counts_per_nonce() {
-        let t0 = Instant::now();
+        let t0 = crate::time::test_epoch();
         let mut r = Registration::new(600);
         let mut ch = Vec::new();
         r.start(&mut ch);
@@ -348,7 +347,7 @@ mod tests {
 
     #[test]
     fn interval_too_brief_uses_min_expires() {
-        let t0 = Instant::now();
+        let t0 = crate::time::test_epoch();
         let mut r = Registration::new(60);
         let mut ch = Vec::new();
         r.start(&mut ch);
@@ -361,7 +360,7 @@ mod tests {
 
     #[test]
     fn timeout_fails_then_backs_off_and_recovers() {
-        let t0 = Instant::now();
+        let t0 = crate::time::test_epoch();
         let mut r = Registration::new(600);
         let mut ch = Vec::new();
         r.start(&mut ch);
@@ -380,7 +379,7 @@ mod tests {
 
     #[test]
     fn configured_backoff_base_doubles_up_to_the_cap() {
-        let t0 = Instant::now();
+        let t0 = crate::time::test_epoch();
         let mut r = Registration::new(600).with_backoff_base(Duration::from_secs(2));
         let mut ch = Vec::new();
         r.start(&mut ch);
@@ -401,7 +400,7 @@ mod tests {
 
     #[test]
     fn unregister() {
-        let t0 = Instant::now();
+        let t0 = crate::time::test_epoch();
         let mut r = Registration::new(600);
         let mut ch = Vec::new();
         assert_eq!(r.stop(), None, "never registered: nothing to remove");

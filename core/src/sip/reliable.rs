@@ -175,14 +175,9 @@ mod tests {
         assert_eq!(rack(&headers("RAck: 7 3 INVITE x\r\n")), None);
     }
 
-    #[allow(clippy::disallowed_methods)] // an epoch for the test
-    fn epoch() -> Instant {
-        Instant::now()
-    }
-
     #[test]
     fn uas_retransmits_until_prack_then_gives_up() {
-        let t0 = epoch();
+        let t0 = crate::time::test_epoch();
         let timers = Timers::default();
         let peer =
             Peer { transport: crate::sip::target::Transport::Udp, addr: "192.0.2.1:5060".parse().unwrap(), conn: None };

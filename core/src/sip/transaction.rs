@@ -404,7 +404,6 @@ impl ServerTransaction {
 }
 
 #[cfg(test)]
-#[allow(clippy::disallowed_methods)] // an epoch for the virtual clock; all times are offsets
 mod tests {
     use super::*;
 
@@ -429,7 +428,7 @@ mod tests {
 
     #[test]
     fn invite_client_timer_a_doubles_and_timer_b_gives_408() {
-        let t0 = Instant::now();
+        let t0 = crate::time::test_epoch();
         let mut tx = ClientTransaction::new(Kind::Invite, false, Timers::default(), t0);
         let log = run_client(&mut tx, t0, Duration::from_secs(100));
         let retransmits: Vec<u128> =
@@ -442,7 +441,7 @@ mod tests {
 
     #[test]
     fn invite_client_reliable_never_retransmits() {
-        let t0 = Instant::now();
+        let t0 = crate::time::test_epoch();
         let mut tx = ClientTransaction::new(Kind::Invite, true, Timers::default(), t0);
         let log = run_client(&mut tx, t0, Duration::from_secs(100));
         assert_eq!(log, [(32000, ClientEvent::TimedOut), (32000, ClientEvent::Terminated)]);
@@ -450,7 +449,7 @@ mod tests {
 
     #[test]
     fn invite_client_provisional_then_failure_acks_and_waits_timer_d() {
-        let t0 = Instant::now();
+        let t0 = crate::time::test_epoch();
         let mut tx = ClientTransaction::new(Kind::Invite, false, Timers::default(), t0);
         assert_eq!(tx.on_response(100, t0 + 100 * MS), ResponseVerdict::Deliver);
         assert_eq!(tx.state(), ClientState::Proceeding);
@@ -464,7 +463,7 @@ mod tests {
 
     #[test]
     fn invite_client_2xx_goes_to_accepted_and_passes_retransmissions() {
-        let t0 = Instant::now();
+        let t0 = crate::time::test_epoch();
         let mut tx = ClientTransaction::new(Kind::Invite, true, Timers::default(), t0);
         assert_eq!(tx.on_response(180, t0), ResponseVerdict::Deliver);
         assert_eq!(tx.on_response(200, t0 + MS), ResponseVerdict::Deliver);
@@ -481,7 +480,7 @@ mod tests {
 
     #[test]
     fn non_invite_client_timer_e_caps_at_t2_and_timer_f_gives_408() {
-        let t0 = Instant::now();
+        let t0 = crate::time::test_epoch();
         let mut tx = ClientTransaction::new(Kind::NonInvite, false, Timers::default(), t0);
         let log = run_client(&mut tx, t0, Duration::from_secs(100));
         let retransmits: Vec<u128> =
@@ -492,7 +491,7 @@ mod tests {
 
     #[test]
     fn non_invite_client_proceeding_retransmits_at_t2_then_final_waits_timer_k() {
-        let t0 = Instant::now();
+        let t0 = crate::time::test_epoch();
         let mut tx = ClientTransaction::new(Kind::NonInvite, false, Timers::default(), t0);
         assert_eq!(tx.on_response(100, t0 + 100 * MS), ResponseVerdict::Deliver);
         let mut out = Vec::new();
@@ -507,7 +506,7 @@ mod tests {
 
     #[test]
     fn non_invite_client_reliable_terminates_at_once() {
-        let t0 = Instant::now();
+        let t0 = crate::time::test_epoch();
         let mut tx = ClientTransaction::new(Kind::NonInvite, true, Timers::default(), t0);
         assert_eq!(tx.next_deadline(), Some(t0 + 32000 * MS));
         assert_eq!(tx.on_response(200, t0 + MS), ResponseVerdict::Deliver);
@@ -516,7 +515,7 @@ mod tests {
 
     #[test]
     fn invite_server_non_2xx_retransmits_until_ack_then_timer_i() {
-        let t0 = Instant::now();
+        let t0 = crate::time::test_epoch();
         let mut tx = ServerTransaction::new(Kind::Invite, false, Timers::default());
         assert!(tx.send_response(100, b"100".to_vec(), t0));
         assert_eq!(tx.on_retransmitted_request(), Some(&b"100"[..]));
@@ -534,7 +533,7 @@ mod tests {
 
     #[test]
     fn invite_server_timer_h_reports_missing_ack() {
-        let t0 = Instant::now();
+        let t0 = crate::time::test_epoch();
         let mut tx = ServerTransaction::new(Kind::Invite, true, Timers::default());
         assert!(tx.send_response(603, b"603".to_vec(), t0));
         assert_eq!(tx.next_deadline(), Some(t0 + 32000 * MS), "no G on reliable transports");
@@ -545,7 +544,7 @@ mod tests {
 
     #[test]
     fn invite_server_2xx_accepted_passes_acks_until_timer_l() {
-        let t0 = Instant::now();
+        let t0 = crate::time::test_epoch();
         let mut tx = ServerTransaction::new(Kind::Invite, false, Timers::default());
         assert!(tx.send_response(200, b"200".to_vec(), t0));
         assert_eq!(tx.state(), ServerState::Accepted);
@@ -558,7 +557,7 @@ mod tests {
 
     #[test]
     fn non_invite_server_answers_retransmissions_until_timer_j() {
-        let t0 = Instant::now();
+        let t0 = crate::time::test_epoch();
         let mut tx = ServerTransaction::new(Kind::NonInvite, false, Timers::default());
         assert_eq!(tx.on_retransmitted_request(), None, "Trying: nothing to resend");
         assert!(tx.send_response(200, b"200".to_vec(), t0));

@@ -676,7 +676,6 @@ impl Transports {
 }
 
 #[cfg(test)]
-#[allow(clippy::disallowed_methods)] // Instant::now is only an epoch for the tests
 mod tests {
     use super::*;
 
@@ -750,7 +749,7 @@ mod tests {
 
     #[test]
     fn handshake_then_messages_both_ways() {
-        let start = Instant::now();
+        let start = crate::time::test_epoch();
         let (ca, server_config) = server(&["sip.test"]);
         let mut t = transports(Some(ca), start);
         t.set_tap(true);
@@ -812,7 +811,7 @@ mod tests {
     /// the connection is refused; a replay runs it as plaintext.
     #[test]
     fn accepted_tls_serves_a_tls_client() {
-        let start = Instant::now();
+        let start = crate::time::test_epoch();
         let (ca, server_config) = server(&["gw.test"]);
         let mut t = transports(None, start);
         let conn = ConnId(7);
@@ -885,7 +884,7 @@ mod tests {
     /// flow is lost, with nothing of the queued plaintext reaching the server.
     #[test]
     fn certificate_for_another_name_fails() {
-        let start = Instant::now();
+        let start = crate::time::test_epoch();
         let (ca, server_config) = server(&["elsewhere.test"]);
         let mut t = transports(Some(ca), start);
         let mut out = Vec::new();
@@ -909,7 +908,7 @@ mod tests {
     /// An IP literal is checked against the certificate's IP addresses (no SNI).
     #[test]
     fn ip_literal_checks_ip_san() {
-        let start = Instant::now();
+        let start = crate::time::test_epoch();
         for (names, ok) in [(&["192.0.2.5"][..], true), (&["192.0.2.6", "sip.test"][..], false)] {
             let (ca, server_config) = server(names);
             let mut t = transports(Some(ca), start);
@@ -927,7 +926,7 @@ mod tests {
     /// The validity period is checked with the core's clock, not the system's.
     #[test]
     fn expiry_uses_the_core_clock() {
-        let start = Instant::now();
+        let start = crate::time::test_epoch();
         let (ca, server_config) = server(&["sip.test"]);
         let mut t = Transports::new(64 * 1024);
         t.set_tls_roots(Some(ca));
@@ -945,7 +944,7 @@ mod tests {
     /// No trust roots, or none usable: the flow fails once connected, with no TLS record sent.
     #[test]
     fn no_roots_fail_the_flow() {
-        let start = Instant::now();
+        let start = crate::time::test_epoch();
         for roots in [None, Some(b"not PEM".to_vec())] {
             let mut t = transports(roots, start);
             let mut out = Vec::new();
@@ -961,7 +960,7 @@ mod tests {
     /// The peer's close_notify ends the flow after the messages before it, and is answered.
     #[test]
     fn close_notify_ends_the_flow() {
-        let start = Instant::now();
+        let start = crate::time::test_epoch();
         let (ca, server_config) = server(&["sip.test"]);
         let mut t = transports(Some(ca), start);
         let mut out = Vec::new();
@@ -985,7 +984,7 @@ mod tests {
     /// In a replay, TLS flows carry plaintext.
     #[test]
     fn replay_runs_tls_flows_as_plaintext() {
-        let start = Instant::now();
+        let start = crate::time::test_epoch();
         let mut t = transports(None, start);
         t.set_tls_replay_plaintext(true);
         let mut out = Vec::new();

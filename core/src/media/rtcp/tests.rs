@@ -137,7 +137,7 @@ fn ntp_conversion() {
 
 #[test]
 fn receive_stats_follow_rfc3550_a1_a3() {
-    let t = clock::epoch();
+    let t = crate::time::test_epoch();
     let mut s = ReceiveStats::new(0x77, 8000);
     assert_eq!(s.report_block(t), None);
     // Probation: the first packet is not counted, the second validates the source.
@@ -168,7 +168,7 @@ fn receive_stats_follow_rfc3550_a1_a3() {
 
 #[test]
 fn receive_stats_jitter_per_a8() {
-    let t = clock::epoch();
+    let t = crate::time::test_epoch();
     let mut s = ReceiveStats::new(1, 8000);
     // Perfectly paced packets: zero jitter.
     for i in 0..50u16 {
@@ -186,7 +186,7 @@ fn receive_stats_jitter_per_a8() {
 
 #[test]
 fn receive_stats_lsr_dlsr_and_restart() {
-    let t = clock::epoch();
+    let t = crate::time::test_epoch();
     let mut s = ReceiveStats::new(1, 8000);
     s.on_rtp(t, 10, 0);
     s.on_rtp(t, 11, 0);
@@ -202,7 +202,7 @@ fn receive_stats_lsr_dlsr_and_restart() {
 
 #[test]
 fn send_stats_produce_sender_info() {
-    let t = clock::epoch();
+    let t = crate::time::test_epoch();
     let mut s = SendStats::new(8000);
     assert_eq!(s.sender_info(t, Duration::ZERO), None);
     s.on_sent(t, 1000, 160);
@@ -242,15 +242,5 @@ fn parser_never_panics_on_random_bytes() {
         }
         let _ = validate_compound(&buf[..len]);
         let _ = summarize(&buf[..len]);
-    }
-}
-
-/// The one place these tests read the clock: an epoch that every test time is an offset from
-/// (the code under test is only ever handed instants).
-#[cfg(test)]
-#[allow(clippy::disallowed_methods)]
-mod clock {
-    pub fn epoch() -> std::time::Instant {
-        std::time::Instant::now()
     }
 }

@@ -32,8 +32,7 @@ fn adv() -> Vec<SocketAddr> {
 
 #[test]
 fn answers_with_only_the_allowed_codecs() {
-    #[allow(clippy::disallowed_methods)] // str0m maps Instants to NTP from the real clock
-    let now = clock::epoch();
+    let now = crate::time::test_epoch();
     let (mut browser, offer_sdp, pending) = offer(now);
     let mut rng = Rng::new([3; 32]);
     let mut leg = BrowserLeg::new(&cert(), &adv(), &mut rng);
@@ -82,8 +81,7 @@ fn m_line<'a>(sdp: &'a str, kind: &str) -> &'a str {
 
 #[test]
 fn video_is_answered_with_exactly_the_allowed_format_or_refused() {
-    #[allow(clippy::disallowed_methods)] // str0m maps Instants to NTP from the real clock
-    let now = clock::epoch();
+    let now = crate::time::test_epoch();
     let offer = video_offer(now);
     let h264 = SdpCodec::h264(108, Some("packetization-mode=1;profile-level-id=42e01f"));
     let mut leg = BrowserLeg::new(&cert(), &adv(), &mut Rng::new([6; 32]));
@@ -105,8 +103,7 @@ fn video_is_answered_with_exactly_the_allowed_format_or_refused() {
 
 #[test]
 fn offers_video_when_the_sip_side_has_it() {
-    #[allow(clippy::disallowed_methods)] // str0m maps Instants to NTP from the real clock
-    let now = clock::epoch();
+    let now = crate::time::test_epoch();
     let mut leg = BrowserLeg::new(&cert(), &adv(), &mut Rng::new([8; 32]));
     let offer = leg.create_offer(&[SdpCodec::pcmu(), SdpCodec::vp8(100)], now).unwrap();
     assert!(m_line(&offer, "audio").ends_with("UDP/TLS/RTP/SAVPF 0"), "{offer}");
@@ -119,8 +116,7 @@ fn offers_video_when_the_sip_side_has_it() {
 
 #[test]
 fn refuses_offers_without_a_common_codec() {
-    #[allow(clippy::disallowed_methods)] // str0m maps Instants to NTP from the real clock
-    let now = clock::epoch();
+    let now = crate::time::test_epoch();
     let (_browser, offer_sdp, _) = offer(now);
     let mut leg = BrowserLeg::new(&cert(), &adv(), &mut Rng::new([4; 32]));
     // Only things the browser leg does not carry.
@@ -151,24 +147,13 @@ fn identity_debug_hides_the_key() {
     assert_ne!(id, DtlsIdentity::from_der(vec![1, 2, 3], vec![0x43; 40]));
 }
 
-/// The one place these tests read the clock: an epoch that every test time is an offset from
-/// (the code under test is only ever handed instants).
-#[cfg(test)]
-#[allow(clippy::disallowed_methods)]
-mod clock {
-    pub fn epoch() -> std::time::Instant {
-        std::time::Instant::now()
-    }
-}
-
 /// A keyframe request before ICE has a pair cannot go out, and str0m keeps asking for its
 /// timers at the instant it last ran them. The leg must then ask to be woken later, not at
 /// `now` again: the gateway's call timer would fire at once, forever (fuzz finding
 /// `gateway_ops/drain-spin`).
 #[test]
 fn a_stalled_str0m_timer_is_retried_later_not_at_once() {
-    #[allow(clippy::disallowed_methods)] // str0m maps Instants to NTP from the real clock
-    let now = clock::epoch();
+    let now = crate::time::test_epoch();
     let h264 = SdpCodec::h264(108, Some("packetization-mode=1;profile-level-id=42e01f"));
     let mut leg = BrowserLeg::new(&cert(), &adv(), &mut Rng::new([10; 32]));
     leg.accept_offer(&video_offer(now), &[SdpCodec::pcmu(), h264], now).unwrap();
