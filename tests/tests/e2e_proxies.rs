@@ -125,14 +125,14 @@ impl Proxy {
     }
 
     /// nginx terminating TLS on [`PROXY`], passing WebSocket upgrades to `gw` with
-    /// `X-Forwarded-For`.
+    /// `X-Forwarded-For`. One process (`master_process off`), so the PID held is all of it.
     fn nginx(gw: SocketAddr, cert: &SelfSigned) -> Self {
         let dir = TempDir::new("nginx");
         let d = dir.path().display().to_string();
         let cfg = dir.write(
             "nginx.conf",
             format!(
-                "daemon off;\nuser root root;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/proxy.log info;\n\
+                "daemon off;\nmaster_process off;\nuser root root;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/proxy.log info;\n\
                  events {{ worker_connections 1024; }}\n\
                  http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n  \
                  fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n  \
