@@ -445,6 +445,10 @@ mod tests {
             (V::Established, r#""state","data":{"state":"established"}}"#),
             (V::Terminated { reason: None }, r#""state","data":{"state":"terminated"}}"#),
             (
+                V::Terminated { reason: Some("media timeout".into()) },
+                r#""state","data":{"state":"terminated","reason":"media timeout"}}"#,
+            ),
+            (
                 V::InitialPublishers(vec![Publisher {
                     id: "Q".into(),
                     uri: "b@x.com".into(),
