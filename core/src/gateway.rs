@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 mod addressbook;
 mod calls;
 mod conference;
+mod conference_v1;
 mod containment;
 mod messaging;
 mod proxied;

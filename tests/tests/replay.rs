@@ -75,6 +75,8 @@ replay!(
     v1_call_incoming,
     v1_call_incoming_missed,
     v1_call_incoming_declined,
+    // Recorded by `tests/conference_sim_v1.rs` (`WRITE_CAPTURES=1` rewrites it).
+    v1_conference_signalling,
     ping,
     account_add_remove,
     validation_errors,

@@ -11,6 +11,7 @@ pub mod messaging;
 mod repr;
 pub mod schema;
 pub mod sylkrtc1;
+pub mod sylkrtc1_videoroom;
 pub mod sylkrtc2;
 mod uri;
 pub mod videoroom;

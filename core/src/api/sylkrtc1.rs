@@ -41,28 +41,13 @@ static DEVICE_TOKEN: RequestSchema = RequestSchema {
     ],
 };
 
-/// 4.0–4.1's `VideoRoomControlRequest` (its per-option objects are checked by the handler).
-static VIDEOROOM_CTL: RequestSchema = RequestSchema {
-    kind: "videoroom-ctl",
-    class: "VideoRoomControlRequest",
-    base: Base::Session,
-    fields: &[Field {
-        name: "option",
-        kind: Kind::Choice(&["feed-answer", "feed-attach", "feed-detach", "invite-participants", "trickle"]),
-        optional: false,
-    }],
-};
-
-/// 4.0–4.1's `VideoRoomTerminateRequest`.
-static VIDEOROOM_TERMINATE: RequestSchema =
-    RequestSchema { kind: "videoroom-terminate", class: "VideoRoomTerminateRequest", base: Base::Session, fields: &[] };
-
 /// Decodes a request of a sylkRTC-1 connection. Request types SylkServer 4.1 did not have
 /// (`session-update`, `session-dtmf-info`, messaging, …) are unknown here, answered
 /// `Unknown request type: …` when they carry a transaction (4.1 did not answer at all, which
 /// leaves the client's callback pending). `account-devicetoken` has 4.1's fields
-/// (`old_token`, `new_token`); it and the conference requests (`videoroom-join`, `videoroom-ctl`,
-/// `videoroom-terminate`) decode to [`RequestBody::Unsupported`].
+/// (`old_token`, `new_token`) and decodes to [`RequestBody::Unsupported`]; the conference
+/// requests (`videoroom-join`, `videoroom-ctl`, `videoroom-terminate`) are 4.1's
+/// ([`sylkrtc1_videoroom`](super::sylkrtc1_videoroom)).
 pub fn decode(text: &str) -> Result<Request, DecodeError> {
     let decoded = super::decode(text);
     let kind = match &decoded {
@@ -72,6 +57,9 @@ pub fn decode(text: &str) -> Result<Request, DecodeError> {
     };
     if let Some(schema) = own_schema(kind) {
         return decode_own(schema, text);
+    }
+    if let Some(conference) = super::sylkrtc1_videoroom::decode(kind, text) {
+        return conference;
     }
     if REQUESTS.contains(&kind) {
         return decoded;
@@ -87,7 +75,7 @@ pub fn decode(text: &str) -> Result<Request, DecodeError> {
 
 /// The sylkRTC-1 model of `kind` where it differs from sylkRTC-2's (or sylkRTC-2 has none).
 fn own_schema(kind: &str) -> Option<&'static RequestSchema> {
-    [&DEVICE_TOKEN, &VIDEOROOM_CTL, &VIDEOROOM_TERMINATE].into_iter().find(|s| s.kind == kind)
+    [&DEVICE_TOKEN].into_iter().find(|s| s.kind == kind)
 }
 
 /// Validates `text` against `schema`; the request is one sylkgw does not carry out.
@@ -169,8 +157,9 @@ pub fn encode(event: &Event) -> Option<String> {
                     .obj("data", JsonObject::new().obj("originator", identity(originator))),
                 // 4.1 had no addressbook.
                 AccountEvent::Addressbook(_) => return None,
-                // Conferences are served in sylkRTC-2 only.
-                AccountEvent::ConferenceInvite { .. } => return None,
+                AccountEvent::ConferenceInvite { room, originator, .. } => {
+                    return Some(super::sylkrtc1_videoroom::conference_invite(account, room, originator))
+                }
             }
             .finish()
         }
@@ -197,8 +186,7 @@ pub fn encode(event: &Event) -> Option<String> {
                 .obj("data", data)
                 .finish()
         }
-        // Conferences are served in sylkRTC-2 only.
-        Event::Videoroom { .. } => return None,
+        Event::Videoroom { session, event } => return super::sylkrtc1_videoroom::encode(session, event),
     })
 }
 
@@ -325,7 +313,8 @@ mod tests {
                 "{newer}"
             );
         }
-        // 4.1's devicetoken fields (sylkrtc.js 0.9.6 `setDeviceToken`), and the conference requests.
+        // 4.1's devicetoken fields (sylkrtc.js 0.9.6 `setDeviceToken`); the conference requests
+        // (`sylkrtc1_videoroom`).
         let r = decode(
             r#"{"sylkrtc":"account-devicetoken","transaction":"t","account":"sip:a@b.c","old_token":null,"new_token":"x"}"#,
         );
@@ -336,11 +325,8 @@ mod tests {
         let r = decode(
             r#"{"sylkrtc":"videoroom-ctl","transaction":"t","session":"s","option":"trickle","trickle":{"candidates":[]}}"#,
         );
-        assert_eq!(r.unwrap().body, RequestBody::Unsupported { kind: "videoroom-ctl", account: None });
-        assert_eq!(
-            kind(r#"{"sylkrtc":"videoroom-terminate","transaction":"t","session":"s"}"#),
-            Ok("videoroom-terminate")
-        );
+        assert_eq!(r.unwrap().body.kind(), "videoroom-session-trickle");
+        assert_eq!(kind(r#"{"sylkrtc":"videoroom-terminate","transaction":"t","session":"s"}"#), Ok("videoroom-leave"));
         let bad = decode(r#"{"sylkrtc":"videoroom-ctl","transaction":"t","session":"s","option":"x"}"#).unwrap_err();
         assert!(matches!(bad, DecodeError::Invalid { transaction: Some(_), .. }), "{bad:?}");
         // No transaction: nothing to answer (4.1 only logged it).

@@ -1,6 +1,6 @@
 //! The videoroom (conference) part of sylkRTC: the `videoroom-*` requests (spec §2.4) as one
 //! typed [`VideoroomRequest`], and the `videoroom-event`s (§3.4) as [`VideoroomEvent`], with
-//! their sylkRTC-2 encoding. sylkRTC-1 (4.0's `videoroom-ctl`) is not served.
+//! their sylkRTC-2 encoding. sylkRTC-1 (4.1's `videoroom-ctl`) is `sylkrtc1_videoroom`.
 
 use super::json::JsonObject;
 use super::{Fields, IceCandidate, Identity};

@@ -27,14 +27,10 @@ macro_rules! env {
 
 impl Gateway {
     /// A `videoroom-*` request of WebSocket `conn`: answered (`ack`/`error`) with its events.
-    /// sylkRTC-1 connections (4.0's `videoroom-ctl` era) are not served conferences: their
-    /// `videoroom-join` is answered as before, `not supported yet`.
+    /// A sylkRTC-1 connection's (4.1's `videoroom-ctl` era) gets them in 4.1's order and words
+    /// (`conference_v1`).
     pub(super) fn videoroom_request(&mut self, conn: ConnId, transaction: String, req: VideoroomRequest) {
-        if self.client(conn).is_some_and(|c| c.dialect == crate::api::Dialect::V1) {
-            let error = crate::errors::ClientError::NotSupported { kind: req.kind() }.to_string();
-            self.send_event(conn, &crate::api::Event::Error { transaction, error });
-            return;
-        }
+        let v1 = self.client(conn).is_some_and(|c| c.dialect == crate::api::Dialect::V1).then(|| req.clone());
         let account = match &req {
             VideoroomRequest::Join { account, .. } => self
                 .client(conn)
@@ -44,8 +40,11 @@ impl Gateway {
         };
         let candidates = self.webrtc_candidates();
         let mut env = env!(self, candidates);
-        self.conferences.request(&mut env, conn, transaction, req, account);
-        self.drain_conferences();
+        self.conferences.request(&mut env, conn, transaction.clone(), req, account);
+        match v1 {
+            Some(req) => self.drain_conferences_v1(conn, &transaction, &req),
+            None => self.drain_conferences(),
+        }
     }
 
     /// A datagram on the WebRTC socket that no call took; true if a conference leg did.
@@ -83,8 +82,14 @@ impl Gateway {
     }
 
     fn drain_conferences(&mut self) {
+        let outputs: Vec<ConfOutput> = std::iter::from_fn(|| self.conferences.poll_output()).collect();
+        self.conference_outputs(outputs);
+    }
+
+    /// Carries out the conference layer's outputs.
+    pub(super) fn conference_outputs(&mut self, outputs: Vec<ConfOutput>) {
         let mut touched = BTreeSet::new();
-        while let Some(o) = self.conferences.poll_output() {
+        for o in outputs {
             match o {
                 ConfOutput::Event { conn, event } => {
                     self.send_event(conn, &event);

@@ -10,17 +10,25 @@
 //   conf.tone(i, j, freqs)             -> phone.toneLevels of the feed's audio
 //   conf.leave(i), conf.vanish(i)      -> videoroom-leave / the WebSocket just closes
 //   conf.events(i)                     -> the videoroom events i received
+//   conf.dialect('sylkRTC-1')          -> later joins speak sylkRTC-1 (SylkServer 4.1, issue #16):
+//                                         the requests become 4.1's (`videoroom-ctl` options,
+//                                         `videoroom-terminate`), its events are read into the
+//                                         names above, each with the message as received in `raw`
 (() => {
 'use strict';
 const ROOM = 'room@videoconference.example.com';
 const parties = {};
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 let nextTx = 0;
+let DIALECT = 'sylkRTC-2';
 
 function open() {
   return new Promise((resolve, reject) => {
-    const ws = new WebSocket(`ws://${location.host}/webrtcgateway/ws`, 'sylkRTC-2');
-    ws.onmessage = (m) => { if (JSON.parse(m.data).sylkrtc === 'ready-event') resolve(ws); };
+    const ws = new WebSocket(`ws://${location.host}/webrtcgateway/ws`, DIALECT);
+    ws.onmessage = (m) => {
+      const e = JSON.parse(m.data);
+      if (e.sylkrtc === 'ready-event' || (e.sylkrtc === 'event' && e.event === 'ready')) resolve(ws);
+    };
     ws.onerror = () => reject(new Error('WebSocket failed'));
   });
 }
@@ -38,8 +46,41 @@ function trickler(p, session, pc) {
   return () => { ready = true; queue.splice(0).forEach(send); };
 }
 
+/** A sylkRTC-2 videoroom request of publisher session `own` as sylkRTC-1 (4.1) says it. */
+function v1Request(own, type, body) {
+  const ctl = (option, fields) => ({session: own, option, [option.replace('-', '_')]: fields});
+  switch (type) {
+    case 'videoroom-session-trickle':
+      return ['videoroom-ctl', ctl('trickle', body.session === own
+        ? {candidates: body.candidates} : {session: body.session, candidates: body.candidates})];
+    case 'videoroom-feed-attach':
+      return ['videoroom-ctl', ctl('feed-attach', {session: body.feed, publisher: body.publisher})];
+    case 'videoroom-feed-answer':
+      return ['videoroom-ctl', ctl('feed-answer', {session: body.feed, sdp: body.sdp})];
+    case 'videoroom-feed-detach':
+      return ['videoroom-ctl', ctl('feed-detach', {session: body.feed})];
+    case 'videoroom-leave':
+      return ['videoroom-terminate', body];
+    default:
+      return [type, body];
+  }
+}
+
+/** A sylkRTC-1 `videoroom_event` read into the sylkRTC-2 names (`raw`: as received). */
+function v1Event(e) {
+  const d = e.data || {};
+  const base = {sylkrtc: 'videoroom-event', session: e.session, raw: e};
+  switch (e.event) {
+    case 'state': return Object.assign(base, {event: 'session-state', state: d.state, sdp: d.sdp});
+    case 'feed_attached': return Object.assign(base, {event: 'feed-attached', feed: d.subscription, sdp: d.sdp});
+    case 'feed_established': return Object.assign(base, {event: 'feed-established', feed: d.subscription});
+    default: return Object.assign(base, d, {event: e.event.replace(/_/g, '-')});
+  }
+}
+
 async function join(i, freq, width, height) {
   const ws = await open();
+  const v1 = DIALECT === 'sylkRTC-1';
   const p = {i, ws, session: `p${i}`, events: [], pending: new Map(), feeds: {}};
   parties[i] = p;
   ws.onmessage = (m) => {
@@ -50,12 +91,15 @@ async function join(i, freq, width, height) {
       if (e.sylkrtc === 'ack') waiting[0](e); else waiting[1](new Error(e.error));
     } else if (e.sylkrtc === 'videoroom-event') {
       p.events.push(e);
+    } else if (e.sylkrtc === 'videoroom_event') {
+      p.events.push(v1Event(e));
     }
   };
   p.req = (type, body) => new Promise((ok, ko) => {
     const transaction = `t${nextTx++}`;
     p.pending.set(transaction, [ok, ko]);
-    ws.send(JSON.stringify(Object.assign({sylkrtc: type, transaction}, body)));
+    const [kind, fields] = v1 ? v1Request(p.session, type, body) : [type, body];
+    ws.send(JSON.stringify(Object.assign({sylkrtc: kind, transaction}, fields)));
   });
   p.wait = async (pred, ms) => {
     const end = Date.now() + (ms || 20000);
@@ -176,5 +220,10 @@ function dropFeed(i, j) {
   return Object.keys(parties[i].feeds).length;
 }
 
-window.conf = {join, attach, feedStats, tone, leave, vanish, dropFeed, events: (i) => parties[i].events};
+function dialect(d) {
+  DIALECT = d;
+  return d;
+}
+
+window.conf = {join, attach, feedStats, tone, leave, vanish, dropFeed, dialect, events: (i) => parties[i].events};
 })();
