@@ -15,6 +15,11 @@ pub struct ConferenceConfig {
     pub max_feeds_per_connection: usize,
     /// Per-room options; rooms not listed get [`RoomConfig::for_uri`]'s defaults.
     pub rooms: Vec<RoomConfig>,
+    /// This gateway's worker index (set by the runtime; `conference::remote`).
+    pub worker: usize,
+    /// How many workers (gateways) the process runs (set by the runtime; default 1). With more
+    /// than one, each room lives on its home worker (`remote::home_of`).
+    pub workers: usize,
 }
 
 /// Default of [`ConferenceConfig::max_rooms`].
@@ -32,6 +37,8 @@ impl Default for ConferenceConfig {
             max_participants_per_room: DEFAULT_MAX_PARTICIPANTS,
             max_feeds_per_connection: DEFAULT_MAX_FEEDS,
             rooms: Vec::new(),
+            worker: 0,
+            workers: 1,
         }
     }
 }

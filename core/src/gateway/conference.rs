@@ -42,6 +42,29 @@ impl Gateway {
                 .map(|a| Identity { uri: a.aor.clone(), display_name: a.display_name.clone() }),
             _ => None,
         };
+        if self.config.conference.workers > 1 {
+            match self.room_route(conn, &req) {
+                Err(e) => {
+                    log::info!("{conn}: {} refused: {e}", req.kind());
+                    self.send_event(conn, &crate::api::Event::Error { transaction, error: e.to_string() });
+                    self.flush(conn);
+                    return;
+                }
+                Ok(Some(worker)) => return self.forward_room_request(conn, worker, &transaction, &req, account),
+                Ok(None) => {}
+            }
+        }
+        self.local_videoroom_request(conn, transaction, req, account);
+    }
+
+    /// Serves a `videoroom-*` request here, for a local connection or a remote one's alias.
+    pub(super) fn local_videoroom_request(
+        &mut self,
+        conn: ConnId,
+        transaction: String,
+        req: VideoroomRequest,
+        account: Option<Identity>,
+    ) {
         let candidates = self.webrtc_candidates();
         let mut env = env!(self, candidates);
         self.conferences.request(&mut env, conn, transaction, req, account);
@@ -66,8 +89,9 @@ impl Gateway {
         self.drain_conferences();
     }
 
-    /// WebSocket `conn` is gone: it leaves its rooms.
+    /// WebSocket `conn` is gone: it leaves its rooms, here and on the other workers.
     pub(super) fn conference_conn_gone(&mut self, conn: ConnId) {
+        self.rooms_conn_gone(conn);
         if !self.conferences.has_conn(conn) {
             return;
         }
@@ -82,14 +106,17 @@ impl Gateway {
         self.conferences.census()
     }
 
-    fn drain_conferences(&mut self) {
+    pub(super) fn drain_conferences(&mut self) {
         let mut touched = BTreeSet::new();
         while let Some(o) = self.conferences.poll_output() {
             match o {
                 ConfOutput::Event { conn, event } => {
-                    self.send_event(conn, &event);
+                    if !self.event_to_remote(conn, &event) {
+                        self.send_event(conn, &event);
+                    }
                     touched.insert(conn);
                 }
+                ConfOutput::SessionClosed { conn, session } => self.session_closed_remote(conn, session),
                 ConfOutput::Transmit { to, payload } => {
                     if let Some((socket, _)) = self.media.webrtc() {
                         // Media is not recorded in captures.
@@ -97,6 +124,7 @@ impl Gateway {
                     }
                 }
                 ConfOutput::ToAccount { except, account, event } => {
+                    self.invite_elsewhere(except, &account, &event);
                     let holders: Vec<ConnId> = self
                         .conns
                         .iter()
@@ -113,6 +141,7 @@ impl Gateway {
             }
         }
         for conn in touched {
+            self.forget_idle_remote(conn);
             if matches!(self.conns.get(&conn), Some(Conn { phase: Phase::Ws(_), .. })) {
                 self.flush(conn);
             }
