@@ -114,7 +114,7 @@ pub struct Conferences {
 }
 
 /// How many rooms, participants, feeds and sessions are held (tests check the baseline).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
 pub struct Census {
     /// Rooms.
     pub rooms: usize,

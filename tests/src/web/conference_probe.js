@@ -10,10 +10,13 @@
 //   conf.tone(i, j, freqs)             -> phone.toneLevels of the feed's audio
 //   conf.leave(i), conf.vanish(i)      -> videoroom-leave / the WebSocket just closes
 //   conf.events(i)                     -> the videoroom events i received
+//   conf.connect(i), conf.disconnect(i) -> opens (closes) i's WebSocket ahead of its join, so a
+//                                         test can see which worker took it before it joins
 (() => {
 'use strict';
 const ROOM = 'room@videoconference.example.com';
 const parties = {};
+const early = {};
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 let nextTx = 0;
 
@@ -38,8 +41,19 @@ function trickler(p, session, pc) {
   return () => { ready = true; queue.splice(0).forEach(send); };
 }
 
+async function connect(i) {
+  early[i] = await open();
+  return 'open';
+}
+
+function disconnect(i) {
+  if (early[i]) { early[i].close(); delete early[i]; }
+  return 'closed';
+}
+
 async function join(i, freq, width, height) {
-  const ws = await open();
+  const ws = early[i] || await open();
+  delete early[i];
   const p = {i, ws, session: `p${i}`, events: [], pending: new Map(), feeds: {}};
   parties[i] = p;
   ws.onmessage = (m) => {
@@ -176,5 +190,5 @@ function dropFeed(i, j) {
   return Object.keys(parties[i].feeds).length;
 }
 
-window.conf = {join, attach, feedStats, tone, leave, vanish, dropFeed, events: (i) => parties[i].events};
+window.conf = {connect, disconnect, join, attach, feedStats, tone, leave, vanish, dropFeed, events: (i) => parties[i].events};
 })();
