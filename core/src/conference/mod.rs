@@ -40,7 +40,8 @@
 //!
 //! # Files
 //! `limits` (configuration), `errors`, `tables` (rooms, participants, feeds, ids), `signalling`
-//! (the requests), `forward` (the media plane: datagrams, leg outputs, RTP forwarding).
+//! (the requests), `forward` (the media plane: datagrams, leg outputs, RTP forwarding), `remote`
+//! (rooms across workers: the messages, home workers, remote connections' aliases, routes).
 
 pub mod errors;
 mod forward;
