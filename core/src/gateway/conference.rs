@@ -42,7 +42,7 @@ impl Gateway {
                 .map(|a| Identity { uri: a.aor.clone(), display_name: a.display_name.clone() }),
             _ => None,
         };
-        if self.config.conference.workers > 1 {
+        if self.config.conference.worker_count() > 1 {
             match self.room_route(conn, &req) {
                 Err(e) => {
                     log::info!("{conn}: {} refused: {e}", req.kind());

@@ -16,7 +16,7 @@ impl Gateway {
     /// its feed limit over all workers).
     pub(super) fn room_route(&self, conn: ConnId, req: &R) -> Result<Option<usize>, ConfError> {
         let c = &self.conferences;
-        let (me, workers) = (self.config.conference.worker, self.config.conference.workers);
+        let (me, workers) = (self.config.conference.worker, self.config.conference.worker_count());
         match req {
             R::Join { session, uri, .. } => {
                 if c.routes.get(conn, session).is_some() {
@@ -101,7 +101,7 @@ impl Gateway {
     /// `conference-invite` `event` for `account` to the other workers' connections (all but
     /// `except`, the inviter).
     pub(super) fn invite_elsewhere(&mut self, except: ConnId, account: &str, event: &Event) {
-        let (me, workers) = (self.config.conference.worker, self.config.conference.workers);
+        let (me, workers) = (self.config.conference.worker, self.config.conference.worker_count());
         let Event::Account { event: AccountEvent::ConferenceInvite { room, session_id, originator }, .. } = event
         else {
             return;
@@ -128,7 +128,7 @@ impl Gateway {
 
     /// `Input::FromWorker`: a message of worker `worker`'s gateway.
     pub(super) fn worker_message(&mut self, worker: usize, msg: WorkerMsg) {
-        if worker >= self.config.conference.workers || worker == self.config.conference.worker {
+        if worker >= self.config.conference.worker_count() || worker == self.config.conference.worker {
             log::warn!("message from worker {worker}, which is not another worker; dropped");
             return;
         }
@@ -225,5 +225,45 @@ impl Gateway {
             *close = true;
         }
         self.flush(conn);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::conference::remote::WorkerMsg;
+    use crate::{Config, Gateway, Input, Output};
+    use std::time::Duration;
+
+    #[test]
+    fn bad_messages_from_workers_are_dropped() {
+        let t0 = crate::time::test_epoch();
+        let mut config = Config::default();
+        config.conference.worker = 0;
+        config.conference.workers = 2;
+        let mut gw = Gateway::new(config, [3; 32], t0, Duration::from_secs(1_767_225_600)).unwrap();
+        while !matches!(gw.poll_output(), Output::Timeout(_)) {}
+        let request = |text: &str| WorkerMsg::Request {
+            conn: 4,
+            dialect: "nonsense".into(),
+            account: None,
+            request: text.into(),
+        };
+        let inputs = [
+            Input::FromWorker { worker: 1, msg: request("not json") },
+            Input::FromWorker { worker: 1, msg: request(r#"{"sylkrtc":"ping","transaction":"1"}"#) },
+            Input::FromWorker { worker: 0, msg: WorkerMsg::Gone { conn: 4 } },
+            Input::FromWorker { worker: 7, msg: WorkerMsg::Gone { conn: 4 } },
+            Input::FromWorker { worker: 1, msg: WorkerMsg::Event { conn: 99, event: "{}".into() } },
+            Input::FromWorker { worker: 1, msg: WorkerMsg::Closed { conn: 99, session: "s".into() } },
+            Input::FromWorker { worker: 1, msg: WorkerMsg::Gone { conn: 99 } },
+            Input::ToWorkerFailed { worker: 1, msg: request("not json") },
+            Input::ToWorkerFailed { worker: 1, msg: WorkerMsg::Event { conn: 99, event: "{}".into() } },
+        ];
+        for input in inputs {
+            let shown = format!("{input:?}");
+            gw.handle_input(t0, input);
+            assert!(matches!(gw.poll_output(), Output::Timeout(_)), "{shown} caused an output");
+        }
+        assert_eq!(gw.conference_census(), crate::conference::Census::default());
     }
 }
