@@ -47,7 +47,6 @@ impl Gateway {
                 Err(e) => {
                     log::info!("{conn}: {} refused: {e}", req.kind());
                     self.send_event(conn, &crate::api::Event::Error { transaction, error: e.to_string() });
-                    self.flush(conn);
                     return;
                 }
                 Ok(Some(worker)) => return self.forward_room_request(conn, worker, &transaction, &req, account),
@@ -116,7 +115,10 @@ impl Gateway {
                     }
                     touched.insert(conn);
                 }
-                ConfOutput::SessionClosed { conn, session } => self.session_closed_remote(conn, session),
+                ConfOutput::SessionClosed { conn, session } => {
+                    self.session_closed_remote(conn, session);
+                    touched.insert(conn);
+                }
                 ConfOutput::Transmit { to, payload } => {
                     if let Some((socket, _)) = self.media.webrtc() {
                         // Media is not recorded in captures.
