@@ -29,6 +29,10 @@
 //! string. In `account-add` the `password` is masked (hex digits become `0`, other characters `*`),
 //! and in SIP messages the digest `response` values are zeroed and SDES keys (`inline:`) blanked.
 //!
+//! Rooms across workers (channel `worker:N`, `crate::conference::remote`): `from` (an input
+//! message of worker N's gateway), `failed` (one the runtime could not deliver to N) and `to` (an
+//! output message to N), each the message's one-line JSON.
+//!
 //! Media sockets: `bound` with purpose `webrtc` (the runtime's socket at start), `bind` (`<
 //! udp:N bind rtp|rtcp ADDR`, the core asks for a socket), `bindfailed` (`> udp:N bindfailed
 //! "error"`), `closeudp` (`< udp:N closeudp`). Datagrams on media sockets are recorded like any
@@ -134,6 +138,12 @@ impl Recorder {
                 self.line(now, '>', "storage", "stored", &format!("{id} {}", store_line::encode_outcome(result)))
             }
             Input::Shutdown => self.line(now, '>', "gateway", "shutdown", ""),
+            Input::FromWorker { worker, msg } => {
+                self.line(now, '>', &format!("worker:{worker}"), "from", &msg.encode())
+            }
+            Input::ToWorkerFailed { worker, msg } => {
+                self.line(now, '>', &format!("worker:{worker}"), "failed", &msg.encode())
+            }
         }
     }
 
@@ -205,6 +215,7 @@ impl Recorder {
             Output::Store { id, request } => {
                 self.line(now, '<', "storage", "store", &format!("{id} {}", store_line::encode_request(request)))
             }
+            Output::ToWorker { worker, msg } => self.line(now, '<', &format!("worker:{worker}"), "to", &msg.encode()),
             Output::Timeout(_) => {}
         }
     }
@@ -398,6 +409,10 @@ pub enum ReplayInput {
     Stored { id: StoreId, result: Result<StoreResult, StoreError> },
     /// `shutdown`.
     Shutdown,
+    /// `worker:N from MSG`: a message from another worker's gateway.
+    FromWorker { worker: usize, msg: crate::conference::remote::WorkerMsg },
+    /// `worker:N failed MSG`: a message the runtime could not deliver to worker N.
+    ToWorkerFailed { worker: usize, msg: crate::conference::remote::WorkerMsg },
     /// `call:N media <event>`: a media decision of the recorded run.
     Media { call: crate::call::CallId, event: crate::call::MediaEvent },
 }
@@ -412,7 +427,17 @@ const VOLATILE_SDP: [&str; 1] = ["a=fingerprint:"];
 pub fn mask_media(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for line in text.lines() {
-        if line.contains(" ws.text ") && line.contains("v=0") {
+        if line.contains(" worker:") && line.contains("v=0") {
+            // The SDP is a JSON string inside the message's JSON: its line ends are escaped twice.
+            let parts: Vec<String> = line
+                .split("\\\\r\\\\n")
+                .map(|seg| match VOLATILE_SDP.iter().find(|p| seg.starts_with(*p)) {
+                    Some(p) => format!("{p}*"),
+                    None => seg.to_string(),
+                })
+                .collect();
+            out.push_str(&parts.join("\\\\r\\\\n"));
+        } else if line.contains(" ws.text ") && line.contains("v=0") {
             let parts: Vec<String> = line
                 .split("\\r\\n")
                 .map(|seg| match VOLATILE_SDP.iter().find(|p| seg.starts_with(*p)) {
@@ -503,6 +528,14 @@ pub fn parse(text: &str) -> Result<Capture, String> {
             let id = StoreId(id.parse().map_err(|_| err("bad storage id"))?);
             let result = store_line::decode_outcome(rest.trim()).map_err(|e| err(&e.to_string()))?;
             ReplayInput::Stored { id, result }
+        } else if let Some(w) = channel.strip_prefix("worker:") {
+            let worker = w.parse().map_err(|_| err("bad worker index"))?;
+            let msg = crate::conference::remote::WorkerMsg::decode(payload).map_err(|e| err(&e))?;
+            match verb {
+                "from" => ReplayInput::FromWorker { worker, msg },
+                "failed" => ReplayInput::ToWorkerFailed { worker, msg },
+                _ => return Err(err("unknown worker record")),
+            }
         } else if let Some(rest) = channel.strip_prefix("udp:") {
             let (id, from) = match rest.split_once('<') {
                 Some((id, from)) => (id, Some(from)),
@@ -652,6 +685,12 @@ pub fn replay(capture: &Capture, epoch: Instant) -> Result<String, String> {
                 gw.handle_input(now, Input::Stored { id: *id, result: result.clone() })
             }
             ReplayInput::Shutdown => gw.handle_input(now, Input::Shutdown),
+            ReplayInput::FromWorker { worker, msg } => {
+                gw.handle_input(now, Input::FromWorker { worker: *worker, msg: msg.clone() })
+            }
+            ReplayInput::ToWorkerFailed { worker, msg } => {
+                gw.handle_input(now, Input::ToWorkerFailed { worker: *worker, msg: msg.clone() })
+            }
             ReplayInput::Media { call, event } => gw.replay_media_event(now, *call, *event),
         }
         drain(&mut gw, &mut recorded);

@@ -1,6 +1,7 @@
 //! The vocabulary of the drive loop: what a runtime hands the core ([`Input`]) and what the core
 //! asks of it ([`Output`]).
 
+pub use crate::conference::remote::WorkerMsg;
 pub use crate::dns::{Answer, QueryType};
 use crate::ids::{ConnId, Listener, SocketId};
 use crate::storage::{StoreError, StoreId, StoreRequest, StoreResult};
@@ -85,6 +86,22 @@ pub enum Input<'a> {
         /// What the storage answered; [`StoreError::Unavailable`] when the runtime has no storage
         /// or its queue is full.
         result: Result<StoreResult, StoreError>,
+    },
+    /// A message from the gateway of worker `worker` (`sylkgw`'s workers, rooms across workers:
+    /// `crate::conference::remote`).
+    FromWorker {
+        /// The sending worker's index.
+        worker: usize,
+        /// The message.
+        msg: WorkerMsg,
+    },
+    /// An [`Output::ToWorker`] the runtime could not deliver (that worker's queue is full or
+    /// the worker is gone), handed back.
+    ToWorkerFailed {
+        /// The worker it was for.
+        worker: usize,
+        /// The message.
+        msg: WorkerMsg,
     },
     /// The process is stopping (SIGINT/SIGTERM): close every WebSocket with 1001 and accept no
     /// more. The runtime keeps driving until [`crate::Gateway::connection_count`] is 0 or its
@@ -213,6 +230,15 @@ pub enum Output {
         id: StoreId,
         /// What to do.
         request: StoreRequest,
+    },
+    /// Hand `msg` to the gateway of worker `worker` (as its [`Input::FromWorker`], in order);
+    /// one it cannot take now comes back as [`Input::ToWorkerFailed`], after the drain. Only with
+    /// more than one worker (`ConferenceConfig::workers`).
+    ToWorker {
+        /// The receiving worker's index.
+        worker: usize,
+        /// The message.
+        msg: WorkerMsg,
     },
     /// Nothing more to do now: call `handle_input(Input::Timeout)` at this instant, or earlier
     /// with any other input. [`crate::Gateway::last_timeout_reason`] says why.

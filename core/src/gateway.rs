@@ -35,6 +35,7 @@ mod messaging;
 mod proxied;
 mod registers;
 mod reload;
+mod rooms_remote;
 mod sockets;
 mod stats;
 mod storage;
@@ -280,6 +281,8 @@ impl Gateway {
             Input::Resolved { query, result } => self.sip.handle_resolved(query, result, now, &mut self.rng),
             Input::Stored { id, result } => self.on_stored(id, result),
             Input::Shutdown => self.shutdown(),
+            Input::FromWorker { worker, msg } => self.worker_message(worker, msg),
+            Input::ToWorkerFailed { worker, msg } => self.worker_undelivered(worker, msg),
         }
         self.drain_sip();
     }

@@ -73,6 +73,7 @@
 //!             Output::BindUdp { socket, purpose, local } => { /* bind; answer after the drain */ }
 //!             Output::CloseUdp { socket } => { /* close that socket */ }
 //!             Output::Store { id, request } => { /* off the loop; answer with Input::Stored */ }
+//!             Output::ToWorker { worker, msg } => { /* to that worker's core, as Input::FromWorker */ }
 //!             Output::Timeout(at) => return at,
 //!         }
 //!     }

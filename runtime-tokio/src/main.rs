@@ -43,6 +43,12 @@
 //!   connection, at most 256 waiting) whose threads report back over the worker's event channel.
 //!   A request the pool cannot take (queue full, no storage) is answered `Unavailable` right
 //!   after the drain.
+//! - Rooms across workers (`sylkgw_core::conference::remote`): each core knows its index and the
+//!   worker count (`ConferenceConfig::worker`/`workers`); `Output::ToWorker` goes over the
+//!   receiving worker's bounded channel ([`WORKER_QUEUE`], `try_send`: a worker loop never waits
+//!   for another, so two cannot block each other) and is fed there as `Input::FromWorker`, in
+//!   order per sender; a message the channel does not take (full, or that worker has ended)
+//!   comes back to its core as `Input::ToWorkerFailed` after the drain.
 //! - The main thread waits for SIGINT/SIGTERM, tells the workers through a watch channel, and
 //!   waits for them (each stops when its connections are gone or after the grace period).
 
@@ -55,6 +61,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use sylkgw_core::dns::QueryType;
+use sylkgw_core::drive::WorkerMsg;
 use sylkgw_core::storage::{StoreId, StoreRequest};
 use sylkgw_core::{ConnId, Gateway, Input, Listener, SocketId, Transmit, UdpPurpose};
 use sylkgw_driver::{
@@ -78,6 +85,11 @@ const SIP_SOCKET: SocketId = SocketId(0);
 const WEBRTC_SOCKET: SocketId = SocketId(1);
 /// Largest datagram read.
 const DATAGRAM: usize = 64 * 1024;
+/// Messages from other workers' cores waiting for a worker's core.
+const WORKER_QUEUE: usize = 1024;
+
+/// A message for another worker's core, with the sender's index.
+type WorkerMail = (usize, WorkerMsg);
 
 fn main() {
     let args = driver::args();
@@ -107,6 +119,8 @@ fn main() {
         }
         config.media = config.media.for_worker(index, workers).unwrap_or_else(|e| driver::fatal(2, e));
         config.sip = config.sip.for_worker(workers);
+        config.conference.worker = index;
+        config.conference.workers = workers;
         let (rtp_low, rtp_high) = config.media.rtp_ports;
         log::info!("worker {index}: RTP ports {rtp_low}-{rtp_high}");
         let gw = Gateway::new(config, driver::os_seed(), Instant::now(), driver::unix_time())
@@ -148,14 +162,18 @@ async fn serve(run: Run, cores: Vec<Driver>, limits: ConnLimits, storage: driver
     // Every worker holds a sender; `recv` returns `None` once all workers have ended.
     let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
     let mut handles = Vec::with_capacity(cores.len());
+    let (peers, inboxes): (Vec<_>, Vec<_>) =
+        (0..cores.len()).map(|_| mpsc::channel::<WorkerMail>(WORKER_QUEUE)).unzip();
+    let peers: Arc<[mpsc::Sender<WorkerMail>]> = peers.into();
     // Each worker says when its sockets are bound; a worker that fails drops its sender.
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<()>();
-    for (index, (driver, listener)) in cores.into_iter().zip(listeners).enumerate() {
+    for (index, ((driver, listener), inbox)) in cores.into_iter().zip(listeners).zip(inboxes).enumerate() {
         let (stop, alive, limits, storage) = (stop_rx.clone(), alive_tx.clone(), limits.clone(), storage.clone());
         let metrics = board.as_ref().map(|b| driver::metrics::Publisher::new(Arc::clone(b), index));
         let ready = ready_tx.clone();
         let reload = reload_rx.clone();
-        let shared = Shared { limits, storage, stop, metrics, ready, reload, _alive: alive };
+        let peers = Arc::clone(&peers);
+        let shared = Shared { limits, storage, stop, metrics, ready, reload, peers, inbox, _alive: alive };
         let handle = std::thread::Builder::new()
             .name(format!("sylkgw-{index}"))
             .spawn(move || worker(index, driver, listener, shared, stats_every))?;
@@ -255,6 +273,10 @@ struct Shared {
     ready: std::sync::mpsc::Sender<()>,
     /// This worker's side of the `/metrics` board, when metrics are on.
     metrics: Option<driver::metrics::Publisher>,
+    /// Every worker's inbox (by index), for `Output::ToWorker`.
+    peers: Arc<[mpsc::Sender<WorkerMail>]>,
+    /// This worker's inbox: other cores' messages.
+    inbox: mpsc::Receiver<WorkerMail>,
     /// Dropped when the worker ends, however it ends.
     _alive: mpsc::Sender<()>,
 }
@@ -268,7 +290,7 @@ fn worker(
     shared: Shared,
     stats_every: Option<Duration>,
 ) {
-    let Shared { limits, storage, stop, metrics, ready, reload, _alive } = shared;
+    let Shared { limits, storage, stop, metrics, ready, reload, peers, inbox, _alive } = shared;
     let result = tokio::runtime::Builder::new_current_thread().enable_all().build().and_then(|rt| {
         rt.block_on(async move {
             let listener = TcpListener::from_std(listener)?;
@@ -322,6 +344,8 @@ fn worker(
                     max_pending,
                     resolver: None,
                     limits: limits.clone(),
+                    peers,
+                    index,
                 },
                 driver,
                 limits,
@@ -336,7 +360,7 @@ fn worker(
             core.feed(Input::UdpBound { socket: WEBRTC_SOCKET, purpose: UdpPurpose::WebRtc, local: webrtc_local });
             let _ = ready.send(());
             drop(ready);
-            core.run(listener, sip_tcp, sip_tls, udp, events, (stop, reload)).await;
+            core.run(listener, sip_tcp, sip_tls, udp, (events, inbox), (stop, reload)).await;
             Ok(())
         })
     });
@@ -458,6 +482,10 @@ struct TokioIo {
     resolver: Option<Result<hickory_resolver::TokioResolver, String>>,
     /// The process's connection caps, for connections readdressed by a trusted proxy.
     limits: ConnLimits,
+    /// Every worker's inbox (`Output::ToWorker`).
+    peers: Arc<[mpsc::Sender<WorkerMail>]>,
+    /// This worker's index (the sender of its messages).
+    index: usize,
 }
 
 impl Core {
@@ -469,7 +497,7 @@ impl Core {
         sip_tcp: TcpListener,
         sip_tls: Option<TcpListener>,
         udp: Arc<UdpSocket>,
-        mut events: mpsc::Receiver<Event>,
+        (mut events, mut inbox): (mpsc::Receiver<Event>, mpsc::Receiver<WorkerMail>),
         (mut stop, mut reload): (watch::Receiver<bool>, watch::Receiver<Option<Arc<sylkgw_core::Config>>>),
     ) {
         let mut listener = Some(listener);
@@ -565,6 +593,7 @@ impl Core {
                     Event::Data(..) | Event::Closed(_) => {} // the core already closed it
                 },
                 Some(_) = tasks.join_next() => {} // reap ended connection tasks
+                Some((from, msg)) = inbox.recv() => self.feed(Input::FromWorker { worker: from, msg }),
                 () = &mut sleep => {
                     let now = Instant::now();
                     if accept_retry.is_some_and(|at| at <= now) {
@@ -748,6 +777,12 @@ impl Io for TokioIo {
                 self.dropped.push(conn);
             }
         }
+    }
+
+    /// Queues `msg` on worker `worker`'s inbox without waiting; full or gone: handed back.
+    fn send_to_worker(&mut self, worker: usize, msg: WorkerMsg) -> Option<WorkerMsg> {
+        let Some(peer) = self.peers.get(worker) else { return Some(msg) };
+        peer.try_send((self.index, msg)).err().map(|e| e.into_inner().1)
     }
 
     fn take_deferred(&mut self) -> Option<Deferred> {

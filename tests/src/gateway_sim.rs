@@ -14,6 +14,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use sylkgw_core::config::Config;
+use sylkgw_core::drive::WorkerMsg;
 use sylkgw_core::media::webrtc::DtlsIdentity;
 use sylkgw_core::storage::{StoreError, StoreId, StoreRequest, StoreResult};
 use sylkgw_core::{ConnId, Gateway, Input, Listener, Output, SocketId, UdpPurpose};
@@ -156,6 +157,9 @@ pub struct GatewaySim {
     /// yet) until [`GatewaySim::release_stores`].
     pub hold_stores: bool,
     held: VecDeque<(StoreId, Result<StoreResult, StoreError>)>,
+    /// `Output::ToWorker` messages (worker, message) not carried yet: a test with several
+    /// gateways hands them over as `Input::FromWorker`.
+    pub to_workers: VecDeque<(usize, WorkerMsg)>,
 }
 
 /// A storage backend for [`GatewaySim::storage`].
@@ -176,6 +180,8 @@ impl GatewaySim {
         config.webrtc.dtls_cert = Some(test_cert());
         config.capture = true;
         tweak(&mut config);
+        // A test may move the WebRTC socket (two gateways side by side).
+        let webrtc = config.media.webrtc_listen.unwrap_or(addr(GW_WEBRTC));
         let now = Instant::now();
         let gw = Gateway::new(config, seed, now, Duration::from_secs(1_700_000_000)).unwrap();
         let mut sim = Self {
@@ -192,12 +198,13 @@ impl GatewaySim {
             stored: VecDeque::new(),
             hold_stores: false,
             held: VecDeque::new(),
+            to_workers: VecDeque::new(),
         };
         sim.drain();
         sim.sockets.insert(SocketId(1), addr(GW_SIP));
         sim.input(Input::UdpBound { socket: SocketId(1), purpose: UdpPurpose::Sip, local: addr(GW_SIP) });
-        sim.sockets.insert(SocketId(2), addr(GW_WEBRTC));
-        sim.input(Input::UdpBound { socket: SocketId(2), purpose: UdpPurpose::WebRtc, local: addr(GW_WEBRTC) });
+        sim.sockets.insert(SocketId(2), webrtc);
+        sim.input(Input::UdpBound { socket: SocketId(2), purpose: UdpPurpose::WebRtc, local: webrtc });
         sim
     }
 
@@ -252,6 +259,7 @@ impl GatewaySim {
                     let from = self.sockets[&t.socket];
                     self.wire.push_back(Datagram { at: self.now + LATENCY, from, to: t.to, data: t.payload });
                 }
+                Output::ToWorker { worker, msg } => self.to_workers.push_back((worker, msg)),
                 other => panic!("unexpected output {other:?}"),
             }
         }

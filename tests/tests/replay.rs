@@ -147,6 +147,8 @@ replay!(
     api_token,
     // Conferences (#13), recorded by `tests/conference_sim.rs` (`WRITE_CAPTURES=1`); no media ran.
     conference_signalling,
+    conference_workers_home,
+    conference_workers_origin,
 );
 
 /// A changed expectation fails, and the failure shows what changed.

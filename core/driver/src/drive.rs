@@ -8,7 +8,8 @@
 //! - Answers the runtime has at once but the core may not hear mid-drain (the result of
 //!   [`Io::bind_udp`], the [`Deferred`] inputs [`Io::take_deferred`] hands back) are fed right
 //!   after the drain that caused them, each followed by its own drain: bind answers first, in
-//!   order, then the deferred inputs.
+//!   order, then messages to other workers that could not be delivered
+//!   (`Input::ToWorkerFailed`), then the deferred inputs.
 //! - `now` is read from the real clock for every input, so it never goes backwards.
 
 #![allow(clippy::disallowed_methods)] // the drive loop reads the real clock for `now`
@@ -18,6 +19,7 @@ use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 use sylkgw_core::dns::{Answer, QueryType};
+use sylkgw_core::drive::WorkerMsg;
 use sylkgw_core::storage::{StoreError, StoreId, StoreRequest, StoreResult};
 use sylkgw_core::{ConnId, Gateway, Input, Output, SocketId, Transmit, UdpPurpose};
 
@@ -79,6 +81,13 @@ pub trait Io {
     fn readdress(&mut self, conn: ConnId, ip: IpAddr) {
         let _ = (conn, ip);
     }
+    /// `Output::ToWorker`: queue `msg` for worker `worker`'s core without waiting (`None`); a
+    /// message it cannot queue (full, worker gone) is handed back (`Some`) and fed after the drain as
+    /// `Input::ToWorkerFailed`. A runtime with one worker has no other: every message comes back.
+    fn send_to_worker(&mut self, worker: usize, msg: WorkerMsg) -> Option<WorkerMsg> {
+        let _ = worker;
+        Some(msg)
+    }
 }
 
 /// A core, its capture file, its timer and what waits for the end of a drain.
@@ -89,6 +98,8 @@ pub struct Driver {
     deadline: Instant,
     /// Answers to `Output::BindUdp`, fed once the drain that asked is over.
     bind_answers: VecDeque<(SocketId, BindAnswer)>,
+    /// `Output::ToWorker` messages the runtime could not deliver, fed once the drain is over.
+    bounced: VecDeque<(usize, WorkerMsg)>,
     /// Watches the Timeout wake-ups for a busy loop.
     busy: BusyGuard,
     /// Time spent in the core and in [`Io`] since start (metrics' busy ratio).
@@ -104,6 +115,7 @@ impl Driver {
             capture,
             deadline: Instant::now(),
             bind_answers: VecDeque::new(),
+            bounced: VecDeque::new(),
             busy: BusyGuard::default(),
             working: std::time::Duration::ZERO,
         }
@@ -147,6 +159,8 @@ impl Driver {
         loop {
             if let Some((socket, answer)) = self.bind_answers.pop_front() {
                 self.gw.handle_input(Instant::now(), Input::udp_bind_result(socket, answer));
+            } else if let Some((worker, msg)) = self.bounced.pop_front() {
+                self.gw.handle_input(Instant::now(), Input::ToWorkerFailed { worker, msg });
             } else if let Some(deferred) = io.take_deferred() {
                 self.gw.handle_input(Instant::now(), deferred.input());
             } else {
@@ -198,6 +212,11 @@ impl Driver {
                 Output::Connect { conn, to } => io.connect(conn, to),
                 Output::Resolve { query, qtype, name } => io.resolve(query, qtype, name),
                 Output::Store { id, request } => io.store(id, request),
+                Output::ToWorker { worker, msg } => {
+                    if let Some(msg) = io.send_to_worker(worker, msg) {
+                        self.bounced.push_back((worker, msg));
+                    }
+                }
                 Output::Timeout(at) => {
                     self.deadline = at;
                     break;

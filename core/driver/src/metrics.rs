@@ -202,6 +202,9 @@ fn float(v: f64) -> String {
     }
 }
 
+/// A per-worker gauge's value in a worker's figures.
+type PerWorker = fn(&Figures) -> usize;
+
 /// The text of `/metrics`: the workers' `reports` summed (per-worker figures labelled
 /// `worker`), then the process's RSS and fds (`process`).
 pub fn render(reports: &[Report], process: (Option<u64>, Option<usize>)) -> String {
@@ -292,6 +295,28 @@ pub fn render(reports: &[Report], process: (Option<u64>, Option<usize>)) -> Stri
     for (i, r) in reports.iter().enumerate() {
         f.sample("sylkgw_event_loop_busy_seconds_total", &format!("worker=\"{i}\""), float(r.busy.as_secs_f64()));
     }
+    let per_worker: [(&str, &str, PerWorker); 4] = [
+        ("sylkgw_worker_websockets", "WebSocket connections alive, per worker.", |f| f.stats.websockets),
+        ("sylkgw_worker_rooms", "Conference rooms held, per worker (a room lives on its home worker).", |f| {
+            f.conference.rooms
+        }),
+        (
+            "sylkgw_worker_room_participants",
+            "Conference participants (publishers) held, per worker, whichever worker holds their WebSocket.",
+            |f| f.conference.participants,
+        ),
+        (
+            "sylkgw_worker_remote_connections",
+            "WebSockets of other workers with conference sessions on this worker.",
+            |f| f.conference.remotes,
+        ),
+    ];
+    for (name, help, value) in per_worker {
+        let mut f = Family::new(&mut out, name, "gauge", help);
+        for (i, r) in reports.iter().enumerate() {
+            f.sample(name, &format!("worker=\"{i}\""), value(&r.figures) as u64);
+        }
+    }
     let (rss, fds) = process;
     if let Some(rss) = rss {
         gauge(&mut out, "process_resident_memory_bytes", "Resident memory size in bytes.", rss);
@@ -339,6 +364,9 @@ mod tests {
         a.figures.counters.setup_outgoing.observe(0.3);
         let mut b = Report::default();
         b.figures.stats.connections = 5;
+        b.figures.stats.websockets = 2;
+        b.figures.conference.participants = 3;
+        b.figures.conference.remotes = 1;
         b.figures.counters.requests.insert("ping", 1);
         b.figures.counters.requests.insert("account-add", 2);
         b.figures.counters.setup_outgoing.observe(100.0);
@@ -357,6 +385,10 @@ mod tests {
             "sylkgw_event_loop_busy_ratio{worker=\"0\"} 0.25",
             "sylkgw_event_loop_busy_ratio{worker=\"1\"} 0",
             "sylkgw_event_loop_busy_seconds_total{worker=\"0\"} 1.5",
+            "sylkgw_worker_websockets{worker=\"0\"} 0",
+            "sylkgw_worker_websockets{worker=\"1\"} 2",
+            "sylkgw_worker_room_participants{worker=\"1\"} 3",
+            "sylkgw_worker_remote_connections{worker=\"1\"} 1",
             "process_resident_memory_bytes 4096",
             "process_open_fds 12",
         ] {

@@ -34,6 +34,8 @@ pub enum ConfError {
     RoomFull { uri: String },
     /// `ConferenceConfig::max_feeds_per_connection` reached.
     TooManyFeeds,
+    /// The room's home worker did not take the request (its queue is full, or it is gone).
+    HomeUnavailable,
 }
 
 impl fmt::Display for ConfError {
@@ -56,6 +58,7 @@ impl fmt::Display for ConfError {
             Self::TooManyRooms => f.write_str("Too many rooms"),
             Self::RoomFull { uri } => write!(f, "Room {uri} is full"),
             Self::TooManyFeeds => f.write_str("Too many feeds on this connection"),
+            Self::HomeUnavailable => f.write_str("Room unavailable, try again later"),
         }
     }
 }

@@ -15,6 +15,11 @@ pub struct ConferenceConfig {
     pub max_feeds_per_connection: usize,
     /// Per-room options; rooms not listed get [`RoomConfig::for_uri`]'s defaults.
     pub rooms: Vec<RoomConfig>,
+    /// This gateway's worker index (set by the runtime; `conference::remote`).
+    pub worker: usize,
+    /// How many workers (gateways) the process runs (set by the runtime; default 1). With more
+    /// than one, each room lives on its home worker (`remote::home_of`).
+    pub workers: usize,
 }
 
 /// Default of [`ConferenceConfig::max_rooms`].
@@ -22,6 +27,8 @@ pub const DEFAULT_MAX_ROOMS: usize = 64;
 /// Default of [`ConferenceConfig::max_participants_per_room`] (a 16-party room forwards 240
 /// streams per medium).
 pub const DEFAULT_MAX_PARTICIPANTS: usize = 16;
+/// Most workers [`ConferenceConfig::worker_count`] believes in.
+pub const MAX_WORKERS: usize = 1024;
 /// Default of [`ConferenceConfig::max_feeds_per_connection`].
 pub const DEFAULT_MAX_FEEDS: usize = 32;
 
@@ -32,6 +39,8 @@ impl Default for ConferenceConfig {
             max_participants_per_room: DEFAULT_MAX_PARTICIPANTS,
             max_feeds_per_connection: DEFAULT_MAX_FEEDS,
             rooms: Vec::new(),
+            worker: 0,
+            workers: 1,
         }
     }
 }
@@ -40,6 +49,16 @@ impl ConferenceConfig {
     /// Whether every value is the default (capture headers leave it out then).
     pub fn is_default(&self) -> bool {
         *self == Self::default()
+    }
+
+    /// The worker count rooms are spread over: [`Self::workers`] when it is a sane setting (at
+    /// most [`MAX_WORKERS`], this gateway's index below it), else 1 (every room here).
+    pub fn worker_count(&self) -> usize {
+        if self.workers <= MAX_WORKERS && self.worker < self.workers {
+            self.workers
+        } else {
+            1
+        }
     }
 
     /// The options of room `uri` (bare AOR): its section, else the defaults.
@@ -114,6 +133,16 @@ fn matches_any(list: &[String], aor: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_sane_worker_setting_spreads_rooms() {
+        let with = |worker, workers| ConferenceConfig { worker, workers, ..ConferenceConfig::default() };
+        assert_eq!(ConferenceConfig::default().worker_count(), 1);
+        assert_eq!(with(1, 2).worker_count(), 2);
+        assert_eq!(with(2, 2).worker_count(), 1, "an index beyond the count");
+        assert_eq!(with(0, 0).worker_count(), 1);
+        assert_eq!(with(0, usize::MAX).worker_count(), 1, "a capture header cannot ask for a huge fan-out");
+    }
 
     #[test]
     fn access_policies() {

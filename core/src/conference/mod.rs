@@ -40,11 +40,13 @@
 //!
 //! # Files
 //! `limits` (configuration), `errors`, `tables` (rooms, participants, feeds, ids), `signalling`
-//! (the requests), `forward` (the media plane: datagrams, leg outputs, RTP forwarding).
+//! (the requests), `forward` (the media plane: datagrams, leg outputs, RTP forwarding), `remote`
+//! (rooms across workers: the messages, home workers, remote connections' aliases, routes).
 
 pub mod errors;
 mod forward;
 pub mod limits;
+pub mod remote;
 mod signalling;
 pub mod tables;
 
@@ -85,6 +87,9 @@ pub enum ConfOutput {
     Transmit { to: SocketAddr, payload: Vec<u8> },
     /// Send `event` to every WebSocket except `except` that holds `account`.
     ToAccount { except: ConnId, account: String, event: Event },
+    /// Connection `conn` holds `session` (a publisher session or feed id) no more (the origin
+    /// worker of a remote connection forgets its route, `remote`).
+    SessionClosed { conn: ConnId, session: String },
 }
 
 /// Every room, participant and feed of one gateway. See the module documentation.
@@ -103,10 +108,14 @@ pub struct Conferences {
     out: VecDeque<ConfOutput>,
     /// Legs that reported `Closed` while drained, removed by `reap`.
     ended: Vec<LegKey>,
+    /// Home side of rooms across workers: remote connections' aliases.
+    pub(crate) remotes: remote::Remotes,
+    /// Origin side: this gateway's connections' sessions on other workers.
+    pub(crate) routes: remote::Routes,
 }
 
 /// How many rooms, participants, feeds and sessions are held (tests check the baseline).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
 pub struct Census {
     /// Rooms.
     pub rooms: usize,
@@ -120,6 +129,10 @@ pub struct Census {
     pub demux: usize,
     /// Leg timers armed.
     pub timers: usize,
+    /// Remote connections served here (`remote::Remotes`).
+    pub remotes: usize,
+    /// Sessions and feeds of this gateway's connections on other workers (`remote::Routes`).
+    pub routes: usize,
 }
 
 impl Conferences {
@@ -142,6 +155,8 @@ impl Conferences {
             sessions: self.sessions.len(),
             demux: self.demux.len(),
             timers: self.timers.len(),
+            remotes: self.remotes.len(),
+            routes: self.routes.len(),
         }
     }
 
@@ -149,6 +164,16 @@ impl Conferences {
     /// connection).
     pub fn has_conn(&self, conn: ConnId) -> bool {
         self.sessions.range((conn, String::new())..).next().is_some_and(|((c, _), _)| *c == conn)
+    }
+
+    /// Whether connection `conn` holds session or feed `id`.
+    pub fn holds(&self, conn: ConnId, id: &str) -> bool {
+        self.sessions.contains_key(&(conn, id.to_string()))
+    }
+
+    /// Feeds connection `conn` holds here.
+    pub fn feeds_of(&self, conn: ConnId) -> usize {
+        self.feeds.values().filter(|f| f.conn == conn).count()
     }
 
     fn event(&mut self, conn: ConnId, session: &str, event: crate::api::videoroom::VideoroomEvent) {

@@ -534,6 +534,7 @@ impl Conferences {
         let Some(mut part) = self.participants.remove(&p) else { return Vec::new() };
         let key = LegKey::Publisher(p);
         self.sessions.remove(&(part.conn, part.session.clone()));
+        self.out.push_back(ConfOutput::SessionClosed { conn: part.conn, session: part.session.clone() });
         self.demux.remove(key);
         self.timers.stop(key);
         self.close_leg(env.now, &mut part.leg);
@@ -563,6 +564,7 @@ impl Conferences {
         let Some(mut feed) = self.feeds.remove(&f) else { return };
         let key = LegKey::Feed(f);
         self.sessions.remove(&(feed.conn, feed.id.clone()));
+        self.out.push_back(ConfOutput::SessionClosed { conn: feed.conn, session: feed.id.clone() });
         self.demux.remove(key);
         self.timers.stop(key);
         if let Some(p) = self.participants.get_mut(&feed.parent) {

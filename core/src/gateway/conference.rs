@@ -30,7 +30,6 @@ impl Gateway {
     /// A sylkRTC-1 connection's (4.1's `videoroom-ctl` era) gets them in 4.1's order and words
     /// (`conference_v1`).
     pub(super) fn videoroom_request(&mut self, conn: ConnId, transaction: String, req: VideoroomRequest) {
-        let v1 = self.client(conn).is_some_and(|c| c.dialect == crate::api::Dialect::V1).then(|| req.clone());
         let account = match &req {
             VideoroomRequest::Join { account, .. } => self
                 .client(conn)
@@ -38,6 +37,34 @@ impl Gateway {
                 .map(|a| Identity { uri: a.aor.clone(), display_name: a.display_name.clone() }),
             _ => None,
         };
+        if self.config.conference.worker_count() > 1 {
+            match self.room_route(conn, &req) {
+                Err(e) => {
+                    log::info!("{conn}: {} refused: {e}", req.kind());
+                    self.send_event(conn, &crate::api::Event::Error { transaction, error: e.to_string() });
+                    return;
+                }
+                Ok(Some(worker)) => return self.forward_room_request(conn, worker, &transaction, &req, account),
+                Ok(None) => {}
+            }
+        }
+        self.local_videoroom_request(conn, transaction, req, account);
+    }
+
+    /// Serves a `videoroom-*` request here, for a local connection or a remote one's alias.
+    pub(super) fn local_videoroom_request(
+        &mut self,
+        conn: ConnId,
+        transaction: String,
+        req: VideoroomRequest,
+        account: Option<Identity>,
+    ) {
+        // A sylkRTC-1 connection, here or behind a remote alias, gets 4.1's order and words.
+        let dialect = match self.client(conn) {
+            Some(c) => Some(c.dialect),
+            None => self.conferences.remotes.origin(conn).map(|o| o.dialect),
+        };
+        let v1 = (dialect == Some(crate::api::Dialect::V1)).then(|| req.clone());
         let candidates = self.webrtc_candidates();
         let mut env = env!(self, candidates);
         self.conferences.request(&mut env, conn, transaction.clone(), req, account);
@@ -65,8 +92,9 @@ impl Gateway {
         self.drain_conferences();
     }
 
-    /// WebSocket `conn` is gone: it leaves its rooms.
+    /// WebSocket `conn` is gone: it leaves its rooms, here and on the other workers.
     pub(super) fn conference_conn_gone(&mut self, conn: ConnId) {
+        self.rooms_conn_gone(conn);
         if !self.conferences.has_conn(conn) {
             return;
         }
@@ -81,7 +109,7 @@ impl Gateway {
         self.conferences.census()
     }
 
-    fn drain_conferences(&mut self) {
+    pub(super) fn drain_conferences(&mut self) {
         let outputs: Vec<ConfOutput> = std::iter::from_fn(|| self.conferences.poll_output()).collect();
         self.conference_outputs(outputs);
     }
@@ -92,7 +120,13 @@ impl Gateway {
         for o in outputs {
             match o {
                 ConfOutput::Event { conn, event } => {
-                    self.send_event(conn, &event);
+                    if !self.event_to_remote(conn, &event) {
+                        self.send_event(conn, &event);
+                    }
+                    touched.insert(conn);
+                }
+                ConfOutput::SessionClosed { conn, session } => {
+                    self.session_closed_remote(conn, session);
                     touched.insert(conn);
                 }
                 ConfOutput::Transmit { to, payload } => {
@@ -102,6 +136,7 @@ impl Gateway {
                     }
                 }
                 ConfOutput::ToAccount { except, account, event } => {
+                    self.invite_elsewhere(except, &account, &event);
                     let holders: Vec<ConnId> = self
                         .conns
                         .iter()
@@ -118,6 +153,7 @@ impl Gateway {
             }
         }
         for conn in touched {
+            self.forget_idle_remote(conn);
             if matches!(self.conns.get(&conn), Some(Conn { phase: Phase::Ws(_), .. })) {
                 self.flush(conn);
             }

@@ -226,6 +226,8 @@ pub struct Figures {
     pub lost_live: u64,
     /// Running totals.
     pub counters: Counters,
+    /// The conference tables (rooms held here, remote connections served, routes elsewhere).
+    pub conference: crate::conference::Census,
 }
 
 impl Gateway {
@@ -246,6 +248,7 @@ impl Gateway {
             calls,
             lost_live,
             counters: self.tally.counters.clone(),
+            conference: self.conferences.census(),
         }
     }
 }

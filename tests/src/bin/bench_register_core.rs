@@ -493,6 +493,7 @@ impl Bench {
                 Output::BindUdp { socket, local, .. } => self.odd("bind udp", format!("{socket} {local}")),
                 Output::CloseUdp { socket } => self.odd("close udp", format!("{socket}")),
                 Output::Store { id, .. } => self.odd("store", format!("{id}")),
+                Output::ToWorker { worker, .. } => self.odd("to worker", format!("{worker}")),
                 Output::Timeout(_) => {}
             }
         }

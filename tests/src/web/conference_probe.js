@@ -14,10 +14,13 @@
 //                                         the requests become 4.1's (`videoroom-ctl` options,
 //                                         `videoroom-terminate`), its events are read into the
 //                                         names above, each with the message as received in `raw`
+//   conf.connect(i), conf.disconnect(i) -> opens (closes) i's WebSocket ahead of its join, so a
+//                                         test can see which worker took it before it joins
 (() => {
 'use strict';
 const ROOM = 'room@videoconference.example.com';
 const parties = {};
+const early = {};
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 let nextTx = 0;
 let DIALECT = 'sylkRTC-2';
@@ -44,6 +47,16 @@ function trickler(p, session, pc) {
     if (ready) send(c); else queue.push(c);
   };
   return () => { ready = true; queue.splice(0).forEach(send); };
+}
+
+async function connect(i) {
+  early[i] = await open();
+  return 'open';
+}
+
+function disconnect(i) {
+  if (early[i]) { early[i].close(); delete early[i]; }
+  return 'closed';
 }
 
 /** A sylkRTC-2 videoroom request of publisher session `own` as sylkRTC-1 (4.1) says it. */
@@ -79,7 +92,8 @@ function v1Event(e) {
 }
 
 async function join(i, freq, width, height) {
-  const ws = await open();
+  const ws = early[i] || await open();
+  delete early[i];
   const v1 = DIALECT === 'sylkRTC-1';
   const p = {i, ws, session: `p${i}`, events: [], pending: new Map(), feeds: {}};
   parties[i] = p;
@@ -225,5 +239,5 @@ function dialect(d) {
   return d;
 }
 
-window.conf = {join, attach, feedStats, tone, leave, vanish, dropFeed, dialect, events: (i) => parties[i].events};
+window.conf = {connect, disconnect, join, attach, feedStats, tone, leave, vanish, dropFeed, dialect, events: (i) => parties[i].events};
 })();

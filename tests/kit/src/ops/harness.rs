@@ -243,6 +243,7 @@ impl GatewayHarness {
                     assert!(!self.bound.contains(&socket), "BindUdp names {socket}, which is bound");
                     self.binds.push((socket, purpose, local));
                 }
+                Output::ToWorker { worker, .. } => panic!("ToWorker({worker}) from a gateway with one worker"),
                 Output::CloseUdp { socket } => {
                     if self.binds.iter().any(|b| b.0 == socket) {
                         self.closed_pending.insert(socket);
