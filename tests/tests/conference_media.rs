@@ -42,6 +42,8 @@ struct Party {
     seq: u64,
     /// The audio level it sends (RFC 6464, -dBov: 0 loudest, 127 silence).
     level: u8,
+    /// The size of its video payloads (50 a second).
+    video_size: usize,
 }
 
 /// Drops video RTP on its way from the gateway to one address: every `every`-th packet.
@@ -91,7 +93,9 @@ impl World for Conf {
             let payload: &[u8] = &[i as u8, 1, 2, 3];
             tx.write_rtp(RtpWrite::new(OPUS.into(), seq.into(), (seq * 960) as u32, now, payload).ext_vals(level));
             p.publisher.rtc.handle_input(Input::Timeout(now)).unwrap();
-            p.publisher.write_rtp(now, video, (VP8, seq, (seq * 3000) as u32, true), &[i as u8, 0x10, 0, 0x9d]);
+            let mut frame = vec![i as u8, 0x10, 0, 0x9d];
+            frame.resize(p.video_size.max(4), 0);
+            p.publisher.write_rtp(now, video, (VP8, seq, (seq * 3000) as u32, true), &frame);
             p.publisher.drain(now, LATENCY, &mut self.net.wire);
         }
     }
@@ -169,7 +173,15 @@ impl Conf {
             let events = self.net.take_events(conn);
             let accepted = events.iter().find(|e| e["state"] == "accepted").expect("accepted");
             publisher.accept_answer(accepted["sdp"].as_str().unwrap()).unwrap();
-            self.parties.push(Party { conn, session, publisher, feeds: BTreeMap::new(), seq: 0, level: 127 });
+            self.parties.push(Party {
+                conn,
+                session,
+                publisher,
+                feeds: BTreeMap::new(),
+                seq: 0,
+                level: 127,
+                video_size: 4,
+            });
         }
         for i in 0..n {
             let conn = self.parties[i].conn;
@@ -221,6 +233,16 @@ impl Conf {
                 (e["session"].as_str().unwrap().to_string(), levels)
             })
             .collect()
+    }
+
+    /// Party `i`'s browser sends a REMB of `bitrate` about the video of its feed of `publisher`.
+    fn subscriber_remb(&mut self, i: usize, publisher: &str, bitrate: u64) {
+        let now = self.net.now;
+        let (_, client) = self.parties[i].feeds.get_mut(publisher).unwrap();
+        let mid: Mid = client.video.unwrap();
+        client.rtc.direct_api().stream_rx_by_mid(mid, None).expect("its video").request_remb(Bitrate::bps(bitrate));
+        client.handle_timeout(now).unwrap();
+        client.drain(now, LATENCY, &mut self.net.wire);
     }
 
     /// The last REMB party `i`'s publisher browser got about its video.
@@ -360,6 +382,8 @@ fn subscriber_nacks_are_answered_with_rtx() {
 fn publishers_get_the_remb_the_room_allows() {
     let mut sim = Conf::new(|c| c.conference.max_bitrate = 1_200_000);
     sim.join_all(3);
+    // alice sends about 400 kbit/s of video.
+    sim.parties[0].video_size = 1000;
     for i in 0..3 {
         for j in 0..3 {
             if i != j {
@@ -378,15 +402,12 @@ fn publishers_get_the_remb_the_room_allows() {
     sim.run(Duration::from_secs(2));
     assert!(about(sim.last_remb(0), 1_200_000), "{:?}", sim.last_remb(0));
     assert_eq!((sim.last_remb(1), sim.last_remb(2)), (Some(100_000), Some(100_000)));
-    // bob's browser can take only 300 kbit/s of alice: she is told so.
-    let now = sim.net.now;
-    {
-        let (_, client) = sim.parties[1].feeds.get_mut("p0").unwrap();
-        let mid: Mid = client.video.unwrap();
-        client.rtc.direct_api().stream_rx_by_mid(mid, None).expect("alice's video").request_remb(Bitrate::bps(300_000));
-        client.handle_timeout(now).unwrap();
-        client.drain(now, LATENCY, &mut sim.net.wire);
-    }
+    // bob's browser estimates 800 kbit/s while receiving 400: not congested, no change.
+    sim.subscriber_remb(1, "p0", 800_000);
+    sim.run(Duration::from_secs(2));
+    assert!(about(sim.last_remb(0), 1_200_000), "{:?}", sim.last_remb(0));
+    // bob's browser can take only 300 kbit/s of alice's 400: she is told so.
+    sim.subscriber_remb(1, "p0", 300_000);
     sim.run(Duration::from_secs(2));
     assert!(about(sim.last_remb(0), 300_000), "{:?}", sim.last_remb(0));
     // alice caps herself lower (`videoroom-session-update` `bitrate`).

@@ -4,9 +4,15 @@
 //!   others; without, `max_bitrate / (n - 1)` for each of the `n` publishers;
 //! - the `bitrate` of the publisher's own `videoroom-session-update`;
 //! - what its subscribers can take: the lowest REMB of its feeds that receive video (each from
-//!   the last [`ESTIMATE_TTL`]; a `videoroom-session-update` `bitrate` on a feed caps that
-//!   feed's). With no simulcast one slow subscriber slows the publisher for all: the price of
-//!   forwarding without decoding, bounded below by [`MIN_REMB`].
+//!   the last [`ESTIMATE_TTL`]) **that is below what the publisher sends** (by more than
+//!   1/[`CONGESTED`]), and a feed's `videoroom-session-update` `bitrate`. A browser's
+//!   receive-side estimate stays near what it receives while that is all there is (it cannot
+//!   see beyond an application-limited stream: at most 1.5 × incoming), so relayed verbatim it
+//!   holds the publisher at its start rate for good (measured with Chromium: 60-100 kbit/s and
+//!   downscaled video). Below the publisher's rate it means congestion on that subscriber's
+//!   path, and then it caps the publisher. With no simulcast one slow subscriber slows the
+//!   publisher for all: the price of forwarding without decoding, bounded below by
+//!   [`MIN_REMB`].
 //!
 //! The REMB goes with the publisher's RTCP when the value moved by more than
 //! 1/[`REMB_CHANGE`] or [`REMB_INTERVAL`] passed, checked on each video packet of the publisher
@@ -30,6 +36,10 @@ pub const REMB_INTERVAL: Duration = Duration::from_secs(1);
 pub const REMB_CHANGE: u64 = 20;
 /// A subscriber's estimate counts this long (browsers send REMB about every second).
 pub const ESTIMATE_TTL: Duration = Duration::from_secs(5);
+/// A subscriber's estimate below (1 - 1/this) of the publisher's rate is congestion.
+pub const CONGESTED: u64 = 10;
+/// The period a publisher's rate is measured over.
+pub const RATE_PERIOD: Duration = Duration::from_secs(1);
 
 /// SylkServer's share of `max_bitrate` for publisher `session` in a room of `members`
 /// publishers with `active` speakers.
@@ -55,13 +65,16 @@ impl Conferences {
         if let Some(own) = part.bitrate.and_then(|b| u64::try_from(b).ok()).filter(|b| *b > 0) {
             target = target.min(own);
         }
+        let sending = part.media.rate.bps;
         for f in &part.subscribers {
             let Some(feed) = self.feeds.get(f) else { continue };
             if !feed.send_video || !feed.leg.is_connected() {
                 continue;
             }
-            let fresh = feed.media.estimate.filter(|(_, at)| now.saturating_duration_since(*at) <= ESTIMATE_TTL);
-            for limit in [fresh.map(|(b, _)| b), feed.media.max_bitrate].into_iter().flatten() {
+            let congested = feed.media.estimate.filter(|(b, at)| {
+                now.saturating_duration_since(*at) <= ESTIMATE_TTL && *b < sending - sending / CONGESTED
+            });
+            for limit in [congested.map(|(b, _)| b), feed.media.max_bitrate].into_iter().flatten() {
                 target = target.min(limit);
             }
         }
@@ -89,9 +102,24 @@ impl Conferences {
         true
     }
 
+    /// Publisher `p` sent a packet of `bytes` payload: its rate.
+    pub(super) fn measure(&mut self, now: Instant, p: ParticipantId, bytes: usize) {
+        let Some(part) = self.participants.get_mut(&p) else { return };
+        let rate = &mut part.media.rate;
+        rate.bytes += bytes as u64;
+        let since = *rate.since.get_or_insert(now);
+        let elapsed = now.saturating_duration_since(since);
+        if elapsed >= RATE_PERIOD {
+            rate.bps = (u128::from(rate.bytes) * 8 * 1000 / elapsed.as_millis().max(1)) as u64;
+            rate.bytes = 0;
+            rate.since = Some(now);
+        }
+    }
+
     /// Feed `f`'s subscriber reported what it can receive (REMB).
     pub(super) fn receiver_estimate(&mut self, now: Instant, f: FeedId, bitrate: u64) {
         if let Some(feed) = self.feeds.get_mut(&f) {
+            log::trace!("feed#{}: its browser takes {bitrate} bit/s", f.0);
             feed.media.estimate = Some((bitrate, now));
         }
     }

@@ -161,6 +161,7 @@ impl Conferences {
         if (packet.video && !publ.send_video) || (!packet.video && !publ.send_audio) {
             return;
         }
+        self.measure(now, p, packet.payload.len());
         match (packet.video, packet.audio_level) {
             (true, _) => {
                 if self.maybe_remb(now, p) {

@@ -94,6 +94,19 @@ pub struct PublisherMedia {
     pub levels: LevelWindow,
     /// The last REMB sent to it: bit/s, when.
     pub remb: Option<(u64, Instant)>,
+    /// What it sends (payload bit/s over the last measured second).
+    pub rate: Rate,
+}
+
+/// A payload rate, measured over about a second at a time.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Rate {
+    /// Bytes since `since`.
+    pub bytes: u64,
+    /// The start of the current measurement.
+    pub since: Option<Instant>,
+    /// The last measurement, bit/s.
+    pub bps: u64,
 }
 
 /// RFC 6464 audio levels (-dBov, 0 = loudest, 127 = silence) of one publisher's packets in one

@@ -10,6 +10,9 @@
 //   conf.tone(i, j, freqs)             -> phone.toneLevels of the feed's audio
 //   conf.leave(i), conf.vanish(i)      -> videoroom-leave / the WebSocket just closes
 //   conf.events(i)                     -> the videoroom events i received
+//   conf.levels(i)                     -> the levels of the last conference-audio-levels i got
+//   conf.update(i, options)            -> videoroom-session-update of i's publisher session
+//   conf.sendStats(i)                  -> {available, target} send bitrates of i's publisher
 (() => {
 'use strict';
 const ROOM = 'room@videoconference.example.com';
@@ -137,6 +140,9 @@ async function feedStats(i, j) {
     if (s.type !== 'inbound-rtp') return;
     if (s.kind === 'audio') out.packets = s.packetsReceived;
     if (s.kind === 'video') {
+      out.video = {packets: s.packetsReceived, lost: s.packetsLost, nacks: s.nackCount, plis: s.pliCount,
+        firs: s.firCount, received: s.framesReceived, keyframes: s.keyFramesDecoded, dropped: s.framesDropped,
+        codec: s.decoderImplementation};
       out.framesDecoded = s.framesDecoded || 0;
       out.width = s.frameWidth || 0;
       out.height = s.frameHeight || 0;
@@ -176,5 +182,28 @@ function dropFeed(i, j) {
   return Object.keys(parties[i].feeds).length;
 }
 
-window.conf = {join, attach, feedStats, tone, leave, vanish, dropFeed, events: (i) => parties[i].events};
+function levels(i) {
+  const l = parties[i].events.filter((e) => e.event === 'conference-audio-levels').pop();
+  return l ? l.levels : null;
+}
+
+async function update(i, options) {
+  const p = parties[i];
+  await p.req('videoroom-session-update', {session: p.session, options});
+  return 'updated';
+}
+
+/** The browser's send-side estimate (the selected pair's availableOutgoingBitrate), which a
+ * REMB caps, and the video encoder's target. */
+async function sendStats(i) {
+  const out = {available: 0, target: 0};
+  (await parties[i].pc.getStats()).forEach((s) => {
+    if (s.type === 'candidate-pair' && s.nominated && s.availableOutgoingBitrate) out.available = s.availableOutgoingBitrate;
+    if (s.type === 'outbound-rtp' && s.kind === 'video' && s.targetBitrate) out.target = s.targetBitrate;
+  });
+  return out;
+}
+
+window.conf = {join, attach, feedStats, tone, leave, vanish, dropFeed, levels, update, sendStats,
+  events: (i) => parties[i].events};
 })();
