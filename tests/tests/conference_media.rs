@@ -13,6 +13,7 @@ use str0m::format::{Codec, FormatParams};
 use str0m::media::{Direction, Frequency, MediaKind, Mid};
 use str0m::rtp::{ExtensionValues, RtpWrite};
 use str0m::{Input, RtcConfig};
+use sylkgw_core::conference::bitrate::SUBSCRIBER_FLOOR;
 use sylkgw_core::{ConnId, Input as GwInput};
 use sylkgw_kit::client_text_frame;
 use sylkgw_tests::gateway_sim::{addr, BindAnswer, GatewaySim, World, HA1, LATENCY};
@@ -406,10 +407,14 @@ fn publishers_get_the_remb_the_room_allows() {
     sim.subscriber_remb(1, "p0", 800_000);
     sim.run(Duration::from_secs(2));
     assert!(about(sim.last_remb(0), 1_200_000), "{:?}", sim.last_remb(0));
-    // bob's browser can take only 300 kbit/s of alice's 400: she is told so.
-    sim.subscriber_remb(1, "p0", 300_000);
+    // bob's browser can take only 320 kbit/s of alice's 400: she is told so.
+    sim.subscriber_remb(1, "p0", 320_000);
     sim.run(Duration::from_secs(2));
-    assert!(about(sim.last_remb(0), 300_000), "{:?}", sim.last_remb(0));
+    assert!(about(sim.last_remb(0), 320_000), "{:?}", sim.last_remb(0));
+    // Not below the subscribers' floor, however congested bob says he is.
+    sim.subscriber_remb(1, "p0", 100_000);
+    sim.run(Duration::from_secs(2));
+    assert!(about(sim.last_remb(0), SUBSCRIBER_FLOOR), "{:?}", sim.last_remb(0));
     // alice caps herself lower (`videoroom-session-update` `bitrate`).
     let req = json!({"sylkrtc":"videoroom-session-update","session":"p0","options":{"bitrate":200_000}});
     assert_eq!(sim.send(ConnId(1), req), "ack");

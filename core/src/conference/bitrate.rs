@@ -10,9 +10,12 @@
 //!   see beyond an application-limited stream: at most 1.5 × incoming), so relayed verbatim it
 //!   holds the publisher at its start rate for good (measured with Chromium: 60-100 kbit/s and
 //!   downscaled video). Below the publisher's rate it means congestion on that subscriber's
-//!   path, and then it caps the publisher. With no simulcast one slow subscriber slows the
-//!   publisher for all: the price of forwarding without decoding, bounded below by
-//!   [`MIN_REMB`].
+//!   path, and then it caps the publisher, but not below [`SUBSCRIBER_FLOOR`]: a receive-side
+//!   estimator also reads a busy CPU's delays as congestion, and once it has capped the
+//!   publisher it keeps finding its stream "congested" a little below what arrives (measured
+//!   with Chromium on a loaded machine: publishers held at 40-60 kbit/s for good). With no
+//!   simulcast one slow subscriber slows the publisher for all: the price of forwarding without
+//!   decoding.
 //!
 //! The REMB goes with the publisher's RTCP when the value moved by more than
 //! 1/[`REMB_CHANGE`] or [`REMB_INTERVAL`] passed, checked on each video packet of the publisher
@@ -36,6 +39,9 @@ pub const REMB_INTERVAL: Duration = Duration::from_secs(1);
 pub const REMB_CHANGE: u64 = 20;
 /// A subscriber's estimate counts this long (browsers send REMB about every second).
 pub const ESTIMATE_TTL: Duration = Duration::from_secs(5);
+/// The least a subscriber's estimate can bring a publisher to (Chromium's start bitrate: enough
+/// for 640x360 at 30 fps).
+pub const SUBSCRIBER_FLOOR: u64 = 300_000;
 /// A subscriber's estimate below (1 - 1/this) of the publisher's rate is congestion.
 pub const CONGESTED: u64 = 10;
 /// The period a publisher's rate is measured over.
@@ -56,7 +62,8 @@ pub fn split(max_bitrate: u64, members: usize, active: &[String], session: &str)
 
 impl Conferences {
     /// The most publisher `p` should send (bit/s) now: the least of the room's split, its own
-    /// cap and its video subscribers' estimates; never below [`MIN_REMB`].
+    /// cap and its video subscribers' estimates when congested (at least [`SUBSCRIBER_FLOOR`]);
+    /// never below [`MIN_REMB`].
     pub fn target_bitrate(&self, now: Instant, p: ParticipantId) -> Option<u64> {
         let part = self.participants.get(&p)?;
         let room = self.rooms.get(&part.room)?;
@@ -74,7 +81,8 @@ impl Conferences {
             let congested = feed.media.estimate.filter(|(b, at)| {
                 now.saturating_duration_since(*at) <= ESTIMATE_TTL && *b < sending - sending / CONGESTED
             });
-            for limit in [congested.map(|(b, _)| b), feed.media.max_bitrate].into_iter().flatten() {
+            let congested = congested.map(|(b, _)| b.max(SUBSCRIBER_FLOOR));
+            for limit in [congested, feed.media.max_bitrate].into_iter().flatten() {
                 target = target.min(limit);
             }
         }
