@@ -579,6 +579,7 @@ impl Config {
             "max_rooms" => self.conference.max_rooms = parse_num(k, v, "a number")?,
             "max_participants_per_room" => self.conference.max_participants_per_room = parse_at_least_one(k, v)?,
             "max_feeds_per_connection" => self.conference.max_feeds_per_connection = parse_num(k, v, "a number")?,
+            "max_bitrate" => self.conference.max_bitrate = parse_num(k, v, "a bit rate in bit/s")?,
             "decline_code" => {
                 self.decline_code = match v.trim() {
                     "486" => 486,
@@ -664,7 +665,7 @@ impl Config {
             }
             "allow" => r.allow = parse_list(v),
             "deny" => r.deny = parse_list(v),
-            "max_bitrate" => r.max_bitrate = parse_num(k, v, "a bit rate in bit/s")?,
+            "max_bitrate" => r.max_bitrate = Some(parse_num(k, v, "a bit rate in bit/s")?),
             "video_codec" => {
                 r.video_codec = match v.to_ascii_lowercase().as_str() {
                     "" | "any" => None,
@@ -711,7 +712,7 @@ mod tests {
     #[test]
     fn room_sections_set_room_options() {
         use crate::conference::limits::{AccessPolicy, RoomConfig};
-        let text = "[General]\nsip_domains = example.com\n\
+        let text = "[General]\nsip_domains = example.com\nmax_bitrate = 800000\n\
                     [room@videoconference.example.com]\naccess_policy = deny, allow\n\
                     deny = all\nallow = example.com, bob@other.test\nmax_bitrate = 500000\n\
                     video_codec = VP8\nvideo_disabled = yes\n\
@@ -727,12 +728,17 @@ mod tests {
             (room.deny.as_slice(), room.allow.as_slice()),
             (&["all".to_string()][..], &["example.com".to_string(), "bob@other.test".to_string()][..])
         );
-        assert_eq!((room.max_bitrate, room.video_codec.as_deref(), room.video_disabled), (500_000, Some("vp8"), true));
+        assert_eq!(
+            (room.max_bitrate, room.video_codec.as_deref(), room.video_disabled),
+            (Some(500_000), Some("vp8"), true)
+        );
         assert!(room.allows("alice@example.com") && !room.allows("eve@evil.test"));
-        assert!(!c.conference.room("quiet@videoconference.example.com").video_disabled);
+        let quiet = c.conference.room("quiet@videoconference.example.com");
+        assert!(!quiet.video_disabled);
+        assert_eq!(quiet.max_bitrate, Some(800_000), "the gateway's max_bitrate for rooms without their own");
         assert_eq!(
             c.conference.room("other@videoconference.example.com"),
-            RoomConfig::for_uri("other@videoconference.example.com")
+            RoomConfig { max_bitrate: Some(800_000), ..RoomConfig::for_uri("other@videoconference.example.com") }
         );
         for bad in [
             "[r@x]\nweb_origins = *\n",

@@ -11,6 +11,7 @@
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
+use str0m::bwe::BweKind;
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::config::DtlsCert;
 use str0m::format::{Codec, FormatParams};
@@ -130,6 +131,9 @@ pub struct WebRtcClient {
     pub got: Vec<Got>,
     /// Keyframe requests the peer sent us (kept by [`WebRtcClient::drain`]).
     pub keyframe_requests: Vec<(Mid, KeyframeRequestKind)>,
+    /// REMBs the peer sent about our stream of a mid (bit/s), in order (kept by
+    /// [`WebRtcClient::poll`]).
+    pub remb: Vec<(Mid, u64)>,
 }
 
 impl WebRtcClient {
@@ -152,6 +156,7 @@ impl WebRtcClient {
             connected: false,
             got: Vec::new(),
             keyframe_requests: Vec::new(),
+            remb: Vec::new(),
         })
     }
 
@@ -247,6 +252,9 @@ impl WebRtcClient {
                     payload: p.payload.to_vec(),
                 })),
                 Output::Event(Event::KeyframeRequest(k)) => on(ClientOutput::KeyframeRequest(k.mid, k.kind)),
+                Output::Event(Event::EgressBitrateEstimate(BweKind::Remb { estimate, mid })) => {
+                    self.remb.push((mid, estimate.as_u64()))
+                }
                 Output::Event(_) => {}
             }
         }

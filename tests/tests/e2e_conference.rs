@@ -158,6 +158,7 @@ fn three_participants(gw: Server, metrics: Option<SocketAddr>) {
             );
         }
     }
+    media_extras(&mut b, &gw);
     // Participant 2 leaves: the others get publishers-left and close their feeds of it.
     assert_eq!(b.eval_ok("conf.leave(2)"), "left");
     for i in 0..2 {
@@ -180,4 +181,21 @@ fn three_participants(gw: Server, metrics: Option<SocketAddr>) {
         }
     }
     b.close();
+}
+
+/// Audio levels and REMB with real browsers (docs/conferences.md): every participant is told the
+/// others' tones are loud (`conference-audio-levels`, from Chromium's RFC 6464 extension); a
+/// publisher that caps itself (`videoroom-session-update` `bitrate`) gets a REMB its send-side
+/// estimate follows.
+fn media_extras(b: &mut Browser, gw: &Server) {
+    for i in 0..3 {
+        // Each tone is at half of full scale; Chromium reports it at about -9 dBov (0.35).
+        let others = (0..3).filter(|j| *j != i).map(|j| format!("'p{j}'")).collect::<Vec<_>>().join(",");
+        let expr = format!(
+            "(conf.levels({i}) || []).filter(l => [{others}].includes(l.participant_id) && l.rx_peak >= 0.2).length === 2"
+        );
+        b.wait_for(&expr, STEP);
+    }
+    assert_eq!(b.eval_ok("conf.update(0, {bitrate: 150000})"), "updated", "{}", gw.stderr_text());
+    b.wait_for("conf.sendStats(0).then(s => s.available > 0 && s.available <= 160000)", STEP);
 }

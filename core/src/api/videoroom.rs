@@ -141,6 +141,18 @@ pub struct Publisher {
     pub display_name: String,
 }
 
+/// One publisher's audio level in `conference-audio-levels`, in hundredths of full-scale
+/// amplitude (W3C `audioLevel` × 100: 100 = 0 dBov, 10 = -20 dBov); written as 0.00–1.00.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AudioLevel {
+    /// The publisher's session id.
+    pub participant_id: String,
+    /// The loudest packet of the period.
+    pub rx_peak: u8,
+    /// The mean amplitude of the period's packets.
+    pub rx: u8,
+}
+
 /// `videoroom-event`s (spec §3.4), in SylkServer's models' field order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum VideoroomEvent {
@@ -174,6 +186,8 @@ pub enum VideoroomEvent {
     MuteAudio { originator: String },
     /// `raised-hands`.
     RaisedHands(Vec<String>),
+    /// `conference-audio-levels`: sylkrtc.js reads it, SylkServer never sends it (spec §3.4).
+    AudioLevels(Vec<AudioLevel>),
 }
 
 /// `{"sylkrtc":"videoroom-event","session":…,"event":…}` in sylkRTC-2.
@@ -220,6 +234,7 @@ pub(super) fn encode_v2(session: &str, event: &VideoroomEvent) -> String {
             .str("reason", reason),
         VideoroomEvent::MuteAudio { originator } => o.str("event", "mute-audio").str("originator", originator),
         VideoroomEvent::RaisedHands(ids) => o.str("event", "raised-hands").raw("raised_hands", &strings(ids)),
+        VideoroomEvent::AudioLevels(l) => o.str("event", "conference-audio-levels").raw("levels", &levels(l)),
     }
     .finish()
 }
@@ -230,6 +245,21 @@ fn identity(id: &Identity) -> JsonObject {
 
 fn strings(items: &[String]) -> String {
     Value::from(items.to_vec()).to_string()
+}
+
+fn levels(items: &[AudioLevel]) -> String {
+    let fraction = |v: u8| format!("{}.{:02}", v / 100, v % 100);
+    let list: Vec<String> = items
+        .iter()
+        .map(|l| {
+            JsonObject::new()
+                .str("participant_id", &l.participant_id)
+                .raw("rx_peak", &fraction(l.rx_peak))
+                .raw("rx", &fraction(l.rx))
+                .finish()
+        })
+        .collect();
+    format!("[{}]", list.join(","))
 }
 
 fn publishers(items: &[Publisher]) -> String {
@@ -303,6 +333,14 @@ mod tests {
         assert_eq!(
             enc(VideoroomEvent::Terminated { reason: None }),
             r#"{"sylkrtc":"videoroom-event","session":"P","event":"session-state","state":"terminated"}"#
+        );
+        // The shape sylkrtc.js reads (`levels[].participant_id`, `rx_peak ?? rx`).
+        assert_eq!(
+            enc(VideoroomEvent::AudioLevels(vec![
+                AudioLevel { participant_id: "Q".into(), rx_peak: 25, rx: 7 },
+                AudioLevel { participant_id: "R".into(), rx_peak: 100, rx: 0 },
+            ])),
+            r#"{"sylkrtc":"videoroom-event","session":"P","event":"conference-audio-levels","levels":[{"participant_id":"Q","rx_peak":0.25,"rx":0.07},{"participant_id":"R","rx_peak":1.00,"rx":0.00}]}"#
         );
     }
 }

@@ -21,6 +21,7 @@ struct Packet {
     marker: bool,
     ssrc: u32,
     payload: Arc<[u8]>,
+    audio_level: Option<i8>,
 }
 
 impl Conferences {
@@ -42,12 +43,17 @@ impl Conferences {
         true
     }
 
-    /// The legs whose deadline has passed run their timers.
+    /// The legs whose deadline has passed run their timers; then the audio levels timer.
     pub fn handle_timeout(&mut self, env: &mut Env<'_>) {
         while let Some(key) = self.timers.pop_expired(env.now) {
             self.drain(env.now, key);
         }
         self.reap(env);
+        if self.rooms.is_empty() {
+            self.levels_due = None;
+        } else if self.levels_due.is_some_and(|at| at <= env.now) {
+            self.report_levels(env.now);
+        }
     }
 
     /// Legs that ended on their own while being drained are taken out of the tables.
@@ -82,10 +88,15 @@ impl Conferences {
             };
             match o {
                 LegOutput::Transmit { to, payload, .. } => self.out.push_back(ConfOutput::Transmit { to, payload }),
-                LegOutput::Rtp { video, pt, seq, ts, marker, ssrc, payload } => {
+                LegOutput::Rtp { video, pt, seq, ts, marker, ssrc, payload, audio_level } => {
                     if let LegKey::Publisher(p) = key {
-                        let packet = Packet { video, pt, seq, ts, marker, ssrc, payload };
+                        let packet = Packet { video, pt, seq, ts, marker, ssrc, payload, audio_level };
                         self.forward(now, p, &packet, work);
+                    }
+                }
+                LegOutput::ReceiverEstimate { bitrate } => {
+                    if let LegKey::Feed(f) = key {
+                        self.receiver_estimate(now, f, bitrate);
                     }
                 }
                 LegOutput::Connected => self.connected(key, work),
@@ -150,6 +161,17 @@ impl Conferences {
         if (packet.video && !publ.send_video) || (!packet.video && !publ.send_audio) {
             return;
         }
+        self.measure(now, p, packet.payload.len());
+        match (packet.video, packet.audio_level) {
+            (true, _) => {
+                if self.maybe_remb(now, p) {
+                    work.push(LegKey::Publisher(p));
+                }
+            }
+            (false, Some(level)) => self.note_level(now, p, level),
+            (false, None) => {}
+        }
+        let Some(publ) = self.participants.get(&p) else { return };
         let default_clock = if packet.video { 90_000 } else { 48_000 };
         let clock = publ.codecs.iter().find(|c| c.pt == packet.pt).map_or(default_clock, |c| c.clock_rate);
         for f in &publ.subscribers {
@@ -162,7 +184,7 @@ impl Conferences {
             let Some(r) = rw.rewrite(now, packet.ssrc, packet.seq, packet.ts, clock) else { continue };
             // A new source starts a talkspurt (RFC 3551 §4.1); video keeps the frame's marker.
             let marker = packet.marker || (!packet.video && r.new_source);
-            match feed.leg.write_rtp(now, packet.video, packet.pt, r.ext_seq, r.ts, marker, &packet.payload) {
+            match feed.leg.forward_rtp(now, packet.video, packet.pt, r.ext_seq, r.ts, marker, &packet.payload) {
                 Ok(()) => work.push(LegKey::Feed(*f)),
                 Err(e) => log::trace!("feed#{}: RTP dropped: {e}", f.0),
             }

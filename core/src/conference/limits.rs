@@ -13,6 +13,9 @@ pub struct ConferenceConfig {
     pub max_participants_per_room: usize,
     /// Subscriber PeerConnections (feeds) one WebSocket holds. Default [`DEFAULT_MAX_FEEDS`].
     pub max_feeds_per_connection: usize,
+    /// `max_bitrate` (bit/s) of rooms that do not set their own (SylkServer's `[Janus]
+    /// max_bitrate`). Default [`DEFAULT_MAX_BITRATE`].
+    pub max_bitrate: u32,
     /// Per-room options; rooms not listed get [`RoomConfig::for_uri`]'s defaults.
     pub rooms: Vec<RoomConfig>,
     /// This gateway's worker index (set by the runtime; `conference::remote`).
@@ -31,6 +34,8 @@ pub const DEFAULT_MAX_PARTICIPANTS: usize = 16;
 pub const MAX_WORKERS: usize = 1024;
 /// Default of [`ConferenceConfig::max_feeds_per_connection`].
 pub const DEFAULT_MAX_FEEDS: usize = 32;
+/// Default of [`ConferenceConfig::max_bitrate`] (SylkServer's).
+pub const DEFAULT_MAX_BITRATE: u32 = 2_016_000;
 
 impl Default for ConferenceConfig {
     fn default() -> Self {
@@ -38,6 +43,7 @@ impl Default for ConferenceConfig {
             max_rooms: DEFAULT_MAX_ROOMS,
             max_participants_per_room: DEFAULT_MAX_PARTICIPANTS,
             max_feeds_per_connection: DEFAULT_MAX_FEEDS,
+            max_bitrate: DEFAULT_MAX_BITRATE,
             rooms: Vec::new(),
             worker: 0,
             workers: 1,
@@ -61,9 +67,17 @@ impl ConferenceConfig {
         }
     }
 
-    /// The options of room `uri` (bare AOR): its section, else the defaults.
+    /// The options of room `uri` (bare AOR): its section, else the defaults; `max_bitrate`
+    /// always set (the room's, else [`ConferenceConfig::max_bitrate`]).
     pub fn room(&self, uri: &str) -> RoomConfig {
-        self.rooms.iter().find(|r| r.uri.eq_ignore_ascii_case(uri)).cloned().unwrap_or_else(|| RoomConfig::for_uri(uri))
+        let mut room = self
+            .rooms
+            .iter()
+            .find(|r| r.uri.eq_ignore_ascii_case(uri))
+            .cloned()
+            .unwrap_or_else(|| RoomConfig::for_uri(uri));
+        room.max_bitrate = room.max_bitrate.or(Some(self.max_bitrate));
+        room
     }
 }
 
@@ -88,8 +102,9 @@ pub struct RoomConfig {
     pub allow: Vec<String>,
     /// `deny`: as `allow`. Default none.
     pub deny: Vec<String>,
-    /// `max_bitrate` (bit/s) shared by the room's senders. Default 2016000.
-    pub max_bitrate: u32,
+    /// `max_bitrate` (bit/s) shared by the room's senders (`conference::bitrate`). `None`: the
+    /// gateway's [`ConferenceConfig::max_bitrate`].
+    pub max_bitrate: Option<u32>,
     /// `video_codec`: `vp8` or `h264` restricts the room's video to it; `None` takes both.
     pub video_codec: Option<String>,
     /// `video_disabled`: audio only, whatever the joiners ask.
@@ -104,7 +119,7 @@ impl RoomConfig {
             access_policy: AccessPolicy::AllowDeny,
             allow: vec!["all".into()],
             deny: Vec::new(),
-            max_bitrate: 2_016_000,
+            max_bitrate: None,
             video_codec: None,
             video_disabled: false,
         }

@@ -15,6 +15,12 @@
 //!   that restarts its stream (new SSRC) stays one continuous stream for the subscriber.
 //! - Keyframes: a PLI/FIR from a subscriber is relayed to its publisher as a PLI/FIR; a feed whose
 //!   media comes up, or whose video is resumed, asks the publisher for one too.
+//! - Loss: video NACKs are answered with RTX from each feed's resend history, and str0m NACKs
+//!   the publishers' video ([`nack`]).
+//! - Bitrate: each publisher gets a REMB with the room's `max_bitrate` split, capped by its
+//!   subscribers' REMBs ([`bitrate`]).
+//! - Audio levels: `conference-audio-levels` from the publishers' RFC 6464 header extension,
+//!   every 500 ms while they change ([`levels`]).
 //!
 //! # Events and their order (SylkServer's)
 //! `videoroom-join`: `session-state progress`, the `ack`, `session-state accepted` (our answer),
@@ -40,13 +46,17 @@
 //!
 //! # Files
 //! `limits` (configuration), `errors`, `tables` (rooms, participants, feeds, ids), `signalling`
-//! (the requests), `forward` (the media plane: datagrams, leg outputs, RTP forwarding), `remote`
-//! (rooms across workers: the messages, home workers, remote connections' aliases, routes).
+//! (the requests), `forward` (the media plane: datagrams, leg outputs, RTP forwarding),
+//! `nack` (loss repair options), `bitrate` (REMB), `levels` (audio levels), `remote` (rooms
+//! across workers: the messages, home workers, remote connections' aliases, routes).
 
+pub mod bitrate;
 pub mod errors;
 mod forward;
+pub mod levels;
 pub mod limits;
 pub mod remote;
+pub mod nack;
 mod signalling;
 pub mod tables;
 
@@ -112,6 +122,8 @@ pub struct Conferences {
     pub(crate) remotes: remote::Remotes,
     /// Origin side: this gateway's connections' sessions on other workers.
     pub(crate) routes: remote::Routes,
+    /// The audio levels timer ([`levels`]), armed while levels come in.
+    levels_due: Option<Instant>,
 }
 
 /// How many rooms, participants, feeds and sessions are held (tests check the baseline).
@@ -141,9 +153,13 @@ impl Conferences {
         self.out.pop_front()
     }
 
-    /// The earliest leg deadline.
+    /// The earliest leg deadline, or the audio levels timer's.
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.timers.next().map(|(at, _)| at)
+        let levels = self.levels_due.filter(|_| !self.rooms.is_empty());
+        match (self.timers.next().map(|(at, _)| at), levels) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// The sizes of the tables.

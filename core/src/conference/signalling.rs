@@ -128,6 +128,7 @@ impl Conferences {
             SessionDescription::parse(offer.as_bytes()).map_err(|e| ConfError::BadSdp { why: e.as_str().into() })?;
         let allowed = carried(&desc, room_video, config.video_codec.as_deref());
         let mut leg = BrowserLeg::new(cert, candidates, env.rng);
+        leg.set_sfu_options(super::nack::PUBLISHER);
         let answer =
             leg.accept_offer(offer, &allowed, env.now).map_err(|e| ConfError::BadSdp { why: e.to_string() })?;
         let codecs = answered(&answer);
@@ -145,6 +146,7 @@ impl Conferences {
                 members: Vec::new(),
                 active: Vec::new(),
                 hands: Vec::new(),
+                levels_sent: Vec::new(),
             }
         });
         let others: Vec<ParticipantId> = room.members.clone();
@@ -166,6 +168,7 @@ impl Conferences {
                 send_audio: true,
                 send_video: true,
                 bitrate: None,
+                media: Default::default(),
             },
         );
         self.sessions.insert((conn, session.clone()), key);
@@ -256,6 +259,7 @@ impl Conferences {
             .map(|p| p.codecs.iter().filter(|c| video || !c.is_video()).cloned().collect())
             .unwrap_or_default();
         let mut leg = BrowserLeg::new(cert, candidates, env.rng);
+        leg.set_sfu_options(super::nack::FEED);
         let offer = leg.create_offer(&allowed, env.now).map_err(|e| ConfError::BadSdp { why: e.to_string() })?;
         let id = FeedId(self.next_id());
         let key = LegKey::Feed(id);
@@ -278,6 +282,7 @@ impl Conferences {
                 send_audio: true,
                 send_video: true,
                 established: false,
+                media: Default::default(),
             },
         );
         self.sessions.insert((conn, feed.clone()), key);
@@ -403,6 +408,10 @@ impl Conferences {
                 x.send_audio = audio.unwrap_or(x.send_audio);
                 let resumed = video == Some(true) && !x.send_video;
                 x.send_video = video.unwrap_or(x.send_video);
+                if let Some(b) = bitrate {
+                    // A cap on what its publisher is told to send (`bitrate`); 0 or less: none.
+                    x.media.max_bitrate = u64::try_from(b).ok().filter(|b| *b > 0);
+                }
                 let publisher = x.publisher;
                 if resumed {
                     // The subscriber's decoder needs a key frame to start again.

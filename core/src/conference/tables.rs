@@ -9,6 +9,7 @@ use crate::media::sdp::Codec;
 use crate::media::webrtc::BrowserLeg;
 use std::collections::BTreeSet;
 use std::fmt;
+use std::time::Instant;
 
 /// A participant (publisher) of some room.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -51,6 +52,9 @@ pub struct Room {
     pub active: Vec<String>,
     /// Raised hands (session ids) in raising order.
     pub hands: Vec<String>,
+    /// The audio levels last reported (`conference::levels`): (session, peak, mean), in
+    /// member order.
+    pub levels_sent: Vec<(String, u8, u8)>,
 }
 
 /// A participant: a connection's publisher session in a room.
@@ -76,8 +80,45 @@ pub struct Participant {
     pub send_audio: bool,
     /// See `send_audio`.
     pub send_video: bool,
-    /// Subscriber bitrate asked for by `videoroom-session-update` (kept, not yet enforced).
+    /// Bitrate asked for by `videoroom-session-update` on the publisher: a cap on what it is
+    /// told to send (`conference::bitrate`; 0 or less: none).
     pub bitrate: Option<i64>,
+    /// Its audio levels and REMB.
+    pub media: PublisherMedia,
+}
+
+/// What the media plane keeps about a publisher besides its leg.
+#[derive(Debug, Default, Clone)]
+pub struct PublisherMedia {
+    /// Its audio levels since the last report.
+    pub levels: LevelWindow,
+    /// The last REMB sent to it: bit/s, when.
+    pub remb: Option<(u64, Instant)>,
+    /// What it sends (payload bit/s over the last measured second).
+    pub rate: Rate,
+}
+
+/// A payload rate, measured over about a second at a time.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Rate {
+    /// Bytes since `since`.
+    pub bytes: u64,
+    /// The start of the current measurement.
+    pub since: Option<Instant>,
+    /// The last measurement, bit/s.
+    pub bps: u64,
+}
+
+/// RFC 6464 audio levels (-dBov, 0 = loudest, 127 = silence) of one publisher's packets in one
+/// report period.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct LevelWindow {
+    /// The loudest level (the smallest -dBov).
+    pub loudest: Option<u8>,
+    /// The sum of the packets' amplitudes (fractions of full scale).
+    pub amplitude_sum: f64,
+    /// Packets with a level.
+    pub packets: u32,
 }
 
 /// A feed: a subscriber PeerConnection of `parent`'s connection, receiving `publisher`.
@@ -103,4 +144,15 @@ pub struct Feed {
     pub send_video: bool,
     /// `feed-established` was sent.
     pub established: bool,
+    /// Its receiver's estimate and cap (`conference::bitrate`).
+    pub media: FeedMedia,
+}
+
+/// What the media plane keeps about a feed besides its leg.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct FeedMedia {
+    /// The subscriber's last REMB (bit/s) and when it came.
+    pub estimate: Option<(u64, Instant)>,
+    /// A cap the subscriber asked for with `videoroom-session-update` `bitrate`.
+    pub max_bitrate: Option<u64>,
 }

@@ -64,12 +64,13 @@ use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use str0m::bwe::{Bitrate, BweKind};
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::config::DtlsCert;
 use str0m::format::{Codec, FormatParams};
 use str0m::media::{Direction as RtcDirection, Frequency, KeyframeRequestKind, MediaKind, Mid, Pt};
 use str0m::net::{Protocol, Receive};
-use str0m::rtp::RtpWrite;
+use str0m::rtp::{Extension, RtpWrite};
 use str0m::{Candidate, Event, IceConnectionState, IceCreds, Input, Output, Rtc, RtcConfig, RtcError};
 
 /// Hex digits of the local ICE ufrag (64 bits: unique enough to demultiplex on, RFC 8839 §5.4).
@@ -87,6 +88,26 @@ pub const MAX_REMOTE_CANDIDATES: usize = 64;
 /// How long a leg waits before running str0m's timers again when, having just run them, str0m
 /// asks to run them at the same instant once more (see [`BrowserLeg::poll`]).
 pub const STALLED_TIMER_STEP: Duration = Duration::from_millis(5);
+
+/// How a leg of the conference media plane (an SFU leg, `crate::conference`) differs from a
+/// call's. Set with [`BrowserLeg::set_sfu_options`] before the first offer or answer; the default
+/// is a call's leg.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SfuOptions {
+    /// Video is negotiated with RTX (RFC 4588): received video lost on the way is NACKed (RFC
+    /// 4585 §6.2.1) and comes back resent; video sent through [`BrowserLeg::forward_rtp`] answers
+    /// the browser's NACKs. A call's leg has none (the SIP side has nothing to resend from).
+    /// Audio never (no NACK for audio codecs).
+    pub rtx: bool,
+    /// With `rtx`: how many video packets sent are kept to resend (0: str0m's default).
+    pub rtx_history: usize,
+    /// With `rtx_history`: how long a sent video packet stays resendable.
+    pub rtx_age: Duration,
+    /// Leave out transport-wide congestion control (`transport-cc`, its header extension): a
+    /// browser receiving from this leg then estimates the bandwidth itself (abs-send-time) and
+    /// reports it as REMB, which comes out as [`LegOutput::ReceiverEstimate`].
+    pub remb_only: bool,
+}
 
 /// The DTLS certificate and private key (DER) shared by every browser leg. Made outside the core
 /// (it needs OS randomness): `driver::webrtc_dtls_identity` in a runtime, a fixed one in tests and
@@ -211,6 +232,15 @@ pub enum LegOutput {
         ssrc: u32,
         /// The payload, without the header.
         payload: Arc<[u8]>,
+        /// Its RFC 6464 audio level (0 = loudest, 127 = silence, in -dBov), when the packet
+        /// carried the `ssrc-audio-level` header extension.
+        audio_level: Option<i8>,
+    },
+    /// The browser's estimate of the bandwidth it receives from us (REMB, bit/s): the most we
+    /// should send it.
+    ReceiverEstimate {
+        /// Bit/s.
+        bitrate: u64,
     },
     /// ICE and DTLS are up, SRTP keys derived: sylkRTC's `established`. Reported once.
     Connected,
@@ -277,6 +307,8 @@ pub struct BrowserLeg {
     connected: bool,
     ice: IceUp,
     closed: bool,
+    /// Conference-leg options (default: a call's leg).
+    sfu: SfuOptions,
 }
 
 impl fmt::Debug for BrowserLeg {
@@ -326,7 +358,15 @@ impl BrowserLeg {
             connected: false,
             ice: IceUp::Never,
             closed: false,
+            sfu: SfuOptions::default(),
         }
+    }
+
+    /// Makes this a conference (SFU) leg: RTX for video, REMB-only feedback ([`SfuOptions`]).
+    /// Takes effect at the first offer or answer ([`BrowserLeg::accept_offer`],
+    /// [`BrowserLeg::create_offer`]), which build the `Rtc`.
+    pub fn set_sfu_options(&mut self, options: SfuOptions) {
+        self.sfu = options;
     }
 
     /// Our ICE ufrag: the key of this leg in [`super::demux::Demux`].
@@ -369,7 +409,13 @@ impl BrowserLeg {
         self.rollback_offer();
         let fresh = self.rtc.is_none();
         if fresh {
-            let config = self.rtc_config(allowed)?;
+            let offered: Vec<SdpCodec> = match self.sfu.rtx {
+                false => Vec::new(),
+                true => super::sdp::SessionDescription::parse(offer_sdp.as_bytes())
+                    .map(|d| d.media.iter().flat_map(|m| m.codecs()).collect())
+                    .unwrap_or_default(),
+            };
+            let config = self.rtc_config(allowed, &offered)?;
             let rtc = guarded(&self.seed, || config.build(now))
                 .ok_or_else(|| WebRtcError::Rejected("str0m panicked".into()))?;
             self.rtc = Some(rtc);
@@ -456,7 +502,7 @@ impl BrowserLeg {
         }
         // A first offer still pending, or a leftover Rtc: start over.
         self.reset();
-        let config = self.rtc_config(allowed)?;
+        let config = self.rtc_config(allowed, allowed)?;
         let rtc =
             guarded(&self.seed, || config.build(now)).ok_or_else(|| WebRtcError::Rejected("str0m panicked".into()))?;
         self.rtc = Some(rtc);
@@ -588,6 +634,7 @@ impl BrowserLeg {
                 self.note_direction();
                 if initial {
                     self.flush_pending_candidates();
+                    self.size_rtx_history();
                 }
                 if self.closed {
                     return Err(WebRtcError::Closed);
@@ -718,6 +765,30 @@ impl BrowserLeg {
         marker: bool,
         payload: &[u8],
     ) -> Result<(), WebRtcError> {
+        let packet = RtpWrite::new(Pt::from(pt), seq.into(), ts, now, payload).marker(marker);
+        self.send_rtp(now, video, pt, packet)
+    }
+
+    /// [`BrowserLeg::write_rtp`] for a packet forwarded to many legs: the payload is shared
+    /// (str0m keeps the `Arc`, also in its resend history), and with [`SfuOptions::rtx`] a video
+    /// packet stays resendable for the browser's NACKs.
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward_rtp(
+        &mut self,
+        now: Instant,
+        video: bool,
+        pt: u8,
+        seq: u64,
+        ts: u32,
+        marker: bool,
+        payload: &Arc<[u8]>,
+    ) -> Result<(), WebRtcError> {
+        let nackable = video && self.sfu.rtx;
+        let packet = RtpWrite::new(Pt::from(pt), seq.into(), ts, now, Arc::clone(payload)).marker(marker);
+        self.send_rtp(now, video, pt, packet.nackable(nackable))
+    }
+
+    fn send_rtp(&mut self, now: Instant, video: bool, pt: u8, packet: RtpWrite) -> Result<(), WebRtcError> {
         if self.closed {
             return Err(WebRtcError::Closed);
         }
@@ -737,7 +808,6 @@ impl BrowserLeg {
         if rtc.direct_api().stream_tx_by_mid(mid, None).is_none() {
             return Err(WebRtcError::NotReady);
         }
-        let packet = RtpWrite::new(Pt::from(pt), seq.into(), ts, now, payload).marker(marker);
         self.mutate(|rtc| {
             if let Some(tx) = rtc.direct_api().stream_tx_by_mid(mid, None) {
                 tx.write_rtp(packet);
@@ -767,6 +837,24 @@ impl BrowserLeg {
         self.mutate(|rtc| {
             if let Some(rx) = rtc.direct_api().stream_rx_by_mid(mid, None) {
                 rx.request_keyframe(kind);
+                found = true;
+            }
+            Ok(())
+        });
+        found
+    }
+
+    /// Tells the browser the most it should send us on its video stream (REMB, RFC draft
+    /// alvestrand-rmcat-remb; str0m sends it with its next RTCP). False when there is no video
+    /// stream from the browser yet.
+    pub fn request_remb(&mut self, bitrate: u64) -> bool {
+        let (Some(mid), false) = (self.video, self.closed) else {
+            return false;
+        };
+        let mut found = false;
+        self.mutate(|rtc| {
+            if let Some(rx) = rtc.direct_api().stream_rx_by_mid(mid, None) {
+                rx.request_remb(Bitrate::bps(bitrate));
                 found = true;
             }
             Ok(())
@@ -882,13 +970,29 @@ impl BrowserLeg {
         }
     }
 
-    fn rtc_config(&self, allowed: &[SdpCodec]) -> Result<RtcConfig, WebRtcError> {
+    /// str0m's configuration with the `allowed` codecs. `offered`: every codec of the browser's
+    /// offer when answering (RTX payload types are taken from it, or kept clear of it), else
+    /// `allowed` again.
+    fn rtc_config(&self, allowed: &[SdpCodec], offered: &[SdpCodec]) -> Result<RtcConfig, WebRtcError> {
         let mut config = RtcConfig::new()
             .set_ice_lite(true)
             .set_rtp_mode(true)
             .set_dtls_cert(self.cert.clone())
             .set_local_ice_credentials(self.creds.clone())
             .clear_codecs();
+        if self.sfu.rtx && self.sfu.rtx_history > 0 {
+            config = config.set_send_buffer_video(self.sfu.rtx_history);
+        }
+        if self.sfu.remb_only {
+            // str0m's standard map without transport-wide sequence numbers.
+            config = config
+                .clear_extension_map()
+                .set_extension(1, Extension::AudioLevel)
+                .set_extension(2, Extension::AbsoluteSendTime)
+                .set_extension(4, Extension::RtpMid)
+                .set_extension(13, Extension::VideoOrientation);
+        }
+        let rtx_pts = if self.sfu.rtx { rtx_payload_types(allowed, offered) } else { Vec::new() };
         let mut audio = 0;
         let mut seen: Vec<&str> = Vec::new();
         for c in allowed {
@@ -896,7 +1000,8 @@ impl BrowserLeg {
             // has none to resend from).
             if let Some(codec) = video_codec(c) {
                 let params = FormatParams::parse_line(c.fmtp.as_deref().unwrap_or(""));
-                config.codec_config().add_config(Pt::from(c.pt), None, codec, Frequency::NINETY_KHZ, None, params);
+                let rtx = rtx_pts.iter().find(|(pt, _)| *pt == c.pt).map(|(_, rtx)| Pt::from(*rtx));
+                config.codec_config().add_config(Pt::from(c.pt), rtx, codec, Frequency::NINETY_KHZ, None, params);
                 continue;
             }
             let name = c.name.to_ascii_lowercase();
@@ -937,7 +1042,27 @@ impl BrowserLeg {
         if audio == 0 {
             return Err(WebRtcError::NoCodec);
         }
+        if self.sfu.remb_only {
+            for p in config.codec_config().iter_mut() {
+                p.set_fb_transport_cc(false);
+            }
+        }
         Ok(config)
+    }
+
+    /// Our video stream's resend history as [`SfuOptions`] asks (str0m sizes it by count; the
+    /// age is ours).
+    fn size_rtx_history(&mut self) {
+        let (Some(mid), n, age) = (self.video, self.sfu.rtx_history, self.sfu.rtx_age) else { return };
+        if !self.sfu.rtx || n == 0 {
+            return;
+        }
+        self.mutate(|rtc| {
+            if let Some(tx) = rtc.direct_api().stream_tx_by_mid(mid, None) {
+                tx.set_rtx_cache(n, age, Some(RTX_RATIO_CAP));
+            }
+            Ok(())
+        });
     }
 
     /// The local candidate a datagram sent to `local` arrived on: `local` itself if it is one,
@@ -1031,8 +1156,12 @@ impl BrowserLeg {
                 ts: p.header.timestamp,
                 marker: p.header.marker,
                 ssrc: *p.header.ssrc,
+                audio_level: p.header.ext_vals.audio_level,
                 payload: p.payload,
             }),
+            Event::EgressBitrateEstimate(BweKind::Remb { estimate, .. }) => {
+                self.queue.push_back(LegOutput::ReceiverEstimate { bitrate: estimate.as_u64() })
+            }
             Event::KeyframeRequest(k) if Some(k.mid) == self.video => {
                 self.queue.push_back(LegOutput::KeyframeRequest { full_intra: k.kind == KeyframeRequestKind::Fir })
             }
@@ -1105,6 +1234,34 @@ fn from_rtc_direction(d: RtcDirection) -> Direction {
         RtcDirection::RecvOnly => Direction::RecvOnly,
         RtcDirection::Inactive => Direction::Inactive,
     }
+}
+
+/// Resends may be at most this share of what a stream sends; beyond, queued resends are dropped
+/// (str0m's default ratio: a link losing that much needs a lower bitrate, not more resends).
+const RTX_RATIO_CAP: f32 = 0.15;
+
+/// An RTX payload type (RFC 4588 §8.6) for each video codec of `allowed`, (codec PT, RTX PT):
+/// the one `offered` (the browser's offer, or the codecs we offer) lists for it (`rtx` with
+/// `apt=`), else the lowest dynamic PT neither uses.
+fn rtx_payload_types(allowed: &[SdpCodec], offered: &[SdpCodec]) -> Vec<(u8, u8)> {
+    let mut used: Vec<u8> = allowed.iter().chain(offered).map(|c| c.pt).collect();
+    let mut out = Vec::new();
+    for c in allowed.iter().filter(|c| video_codec(c).is_some()) {
+        let listed = offered.iter().find(|r| {
+            r.name.eq_ignore_ascii_case("rtx")
+                && super::sdp::fmtp_param(r.fmtp.as_deref(), "apt") == Some(&*c.pt.to_string())
+        });
+        let rtx = match listed {
+            Some(r) => r.pt,
+            None => match (96..=127).find(|pt| !used.contains(pt)) {
+                Some(pt) => pt,
+                None => continue,
+            },
+        };
+        used.push(rtx);
+        out.push((c.pt, rtx));
+    }
+    out
 }
 
 /// str0m's codec for a video codec the gateway carries (VP8, H.264 at 90 kHz).

@@ -16,6 +16,9 @@
 //                                         names above, each with the message as received in `raw`
 //   conf.connect(i), conf.disconnect(i) -> opens (closes) i's WebSocket ahead of its join, so a
 //                                         test can see which worker took it before it joins
+//   conf.levels(i)                     -> the levels of the last conference-audio-levels i got
+//   conf.update(i, options)            -> videoroom-session-update of i's publisher session
+//   conf.sendStats(i)                  -> {available, target} send bitrates of i's publisher
 (() => {
 'use strict';
 const ROOM = 'room@videoconference.example.com';
@@ -195,6 +198,9 @@ async function feedStats(i, j) {
     if (s.type !== 'inbound-rtp') return;
     if (s.kind === 'audio') out.packets = s.packetsReceived;
     if (s.kind === 'video') {
+      out.video = {packets: s.packetsReceived, lost: s.packetsLost, nacks: s.nackCount, plis: s.pliCount,
+        firs: s.firCount, received: s.framesReceived, keyframes: s.keyFramesDecoded, dropped: s.framesDropped,
+        codec: s.decoderImplementation};
       out.framesDecoded = s.framesDecoded || 0;
       out.width = s.frameWidth || 0;
       out.height = s.frameHeight || 0;
@@ -234,10 +240,28 @@ function dropFeed(i, j) {
   return Object.keys(parties[i].feeds).length;
 }
 
-function dialect(d) {
-  DIALECT = d;
-  return d;
+function levels(i) {
+  const l = parties[i].events.filter((e) => e.event === 'conference-audio-levels').pop();
+  return l ? l.levels : null;
 }
 
-window.conf = {connect, disconnect, join, attach, feedStats, tone, leave, vanish, dropFeed, dialect, events: (i) => parties[i].events};
+async function update(i, options) {
+  const p = parties[i];
+  await p.req('videoroom-session-update', {session: p.session, options});
+  return 'updated';
+}
+
+/** The browser's send-side estimate (the selected pair's availableOutgoingBitrate), which a
+ * REMB caps, and the video encoder's target. */
+async function sendStats(i) {
+  const out = {available: 0, target: 0};
+  (await parties[i].pc.getStats()).forEach((s) => {
+    if (s.type === 'candidate-pair' && s.nominated && s.availableOutgoingBitrate) out.available = s.availableOutgoingBitrate;
+    if (s.type === 'outbound-rtp' && s.kind === 'video' && s.targetBitrate) out.target = s.targetBitrate;
+  });
+  return out;
+}
+
+window.conf = {connect, disconnect, join, attach, feedStats, tone, leave, vanish, dropFeed, dialect, levels, update,
+  sendStats, events: (i) => parties[i].events};
 })();

@@ -120,7 +120,7 @@ impl Gateway {
             };
             match o {
                 LegOutput::Transmit { to, payload, .. } => self.send_webrtc(to, payload),
-                LegOutput::Rtp { video, pt, seq, ts, marker, ssrc, payload } => {
+                LegOutput::Rtp { video, pt, seq, ts, marker, ssrc, payload, .. } => {
                     let (socket, bound, media) = match (video, call.video.as_mut()) {
                         (false, _) => (call.rtp.rtp, call.rtp.port.is_some(), call.media.as_mut()),
                         (true, Some(v)) => (v.rtp.rtp, v.rtp.port.is_some(), v.media.as_mut()),
@@ -136,6 +136,8 @@ impl Gateway {
                     }
                 }
                 LegOutput::Connected => connected = !self.config.replay,
+                // A call has no use for the browser's REMB (conference legs relay it).
+                LegOutput::ReceiverEstimate { .. } => {}
                 LegOutput::Disconnected => log::info!("{id}: the browser stopped ICE consent checks"),
                 LegOutput::Reconnected => log::info!("{id}: the browser is back"),
                 LegOutput::KeyframeRequest { .. } => {
