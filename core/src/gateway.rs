@@ -279,6 +279,9 @@ impl Gateway {
             Input::Resolved { query, result } => self.sip.handle_resolved(query, result, now, &mut self.rng),
             Input::Stored { id, result } => self.on_stored(id, result),
             Input::Shutdown => self.shutdown(),
+            Input::Reload { config } => {
+                self.reload(config);
+            }
         }
         self.drain_sip();
     }

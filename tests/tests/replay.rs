@@ -135,6 +135,8 @@ replay!(
     call_incoming_reliable_180,
     call_incoming_late_offer,
     call_sip_info_dtmf_to_browser,
+    // SIGHUP as an input (`gateway reload`), `trusted_proxies` reloaded.
+    reload_trusted_proxies,
     // Storage outcomes replay; requests (`< storage store`) will be recorded once the messaging
     // machine asks (the line format is unit-tested in `core/src/capture.rs`).
     storage_outcomes,
