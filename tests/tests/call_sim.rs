@@ -1397,6 +1397,58 @@ fn sip_info_dtmf_reaches_the_browser_as_rfc4733() {
     sim.check_capture("call_sip_info_dtmf_to_browser");
 }
 
+/// A SIP peer that offers telephone-event/48000 only (with Opus, RFC 7587 §7): the browser
+/// (telephone-event/8000 only) is offered 8000 at the same number, our 200 keeps 48000, and each
+/// event's duration is scaled on the way: ×6 towards the SIP side, ÷6 towards the browser.
+#[test]
+fn incoming_telephone_event_48000_is_mapped_to_8000() {
+    let mut sim = Sim::new(Script::Answer);
+    let user = sim.register();
+    let sdp = far_sdp("sendrecv").replace("telephone-event/8000", "telephone-event/48000");
+    assert!(sdp.contains("telephone-event/48000"), "{sdp}");
+    let invite = format!(
+        "INVITE sip:{user}@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKinv1\r\n\
+         From: \"Bob\" <sip:bob@example.com>;tag=bobtag\r\nTo: <sip:alice@example.com>\r\nCall-ID: incoming-1@far\r\n\
+         CSeq: 1 INVITE\r\nContact: <sip:bob@127.0.0.1:5070>\r\nMax-Forwards: 70\r\n\
+         Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+        sdp.len()
+    );
+    sim.net.far_send(invite.clone());
+    let seen = sim.until(Duration::from_secs(5), |e| e["event"] == "incoming-session");
+    let inc = seen.iter().find(|e| e["event"] == "incoming-session").expect("offered to the browser").clone();
+    let offer = inc["sdp"].as_str().unwrap();
+    assert!(offer.contains("a=rtpmap:101 telephone-event/8000"), "the browser's rate: {offer}");
+    let answer = sim.browser.answer(offer, true);
+    let req = serde_json::json!({"sylkrtc": "session-answer", "session": inc["session"], "sdp": answer});
+    assert_eq!(sim_ack(sim.request(&req.to_string())), "ack");
+    sim.until_state("established");
+    let ok = sim.sip_in.iter().find(|m| m.starts_with("SIP/2.0 200 OK") && m.contains(" INVITE\r\n")).unwrap().clone();
+    assert!(body(&ok).contains("a=rtpmap:101 telephone-event/48000"), "the SIP side's rate: {ok}");
+    assert!(!body(&ok).contains("telephone-event/8000"), "{ok}");
+    sim.far_rtp_target = Some(sdp_rtp_addr(body(&ok)));
+    sim.far_ack(&user, &invite, &ok);
+    sim.run(Duration::from_millis(500));
+    // The browser's event 5, ended: 800 ticks at 8 kHz (100 ms).
+    sim.browser_seq += 1;
+    let (now, seq) = (sim.net.now, sim.browser_seq);
+    let header = (101, seq, (seq * 160) as u32, true);
+    sim.browser.send_rtp(now, header, &[5, 0x8a, 0x03, 0x20], LATENCY, &mut sim.net.wire);
+    // The far end's event 7, ended: 4800 ticks at 48 kHz (100 ms).
+    sim.far_seq = sim.far_seq.wrapping_add(1);
+    let h = rtp::RtpOut { marker: true, pt: 101, seq: sim.far_seq, ts: u32::from(sim.far_seq) * 160, ssrc: 0xfa7 };
+    let mut buf = vec![0; 64];
+    let n = rtp::write_packet(&mut buf, &h, &[7, 0x8a, 0x12, 0xc0]).unwrap();
+    buf.truncate(n);
+    let to = sim.far_rtp_target.expect("the gateway's RTP address");
+    sim.net.wire.push_back(Datagram { at: now + LATENCY, from: addr(FAR_RTP), to, data: buf });
+    sim.run(Duration::from_millis(300));
+    let to_far: Vec<_> = sim.far_rtp.iter().filter(|(pt, _)| *pt == 101).collect();
+    assert_eq!(to_far, [&(101, vec![5, 0x8a, 0x12, 0xc0])], "4800 ticks at 48 kHz");
+    let to_browser: Vec<_> = sim.browser.got.iter().filter(|g| g.pt == 101).map(|g| g.payload.clone()).collect();
+    assert_eq!(to_browser, [vec![7, 0x8a, 0x03, 0x20]], "800 ticks at 8 kHz");
+    sim.check_capture("call_incoming_telephone_event_48000");
+}
+
 // ===== Carrier SIP: incoming late offer (RFC 3261 §13.2.1) =====
 
 /// An incoming INVITE without SDP (488 before): the browser is offered every codec we carry; its

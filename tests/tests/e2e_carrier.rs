@@ -277,3 +277,85 @@ fn sip_tls_listener_answers_a_tls_peer() {
     assert!(text.contains("Via: SIP/2.0/TLS ") && text.contains("branch=z9hG4bKtls1"), "{text}");
     assert!(text.contains("CSeq: 1 OPTIONS"), "{text}");
 }
+
+/// telephone-event 48000 ↔ 8000 (RFC 4733 §2.3.5): alice registers through kamailio; sipp
+/// (`tests/peers/sipp/uac_te48000.xml`) calls her offering PCMU and only telephone-event/48000,
+/// its RTP on the test's own socket. The browser is offered telephone-event/8000; its event of
+/// 800 ticks (100 ms at 8 kHz) reaches the SIP side as 4800 ticks, and the SIP side's event of
+/// 4800 ticks reaches the browser as 800.
+#[test]
+fn incoming_telephone_event_48000_is_mapped() {
+    if !in_netns("incoming_telephone_event_48000_is_mapped") {
+        return;
+    }
+    use sylkgw_core::media::rtp;
+    let work = TempDir::new("carrier-te48");
+    let kam = Kamailio::start(work.path(), KamailioOpts::default());
+    let proxy = kam.addr().to_string();
+    let args = ["--sip-listen", "127.0.0.1:5080", "--outbound-proxy", &proxy, "--media-address", "127.0.0.1"];
+    let gw = Server::start(binary("sylkgw-mio"), &args);
+    let mut p = Phone::connect(&gw);
+    p.register();
+    kam.wait_binding("alice", STEP);
+    let far = UdpSocket::bind(addr(6100)).expect("the caller's RTP socket");
+    far.set_nonblocking(true).expect("non-blocking");
+    let caller = Sipp::new(work.path(), Scenario::peer_file("uac_te48000.xml"))
+        .remote(kam.addr())
+        .local(addr(5084))
+        .service("alice")
+        .auth("bob", "secret")
+        .set("caller", "bob")
+        .set("rtpport", "6100")
+        .calls(1)
+        .arg("-d")
+        .arg("8000")
+        .timeout(Duration::from_secs(40))
+        .spawn();
+    let phone = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let seen = p.until("the incoming call", |e| e["event"] == "incoming-session");
+        let inc = seen.iter().find(|e| e["event"] == "incoming-session").unwrap().clone();
+        let offer = inc["sdp"].as_str().expect("an offer for the browser");
+        assert!(offer.contains("a=rtpmap:101 telephone-event/8000"), "the browser's rate: {offer}");
+        let answer = p.browser.answer(offer, true);
+        p.request(json!({"sylkrtc": "session-answer", "session": inc["session"], "sdp": answer}));
+        let seen = p.until("established", |e| state_is(e, "established") || state_is(e, "terminated"));
+        assert!(seen.iter().any(|e| state_is(e, "established")), "{seen:#?}\n{}", gw.stderr_text());
+        p.pump_until("ICE and DTLS", |p| p.browser.connected);
+        // The browser's event 5, ended: 800 ticks at 8 kHz.
+        let now = Instant::now();
+        let header = (101, p.sent + 1, (p.sent * 160) as u32, true);
+        p.browser.send_rtp(now, header, &[5, 0x8a, 0x03, 0x20], Duration::ZERO, &mut p.wire);
+        p.sent += 1;
+        let mut next_rtp = Instant::now();
+        let mut buf = [0u8; 1500];
+        let end = Instant::now() + STEP;
+        let (gw_rtp, event) = loop {
+            assert!(Instant::now() < end, "no telephone-event from the gateway\n{}", gw.stderr_text());
+            p.pump(&mut next_rtp);
+            let Ok((n, from)) = far.recv_from(&mut buf) else { continue };
+            let Ok(v) = rtp::parse(&buf[..n]) else { continue };
+            if v.header.pt == 101 {
+                break (from, v.payload().to_vec());
+            }
+        };
+        assert_eq!(event, [5, 0x8a, 0x12, 0xc0], "4800 ticks at 48 kHz");
+        // The SIP side's event 7, ended: 4800 ticks at 48 kHz, after some audio.
+        for seq in 1..=5u16 {
+            let (pt, payload): (u8, &[u8]) = if seq < 5 { (0, &[0xff; 160]) } else { (101, &[7, 0x8a, 0x12, 0xc0]) };
+            let h = rtp::RtpOut { marker: seq == 5, pt, seq, ts: u32::from(seq) * 160, ssrc: 0x5e48 };
+            let n = rtp::write_packet(&mut buf, &h, payload).expect("RTP");
+            far.send_to(&buf[..n], gw_rtp).expect("send");
+        }
+        p.pump_until("the SIP side's event", |p| p.browser.got.iter().any(|g| g.pt == 101));
+        let got: Vec<_> = p.browser.got.iter().filter(|g| g.pt == 101).map(|g| g.payload.clone()).collect();
+        assert_eq!(got, [vec![7, 0x8a, 0x03, 0x20]], "800 ticks at 8 kHz");
+        p.until("terminated by the caller's BYE", |e| state_is(e, "terminated"));
+    }));
+    if let Err(e) = phone {
+        eprintln!("{}", caller.wait(STEP));
+        std::panic::resume_unwind(e);
+    }
+    let done = caller.wait(STEP);
+    done.assert_success();
+    kam.stop();
+}

@@ -23,6 +23,7 @@
 pub mod bridge;
 pub mod demux;
 pub mod dtmf;
+pub mod dtmf_rate;
 pub mod ports;
 pub mod rtcp;
 pub mod rtp;

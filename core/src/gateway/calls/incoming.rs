@@ -86,7 +86,8 @@ impl Gateway {
             .map_err(|_| (503, "Service Unavailable"))?;
         // Video (VP8, H.264) when the SIP side offers it and we can take it; else refused (port 0).
         let mut video_at = None;
-        let mut browser_codecs = offered.clone();
+        // The browser leg has telephone-event/8000 only: another rate is mapped (`dtmf_rate`).
+        let mut browser_codecs = crate::media::dtmf_rate::for_browser(&offered);
         if let Some(vi) = video_index(&desc) {
             let vm = &desc.media[vi];
             let vtheirs = vm.usable_crypto().cloned();
@@ -214,7 +215,7 @@ impl Gateway {
         if !pairs.iter().any(|p| !p.codec.name.eq_ignore_ascii_case("telephone-event")) {
             return Err(SdpProblem::NoCommonCodec.into());
         }
-        call.answer_codecs = pairs.iter().map(|p| Codec { pt: p.sip_pt, ..p.codec.clone() }).collect();
+        call.answer_codecs = pairs.iter().map(|p| p.sip_codec()).collect();
         let remote = call.offer_addr.unwrap_or_else(|| SocketAddr::new(IpAddr::from([0, 0, 0, 0]), 0));
         let mut media = SipMedia::new(remote, pairs, now, &mut self.rng);
         if let (Some(ours), Some(theirs)) = (call.local_crypto.first(), &call.remote_crypto) {

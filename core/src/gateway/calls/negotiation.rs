@@ -21,9 +21,10 @@ pub(super) fn srtp_contexts(ours: &CryptoAttribute, theirs: &CryptoAttribute) ->
     Some((SrtpContext::from_crypto(ours).ok()?, SrtpContext::from_crypto(theirs).ok()?))
 }
 
-/// The codecs of `m` we carry, in `m`'s order and numbers.
+/// The codecs of `m` we carry, in `m`'s order and numbers (a telephone-event at another rate
+/// than 8000 only when `m` has none at 8000: `dtmf_rate::carried`).
 pub(super) fn carried(m: &sdp::MediaDescription) -> Vec<Codec> {
-    sdp::intersect(&m.codecs(), &call::supported_codecs())
+    crate::media::dtmf_rate::carried(&m.codecs(), &call::supported_codecs())
 }
 
 /// The first video m-line of `desc` in use (a port), if any.

@@ -194,7 +194,7 @@ impl Gateway {
         let answer = if call.browser_answered {
             None
         } else {
-            let mut allowed: Vec<Codec> = pairs.iter().map(|p| Codec { pt: p.browser_pt, ..p.codec.clone() }).collect();
+            let mut allowed: Vec<Codec> = pairs.iter().map(|p| p.browser_codec()).collect();
             allowed.extend(video);
             let offer = call.browser_offer.take().unwrap_or_default();
             let answer = call.browser.accept_offer(&offer, &allowed, now).map_err(|e| {
