@@ -8,6 +8,7 @@ use super::dtmf_rate::RateMap;
 use super::rtcp::{self, ReceiveStats, SendStats};
 use super::rtp::{self, Latch, LatchPolicy, LatchVerdict, PtMap, RtpOut, SeqTsRewriter};
 use super::sdp::{Codec, Direction};
+use super::sip_video_fb::{Feedback, VideoFeedback};
 use super::srtp::SrtpContext;
 use crate::rng::Rng;
 use std::net::SocketAddr;
@@ -81,6 +82,8 @@ pub enum Dropped {
     Srtp,
     /// We are on hold towards the browser (the browser does not receive).
     Hold,
+    /// An RTX packet without payload or before the stream it repairs (`sip_video_fb`).
+    Rtx,
 }
 
 /// The SIP leg's media of one call.
@@ -112,6 +115,8 @@ pub struct SipMedia {
     recv_stats: Option<ReceiveStats>,
     rtcp_from: Option<SocketAddr>,
     cname: String,
+    /// Video: negotiated `a=rtcp-fb` / RTX and their state (`sip_video_fb`).
+    fb: Option<Box<Feedback>>,
     /// Packets forwarded each way, for logs and tests.
     pub sent: u64,
     /// Packets received from the SIP peer and forwarded.
@@ -143,6 +148,7 @@ impl SipMedia {
             recv_stats: None,
             rtcp_from: None,
             cname: format!("sylkgw-{:08x}", (r2 >> 8) as u32),
+            fb: None,
             sent: 0,
             received: 0,
         };
@@ -153,6 +159,38 @@ impl SipMedia {
     /// SDES-SRTP from now on: `tx` protects what we send, `rx` checks what the peer sends.
     pub fn set_srtp(&mut self, tx: SrtpContext, rx: SrtpContext) {
         self.srtp = Some((tx, rx));
+    }
+
+    /// Video feedback negotiated on the line (`sip_video_fb`); the RTX SSRC and first sequence
+    /// number come from `rng` (drawn only when RTX was negotiated). Nothing negotiated turns it off.
+    pub fn set_video_feedback(&mut self, fb: VideoFeedback, rng: &mut Rng) {
+        if fb.is_empty() {
+            self.fb = None;
+        } else if self.fb.as_ref().is_none_or(|f| *f.negotiated() != fb) {
+            // Only an RTX stream of ours needs an SSRC and first sequence number.
+            let r = if fb.rtx.is_empty() { 0 } else { rng.next_u64() };
+            self.fb = Some(Box::new(Feedback::new(fb, (r >> 32) as u32 ^ 1, (r & 0x7fff) as u16)));
+        }
+    }
+
+    /// The packets the peer's NACKs asked for since the last call (RFC 4585 §6.2.1; RTX when
+    /// negotiated), ready for the RTP socket (SRTP when on), and where to send them.
+    pub fn take_resends(&mut self) -> Vec<(SocketAddr, Vec<u8>)> {
+        let Some(fb) = &mut self.fb else { return Vec::new() };
+        let packets = fb.take();
+        let Some(to) = self.latch.target().filter(|_| self.direction.sends()) else { return Vec::new() };
+        packets
+            .into_iter()
+            .filter_map(|mut p| {
+                if let Some((tx, _)) = &mut self.srtp {
+                    let len = p.len();
+                    p.resize(len + tx.rtp_overhead(), 0);
+                    let n = tx.protect_rtp(&mut p, len).ok()?;
+                    p.truncate(n);
+                }
+                Some((to, p))
+            })
+            .collect()
     }
 
     /// Whether SRTP is on.
@@ -245,6 +283,9 @@ impl SipMedia {
         if let Some(rates) = &self.event_rates {
             rates.to_sip(pt, &mut self.buf[len - payload.len()..len]);
         }
+        if let Some(fb) = &mut self.fb {
+            fb.record(&self.buf[..len]);
+        }
         if let Some((tx, _)) = &mut self.srtp {
             len = tx.protect_rtp(&mut self.buf, len).ok()?;
         }
@@ -266,6 +307,11 @@ impl SipMedia {
             let len = rx.unprotect_rtp(&mut self.rx_buf).map_err(|_| Dropped::Srtp)?;
             self.rx_buf.truncate(len);
         }
+        let peer = self.recv_stats.as_ref().map(ReceiveStats::ssrc);
+        let repair = match &self.fb {
+            Some(fb) => fb.unwrap_rtx(&mut self.rx_buf, peer).map_err(|_| Dropped::Rtx)?,
+            None => false,
+        };
         let view = rtp::parse(&self.rx_buf).map_err(|_| Dropped::NotRtp)?;
         let h = view.header;
         let browser_pt = self.from_sip.get(h.pt).ok_or(Dropped::UnknownPt)?;
@@ -282,7 +328,7 @@ impl SipMedia {
         if self.recv_stats.as_ref().is_none_or(|r| r.ssrc() != h.ssrc) {
             self.recv_stats = Some(ReceiveStats::new(h.ssrc, clock));
         }
-        if let Some(stats) = &mut self.recv_stats {
+        if let Some(stats) = self.recv_stats.as_mut().filter(|_| !repair) {
             stats.on_rtp(now, h.seq, h.ts);
         }
         let rw = self.to_browser_rw.rewrite(now, h.ssrc, h.seq, h.ts, clock).ok_or(Dropped::Sequence)?;
@@ -351,6 +397,9 @@ impl SipMedia {
         }
         self.last_rx = now;
         self.rtcp_from = Some(from);
+        if let Some(fb) = &mut self.fb {
+            fb.on_rtcp(&buf, self.ssrc);
+        }
         let summary = rtcp::summarize(&buf);
         if let (Some(stats), Some((ssrc, ntp))) = (&mut self.recv_stats, summary.sender_report) {
             if stats.ssrc() == ssrc {

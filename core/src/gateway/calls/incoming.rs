@@ -10,6 +10,7 @@ use crate::gateway::Gateway;
 use crate::ids::ConnId;
 use crate::media::bridge::{pair_codecs, SipMedia};
 use crate::media::sdp::{self, Codec};
+use crate::media::sip_video_fb::VideoFeedback;
 use crate::media::srtp::CryptoAttribute;
 use crate::sip::calls::LegId;
 use crate::sip::incoming::IncomingCall;
@@ -101,9 +102,10 @@ impl Gateway {
             if let (Ok(vsrtp), false) = (vsrtp, vcodecs.is_empty()) {
                 if self.add_video_line(id, vcodecs.clone()) {
                     video_at = Some(vi);
-                    browser_codecs.extend(vcodecs);
+                    browser_codecs.extend(vcodecs.iter().cloned());
                     if let Some(v) = self.calls.calls.get_mut(&id).and_then(|c| c.video.as_mut()) {
                         v.offer_addr = desc.rtp_addr(vm);
+                        v.feedback = VideoFeedback::listed(vm, &vcodecs);
                         if vm.proto.is_secure() {
                             v.proto = sdp::Proto::RtpSavp;
                         }
@@ -237,6 +239,9 @@ impl Gateway {
                     v.answer_codecs = pairs.iter().map(|p| Codec { pt: p.sip_pt, ..p.codec.clone() }).collect();
                     let remote = v.offer_addr.unwrap_or_else(|| SocketAddr::new(IpAddr::from([0, 0, 0, 0]), 0));
                     let mut media = SipMedia::new(remote, pairs, now, &mut self.rng);
+                    // RFC 4585 §4.2: we answer the feedback offered for the formats we keep.
+                    v.feedback.retain(&v.answer_codecs.iter().map(|c| c.pt).collect::<Vec<_>>());
+                    media.set_video_feedback(v.feedback.clone(), &mut self.rng);
                     if let Some((tx, rx)) = contexts {
                         media.set_srtp(tx, rx);
                     }

@@ -58,7 +58,12 @@ pub(super) fn video_local_media(video: Option<&VideoLine>, direction: sdp::Direc
             direction,
             proto: v.proto.clone(),
             crypto: v.local_crypto.clone(),
-            ..LocalMedia::new(MediaKind::Video, v.rtp.port.unwrap_or(0), v.sip_codecs())
+            rtcp_fb: v.feedback.rtcp_fb_lines(),
+            ..LocalMedia::new(
+                MediaKind::Video,
+                v.rtp.port.unwrap_or(0),
+                [v.sip_codecs(), v.feedback.rtx_codecs()].concat(),
+            )
         },
         _ => LocalMedia {
             proto: video.map_or(sdp::Proto::RtpAvp, |v| v.proto.clone()),
