@@ -229,11 +229,6 @@ impl Feedback {
         std::mem::take(&mut self.pending)
     }
 
-    /// True when `pt` is one of the peer's RTX formats.
-    pub fn is_rtx(&self, pt: u8) -> bool {
-        self.fb.rtx.iter().any(|r| r.pt == pt)
-    }
-
     /// Rewrites the RTX packet in `buf` (plain RTP) into the original it carries (RFC 4588 §4):
     /// the associated format, the OSN as sequence number, and `media_ssrc` (the peer's original
     /// stream; RFC 4588 §5.3 pairs them by CNAME, and the peer sends one video stream).
