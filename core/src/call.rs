@@ -160,6 +160,9 @@ pub struct VideoLine {
     pub local_crypto: Vec<crate::media::srtp::CryptoAttribute>,
     /// The peer's `a=crypto` of the video line in use.
     pub remote_crypto: Option<crate::media::srtp::CryptoAttribute>,
+    /// `a=rtcp-fb` and RTX of the line at the SIP side's numbers (`sip_video_fb`): what our SDP
+    /// writes, and once answered what the media honours.
+    pub feedback: crate::media::sip_video_fb::VideoFeedback,
 }
 
 impl VideoLine {
@@ -175,6 +178,7 @@ impl VideoLine {
             proto: crate::media::sdp::Proto::RtpAvp,
             local_crypto: Vec::new(),
             remote_crypto: None,
+            feedback: Default::default(),
         }
     }
 

@@ -21,7 +21,8 @@
 //! `ws.text`/`ws.binary`/`ws.ping`/`ws.pong`/`ws.close` (whole frames; masks dropped), `data`
 //! (bytes that are not whole frames, `b64:`), `closed` (peer went away), `close` (we close),
 //! `timer` (input: a timeout fired; output: the new deadline and its reason, written when it
-//! changes), `shutdown`. SIP: `bound` (`udp:N`, the runtime bound a socket), `datagram`
+//! changes), `shutdown`, `reload` (channel `gateway`: the configuration read again on SIGHUP, as
+//! one-line JSON like the header's). SIP: `bound` (`udp:N`, the runtime bound a socket), `datagram`
 //! (`udp:N<peer` in, `udp:N>peer` out), `connect`/`connected` (streams the core opens), `sip`
 //! (bytes on a SIP stream), `resolve`/`resolved` (channel `dns`, by query id). Storage (channel
 //! `storage`): `store` (`< storage store ID REQUEST`) and `stored` (`> storage stored ID
@@ -143,6 +144,10 @@ impl Recorder {
             }
             Input::ToWorkerFailed { worker, msg } => {
                 self.line(now, '>', &format!("worker:{worker}"), "failed", &msg.encode())
+            }
+            Input::Reload { config } => {
+                let json = serde_json::to_string(config).unwrap_or_default();
+                self.line(now, '>', "gateway", "reload", &json)
             }
         }
     }
@@ -385,7 +390,7 @@ pub struct Capture {
 }
 
 /// One input to feed.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum ReplayInput {
     /// `accept`.
     Accept { conn: ConnId, listener: Listener, peer: SocketAddr },
@@ -413,6 +418,8 @@ pub enum ReplayInput {
     FromWorker { worker: usize, msg: crate::conference::remote::WorkerMsg },
     /// `worker:N failed MSG`: a message the runtime could not deliver to worker N.
     ToWorkerFailed { worker: usize, msg: crate::conference::remote::WorkerMsg },
+    /// `reload`: the configuration read again (SIGHUP), as the header's `config` line writes it.
+    Reload(Box<Config>),
     /// `call:N media <event>`: a media decision of the recorded run.
     Media { call: crate::call::CallId, event: crate::call::MediaEvent },
 }
@@ -518,6 +525,8 @@ pub fn parse(text: &str) -> Result<Capture, String> {
             ReplayInput::Media { call, event }
         } else if channel == "gateway" && verb == "shutdown" {
             ReplayInput::Shutdown
+        } else if channel == "gateway" && verb == "reload" {
+            ReplayInput::Reload(Box::new(serde_json::from_str(payload).map_err(|e| err(&format!("config: {e}")))?))
         } else if channel == "dns" && verb == "resolved" {
             let (q, rest) = payload.split_once(' ').ok_or_else(|| err("resolved needs `query result`"))?;
             let query = q.parse().map_err(|_| err("bad query id"))?;
@@ -691,6 +700,7 @@ pub fn replay(capture: &Capture, epoch: Instant) -> Result<String, String> {
             ReplayInput::ToWorkerFailed { worker, msg } => {
                 gw.handle_input(now, Input::ToWorkerFailed { worker: *worker, msg: msg.clone() })
             }
+            ReplayInput::Reload(config) => gw.handle_input(now, Input::Reload { config }),
             ReplayInput::Media { call, event } => gw.replay_media_event(now, *call, *event),
         }
         drain(&mut gw, &mut recorded);

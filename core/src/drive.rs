@@ -107,6 +107,13 @@ pub enum Input<'a> {
     /// more. The runtime keeps driving until [`crate::Gateway::connection_count`] is 0 or its
     /// own grace period ends.
     Shutdown,
+    /// The runtime read its configuration again (SIGHUP): the core takes the options a reload
+    /// changes (`Gateway::reload`) and ignores the rest. Recorded in captures, so a replay
+    /// changes them at the same point.
+    Reload {
+        /// The whole new configuration, as the runtime loaded it.
+        config: &'a crate::config::Config,
+    },
 }
 
 impl Input<'static> {

@@ -283,6 +283,9 @@ impl Gateway {
             Input::Shutdown => self.shutdown(),
             Input::FromWorker { worker, msg } => self.worker_message(worker, msg),
             Input::ToWorkerFailed { worker, msg } => self.worker_undelivered(worker, msg),
+            Input::Reload { config } => {
+                self.reload(config);
+            }
         }
         self.drain_sip();
     }

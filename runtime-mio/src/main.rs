@@ -255,7 +255,7 @@ fn run(
                 SIGNALS => {
                     for signal in signals.pending() {
                         if signal == SIGHUP {
-                            reload.apply(&mut rt.driver);
+                            reload.apply(&mut rt.driver, &mut rt.io);
                             continue;
                         }
                         log::info!("{}", if signal == SIGINT { "SIGINT" } else { "SIGTERM" });
@@ -324,13 +324,14 @@ struct Reload {
 impl Reload {
     /// Reads the configuration again and applies what can change while running; a file that
     /// does not load leaves everything as it was.
-    fn apply(&self, driver: &mut Driver) {
+    fn apply(&self, driver: &mut Driver, io: &mut impl Io) {
         log::info!("SIGHUP: reloading");
         driver::notify("RELOADING=1");
         match driver::load(&self.args) {
             Ok(s) => {
-                let changed = driver.reload(&s.core);
                 self.limits.set_caps(s.caps);
+                self.limits.set_trusted(s.core.trusted_proxies.clone());
+                let changed = driver.reload(io, &s.core);
                 log::info!(
                     "reloaded; changed: {}",
                     if changed.is_empty() { "nothing".into() } else { changed.join(", ") }

@@ -196,6 +196,7 @@ async fn serve(run: Run, cores: Vec<Driver>, limits: ConnLimits, storage: driver
                 match driver::load(&args) {
                     Ok(s) => {
                         limits.set_caps(s.caps);
+                        limits.set_trusted(s.core.trusted_proxies.clone());
                         let _ = reload_tx.send(Some(Arc::new(s.core)));
                     }
                     Err(e) => log::error!("reload failed, keeping the running configuration: {e}"),
@@ -617,7 +618,7 @@ impl Core {
                 Ok(()) = reload.changed() => {
                     let config = reload.borrow_and_update().clone();
                     if let Some(config) = config {
-                        let changed = self.driver.reload(&config);
+                        let changed = self.driver.reload(&mut self.io, &config);
                         let changed = if changed.is_empty() { "nothing".into() } else { changed.join(", ") };
                         log::info!("worker {}: reloaded; changed: {changed}", self.index);
                     }

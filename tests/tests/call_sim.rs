@@ -87,11 +87,17 @@ struct Sim {
     far_rtcp: Vec<Vec<u8>>,
     /// Video RTP the far end received (pt, payload), and video RTCP.
     far_video: Vec<(u8, Vec<u8>)>,
+    /// The sequence number of each of `far_video`.
+    far_video_seq: Vec<u16>,
+    /// The SSRC of the gateway's video towards the far end.
+    far_video_ssrc: Option<u32>,
     far_video_rtcp: Vec<Vec<u8>>,
     /// Where the far end sends video RTP (from the gateway's SDP).
     far_video_target: Option<SocketAddr>,
     /// The browser's next video sequence number.
     browser_video_seq: u64,
+    /// The payload type the browser sends video with ([`VP8`] unless a test answers another).
+    browser_video_pt: u8,
 }
 
 /// The far end's SDP on [`FAR_RTP`] with `direction`.
@@ -130,9 +136,12 @@ impl Sim {
             far_srtp: None,
             far_rtcp: Vec::new(),
             far_video: Vec::new(),
+            far_video_seq: Vec::new(),
+            far_video_ssrc: None,
             far_video_rtcp: Vec::new(),
             far_video_target: None,
             browser_video_seq: 0,
+            browser_video_pt: VP8,
         };
         sim.net.open_ws(WS);
         sim.request(&format!(r#"{{"sylkrtc":"account-add","account":"alice@example.com","password":"{HA1}"}}"#));
@@ -284,7 +293,7 @@ impl World for Sim {
             if let Some(mid) = self.browser.video {
                 self.browser_video_seq += 1;
                 let seq = self.browser_video_seq;
-                let header = (VP8, seq, (seq * 1800) as u32, true);
+                let header = (self.browser_video_pt, seq, (seq * 1800) as u32, true);
                 self.browser.write_rtp(now, mid, header, b"vp8-from-browser");
                 self.browser.drain(now, LATENCY, &mut self.net.wire);
             }
@@ -330,6 +339,8 @@ impl World for Sim {
         } else if d.to == addr(FAR_VIDEO) {
             if let Ok(v) = rtp::parse(&d.data) {
                 self.far_video.push((v.header.pt, v.payload().to_vec()));
+                self.far_video_seq.push(v.header.seq);
+                self.far_video_ssrc.get_or_insert(v.header.ssrc);
             }
         } else if d.to == addr(FAR_VIDEO_RTCP) {
             self.far_video_rtcp.push(d.data);
@@ -1036,7 +1047,14 @@ fn outgoing_video_accepted_bridges_video_and_keyframe_requests() {
     assert_eq!(m_line(offer, "video"), Some(format!("m=video 20002 RTP/AVP {VP8} {H264}").as_str()), "{offer}");
     let video = section(offer, "video").unwrap();
     assert!(video.contains(&format!("a=fmtp:{H264} {H264_FMTP}")), "H.264's fmtp goes to the SIP side:\n{video}");
-    assert!(!video.contains("rtx") && !video.contains("a=mid") && !video.contains("rtcp-fb"), "{video}");
+    assert!(!video.contains("a=mid") && !video.contains("a=ssrc"), "{video}");
+    // The browser's feedback for those formats is offered (`sip_video_fb`; the simulated browser
+    // offers no RTX).
+    assert!(
+        video.contains(&format!("a=rtcp-fb:{VP8} nack\r\na=rtcp-fb:{VP8} nack pli\r\na=rtcp-fb:{VP8} ccm fir\r\n")),
+        "{video}"
+    );
+    assert!(!video.contains("goog-remb") && !video.contains("transport-cc"), "only what we honour: {video}");
     assert_eq!(sim.net.gw.stats().rtp_pairs, 2, "one pair for audio, one for video");
     // The browser's answer had video with exactly what the far end took: VP8.
     let answer = sim.browser_answer.clone().unwrap();
@@ -1170,6 +1188,83 @@ fn incoming_video_call() {
     // Far end → browser: VP8 at 100 on both sides (the browser answered with the offer's numbers).
     let video_got: Vec<_> = sim.browser.got.iter().filter(|g| g.pt == 100).collect();
     assert!(video_got.len() > 20 && video_got.iter().all(|g| g.payload == b"vp8-from-far-end"), "{}", video_got.len());
+}
+
+/// An INVITE whose video offers `nack`, `nack pli` and RTX (RFC 4585, RFC 4588): our 200 answers
+/// them for the format we keep; the far end's NACK for a packet it got is answered with that packet
+/// as RTX (our RTX format and SSRC, OSN first), and the far end's RTX packet reaches the browser as
+/// the original (`sip_video_fb`).
+#[test]
+fn incoming_video_nack_and_rtx() {
+    let mut sim = Sim::new(Script::Answer).with_video_browser(Video::Vp8);
+    let user = sim.register();
+    let sdp = far_sdp("sendrecv")
+        + "m=video 30002 RTP/AVP 100 101 102 103\r\na=rtpmap:100 VP8/90000\r\na=rtcp-fb:100 nack\r\n\
+           a=rtcp-fb:100 nack pli\r\na=rtcp-fb:* goog-remb\r\na=rtpmap:101 rtx/90000\r\na=fmtp:101 apt=100\r\n\
+           a=rtpmap:102 H264/90000\r\na=fmtp:102 profile-level-id=42e01f;packetization-mode=1\r\n\
+           a=rtpmap:103 rtx/90000\r\na=fmtp:103 apt=102\r\n";
+    let invite = format!(
+        "INVITE sip:{user}@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKinv1\r\n\
+         From: \"Bob\" <sip:bob@example.com>;tag=bobtag\r\nTo: <sip:alice@example.com>\r\nCall-ID: incoming-rtx@far\r\n\
+         CSeq: 1 INVITE\r\nContact: <sip:bob@127.0.0.1:5070>\r\nMax-Forwards: 70\r\n\
+         Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+        sdp.len()
+    );
+    sim.net.far_send(invite.clone());
+    let seen = sim.until(Duration::from_secs(5), |e| e["event"] == "incoming-session");
+    let inc = seen.iter().find(|e| e["event"] == "incoming-session").unwrap().clone();
+    let answer = sim.browser.answer(inc["sdp"].as_str().unwrap(), true);
+    let req = serde_json::json!({"sylkrtc": "session-answer", "session": inc["session"], "sdp": answer});
+    assert_eq!(sim_ack(sim.request(&req.to_string())), "ack");
+    sim.until_state("established");
+    let ok = sim.sip_in.iter().find(|m| m.starts_with("SIP/2.0 200 OK") && m.contains("INVITE")).unwrap().clone();
+    let ok_sdp = body(&ok);
+    // The browser kept VP8 only: its RTX and feedback are answered, H.264's RTX and REMB are not.
+    let video = section(ok_sdp, "video").unwrap();
+    assert_eq!(m_line(ok_sdp, "video"), Some("m=video 20002 RTP/AVP 100 101"), "{ok_sdp}");
+    assert!(video.contains("a=rtpmap:101 rtx/90000\r\na=fmtp:101 apt=100\r\n"), "{video}");
+    assert!(video.contains("a=rtcp-fb:100 nack\r\na=rtcp-fb:100 nack pli\r\n"), "{video}");
+    assert!(!video.contains("remb") && !video.contains("fir") && !video.contains("103"), "{video}");
+    sim.far_rtp_target = Some(sdp_rtp_addr(ok_sdp));
+    sim.far_video_target = Some(sdp_addr_of(ok_sdp, "video"));
+    sim.far_ack(&user, &invite, &ok);
+    sim.browser_video_pt = 100;
+    sim.run(Duration::from_secs(1));
+    assert!(sim.far_video.len() > 20, "far end got {} video packets", sim.far_video.len());
+
+    // The far end NACKs a packet it got (RFC 4585 §6.2.1): RR + NACK for our video SSRC.
+    let gw_video = sdp_addr_of(ok_sdp, "video");
+    let gw_video_rtcp = addr(&format!("127.0.0.1:{}", gw_video.port() + 1));
+    let nacked = sim.far_video_seq[5];
+    let mut nack = Vec::new();
+    sylkgw_core::media::rtcp::write_rr(&mut nack, 0xfa8, &[]);
+    nack.extend_from_slice(&[0x81, 205, 0, 3, 0, 0, 0x0f, 0xa8]);
+    nack.extend_from_slice(&sim.far_video_ssrc.unwrap().to_be_bytes());
+    nack.extend_from_slice(&nacked.to_be_bytes());
+    nack.extend_from_slice(&[0, 0]);
+    let before = sim.far_video.len();
+    sim.net.wire.push_back(Datagram { at: sim.net.now, from: addr(FAR_VIDEO_RTCP), to: gw_video_rtcp, data: nack });
+    sim.run(Duration::from_millis(100));
+    let rtx: Vec<_> = sim.far_video[before..].iter().filter(|(pt, _)| *pt == 101).collect();
+    assert_eq!(rtx.len(), 1, "one retransmission: {:?}", &sim.far_video[before..]);
+    assert_eq!(&rtx[0].1[..2], &nacked.to_be_bytes(), "OSN first (RFC 4588 §4)");
+    assert_eq!(&rtx[0].1[2..], b"vp8-from-browser");
+
+    // The far end's RTX (its own SSRC, OSN of a packet not sent yet) reaches the browser as VP8.
+    let osn = sim.far_seq.wrapping_add(1);
+    let mut payload = osn.to_be_bytes().to_vec();
+    payload.extend_from_slice(b"vp8-repaired");
+    let mut buf = vec![0; 200];
+    let h = rtp::RtpOut { marker: true, pt: 101, seq: 7, ts: u32::from(osn) * 1800, ssrc: 0xfa9 };
+    let n = rtp::write_packet(&mut buf, &h, &payload).unwrap();
+    buf.truncate(n);
+    sim.net.wire.push_back(Datagram { at: sim.net.now, from: addr(FAR_VIDEO), to: gw_video, data: buf });
+    sim.run(Duration::from_millis(300));
+    assert!(
+        sim.browser.got.iter().any(|g| g.pt == 100 && g.payload == b"vp8-repaired"),
+        "the repaired packet reached the browser as VP8"
+    );
+    sim.check_capture("call_incoming_video_nack_rtx");
 }
 
 /// Re-INVITEs of a video call keep video as it is: a hold holds both lines (the browser's update
@@ -1395,6 +1490,58 @@ fn sip_info_dtmf_reaches_the_browser_as_rfc4733() {
     seqs.dedup();
     assert_eq!(seqs.len(), sim.browser.got.iter().filter(|g| g.pt == 0 || g.pt == tele).count(), "no sequence reused");
     sim.check_capture("call_sip_info_dtmf_to_browser");
+}
+
+/// A SIP peer that offers telephone-event/48000 only (with Opus, RFC 7587 §7): the browser
+/// (telephone-event/8000 only) is offered 8000 at the same number, our 200 keeps 48000, and each
+/// event's duration is scaled on the way: ×6 towards the SIP side, ÷6 towards the browser.
+#[test]
+fn incoming_telephone_event_48000_is_mapped_to_8000() {
+    let mut sim = Sim::new(Script::Answer);
+    let user = sim.register();
+    let sdp = far_sdp("sendrecv").replace("telephone-event/8000", "telephone-event/48000");
+    assert!(sdp.contains("telephone-event/48000"), "{sdp}");
+    let invite = format!(
+        "INVITE sip:{user}@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKinv1\r\n\
+         From: \"Bob\" <sip:bob@example.com>;tag=bobtag\r\nTo: <sip:alice@example.com>\r\nCall-ID: incoming-1@far\r\n\
+         CSeq: 1 INVITE\r\nContact: <sip:bob@127.0.0.1:5070>\r\nMax-Forwards: 70\r\n\
+         Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+        sdp.len()
+    );
+    sim.net.far_send(invite.clone());
+    let seen = sim.until(Duration::from_secs(5), |e| e["event"] == "incoming-session");
+    let inc = seen.iter().find(|e| e["event"] == "incoming-session").expect("offered to the browser").clone();
+    let offer = inc["sdp"].as_str().unwrap();
+    assert!(offer.contains("a=rtpmap:101 telephone-event/8000"), "the browser's rate: {offer}");
+    let answer = sim.browser.answer(offer, true);
+    let req = serde_json::json!({"sylkrtc": "session-answer", "session": inc["session"], "sdp": answer});
+    assert_eq!(sim_ack(sim.request(&req.to_string())), "ack");
+    sim.until_state("established");
+    let ok = sim.sip_in.iter().find(|m| m.starts_with("SIP/2.0 200 OK") && m.contains(" INVITE\r\n")).unwrap().clone();
+    assert!(body(&ok).contains("a=rtpmap:101 telephone-event/48000"), "the SIP side's rate: {ok}");
+    assert!(!body(&ok).contains("telephone-event/8000"), "{ok}");
+    sim.far_rtp_target = Some(sdp_rtp_addr(body(&ok)));
+    sim.far_ack(&user, &invite, &ok);
+    sim.run(Duration::from_millis(500));
+    // The browser's event 5, ended: 800 ticks at 8 kHz (100 ms).
+    sim.browser_seq += 1;
+    let (now, seq) = (sim.net.now, sim.browser_seq);
+    let header = (101, seq, (seq * 160) as u32, true);
+    sim.browser.send_rtp(now, header, &[5, 0x8a, 0x03, 0x20], LATENCY, &mut sim.net.wire);
+    // The far end's event 7, ended: 4800 ticks at 48 kHz (100 ms).
+    sim.far_seq = sim.far_seq.wrapping_add(1);
+    let h = rtp::RtpOut { marker: true, pt: 101, seq: sim.far_seq, ts: u32::from(sim.far_seq) * 160, ssrc: 0xfa7 };
+    let mut buf = vec![0; 64];
+    let n = rtp::write_packet(&mut buf, &h, &[7, 0x8a, 0x12, 0xc0]).unwrap();
+    buf.truncate(n);
+    let to = sim.far_rtp_target.expect("the gateway's RTP address");
+    sim.net.wire.push_back(Datagram { at: now + LATENCY, from: addr(FAR_RTP), to, data: buf });
+    sim.run(Duration::from_millis(300));
+    let to_far: Vec<_> = sim.far_rtp.iter().filter(|(pt, _)| *pt == 101).collect();
+    assert_eq!(to_far, [&(101, vec![5, 0x8a, 0x12, 0xc0])], "4800 ticks at 48 kHz");
+    let to_browser: Vec<_> = sim.browser.got.iter().filter(|g| g.pt == 101).map(|g| g.payload.clone()).collect();
+    assert_eq!(to_browser, [vec![7, 0x8a, 0x03, 0x20]], "800 ticks at 8 kHz");
+    sim.check_capture("call_incoming_telephone_event_48000");
 }
 
 // ===== Carrier SIP: incoming late offer (RFC 3261 §13.2.1) =====

@@ -14,6 +14,11 @@
 //!   answers our all-codecs offer, our 200 carries the SIP offer, sipp's ACK the answer, and
 //!   sipp's `-rtp_echo` sends the browser's audio back.
 //!
+//! - `incoming_video_nack_and_rtx`: sipp (`tests/peers/sipp/uac_video_rtx.xml`) calls alice
+//!   through kamailio offering VP8 with `a=rtcp-fb` nack and RTX, its RTP and RTCP on the test's
+//!   sockets: a NACK for a video packet the browser sent comes back as RTX (OSN, payload), and an
+//!   RTX packet of the caller reaches the browser as the VP8 packet it repairs (RFC 4585, 4588).
+//!
 //! Ports inside the namespace: kamailio 5060, gateway SIP 5080, sipp UAS 5076 / UAC 5084, RTP
 //! 6000. Needs root, `unshare`, kamailio and sipp (`SYLKGW_SKIP_E2E=1` skips loudly).
 
@@ -48,11 +53,16 @@ struct Phone {
 impl Phone {
     /// Connects and adds alice (no registration: calls go out through the outbound proxy).
     fn connect(gw: &Server) -> Self {
+        Self::connect_with(gw, Video::None)
+    }
+
+    /// As [`Phone::connect`], with a browser that has `video`.
+    fn connect_with(gw: &Server, video: Video) -> Self {
         let ws = WsClient::ready(gw);
         let sock = UdpSocket::bind("127.0.0.1:0").expect("browser socket");
         sock.set_nonblocking(true).expect("non-blocking");
         let local = sock.local_addr().expect("local");
-        let browser = WebRtcClient::new(config(Video::None, true), None, Instant::now(), local).expect("client");
+        let browser = WebRtcClient::new(config(video, true), None, Instant::now(), local).expect("client");
         let mut p = Self { ws, events: Vec::new(), browser, sock, wire: VecDeque::new(), sent: 0, next_transaction: 1 };
         let password = ha1("alice", "127.0.0.1", "secret");
         p.request(json!({"sylkrtc": "account-add", "account": ALICE, "password": password}));
@@ -276,4 +286,208 @@ fn sip_tls_listener_answers_a_tls_peer() {
     assert!(text.starts_with("SIP/2.0 200 OK\r\n"), "{text}");
     assert!(text.contains("Via: SIP/2.0/TLS ") && text.contains("branch=z9hG4bKtls1"), "{text}");
     assert!(text.contains("CSeq: 1 OPTIONS"), "{text}");
+}
+
+/// telephone-event 48000 ↔ 8000 (RFC 4733 §2.3.5): alice registers through kamailio; sipp
+/// (`tests/peers/sipp/uac_te48000.xml`) calls her offering PCMU and only telephone-event/48000,
+/// its RTP on the test's own socket. The browser is offered telephone-event/8000; its event of
+/// 800 ticks (100 ms at 8 kHz) reaches the SIP side as 4800 ticks, and the SIP side's event of
+/// 4800 ticks reaches the browser as 800.
+#[test]
+fn incoming_telephone_event_48000_is_mapped() {
+    if !in_netns("incoming_telephone_event_48000_is_mapped") {
+        return;
+    }
+    use sylkgw_core::media::rtp;
+    let work = TempDir::new("carrier-te48");
+    let kam = Kamailio::start(work.path(), KamailioOpts::default());
+    let proxy = kam.addr().to_string();
+    let args = ["--sip-listen", "127.0.0.1:5080", "--outbound-proxy", &proxy, "--media-address", "127.0.0.1"];
+    let gw = Server::start(binary("sylkgw-mio"), &args);
+    let mut p = Phone::connect(&gw);
+    p.register();
+    kam.wait_binding("alice", STEP);
+    let far = UdpSocket::bind(addr(6100)).expect("the caller's RTP socket");
+    far.set_nonblocking(true).expect("non-blocking");
+    let caller = Sipp::new(work.path(), Scenario::peer_file("uac_te48000.xml"))
+        .remote(kam.addr())
+        .local(addr(5084))
+        .service("alice")
+        .auth("bob", "secret")
+        .set("caller", "bob")
+        .set("rtpport", "6100")
+        .calls(1)
+        .arg("-d")
+        .arg("8000")
+        .timeout(Duration::from_secs(40))
+        .spawn();
+    let phone = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let seen = p.until("the incoming call", |e| e["event"] == "incoming-session");
+        let inc = seen.iter().find(|e| e["event"] == "incoming-session").unwrap().clone();
+        let offer = inc["sdp"].as_str().expect("an offer for the browser");
+        assert!(offer.contains("a=rtpmap:101 telephone-event/8000"), "the browser's rate: {offer}");
+        let answer = p.browser.answer(offer, true);
+        p.request(json!({"sylkrtc": "session-answer", "session": inc["session"], "sdp": answer}));
+        let seen = p.until("established", |e| state_is(e, "established") || state_is(e, "terminated"));
+        assert!(seen.iter().any(|e| state_is(e, "established")), "{seen:#?}\n{}", gw.stderr_text());
+        p.pump_until("ICE and DTLS", |p| p.browser.connected);
+        // The browser's event 5, ended: 800 ticks at 8 kHz.
+        let now = Instant::now();
+        let header = (101, p.sent + 1, (p.sent * 160) as u32, true);
+        p.browser.send_rtp(now, header, &[5, 0x8a, 0x03, 0x20], Duration::ZERO, &mut p.wire);
+        p.sent += 1;
+        let mut next_rtp = Instant::now();
+        let mut buf = [0u8; 1500];
+        let end = Instant::now() + STEP;
+        let (gw_rtp, event) = loop {
+            assert!(Instant::now() < end, "no telephone-event from the gateway\n{}", gw.stderr_text());
+            p.pump(&mut next_rtp);
+            let Ok((n, from)) = far.recv_from(&mut buf) else { continue };
+            let Ok(v) = rtp::parse(&buf[..n]) else { continue };
+            if v.header.pt == 101 {
+                break (from, v.payload().to_vec());
+            }
+        };
+        assert_eq!(event, [5, 0x8a, 0x12, 0xc0], "4800 ticks at 48 kHz");
+        // The SIP side's event 7, ended: 4800 ticks at 48 kHz, after some audio.
+        for seq in 1..=5u16 {
+            let (pt, payload): (u8, &[u8]) = if seq < 5 { (0, &[0xff; 160]) } else { (101, &[7, 0x8a, 0x12, 0xc0]) };
+            let h = rtp::RtpOut { marker: seq == 5, pt, seq, ts: u32::from(seq) * 160, ssrc: 0x5e48 };
+            let n = rtp::write_packet(&mut buf, &h, payload).expect("RTP");
+            far.send_to(&buf[..n], gw_rtp).expect("send");
+        }
+        p.pump_until("the SIP side's event", |p| p.browser.got.iter().any(|g| g.pt == 101));
+        let got: Vec<_> = p.browser.got.iter().filter(|g| g.pt == 101).map(|g| g.payload.clone()).collect();
+        assert_eq!(got, [vec![7, 0x8a, 0x03, 0x20]], "800 ticks at 8 kHz");
+        p.until("terminated by the caller's BYE", |e| state_is(e, "terminated"));
+    }));
+    if let Err(e) = phone {
+        eprintln!("{}", caller.wait(STEP));
+        std::panic::resume_unwind(e);
+    }
+    let done = caller.wait(STEP);
+    done.assert_success();
+    kam.stop();
+}
+
+/// RFC 4585 / RFC 4588 against a real SIP caller: sipp offers VP8 with `nack`, `nack pli` and RTX
+/// through kamailio (its video RTP and RTCP are this test's sockets, 6102/6103); the browser
+/// answers with video and sends VP8. Our generic NACK (from 6103 to the gateway's video RTCP port)
+/// for a packet we got is answered on the video RTP socket as RTX (payload type 97, OSN first,
+/// the same payload); our RTX packet (OSN of the next sequence number, another SSRC) reaches the
+/// browser as VP8 (payload type 100).
+#[test]
+fn incoming_video_nack_and_rtx() {
+    if !in_netns("incoming_video_nack_and_rtx") {
+        return;
+    }
+    use sylkgw_core::media::{rtcp, rtp};
+    let work = TempDir::new("carrier-rtx");
+    let kam = Kamailio::start(work.path(), KamailioOpts::default());
+    let proxy = kam.addr().to_string();
+    let args = ["--sip-listen", "127.0.0.1:5080", "--outbound-proxy", &proxy, "--media-address", "127.0.0.1"];
+    let gw = Server::start(binary("sylkgw-mio"), &args);
+    let mut p = Phone::connect_with(&gw, Video::Vp8);
+    p.register();
+    kam.wait_binding("alice", STEP);
+    let far = UdpSocket::bind(addr(6100)).expect("the caller's RTP socket");
+    let far_video = UdpSocket::bind(addr(6102)).expect("the caller's video RTP socket");
+    let far_rtcp = UdpSocket::bind(addr(6103)).expect("the caller's video RTCP socket");
+    for s in [&far, &far_video, &far_rtcp] {
+        s.set_nonblocking(true).expect("non-blocking");
+    }
+    let caller = Sipp::new(work.path(), Scenario::peer_file("uac_video_rtx.xml"))
+        .remote(kam.addr())
+        .local(addr(5084))
+        .service("alice")
+        .auth("bob", "secret")
+        .set("caller", "bob")
+        .set("rtpport", "6100")
+        .set("vport", "6102")
+        .calls(1)
+        .arg("-d")
+        .arg("8000")
+        .timeout(Duration::from_secs(40))
+        .spawn();
+    let phone = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let seen = p.until("the incoming call", |e| e["event"] == "incoming-session");
+        let inc = seen.iter().find(|e| e["event"] == "incoming-session").unwrap().clone();
+        let offer = inc["sdp"].as_str().expect("an offer for the browser");
+        let answer = p.browser.answer(offer, true);
+        p.request(json!({"sylkrtc": "session-answer", "session": inc["session"], "sdp": answer}));
+        let seen = p.until("established", |e| state_is(e, "established") || state_is(e, "terminated"));
+        assert!(seen.iter().any(|e| state_is(e, "established")), "{seen:#?}\n{}", gw.stderr_text());
+        p.pump_until("ICE and DTLS", |p| p.browser.connected);
+        let mid = p.browser.video.expect("the browser answered video");
+        let mut next_rtp = Instant::now();
+        let mut next_video = Instant::now();
+        let mut vseq = 0u64;
+        let mut buf = [0u8; 1500];
+        // The browser's VP8 reaches the caller; it NACKs its sixth packet.
+        let mut got: Vec<(u16, u32)> = Vec::new();
+        let mut gw_video = None;
+        let mut nacked = None;
+        let mut rtx = None;
+        let end = Instant::now() + STEP;
+        while rtx.is_none() {
+            assert!(Instant::now() < end, "no RTX answer to our NACK (got {got:?})\n{}", gw.stderr_text());
+            p.pump(&mut next_rtp);
+            if Instant::now() >= next_video {
+                vseq += 1;
+                p.browser.write_rtp(Instant::now(), mid, (100, vseq, (vseq * 3000) as u32, true), b"vp8-e2e");
+                next_video = Instant::now() + Duration::from_millis(33);
+            }
+            while let Ok((n, from)) = far_video.recv_from(&mut buf) {
+                let Ok(v) = rtp::parse(&buf[..n]) else { continue };
+                match v.header.pt {
+                    100 => {
+                        assert_eq!(v.payload(), b"vp8-e2e");
+                        got.push((v.header.seq, v.header.ssrc));
+                        gw_video = Some(from);
+                    }
+                    97 => rtx = Some(v.payload().to_vec()),
+                    pt => panic!("unexpected payload type {pt} on the video line"),
+                }
+            }
+            if let (None, Some(&(seq, ssrc)), Some(to)) = (nacked, got.get(5), gw_video) {
+                let mut nack = Vec::new();
+                rtcp::write_rr(&mut nack, 0x5e1d, &[]);
+                nack.extend_from_slice(&[0x81, rtcp::PT_RTPFB, 0, 3]);
+                nack.extend_from_slice(&0x5e1du32.to_be_bytes());
+                nack.extend_from_slice(&ssrc.to_be_bytes());
+                nack.extend_from_slice(&seq.to_be_bytes());
+                nack.extend_from_slice(&[0, 0]);
+                far_rtcp.send_to(&nack, SocketAddr::new(to.ip(), to.port() + 1)).expect("send the NACK");
+                nacked = Some(seq);
+            }
+        }
+        let rtx = rtx.unwrap();
+        assert_eq!(&rtx[..2], &nacked.unwrap().to_be_bytes(), "OSN first (RFC 4588 §4)");
+        assert_eq!(&rtx[2..], b"vp8-e2e");
+        // The caller's VP8 1..=3, then packet 4 as RTX only: the browser gets it as VP8.
+        let to = gw_video.unwrap();
+        for seq in 1..=3u16 {
+            let h = rtp::RtpOut { marker: true, pt: 100, seq, ts: u32::from(seq) * 3000, ssrc: 0x5e1d };
+            let n = rtp::write_packet(&mut buf, &h, b"vp8-caller").expect("RTP");
+            far_video.send_to(&buf[..n], to).expect("send");
+        }
+        let mut payload = 4u16.to_be_bytes().to_vec();
+        payload.extend_from_slice(b"vp8-repaired");
+        let h = rtp::RtpOut { marker: true, pt: 97, seq: 900, ts: 12000, ssrc: 0x5e1e };
+        let n = rtp::write_packet(&mut buf, &h, &payload).expect("RTP");
+        far_video.send_to(&buf[..n], to).expect("send");
+        p.pump_until("the repaired packet", |p| p.browser.got.iter().any(|g| g.payload == b"vp8-repaired"));
+        let repaired = p.browser.got.iter().find(|g| g.payload == b"vp8-repaired").unwrap();
+        assert_eq!(repaired.pt, 100, "the browser got VP8, not RTX");
+        p.until("terminated by the caller's BYE", |e| state_is(e, "terminated"));
+    }));
+    if let Err(e) = phone {
+        eprintln!("{}", caller.wait(STEP));
+        std::panic::resume_unwind(e);
+    }
+    let done = caller.wait(STEP);
+    done.assert_success();
+    let ok = done.messages.split("SIP/2.0 200 OK").find(|m| m.contains("m=video")).unwrap_or_default();
+    assert!(ok.contains("a=rtpmap:97 rtx/90000") && ok.contains("a=rtcp-fb:100 nack"), "our 200's video line:\n{done}");
+    kam.stop();
 }

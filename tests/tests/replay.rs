@@ -137,6 +137,10 @@ replay!(
     call_incoming_reliable_180,
     call_incoming_late_offer,
     call_sip_info_dtmf_to_browser,
+    call_incoming_telephone_event_48000,
+    call_incoming_video_nack_rtx,
+    // SIGHUP as an input (`gateway reload`), `trusted_proxies` reloaded.
+    reload_trusted_proxies,
     // Storage outcomes replay; requests (`< storage store`) will be recorded once the messaging
     // machine asks (the line format is unit-tested in `core/src/capture.rs`).
     storage_outcomes,

@@ -126,10 +126,12 @@ impl Driver {
         &self.gw
     }
 
-    /// Reloads the core's reloadable options from `config` (`Gateway::reload`); returns the
-    /// names of those that changed.
-    pub fn reload(&mut self, config: &sylkgw_core::Config) -> Vec<&'static str> {
-        self.gw.reload(config)
+    /// Reloads the core's reloadable options from `config`: feeds `Input::Reload` (so the
+    /// capture records it) and drains; returns the names of the options that changed.
+    pub fn reload(&mut self, io: &mut impl Io, config: &sylkgw_core::Config) -> Vec<&'static str> {
+        let changed = self.gw.reload_changes(config);
+        self.feed(io, Input::Reload { config });
+        changed
     }
 
     /// When the core wants `Input::Timeout` (the last `Output::Timeout`).

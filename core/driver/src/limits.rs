@@ -67,8 +67,9 @@ struct Shared {
     /// Changed by a reload ([`ConnLimits::set_caps`]).
     caps: Mutex<Caps>,
     /// Peers whose web connections are not held to the per-IP cap at accept: trusted reverse
-    /// proxies, whose connections the core counts under their clients' addresses.
-    trusted: sylkgw_core::http::forwarded::TrustedProxies,
+    /// proxies, whose connections the core counts under their clients' addresses. Changed by a
+    /// reload ([`ConnLimits::set_trusted`]).
+    trusted: Mutex<sylkgw_core::http::forwarded::TrustedProxies>,
     /// Web, SIP TCP.
     counts: [Mutex<Counts>; 2],
 }
@@ -94,7 +95,7 @@ impl ConnLimits {
     /// Empty counts under `caps`; web connections from `trusted` (reverse proxies) are held to
     /// the total cap only (the core applies the per-IP cap once it knows the client's address).
     pub fn with_trusted(caps: Caps, trusted: sylkgw_core::http::forwarded::TrustedProxies) -> Self {
-        Self(Arc::new(Shared { caps: Mutex::new(caps), trusted, counts: Default::default() }))
+        Self(Arc::new(Shared { caps: Mutex::new(caps), trusted: Mutex::new(trusted), counts: Default::default() }))
     }
 
     /// New caps (a reload): connections already open stay, even over them.
@@ -102,13 +103,19 @@ impl ConnLimits {
         *self.0.caps.lock().unwrap_or_else(|e| e.into_inner()) = caps;
     }
 
+    /// New trusted proxies (a reload): connections already open keep the place they hold.
+    pub fn set_trusted(&self, trusted: sylkgw_core::http::forwarded::TrustedProxies) {
+        *self.0.trusted.lock().unwrap_or_else(|e| e.into_inner()) = trusted;
+    }
+
     /// Counts a connection accepted on `listener` from `ip`, unless that would pass a cap.
     pub fn admit(&self, listener: Listener, ip: IpAddr) -> Result<Permit, Refusal> {
         let caps = *self.0.caps.lock().unwrap_or_else(|e| e.into_inner());
+        let trusted = self.0.trusted.lock().unwrap_or_else(|e| e.into_inner()).contains(ip);
         let (kind, per_ip_cap, total_cap) = match listener {
             // SIP over TCP and over TLS share the SIP caps.
             Listener::SipTcp | Listener::SipTls => (1, caps.sip_per_ip, caps.sip_total),
-            _ if self.0.trusted.contains(ip) => (0, usize::MAX, caps.web_total),
+            _ if trusted => (0, usize::MAX, caps.web_total),
             _ => (0, caps.web_per_ip, caps.web_total),
         };
         let mut counts = lock(&self.0.counts[kind]);
@@ -200,5 +207,19 @@ mod tests {
         assert_eq!(limits.admit(Listener::Web, ip(2)).unwrap_err(), Refusal::PerIp { ip: ip(2), cap: 2 });
         let _sip = limits.admit(Listener::SipTcp, ip(1)).unwrap();
         assert!(limits.admit(Listener::SipTcp, ip(1)).is_err(), "SIP TCP is not proxied");
+    }
+
+    #[test]
+    fn trusted_proxies_reload() {
+        let caps = Caps { web_per_ip: 1, web_total: 10, sip_per_ip: 1, sip_total: 5 };
+        let limits = ConnLimits::new(caps);
+        let first = limits.admit(Listener::Web, ip(1)).unwrap();
+        assert!(limits.admit(Listener::Web, ip(1)).is_err(), "not trusted yet");
+        limits.set_trusted(sylkgw_core::http::forwarded::TrustedProxies::parse("192.0.2.1").unwrap());
+        let proxied: Vec<Permit> = (0..3).map(|_| limits.admit(Listener::Web, ip(1)).unwrap()).collect();
+        limits.set_trusted(Default::default());
+        assert!(limits.admit(Listener::Web, ip(1)).is_err(), "no longer trusted");
+        drop((first, proxied));
+        assert_eq!(limits.open(Listener::Web, ip(1)), (0, 0), "places held before the reload are given back");
     }
 }

@@ -231,7 +231,7 @@ pub(super) fn encode(session: &str, event: &V) -> Option<String> {
                 .str("originator", originator)
                 .raw("active_participants", &strings(active_participants)),
             V::Message { .. } | V::Composing { .. } | V::MessageDelivery { .. } | V::MuteAudio { .. } => return None,
-            V::RaisedHands(_) => return None,
+            V::RaisedHands(_) | V::AudioLevels(_) => return None,
         }
         .finish(),
     )

@@ -4,9 +4,11 @@
 //! at 0), symmetric-RTP latching of the SIP peer, hold by direction, and the time of the last
 //! packet for the media timeout. Sans-IO: datagrams in, datagrams (or RTP for the browser leg) out.
 
+use super::dtmf_rate::RateMap;
 use super::rtcp::{self, ReceiveStats, SendStats};
 use super::rtp::{self, Latch, LatchPolicy, LatchVerdict, PtMap, RtpOut, SeqTsRewriter};
 use super::sdp::{Codec, Direction};
+use super::sip_video_fb::{Feedback, VideoFeedback};
 use super::srtp::SrtpContext;
 use crate::rng::Rng;
 use std::net::SocketAddr;
@@ -29,10 +31,25 @@ pub struct CodecPair {
     pub browser_pt: u8,
     /// The payload type we send to the SIP peer (its answer's or its offer's number).
     pub sip_pt: u8,
-    /// RTP clock rate.
+    /// RTP clock rate (the SIP side's).
     pub clock_rate: u32,
-    /// The codec itself (name, channels, fmtp), at the SIP number.
+    /// The browser side's clock rate: `clock_rate` but for a telephone-event mapped across
+    /// rates (`dtmf_rate`).
+    pub browser_clock_rate: u32,
+    /// The codec itself (name, channels, fmtp), at the SIP number and rate.
     pub codec: Codec,
+}
+
+impl CodecPair {
+    /// The codec as the browser side has it: its number and clock rate.
+    pub fn browser_codec(&self) -> Codec {
+        Codec { pt: self.browser_pt, clock_rate: self.browser_clock_rate, ..self.codec.clone() }
+    }
+
+    /// The codec as the SIP side has it: its number and clock rate.
+    pub fn sip_codec(&self) -> Codec {
+        Codec { pt: self.sip_pt, clock_rate: self.clock_rate, ..self.codec.clone() }
+    }
 }
 
 /// An RTP packet for the browser leg ([`super::webrtc::BrowserLeg::write_rtp`]).
@@ -65,6 +82,8 @@ pub enum Dropped {
     Srtp,
     /// We are on hold towards the browser (the browser does not receive).
     Hold,
+    /// An RTX packet without payload or before the stream it repairs (`sip_video_fb`).
+    Rtx,
 }
 
 /// The SIP leg's media of one call.
@@ -73,6 +92,8 @@ pub struct SipMedia {
     latch: Latch,
     /// Codecs both sides carry.
     codecs: Vec<CodecPair>,
+    /// The telephone-event negotiated at a different rate on each side, if any.
+    event_rates: Option<RateMap>,
     /// SIP number (sent or offered) → browser number.
     from_sip: PtMap,
     /// Browser number → SIP number.
@@ -94,6 +115,8 @@ pub struct SipMedia {
     recv_stats: Option<ReceiveStats>,
     rtcp_from: Option<SocketAddr>,
     cname: String,
+    /// Video: negotiated `a=rtcp-fb` / RTX and their state (`sip_video_fb`).
+    fb: Option<Box<Feedback>>,
     /// Packets forwarded each way, for logs and tests.
     pub sent: u64,
     /// Packets received from the SIP peer and forwarded.
@@ -110,6 +133,7 @@ impl SipMedia {
         let mut media = Self {
             latch: Latch::new(remote, LatchPolicy::AnySource),
             codecs: Vec::new(),
+            event_rates: None,
             from_sip: PtMap::new(),
             to_sip: PtMap::new(),
             ssrc: (r >> 32) as u32,
@@ -124,6 +148,7 @@ impl SipMedia {
             recv_stats: None,
             rtcp_from: None,
             cname: format!("sylkgw-{:08x}", (r2 >> 8) as u32),
+            fb: None,
             sent: 0,
             received: 0,
         };
@@ -134,6 +159,38 @@ impl SipMedia {
     /// SDES-SRTP from now on: `tx` protects what we send, `rx` checks what the peer sends.
     pub fn set_srtp(&mut self, tx: SrtpContext, rx: SrtpContext) {
         self.srtp = Some((tx, rx));
+    }
+
+    /// Video feedback negotiated on the line (`sip_video_fb`); the RTX SSRC and first sequence
+    /// number come from `rng` (drawn only when RTX was negotiated). Nothing negotiated turns it off.
+    pub fn set_video_feedback(&mut self, fb: VideoFeedback, rng: &mut Rng) {
+        if fb.is_empty() {
+            self.fb = None;
+        } else if self.fb.as_ref().is_none_or(|f| *f.negotiated() != fb) {
+            // Only an RTX stream of ours needs an SSRC and first sequence number.
+            let r = if fb.rtx.is_empty() { 0 } else { rng.next_u64() };
+            self.fb = Some(Box::new(Feedback::new(fb, (r >> 32) as u32 ^ 1, (r & 0x7fff) as u16)));
+        }
+    }
+
+    /// The packets the peer's NACKs asked for since the last call (RFC 4585 §6.2.1; RTX when
+    /// negotiated), ready for the RTP socket (SRTP when on), and where to send them.
+    pub fn take_resends(&mut self) -> Vec<(SocketAddr, Vec<u8>)> {
+        let Some(fb) = &mut self.fb else { return Vec::new() };
+        let packets = fb.take();
+        let Some(to) = self.latch.target().filter(|_| self.direction.sends()) else { return Vec::new() };
+        packets
+            .into_iter()
+            .filter_map(|mut p| {
+                if let Some((tx, _)) = &mut self.srtp {
+                    let len = p.len();
+                    p.resize(len + tx.rtp_overhead(), 0);
+                    let n = tx.protect_rtp(&mut p, len).ok()?;
+                    p.truncate(n);
+                }
+                Some((to, p))
+            })
+            .collect()
     }
 
     /// Whether SRTP is on.
@@ -155,6 +212,10 @@ impl SipMedia {
             self.from_sip.insert(c.sip_pt, c.browser_pt);
             self.from_sip.insert(c.browser_pt, c.browser_pt);
         }
+        self.event_rates = codecs
+            .iter()
+            .filter(|c| super::dtmf_rate::is_event(&c.codec))
+            .find_map(|c| RateMap::new(c.browser_pt, c.browser_clock_rate, c.clock_rate));
         self.codecs = codecs;
     }
 
@@ -219,6 +280,12 @@ impl SipMedia {
             return None;
         }
         let mut len = rtp::write_packet(&mut self.buf, &out, payload).ok()?;
+        if let Some(rates) = &self.event_rates {
+            rates.to_sip(pt, &mut self.buf[len - payload.len()..len]);
+        }
+        if let Some(fb) = &mut self.fb {
+            fb.record(&self.buf[..len]);
+        }
         if let Some((tx, _)) = &mut self.srtp {
             len = tx.protect_rtp(&mut self.buf, len).ok()?;
         }
@@ -240,6 +307,11 @@ impl SipMedia {
             let len = rx.unprotect_rtp(&mut self.rx_buf).map_err(|_| Dropped::Srtp)?;
             self.rx_buf.truncate(len);
         }
+        let peer = self.recv_stats.as_ref().map(ReceiveStats::ssrc);
+        let repair = match &self.fb {
+            Some(fb) => fb.unwrap_rtx(&mut self.rx_buf, peer).map_err(|_| Dropped::Rtx)?,
+            None => false,
+        };
         let view = rtp::parse(&self.rx_buf).map_err(|_| Dropped::NotRtp)?;
         let h = view.header;
         let browser_pt = self.from_sip.get(h.pt).ok_or(Dropped::UnknownPt)?;
@@ -256,10 +328,14 @@ impl SipMedia {
         if self.recv_stats.as_ref().is_none_or(|r| r.ssrc() != h.ssrc) {
             self.recv_stats = Some(ReceiveStats::new(h.ssrc, clock));
         }
-        if let Some(stats) = &mut self.recv_stats {
+        if let Some(stats) = self.recv_stats.as_mut().filter(|_| !repair) {
             stats.on_rtp(now, h.seq, h.ts);
         }
         let rw = self.to_browser_rw.rewrite(now, h.ssrc, h.seq, h.ts, clock).ok_or(Dropped::Sequence)?;
+        if let (Some(rates), Some(payload)) = (&self.event_rates, self.rx_buf.get_mut(h.payload_offset..h.payload_end))
+        {
+            rates.to_browser(browser_pt, payload);
+        }
         self.received += 1;
         Ok(ToBrowser {
             pt: browser_pt,
@@ -282,7 +358,7 @@ impl SipMedia {
     /// browser (hold). Each payload goes with its [`ToBrowser`] (whose `payload` range is unused).
     pub fn dtmf_to_browser(&mut self, now: Instant, event: super::dtmf::DtmfEvent) -> Vec<(ToBrowser, [u8; 4])> {
         let te = self.codecs.iter().find(|c| c.codec.name.eq_ignore_ascii_case("telephone-event"));
-        let Some((pt, clock)) = te.map(|c| (c.browser_pt, c.clock_rate)) else { return Vec::new() };
+        let Some((pt, clock)) = te.map(|c| (c.browser_pt, c.browser_clock_rate)) else { return Vec::new() };
         if !self.direction.receives() {
             return Vec::new();
         }
@@ -321,6 +397,9 @@ impl SipMedia {
         }
         self.last_rx = now;
         self.rtcp_from = Some(from);
+        if let Some(fb) = &mut self.fb {
+            fb.on_rtcp(&buf, self.ssrc);
+        }
         let summary = rtcp::summarize(&buf);
         if let (Some(stats), Some((ssrc, ntp))) = (&mut self.recv_stats, summary.sender_report) {
             if stats.ssrc() == ssrc {
@@ -374,16 +453,26 @@ impl SipMedia {
 /// Pairs the codecs of `answer` (the side that chose, with its numbers) with `offer` (the other
 /// side, with its numbers): each answered codec that matches an offered one
 /// ([`Codec::same_format`]: H.264 by packetization mode and profile too), in the answer's order. `browser_is_offer` says which side the offer came from.
+/// telephone-event pairs once, across clock rates when the sides differ (`dtmf_rate::pair_events`).
 pub fn pair_codecs(offer: &[Codec], answer: &[Codec], browser_is_offer: bool) -> Vec<CodecPair> {
+    let mut events = super::dtmf_rate::pair_events(offer, answer, browser_is_offer).map(|(b, s)| {
+        let a = if browser_is_offer { s } else { b };
+        let codec = Codec { clock_rate: s.clock_rate, ..a.clone() };
+        CodecPair { browser_pt: b.pt, sip_pt: s.pt, clock_rate: s.clock_rate, browser_clock_rate: b.clock_rate, codec }
+    });
     answer
         .iter()
         .filter_map(|a| {
+            if super::dtmf_rate::is_event(a) {
+                return events.take();
+            }
             let o = offer
                 .iter()
                 .find(|x| x.same_format(a) && x.pt == a.pt)
                 .or_else(|| offer.iter().find(|x| x.same_format(a)))?;
             let (browser_pt, sip_pt) = if browser_is_offer { (o.pt, a.pt) } else { (a.pt, o.pt) };
-            Some(CodecPair { browser_pt, sip_pt, clock_rate: a.clock_rate, codec: a.clone() })
+            let clock_rate = a.clock_rate;
+            Some(CodecPair { browser_pt, sip_pt, clock_rate, browser_clock_rate: clock_rate, codec: a.clone() })
         })
         .collect()
 }
@@ -402,8 +491,14 @@ mod tests {
 
     fn pcmu_pair() -> Vec<CodecPair> {
         vec![
-            CodecPair { browser_pt: 0, sip_pt: 0, clock_rate: 8000, codec: Codec::pcmu() },
-            CodecPair { browser_pt: 126, sip_pt: 101, clock_rate: 8000, codec: Codec::telephone_event(101) },
+            CodecPair { browser_pt: 0, sip_pt: 0, clock_rate: 8000, browser_clock_rate: 8000, codec: Codec::pcmu() },
+            CodecPair {
+                browser_pt: 126,
+                sip_pt: 101,
+                clock_rate: 8000,
+                browser_clock_rate: 8000,
+                codec: Codec::telephone_event(101),
+            },
         ]
     }
 
@@ -501,7 +596,13 @@ mod tests {
         let t0 = crate::time::test_epoch();
         let mut rng = Rng::new([5; 32]);
         let addr: SocketAddr = "192.0.2.10:30002".parse().unwrap();
-        let vp8 = vec![CodecPair { browser_pt: 96, sip_pt: 100, clock_rate: 90000, codec: Codec::vp8(100) }];
+        let vp8 = vec![CodecPair {
+            browser_pt: 96,
+            sip_pt: 100,
+            clock_rate: 90000,
+            browser_clock_rate: 90000,
+            codec: Codec::vp8(100),
+        }];
         let mut m = SipMedia::new(addr, vp8, t0, &mut rng);
         let unix = Duration::from_secs(1_700_000_000);
         // Before any RTP from the peer: a PLI for SSRC 0, after an RR, to RTP port + 1.

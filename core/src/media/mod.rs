@@ -12,6 +12,8 @@
 //! - [`srtp`]: SDES-SRTP (RFC 3711) with AES_CM_128_HMAC_SHA1_80/_32 and the `a=crypto`
 //!   attribute (RFC 4568).
 //! - [`sdp`]: the SIP-side SDP parser and offer/answer builder (RFC 8866, RFC 3264).
+//! - [`sip_video_fb`]: `a=rtcp-fb` and RTX (RFC 4585, RFC 4588) on the SIP video line: NACKs
+//!   answered from a send history, the peer's RTX unwrapped.
 //! - [`ports`]: the RTP/RTCP port pairs of one core, handed out round-robin.
 //!
 //! The browser side:
@@ -23,9 +25,11 @@
 pub mod bridge;
 pub mod demux;
 pub mod dtmf;
+pub mod dtmf_rate;
 pub mod ports;
 pub mod rtcp;
 pub mod rtp;
 pub mod sdp;
+pub mod sip_video_fb;
 pub mod srtp;
 pub mod webrtc;

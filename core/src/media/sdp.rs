@@ -2,12 +2,12 @@
 //!
 //! - [`SessionDescription::parse`] reads what a plain SIP peer sends: `v o s c t m` lines and the
 //!   attributes the gateway acts on (`rtpmap`, `fmtp`, `ptime`, `maxptime`, `rtcp`, `rtcp-mux`,
-//!   direction, `crypto`). Every other line is dropped, so nothing the peer wrote leaks into the
+//!   `rtcp-fb`, direction, `crypto`). Every other line is dropped, so nothing the peer wrote leaks into the
 //!   other leg. Never panics; sizes are bounded.
 //! - [`LocalSession::write`] generates our offers and answers: plain `RTP/AVP` or `RTP/SAVP`,
 //!   rtpmap/fmtp for the given codecs, direction, optional `a=ptime`, `a=rtcp`, `a=rtcp-mux`
-//!   (answers only), `a=crypto` — never ICE, DTLS, fingerprint, mid, msid, ssrc, rtcp-fb or
-//!   BUNDLE lines (media spec §2.3 point 1). [`SdpVersioner`] keeps `o=` right across
+//!   (answers only), `a=crypto`, and on video lines the `a=rtcp-fb` and RTX formats negotiated
+//!   (`sip_video_fb`) — never ICE, DTLS, fingerprint, mid, msid, ssrc or BUNDLE lines (media spec §2.3 point 1). [`SdpVersioner`] keeps `o=` right across
 //!   re-offers (RFC 3264 §8: the version increases exactly when the description changes).
 //! - [`intersect`] matches codecs by name, clock rate and channels, keeping the offer's PTs and
 //!   order (media spec §1.6, §2.3 point 2); [`answer_direction`] answers directions per
@@ -271,6 +271,9 @@ pub struct MediaDescription {
     pub direction: Option<Direction>,
     /// `a=crypto` lines with supported suites, in offer order (others are skipped).
     pub crypto: Vec<CryptoAttribute>,
+    /// `a=rtcp-fb` lines (RFC 4585 §4.2) as (format token or `*`, the rest), at most
+    /// [`MAX_FORMATS`]; read by `sip_video_fb`.
+    pub rtcp_fb: Vec<(String, String)>,
 }
 
 impl MediaDescription {
@@ -290,6 +293,7 @@ impl MediaDescription {
             rtcp_mux: false,
             direction: None,
             crypto: Vec::new(),
+            rtcp_fb: Vec::new(),
         }
     }
 
@@ -566,6 +570,14 @@ fn media_attribute(m: &mut MediaDescription, value: &str) {
         "maxptime" => m.maxptime = arg.trim().parse().ok(),
         "rtcp" => m.rtcp = parse_rtcp(arg),
         "rtcp-mux" => m.rtcp_mux = true,
+        "rtcp-fb" => {
+            let arg: String = arg.chars().filter(|c| !c.is_control()).collect();
+            if let Some((fmt, rest)) = arg.trim().split_once(' ') {
+                if m.rtcp_fb.len() < MAX_FORMATS {
+                    m.rtcp_fb.push((fmt.to_string(), rest.trim().to_string()));
+                }
+            }
+        }
         "crypto" => {
             if m.crypto.len() < MAX_CRYPTO {
                 if let Ok(c) = CryptoAttribute::parse(arg) {
@@ -735,6 +747,8 @@ pub struct LocalMedia {
     pub rtcp_mux: bool,
     /// `a=crypto` lines (one in an answer).
     pub crypto: Vec<CryptoAttribute>,
+    /// `a=rtcp-fb` values (`<pt> nack`, …; RFC 4585 §4.2), video lines only.
+    pub rtcp_fb: Vec<String>,
 }
 
 impl LocalMedia {
@@ -751,6 +765,7 @@ impl LocalMedia {
             rtcp_port: None,
             rtcp_mux: false,
             crypto: Vec::new(),
+            rtcp_fb: Vec::new(),
         }
     }
 
@@ -847,6 +862,9 @@ impl LocalSession {
                 if let Some(f) = c.fmtp.as_deref().filter(|f| !f.is_empty()) {
                     let _ = write!(s, "a=fmtp:{} {}\r\n", c.pt, clean(f));
                 }
+            }
+            for fb in &m.rtcp_fb {
+                let _ = write!(s, "a=rtcp-fb:{}\r\n", clean(fb));
             }
             if let Some(p) = m.ptime {
                 let _ = write!(s, "a=ptime:{p}\r\n");

@@ -255,14 +255,22 @@ impl Services {
         self.out.extend(out.into_iter().map(SipOutput::Transport));
     }
 
-    /// Host and port for Via and Contact.
+    /// Host and port for Via and Contact over `transport`. Over TLS, when the SIP TLS listener
+    /// has a port of its own (`sip_tls_listen`, not 0), its port (and its address unless
+    /// `advertised_address` names one): a TLS peer opens connections to it for responses whose
+    /// connection is gone (RFC 3261 §18.2.2) and for requests to our Contact (§8.1.1.8); else
+    /// the UDP/TCP listener's, as for the other transports.
     pub(super) fn advertised(&self, transport: Transport) -> (String, u16) {
-        let bound = self.transports.udp().map_or(self.cfg.listen, |(_, a)| a);
+        let mut bound = self.transports.udp().map_or(self.cfg.listen, |(_, a)| a);
+        let tls = self.cfg.tls_listen.filter(|a| transport == Transport::Tls && a.port() != 0);
+        if let Some(tls) = tls {
+            let ip = if tls.ip().is_unspecified() { bound.ip() } else { tls.ip() };
+            bound = std::net::SocketAddr::new(ip, tls.port());
+        }
         let port = bound.port();
-        let _ = transport;
         match &self.cfg.advertised_address {
             Some(a) => match split_hostport(a) {
-                Some((h, p)) => (super::build::bracket(&h), p.unwrap_or(port)),
+                Some((h, p)) => (super::build::bracket(&h), if tls.is_some() { port } else { p.unwrap_or(port) }),
                 None => (a.clone(), port),
             },
             None => (super::build::bracket(&bound.ip().to_string()), port),
@@ -464,4 +472,34 @@ fn add_to_tag(h: &mut Headers, key: &ServerKey) {
     }
     let tag = to_tag_for(key);
     h.set(HeaderName::To, format!("{to};tag={tag}").into_bytes());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::SipConfig;
+
+    #[test]
+    fn tls_flows_advertise_the_tls_listener() {
+        let cfg = SipConfig {
+            listen: "192.0.2.1:5060".parse().unwrap(),
+            tls_listen: Some("0.0.0.0:5071".parse().unwrap()),
+            ..SipConfig::default()
+        };
+        let svc = Services::new(cfg.clone());
+        assert_eq!(svc.advertised(Transport::Udp), ("192.0.2.1".into(), 5060));
+        assert_eq!(svc.advertised(Transport::Tcp), ("192.0.2.1".into(), 5060));
+        assert_eq!(svc.advertised(Transport::Tls), ("192.0.2.1".into(), 5071), "the listener's port, our address");
+        let named = SipConfig { advertised_address: Some("sip.example.com:5090".into()), ..cfg.clone() };
+        let svc = Services::new(named);
+        assert_eq!(svc.advertised(Transport::Udp), ("sip.example.com".into(), 5090));
+        assert_eq!(svc.advertised(Transport::Tls), ("sip.example.com".into(), 5071));
+        let own_ip = SipConfig { tls_listen: Some("192.0.2.9:5071".parse().unwrap()), ..cfg.clone() };
+        assert_eq!(Services::new(own_ip).advertised(Transport::Tls), ("192.0.2.9".into(), 5071));
+        // No listener, or one on a port the OS chose (not known here): the UDP/TCP address.
+        let none = SipConfig { tls_listen: None, ..cfg.clone() };
+        assert_eq!(Services::new(none).advertised(Transport::Tls), ("192.0.2.1".into(), 5060));
+        let any_port = SipConfig { tls_listen: Some("0.0.0.0:0".parse().unwrap()), ..cfg };
+        assert_eq!(Services::new(any_port).advertised(Transport::Tls), ("192.0.2.1".into(), 5060));
+    }
 }

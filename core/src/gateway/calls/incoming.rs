@@ -10,6 +10,7 @@ use crate::gateway::Gateway;
 use crate::ids::ConnId;
 use crate::media::bridge::{pair_codecs, SipMedia};
 use crate::media::sdp::{self, Codec};
+use crate::media::sip_video_fb::VideoFeedback;
 use crate::media::srtp::CryptoAttribute;
 use crate::sip::calls::LegId;
 use crate::sip::incoming::IncomingCall;
@@ -86,7 +87,8 @@ impl Gateway {
             .map_err(|_| (503, "Service Unavailable"))?;
         // Video (VP8, H.264) when the SIP side offers it and we can take it; else refused (port 0).
         let mut video_at = None;
-        let mut browser_codecs = offered.clone();
+        // The browser leg has telephone-event/8000 only: another rate is mapped (`dtmf_rate`).
+        let mut browser_codecs = crate::media::dtmf_rate::for_browser(&offered);
         if let Some(vi) = video_index(&desc) {
             let vm = &desc.media[vi];
             let vtheirs = vm.usable_crypto().cloned();
@@ -100,9 +102,10 @@ impl Gateway {
             if let (Ok(vsrtp), false) = (vsrtp, vcodecs.is_empty()) {
                 if self.add_video_line(id, vcodecs.clone()) {
                     video_at = Some(vi);
-                    browser_codecs.extend(vcodecs);
+                    browser_codecs.extend(vcodecs.iter().cloned());
                     if let Some(v) = self.calls.calls.get_mut(&id).and_then(|c| c.video.as_mut()) {
                         v.offer_addr = desc.rtp_addr(vm);
+                        v.feedback = VideoFeedback::listed(vm, &vcodecs);
                         if vm.proto.is_secure() {
                             v.proto = sdp::Proto::RtpSavp;
                         }
@@ -214,7 +217,7 @@ impl Gateway {
         if !pairs.iter().any(|p| !p.codec.name.eq_ignore_ascii_case("telephone-event")) {
             return Err(SdpProblem::NoCommonCodec.into());
         }
-        call.answer_codecs = pairs.iter().map(|p| Codec { pt: p.sip_pt, ..p.codec.clone() }).collect();
+        call.answer_codecs = pairs.iter().map(|p| p.sip_codec()).collect();
         let remote = call.offer_addr.unwrap_or_else(|| SocketAddr::new(IpAddr::from([0, 0, 0, 0]), 0));
         let mut media = SipMedia::new(remote, pairs, now, &mut self.rng);
         if let (Some(ours), Some(theirs)) = (call.local_crypto.first(), &call.remote_crypto) {
@@ -236,6 +239,9 @@ impl Gateway {
                     v.answer_codecs = pairs.iter().map(|p| Codec { pt: p.sip_pt, ..p.codec.clone() }).collect();
                     let remote = v.offer_addr.unwrap_or_else(|| SocketAddr::new(IpAddr::from([0, 0, 0, 0]), 0));
                     let mut media = SipMedia::new(remote, pairs, now, &mut self.rng);
+                    // RFC 4585 §4.2: we answer the feedback offered for the formats we keep.
+                    v.feedback.retain(&v.answer_codecs.iter().map(|c| c.pt).collect::<Vec<_>>());
+                    media.set_video_feedback(v.feedback.clone(), &mut self.rng);
                     if let Some((tx, rx)) = contexts {
                         media.set_srtp(tx, rx);
                     }

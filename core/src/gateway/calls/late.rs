@@ -43,7 +43,7 @@ impl Gateway {
         call.browser.accept_answer(sdp, now).map_err(SdpProblem::Browser)?;
         // Our SIP offer: what the browser kept, at the numbers we offered it (RFC 3264 §6.1: the
         // browser answered with them).
-        call.answer_codecs = pairs.iter().map(|p| Codec { pt: p.sip_pt, ..p.codec.clone() }).collect();
+        call.answer_codecs = pairs.iter().map(|p| p.sip_codec()).collect();
         call.layout = vec![Slot::Audio];
         call.state = State::Accepted;
         call.answer_headers = headers;

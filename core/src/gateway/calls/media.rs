@@ -68,8 +68,15 @@ impl Gateway {
             let media = if video { call.video.as_mut().and_then(|v| v.media.as_mut()) } else { call.media.as_mut() };
             let Some(media) = media else { return };
             if socket != rtp {
+                let keyframe = media.rtcp_from_sip(now, from, data);
+                // NACKs from the SIP side: the packets again, on the RTP socket (`sip_video_fb`).
+                for (to, payload) in media.take_resends() {
+                    gw.tally.counters.to_sip.packets += 1;
+                    gw.tally.counters.to_sip.bytes += payload.len() as u64;
+                    gw.out.push_back(Output::Datagram(Transmit { socket: rtp, to, payload }));
+                }
                 // A PLI or FIR from the SIP side: the browser is asked for a key frame.
-                if media.rtcp_from_sip(now, from, data) && video {
+                if keyframe && video {
                     if !call.browser.request_keyframe(false) {
                         log::debug!("{id}: key frame request from the SIP side, but no video from the browser yet");
                     }

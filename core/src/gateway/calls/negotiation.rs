@@ -21,9 +21,10 @@ pub(super) fn srtp_contexts(ours: &CryptoAttribute, theirs: &CryptoAttribute) ->
     Some((SrtpContext::from_crypto(ours).ok()?, SrtpContext::from_crypto(theirs).ok()?))
 }
 
-/// The codecs of `m` we carry, in `m`'s order and numbers.
+/// The codecs of `m` we carry, in `m`'s order and numbers (a telephone-event at another rate
+/// than 8000 only when `m` has none at 8000: `dtmf_rate::carried`).
 pub(super) fn carried(m: &sdp::MediaDescription) -> Vec<Codec> {
-    sdp::intersect(&m.codecs(), &call::supported_codecs())
+    crate::media::dtmf_rate::carried(&m.codecs(), &call::supported_codecs())
 }
 
 /// The first video m-line of `desc` in use (a port), if any.
@@ -57,7 +58,12 @@ pub(super) fn video_local_media(video: Option<&VideoLine>, direction: sdp::Direc
             direction,
             proto: v.proto.clone(),
             crypto: v.local_crypto.clone(),
-            ..LocalMedia::new(MediaKind::Video, v.rtp.port.unwrap_or(0), v.sip_codecs())
+            rtcp_fb: v.feedback.rtcp_fb_lines(),
+            ..LocalMedia::new(
+                MediaKind::Video,
+                v.rtp.port.unwrap_or(0),
+                [v.sip_codecs(), v.feedback.rtx_codecs()].concat(),
+            )
         },
         _ => LocalMedia {
             proto: video.map_or(sdp::Proto::RtpAvp, |v| v.proto.clone()),

@@ -11,6 +11,7 @@ use crate::gateway::Gateway;
 use crate::ids::ConnId;
 use crate::media::bridge::{pair_codecs, SipMedia};
 use crate::media::sdp::{self, Codec, MediaKind, SessionDescription};
+use crate::media::sip_video_fb::VideoFeedback;
 use crate::media::srtp::{CryptoAttribute, SrtpProfile};
 use crate::sip::calls::CallParams;
 use crate::sip::invite::CallProgress;
@@ -56,6 +57,15 @@ fn sip_video_answer(
     };
     let mut media = SipMedia::new(remote, pairs.clone(), now, rng);
     media.set_direction(direction);
+    // What the answer lists of the feedback we offered (RFC 4585 §4.2), at its numbers.
+    let answered: Vec<Codec> = pairs.iter().map(|p| p.sip_codec()).collect();
+    let offered = std::mem::take(&mut v.feedback);
+    v.feedback = VideoFeedback::listed(m, &answered);
+    v.feedback.fb.retain(|f| offered.fb.iter().any(|o| o.1 == f.1));
+    if offered.rtx.is_empty() {
+        v.feedback.rtx.clear();
+    }
+    media.set_video_feedback(v.feedback.clone(), rng);
     match (contexts, crypto) {
         (Some((tx, rx)), Ok(Some((ours, theirs)))) => {
             media.set_srtp(tx, rx);
@@ -103,12 +113,20 @@ impl Gateway {
             return Err(SdpProblem::NoSupportedAudioCodec.into());
         }
         let video = video_index(&desc).map(|i| carried_video(&desc.media[i])).filter(|v| !v.is_empty());
+        // We offer the browser's `a=rtcp-fb` and RTX for those formats, at its numbers.
+        let feedback = video_index(&desc)
+            .zip(video.as_ref())
+            .map(|(i, v)| VideoFeedback::listed(&desc.media[i], v))
+            .unwrap_or_default();
         let id = self.new_call(conn, session, account, Origin::Outgoing)?;
         // Video (VP8, H.264) when the browser offers it: a second m-line on a second RTP pair.
         if let Some(video) = video {
             if self.add_video_line(id, video) {
                 if let Some(call) = self.calls.calls.get_mut(&id) {
                     call.layout.push(Slot::Video);
+                    if let Some(v) = call.video.as_mut() {
+                        v.feedback = feedback;
+                    }
                 }
             }
         }
@@ -194,7 +212,7 @@ impl Gateway {
         let answer = if call.browser_answered {
             None
         } else {
-            let mut allowed: Vec<Codec> = pairs.iter().map(|p| Codec { pt: p.browser_pt, ..p.codec.clone() }).collect();
+            let mut allowed: Vec<Codec> = pairs.iter().map(|p| p.browser_codec()).collect();
             allowed.extend(video);
             let offer = call.browser_offer.take().unwrap_or_default();
             let answer = call.browser.accept_offer(&offer, &allowed, now).map_err(|e| {
