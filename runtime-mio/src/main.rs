@@ -19,9 +19,12 @@
 //!   connections the core opens have the high bit set).
 //! - UDP sockets the core asks for are bound at once, inside the drain; the answer
 //!   (`Input::UdpBound` or `Input::UdpBindFailed`) is fed right after the drain. Per socket the
-//!   runtime keeps only the mio socket; `Output::CloseUdp` drops it. `Output::Datagram` goes out
-//!   of the socket its id names. Every UDP socket is read until `WouldBlock` into the shared
-//!   buffer.
+//!   runtime keeps only the mio socket; `Output::CloseUdp` drops it (after sending what is queued
+//!   for it). `Output::Datagram` goes out of the socket its id names, batched: datagrams are
+//!   queued during drains and sent with `sendmmsg` after each batch of received datagrams and
+//!   before the loop sleeps ([`driver::udp_batch`]). Every UDP socket is read until `WouldBlock`:
+//!   SIP's into the shared 64 KiB buffer one datagram at a time (a SIP message may be that long),
+//!   media sockets with `recvmmsg`, up to [`driver::udp_batch::BATCH`] datagrams per call.
 //! - DNS queries (`Output::Resolve`: A/AAAA, SRV, NAPTR, with hickory-resolver) block, so they
 //!   run on a bounded pool ([`resolver`]: 4 threads, at most 64 waiting) that reports back
 //!   through a channel and the waker; a query beyond the queue is answered with an error right
@@ -53,6 +56,7 @@ use std::time::{Duration, Instant};
 use sylkgw_core::dns::QueryType;
 use sylkgw_core::storage::{StoreId, StoreRequest};
 use sylkgw_core::{ConnId, Gateway, Input, Listener, SocketId, Transmit, UdpPurpose};
+use sylkgw_driver::udp_batch::{self, RecvBatch};
 use sylkgw_driver::{
     self as driver, BindAnswer, CaptureFile, ConnLimits, Deferred, Driver, Io, Permit, ACCEPT_RETRY, CLOSE_LINGER,
 };
@@ -191,6 +195,7 @@ fn run(
             lingering: VecDeque::new(),
             max_pending,
             limits: limits.clone(),
+            outbox: Vec::new(),
         },
         driver,
         limits,
@@ -200,6 +205,7 @@ fn run(
         resolved_rx,
         stored_rx,
         buf: vec![0; READ_BUF].into_boxed_slice(),
+        batch: RecvBatch::new(),
         next_id: FIRST_CONN,
         accept_retry: None,
     };
@@ -219,6 +225,7 @@ fn run(
                 next_stats = Some(Instant::now() + every);
             }
         }
+        rt.io.flush_datagrams();
         if let Some(end) = grace {
             if rt.driver.gateway().connection_count() == 0 && rt.io.conns.is_empty() {
                 log::info!("stopped");
@@ -376,6 +383,8 @@ struct Runtime {
     stored_rx: mpsc::Receiver<(StoreId, driver::store_pool::Outcome)>,
     /// The shared read buffer.
     buf: Box<[u8]>,
+    /// The media sockets' receive batch.
+    batch: RecvBatch,
     next_id: u64,
     /// When to try accepting again after a resource error.
     accept_retry: Option<Instant>,
@@ -401,6 +410,8 @@ struct MioIo {
     max_pending: usize,
     /// The process's connection caps, for connections readdressed by a trusted proxy.
     limits: ConnLimits,
+    /// Datagrams of the drains since the last [`MioIo::flush_datagrams`], in order.
+    outbox: Vec<Transmit>,
 }
 
 impl Runtime {
@@ -435,8 +446,12 @@ impl Runtime {
         }
     }
 
-    /// Reads UDP socket `socket` until `WouldBlock` (or until the core closes it).
+    /// Reads UDP socket `socket` until `WouldBlock` (or until the core closes it): SIP's one
+    /// datagram at a time, the others in batches, each batch's answers sent after it.
     fn receive_datagrams(&mut self, socket: SocketId) {
+        if socket != SIP_SOCKET {
+            return self.receive_batches(socket);
+        }
         let mut buf = std::mem::take(&mut self.buf);
         while let Some(udp) = self.io.udp_socket(socket) {
             match udp.recv_from(&mut buf) {
@@ -452,6 +467,36 @@ impl Runtime {
             }
         }
         self.buf = buf;
+    }
+
+    /// Reads media socket `socket` with `recvmmsg` until `WouldBlock` (or until the core closes
+    /// it), feeding each datagram in order; what the core sends in answer goes out after each
+    /// batch.
+    fn receive_batches(&mut self, socket: SocketId) {
+        while let Some(fd) = self.io.udp_socket(socket).map(std::os::fd::AsRawFd::as_raw_fd) {
+            match self.batch.recv(fd) {
+                Ok(n) => {
+                    for i in 0..n {
+                        if self.io.udp_socket(socket).is_none() {
+                            break; // closed by the core meanwhile
+                        }
+                        match self.batch.get(i) {
+                            Some((from, data)) => {
+                                self.driver.feed(&mut self.io, Input::Datagram { socket, from, data });
+                            }
+                            None => log::debug!("{socket}: a datagram over {} bytes dropped", udp_batch::SLOT),
+                        }
+                    }
+                    self.io.flush_datagrams();
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => {
+                    // ICMP errors of earlier sends surface here; they are not fatal.
+                    log::debug!("{socket}: {e}");
+                }
+            }
+        }
     }
 
     /// Answers finished name resolutions and storage requests.
@@ -571,16 +616,9 @@ impl Io for MioIo {
         }
     }
 
+    /// Queued; sent by [`MioIo::flush_datagrams`] (after the receive batch, before sleeping).
     fn send_datagram(&mut self, t: Transmit) {
-        // UDP: a datagram the socket cannot take now is lost, as on the wire.
-        match self.udp_socket(t.socket) {
-            Some(socket) => {
-                if let Err(e) = socket.send_to(&t.payload, t.to) {
-                    log::debug!("{}: send to {}: {e}", t.socket, t.to);
-                }
-            }
-            None => log::debug!("{}: no such socket; datagram to {} dropped", t.socket, t.to),
-        }
+        self.outbox.push(t);
     }
 
     /// Starts connecting `conn` to `to`; the core hears `Input::Connected` once it is up (or
@@ -651,6 +689,7 @@ impl Io for MioIo {
     }
 
     fn close_udp(&mut self, socket: SocketId) {
+        self.flush_datagrams(); // what the core sent from it before closing it
         match self.udp.remove(&socket) {
             Some(mut s) => {
                 let _ = self.poll.registry().deregister(&mut s);
@@ -678,6 +717,27 @@ impl Io for MioIo {
 }
 
 impl MioIo {
+    /// Sends the queued datagrams: each run from one socket with `sendmmsg`. UDP: a datagram
+    /// the socket cannot take now is lost, as on the wire.
+    fn flush_datagrams(&mut self) {
+        let mut outbox = std::mem::take(&mut self.outbox);
+        let mut rest = outbox.as_slice();
+        while let Some(first) = rest.first() {
+            let run = rest.iter().take_while(|t| t.socket == first.socket).count();
+            let (now, later) = rest.split_at(run);
+            rest = later;
+            let Some(fd) = self.udp_socket(first.socket).map(std::os::fd::AsRawFd::as_raw_fd) else {
+                log::debug!("{}: no such socket; {run} datagram(s) dropped", first.socket);
+                continue;
+            };
+            let datagrams: Vec<(SocketAddr, &[u8])> = now.iter().map(|t| (t.to, t.payload.as_slice())).collect();
+            udp_batch::send_batch(fd, &datagrams, |i, e| log::debug!("{}: send to {}: {e}", first.socket, now[i].to));
+        }
+        // Keep the allocation for the next drains.
+        outbox.clear();
+        self.outbox = outbox;
+    }
+
     /// The UDP socket `id` names.
     fn udp_socket(&self, id: SocketId) -> Option<&UdpSocket> {
         if id == SIP_SOCKET {

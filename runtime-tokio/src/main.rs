@@ -35,9 +35,11 @@
 //!   of the RTP port range (`MediaConfig::for_worker`). UDP sockets the core asks for
 //!   (`Output::BindUdp`) are bound at once, inside the drain, and answered right after it. Every
 //!   UDP socket but SIP's has a task that forwards its datagrams to the core task over the event
-//!   channel (reading into one buffer per worker, so an idle socket holds none); the core task
-//!   sends from the socket an `Output::Datagram` names, and `Output::CloseUdp` aborts the task and
-//!   drops the socket.
+//!   channel, a batch at a time (`recvmmsg` into one [`RecvBatch`] per worker, so an idle socket
+//!   holds no buffer; one event per batch). The core task queues each `Output::Datagram` and
+//!   sends the queue with `sendmmsg`, a run per socket, before it waits for the next event
+//!   ([`driver::udp_batch`]); `Output::CloseUdp` sends what is queued, aborts the task and drops
+//!   the socket.
 //! - Storage (`Output::Store`): the storage is opened once at start ([`driver::open_backend`]);
 //!   each worker has its own bounded pool ([`driver::StorePool`]: 2 threads, each with its own
 //!   connection, at most 256 waiting) whose threads report back over the worker's event channel.
@@ -64,6 +66,7 @@ use sylkgw_core::dns::QueryType;
 use sylkgw_core::drive::WorkerMsg;
 use sylkgw_core::storage::{StoreId, StoreRequest};
 use sylkgw_core::{ConnId, Gateway, Input, Listener, SocketId, Transmit, UdpPurpose};
+use sylkgw_driver::udp_batch::{self, RecvBatch};
 use sylkgw_driver::{
     self as driver, BindAnswer, CaptureFile, ConnLimits, Deferred, Driver, Io, Permit, ACCEPT_RETRY, CLOSE_LINGER,
 };
@@ -347,6 +350,7 @@ fn worker(
                     limits: limits.clone(),
                     peers,
                     index,
+                    outbox: Vec::new(),
                 },
                 driver,
                 limits,
@@ -381,8 +385,9 @@ enum Event {
     Resolved(u64, Result<sylkgw_core::dns::Answer, String>),
     /// A storage request finished (sent from a storage pool thread).
     Stored(StoreId, driver::store_pool::Outcome),
-    /// A datagram on a UDP socket other than SIP's.
-    Datagram(SocketId, SocketAddr, Vec<u8>),
+    /// Datagrams on a UDP socket other than SIP's, in order: each one's source and length, and
+    /// their bytes one after the other.
+    Datagrams(SocketId, Vec<(SocketAddr, usize)>, Vec<u8>),
 }
 
 /// What the core task handed a connection task and it has not written yet, whether the task
@@ -487,6 +492,8 @@ struct TokioIo {
     peers: Arc<[mpsc::Sender<WorkerMail>]>,
     /// This worker's index (the sender of its messages).
     index: usize,
+    /// Datagrams of the drains since the last [`TokioIo::flush_datagrams`], in order.
+    outbox: Vec<Transmit>,
 }
 
 impl Core {
@@ -531,6 +538,7 @@ impl Core {
                 .min()
                 .expect("a deadline");
             sleep.as_mut().reset(wake.into());
+            self.io.flush_datagrams();
             for (conn, to) in std::mem::take(&mut self.io.connects) {
                 let (tx, rx) = mpsc::unbounded_channel();
                 let backlog = Backlog::new(self.io.max_pending);
@@ -581,10 +589,17 @@ impl Core {
                     }
                     Event::Stored(id, result) => self.feed(Input::Stored { id, result }),
                     Event::Connected(..) => {}
-                    Event::Datagram(socket, from, data) if self.io.sockets.contains_key(&socket) => {
-                        self.feed(Input::Datagram { socket, from, data: &data });
+                    Event::Datagrams(socket, datagrams, bytes) => {
+                        let mut at = 0;
+                        for (from, len) in datagrams {
+                            if !self.io.sockets.contains_key(&socket) {
+                                break; // the core closed that socket
+                            }
+                            let data = bytes.get(at..at + len).unwrap_or_default();
+                            at += len;
+                            self.feed(Input::Datagram { socket, from, data });
+                        }
                     }
-                    Event::Datagram(..) => {} // the core closed that socket
                     Event::Data(conn, data) if self.io.conns.contains_key(&conn) => {
                         self.feed(Input::StreamData { conn, data: &data });
                     }
@@ -690,20 +705,9 @@ impl Io for TokioIo {
         }
     }
 
+    /// Queued; sent by [`TokioIo::flush_datagrams`] before the core task waits again.
     fn send_datagram(&mut self, t: Transmit) {
-        let socket = match t.socket {
-            SIP_SOCKET => Some(&self.udp),
-            id => self.sockets.get(&id).map(|(s, _)| s),
-        };
-        // UDP: a datagram the socket cannot take now is lost, as on the wire.
-        match socket {
-            Some(socket) => {
-                if let Err(e) = socket.try_send_to(&t.payload, t.to) {
-                    log::debug!("{}: send to {}: {e}", t.socket, t.to);
-                }
-            }
-            None => log::debug!("{}: no such socket; datagram to {} dropped", t.socket, t.to),
-        }
+        self.outbox.push(t);
     }
 
     fn connect(&mut self, conn: ConnId, to: SocketAddr) {
@@ -754,6 +758,7 @@ impl Io for TokioIo {
     }
 
     fn close_udp(&mut self, socket: SocketId) {
+        self.flush_datagrams(); // what the core sent from it before closing it
         match self.sockets.remove(&socket) {
             Some((_, task)) => {
                 task.abort(); // its socket closes with the task's handle
@@ -795,6 +800,30 @@ impl Io for TokioIo {
 }
 
 impl TokioIo {
+    /// Sends the queued datagrams: each run from one socket with `sendmmsg` (non-blocking, on
+    /// the socket's fd). UDP: a datagram the socket cannot take now is lost, as on the wire.
+    fn flush_datagrams(&mut self) {
+        let mut outbox = std::mem::take(&mut self.outbox);
+        let mut rest = outbox.as_slice();
+        while let Some(first) = rest.first() {
+            let run = rest.iter().take_while(|t| t.socket == first.socket).count();
+            let (now, later) = rest.split_at(run);
+            rest = later;
+            let socket = match first.socket {
+                SIP_SOCKET => Some(&self.udp),
+                id => self.sockets.get(&id).map(|(s, _)| s),
+            };
+            let Some(fd) = socket.map(|s| std::os::fd::AsRawFd::as_raw_fd(&**s)) else {
+                log::debug!("{}: no such socket; {run} datagram(s) dropped", first.socket);
+                continue;
+            };
+            let datagrams: Vec<(SocketAddr, &[u8])> = now.iter().map(|t| (t.to, t.payload.as_slice())).collect();
+            udp_batch::send_batch(fd, &datagrams, |i, e| log::debug!("{}: send to {}: {e}", first.socket, now[i].to));
+        }
+        outbox.clear();
+        self.outbox = outbox;
+    }
+
     /// Keeps `udp` as `socket` and starts the task that forwards what it receives.
     fn add_socket(&mut self, socket: SocketId, udp: UdpSocket) {
         let udp = Arc::new(udp);
@@ -804,8 +833,8 @@ impl TokioIo {
 }
 
 thread_local! {
-    /// The read buffer of the UDP receive tasks of this worker (one thread, so one at a time).
-    static DATAGRAM_BUF: RefCell<Box<[u8]>> = RefCell::new(vec![0; DATAGRAM].into_boxed_slice());
+    /// The receive batch of the UDP receive tasks of this worker (one thread, so one at a time).
+    static RECV_BATCH: RefCell<RecvBatch> = RefCell::new(RecvBatch::new());
 }
 
 /// Forwards what UDP socket `socket` receives to the core task (reading until `WouldBlock` on
@@ -817,12 +846,29 @@ async fn receive_datagrams(socket: SocketId, udp: Arc<UdpSocket>, events: mpsc::
             log::warn!("{socket}: {e}");
             return;
         }
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&*udp);
         loop {
-            let received =
-                DATAGRAM_BUF.with_borrow_mut(|buf| udp.try_recv_from(buf).map(|(n, from)| (from, buf[..n].to_vec())));
+            // One batch, copied out (two allocations per batch), so the buffer is free for the
+            // worker's other sockets while this task waits for the channel.
+            let received = RECV_BATCH.with_borrow_mut(|batch| {
+                udp.try_io(tokio::io::Interest::READABLE, || batch.recv(fd)).map(|n| {
+                    let mut datagrams = Vec::with_capacity(n);
+                    let mut bytes = Vec::new();
+                    for i in 0..n {
+                        match batch.get(i) {
+                            Some((from, data)) => {
+                                datagrams.push((from, data.len()));
+                                bytes.extend_from_slice(data);
+                            }
+                            None => log::debug!("{socket}: a datagram over {} bytes dropped", udp_batch::SLOT),
+                        }
+                    }
+                    (datagrams, bytes)
+                })
+            });
             match received {
-                Ok((from, data)) => {
-                    if events.send(Event::Datagram(socket, from, data)).await.is_err() {
+                Ok((datagrams, bytes)) => {
+                    if events.send(Event::Datagrams(socket, datagrams, bytes)).await.is_err() {
                         return; // the worker is gone
                     }
                 }

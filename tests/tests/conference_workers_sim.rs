@@ -16,9 +16,9 @@ use str0m::media::{Direction, MediaKind};
 use sylkgw_core::capture;
 use sylkgw_core::conference::remote::{home_of, WorkerMsg};
 use sylkgw_core::conference::Census;
-use sylkgw_core::{ConnId, Input};
-use sylkgw_kit::client_text_frame;
-use sylkgw_tests::gateway_sim::{addr, BindAnswer, GatewaySim, HA1, LATENCY, MEDIA_INTERVAL};
+use sylkgw_core::{ConnId, Input, Listener};
+use sylkgw_kit::{client_text_frame, UPGRADE_V2};
+use sylkgw_tests::gateway_sim::{addr, BindAnswer, GatewaySim, Ws, HA1, LATENCY, MEDIA_INTERVAL};
 use sylkgw_tests::webrtc_client::{config, Datagram, Video, WebRtcClient, VP8};
 
 const ROOM: &str = "room@videoconference.example.com";
@@ -500,4 +500,42 @@ fn routing_errors_and_an_unreachable_home() {
     // A message is one JSON line either way.
     let msg = WorkerMsg::Gone { conn: 1 };
     assert_eq!(WorkerMsg::decode(&msg.encode()), Ok(msg));
+}
+
+/// A sylkRTC-1 participant whose WebSocket is not on the room's home worker is answered as 4.1
+/// answered (issue #16): the ack before its session's `progress`, events in 4.1's shape, errors in
+/// 4.1's words; the home knows the dialect from the forwarded request, not from a connection.
+#[test]
+fn a_sylkrtc1_participant_on_another_worker_gets_4_1_order() {
+    let mut sim = Workers::new();
+    let away = 1 - home_of(ROOM, 2);
+    let conn = ConnId(1);
+    sim.nets[away].conns.insert(conn, Ws::default());
+    sim.input(away, Input::Accepted { conn, listener: Listener::Web, peer: addr("127.0.0.1:61000") });
+    let upgrade = UPGRADE_V2.replace("sylkRTC-2", "sylkRTC-1");
+    sim.input(away, Input::StreamData { conn, data: upgrade.as_bytes() });
+    assert_eq!(sim.events(away, conn), [json!({"sylkrtc":"event","event":"ready"})]);
+    let add = json!({"sylkrtc":"account-add","account":"alice@example.com","password":HA1,"display_name":"alice"});
+    assert_eq!(Workers::answer(&sim.send(away, conn, add)), "ack");
+    let now = sim.nets[away].now;
+    let mut publisher = WebRtcClient::new(config(Video::Vp8, false), None, now, addr("127.0.0.1:51000")).unwrap();
+    let offer = publisher_offer(&mut publisher);
+    let join = json!({"sylkrtc":"videoroom-join","account":"alice@example.com","session":"c1","uri":ROOM,"sdp":offer});
+    let events = sim.send(away, conn, join);
+    let kinds: Vec<String> = events
+        .iter()
+        .map(|e| match (e["sylkrtc"].as_str().unwrap(), e["data"]["state"].as_str()) {
+            ("videoroom_event", Some(state)) => format!("state:{state}"),
+            ("videoroom_event", None) => e["event"].as_str().unwrap().to_string(),
+            (other, _) => other.to_string(),
+        })
+        .collect();
+    assert_eq!(kinds, ["ack", "state:progress", "state:accepted", "initial_publishers"], "{events:#?}");
+    // A 4.1 error text for an option of `videoroom-ctl`, from the home.
+    let ctl = json!({"sylkrtc":"videoroom-ctl","session":"c1","option":"feed-detach","feed_detach":{"session":"nobody"}});
+    let error = Workers::answer(&sim.send(away, conn, ctl));
+    assert!(error.starts_with("feed-detach: "), "{error}");
+    // A refusal of the worker holding the WebSocket (its session ids are unique over workers).
+    let again = json!({"sylkrtc":"videoroom-join","account":"alice@example.com","session":"c1","uri":ROOM,"sdp":"v=0"});
+    assert_eq!(Workers::answer(&sim.send(away, conn, again)), "Video room session ID (c1) already in use");
 }

@@ -1,6 +1,6 @@
 //! sylkgw-driver: what the two runtimes (`sylkgw-mio`, `sylkgw`) share and the sans-IO core
 //! (`sylkgw_core`) must not do: the command line and config file ([`settings`]), logging, the OS
-//! seed and the wall clock ([`process`]), DNS queries ([`dns`]), socket set-up ([`sockets`]), capture files
+//! seed and the wall clock ([`process`]), DNS queries ([`dns`]), socket set-up ([`sockets`]), batched UDP IO ([`udp_batch`]), capture files
 //! ([`capture_file`]), the connection caps shared by every worker ([`limits`]), the storage pool ([`store_pool`]), and the one drive
 //! loop over an IO trait ([`drive`]). A runtime is then its event loop and its sockets: it
 //! implements [`Io`] and calls [`Driver`] for every event.
@@ -16,6 +16,7 @@ pub mod process;
 pub mod settings;
 pub mod sockets;
 pub mod store_pool;
+pub mod udp_batch;
 
 pub use capture_file::{capture_path, CaptureFile};
 pub use check::check_config;

@@ -1,5 +1,5 @@
 //! Socket set-up the runtimes share: the SIP UDP/TCP pair on one port, kernel buffer sizes, an
-//! abortive close, and the host's own address. The crate's only `unsafe` (libc calls) is here.
+//! abortive close, and the host's own address. The crate's `unsafe` (libc calls) is here and in [`crate::udp_batch`].
 
 use std::net::SocketAddr;
 

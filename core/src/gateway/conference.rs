@@ -41,7 +41,11 @@ impl Gateway {
             match self.room_route(conn, &req) {
                 Err(e) => {
                     log::info!("{conn}: {} refused: {e}", req.kind());
-                    self.send_event(conn, &crate::api::Event::Error { transaction, error: e.to_string() });
+                    let mut error = e.to_string();
+                    if self.client(conn).is_some_and(|c| c.dialect == crate::api::Dialect::V1) {
+                        error = crate::api::sylkrtc1_videoroom::error_text(&req, &error);
+                    }
+                    self.send_event(conn, &crate::api::Event::Error { transaction, error });
                     return;
                 }
                 Ok(Some(worker)) => return self.forward_room_request(conn, worker, &transaction, &req, account),

@@ -240,6 +240,11 @@ function dropFeed(i, j) {
   return Object.keys(parties[i].feeds).length;
 }
 
+function dialect(d) {
+  DIALECT = d;
+  return d;
+}
+
 function levels(i) {
   const l = parties[i].events.filter((e) => e.event === 'conference-audio-levels').pop();
   return l ? l.levels : null;
