@@ -532,7 +532,8 @@ fn a_sylkrtc1_participant_on_another_worker_gets_4_1_order() {
         .collect();
     assert_eq!(kinds, ["ack", "state:progress", "state:accepted", "initial_publishers"], "{events:#?}");
     // A 4.1 error text for an option of `videoroom-ctl`, from the home.
-    let ctl = json!({"sylkrtc":"videoroom-ctl","session":"c1","option":"feed-detach","feed_detach":{"session":"nobody"}});
+    let ctl =
+        json!({"sylkrtc":"videoroom-ctl","session":"c1","option":"feed-detach","feed_detach":{"session":"nobody"}});
     let error = Workers::answer(&sim.send(away, conn, ctl));
     assert!(error.starts_with("feed-detach: "), "{error}");
     // A refusal of the worker holding the WebSocket (its session ids are unique over workers).

@@ -55,8 +55,8 @@ pub mod errors;
 mod forward;
 pub mod levels;
 pub mod limits;
-pub mod remote;
 pub mod nack;
+pub mod remote;
 mod signalling;
 pub mod tables;
 
