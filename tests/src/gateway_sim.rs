@@ -343,6 +343,20 @@ pub trait World {
     /// A datagram whose time has come: to a peer, else [`GatewaySim::deliver`].
     fn deliver(&mut self, d: Datagram);
 
+    /// [`World::deliver`] for worlds of browsers only: `d` to the browser with its address
+    /// (which answers at once), else to the gateway.
+    fn deliver_to_browsers(&mut self, d: Datagram) {
+        let (net, browsers) = self.parts();
+        let now = net.now;
+        match browsers.into_iter().find(|b| b.addr == d.to) {
+            Some(b) => {
+                b.receive(now, d.from, d.to, &d.data).unwrap();
+                b.drain(now, LATENCY, &mut net.wire);
+            }
+            None => net.deliver(d),
+        }
+    }
+
     /// The gateway side.
     fn net(&mut self) -> &mut GatewaySim {
         self.parts().0

@@ -24,6 +24,8 @@ use str0m::{Candidate, Event, Input, Output, Rtc, RtcConfig, RtcError};
 pub const TELE: u8 = 126;
 /// VP8's PT in the client's offer (str0m's and Chrome's default).
 pub const VP8: u8 = 96;
+/// Opus, in the payloads the conference tests' publishers send.
+pub const OPUS: u8 = 111;
 /// H.264 (packetization-mode 1, constrained baseline 42e01f) in the client's offer.
 pub const H264: u8 = 108;
 /// The H.264 fmtp of [`H264`] as str0m writes it.
@@ -274,6 +276,34 @@ impl WebRtcClient {
         .expect("client poll");
         self.got.extend(got);
         self.keyframe_requests.extend(keyframes);
+    }
+
+    /// A conference publisher's offer as sylkrtc.js makes it: send-only audio and video (the
+    /// mids kept in `audio`/`video`, the offer pending until the answer).
+    pub fn sendonly_offer(&mut self) -> String {
+        let mut api = self.rtc.sdp_api();
+        let audio = api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
+        let video = api.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
+        let (offer, pending) = api.apply().expect("an offer");
+        self.audio = Some(audio);
+        self.video = Some(video);
+        self.pending = Some(pending);
+        offer.to_sdp_string()
+    }
+
+    /// A connected publisher's media tick: packet `seq` of Opus and of VP8 whose payloads start
+    /// with `index`, so a subscriber can tell whose media it got; then [`WebRtcClient::drain`].
+    pub fn publish_marked(
+        &mut self,
+        now: Instant,
+        (index, seq): (u8, u64),
+        latency: Duration,
+        wire: &mut VecDeque<Datagram>,
+    ) {
+        let (audio, video) = (self.audio.expect("an audio mid"), self.video.expect("a video mid"));
+        self.write_rtp(now, audio, (OPUS, seq, (seq * 960) as u32, false), &[index, 1, 2, 3]);
+        self.write_rtp(now, video, (VP8, seq, (seq * 3000) as u32, true), &[index, 0x10, 0, 0x9d]);
+        self.drain(now, latency, wire);
     }
 
     /// Queues one RTP packet on our stream of `mid` (`seq` extended: start small) and lets str0m

@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 use str0m::bwe::Bitrate;
 use str0m::format::{Codec, FormatParams};
-use str0m::media::{Direction, Frequency, MediaKind, Mid};
+use str0m::media::{Frequency, Mid};
 use str0m::rtp::{ExtensionValues, RtpWrite};
 use str0m::{Input, RtcConfig};
 use sylkgw_core::conference::bitrate::SUBSCRIBER_FLOOR;
@@ -112,27 +112,8 @@ impl World for Conf {
                 }
             }
         }
-        let now = self.net.now;
-        let (net, clients) = self.parts();
-        if let Some(c) = clients.into_iter().find(|c| c.addr == d.to) {
-            c.receive(now, d.from, d.to, &d.data).unwrap();
-            c.drain(now, LATENCY, &mut net.wire);
-            return;
-        }
-        self.net.deliver(d);
+        self.deliver_to_browsers(d);
     }
-}
-
-/// A publisher's offer as sylkrtc.js makes it: send-only audio and video.
-fn publisher_offer(c: &mut WebRtcClient) -> String {
-    let mut api = c.rtc.sdp_api();
-    let audio = api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
-    let video = api.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
-    let (offer, pending) = api.apply().unwrap();
-    c.audio = Some(audio);
-    c.video = Some(video);
-    c.pending = Some(pending);
-    offer.to_sdp_string()
 }
 
 impl Conf {
@@ -167,7 +148,7 @@ impl Conf {
             let now = self.net.now;
             let at = addr(&format!("127.0.0.1:{}", 52000 + 100 * i));
             let mut publisher = WebRtcClient::new(browser_config(true), None, now, at).unwrap();
-            let offer = publisher_offer(&mut publisher);
+            let offer = publisher.sendonly_offer();
             let session = format!("p{i}");
             let req = json!({"sylkrtc":"videoroom-join","account":account,"session":session,"uri":ROOM,"sdp":offer});
             assert_eq!(self.send(conn, req), "ack");

@@ -10,7 +10,6 @@
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
-use str0m::media::{Direction, MediaKind};
 use sylkgw_core::capture;
 use sylkgw_core::conference::limits::RoomConfig;
 use sylkgw_core::conference::Census;
@@ -57,36 +56,13 @@ impl World for Conf {
                 continue;
             }
             p.seq += 1;
-            let seq = p.seq;
-            let (audio, video) = (p.publisher.audio.unwrap(), p.publisher.video.unwrap());
-            p.publisher.write_rtp(now, audio, (OPUS, seq, (seq * 960) as u32, false), &[i as u8, 1, 2, 3]);
-            p.publisher.write_rtp(now, video, (VP8, seq, (seq * 3000) as u32, true), &[i as u8, 0x10, 0, 0x9d]);
-            p.publisher.drain(now, LATENCY, &mut self.net.wire);
+            p.publisher.publish_marked(now, (i as u8, p.seq), LATENCY, &mut self.net.wire);
         }
     }
 
     fn deliver(&mut self, d: Datagram) {
-        let now = self.net.now;
-        let (net, clients) = self.parts();
-        if let Some(c) = clients.into_iter().find(|c| c.addr == d.to) {
-            c.receive(now, d.from, d.to, &d.data).unwrap();
-            c.drain(now, LATENCY, &mut net.wire);
-            return;
-        }
-        self.net.deliver(d);
+        self.deliver_to_browsers(d);
     }
-}
-
-/// A publisher's offer as sylkrtc.js makes it: send-only audio and video.
-fn publisher_offer(c: &mut WebRtcClient) -> String {
-    let mut api = c.rtc.sdp_api();
-    let audio = api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
-    let video = api.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
-    let (offer, pending) = api.apply().unwrap();
-    c.audio = Some(audio);
-    c.video = Some(video);
-    c.pending = Some(pending);
-    offer.to_sdp_string()
 }
 
 impl Conf {
@@ -124,7 +100,7 @@ impl Conf {
         let mut publisher =
             WebRtcClient::new(config(Video::Vp8, false), None, now, addr(&format!("127.0.0.1:{}", 51000 + 100 * i)))
                 .unwrap();
-        let offer = publisher_offer(&mut publisher);
+        let offer = publisher.sendonly_offer();
         let session = format!("p{i}");
         let req = json!({"sylkrtc":"videoroom-join","account":account,"session":session,"uri":ROOM,"sdp":offer});
         let events = self.send(conn, req);

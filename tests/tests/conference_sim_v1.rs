@@ -14,7 +14,6 @@
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
-use str0m::media::{Direction, MediaKind};
 use sylkgw_core::capture;
 use sylkgw_core::conference::Census;
 use sylkgw_core::{ConnId, Input, Listener};
@@ -233,36 +232,13 @@ impl World for Conf {
                 continue;
             }
             p.seq += 1;
-            let seq = p.seq;
-            let (audio, video) = (p.publisher.audio.unwrap(), p.publisher.video.unwrap());
-            p.publisher.write_rtp(now, audio, (OPUS, seq, (seq * 960) as u32, false), &[i as u8, 1, 2, 3]);
-            p.publisher.write_rtp(now, video, (VP8, seq, (seq * 3000) as u32, true), &[i as u8, 0x10, 0, 0x9d]);
-            p.publisher.drain(now, LATENCY, &mut self.net.wire);
+            p.publisher.publish_marked(now, (i as u8, p.seq), LATENCY, &mut self.net.wire);
         }
     }
 
     fn deliver(&mut self, d: Datagram) {
-        let now = self.net.now;
-        let (net, clients) = self.parts();
-        if let Some(c) = clients.into_iter().find(|c| c.addr == d.to) {
-            c.receive(now, d.from, d.to, &d.data).unwrap();
-            c.drain(now, LATENCY, &mut net.wire);
-            return;
-        }
-        self.net.deliver(d);
+        self.deliver_to_browsers(d);
     }
-}
-
-/// A publisher's offer as 0.9.6 makes it: send-only audio and video.
-fn publisher_offer(c: &mut WebRtcClient) -> String {
-    let mut api = c.rtc.sdp_api();
-    let audio = api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
-    let video = api.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
-    let (offer, pending) = api.apply().unwrap();
-    c.audio = Some(audio);
-    c.video = Some(video);
-    c.pending = Some(pending);
-    offer.to_sdp_string()
 }
 
 /// The answer to the last request in `events` (`ack` or the error text).
@@ -336,7 +312,7 @@ impl Conf {
         let now = self.net.now;
         let local = addr(&format!("127.0.0.1:{}", 52000 + 100 * i));
         let mut publisher = WebRtcClient::new(config(Video::Vp8, false), None, now, local).unwrap();
-        let offer = publisher_offer(&mut publisher);
+        let offer = publisher.sendonly_offer();
         let conf = Conf096::new(&format!("conf-{i}"));
         let req = json!({"sylkrtc":"videoroom-join","account":account,"session":conf.id,"uri":ROOM,"sdp":offer});
         self.parties.push(Party { conn, conf, publisher, feeds: BTreeMap::new(), told: Vec::new(), seq: 0 });
@@ -612,7 +588,7 @@ fn signalling_in_4_1_shapes_and_words() {
     assert_eq!(answer(&sim.send(c, add)), "ack");
     let now = sim.net.now;
     let mut carol = WebRtcClient::new(config(Video::Vp8, false), None, now, addr("127.0.0.1:52300")).unwrap();
-    let offer = publisher_offer(&mut carol);
+    let offer = carol.sendonly_offer();
     let req = json!({"sylkrtc":"videoroom-join","account":"carol@example.com","session":"v2","uri":ROOM,"sdp":offer});
     let events = sim.send(c, req);
     let v2: Vec<&str> = events.iter().map(|e| e["event"].as_str().unwrap_or(e["sylkrtc"].as_str().unwrap())).collect();

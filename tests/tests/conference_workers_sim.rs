@@ -12,7 +12,6 @@
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
-use str0m::media::{Direction, MediaKind};
 use sylkgw_core::capture;
 use sylkgw_core::conference::remote::{home_of, WorkerMsg};
 use sylkgw_core::conference::Census;
@@ -131,7 +130,7 @@ impl Workers {
         let mut publisher =
             WebRtcClient::new(config(Video::Vp8, false), None, now, addr(&format!("127.0.0.1:{}", 51000 + 100 * i)))
                 .unwrap();
-        let offer = publisher_offer(&mut publisher);
+        let offer = publisher.sendonly_offer();
         let session = format!("p{i}");
         let req = json!({"sylkrtc":"videoroom-join","account":account,"session":session,"uri":room,"sdp":offer});
         let events = self.send(w, conn, req);
@@ -230,11 +229,7 @@ impl Workers {
                 continue;
             }
             p.seq += 1;
-            let seq = p.seq;
-            let (audio, video) = (p.publisher.audio.unwrap(), p.publisher.video.unwrap());
-            p.publisher.write_rtp(now, audio, (OPUS, seq, (seq * 960) as u32, false), &[i as u8, 1, 2, 3]);
-            p.publisher.write_rtp(now, video, (VP8, seq, (seq * 3000) as u32, true), &[i as u8, 0x10, 0, 0x9d]);
-            p.publisher.drain(now, LATENCY, &mut self.wire);
+            p.publisher.publish_marked(now, (i as u8, p.seq), LATENCY, &mut self.wire);
         }
     }
 
@@ -272,18 +267,6 @@ impl Workers {
             self.run(Duration::from_millis(10));
         }
     }
-}
-
-/// A publisher's offer as sylkrtc.js makes it: send-only audio and video.
-fn publisher_offer(c: &mut WebRtcClient) -> String {
-    let mut api = c.rtc.sdp_api();
-    let audio = api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
-    let video = api.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
-    let (offer, pending) = api.apply().unwrap();
-    c.audio = Some(audio);
-    c.video = Some(video);
-    c.pending = Some(pending);
-    offer.to_sdp_string()
 }
 
 /// The `event` names of the videoroom events (and `ack`/`error`) in `events`, in order.
@@ -519,7 +502,7 @@ fn a_sylkrtc1_participant_on_another_worker_gets_4_1_order() {
     assert_eq!(Workers::answer(&sim.send(away, conn, add)), "ack");
     let now = sim.nets[away].now;
     let mut publisher = WebRtcClient::new(config(Video::Vp8, false), None, now, addr("127.0.0.1:51000")).unwrap();
-    let offer = publisher_offer(&mut publisher);
+    let offer = publisher.sendonly_offer();
     let join = json!({"sylkrtc":"videoroom-join","account":"alice@example.com","session":"c1","uri":ROOM,"sdp":offer});
     let events = sim.send(away, conn, join);
     let kinds: Vec<String> = events

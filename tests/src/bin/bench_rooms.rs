@@ -15,9 +15,10 @@
 //! * the gateway's RSS growth per participant (before the first join → the end of the window), and kernel
 //!   drops on every UDP socket of the namespace.
 //!
-//! `bench_rooms [WINDOW_S]` (default 5 s) runs rooms of 5 and 10 on `sylkgw-mio` and on
-//! `sylkgw --threads 1` (a room lives on one worker: docs/conferences.md), each on a fresh
-//! gateway. The process re-executes itself in a fresh network namespace (needs root, `unshare`,
+//! `bench_rooms [WINDOW_S]` (default 5 s) runs rooms of 5 and 10 on `sylkgw-mio`, on
+//! `sylkgw --threads 1` and on `sylkgw --threads 2` (the room lives on its home worker; the
+//! participants whose WebSocket the kernel gave the other worker are served through it:
+//! docs/conferences.md), each on a fresh gateway. The process re-executes itself in a fresh network namespace (needs root, `unshare`,
 //! `ip`). The gateway binaries are the ones next to this program (`target/release` for a release
 //! build), or `$SYLKGW_BIN_DIR`'s. A gateway is stopped (SIGTERM, then killed by PID) whichever
 //! way a run ends, a panic included.
@@ -28,7 +29,6 @@ use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
-use str0m::media::{Direction, MediaKind};
 use sylkgw_tests::call_load::pid_cpu_s;
 use sylkgw_tests::netns::{self, assert_isolated};
 use sylkgw_tests::webrtc_client::{config, ClientOutput, Video, WebRtcClient, VP8};
@@ -61,7 +61,8 @@ fn main() -> ExitCode {
         1000 / AUDIO_EVERY.as_millis(),
         window.as_secs_f64()
     );
-    let gateways: [(&str, &[&str]); 2] = [("sylkgw-mio", &[]), ("sylkgw", &["--threads", "1"])];
+    let gateways: [(&str, &[&str]); 3] =
+        [("sylkgw-mio", &[]), ("sylkgw", &["--threads", "1"]), ("sylkgw", &["--threads", "2"])];
     for (bin, args) in gateways {
         for n in [5, 10] {
             run(bin, args, n, window);
@@ -128,18 +129,6 @@ fn set_rcvbuf(sock: &UdpSocket) {
             size_of::<i32>() as libc::socklen_t,
         );
     }
-}
-
-/// A publisher's offer as sylkrtc.js makes it: send-only audio and video.
-fn publisher_offer(c: &mut WebRtcClient) -> String {
-    let mut api = c.rtc.sdp_api();
-    let audio = api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
-    let video = api.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
-    let (offer, pending) = api.apply().expect("an offer");
-    c.audio = Some(audio);
-    c.video = Some(video);
-    c.pending = Some(pending);
-    offer.to_sdp_string()
 }
 
 // ===== Signalling =====
@@ -410,7 +399,7 @@ fn run(bin: &str, args: &[&str], n: usize, window: Duration) {
         let account = format!("u{i}@example.com");
         p.request(json!({"sylkrtc":"account-add","account":account,"password":HA1,"display_name":format!("U{i}")}));
         let mut pc = Pc::new(i);
-        let offer = publisher_offer(&mut pc.client);
+        let offer = pc.client.sendonly_offer();
         let seen =
             p.request(json!({"sylkrtc":"videoroom-join","account":account,"session":p.session,"uri":ROOM,"sdp":offer}));
         let accepted = p.wait_event(seen, "accepted", None);
