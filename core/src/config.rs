@@ -77,6 +77,11 @@ pub struct Config {
     /// Journal entries kept per account (default 10000; 0 keeps all): past it the oldest are
     /// dropped (`StoreRequest::TrimJournal` after each new entry).
     pub max_journal_entries: u64,
+    /// Addressbook items (contacts, groups and policies together) kept per account (default
+    /// 10000; 0: no bound): an `account-update-addressbook` adding one more gets
+    /// `addressbook-update-failed` ("storage constraint violated: addressbook holds at most N
+    /// items").
+    pub max_addressbook_items: u32,
     /// Reverse proxies whose forwarded client address (`Forwarded`, `X-Forwarded-For`, PROXY
     /// protocol v2) is believed (`trusted_proxies`: addresses and CIDRs; default none;
     /// `http::forwarded`).
@@ -436,6 +441,7 @@ impl Default for Config {
             max_message_size: 64 * 1024,
             max_messages_per_second: 20,
             max_journal_entries: 10_000,
+            max_addressbook_items: 10_000,
             trusted_proxies: Default::default(),
             sip: SipConfig::default(),
             webrtc: WebRtcConfig::default(),
@@ -576,6 +582,7 @@ impl Config {
             "max_message_size" => self.max_message_size = parse_at_least_one(k, v)?,
             "max_messages_per_second" => self.max_messages_per_second = parse_at_least_one(k, v)?,
             "max_journal_entries" => self.max_journal_entries = parse_num(k, v, "a number (0 keeps all)")?,
+            "max_addressbook_items" => self.max_addressbook_items = parse_num(k, v, "a number (0: no bound)")?,
             "max_rooms" => self.conference.max_rooms = parse_num(k, v, "a number")?,
             "max_participants_per_room" => self.conference.max_participants_per_room = parse_at_least_one(k, v)?,
             "max_feeds_per_connection" => self.conference.max_feeds_per_connection = parse_num(k, v, "a number")?,

@@ -340,6 +340,34 @@ impl Http {
     }
 }
 
+/// `max_addressbook_items`: the add past the bound fails for the requester only, as
+/// `addressbook-update-failed` with the store's reason; a replace of a held item still works.
+#[test]
+fn addressbook_items_are_bounded() {
+    let mut sim = Sim::with(|c| c.max_addressbook_items = 1);
+    sim.add_alice(WS1);
+    sim.add_alice(WS2);
+    let ack = sim.ask(WS1, json!({"sylkrtc": "account-register", "account": ALICE}));
+    assert_eq!(ack["sylkrtc"], "ack");
+    sim.until_event(WS1, Duration::from_secs(5), |e| e["state"] == "registered");
+    sim.events(WS1);
+    sim.events(WS2);
+    let add = |id: &str, name: &str| {
+        json!({"sylkrtc": "account-update-addressbook", "account": ALICE, "action": "add",
+        "type": "contact", "data": contact(id, name)})
+    };
+    assert_eq!(sim.ask(WS1, add("c1", "Bob"))["sylkrtc"], "ack");
+    the_event(&sim.events(WS1), "addressbook-updated");
+    the_event(&sim.events(WS2), "addressbook-updated");
+    assert_eq!(sim.ask(WS1, add("c2", "Carol"))["sylkrtc"], "ack");
+    let failed = the_event(&sim.events(WS1), "addressbook-update-failed");
+    assert_eq!(failed["error"], "storage constraint violated: addressbook holds at most 1 items");
+    assert_eq!(failed["id"], "c2");
+    assert!(sim.events(WS2).is_empty(), "the other connection hears of no change");
+    assert_eq!(sim.ask(WS1, add("c1", "Robert"))["sylkrtc"], "ack");
+    assert_eq!(the_event(&sim.events(WS1), "addressbook-updated")["contact"]["name"], "Robert");
+}
+
 fn get(path: &str, auth: Option<&str>) -> String {
     let auth = auth.map(|a| format!("Authorization: {a}\r\n")).unwrap_or_default();
     format!("GET {path} HTTP/1.1\r\nHost: gw.example.com\r\n{auth}\r\n")

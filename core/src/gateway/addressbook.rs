@@ -99,6 +99,7 @@ impl Gateway {
                     action,
                     id: id.clone(),
                     data: item.clone(),
+                    max_items: self.config.max_addressbook_items,
                 },
                 Wait::Update { conn, transaction, account, kind, action, id, item },
             ),

@@ -130,6 +130,7 @@ mod tests {
                 action: AddressbookAction::Update,
                 id: "p1".into(),
                 data: json!({"id": "p1", "uri": "bob@example.com", "nested": [1, {"a": null}]}),
+                max_items: 1000,
             },
         ]
     }

@@ -99,6 +99,16 @@ pub enum StoreRequest {
     FetchAddressbook { account: String },
     /// Changes one addressbook item, identified by `id` (the item's `id` field). `add` inserts
     /// or replaces; `update` replaces in place, `delete` removes, both `NotFound` if there is no
-    /// such item. `data` is kept as given (ignored for `delete`). Answered with `Done`.
-    UpdateAddressbook { account: String, kind: AddressbookKind, action: AddressbookAction, id: String, data: Value },
+    /// such item. `data` is kept as given (ignored for `delete`). Answered with `Done`. An
+    /// `add` of a new item when the account already holds `max_items` (all kinds; 0: no bound)
+    /// is refused with `Constraint("addressbook holds at most N items")` and changes nothing.
+    UpdateAddressbook {
+        account: String,
+        kind: AddressbookKind,
+        action: AddressbookAction,
+        id: String,
+        data: Value,
+        #[serde(default)]
+        max_items: u32,
+    },
 }

@@ -80,8 +80,8 @@ fn run(db: &mut dyn Db, request: &StoreRequest) -> Result<StoreResult, StoreErro
             Ok(StoreResult::History { answer })
         }
         StoreRequest::FetchAddressbook { account } => fetch_addressbook(db, account),
-        StoreRequest::UpdateAddressbook { account, kind, action, id, data } => {
-            update_addressbook(db, account, *kind, *action, id, data)
+        StoreRequest::UpdateAddressbook { account, kind, action, id, data, max_items } => {
+            update_addressbook(db, account, (*kind, *action), id, data, *max_items)
         }
     }
 }
@@ -482,12 +482,23 @@ fn fetch_addressbook(db: &mut dyn Db, account: &str) -> Result<StoreResult, Stor
 fn update_addressbook(
     db: &mut dyn Db,
     account: &str,
-    kind: AddressbookKind,
-    action: AddressbookAction,
+    (kind, action): (AddressbookKind, AddressbookAction),
     id: &str,
     data: &serde_json::Value,
+    max_items: u32,
 ) -> Result<StoreResult, StoreError> {
     let key = [Param::Text(account), Param::Text(kind.as_str()), Param::Text(id)];
+    if action == AddressbookAction::Add && max_items > 0 {
+        // A soft bound: two gateways adding at once may pass it by one each.
+        let known = "SELECT 1 FROM addressbook WHERE account = $1 AND kind = $2 AND item_id = $3";
+        if !exists(db, known, &key)? {
+            let rows = db.query("SELECT COUNT(*) FROM addressbook WHERE account = $1", &[Param::Text(account)])?;
+            let held = rows.into_iter().next().map(|r| r[0].int()).transpose()?.unwrap_or(0);
+            if held >= i64::from(max_items) {
+                return Err(StoreError::Constraint(format!("addressbook holds at most {max_items} items")));
+            }
+        }
+    }
     let data = data.to_string();
     let replace = "UPDATE addressbook SET data = $4 WHERE account = $1 AND kind = $2 AND item_id = $3";
     let with_data = |data| [key[0].clone(), key[1].clone(), key[2].clone(), Param::Text(data)];

@@ -30,6 +30,7 @@ macro_rules! conformance {
 }
 
 conformance!(
+    addressbook_holds_at_most_max_items,
     messages_replay_in_stored_order_with_every_field,
     a_known_message_id_is_not_journaled_twice,
     paging_by_message_id_then_since_then_all,
@@ -461,6 +462,7 @@ fn addressbook_add_update_delete(f: &dyn Fixture) {
         action,
         id: id.into(),
         data,
+        max_items: 0,
     };
     use AddressbookAction::{Add, Delete, Update};
     use AddressbookKind::{Contact, Group, Policy};
@@ -482,6 +484,35 @@ fn addressbook_add_update_delete(f: &dyn Fixture) {
     ok(&mut *s, change(Contact, Add, "c1", c1.clone()));
     assert_eq!(addressbook(&mut *s, ALICE).contacts, [json!({"id": "c2", "name": "Caroline"}), c1]);
     assert_eq!(addressbook(&mut *s, BOB), Addressbook::default());
+}
+
+/// `max_items` bounds an account's items (all kinds together): an `add` of a new item past it
+/// is refused and changes nothing; replacing an existing item, updates and deletes still work,
+/// and a delete makes room again. Other accounts are not counted.
+fn addressbook_holds_at_most_max_items(f: &dyn Fixture) {
+    let mut s = f.open();
+    let change = |account: &str, kind, action, id: &str| StoreRequest::UpdateAddressbook {
+        account: account.into(),
+        kind,
+        action,
+        id: id.into(),
+        data: json!({"id": id}),
+        max_items: 2,
+    };
+    use AddressbookAction::{Add, Delete};
+    use AddressbookKind::{Contact, Group};
+    ok(&mut *s, change(ALICE, Contact, Add, "c1"));
+    ok(&mut *s, change(ALICE, Group, Add, "g1"));
+    let before = addressbook(&mut *s, ALICE);
+    match s.execute(&change(ALICE, Contact, Add, "c2")) {
+        Err(StoreError::Constraint(why)) => assert_eq!(why, "addressbook holds at most 2 items"),
+        other => panic!("a third item: {other:?}"),
+    }
+    assert_eq!(addressbook(&mut *s, ALICE), before, "the refused add changed nothing");
+    ok(&mut *s, change(ALICE, Contact, Add, "c1"));
+    ok(&mut *s, change(BOB, Contact, Add, "c2"));
+    ok(&mut *s, change(ALICE, Group, Delete, "g1"));
+    ok(&mut *s, change(ALICE, Contact, Add, "c2"));
 }
 
 fn accounts_do_not_see_each_other(f: &dyn Fixture) {
@@ -587,6 +618,7 @@ fn a_failed_request_changes_nothing(f: &dyn Fixture) {
             action: AddressbookAction::Add,
             id: "c1".into(),
             data: json!({"id": "c1"}),
+            max_items: 0,
         },
     );
     let before = addressbook(&mut *s, ALICE);
@@ -596,6 +628,7 @@ fn a_failed_request_changes_nothing(f: &dyn Fixture) {
         action: AddressbookAction::Update,
         id: "c2".into(),
         data: json!({"id": "c2"}),
+        max_items: 0,
     };
     assert_eq!(s.execute(&update), Err(StoreError::NotFound));
     assert_eq!(addressbook(&mut *s, ALICE), before);
