@@ -721,18 +721,7 @@ impl MioIo {
     /// the socket cannot take now is lost, as on the wire.
     fn flush_datagrams(&mut self) {
         let mut outbox = std::mem::take(&mut self.outbox);
-        let mut rest = outbox.as_slice();
-        while let Some(first) = rest.first() {
-            let run = rest.iter().take_while(|t| t.socket == first.socket).count();
-            let (now, later) = rest.split_at(run);
-            rest = later;
-            let Some(fd) = self.udp_socket(first.socket).map(std::os::fd::AsRawFd::as_raw_fd) else {
-                log::debug!("{}: no such socket; {run} datagram(s) dropped", first.socket);
-                continue;
-            };
-            let datagrams: Vec<(SocketAddr, &[u8])> = now.iter().map(|t| (t.to, t.payload.as_slice())).collect();
-            udp_batch::send_batch(fd, &datagrams, |i, e| log::debug!("{}: send to {}: {e}", first.socket, now[i].to));
-        }
+        udp_batch::send_transmits(&outbox, |id| self.udp_socket(id).map(std::os::fd::AsRawFd::as_raw_fd));
         // Keep the allocation for the next drains.
         outbox.clear();
         self.outbox = outbox;

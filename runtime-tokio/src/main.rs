@@ -804,22 +804,13 @@ impl TokioIo {
     /// the socket's fd). UDP: a datagram the socket cannot take now is lost, as on the wire.
     fn flush_datagrams(&mut self) {
         let mut outbox = std::mem::take(&mut self.outbox);
-        let mut rest = outbox.as_slice();
-        while let Some(first) = rest.first() {
-            let run = rest.iter().take_while(|t| t.socket == first.socket).count();
-            let (now, later) = rest.split_at(run);
-            rest = later;
-            let socket = match first.socket {
+        udp_batch::send_transmits(&outbox, |id| {
+            let socket = match id {
                 SIP_SOCKET => Some(&self.udp),
                 id => self.sockets.get(&id).map(|(s, _)| s),
             };
-            let Some(fd) = socket.map(|s| std::os::fd::AsRawFd::as_raw_fd(&**s)) else {
-                log::debug!("{}: no such socket; {run} datagram(s) dropped", first.socket);
-                continue;
-            };
-            let datagrams: Vec<(SocketAddr, &[u8])> = now.iter().map(|t| (t.to, t.payload.as_slice())).collect();
-            udp_batch::send_batch(fd, &datagrams, |i, e| log::debug!("{}: send to {}: {e}", first.socket, now[i].to));
-        }
+            socket.map(|s| std::os::fd::AsRawFd::as_raw_fd(&**s))
+        });
         outbox.clear();
         self.outbox = outbox;
     }

@@ -15,6 +15,33 @@
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::RawFd;
+use sylkgw_core::{SocketId, Transmit};
+
+/// A datagram to send: its destination and bytes.
+pub trait Outgoing {
+    /// Where it goes.
+    fn to(&self) -> SocketAddr;
+    /// What it carries.
+    fn bytes(&self) -> &[u8];
+}
+
+impl Outgoing for (SocketAddr, &[u8]) {
+    fn to(&self) -> SocketAddr {
+        self.0
+    }
+    fn bytes(&self) -> &[u8] {
+        self.1
+    }
+}
+
+impl Outgoing for Transmit {
+    fn to(&self) -> SocketAddr {
+        self.to
+    }
+    fn bytes(&self) -> &[u8] {
+        &self.payload
+    }
+}
 
 /// Datagrams one [`RecvBatch::recv`] or one `sendmmsg` takes at most.
 pub const BATCH: usize = 32;
@@ -117,9 +144,26 @@ impl RecvBatch {
     }
 }
 
-/// Sends `datagrams` (destination, bytes) from `fd` in order, [`BATCH`] per system call. A
-/// datagram the kernel refuses is reported to `refused` with its index and skipped.
-pub fn send_batch(fd: RawFd, datagrams: &[(SocketAddr, &[u8])], mut refused: impl FnMut(usize, io::Error)) {
+/// Sends the core's `transmits` in order, each run from one socket with [`send_batch`] on the
+/// fd `fd_of` gives for it; a run for a socket it does not know is dropped. Refusals are logged
+/// (UDP: a datagram the socket cannot take now is lost, as on the wire).
+pub fn send_transmits(transmits: &[Transmit], mut fd_of: impl FnMut(SocketId) -> Option<RawFd>) {
+    let mut rest = transmits;
+    while let Some(first) = rest.first() {
+        let run = rest.iter().take_while(|t| t.socket == first.socket).count();
+        let (now, later) = rest.split_at(run);
+        rest = later;
+        let Some(fd) = fd_of(first.socket) else {
+            log::debug!("{}: no such socket; {run} datagram(s) dropped", first.socket);
+            continue;
+        };
+        send_batch(fd, now, |i, e| log::debug!("{}: send to {}: {e}", first.socket, now[i].to));
+    }
+}
+
+/// Sends `datagrams` from `fd` in order, [`BATCH`] per system call. A datagram the kernel
+/// refuses is reported to `refused` with its index and skipped.
+pub fn send_batch<D: Outgoing>(fd: RawFd, datagrams: &[D], mut refused: impl FnMut(usize, io::Error)) {
     let mut done = 0;
     while done < datagrams.len() {
         let chunk = &datagrams[done..(done + BATCH).min(datagrams.len())];
@@ -130,8 +174,9 @@ pub fn send_batch(fd: RawFd, datagrams: &[(SocketAddr, &[u8])], mut refused: imp
         let mut iov: [libc::iovec; BATCH] = unsafe { std::mem::zeroed() };
         #[allow(unsafe_code)]
         let mut msgs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
-        for (i, (to, bytes)) in chunk.iter().enumerate() {
-            let namelen = to_storage(*to, &mut addrs[i]);
+        for (i, d) in chunk.iter().enumerate() {
+            let (to, bytes) = (d.to(), d.bytes());
+            let namelen = to_storage(to, &mut addrs[i]);
             iov[i] = libc::iovec { iov_base: bytes.as_ptr().cast_mut().cast(), iov_len: bytes.len() };
             let h = &mut msgs[i].msg_hdr;
             h.msg_name = std::ptr::from_mut(&mut addrs[i]).cast();

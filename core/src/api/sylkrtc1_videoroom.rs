@@ -13,7 +13,7 @@
 
 use super::json::JsonObject;
 use super::schema::{self, Base, Field, Kind, ObjectSchema, RequestSchema};
-use super::videoroom::{Publisher, VideoroomEvent as V, VideoroomRequest as R};
+use super::videoroom::{publishers, VideoroomEvent as V, VideoroomRequest as R};
 use super::{DecodeError, Fields, Identity, Request, RequestBody};
 use serde_json::{Map, Value};
 
@@ -252,17 +252,10 @@ fn strings(items: &[String]) -> String {
     Value::from(items.to_vec()).to_string()
 }
 
-fn publishers(items: &[Publisher]) -> String {
-    let list: Vec<String> = items
-        .iter()
-        .map(|p| JsonObject::new().str("id", &p.id).str("uri", &p.uri).str("display_name", &p.display_name).finish())
-        .collect();
-    format!("[{}]", list.join(","))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::videoroom::Publisher;
     use crate::api::{sylkrtc1, AccountEvent, Event};
 
     fn body(text: &str) -> Result<R, DecodeError> {

@@ -262,7 +262,8 @@ fn levels(items: &[AudioLevel]) -> String {
     format!("[{}]", list.join(","))
 }
 
-fn publishers(items: &[Publisher]) -> String {
+/// The publishers as a JSON array of `{id, uri, display_name}` (both dialects' shape).
+pub(super) fn publishers(items: &[Publisher]) -> String {
     let list: Vec<String> = items
         .iter()
         .map(|p| JsonObject::new().str("id", &p.id).str("uri", &p.uri).str("display_name", &p.display_name).finish())
