@@ -26,13 +26,15 @@
 //!   SIP's into the shared 64 KiB buffer one datagram at a time (a SIP message may be that long),
 //!   media sockets with `recvmmsg`, up to [`driver::udp_batch::BATCH`] datagrams per call.
 //! - DNS queries (`Output::Resolve`: A/AAAA, SRV, NAPTR, with hickory-resolver) block, so they
-//!   run on a bounded pool ([`resolver`]: 4 threads, at most 64 waiting) that reports back
-//!   through a channel and the waker; a query beyond the queue is answered with an error right
-//!   after the drain.
+//!   run on a bounded pool ([`resolver`]: up to 4 threads, started by the first lookups, at most
+//!   64 waiting) that reports back through a channel and the waker; a query beyond the queue is
+//!   answered with an error right after the drain.
 //! - Storage (`Output::Store`) runs on a bounded pool ([`driver::StorePool`]: 2 threads, each
 //!   with its own connection, at most 256 waiting) that reports back through a channel and the
 //!   same waker; a request the pool cannot take (queue full, no storage) is answered
 //!   `Unavailable` right after the drain. The storage is opened at start ([`driver::open_backend`]).
+//! - Once bound, and before `READY=1`, the clean read-only pages start-up mapped are shed
+//!   ([`driver::shed_startup_pages`]): the idle process counts only what it runs again.
 //! - Every accepted socket is checked against the process's connection caps
 //!   ([`sylkgw_driver::limits`]) before the core hears of it: refused, it is closed at once and
 //!   the core never sees it; admitted, its permit lives with the socket.
@@ -167,7 +169,7 @@ fn run(
         resolver::Resolver::system(move |query, answer| {
             let _ = tx.lock().unwrap_or_else(|e| e.into_inner()).send((query, answer));
             let _ = waker.wake();
-        })?
+        })
     };
     let (stored_tx, stored_rx) = mpsc::channel();
     let store = {
@@ -214,6 +216,7 @@ fn run(
     log::info!("SIP on {sip_local} (udp, tcp)");
     rt.feed(Input::UdpBound { socket: WEBRTC_SOCKET, purpose: UdpPurpose::WebRtc, local: webrtc_local });
     log::info!("WebRTC media on {webrtc_local} (udp)");
+    driver::shed_startup_pages();
     driver::notify("READY=1");
     let mut events = Events::with_capacity(1024);
     let mut grace: Option<Instant> = None;
@@ -651,9 +654,9 @@ impl Io for MioIo {
 
     /// Queues the lookup on the pool; over its queue, answers with the error after the drain.
     fn resolve(&mut self, query: u64, qtype: QueryType, name: String) {
-        if let Err(full) = self.resolver.submit(query, qtype, name) {
-            log::warn!("dns {query}: {full}");
-            self.deferred.push_back(Deferred::Resolved(query, Err(full.to_string())));
+        if let Err(refused) = self.resolver.submit(query, qtype, name) {
+            log::warn!("dns {query}: {refused}");
+            self.deferred.push_back(Deferred::Resolved(query, Err(refused.to_string())));
         }
     }
 

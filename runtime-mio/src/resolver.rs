@@ -1,9 +1,13 @@
-//! DNS queries on a bounded pool, off the event loop: lookups run on [`THREADS`] threads (each
-//! blocking on its own current-thread tokio runtime and hickory resolver, [`driver::dns`]) fed
-//! by a queue of at most [`QUEUE`] waiting queries. A lookup that finds the queue full is
-//! refused at once ([`Full`]); the runtime answers the core's `Output::Resolve` with that error,
+//! DNS queries on a bounded pool, off the event loop: lookups run on up to [`THREADS`] threads
+//! (each blocking on its own current-thread tokio runtime and hickory resolver, [`driver::dns`])
+//! fed by a queue of at most [`QUEUE`] waiting queries. A lookup that finds the queue full is
+//! refused at once ([`Refused::Full`]); the runtime answers the core's `Output::Resolve` with that error,
 //! which the core reports like any DNS failure. A client choosing domains cannot make the
 //! process start threads or hold work without bound.
+//!
+//! Threads start with the lookups, not with the process: each of the first [`THREADS`] lookups
+//! starts one (and the thread makes its resolver then), so a gateway that resolves no name has
+//! no lookup thread, no runtime and no resolver (idle footprint, issue #14).
 
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
@@ -21,58 +25,93 @@ pub type Answer = Result<sylkgw_core::dns::Answer, String>;
 /// One query.
 type Job = (u64, QueryType, String);
 
-/// The queue was full: the lookup was not started.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Full;
+/// Why a lookup was not started.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refused {
+    /// The queue was full.
+    Full,
+    /// No lookup thread runs and none could be started (the OS error).
+    NoThread(String),
+}
 
-impl std::fmt::Display for Full {
+impl std::fmt::Display for Refused {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "too many DNS lookups at once ({THREADS} running, {QUEUE} waiting); not looked up")
+        match self {
+            Self::Full => {
+                write!(f, "too many DNS lookups at once ({THREADS} running, {QUEUE} waiting); not looked up")
+            }
+            Self::NoThread(e) => write!(f, "no DNS lookup thread ({e}); not looked up"),
+        }
     }
 }
+
+/// One thread's lookup.
+type Lookup = Box<dyn FnMut(QueryType, &str) -> Answer>;
+/// Makes a lookup, on its thread.
+type Make = dyn Fn() -> Lookup + Send + Sync;
+/// Where answers go.
+type Done = dyn Fn(u64, Answer) + Send + Sync;
 
 /// The pool. Dropping it lets the threads end once the queue is empty.
 pub struct Resolver {
     jobs: SyncSender<Job>,
+    rx: Arc<Mutex<Receiver<Job>>>,
+    make: Arc<Make>,
+    done: Arc<Done>,
+    /// Threads started so far, and the most there may be.
+    started: usize,
+    threads: usize,
 }
 
 impl Resolver {
-    /// Starts `threads` threads, each looking names up with its own lookup made by `make` (on
-    /// that thread, before its first query; dropped when the thread ends), handing each answer
-    /// to `done` (from the lookup thread), with at most `queue` names waiting.
-    pub fn start<L: FnMut(QueryType, &str) -> Answer>(
+    /// A pool of at most `threads` threads, each looking names up with its own lookup made by
+    /// `make` (on that thread, before its first query; dropped when the thread ends), handing
+    /// each answer to `done` (from the lookup thread), with at most `queue` names waiting. No
+    /// thread starts before the first [`Resolver::submit`].
+    pub fn start<L: FnMut(QueryType, &str) -> Answer + 'static>(
         threads: usize,
         queue: usize,
         make: impl Fn() -> L + Send + Sync + 'static,
         done: impl Fn(u64, Answer) + Send + Sync + 'static,
-    ) -> std::io::Result<Self> {
+    ) -> Self {
         let (jobs, rx) = sync_channel::<Job>(queue);
         let rx = Arc::new(Mutex::new(rx));
-        let (make, done) = (Arc::new(make), Arc::new(done));
-        for n in 0..threads {
-            let (rx, make, done) = (Arc::clone(&rx), Arc::clone(&make), Arc::clone(&done));
-            std::thread::Builder::new().name(format!("resolve-{n}")).spawn(move || {
-                let mut lookup = make();
-                while let Some((query, qtype, name)) = next(&rx) {
-                    done(query, lookup(qtype, &name));
-                }
-            })?;
-        }
-        Ok(Self { jobs })
+        let make: Arc<Make> = Arc::new(move || Box::new(make()) as Lookup);
+        Self { jobs, rx, make, done: Arc::new(done), started: 0, threads }
     }
 
     /// The pool the runtime uses: [`THREADS`] threads, [`QUEUE`] waiting, the system's DNS
     /// configuration.
-    pub fn system(done: impl Fn(u64, Answer) + Send + Sync + 'static) -> std::io::Result<Self> {
+    pub fn system(done: impl Fn(u64, Answer) + Send + Sync + 'static) -> Self {
         Self::start(THREADS, QUEUE, system_lookup, done)
     }
 
-    /// Queues `name` for lookup as `query`, or refuses it at once when the queue is full.
-    pub fn submit(&self, query: u64, qtype: QueryType, name: String) -> Result<(), Full> {
+    /// Queues `name` for lookup as `query`, starting a thread while fewer than the pool's run;
+    /// refuses it at once when the queue is full (or when no thread runs and none can start).
+    pub fn submit(&mut self, query: u64, qtype: QueryType, name: String) -> Result<(), Refused> {
+        if self.started < self.threads {
+            match self.spawn() {
+                Ok(()) => self.started += 1,
+                Err(e) if self.started == 0 => return Err(Refused::NoThread(e.to_string())),
+                Err(e) => log::warn!("DNS lookup thread {}: {e}", self.started),
+            }
+        }
         match self.jobs.try_send((query, qtype, name)) {
             Ok(()) => Ok(()),
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => Err(Full),
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => Err(Refused::Full),
         }
+    }
+
+    /// Starts lookup thread number `started`.
+    fn spawn(&self) -> std::io::Result<()> {
+        let (rx, make, done) = (Arc::clone(&self.rx), Arc::clone(&self.make), Arc::clone(&self.done));
+        std::thread::Builder::new().name(format!("resolve-{}", self.started)).spawn(move || {
+            let mut lookup = make();
+            while let Some((query, qtype, name)) = next(&rx) {
+                done(query, lookup(qtype, &name));
+            }
+        })?;
+        Ok(())
     }
 }
 
@@ -105,6 +144,26 @@ mod tests {
     const WAIT: Duration = Duration::from_secs(10);
 
     #[test]
+    fn no_thread_and_no_lookup_before_the_first_query() {
+        let made = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = Arc::clone(&made);
+        let make = move || {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            |_: QueryType, _: &str| Ok(sylkgw_core::dns::Answer::ips(vec![std::net::IpAddr::from([127, 0, 0, 1])]))
+        };
+        let (done_tx, done) = channel::<(u64, Answer)>();
+        let done_tx = Mutex::new(done_tx);
+        let mut pool = Resolver::start(4, 8, make, move |q, a| {
+            let _ = done_tx.lock().unwrap().send((q, a));
+        });
+        assert_eq!((pool.started, made.load(std::sync::atomic::Ordering::SeqCst)), (0, 0), "nothing before a query");
+        pool.submit(7, QueryType::Ip, "a.example".into()).unwrap();
+        let (query, answer) = done.recv_timeout(WAIT).expect("an answer");
+        assert_eq!((query, answer.is_ok()), (7, true));
+        assert_eq!((pool.started, made.load(std::sync::atomic::Ordering::SeqCst)), (1, 1), "one thread, one lookup");
+    }
+
+    #[test]
     fn busy_pool_refuses_beyond_its_queue_and_answers_every_accepted_lookup() {
         // Lookups block until the test releases them, and say when they start.
         let (started_tx, started) = channel::<String>();
@@ -122,10 +181,9 @@ mod tests {
                 Ok(sylkgw_core::dns::Answer::ips(vec![std::net::IpAddr::from([127, 0, 0, 1])]))
             }
         };
-        let pool = Resolver::start(2, 3, lookup, move |q, a| {
+        let mut pool = Resolver::start(2, 3, lookup, move |q, a| {
             let _ = done_tx.lock().unwrap().send((q, a));
-        })
-        .unwrap();
+        });
         // Two running (both threads busy), then three waiting fill the queue.
         for q in 0..2 {
             pool.submit(q, QueryType::Ip, format!("n{q}.example")).unwrap();
@@ -136,8 +194,12 @@ mod tests {
         for q in 2..5 {
             pool.submit(q, QueryType::Ip, format!("n{q}.example")).unwrap();
         }
-        assert_eq!(pool.submit(5, QueryType::Ip, "over.example".into()), Err(Full), "the sixth is refused at once");
-        assert!(Full.to_string().contains("too many DNS lookups"));
+        assert_eq!(
+            pool.submit(5, QueryType::Ip, "over.example".into()),
+            Err(Refused::Full),
+            "the sixth is refused at once"
+        );
+        assert!(Refused::Full.to_string().contains("too many DNS lookups"));
         for _ in 0..5 {
             release_tx.send(()).unwrap();
         }

@@ -45,6 +45,8 @@
 //!   connection, at most 256 waiting) whose threads report back over the worker's event channel.
 //!   A request the pool cannot take (queue full, no storage) is answered `Unavailable` right
 //!   after the drain.
+//! - Once every worker is bound, and before `READY=1`, the clean read-only pages start-up mapped
+//!   are shed ([`driver::shed_startup_pages`]).
 //! - Rooms across workers (`sylkgw_core::conference::remote`): each core knows its index and the
 //!   worker count (`ConferenceConfig::worker`/`workers`); `Output::ToWorker` goes over the
 //!   receiving worker's bounded channel ([`WORKER_QUEUE`], `try_send`: a worker loop never waits
@@ -187,6 +189,7 @@ async fn serve(run: Run, cores: Vec<Driver>, limits: ConnLimits, storage: driver
     log::info!("{}", driver::listening_line(addr, tls));
     drop(ready_tx);
     if (0..handles.len()).all(|_| ready_rx.recv().is_ok()) {
+        driver::shed_startup_pages();
         driver::notify("READY=1");
     }
     loop {

@@ -40,7 +40,7 @@ fn start(ca_pem: Option<String>, t0: Instant) -> (Gateway, Vec<Output>) {
     let sip = SipConfig {
         listen: "192.0.2.1:5060".parse().unwrap(),
         outbound_sip_proxy: Some(format!("{PROXY};transport=tls")),
-        tls_ca_pem: ca_pem.map(|p| PemBundle(p.into_bytes())),
+        tls_ca_pem: ca_pem.map(|p| PemBundle(p.into_bytes().into())),
         ..SipConfig::default()
     };
     let config = Config { sip, capture: true, ..Config::default() };

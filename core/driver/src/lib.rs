@@ -9,6 +9,7 @@ pub mod capture_file;
 pub mod check;
 pub mod dns;
 pub mod drive;
+pub mod footprint;
 pub mod limits;
 pub mod metrics;
 pub mod notify;
@@ -21,6 +22,7 @@ pub mod udp_batch;
 pub use capture_file::{capture_path, CaptureFile};
 pub use check::check_config;
 pub use drive::{BindAnswer, Deferred, Driver, Io};
+pub use footprint::shed_startup_pages;
 pub use limits::{Caps, ConnLimits, Permit, Refusal};
 pub use notify::notify;
 pub use process::{

@@ -314,13 +314,13 @@ fn sip_tls_roots(path: Option<PathBuf>) -> Result<Option<PemBundle>, String> {
             log::debug!("no {DEFAULT_SIP_TLS_CA_FILE}: SIP over TLS needs --sip-tls-ca-file");
             return Ok(None);
         }
-        return Ok(read(default).ok().map(PemBundle));
+        return Ok(read(default).ok().map(|pem| PemBundle(pem.into())));
     };
     let pem = read(&path)?;
     if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
         return Err(format!("{}: no CERTIFICATE block (sip_tls_ca_file)", path.display()));
     }
-    Ok(Some(PemBundle(pem)))
+    Ok(Some(PemBundle(pem.into())))
 }
 
 /// The default data directory: `/var/lib/sylkgw` for root; else `$XDG_DATA_HOME/sylkgw`, else
@@ -388,7 +388,7 @@ mod tests {
         let args = Args { config: Some(cfg2.clone()), ..Args::default() };
         assert!(load(&args).unwrap_err().contains("nothing.pem"));
         let args = Args { config: Some(cfg2), sip_tls_ca_file: Some(ca.clone()), ..Args::default() };
-        assert_eq!(load(&args).unwrap().core.sip.tls_ca_pem.map(|p| p.0), Some(std::fs::read(&ca).unwrap()));
+        assert_eq!(load(&args).unwrap().core.sip.tls_ca_pem.map(|p| p.0.to_vec()), Some(std::fs::read(&ca).unwrap()));
         let args = Args { sip_tls_ca_file: Some(dir.join("gw.ini")), ..Args::default() };
         assert!(load(&args).unwrap_err().contains("no CERTIFICATE"));
     }

@@ -20,6 +20,8 @@ use crate::settings::StorageSettings;
 pub const THREADS: usize = 2;
 /// Requests waiting for a thread, per pool, beyond those being carried out.
 pub const QUEUE: usize = 256;
+/// The longest [`StorePool::start`] waits for each of its threads' first connection.
+pub const OPEN_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// What a storage request gives.
 pub type Outcome = Result<StoreResult, StoreError>;
@@ -92,17 +94,32 @@ impl StorePool {
         let (jobs, rx) = sync_channel::<(StoreId, StoreRequest)>(queue);
         let rx = Arc::new(Mutex::new(rx));
         let done = Arc::new(done);
+        let (opened_tx, opened) = std::sync::mpsc::channel::<()>();
         for n in 0..threads {
-            let (rx, open, done) = (Arc::clone(&rx), Arc::clone(&open), Arc::clone(&done));
+            let (rx, open, done, opened_tx) =
+                (Arc::clone(&rx), Arc::clone(&open), Arc::clone(&done), opened_tx.clone());
             std::thread::Builder::new().name(format!("store-{n}")).spawn(move || {
                 // Connected at start, so a process's open files do not grow with its first
                 // request (the e2e churn tests compare them with the idle baseline); a failure
                 // here is retried by the first request.
                 let mut conn: Option<Box<dyn Storage + Send>> = open().ok();
+                let _ = opened_tx.send(());
+                drop(opened_tx);
                 while let Some((id, request)) = next(&rx) {
                     done(id, execute(&mut conn, &*open, &request));
                 }
             })?;
+        }
+        // Start-up ends once every connection is open (or failed), so that what opening touched
+        // is over before the runtime sheds its start-up pages (`footprint`), and the process's
+        // open files are those of the idle gateway. A server that does not answer is waited
+        // for at most OPEN_WAIT per thread.
+        drop(opened_tx);
+        for _ in 0..threads {
+            if opened.recv_timeout(OPEN_WAIT).is_err() {
+                log::debug!("storage: connections still opening after {OPEN_WAIT:?}");
+                break;
+            }
         }
         Ok(Self { jobs: Ok(jobs), queue })
     }

@@ -134,7 +134,7 @@ impl Services {
     pub(super) fn new(cfg: SipConfig) -> Self {
         let proxy = cfg.outbound_sip_proxy.as_deref().and_then(|p| ProxySpec::parse(p).ok());
         let mut transports = Transports::new(cfg.max_message_size);
-        transports.set_tls_roots(cfg.tls_ca_pem.as_ref().map(|p| p.0.clone()));
+        transports.set_tls_roots(cfg.tls_ca_pem.as_ref().map(|p| std::sync::Arc::clone(&p.0)));
         transports.set_tls_replay_plaintext(cfg.tls_replay_plaintext);
         Self {
             transports,
@@ -477,7 +477,20 @@ fn add_to_tag(h: &mut Headers, key: &ServerKey) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::SipConfig;
+    use crate::config::{PemBundle, SipConfig};
+
+    /// The CA bundle (≈ 220 KiB for the system's) is held by the configuration and the
+    /// transports, and by every clone of the configuration, as one shared buffer, not copies.
+    #[test]
+    fn the_ca_bundle_is_shared_not_copied() {
+        let bundle = PemBundle(b"-----BEGIN CERTIFICATE-----\nAA==\n-----END CERTIFICATE-----\n".to_vec().into());
+        let cfg = SipConfig { tls_ca_pem: Some(bundle.clone()), ..SipConfig::default() };
+        let svc = Services::new(cfg.clone());
+        // The test's bundle, `cfg`, the services' configuration and their transports.
+        assert_eq!(std::sync::Arc::strong_count(&bundle.0), 4);
+        drop((svc, cfg));
+        assert_eq!(std::sync::Arc::strong_count(&bundle.0), 1);
+    }
 
     #[test]
     fn tls_flows_advertise_the_tls_listener() {

@@ -107,7 +107,7 @@ impl rustls::time_provider::TimeProvider for CoreClock {
 /// The client side of SIP over TLS: trust roots, the shared rustls configuration (built on
 /// first use) and the clock it reads.
 struct TlsClients {
-    roots_pem: Option<Vec<u8>>,
+    roots_pem: Option<Arc<[u8]>>,
     config: Option<Result<Arc<rustls::ClientConfig>, String>>,
     clock: Arc<CoreClock>,
     /// `(start, unix time at start)`.
@@ -123,7 +123,7 @@ struct TlsClients {
 impl std::fmt::Debug for TlsClients {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TlsClients")
-            .field("roots_pem", &self.roots_pem.as_ref().map(Vec::len))
+            .field("roots_pem", &self.roots_pem.as_ref().map(|p| p.len()))
             .field("built", &self.config.as_ref().map(|c| c.as_ref().map(|_| ())))
             .field("replay_plaintext", &self.replay_plaintext)
             .field("tap", &self.tap)
@@ -322,7 +322,7 @@ impl Transports {
 
     /// The PEM text of the CA certificates TLS servers are verified against (parsed on the
     /// first TLS flow). Without it, TLS flows fail.
-    pub fn set_tls_roots(&mut self, pem: Option<Vec<u8>>) {
+    pub fn set_tls_roots(&mut self, pem: Option<Arc<[u8]>>) {
         self.tls.roots_pem = pem;
         self.tls.config = None;
     }
@@ -698,7 +698,7 @@ mod tests {
 
     fn transports(roots: Option<Vec<u8>>, start: Instant) -> Transports {
         let mut t = Transports::new(64 * 1024);
-        t.set_tls_roots(roots);
+        t.set_tls_roots(roots.map(Into::into));
         t.set_clock(start, T0_UNIX);
         t
     }
@@ -929,7 +929,7 @@ mod tests {
         let start = crate::time::test_epoch();
         let (ca, server_config) = server(&["sip.test"]);
         let mut t = Transports::new(64 * 1024);
-        t.set_tls_roots(Some(ca));
+        t.set_tls_roots(Some(ca.into()));
         // rcgen certificates are valid until 4096: in 5000 they have expired.
         t.set_clock(start, Duration::from_secs(95_617_584_000));
         let mut out = Vec::new();
