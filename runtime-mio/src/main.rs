@@ -472,9 +472,12 @@ impl Runtime {
         self.buf = buf;
     }
 
-    /// Reads media socket `socket` with `recvmmsg` until `WouldBlock` (or until the core closes
+    /// Reads media socket `socket` with `recvmmsg` until it is empty (or until the core closes
     /// it), feeding each datagram in order; what the core sends in answer goes out after each
-    /// batch.
+    /// batch. A batch shorter than [`udp_batch::BATCH`] emptied the socket: mio's readiness is
+    /// edge-triggered, so a datagram arriving after it is a new event, and the `recvmmsg` that
+    /// would only answer `WouldBlock` is saved (one system call per wake-up of a SIP leg's RTP
+    /// socket, which carries one datagram per 20 ms).
     fn receive_batches(&mut self, socket: SocketId) {
         while let Some(fd) = self.io.udp_socket(socket).map(std::os::fd::AsRawFd::as_raw_fd) {
             match self.batch.recv(fd) {
@@ -491,6 +494,9 @@ impl Runtime {
                         }
                     }
                     self.io.flush_datagrams();
+                    if n < udp_batch::BATCH {
+                        break;
+                    }
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}

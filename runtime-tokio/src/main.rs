@@ -82,6 +82,9 @@ use tokio::task::{AbortHandle, JoinSet};
 const READ_CHUNK: usize = 16 * 1024;
 /// Reads in flight from connection tasks to the core task, per worker (backpressure on readers).
 const EVENT_QUEUE: usize = 256;
+/// Events the core task takes from its queue in one turn at most, before it sends what they
+/// caused (fewer if [`udp_batch::BATCH`] datagrams are waiting to go out first).
+const EVENTS_PER_TURN: usize = 16;
 /// Listen backlog of each worker's listener.
 const BACKLOG: u32 = 1024;
 /// The SIP socket's id towards the core.
@@ -580,37 +583,21 @@ impl Core {
                     // ICMP errors of earlier sends surface here; they are not fatal.
                     Err(e) => log::debug!("SIP udp: {e}"),
                 },
-                Some(event) = events.recv() => match event {
-                    Event::Connected(conn, result) if self.io.conns.contains_key(&conn) => {
-                        if result.is_err() {
-                            self.io.conns.remove(&conn);
+                Some(event) = events.recv() => {
+                    self.event(event);
+                    // The events already queued too, before the answers go out and the loop
+                    // waits again: one flush (one `sendmmsg` per socket) for them all rather than
+                    // one per event; bounded, so the first one's answers wait for few others.
+                    for _ in 1..EVENTS_PER_TURN {
+                        if self.io.outbox.len() >= udp_batch::BATCH {
+                            break;
                         }
-                        self.feed(Input::Connected { conn, result });
-                    }
-                    Event::Resolved(query, result) => {
-                        self.feed(Input::Resolved { query, result });
-                    }
-                    Event::Stored(id, result) => self.feed(Input::Stored { id, result }),
-                    Event::Connected(..) => {}
-                    Event::Datagrams(socket, datagrams, bytes) => {
-                        let mut at = 0;
-                        for (from, len) in datagrams {
-                            if !self.io.sockets.contains_key(&socket) {
-                                break; // the core closed that socket
-                            }
-                            let data = bytes.get(at..at + len).unwrap_or_default();
-                            at += len;
-                            self.feed(Input::Datagram { socket, from, data });
+                        match events.try_recv() {
+                            Ok(event) => self.event(event),
+                            Err(_) => break,
                         }
                     }
-                    Event::Data(conn, data) if self.io.conns.contains_key(&conn) => {
-                        self.feed(Input::StreamData { conn, data: &data });
-                    }
-                    Event::Closed(conn) if self.io.conns.remove(&conn).is_some() => {
-                        self.feed(Input::StreamClosed { conn });
-                    }
-                    Event::Data(..) | Event::Closed(_) => {} // the core already closed it
-                },
+                }
                 Some(_) = tasks.join_next() => {} // reap ended connection tasks
                 Some((from, msg)) = inbox.recv() => self.feed(Input::FromWorker { worker: from, msg }),
                 () = &mut sleep => {
@@ -649,6 +636,41 @@ impl Core {
                     self.feed(Input::Shutdown);
                 }
             }
+        }
+    }
+
+    /// Feeds one event of a connection, UDP receive, resolver or storage task.
+    fn event(&mut self, event: Event) {
+        match event {
+            Event::Connected(conn, result) if self.io.conns.contains_key(&conn) => {
+                if result.is_err() {
+                    self.io.conns.remove(&conn);
+                }
+                self.feed(Input::Connected { conn, result });
+            }
+            Event::Resolved(query, result) => {
+                self.feed(Input::Resolved { query, result });
+            }
+            Event::Stored(id, result) => self.feed(Input::Stored { id, result }),
+            Event::Connected(..) => {}
+            Event::Datagrams(socket, datagrams, bytes) => {
+                let mut at = 0;
+                for (from, len) in datagrams {
+                    if !self.io.sockets.contains_key(&socket) {
+                        break; // the core closed that socket
+                    }
+                    let data = bytes.get(at..at + len).unwrap_or_default();
+                    at += len;
+                    self.feed(Input::Datagram { socket, from, data });
+                }
+            }
+            Event::Data(conn, data) if self.io.conns.contains_key(&conn) => {
+                self.feed(Input::StreamData { conn, data: &data });
+            }
+            Event::Closed(conn) if self.io.conns.remove(&conn).is_some() => {
+                self.feed(Input::StreamClosed { conn });
+            }
+            Event::Data(..) | Event::Closed(_) => {} // the core already closed it
         }
     }
 
@@ -843,27 +865,45 @@ async fn receive_datagrams(socket: SocketId, udp: Arc<UdpSocket>, events: mpsc::
         let fd = std::os::fd::AsRawFd::as_raw_fd(&*udp);
         loop {
             // One batch, copied out (two allocations per batch), so the buffer is free for the
-            // worker's other sockets while this task waits for the channel.
+            // worker's other sockets while this task waits for the channel. A batch shorter than
+            // `BATCH` emptied the socket: the closure then answers `WouldBlock` so that tokio
+            // clears the readiness (only if no new event came since it was read: tokio compares
+            // its tick), which saves the `recvmmsg` that would only say so; a SIP leg's RTP socket
+            // carries one datagram per wake-up.
+            let mut emptied = false;
             let received = RECV_BATCH.with_borrow_mut(|batch| {
-                udp.try_io(tokio::io::Interest::READABLE, || batch.recv(fd)).map(|n| {
-                    let mut datagrams = Vec::with_capacity(n);
-                    let mut bytes = Vec::new();
-                    for i in 0..n {
-                        match batch.get(i) {
-                            Some((from, data)) => {
-                                datagrams.push((from, data.len()));
-                                bytes.extend_from_slice(data);
-                            }
-                            None => log::debug!("{socket}: a datagram over {} bytes dropped", udp_batch::SLOT),
-                        }
+                let mut got = None;
+                let r = udp.try_io(tokio::io::Interest::READABLE, || {
+                    let n = batch.recv(fd)?;
+                    got = Some(n);
+                    if n < udp_batch::BATCH {
+                        Err(ErrorKind::WouldBlock.into())
+                    } else {
+                        Ok(())
                     }
-                    (datagrams, bytes)
-                })
+                });
+                let Some(n) = got else { return r.map(|()| (Vec::new(), Vec::new())) };
+                emptied = n < udp_batch::BATCH;
+                let mut datagrams = Vec::with_capacity(n);
+                let mut bytes = Vec::new();
+                for i in 0..n {
+                    match batch.get(i) {
+                        Some((from, data)) => {
+                            datagrams.push((from, data.len()));
+                            bytes.extend_from_slice(data);
+                        }
+                        None => log::debug!("{socket}: a datagram over {} bytes dropped", udp_batch::SLOT),
+                    }
+                }
+                Ok((datagrams, bytes))
             });
             match received {
                 Ok((datagrams, bytes)) => {
-                    if events.send(Event::Datagrams(socket, datagrams, bytes)).await.is_err() {
+                    if !datagrams.is_empty() && events.send(Event::Datagrams(socket, datagrams, bytes)).await.is_err() {
                         return; // the worker is gone
+                    }
+                    if emptied {
+                        break;
                     }
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => break,

@@ -1395,7 +1395,9 @@ impl Shard {
         client.next_send = Some(next);
         let Some(rtc) = client.rtc.as_mut() else { return };
         let Some(mid) = rtc.audio else { return };
-        let sent_ns = clock.ns(now);
+        // Stamped now, not at the scan's `now`: the calls due in one scan go out one after the
+        // other, and the later ones' wait in this loop is not the gateway's.
+        let sent_ns = clock.now_ns();
         let payload = make_payload(MAGIC, client.pkt_seq, sent_ns);
         client.pkt_seq = client.pkt_seq.wrapping_add(1);
         let seq = client.rtp_seq;
@@ -1415,7 +1417,7 @@ impl Shard {
             return;
         }
         let clock = &self.shared.clock;
-        let sent_ns = clock.ns(now);
+        let sent_ns = clock.now_ns();
         let mut pkt = [0u8; 12 + PAYLOAD_LEN];
         pkt[0] = 0x80;
         pkt[2..4].copy_from_slice(&(self.probe_seq as u16).to_be_bytes());

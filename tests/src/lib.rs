@@ -10,6 +10,7 @@ pub mod bench;
 pub mod browser;
 pub mod call_load;
 pub mod churn;
+pub mod cpu_control;
 pub mod gateway_sim;
 pub mod janus;
 pub mod netns;

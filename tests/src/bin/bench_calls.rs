@@ -2,8 +2,8 @@
 //! for work on the media path. `bench_compare` runs the same load against every target and Janus.
 //!
 //! `bench_calls [--calls N[,N...]] [--seconds S] [--threads T] [--concurrency K]
-//! [--target mio|tokio1|tokio2] [--hold H] [-v]` (defaults: N = 100,300,500, S = 10, T = 2 load
-//! threads, K = 50 setups in flight, `mio`, H = 0).
+//! [--target mio|tokio1|tokio2] [--hold H] [--pin] [--worker-quota PCT] [--levels P[,P...]] [-v]`
+//! (defaults: N = 100,300,500, S = 10, T = 2 load threads, K = 50 setups in flight, `mio`, H = 0).
 //!
 //! It re-executes itself in a fresh network namespace (only `lo`; bounded by
 //! `SYLKGW_BENCH_TIMEOUT_SECS`, default 900). For each N, fresh: the far end and load client of
@@ -17,13 +17,27 @@
 //! the window), the load client's own CPU, and where the kernel dropped datagrams. With `--hold
 //! H` the calls keep sending H seconds more after the window (time to attach `perf record -p`
 //! to the printed PID). Then the WebSockets close (the gateway hangs up), the target gets SIGTERM;
-//! everything is stopped by PID on every path.
+//! everything is stopped by PID on every path. The steps stop after the first N over 0.1 % loss
+//! (or with a failed or dropped call): the summary names the largest N that passed.
+//!
+//! CPU control ([`sylkgw_tests::cpu_control`]; the 2-vCPU box cannot give the gateway two whole
+//! cores and the load client its own):
+//! * `--pin`: the load client and far end (this process) run on CPU 1, the gateway on CPU 0.
+//! * `--worker-quota PCT`: once the calls are set up (setups run unthrottled), each of the
+//!   gateway's event-loop threads (`sylkgw`'s workers, `sylkgw-mio`'s main thread) gets its own
+//!   cgroup v1 `cpu` group allowed PCT % of one core; removed after the step (and by the outer
+//!   process after the run, however the inner one ended). 2 workers ÷ 1 worker at the same PCT
+//!   is the scaling figure.
+//! * `--levels P,…`: after each step's window, the latency windows of `bench_compare`'s scenario
+//!   e: as many of the N calls send as load the gateway to P % of one core (from the step's CPU
+//!   per call-second), the others stay up silent.
 
 use std::collections::HashMap;
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use sylkgw_tests::call_load::{pct_d_ms, pct_ms, Api, Clock, FarEnd, Load, LoadConfig, Window};
+use sylkgw_tests::cpu_control::{self, Quotas, WorkerThreads};
 use sylkgw_tests::netns::{self, assert_isolated};
 use sylkgw_tests::{config_file, vm_rss_kib, Server};
 
@@ -40,10 +54,13 @@ struct Opts {
     target: (&'static str, &'static [&'static str], &'static str),
     hold: u64,
     verbose: bool,
+    pin: bool,
+    worker_quota: Option<u32>,
+    levels: Vec<u32>,
 }
 
 const USAGE: &str = "usage: bench_calls [--calls N[,N...]] [--seconds S] [--threads T] [--concurrency K] \
-                     [--target mio|tokio1|tokio2] [--hold H] [-v]";
+                     [--target mio|tokio1|tokio2] [--hold H] [--pin] [--worker-quota PCT] [--levels P[,P...]] [-v]";
 
 fn parse_opts() -> Result<Opts, String> {
     let mut o = Opts {
@@ -54,6 +71,9 @@ fn parse_opts() -> Result<Opts, String> {
         target: ("sylkgw-mio", &[], "sylkgw-mio"),
         hold: 0,
         verbose: false,
+        pin: false,
+        worker_quota: None,
+        levels: Vec::new(),
     };
     let mut argv = std::env::args().skip(1);
     while let Some(a) = argv.next() {
@@ -79,6 +99,20 @@ fn parse_opts() -> Result<Opts, String> {
                 }
             }
             "-v" => o.verbose = true,
+            "--pin" => o.pin = true,
+            "--worker-quota" => {
+                let q = number("--worker-quota", value("--worker-quota")?)?;
+                if !(1..=100).contains(&q) {
+                    return Err(format!("--worker-quota {q}: 1 to 100 (% of one core per worker)"));
+                }
+                o.worker_quota = Some(q as u32);
+            }
+            "--levels" => {
+                o.levels = value("--levels")?
+                    .split(',')
+                    .map(|s| s.trim().parse::<u32>().map_err(|e| format!("--levels {s:?}: {e}")))
+                    .collect::<Result<_, _>>()?;
+            }
             "-h" | "--help" => return Err(USAGE.into()),
             other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
         }
@@ -95,7 +129,13 @@ fn main() -> ExitCode {
             .ok()
             .and_then(|s| s.parse().ok())
             .map_or(Duration::from_secs(900), Duration::from_secs);
-        return netns::reexec_self("bench_calls", ENV_INSIDE, timeout);
+        let code = netns::reexec_self("bench_calls", ENV_INSIDE, timeout);
+        // Groups of `--worker-quota` that an inner process killed on its timeout left behind.
+        let stale = cpu_control::remove_stale();
+        if stale > 0 {
+            eprintln!("removed {stale} cgroup(s) left by the inner bench_calls");
+        }
+        return code;
     }
     assert_isolated();
     let opts = match parse_opts() {
@@ -105,16 +145,24 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    if opts.pin {
+        // Before any thread starts: the load client's and far end's threads inherit CPU 1.
+        if let Err(e) = cpu_control::pin_self(1) {
+            eprintln!("--pin: CPU 1: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
     let (soft, hard) = sylkgw_tests::bench::raise_nofile();
     let bin = sylkgw_tests::bench::locate(opts.target.0);
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!(
-        "==== bench_calls {}: N = {:?}, {} s windows, {} load threads, {} setups in flight; {cores} cores; load average {}; RLIMIT_NOFILE {soft}/{hard} ====",
+        "==== bench_calls {}: N = {:?}, {} s windows, {} load threads, {} setups in flight; {cores} cores; {}; load average {}; RLIMIT_NOFILE {soft}/{hard} ====",
         opts.target.2,
         opts.calls,
         opts.seconds,
         opts.threads,
         opts.concurrency,
+        cpu_setup(&opts),
         load_average()
     );
     let mut rows = Vec::new();
@@ -122,12 +170,18 @@ fn main() -> ExitCode {
     for &n in &opts.calls {
         match run(&bin, n, &opts) {
             Ok(fig) => {
+                let passed = fig.passed();
                 ok &= fig.established == n && fig.dropped == 0;
                 rows.push(fig);
+                if !passed {
+                    println!("  N = {n} is over {LOSS_LIMIT} % loss or lost calls: stepping stops");
+                    break;
+                }
             }
             Err(e) => {
                 ok = false;
                 println!("  !! N = {n}: {e}");
+                break;
             }
         }
     }
@@ -138,8 +192,9 @@ fn main() -> ExitCode {
         opts.seconds,
         load_average()
     );
+    println!("({})", cpu_setup(&opts));
     println!(
-        "{:>6} {:>8} {:>9} {:>15} {:>8} {:>17} {:>8} {:>13} {:>9} {:>10}",
+        "{:>6} {:>8} {:>9} {:>15} {:>8} {:>17} {:>8} {:>13} {:>9} {:>10} {:>14}",
         "calls",
         "estab.",
         "setups/s",
@@ -149,11 +204,12 @@ fn main() -> ExitCode {
         "gw CPU%",
         "µs/call-s",
         "KiB/call",
-        "client CPU%"
+        "client CPU%",
+        "workers CPU%"
     );
     for f in &rows {
         println!(
-            "{:>6} {:>8} {:>9.0} {:>15} {:>8.3} {:>17} {:>8.1} {:>13.0} {:>9.1} {:>10.0}",
+            "{:>6} {:>8} {:>9.0} {:>15} {:>8.3} {:>17} {:>8.1} {:>13.0} {:>9.1} {:>10.0} {:>14}",
             f.n,
             format!("{}/{}", f.established, f.n),
             f.setups_per_s,
@@ -163,8 +219,34 @@ fn main() -> ExitCode {
             f.gw_cpu_pct,
             f.us_per_call_s,
             f.kib_per_call,
-            f.client_cpu_pct
+            f.client_cpu_pct,
+            f.workers_cpu_pct.iter().map(|c| format!("{c:.0}")).collect::<Vec<_>>().join("/")
         );
+    }
+    let best = rows.iter().filter(|f| f.passed()).map(|f| f.n).max();
+    println!(
+        "largest N at < {LOSS_LIMIT} % loss: {} (of {:?} tried)",
+        best.map_or("none".into(), |n| n.to_string()),
+        rows.iter().map(|f| f.n).collect::<Vec<_>>()
+    );
+    let levels: Vec<&Level> = rows.iter().flat_map(|f| &f.levels).collect();
+    if !levels.is_empty() {
+        println!(
+            "{:>6} {:>8} {:>8} {:>9} {:>17} {:>8} {:>10}",
+            "calls", "level %", "sending", "loss %", "hop +p50/+p99 ms", "gw CPU%", "client CPU%"
+        );
+        for l in levels {
+            println!(
+                "{:>6} {:>8} {:>8} {:>9.3} {:>17} {:>8.1} {:>10.0}",
+                l.n,
+                l.pct,
+                l.active,
+                l.loss_pct,
+                format!("{:.3}/{:.3}", l.hop_p50_ms, l.hop_p99_ms),
+                l.gw_cpu_pct,
+                l.client_cpu_pct
+            );
+        }
     }
     if ok {
         ExitCode::SUCCESS
@@ -189,6 +271,42 @@ struct Figures {
     kib_per_call: f64,
     client_cpu_pct: f64,
     dropped: usize,
+    failed: usize,
+    /// Each event-loop thread's CPU over the warm-up, window and settle, % of a core.
+    workers_cpu_pct: Vec<f64>,
+    levels: Vec<Level>,
+}
+
+impl Figures {
+    /// Under the loss limit with no call failed or dropped.
+    fn passed(&self) -> bool {
+        self.established == self.n && self.failed == 0 && self.dropped == 0 && self.loss_pct < LOSS_LIMIT
+    }
+}
+
+/// A latency window at a share of one core (`--levels`).
+#[derive(Debug, Default)]
+struct Level {
+    n: usize,
+    pct: u32,
+    active: usize,
+    loss_pct: f64,
+    hop_p50_ms: f64,
+    hop_p99_ms: f64,
+    gw_cpu_pct: f64,
+    client_cpu_pct: f64,
+}
+
+/// Loss over which a step fails (%).
+const LOSS_LIMIT: f64 = 0.1;
+
+/// The CPU control in force, for the headings.
+fn cpu_setup(o: &Opts) -> String {
+    let pin = if o.pin { "gateway on CPU 0, load client + far end on CPU 1" } else { "not pinned" };
+    match o.worker_quota {
+        Some(q) => format!("{pin}; {q} % of a core per event-loop thread (cgroup v1, after the setups)"),
+        None => format!("{pin}; no quota"),
+    }
 }
 
 fn load_average() -> String {
@@ -225,6 +343,12 @@ fn run(bin: &std::path::Path, n: usize, opts: &Opts) -> Result<Figures, String> 
     }
     let mut server = Server::start(bin, &args);
     let pid = server.pid();
+    if opts.pin {
+        match cpu_control::pin_process(pid, 0) {
+            Ok(k) => println!("gateway: {k} threads pinned to CPU 0"),
+            Err(e) => println!("  !! pinning the gateway to CPU 0: {e}"),
+        }
+    }
     println!("gateway pid {pid}: {} {}; far end SIP {}, RTP echo {}", bin.display(), args.join(" "), far.sip, far.rtp);
     let cfg = LoadConfig {
         api: Api::Sylkgw,
@@ -282,6 +406,7 @@ fn measure(n: usize, opts: &Opts, load: &Load, far: &FarEnd, server: &mut Server
     let setup = load.call(n)?;
     let setup_cpu = sylkgw_tests::call_load::pid_cpu_s(pid) - cpu0;
     fig.established = setup.established;
+    fig.failed = setup.failed.len();
     fig.setups_per_s = setup.established as f64 / setup.wall.as_secs_f64().max(1e-9);
     fig.setup_p50_ms = pct_d_ms(&setup.latency, 50.0);
     fig.setup_p99_ms = pct_d_ms(&setup.latency, 99.0);
@@ -301,16 +426,83 @@ fn measure(n: usize, opts: &Opts, load: &Load, far: &FarEnd, server: &mut Server
     if !server.running() {
         return Err("the gateway exited during the setups".into());
     }
+    if opts.pin {
+        // Threads started during the setups (storage pool, resolver) inherited CPU 0 already;
+        // pin again in case one came from a thread that was not pinned yet.
+        let _ = cpu_control::pin_process(pid, 0);
+    }
+    let workers = WorkerThreads::find(pid).map_err(|e| format!("the gateway's threads: {e}"))?;
+    // Dropped (groups removed) at the end of this step, on every path out of it.
+    let quotas = match opts.worker_quota {
+        Some(pct) => {
+            let tids: Vec<u32> = workers.threads.iter().map(|&(_, t)| t).collect();
+            let q = Quotas::apply(&tids, pct).map_err(|e| format!("--worker-quota: {e}"))?;
+            println!(
+                "quota: {pct} % of a core each for {}",
+                workers.threads.iter().map(|(n, t)| format!("{n} (tid {t})")).collect::<Vec<_>>().join(", ")
+            );
+            Some(q)
+        }
+        None => None,
+    };
     let drops0 = udp_drops_by_port();
+    let (cpu0, t0) = (workers.cpu_s(), Instant::now());
     let w = load.window(n, opts.seconds, pid, far)?;
+    let (cpu1, elapsed) = (workers.cpu_s(), t0.elapsed().as_secs_f64());
     let drops1 = udp_drops_by_port();
     let rss_end = vm_rss_kib(pid).unwrap_or(0);
     report(&mut fig, &w, rss_before, rss_end);
+    fig.workers_cpu_pct = cpu1.iter().zip(&cpu0).map(|(b, a)| 100.0 * (b - a) / elapsed.max(1e-9)).collect();
+    println!(
+        "  event-loop threads over warm-up + window + settle: {}",
+        workers
+            .threads
+            .iter()
+            .zip(&fig.workers_cpu_pct)
+            .map(|((name, _), c)| format!("{name} {c:.1} %"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    if let Some(q) = &quotas {
+        println!(
+            "  throttled (periods, time held back): {}",
+            q.throttled().iter().map(|(k, t)| format!("{k}, {t:.2} s")).collect::<Vec<_>>().join("; ")
+        );
+    }
     println!("  kernel receive drops in the window: {}", drops_report(&drops0, &drops1, far.rtp.port()));
+    // e. Latency at shares of one core, from this step's CPU per call-second.
+    let per_call = w.gw_cpu_s / w.seconds.max(1e-9) / w.active.max(1) as f64;
+    let up = fig.established.saturating_sub(fig.dropped);
+    for &pct in &opts.levels {
+        let want = ((f64::from(pct) / 100.0 / per_call.max(1e-9)).round() as usize).max(1);
+        let active = want.min(up);
+        let lw = load.window(active, opts.seconds, pid, far)?;
+        let mut lf = Figures::default();
+        report(&mut lf, &lw, rss_end, rss_end);
+        let level = Level {
+            n,
+            pct,
+            active,
+            loss_pct: lf.loss_pct,
+            hop_p50_ms: lf.hop_p50_ms,
+            hop_p99_ms: lf.hop_p99_ms,
+            gw_cpu_pct: lf.gw_cpu_pct,
+            client_cpu_pct: lf.client_cpu_pct,
+        };
+        println!(
+            "  level {pct} % of a core: {active} calls sending{}; gateway CPU {:.1} %, added per hop p50 {:.3} / p99 {:.3} ms",
+            if want > up { format!(" ({want} wanted, {up} up)") } else { String::new() },
+            level.gw_cpu_pct,
+            level.hop_p50_ms,
+            level.hop_p99_ms
+        );
+        fig.levels.push(level);
+    }
     if opts.hold > 0 {
         println!("  holding the calls {} s more (pid {pid})", opts.hold);
         let _ = load.window(n, opts.hold as f64, pid, far)?;
     }
+    drop(quotas);
     Ok(fig)
 }
 

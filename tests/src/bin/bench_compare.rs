@@ -32,6 +32,10 @@
 //!    gateway to 10, 50 and 90 % of one core (from the CPU per call of d).
 //!
 //! The tables print each figure per target and, for sylkgw, its ratio to Janus's.
+//!
+//! `--pin` (calls): the load client and far end (this process) run on CPU 1 and each gateway of
+//! the call scenarios on CPU 0 ([`sylkgw_tests::cpu_control`]), so that the levels of e are
+//! shares of a core the gateway has to itself.
 
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
@@ -184,6 +188,7 @@ fn main() -> ExitCode {
             "--load-threads" => calls.threads = value().parse().unwrap_or_else(|_| usage("--load-threads: a number")),
             "--concurrency" => calls.concurrency = value().parse().unwrap_or_else(|_| usage("--concurrency: a number")),
             "--no-register" => calls.no_register = true,
+            "--pin" => calls.pin = true,
             _ => usage(&format!("unknown argument {a}")),
         }
     }
@@ -193,6 +198,12 @@ fn main() -> ExitCode {
     let k = k.min(n);
     if calls.steps.contains(&0) || calls.seconds <= 0.0 || calls.threads == 0 || calls.concurrency == 0 {
         usage("call steps, --seconds, --load-threads and --concurrency must be positive");
+    }
+    if calls.pin {
+        // Before the client's threads start: they inherit CPU 1.
+        if let Err(e) = sylkgw_tests::cpu_control::pin_self(1) {
+            usage(&format!("--pin: CPU 1: {e}"));
+        }
     }
     match run(n, k, &targets, &calls) {
         Ok(true) => ExitCode::SUCCESS,
@@ -205,7 +216,7 @@ fn main() -> ExitCode {
 }
 
 fn usage(why: &str) -> ! {
-    eprintln!("bench_compare: {why}\nusage: bench_compare [--accounts N] [--ws K] [--only mio,tokio1,tokio2,janus] [--calls N1,N2,..|none] [--seconds S] [--load-threads T] [--concurrency C] [--no-register]");
+    eprintln!("bench_compare: {why}\nusage: bench_compare [--accounts N] [--ws K] [--only mio,tokio1,tokio2,janus] [--calls N1,N2,..|none] [--seconds S] [--load-threads T] [--concurrency C] [--no-register] [--pin]");
     std::process::exit(2);
 }
 
@@ -568,11 +579,20 @@ struct CallOpts {
     concurrency: usize,
     /// Skip scenarios a–b.
     no_register: bool,
+    /// Gateways of the call scenarios on CPU 0, this process on CPU 1.
+    pin: bool,
 }
 
 impl Default for CallOpts {
     fn default() -> Self {
-        Self { steps: vec![50, 100, 200, 400, 800], seconds: 5.0, threads: 2, concurrency: 20, no_register: false }
+        Self {
+            steps: vec![50, 100, 200, 400, 800],
+            seconds: 5.0,
+            threads: 2,
+            concurrency: 20,
+            no_register: false,
+            pin: false,
+        }
     }
 }
 
@@ -767,6 +787,12 @@ fn run_calls(t: Target, work: &std::path::Path, o: &CallOpts) -> Result<CallFigu
     };
     let pid = gw.pid();
     println!("  gateway pid {pid}; far end SIP {}, RTP echo {}", far.sip, far.rtp);
+    if o.pin {
+        match sylkgw_tests::cpu_control::pin_process(pid, 0) {
+            Ok(k) => println!("  gateway: {k} threads pinned to CPU 0"),
+            Err(e) => println!("  !! pinning the gateway to CPU 0: {e}"),
+        }
+    }
     let cfg = LoadConfig {
         api,
         ws,
@@ -829,6 +855,11 @@ fn measure_calls(load: &Load, far: &FarEnd, gw: &mut Gw, o: &CallOpts, f: &mut C
             pct_d_ms(&setup.latency, 99.0),
             setup.failed.first().map_or(String::new(), |e| format!("; {} failed, first: {e}", setup.failed.len()))
         );
+        if o.pin {
+            // Threads the gateway started since (Janus: per handle) are on CPU 0 if their
+            // creator was; this catches any other.
+            let _ = sylkgw_tests::cpu_control::pin_process(pid, 0);
+        }
         let window = load.window(n, o.seconds, pid, far)?;
         let after = read_proc(pid);
         print_window(&window, &before, &after);
