@@ -254,7 +254,10 @@ fn run(
             Err(e) if e.kind() == ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         }
-        for event in &events {
+        for (handled, event) in events.iter().enumerate() {
+            if handled > 0 && handled % EVENTS_PER_FLUSH == 0 {
+                rt.io.flush_datagrams();
+            }
             match event.token() {
                 LISTENER => rt.accept(Listener::Web),
                 SIP_TCP => rt.accept(Listener::SipTcp),
@@ -473,8 +476,10 @@ impl Runtime {
     }
 
     /// Reads media socket `socket` with `recvmmsg` until it is empty (or until the core closes
-    /// it), feeding each datagram in order; what the core sends in answer goes out after each
-    /// batch. A batch shorter than [`udp_batch::BATCH`] emptied the socket: mio's readiness is
+    /// it), feeding each datagram in order; what the core sends in answer goes out once
+    /// [`udp_batch::BATCH`] datagrams wait, else after [`EVENTS_PER_FLUSH`] events of the
+    /// wake-up (so that the answers to many RTP sockets' datagrams, all from the one WebRTC
+    /// socket, leave in one `sendmmsg`), else before the loop sleeps. A batch shorter than [`udp_batch::BATCH`] emptied the socket: mio's readiness is
     /// edge-triggered, so a datagram arriving after it is a new event, and the `recvmmsg` that
     /// would only answer `WouldBlock` is saved (one system call per wake-up of a SIP leg's RTP
     /// socket, which carries one datagram per 20 ms).
@@ -493,7 +498,9 @@ impl Runtime {
                             None => log::debug!("{socket}: a datagram over {} bytes dropped", udp_batch::SLOT),
                         }
                     }
-                    self.io.flush_datagrams();
+                    if self.io.outbox.len() >= udp_batch::BATCH {
+                        self.io.flush_datagrams();
+                    }
                     if n < udp_batch::BATCH {
                         break;
                     }
@@ -818,6 +825,9 @@ impl MioIo {
         }
     }
 }
+
+/// Events of one wake-up handled at most before the datagrams they caused are sent.
+const EVENTS_PER_FLUSH: usize = 16;
 
 fn token(conn: ConnId) -> Token {
     Token(conn.0 as usize)

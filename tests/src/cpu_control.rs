@@ -3,7 +3,9 @@
 //! writing its TID to the group's `tasks`).
 //!
 //! * [`pin_self`] / [`pin_process`]: `sched_setaffinity` of the calling thread (threads created
-//!   after it inherit it) or of every thread of a process.
+//!   after it inherit it) or of every thread of a process; [`nice_self`] / [`nice_process`] the
+//!   same for the nice value (on a machine shared with other work, a pinned load client still
+//!   competes for its CPU).
 //! * [`WorkerThreads`]: the event-loop threads of a sylkgw process, found by name (`sylkgw-N` for
 //!   `sylkgw`'s workers, the main thread for `sylkgw-mio`), and their CPU time.
 //! * [`Quotas`]: one cgroup per thread, each allowed `pct` % of one core. The groups are named
@@ -50,6 +52,52 @@ fn set_affinity(tid: libc::pid_t, cpu: usize) -> io::Result<()> {
     unsafe { libc::CPU_SET(cpu, &mut set) };
     // SAFETY: `set` is a valid cpu_set_t of the size passed.
     if unsafe { libc::sched_setaffinity(tid, size_of::<libc::cpu_set_t>(), &set) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Sets the nice value of the calling thread (threads it creates afterwards inherit it).
+pub fn nice_self(nice: i32) -> io::Result<()> {
+    set_nice(0, nice)
+}
+
+/// Starts a new session (`setsid`), hence, with `sched_autogroup` on, a new scheduling autogroup
+/// of its own that the processes started afterwards share, and gives that autogroup the nice
+/// value `nice` (`/proc/self/autogroup`). Autogroups compete with each other as wholes, so a
+/// thread's own nice value weighs only against threads of its group: this is what makes the
+/// benchmark's processes weigh more than other sessions' work. The group ends with its last
+/// process; nothing is left to undo. Fails when the caller already leads a process group.
+pub fn own_autogroup(nice: i32) -> io::Result<()> {
+    // SAFETY: setsid has no memory-safety preconditions.
+    if unsafe { libc::setsid() } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    match std::fs::write("/proc/self/autogroup", nice.to_string()) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()), // no autogroups: nice alone
+        r => r,
+    }
+}
+
+/// Sets the nice value of every thread of process `pid` (threads it creates later inherit their
+/// creator's); returns how many threads it set.
+pub fn nice_process(pid: u32, nice: i32) -> io::Result<usize> {
+    let mut n = 0;
+    for tid in tids(pid)? {
+        match set_nice(tid, nice) {
+            Ok(()) => n += 1,
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {} // ended meanwhile
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+fn set_nice(tid: u32, nice: i32) -> io::Result<()> {
+    // SAFETY: setpriority has no memory-safety preconditions; Linux applies PRIO_PROCESS to the
+    // one thread `tid` names (0: the caller).
+    if unsafe { libc::setpriority(libc::PRIO_PROCESS, tid, nice) } == 0 {
         Ok(())
     } else {
         Err(io::Error::last_os_error())

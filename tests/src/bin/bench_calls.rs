@@ -2,7 +2,7 @@
 //! for work on the media path. `bench_compare` runs the same load against every target and Janus.
 //!
 //! `bench_calls [--calls N[,N...]] [--seconds S] [--threads T] [--concurrency K]
-//! [--target mio|tokio1|tokio2] [--hold H] [--pin] [--worker-quota PCT] [--levels P[,P...]] [-v]`
+//! [--target mio|tokio1|tokio2] [--hold H] [--pin] [--nice NI] [--worker-quota PCT] [--levels P[,P...]] [-v]`
 //! (defaults: N = 100,300,500, S = 10, T = 2 load threads, K = 50 setups in flight, `mio`, H = 0).
 //!
 //! It re-executes itself in a fresh network namespace (only `lo`; bounded by
@@ -23,6 +23,9 @@
 //! CPU control ([`sylkgw_tests::cpu_control`]; the 2-vCPU box cannot give the gateway two whole
 //! cores and the load client its own):
 //! * `--pin`: the load client and far end (this process) run on CPU 1, the gateway on CPU 0.
+//! * `--nice NI` (e.g. -10): this process and every gateway thread run at that nice value, in a
+//!   scheduling autogroup of their own with that nice value too, so that other work on the
+//!   machine takes less of their CPUs (the quota still bounds the gateway).
 //! * `--worker-quota PCT`: once the calls are set up (setups run unthrottled), each of the
 //!   gateway's event-loop threads (`sylkgw`'s workers, `sylkgw-mio`'s main thread) gets its own
 //!   cgroup v1 `cpu` group allowed PCT % of one core; removed after the step (and by the outer
@@ -55,12 +58,13 @@ struct Opts {
     hold: u64,
     verbose: bool,
     pin: bool,
+    nice: Option<i32>,
     worker_quota: Option<u32>,
     levels: Vec<u32>,
 }
 
 const USAGE: &str = "usage: bench_calls [--calls N[,N...]] [--seconds S] [--threads T] [--concurrency K] \
-                     [--target mio|tokio1|tokio2] [--hold H] [--pin] [--worker-quota PCT] [--levels P[,P...]] [-v]";
+                     [--target mio|tokio1|tokio2] [--hold H] [--pin] [--nice NI] [--worker-quota PCT] [--levels P[,P...]] [-v]";
 
 fn parse_opts() -> Result<Opts, String> {
     let mut o = Opts {
@@ -72,6 +76,7 @@ fn parse_opts() -> Result<Opts, String> {
         hold: 0,
         verbose: false,
         pin: false,
+        nice: None,
         worker_quota: None,
         levels: Vec::new(),
     };
@@ -100,6 +105,10 @@ fn parse_opts() -> Result<Opts, String> {
             }
             "-v" => o.verbose = true,
             "--pin" => o.pin = true,
+            "--nice" => {
+                let v = value("--nice")?;
+                o.nice = Some(v.parse::<i32>().map_err(|e| format!("--nice {v:?}: {e}"))?);
+            }
             "--worker-quota" => {
                 let q = number("--worker-quota", value("--worker-quota")?)?;
                 if !(1..=100).contains(&q) {
@@ -150,6 +159,12 @@ fn main() -> ExitCode {
         // Before any thread starts: the load client's and far end's threads inherit CPU 1.
         if let Err(e) = cpu_control::pin_self(1) {
             eprintln!("--pin: CPU 1: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    if let Some(ni) = opts.nice {
+        if let Err(e) = cpu_control::own_autogroup(ni).and_then(|()| cpu_control::nice_self(ni)) {
+            eprintln!("--nice {ni}: {e}");
             return ExitCode::FAILURE;
         }
     }
@@ -303,6 +318,10 @@ const LOSS_LIMIT: f64 = 0.1;
 /// The CPU control in force, for the headings.
 fn cpu_setup(o: &Opts) -> String {
     let pin = if o.pin { "gateway on CPU 0, load client + far end on CPU 1" } else { "not pinned" };
+    let pin = match o.nice {
+        Some(ni) => format!("{pin}, nice {ni}"),
+        None => pin.to_owned(),
+    };
     match o.worker_quota {
         Some(q) => format!("{pin}; {q} % of a core per event-loop thread (cgroup v1, after the setups)"),
         None => format!("{pin}; no quota"),
@@ -347,6 +366,11 @@ fn run(bin: &std::path::Path, n: usize, opts: &Opts) -> Result<Figures, String> 
         match cpu_control::pin_process(pid, 0) {
             Ok(k) => println!("gateway: {k} threads pinned to CPU 0"),
             Err(e) => println!("  !! pinning the gateway to CPU 0: {e}"),
+        }
+    }
+    if let Some(ni) = opts.nice {
+        if let Err(e) = cpu_control::nice_process(pid, ni) {
+            println!("  !! nice {ni} for the gateway: {e}");
         }
     }
     println!("gateway pid {pid}: {} {}; far end SIP {}, RTP echo {}", bin.display(), args.join(" "), far.sip, far.rtp);
@@ -430,6 +454,9 @@ fn measure(n: usize, opts: &Opts, load: &Load, far: &FarEnd, server: &mut Server
         // Threads started during the setups (storage pool, resolver) inherited CPU 0 already;
         // pin again in case one came from a thread that was not pinned yet.
         let _ = cpu_control::pin_process(pid, 0);
+    }
+    if let Some(ni) = opts.nice {
+        let _ = cpu_control::nice_process(pid, ni);
     }
     let workers = WorkerThreads::find(pid).map_err(|e| format!("the gateway's threads: {e}"))?;
     // Dropped (groups removed) at the end of this step, on every path out of it.
