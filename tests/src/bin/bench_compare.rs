@@ -11,10 +11,11 @@
 //! overrides) and Janus (Debian's `janus`, configured by `tests/peers/janus/`, one WebSocket
 //! carrying one session + one SIP handle per account, as a SylkServer backend would):
 //!
-//! a. idle: RSS, threads and fds of the process before any account;
+//! a. idle: RSS (and its anonymous part), threads and fds of the process before any account;
 //! b. all N `register`s sent at one instant; registrations/s until the last `registered`,
 //!    latency (send → `registered`) p50/p99, the target's CPU time per registration; then, with
-//!    the N accounts registered, RSS, threads and fds per account over idle.
+//!    the N accounts registered, RSS, anonymous RSS, threads and fds per account over idle (RSS
+//!    also counts the code pages that serving maps back in: once per process, not per account).
 //!
 //!
 //! Then, unless `--calls none`, the call scenarios, each target fresh again, with the load client
@@ -90,6 +91,9 @@ impl Target {
 #[derive(Debug, Clone, Copy, Default)]
 struct Proc {
     rss_kib: u64,
+    /// The anonymous part of `rss_kib` (RssAnon): memory of the process's own, not the pages of
+    /// its binary and libraries, which are shared page cache mapped in as code runs.
+    anon_kib: u64,
     threads: u64,
     fds: u64,
 }
@@ -105,7 +109,7 @@ fn read_proc(pid: u32) -> Proc {
             .unwrap_or(0)
     };
     let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count() as u64);
-    Proc { rss_kib: field("VmRSS:"), threads: field("Threads:"), fds }
+    Proc { rss_kib: field("VmRSS:"), anon_kib: field("RssAnon:"), threads: field("Threads:"), fds }
 }
 
 /// What one target measured.
@@ -511,11 +515,13 @@ fn run_janus(workdir: &std::path::Path, n: usize) -> Result<Figures, String> {
 fn print_table(n: usize, results: &[(Target, Figures)]) {
     let janus = results.iter().find(|(t, _)| *t == Target::Janus).map(|(_, f)| f);
     type Metric = (&'static str, fn(&Figures) -> f64, bool);
-    let metrics: [Metric; 11] = [
+    let metrics: [Metric; 13] = [
         ("idle RSS (KiB)", |f| f.idle.rss_kib as f64, false),
+        ("idle anon RSS (KiB)", |f| f.idle.anon_kib as f64, false),
         ("idle threads", |f| f.idle.threads as f64, false),
         ("idle fds", |f| f.idle.fds as f64, false),
         ("RSS per account (KiB)", |f| f.per_account(|p| p.rss_kib), false),
+        ("anon RSS per account (KiB)", |f| f.per_account(|p| p.anon_kib), false),
         ("threads per account", |f| f.per_account(|p| p.threads), false),
         ("fds per account", |f| f.per_account(|p| p.fds), false),
         ("registered (of N)", |f| f.ok as f64, true),
