@@ -1,7 +1,7 @@
 //! Heap bytes per bridged audio call of the sans-IO core alone, in memory, deterministic (prints
 //! figures; not a test). Issue #14 ("RSS per audio call").
 //!
-//! `bench_core_mem [--calls N] [--seconds S]` (defaults N = 200, S = 2): the real [`Gateway`] on a
+//! `bench_core_mem [--calls N] [--seconds S] [--leak a|b|c]` (defaults N = 200, S = 2): the real [`Gateway`] on a
 //! virtual clock ([`sylkgw_tests::gateway_sim`]), N str0m browsers (PCMU + telephone-event, as
 //! `bench_calls`' load client) each with its own WebSocket and guest account, and an in-memory
 //! SIP far end answering every INVITE (100, 200 with PCMU on its own port) and echoing every RTP
@@ -16,6 +16,10 @@
 //! glibc's layout). A third run **C** does B, then hangs every call up (`session-terminate`),
 //! runs 40 s more (transactions end) and reports what its gateway still holds per call above A
 //! (state kept after a call: should be about 0). Also printed: `size_of` of the per-call structs.
+//!
+//! `--leak a|b|c`: the gateway of that run is forgotten instead of dropped (its figures then
+//! read 0), so that `heaptrack`'s leak report lists what it holds by allocation site, without
+//! the browsers' and the harness's allocations (which are freed).
 //!
 //! Deterministic except for DTLS (its randoms come from the OS): the figures move by a few bytes
 //! between runs.
@@ -236,12 +240,17 @@ impl Sim {
         self.run(Duration::from_secs(40));
     }
 
-    /// Drops the gateway and returns the bytes that freed (requested, malloc'd).
-    fn gateway_bytes(&mut self) -> (i64, i64) {
+    /// Drops the gateway and returns the bytes that freed (requested, malloc'd). With `leak`
+    /// the gateway is forgotten instead (for heaptrack's leak report) and nothing is counted.
+    fn gateway_bytes(&mut self, leak: bool) -> (i64, i64) {
         self.net.wire.clear();
         let spare = Gateway::new(sylkgw_core::Config::default(), [1; 32], self.net.now, Duration::from_secs(1))
             .expect("a spare gateway");
         let old = std::mem::replace(&mut self.net.gw, spare);
+        if leak {
+            std::mem::forget(old);
+            return (0, 0);
+        }
         let before = live();
         drop(old);
         let after = live();
@@ -265,22 +274,25 @@ fn main() -> ExitCode {
     let (n, seconds) = match (arg("--calls", 200usize), arg("--seconds", 2u64)) {
         (Ok(n), Ok(s)) if n > 0 && n < 5000 => (n, s),
         _ => {
-            eprintln!("usage: bench_core_mem [--calls N (1..4999)] [--seconds S]");
+            eprintln!("usage: bench_core_mem [--calls N (1..4999)] [--seconds S] [--leak a|b|c]");
             return ExitCode::from(2);
         }
     };
+    let leak = std::env::args().skip_while(|a| a != "--leak").nth(1).and_then(|r| r.chars().next());
     use std::mem::size_of;
     println!(
-        "size_of: Call {} B, BrowserLeg {} B, str0m Rtc {} B, SipMedia {} B",
+        "size_of: Call {} B, BrowserLeg {} B, str0m Rtc {} B, SipMedia {} B, SrtpContext {} B, VideoLine {} B",
         size_of::<sylkgw_core::call::Call>(),
         size_of::<sylkgw_core::media::webrtc::BrowserLeg>(),
         size_of::<str0m::Rtc>(),
         size_of::<sylkgw_core::media::bridge::SipMedia>(),
+        size_of::<sylkgw_core::media::srtp::SrtpContext>(),
+        size_of::<sylkgw_core::call::VideoLine>(),
     );
 
     let mut a = Sim::new(n);
     a.accounts(n);
-    let base = a.gateway_bytes();
+    let base = a.gateway_bytes(leak == Some('a'));
     drop(a);
     println!("A: {n} WebSockets + accounts: gateway holds {:.1} KiB ({:.1} KiB malloc'd)", kib(base.0), kib(base.1));
 
@@ -288,7 +300,7 @@ fn main() -> ExitCode {
     b.accounts(n);
     b.calls(n);
     b.run(Duration::from_secs(seconds));
-    let with_calls = b.gateway_bytes();
+    let with_calls = b.gateway_bytes(leak == Some('b'));
     drop(b);
     println!(
         "B: + {n} calls, {seconds} s of media: gateway holds {:.1} KiB ({:.1} KiB malloc'd)",
@@ -300,7 +312,7 @@ fn main() -> ExitCode {
     c.calls(n);
     c.run(Duration::from_secs(seconds));
     c.hang_up(n);
-    let after = c.gateway_bytes();
+    let after = c.gateway_bytes(leak == Some('c'));
     println!("after hanging up + 40 s: gateway holds {:.1} KiB ({:.1} KiB malloc'd)", kib(after.0), kib(after.1));
     let per = |x: (i64, i64)| ((x.0 - base.0) as f64 / n as f64 / 1024.0, (x.1 - base.1) as f64 / n as f64 / 1024.0);
     let (req, mal) = per(with_calls);
