@@ -268,8 +268,9 @@ pub struct Call {
     pub answer_headers: Vec<(String, String)>,
     /// Incoming: the caller, for `missed-session`.
     pub originator: Option<crate::api::Identity>,
-    /// The video line, when the call has one (browser or SIP offer with video).
-    pub video: Option<VideoLine>,
+    /// The video line, when the call has one (browser or SIP offer with video). Boxed: it holds
+    /// a whole `SipMedia`, which an audio call would otherwise carry empty (issue #14).
+    pub video: Option<Box<VideoLine>>,
     /// The m-lines of the SIP-side session, in order (`[Audio]` for audio-only calls).
     pub layout: Vec<Slot>,
     /// Incoming late offer (an INVITE without SDP): our 200 offers, the ACK answers.

@@ -134,6 +134,29 @@ fn answered_then_hung_up() {
     assert_eq!(h.stack.leg_count(), 0);
 }
 
+/// A client transaction keeps its request's bytes only while it may still resend them (§17.1.1.2,
+/// §17.1.2.2): nothing is resent after a final response, and an INVITE transaction stays 32 s in
+/// Accepted after its 2xx (RFC 6026 §7.2), so keeping them costs every call that much (issue #14).
+#[test]
+fn request_bytes_are_released_once_a_final_response_came() {
+    let mut h = Harness::new();
+    h.call();
+    let invite = h.sent().remove(0);
+    assert_eq!(h.stack.retransmit_bytes(), invite.len());
+    h.receive(&reply(&invite, 180, "Ringing", Some("b1"), "Contact: <sip:bob@198.51.100.7>\r\n", ""));
+    assert_eq!(h.stack.retransmit_bytes(), invite.len(), "resent until a final response");
+    let contact = "Contact: <sip:bob@198.51.100.7:5062>\r\nContent-Type: application/sdp\r\n";
+    h.receive(&reply(&invite, 200, "OK", Some("b1"), contact, "v=0\r\n"));
+    assert_eq!(h.sent().len(), 1, "the ACK");
+    assert_eq!(h.stack.sizes().0, 1, "the INVITE transaction is in Accepted");
+    assert_eq!(h.stack.retransmit_bytes(), 0);
+    h.stack.hang_up(LegId(1), h.now, &mut h.rng);
+    let bye = h.sent().remove(0);
+    assert_eq!(h.stack.retransmit_bytes(), bye.len());
+    h.receive(&reply(&bye, 200, "OK", None, "", ""));
+    assert_eq!(h.stack.retransmit_bytes(), 0, "the BYE's transaction is Completed");
+}
+
 #[test]
 fn cancelled_after_ringing_and_busy_is_acked() {
     let mut h = Harness::new();

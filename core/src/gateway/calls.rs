@@ -230,7 +230,7 @@ impl Gateway {
             layout: vec![Slot::Audio],
             late_offer: false,
         };
-        self.calls.calls.insert(id, call);
+        self.calls.calls.insert(id, Box::new(call));
         self.tally.call_started(id, origin, self.now);
         self.calls.sessions.insert((conn, session), id);
         self.calls.sockets.insert(rtp, id);
@@ -246,7 +246,7 @@ impl Gateway {
         };
         self.calls.sockets.insert(rtp, id);
         let Some(call) = self.calls.calls.get_mut(&id) else { return false };
-        call.video = Some(VideoLine::new(RtpPair::new(rtp, rtcp), offered));
+        call.video = Some(Box::new(VideoLine::new(RtpPair::new(rtp, rtcp), offered)));
         true
     }
 
@@ -291,7 +291,7 @@ impl Gateway {
             .iter()
             .map(|slot| match slot {
                 Slot::Audio => audio.clone(),
-                Slot::Video => video_local_media(call.video.as_ref(), direction),
+                Slot::Video => video_local_media(call.video.as_deref(), direction),
                 Slot::Reject(m) => m.clone(),
             })
             .collect();

@@ -109,7 +109,8 @@ pub struct SipMedia {
     /// The last packet from the SIP peer, decrypted (payloads of [`ToBrowser`] point into it).
     rx_buf: Vec<u8>,
     /// SDES-SRTP: our sending context and the peer's (RFC 4568), when negotiated.
-    srtp: Option<(SrtpContext, SrtpContext)>,
+    /// Boxed: the two contexts are most of a `SipMedia`'s size, and most calls have no SDES.
+    srtp: Option<Box<(SrtpContext, SrtpContext)>>,
     /// Our RTCP: what we sent, what we received (per the peer's SSRC), the RTCP peer.
     send_stats: SendStats,
     recv_stats: Option<ReceiveStats>,
@@ -141,8 +142,10 @@ impl SipMedia {
             to_browser_rw: SeqTsRewriter::new(((r >> 16) & 0x7fff) as u16, (r2 >> 32) as u32),
             direction: Direction::SendRecv,
             last_rx: now,
-            buf: vec![0; MAX_RTP],
-            rx_buf: Vec::with_capacity(MAX_RTP),
+            // Both grow to the largest packet seen (≈ 200 bytes for audio), not MAX_RTP: a
+            // call's buffers are most of its bridge's bytes (issue #14).
+            buf: Vec::new(),
+            rx_buf: Vec::new(),
             srtp: None,
             send_stats: SendStats::new(8000),
             recv_stats: None,
@@ -158,7 +161,7 @@ impl SipMedia {
 
     /// SDES-SRTP from now on: `tx` protects what we send, `rx` checks what the peer sends.
     pub fn set_srtp(&mut self, tx: SrtpContext, rx: SrtpContext) {
-        self.srtp = Some((tx, rx));
+        self.srtp = Some(Box::new((tx, rx)));
     }
 
     /// Video feedback negotiated on the line (`sip_video_fb`); the RTX SSRC and first sequence
@@ -182,7 +185,7 @@ impl SipMedia {
         packets
             .into_iter()
             .filter_map(|mut p| {
-                if let Some((tx, _)) = &mut self.srtp {
+                if let Some((tx, _)) = self.srtp.as_deref_mut() {
                     let len = p.len();
                     p.resize(len + tx.rtp_overhead(), 0);
                     let n = tx.protect_rtp(&mut p, len).ok()?;
@@ -276,8 +279,12 @@ impl SipMedia {
         let rw = self.to_sip_rw.rewrite(now, ssrc, seq, ts, clock)?;
         let out = RtpOut { marker, pt: sip_pt, seq: rw.seq, ts: rw.ts, ssrc: self.ssrc };
         // Room for the header and an SRTP tag.
-        if payload.len() + 12 + 16 > self.buf.len() {
+        let need = payload.len() + 12 + 16;
+        if need > MAX_RTP {
             return None;
+        }
+        if self.buf.len() < need {
+            self.buf.resize(need, 0);
         }
         let mut len = rtp::write_packet(&mut self.buf, &out, payload).ok()?;
         if let Some(rates) = &self.event_rates {
@@ -286,7 +293,7 @@ impl SipMedia {
         if let Some(fb) = &mut self.fb {
             fb.record(&self.buf[..len]);
         }
-        if let Some((tx, _)) = &mut self.srtp {
+        if let Some((tx, _)) = self.srtp.as_deref_mut() {
             len = tx.protect_rtp(&mut self.buf, len).ok()?;
         }
         self.send_stats.on_sent(now, rw.ts, payload.len());
@@ -303,7 +310,7 @@ impl SipMedia {
         rtp::parse_header(data).map_err(|_| Dropped::NotRtp)?;
         self.rx_buf.clear();
         self.rx_buf.extend_from_slice(data);
-        if let Some((_, rx)) = &mut self.srtp {
+        if let Some((_, rx)) = self.srtp.as_deref_mut() {
             let len = rx.unprotect_rtp(&mut self.rx_buf).map_err(|_| Dropped::Srtp)?;
             self.rx_buf.truncate(len);
         }
@@ -386,7 +393,7 @@ impl SipMedia {
     /// RFC 4585 §6.3.1, RFC 5104 §4.3.1): the one thing forwarded to the other leg.
     pub fn rtcp_from_sip(&mut self, now: Instant, from: SocketAddr, data: &[u8]) -> bool {
         let mut buf = data.to_vec();
-        if let Some((_, rx)) = &mut self.srtp {
+        if let Some((_, rx)) = self.srtp.as_deref_mut() {
             match rx.unprotect_rtcp(&mut buf) {
                 Ok(len) => buf.truncate(len),
                 Err(_) => return false,
@@ -436,7 +443,7 @@ impl SipMedia {
             let media_ssrc = self.recv_stats.as_ref().map_or(0, |r| r.ssrc());
             rtcp::write_pli(&mut out, self.ssrc, media_ssrc);
         }
-        if let Some((tx, _)) = &mut self.srtp {
+        if let Some((tx, _)) = self.srtp.as_deref_mut() {
             let len = out.len();
             out.resize(len + tx.rtcp_overhead(), 0);
             let n = tx.protect_rtcp(&mut out, len).ok()?;

@@ -113,7 +113,7 @@ pub struct SfuOptions {
 /// (it needs OS randomness): `driver::webrtc_dtls_identity` in a runtime, a fixed one in tests and
 /// replays. Its `Debug` never prints the key.
 #[derive(Clone)]
-pub struct DtlsIdentity(DtlsCert);
+pub struct DtlsIdentity(Arc<DtlsCert>);
 
 impl DtlsIdentity {
     /// A fresh self-signed identity from str0m's crypto provider. It draws from the OS's
@@ -125,7 +125,7 @@ impl DtlsIdentity {
 
     /// From a DER certificate and its DER (PKCS#8) private key.
     pub fn from_der(certificate: Vec<u8>, private_key: Vec<u8>) -> Self {
-        Self(DtlsCert { certificate, private_key })
+        Self(Arc::new(DtlsCert { certificate, private_key }))
     }
 
     /// The DER certificate.
@@ -141,7 +141,7 @@ impl DtlsIdentity {
 
 impl From<DtlsCert> for DtlsIdentity {
     fn from(c: DtlsCert) -> Self {
-        Self(c)
+        Self(Arc::new(c))
     }
 }
 
@@ -282,7 +282,8 @@ struct PendingOffer {
 
 /// One call's browser leg. See the module documentation.
 pub struct BrowserLeg {
-    cert: DtlsCert,
+    /// Shared by every leg (each `Rtc` still takes its own copy when it is built).
+    cert: Arc<DtlsCert>,
     candidates: Vec<SocketAddr>,
     creds: IceCreds,
     /// The state of str0m's RNG for this leg (see [`guarded`]).
@@ -341,7 +342,7 @@ impl BrowserLeg {
             }
         }
         Self {
-            cert: cert.0.clone(),
+            cert: Arc::clone(&cert.0),
             candidates: unique,
             creds,
             seed: Cell::new(rng.next_u64()),
@@ -977,7 +978,7 @@ impl BrowserLeg {
         let mut config = RtcConfig::new()
             .set_ice_lite(true)
             .set_rtp_mode(true)
-            .set_dtls_cert(self.cert.clone())
+            .set_dtls_cert(DtlsCert::clone(&self.cert))
             .set_local_ice_credentials(self.creds.clone())
             .clear_codecs();
         if self.sfu.rtx && self.sfu.rtx_history > 0 {

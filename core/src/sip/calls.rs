@@ -52,8 +52,9 @@ pub(super) struct OutLeg {
     current: usize,
     /// The INVITE as last sent, and its branch.
     invite: Option<(Request, String)>,
-    /// Dialogs by remote tag (early ones from 1xx with a tag, confirmed from 2xx).
-    dialogs: BTreeMap<String, Dialog>,
+    /// Dialogs by remote tag (early ones from 1xx with a tag, confirmed from 2xx). Boxed: a
+    /// B-tree node has room for 11, and a call has one or two (issue #14).
+    dialogs: BTreeMap<String, Box<Dialog>>,
     /// Authorization for the next INVITE.
     auth: Option<(HeaderName, String)>,
     /// INFO, re-INVITE and UPDATE once answered.
@@ -107,7 +108,7 @@ impl OutLeg {
 
     /// Every dialog, early or confirmed.
     pub(super) fn dialogs(&self) -> impl Iterator<Item = &Dialog> {
-        self.dialogs.values()
+        self.dialogs.values().map(|d| &**d)
     }
 
     /// The To tag of the answered dialog, while the call is up.
@@ -246,13 +247,13 @@ impl OutLeg {
                                 if let Ok(mut fresh) = Dialog::uac(invite, resp) {
                                     // Requests of the early dialog (PRACK) used CSeqs already.
                                     fresh.local_cseq = fresh.local_cseq.max(d.local_cseq);
-                                    *d = fresh;
+                                    **d = fresh;
                                 }
                             }
                             Some(_) => {}
                             None => {
                                 if let Ok(d) = Dialog::uac(invite, resp) {
-                                    self.dialogs.insert(tag.clone(), d);
+                                    self.dialogs.insert(tag.clone(), Box::new(d));
                                 }
                             }
                         }
@@ -466,12 +467,12 @@ impl OutLeg {
 
     /// The dialog with the peer's tag `remote_tag`.
     pub(super) fn dialog_mut(&mut self, remote_tag: &str) -> Option<&mut Dialog> {
-        self.dialogs.get_mut(remote_tag)
+        self.dialogs.get_mut(remote_tag).map(|d| &mut **d)
     }
 
     /// The answered dialog, and what requests in it need.
     pub(super) fn dialog_ctx(&self, svc: &Services) -> Option<DialogCtx> {
-        let dialog = self.dialogs.get(self.uac.confirmed_tag()?)?.clone();
+        let dialog = Dialog::clone(self.dialogs.get(self.uac.confirmed_tag()?)?);
         let peer = self.dialog_peer(svc, &dialog)?;
         let identity = &self.params.identity;
         let (vhost, vport) = svc.advertised(self.hop.transport);
@@ -487,7 +488,7 @@ impl OutLeg {
 
     /// Stores a dialog back (by its remote tag).
     pub(super) fn store_dialog(&mut self, dialog: Dialog) {
-        self.dialogs.insert(dialog.id.remote_tag.clone(), dialog);
+        self.dialogs.insert(dialog.id.remote_tag.clone(), Box::new(dialog));
     }
 
     /// Our Contact URI in this call.

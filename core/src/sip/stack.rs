@@ -23,7 +23,7 @@ pub use super::pager::{MessageParams, MESSAGE_ANSWER_WAIT};
 use super::parse::{parse_message, parse_message_with, validate_request, ParseError, ParseOptions};
 use super::registrant::Registrant;
 use super::services::{Owner, ServerEntry, ServerKey, Services, SipTimer};
-use super::transaction::{ClientEvent, Kind, ResponseVerdict, ServerEvent, ServerTransaction};
+use super::transaction::{ClientEvent, ClientState, Kind, ResponseVerdict, ServerEvent, ServerTransaction};
 use super::transport::{Arrival, Peer};
 use super::uri::Uri;
 
@@ -94,6 +94,11 @@ impl SipStack {
     /// Reports the plaintext of TLS flows (`TransportOut::Tap`) for captures.
     pub fn set_tap(&mut self, on: bool) {
         self.svc.transports.set_tap(on);
+    }
+
+    /// Bytes of requests the client transactions keep to retransmit (for memory checks).
+    pub fn retransmit_bytes(&self) -> usize {
+        self.svc.clients.values().map(|c| c.bytes.len()).sum()
     }
 
     /// Table sizes: (transactions, registrations, flows).
@@ -528,6 +533,12 @@ impl SipStack {
             return;
         };
         let verdict = c.tx.on_response(resp.code, now);
+        // After a final response the request is never resent (§17.1.1.2 Completed, RFC 6026 §7.2
+        // Accepted, §17.1.2.2 Completed): its bytes go, though the transaction stays for up to
+        // 32 s (issue #14).
+        if matches!(c.tx.state(), ClientState::Completed | ClientState::Accepted | ClientState::Terminated) {
+            c.bytes = Vec::new();
+        }
         let owner = c.owner;
         let deadline = c.tx.next_deadline();
         self.svc.arm(SipTimer::Client(branch.clone()), deadline);
