@@ -45,10 +45,15 @@ impl<K: Ord + Copy> Default for TimerTable<K> {
 }
 
 impl<K: Ord + Copy> TimerTable<K> {
-    /// Arms (or re-arms) timer `key` for `at`.
+    /// Arms (or re-arms) timer `key` for `at`. Re-arming for the deadline it has already is one
+    /// lookup (a browser leg's timer is set again after every packet, mostly unchanged).
     pub fn set(&mut self, key: K, at: Instant) {
-        if let Some(old) = self.by_key.insert(key, at) {
-            self.by_time.remove(&(old, key));
+        match self.by_key.insert(key, at) {
+            Some(old) if old == at => return,
+            Some(old) => {
+                self.by_time.remove(&(old, key));
+            }
+            None => {}
         }
         self.by_time.insert((at, key));
     }
@@ -117,6 +122,19 @@ mod tests {
         assert_eq!(t.pop_expired(t0 + Duration::from_secs(5)), Some(1));
         t.stop(2);
         assert!(t.is_empty());
+    }
+
+    #[test]
+    fn rearming_at_the_same_deadline_changes_nothing() {
+        let t0 = test_epoch();
+        let mut t = TimerTable::default();
+        t.set(1u8, t0 + Duration::from_secs(5));
+        t.set(2u8, t0 + Duration::from_secs(7));
+        t.set(1, t0 + Duration::from_secs(5));
+        assert_eq!((t.len(), t.next()), (2, Some((t0 + Duration::from_secs(5), 1))));
+        assert_eq!(t.pop_expired(t0 + Duration::from_secs(6)), Some(1));
+        assert_eq!(t.pop_expired(t0 + Duration::from_secs(6)), None, "no stale entry left behind");
+        assert_eq!(t.next(), Some((t0 + Duration::from_secs(7), 2)));
     }
 
     #[test]

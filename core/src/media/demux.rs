@@ -141,6 +141,10 @@ impl<K: Ord + Copy> Demux<K> {
     /// from `from`). An address learned by another call before moves to this one (a NAT reused
     /// the mapping). Ignored for unregistered calls.
     pub fn learn(&mut self, from: SocketAddr, call: K) {
+        // The usual case, every media packet: known already (one lookup, nothing written).
+        if self.by_addr.get(&from) == Some(&call) {
+            return;
+        }
         if !self.calls.contains_key(&call) {
             return;
         }

@@ -789,6 +789,10 @@ impl BrowserLeg {
         self.send_rtp(now, video, pt, packet.nackable(nackable))
     }
 
+    /// Queues `packet` on the stream of the audio (or video) m-line and lets str0m's pacer send
+    /// it: the write and the `Input::Timeout(now)` the pacer needs to take it (str0m sends queued
+    /// RTP only when time advances) are one mutation, drained once (issue #14: a drain between
+    /// them walked str0m's whole output pipeline for nothing on every packet).
     fn send_rtp(&mut self, now: Instant, video: bool, pt: u8, packet: RtpWrite) -> Result<(), WebRtcError> {
         if self.closed {
             return Err(WebRtcError::Closed);
@@ -806,18 +810,19 @@ impl BrowserLeg {
         if !rtc.codec_config().params().iter().any(|p| *p.pt() == pt) {
             return Err(WebRtcError::UnknownPt(pt));
         }
-        if rtc.direct_api().stream_tx_by_mid(mid, None).is_none() {
-            return Err(WebRtcError::NotReady);
-        }
+        let mut written = false;
         self.mutate(|rtc| {
-            if let Some(tx) = rtc.direct_api().stream_tx_by_mid(mid, None) {
-                tx.write_rtp(packet);
-            }
-            Ok(())
+            let mut api = rtc.direct_api();
+            let Some(tx) = api.stream_tx_by_mid(mid, None) else { return Ok(()) };
+            tx.write_rtp(packet);
+            written = true;
+            rtc.handle_input(Input::Timeout(now))
         });
-        // str0m sends queued RTP when time advances.
-        self.mutate(|rtc| rtc.handle_input(Input::Timeout(now)));
-        Ok(())
+        match (written, self.closed) {
+            (true, _) => Ok(()),
+            (false, true) => Err(WebRtcError::Closed),
+            (false, false) => Err(WebRtcError::NotReady),
+        }
     }
 
     /// Whether the call has video with the browser (a video m-line accepted in the first
@@ -1101,88 +1106,52 @@ impl BrowserLeg {
         }
     }
 
+    /// Drains str0m's outputs until its next timeout into the queue. One `catch_unwind` around
+    /// the whole drain, each output turned into a [`LegOutput`] where str0m returns it (its
+    /// `Output` is 520 bytes: every layer it went through copied it); str0m's RNG is still
+    /// reseeded around every `poll_output` as [`guarded`] does, so its draws do not change.
     fn drain(&mut self) {
-        loop {
-            let Some(rtc) = self.rtc.as_mut() else {
-                return;
-            };
-            let output = guarded(&self.seed, || rtc.poll_output());
-            let alive = rtc.is_alive();
+        let Self { rtc: Some(rtc), seed, queue, creds, connected, ice, video, .. } = self else {
+            return;
+        };
+        let video = *video;
+        let mut end: Option<Result<Instant, RtcError>> = None;
+        let unwound = catch_unwind(AssertUnwindSafe(|| loop {
+            fastrand::seed(seed.get());
+            let output = rtc.poll_output();
+            seed.set(fastrand::u64(..));
             match output {
-                Some(Ok(Output::Timeout(t))) => {
-                    self.next_timeout = Some(t);
-                    if !alive {
-                        self.finish();
-                    }
+                Ok(Output::Timeout(t)) => {
+                    end = Some(Ok(t));
                     return;
                 }
-                Some(Ok(Output::Transmit(t))) => self.queue.push_back(LegOutput::Transmit {
+                Ok(Output::Transmit(t)) => queue.push_back(LegOutput::Transmit {
                     to: t.destination,
                     from: t.source,
                     payload: t.contents.into(),
                 }),
-                Some(Ok(Output::Event(e))) => self.on_event(e),
-                Some(Err(e)) => {
-                    log::debug!("browser leg {}: {e}", self.creds.ufrag);
-                    self.finish();
-                    return;
-                }
-                None => {
-                    self.finish();
+                Ok(Output::Event(e)) => on_event(e, rtc, video, (queue, connected, ice)),
+                Err(e) => {
+                    end = Some(Err(e));
                     return;
                 }
             }
-        }
-    }
-
-    fn on_event(&mut self, e: Event) {
-        match e {
-            Event::Connected if !self.connected => {
-                self.connected = true;
-                self.queue.push_back(LegOutput::Connected);
-            }
-            Event::IceConnectionStateChange(s) => match (s, self.ice) {
-                (IceConnectionState::Disconnected, IceUp::Up) => {
-                    self.ice = IceUp::Lost;
-                    self.queue.push_back(LegOutput::Disconnected);
+        }))
+        .is_err();
+        let alive = rtc.is_alive();
+        match end {
+            Some(Ok(t)) if !unwound => {
+                self.next_timeout = Some(t);
+                if !alive {
+                    self.finish();
                 }
-                (IceConnectionState::Connected | IceConnectionState::Completed, IceUp::Lost) => {
-                    self.ice = IceUp::Up;
-                    self.queue.push_back(LegOutput::Reconnected);
-                }
-                (IceConnectionState::Connected | IceConnectionState::Completed, IceUp::Never) => self.ice = IceUp::Up,
-                _ => {}
-            },
-            Event::RtpPacket(p) => self.queue.push_back(LegOutput::Rtp {
-                video: self.is_video_pt(*p.header.payload_type),
-                pt: *p.header.payload_type,
-                seq: p.header.sequence_number,
-                ts: p.header.timestamp,
-                marker: p.header.marker,
-                ssrc: *p.header.ssrc,
-                audio_level: p.header.ext_vals.audio_level,
-                payload: p.payload,
-            }),
-            Event::EgressBitrateEstimate(BweKind::Remb { estimate, .. }) => {
-                self.queue.push_back(LegOutput::ReceiverEstimate { bitrate: estimate.as_u64() })
             }
-            Event::KeyframeRequest(k) if Some(k.mid) == self.video => {
-                self.queue.push_back(LegOutput::KeyframeRequest { full_intra: k.kind == KeyframeRequestKind::Fir })
+            Some(Err(e)) => {
+                log::debug!("browser leg {}: {e}", creds.ufrag);
+                self.finish();
             }
-            // The browser closed DTLS: str0m still drains its own close output (BYE,
-            // close_notify), then stops being alive, and `drain` reports Closed.
-            Event::Closed => {}
-            _ => {}
+            _ => self.finish(),
         }
-    }
-
-    /// Whether `pt` is one of the session's video payload types.
-    fn is_video_pt(&self, pt: u8) -> bool {
-        self.video.is_some()
-            && self
-                .rtc
-                .as_ref()
-                .is_some_and(|r| r.codec_config().params().iter().any(|p| *p.pt() == pt && p.spec().codec.is_video()))
     }
 
     /// The leg is over: drop the `Rtc` (its memory, 60-130 kB) and report it once.
@@ -1208,6 +1177,59 @@ impl BrowserLeg {
         self.connected = false;
         self.ice = IceUp::Never;
     }
+}
+
+/// One str0m event of a leg into its queue (`queue`, `connected`, `ice` are the leg's; `video` its
+/// video m-line).
+fn on_event(
+    e: Event,
+    rtc: &Rtc,
+    video: Option<Mid>,
+    (queue, connected, ice): (&mut VecDeque<LegOutput>, &mut bool, &mut IceUp),
+) {
+    match e {
+        Event::Connected if !*connected => {
+            *connected = true;
+            queue.push_back(LegOutput::Connected);
+        }
+        Event::IceConnectionStateChange(s) => match (s, *ice) {
+            (IceConnectionState::Disconnected, IceUp::Up) => {
+                *ice = IceUp::Lost;
+                queue.push_back(LegOutput::Disconnected);
+            }
+            (IceConnectionState::Connected | IceConnectionState::Completed, IceUp::Lost) => {
+                *ice = IceUp::Up;
+                queue.push_back(LegOutput::Reconnected);
+            }
+            (IceConnectionState::Connected | IceConnectionState::Completed, IceUp::Never) => *ice = IceUp::Up,
+            _ => {}
+        },
+        Event::RtpPacket(p) => queue.push_back(LegOutput::Rtp {
+            video: is_video_pt(rtc, video, *p.header.payload_type),
+            pt: *p.header.payload_type,
+            seq: p.header.sequence_number,
+            ts: p.header.timestamp,
+            marker: p.header.marker,
+            ssrc: *p.header.ssrc,
+            audio_level: p.header.ext_vals.audio_level,
+            payload: p.payload,
+        }),
+        Event::EgressBitrateEstimate(BweKind::Remb { estimate, .. }) => {
+            queue.push_back(LegOutput::ReceiverEstimate { bitrate: estimate.as_u64() })
+        }
+        Event::KeyframeRequest(k) if Some(k.mid) == video => {
+            queue.push_back(LegOutput::KeyframeRequest { full_intra: k.kind == KeyframeRequestKind::Fir })
+        }
+        // The browser closed DTLS: str0m still drains its own close output (BYE,
+        // close_notify), then stops being alive, and `drain` reports Closed.
+        Event::Closed => {}
+        _ => {}
+    }
+}
+
+/// Whether `pt` is one of the session's video payload types (a leg with a video m-line).
+fn is_video_pt(rtc: &Rtc, video: Option<Mid>, pt: u8) -> bool {
+    video.is_some() && rtc.codec_config().params().iter().any(|p| *p.pt() == pt && p.spec().codec.is_video())
 }
 
 /// Runs a call into str0m, turning a panic into `None` (str0m's README: catch_unwind per `Rtc`
@@ -1269,16 +1291,19 @@ fn rtx_payload_types(allowed: &[SdpCodec], offered: &[SdpCodec]) -> Vec<(u8, u8)
 }
 
 /// The RTP header extensions of an audio-only leg: str0m's standard set without transport-wide
-/// sequence numbers (TWCC, draft-holmer-rmcat-transport-wide-cc-extensions). TWCC feeds a sender's
-/// bandwidth estimation; an audio call has none to do (its rate is the codec's), yet with it
-/// negotiated str0m numbers and registers every packet sent, answers the browser's feedback, and
-/// sends its own feedback every 100 ms (issue #14's profile: about 6 % of the gateway's CPU).
-/// Not offering it, the answer leaves it out and neither side sends it. Legs with video keep it.
+/// sequence numbers (TWCC, draft-holmer-rmcat-transport-wide-cc-extensions) and without the
+/// absolute send time (abs-send-time, the input of REMB's receive-side estimate). Both feed a
+/// sender's bandwidth estimation; an audio call has none to do (its rate is the codec's), yet with
+/// TWCC negotiated str0m numbers and registers every packet sent, answers the browser's feedback,
+/// and sends its own every 100 ms (issue #14's profile: about 6 % of the gateway's CPU), and with
+/// abs-send-time it turns the clock into NTP time for every packet it sends and every packet it
+/// receives (about 3 % of the gateway's instructions: `bench_core_calls` under callgrind). Not
+/// offering them, the answer leaves them out and neither side sends them. Legs with video keep
+/// both.
 fn audio_only_extensions(config: RtcConfig) -> RtcConfig {
     config
         .clear_extension_map()
         .set_extension(1, Extension::AudioLevel)
-        .set_extension(2, Extension::AbsoluteSendTime)
         .set_extension(4, Extension::RtpMid)
         .set_extension(10, Extension::RtpStreamId)
         .set_extension(11, Extension::RepairedRtpStreamId)

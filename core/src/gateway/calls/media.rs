@@ -114,19 +114,26 @@ impl Gateway {
         self.contained(id, "the browser leg", |gw| gw.poll_browser(id));
     }
 
+    /// The browser leg's outputs until its next deadline. The call is looked up once; its
+    /// [`CallTimer::Browser`] is only ever moved earlier here: str0m's next deadline moves later
+    /// with nearly every packet (its ICE-lite agent idles until 3 s after the last input), and a
+    /// timer that fires early costs one [`crate::media::webrtc::BrowserLeg::poll`] that finds
+    /// nothing due and re-arms it, where moving it costs two ordered-set updates per packet.
     fn poll_browser(&mut self, id: CallId) {
         let now = self.now;
-        let unix = self.clock.unix(now);
+        let webrtc = self.media.webrtc().map(|(socket, _)| socket);
+        let Some(call) = self.calls.calls.get_mut(&id) else { return };
         let mut connected = false;
         let mut closed = false;
-        loop {
-            let Some(call) = self.calls.calls.get_mut(&id) else { return };
-            let Some(o) = call.browser.poll(now) else {
-                self.calls.timers.stop((id, CallTimer::Browser));
-                break;
-            };
+        let mut next = None;
+        while let Some(o) = call.browser.poll(now) {
             match o {
-                LegOutput::Transmit { to, payload, .. } => self.send_webrtc(to, payload),
+                LegOutput::Transmit { to, payload, .. } => {
+                    // Media is not recorded in captures.
+                    if let Some(socket) = webrtc {
+                        self.out.push_back(Output::Datagram(Transmit { socket, to, payload }));
+                    }
+                }
                 LegOutput::Rtp { video, pt, seq, ts, marker, ssrc, payload, .. } => {
                     let (socket, bound, media) = match (video, call.video.as_mut()) {
                         (false, _) => (call.rtp.rtp, call.rtp.port.is_some(), call.media.as_mut()),
@@ -151,12 +158,13 @@ impl Gateway {
                     // The browser lost video: a PLI to the SIP side's video source (RFC 4585).
                     let Some(v) = call.video.as_mut().filter(|v| v.rtp.port.is_some()) else { continue };
                     let socket = v.rtp.rtcp;
+                    let unix = self.clock.unix(now);
                     if let Some((to, payload)) = v.media.as_mut().and_then(|m| m.keyframe_request(now, unix)) {
                         self.out.push_back(Output::Datagram(Transmit { socket, to, payload }));
                     }
                 }
                 LegOutput::Timeout(at) => {
-                    self.calls.timers.set((id, CallTimer::Browser), at);
+                    next = Some(at);
                     break;
                 }
                 LegOutput::Closed => {
@@ -164,6 +172,13 @@ impl Gateway {
                     break;
                 }
             }
+        }
+        let key = (id, CallTimer::Browser);
+        match (next, self.calls.timers.get(key)) {
+            (Some(at), Some(armed)) if armed <= at => {}
+            (Some(at), _) => self.calls.timers.set(key, at),
+            (None, _) if closed => {}
+            (None, _) => self.calls.timers.stop(key),
         }
         if connected {
             self.media_event(id, MediaEvent::Connected);

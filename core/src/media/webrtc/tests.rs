@@ -53,6 +53,9 @@ fn answers_with_only_the_allowed_codecs() {
     assert_eq!(answer.matches("a=candidate:").count(), 2, "{answer}");
     assert!(answer.contains("198.51.100.1 40000 typ host") && answer.contains("2001:db8::1 40000 typ host"));
     assert_eq!(leg.payload_types(), [0, 126]);
+    // No bandwidth estimation on an audio call: neither TWCC nor abs-send-time (issue #14).
+    assert!(!answer.contains("transport-wide-cc") && !answer.contains("abs-send-time"), "{answer}");
+    assert!(answer.contains("urn:ietf:params:rtp-hdrext:sdes:mid"), "{answer}");
     browser.sdp_api().accept_answer(pending, SdpAnswer::from_sdp_string(&answer).unwrap()).unwrap();
     assert!(matches!(leg.poll(now), Some(LegOutput::Timeout(_))));
     assert_eq!(leg.write_rtp(now, false, 0, 1, 0, false, &[0xff; 160]), Err(WebRtcError::NotReady));
@@ -89,6 +92,8 @@ fn video_is_answered_with_exactly_the_allowed_format_or_refused() {
     assert!(m_line(&answer, "video").ends_with("UDP/TLS/RTP/SAVPF 108"), "{answer}");
     assert!(!answer.contains("VP8"), "{answer}");
     assert!(leg.has_video());
+    // A leg with video keeps str0m's extensions for bandwidth estimation.
+    assert!(answer.contains("transport-wide-cc") && answer.contains("abs-send-time"), "{answer}");
     assert_eq!(leg.write_rtp(now, true, 108, 1, 0, true, &[1]), Err(WebRtcError::NotReady), "not connected yet");
     assert!(leg.request_keyframe(false), "the browser's video stream is declared by its a=ssrc");
     // Video not allowed (the SIP side refused it): the m-line is refused, audio answered.
