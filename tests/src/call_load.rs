@@ -33,11 +33,13 @@ use std::time::{Duration, Instant};
 use str0m::RtcConfig;
 
 /// Marks the payloads of call packets: `MAGIC`, sequence (u32), send time, echo time (ns).
-const MAGIC: &[u8; 4] = b"SYLK";
+pub const MAGIC: &[u8; 4] = b"SYLK";
 /// The same for the baseline probe's packets.
-const PROBE_MAGIC: &[u8; 4] = b"PRBE";
-const PAYLOAD_LEN: usize = 160;
-const PTIME: Duration = Duration::from_millis(20);
+pub const PROBE_MAGIC: &[u8; 4] = b"PRBE";
+/// A 20 ms PCMU payload.
+pub const PAYLOAD_LEN: usize = 160;
+/// Packet interval of a call.
+pub const PTIME: Duration = Duration::from_millis(20);
 /// The far end's telephone-event PT.
 const FAR_TELE: u8 = 101;
 /// A setup taking longer than this counts as failed.
@@ -46,7 +48,8 @@ const SETUP_TIMEOUT: Duration = Duration::from_secs(30);
 const WARMUP: Duration = Duration::from_secs(2);
 /// After a window: echoes of its last packets may still arrive.
 const SETTLE: Duration = Duration::from_secs(1);
-const RCVBUF: i32 = 1 << 20;
+/// Receive buffer of the load client's sockets.
+pub const RCVBUF: i32 = 1 << 20;
 /// Janus drops a session silent for `session_timeout` (60 s).
 const JANUS_KEEPALIVE: Duration = Duration::from_secs(20);
 /// Epoll token of the probe socket and of a shard's Janus WebSocket.
@@ -85,18 +88,33 @@ impl Clock {
         t.saturating_duration_since(self.epoch).as_nanos() as u64
     }
 
-    fn now_ns(&self) -> u64 {
+    /// Now, ns since the epoch (the unit of every stamp).
+    pub fn now_ns(&self) -> u64 {
         self.ns(Instant::now())
     }
 
-    fn in_window(&self, ns: u64) -> bool {
+    /// Whether a packet sent at `ns` counts (is in the open window).
+    pub fn in_window(&self, ns: u64) -> bool {
         ns >= self.window_start.load(Ordering::Relaxed) && ns < self.window_end.load(Ordering::Relaxed)
+    }
+
+    /// Opens the window `[start, start + len)`.
+    pub fn open_window(&self, start: Instant, len: Duration) {
+        self.window_start.store(self.ns(start), Ordering::Relaxed);
+        self.window_end.store(self.ns(start + len), Ordering::Relaxed);
+    }
+
+    /// Closes it: no packet counts until the next [`Clock::open_window`].
+    pub fn close_window(&self) {
+        self.window_start.store(u64::MAX, Ordering::Relaxed);
     }
 }
 
 // ===== Payloads =====
 
-fn make_payload(magic: &[u8; 4], seq: u32, sent_ns: u64) -> [u8; PAYLOAD_LEN] {
+/// A payload marked `magic`, with sequence `seq` and send time `sent_ns` (the echo time is
+/// written by the far end).
+pub fn make_payload(magic: &[u8; 4], seq: u32, sent_ns: u64) -> [u8; PAYLOAD_LEN] {
     let mut p = [0xffu8; PAYLOAD_LEN]; // µ-law silence
     p[..4].copy_from_slice(magic);
     p[4..8].copy_from_slice(&seq.to_be_bytes());
@@ -105,15 +123,25 @@ fn make_payload(magic: &[u8; 4], seq: u32, sent_ns: u64) -> [u8; PAYLOAD_LEN] {
 }
 
 /// (send time, echo time) of a payload marked `magic`.
-fn stamps(p: &[u8], magic: &[u8; 4]) -> Option<(u64, u64)> {
+pub fn stamps(p: &[u8], magic: &[u8; 4]) -> Option<(u64, u64)> {
     if p.len() < 24 || &p[..4] != magic {
         return None;
     }
     Some((u64::from_be_bytes(p[8..16].try_into().ok()?), u64::from_be_bytes(p[16..24].try_into().ok()?)))
 }
 
+/// A plain RTP packet (PT 0, no SSRC) around [`make_payload`]: the baseline probe's, and any
+/// plain-UDP flow shaped like a call.
+pub fn plain_rtp_packet(magic: &[u8; 4], seq: u32, sent_ns: u64) -> [u8; 12 + PAYLOAD_LEN] {
+    let mut pkt = [0u8; 12 + PAYLOAD_LEN];
+    pkt[0] = 0x80;
+    pkt[2..4].copy_from_slice(&(seq as u16).to_be_bytes());
+    pkt[12..].copy_from_slice(&make_payload(magic, seq, sent_ns));
+    pkt
+}
+
 /// Where the payload of a plain RTP packet lies.
-fn rtp_payload_range(p: &[u8]) -> Option<std::ops::Range<usize>> {
+pub fn rtp_payload_range(p: &[u8]) -> Option<std::ops::Range<usize>> {
     if p.len() < 12 || p[0] >> 6 != 2 {
         return None;
     }
@@ -147,7 +175,8 @@ pub struct FarEnd {
     threads: Vec<JoinHandle<()>>,
 }
 
-fn set_rcvbuf(fd: RawFd, bytes: i32) {
+/// Sets `SO_RCVBUF` of socket `fd` (best effort).
+pub fn set_rcvbuf(fd: RawFd, bytes: i32) {
     // SAFETY: setsockopt reads `bytes` (an int) for its size; fd is an open socket of ours.
     let _ = unsafe {
         libc::setsockopt(
@@ -322,10 +351,11 @@ fn far_sip(sock: &UdpSocket, me: SocketAddr, rtp_port: u16, stop: &AtomicBool, i
 // ===== epoll and non-blocking WebSockets =====
 
 /// epoll over our sockets (level-triggered).
-struct Epoll(RawFd);
+pub struct Epoll(RawFd);
 
 impl Epoll {
-    fn new() -> io::Result<Self> {
+    /// A new epoll instance.
+    pub fn new() -> io::Result<Self> {
         // SAFETY: epoll_create1 takes a flag and returns a new descriptor or -1.
         let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
         if fd < 0 {
@@ -334,7 +364,8 @@ impl Epoll {
         Ok(Self(fd))
     }
 
-    fn add(&self, fd: RawFd, token: u64) -> io::Result<()> {
+    /// Watches `fd` for input, reported as `token`.
+    pub fn add(&self, fd: RawFd, token: u64) -> io::Result<()> {
         let mut ev = libc::epoll_event { events: libc::EPOLLIN as u32, u64: token };
         // SAFETY: epoll_ctl reads the event struct we pass; both descriptors are open.
         if unsafe { libc::epoll_ctl(self.0, libc::EPOLL_CTL_ADD, fd, &mut ev) } != 0 {
@@ -349,7 +380,8 @@ impl Epoll {
         unsafe { libc::epoll_ctl(self.0, libc::EPOLL_CTL_DEL, fd, &mut ev) };
     }
 
-    fn wait(&self, events: &mut [libc::epoll_event], timeout_ms: i32, out: &mut Vec<u64>) {
+    /// Waits up to `timeout_ms` for events; `out` gets their tokens.
+    pub fn wait(&self, events: &mut [libc::epoll_event], timeout_ms: i32, out: &mut Vec<u64>) {
         out.clear();
         // SAFETY: the kernel writes at most `events.len()` entries into `events`.
         let n = unsafe { libc::epoll_wait(self.0, events.as_mut_ptr(), events.len() as i32, timeout_ms) };
@@ -475,7 +507,8 @@ pub struct Media {
 }
 
 impl Media {
-    fn merge(&mut self, o: Media) {
+    /// Adds `o`'s counts and samples.
+    pub fn merge(&mut self, o: Media) {
         self.sent += o.sent;
         self.received += o.received;
         self.out_us.extend(o.out_us);
@@ -483,7 +516,8 @@ impl Media {
         self.slips += o.slips;
     }
 
-    fn record(&mut self, sent: u64, echoed: u64, now: u64) {
+    /// One echo received at `now` of a packet sent at `sent` and echoed at `echoed` (ns).
+    pub fn record(&mut self, sent: u64, echoed: u64, now: u64) {
         self.received += 1;
         self.out_us.push((echoed.saturating_sub(sent) / 1000).min(u64::from(u32::MAX)) as u32);
         self.back_us.push((now.saturating_sub(echoed) / 1000).min(u64::from(u32::MAX)) as u32);
@@ -572,6 +606,14 @@ impl Window {
             return f64::NAN;
         }
         100.0 * (self.calls.sent as f64 - self.calls.received as f64) / self.calls.sent as f64
+    }
+
+    /// What the path adds per hop at percentile `p` (samples sorted): the mean over both
+    /// directions of the path's percentile minus the baseline probe's, ms.
+    pub fn added_ms(&self, p: f64) -> f64 {
+        let out = pct_ms(&self.calls.out_us, p) - pct_ms(&self.probe.out_us, p);
+        let back = pct_ms(&self.calls.back_us, p) - pct_ms(&self.probe.back_us, p);
+        (out + back) / 2.0
     }
 }
 
@@ -675,8 +717,7 @@ impl Load {
         let echoed0 = far.echoed_in_window.load(Ordering::Relaxed);
         let w0 = Instant::now();
         let len = Duration::from_secs_f64(seconds);
-        clock.window_start.store(clock.ns(w0), Ordering::Relaxed);
-        clock.window_end.store(clock.ns(w0 + len), Ordering::Relaxed);
+        clock.open_window(w0, len);
         std::thread::sleep(len);
         let mut w = Window {
             active,
@@ -688,7 +729,7 @@ impl Load {
         std::thread::sleep(SETTLE);
         // Echoes later than the settle are lost: close the window before collecting, so that
         // none of them lands in the next window's counts.
-        clock.window_start.store(u64::MAX, Ordering::Relaxed);
+        clock.close_window();
         w.echoed = far.echoed_in_window.load(Ordering::Relaxed) - echoed0;
         self.shared.collect.fetch_add(1, Ordering::Relaxed);
         for _ in 0..self.shards() {
@@ -1418,10 +1459,7 @@ impl Shard {
         }
         let clock = &self.shared.clock;
         let sent_ns = clock.now_ns();
-        let mut pkt = [0u8; 12 + PAYLOAD_LEN];
-        pkt[0] = 0x80;
-        pkt[2..4].copy_from_slice(&(self.probe_seq as u16).to_be_bytes());
-        pkt[12..].copy_from_slice(&make_payload(PROBE_MAGIC, self.probe_seq, sent_ns));
+        let pkt = plain_rtp_packet(PROBE_MAGIC, self.probe_seq, sent_ns);
         self.probe_seq = self.probe_seq.wrapping_add(1);
         if p.send(&pkt).is_ok() && clock.in_window(sent_ns) {
             self.probe_media.sent += 1;

@@ -637,10 +637,7 @@ impl Level {
     /// What the gateway adds per hop at percentile `p`: the mean over both directions of the
     /// path's percentile minus the baseline probe's, ms.
     fn added(&self, p: f64) -> f64 {
-        let w = &self.window;
-        let out = pct_ms(&w.calls.out_us, p) - pct_ms(&w.probe.out_us, p);
-        let back = pct_ms(&w.calls.back_us, p) - pct_ms(&w.probe.back_us, p);
-        (out + back) / 2.0
+        self.window.added_ms(p)
     }
 }
 
