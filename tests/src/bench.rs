@@ -32,6 +32,12 @@ pub fn locate(name: &str) -> PathBuf {
     panic!("{name} is missing: build the binaries first: cargo build --release --workspace");
 }
 
+/// How long a benchmark's outer process lets the run inside its namespace take:
+/// `SYLKGW_BENCH_TIMEOUT_SECS` when set to a number, else `default`.
+pub fn timeout_from_env(default: Duration) -> Duration {
+    std::env::var("SYLKGW_BENCH_TIMEOUT_SECS").ok().and_then(|s| s.parse().ok()).map_or(default, Duration::from_secs)
+}
+
 /// Raises the soft `RLIMIT_NOFILE` to the hard limit (inherited by the server).
 pub fn raise_nofile() -> (u64, u64) {
     let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };

@@ -80,6 +80,19 @@ pub fn own_autogroup(nice: i32) -> io::Result<()> {
     }
 }
 
+/// The benchmarks' `--pin` and `--nice NI` for the calling process (load client, far end), to be
+/// called before it starts any thread (they inherit both): pinned to CPU 1 when `pin`, and with
+/// `nice`, an autogroup of its own ([`own_autogroup`]) at that nice value.
+pub fn place_load(pin: bool, nice: Option<i32>) -> Result<(), String> {
+    if pin {
+        pin_self(1).map_err(|e| format!("--pin: CPU 1: {e}"))?;
+    }
+    if let Some(ni) = nice {
+        own_autogroup(ni).and_then(|()| nice_self(ni)).map_err(|e| format!("--nice {ni}: {e}"))?;
+    }
+    Ok(())
+}
+
 /// Sets the nice value of every thread of process `pid` (threads it creates later inherit their
 /// creator's); returns how many threads it set.
 pub fn nice_process(pid: u32, nice: i32) -> io::Result<usize> {

@@ -134,10 +134,7 @@ fn parse_opts() -> Result<Opts, String> {
 
 fn main() -> ExitCode {
     if std::env::var_os(ENV_INSIDE).is_none() {
-        let timeout = std::env::var("SYLKGW_BENCH_TIMEOUT_SECS")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .map_or(Duration::from_secs(900), Duration::from_secs);
+        let timeout = sylkgw_tests::bench::timeout_from_env(Duration::from_secs(900));
         let code = netns::reexec_self("bench_calls", ENV_INSIDE, timeout);
         // Groups of `--worker-quota` that an inner process killed on its timeout left behind.
         let stale = cpu_control::remove_stale();
@@ -155,18 +152,10 @@ fn main() -> ExitCode {
         }
     };
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    if opts.pin {
-        // Before any thread starts: the load client's and far end's threads inherit CPU 1.
-        if let Err(e) = cpu_control::pin_self(1) {
-            eprintln!("--pin: CPU 1: {e}");
-            return ExitCode::FAILURE;
-        }
-    }
-    if let Some(ni) = opts.nice {
-        if let Err(e) = cpu_control::own_autogroup(ni).and_then(|()| cpu_control::nice_self(ni)) {
-            eprintln!("--nice {ni}: {e}");
-            return ExitCode::FAILURE;
-        }
+    // Before any thread starts: the load side's threads inherit CPU 1 and the nice value.
+    if let Err(e) = cpu_control::place_load(opts.pin, opts.nice) {
+        eprintln!("{e}");
+        return ExitCode::FAILURE;
     }
     let (soft, hard) = sylkgw_tests::bench::raise_nofile();
     let bin = sylkgw_tests::bench::locate(opts.target.0);

@@ -158,10 +158,7 @@ fn process_cpu_ms(pid: u32) -> f64 {
 
 fn main() -> ExitCode {
     if std::env::var_os(ENV_INSIDE).is_none() {
-        let timeout = std::env::var("SYLKGW_BENCH_TIMEOUT_SECS")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .map_or(Duration::from_secs(900), Duration::from_secs);
+        let timeout = sylkgw_tests::bench::timeout_from_env(Duration::from_secs(900));
         return netns::reexec_self("bench_compare", ENV_INSIDE, timeout);
     }
     assert_isolated();
@@ -203,11 +200,9 @@ fn main() -> ExitCode {
     if calls.steps.contains(&0) || calls.seconds <= 0.0 || calls.threads == 0 || calls.concurrency == 0 {
         usage("call steps, --seconds, --load-threads and --concurrency must be positive");
     }
-    if calls.pin {
-        // Before the client's threads start: they inherit CPU 1.
-        if let Err(e) = sylkgw_tests::cpu_control::pin_self(1) {
-            usage(&format!("--pin: CPU 1: {e}"));
-        }
+    // Before the client's threads start: they inherit CPU 1.
+    if let Err(e) = sylkgw_tests::cpu_control::place_load(calls.pin, None) {
+        usage(&e);
     }
     match run(n, k, &targets, &calls) {
         Ok(true) => ExitCode::SUCCESS,

@@ -578,10 +578,7 @@ fn load_average() -> String {
 
 fn main() -> ExitCode {
     if std::env::var_os(ENV_INSIDE).is_none() {
-        let timeout = std::env::var("SYLKGW_BENCH_TIMEOUT_SECS")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .map_or(Duration::from_secs(900), Duration::from_secs);
+        let timeout = sylkgw_tests::bench::timeout_from_env(Duration::from_secs(900));
         return netns::reexec_self("bench_hop_floor", ENV_INSIDE, timeout);
     }
     assert_isolated();
@@ -592,18 +589,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    if o.pin {
-        // Before any thread starts: senders and echo inherit CPU 1; the relay moves to CPU 0.
-        if let Err(e) = cpu_control::pin_self(1) {
-            eprintln!("--pin: CPU 1: {e}");
-            return ExitCode::FAILURE;
-        }
-    }
-    if let Some(ni) = o.nice {
-        if let Err(e) = cpu_control::own_autogroup(ni).and_then(|()| cpu_control::nice_self(ni)) {
-            eprintln!("--nice {ni}: {e}");
-            return ExitCode::FAILURE;
-        }
+    // Before any thread starts: the load side's threads inherit CPU 1 and the nice value.
+    if let Err(e) = cpu_control::place_load(o.pin, o.nice) {
+        eprintln!("{e}");
+        return ExitCode::FAILURE;
     }
     let (soft, _) = sylkgw_tests::bench::raise_nofile();
     let max_flows = o.max_flows.min((soft as usize).saturating_sub(100) / 3);

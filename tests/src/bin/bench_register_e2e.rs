@@ -60,10 +60,7 @@ fn main() -> ExitCode {
 /// Runs this program again inside a fresh network namespace (bounded by
 /// `SYLKGW_BENCH_TIMEOUT_SECS`, default 600); returns its outcome.
 fn reexec() -> ExitCode {
-    let timeout = std::env::var("SYLKGW_BENCH_TIMEOUT_SECS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .map_or(Duration::from_secs(600), Duration::from_secs);
+    let timeout = sylkgw_tests::bench::timeout_from_env(Duration::from_secs(600));
     netns::reexec_self("bench_register_e2e", ENV_INSIDE, timeout)
 }
 
