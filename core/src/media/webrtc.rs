@@ -1138,7 +1138,8 @@ impl BrowserLeg {
             }
         }))
         .is_err();
-        let alive = rtc.is_alive();
+        // A leg whose str0m panicked is not asked anything more: it finishes below.
+        let alive = !unwound && rtc.is_alive();
         match end {
             Some(Ok(t)) if !unwound => {
                 self.next_timeout = Some(t);
