@@ -32,7 +32,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use str0m::RtcConfig;
 
-/// Marks the payloads of call packets: `MAGIC`, sequence (u32), send time, echo time (ns).
+/// Marks the payloads of call packets: `MAGIC`, sequence (u32), send time, the echo's receive
+/// time (taken by the kernel), the echo's send time (ns; see [`Stamps`]).
 pub const MAGIC: &[u8; 4] = b"SYLK";
 /// The same for the baseline probe's packets.
 pub const PROBE_MAGIC: &[u8; 4] = b"PRBE";
@@ -68,20 +69,38 @@ pub enum Api {
 // ===== The clock and window shared by the far end and the browsers =====
 
 /// One clock for every timestamp, and the measurement window (ns since `epoch`).
+///
+/// Stamps are `CLOCK_REALTIME` ns since the clock was made: the clock of the receive times the
+/// kernel takes (`SO_TIMESTAMPNS`, [`recv_stamped`]), so a packet's path is timed from the
+/// socket it was written to up to the socket queue it landed in, not up to the moment a busy
+/// receiver got round to reading it. `Instant`s (the window's bounds) map onto it through the
+/// two epochs, sampled together.
 pub struct Clock {
     epoch: Instant,
+    /// `CLOCK_REALTIME` at `epoch`, ns.
+    epoch_rt: u64,
     window_start: AtomicU64,
     window_end: AtomicU64,
+}
+
+/// `CLOCK_REALTIME`, ns.
+fn realtime_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes one timespec into `ts`.
+    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) };
+    timespec_ns(&ts)
+}
+
+fn timespec_ns(ts: &libc::timespec) -> u64 {
+    (ts.tv_sec as u64).saturating_mul(1_000_000_000).saturating_add(ts.tv_nsec as u64)
 }
 
 impl Clock {
     /// A clock starting now, no window.
     pub fn new() -> Arc<Self> {
-        Arc::new(Self {
-            epoch: Instant::now(),
-            window_start: AtomicU64::new(u64::MAX),
-            window_end: AtomicU64::new(u64::MAX),
-        })
+        let epoch = Instant::now();
+        let epoch_rt = realtime_ns();
+        Arc::new(Self { epoch, epoch_rt, window_start: AtomicU64::new(u64::MAX), window_end: AtomicU64::new(u64::MAX) })
     }
 
     fn ns(&self, t: Instant) -> u64 {
@@ -90,7 +109,12 @@ impl Clock {
 
     /// Now, ns since the epoch (the unit of every stamp).
     pub fn now_ns(&self) -> u64 {
-        self.ns(Instant::now())
+        realtime_ns().saturating_sub(self.epoch_rt)
+    }
+
+    /// A receive time the kernel took (`CLOCK_REALTIME`), in this clock.
+    pub fn kernel_ns(&self, ts: &libc::timespec) -> u64 {
+        timespec_ns(ts).saturating_sub(self.epoch_rt)
     }
 
     /// Whether a packet sent at `ns` counts (is in the open window).
@@ -110,6 +134,78 @@ impl Clock {
     }
 }
 
+// ===== Receive times taken by the kernel =====
+
+/// Asks the kernel to stamp every datagram socket `fd` receives (`SO_TIMESTAMPNS`: the time it
+/// was queued on the socket, `CLOCK_REALTIME`). Best effort: without it [`recv_stamped`] returns
+/// no stamp and callers fall back to the time they read it.
+pub fn enable_rx_stamps(fd: RawFd) {
+    let on: libc::c_int = 1;
+    // SAFETY: setsockopt reads one int; fd is an open socket of ours.
+    let _ = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_TIMESTAMPNS,
+            (&on as *const libc::c_int).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+}
+
+/// One datagram from `fd` (non-blocking or not, as the socket is) with its sender and the
+/// kernel's receive time (in `clock`), if [`enable_rx_stamps`] was set on it.
+pub fn recv_stamped(fd: RawFd, buf: &mut [u8], clock: &Clock) -> io::Result<(usize, Option<SocketAddr>, Option<u64>)> {
+    // SAFETY: all-zero is a valid sockaddr_storage.
+    let mut addr: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
+    let mut control = [0u64; 16]; // 128 bytes, aligned for cmsghdr
+                                  // SAFETY: all-zero is a valid msghdr; the pointers set below outlive the call.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_name = (&mut addr as *mut libc::sockaddr_storage).cast();
+    msg.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = size_of_val(&control) as _;
+    // SAFETY: msg points at live buffers of the sizes it states.
+    let n = unsafe { libc::recvmsg(fd, &mut msg, 0) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut stamp = None;
+    // SAFETY: the CMSG macros walk the control buffer the kernel filled, within msg_controllen.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(&msg);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_TIMESTAMPNS {
+                let ts = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<libc::timespec>());
+                stamp = Some(clock.kernel_ns(&ts));
+            }
+            c = libc::CMSG_NXTHDR(&msg, c);
+        }
+    }
+    Ok((n as usize, sockaddr_to_std(&addr), stamp))
+}
+
+fn sockaddr_to_std(a: &libc::sockaddr_storage) -> Option<SocketAddr> {
+    match i32::from(a.ss_family) {
+        libc::AF_INET => {
+            // SAFETY: the family says the storage holds a sockaddr_in.
+            let v4 = unsafe { &*(a as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            let ip = std::net::Ipv4Addr::from(u32::from_be(v4.sin_addr.s_addr));
+            Some(SocketAddr::from((ip, u16::from_be(v4.sin_port))))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: the family says the storage holds a sockaddr_in6.
+            let v6 = unsafe { &*(a as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
+            let ip = std::net::Ipv6Addr::from(v6.sin6_addr.s6_addr);
+            Some(SocketAddr::from((ip, u16::from_be(v6.sin6_port))))
+        }
+        _ => None,
+    }
+}
+
 // ===== Payloads =====
 
 /// A payload marked `magic`, with sequence `seq` and send time `sent_ns` (the echo time is
@@ -122,12 +218,31 @@ pub fn make_payload(magic: &[u8; 4], seq: u32, sent_ns: u64) -> [u8; PAYLOAD_LEN
     p
 }
 
-/// (send time, echo time) of a payload marked `magic`.
-pub fn stamps(p: &[u8], magic: &[u8; 4]) -> Option<(u64, u64)> {
-    if p.len() < 24 || &p[..4] != magic {
+/// The times a call or probe payload carries (ns, [`Clock`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamps {
+    /// When the sender wrote it (just before its own str0m encrypted it, for a call).
+    pub sent: u64,
+    /// When it was queued on the echo's socket (the kernel's stamp; the echo's read time if the
+    /// kernel gave none).
+    pub echo_rx: u64,
+    /// When the echo sent it back.
+    pub echo_tx: u64,
+}
+
+/// The send phase of call (or flow) `i` within the ptime: the golden-ratio sequence, spread
+/// evenly for any first N, as independent callers' phases are on average.
+pub fn phase(i: usize) -> Duration {
+    PTIME.mul_f64((i as f64 * 0.618_033_988_749_895).fract())
+}
+
+/// The [`Stamps`] of a payload marked `magic` (all of them, once the echo has written its two).
+pub fn stamps(p: &[u8], magic: &[u8; 4]) -> Option<Stamps> {
+    if p.len() < 32 || &p[..4] != magic {
         return None;
     }
-    Some((u64::from_be_bytes(p[8..16].try_into().ok()?), u64::from_be_bytes(p[16..24].try_into().ok()?)))
+    let at = |i: usize| p[i..i + 8].try_into().ok().map(u64::from_be_bytes);
+    Some(Stamps { sent: at(8)?, echo_rx: at(16)?, echo_tx: at(24)? })
 }
 
 /// A plain RTP packet (PT 0, no SSRC) around [`make_payload`]: the baseline probe's, and any
@@ -243,28 +358,36 @@ impl FarEnd {
     }
 }
 
-/// The RTP echo: stamps the receive time into our payloads, sends every datagram back to its
-/// source, counts call packets sent in the window.
+/// The RTP echo: writes into our payloads the time the kernel queued them on its socket and the
+/// time it sends them back ([`Stamps`]), sends every datagram back to its source, counts call
+/// packets sent in the window. Between the two stamps is the echo's own queue, which is in
+/// neither hop.
 fn echo(sock: &UdpSocket, clock: &Clock, stop: &AtomicBool, echoed: &AtomicU64) {
     let mut buf = [0u8; 2048];
+    enable_rx_stamps(sock.as_raw_fd());
     while !stop.load(Ordering::Relaxed) {
-        let Ok((n, from)) = sock.recv_from(&mut buf) else { continue };
-        let at = clock.now_ns();
+        let Ok((n, Some(from), kernel)) = recv_stamped(sock.as_raw_fd(), &mut buf, clock) else { continue };
+        let rx = kernel.unwrap_or_else(|| clock.now_ns());
+        let mut mine = None;
         if let Some(r) = rtp_payload_range(&buf[..n]) {
-            let p = &mut buf[r];
-            let call = p.len() >= 24 && &p[..4] == MAGIC;
-            if p.len() >= 24 && (call || &p[..4] == PROBE_MAGIC) {
-                p[16..24].copy_from_slice(&at.to_be_bytes());
-                if call && stamps(p, MAGIC).is_some_and(|(sent, _)| clock.in_window(sent)) {
+            let p = &buf[r.clone()];
+            let call = p.len() >= 32 && &p[..4] == MAGIC;
+            if p.len() >= 32 && (call || &p[..4] == PROBE_MAGIC) {
+                mine = Some(r);
+                if call && stamps(p, MAGIC).is_some_and(|s| clock.in_window(s.sent)) {
                     echoed.fetch_add(1, Ordering::Relaxed);
                 }
             }
+        }
+        if let Some(r) = mine {
+            let p = &mut buf[r];
+            p[16..24].copy_from_slice(&rx.to_be_bytes());
+            p[24..32].copy_from_slice(&clock.now_ns().to_be_bytes());
         }
         let _ = sock.send_to(&buf[..n], from);
     }
 }
 
-/// Header `name` of a SIP message (full form, case-insensitive): every value in order.
 fn headers<'a>(msg: &'a str, name: &str) -> Vec<&'a str> {
     let head = msg.split("\r\n\r\n").next().unwrap_or("");
     head.split("\r\n")
@@ -494,16 +617,25 @@ impl Conn {
 /// Hop samples and counts of a set of packets.
 #[derive(Debug, Default)]
 pub struct Media {
-    /// Packets sent in the window.
+    /// Sent in the window.
     pub sent: u64,
-    /// Echoes received of packets sent in the window.
+    /// Of those, echoed back.
     pub received: u64,
-    /// browser → echo, µs.
+    /// browser → echo, µs: from the sender's stamp to the kernel queueing it on the echo's socket.
     pub out_us: Vec<u32>,
-    /// echo → browser, µs.
+    /// echo → browser, µs: from the echo's send to the kernel queueing it on the browser's socket.
     pub back_us: Vec<u32>,
+    /// Not in either hop, µs: how long the echo took to read and send a packet back (its own queue).
+    pub echo_wait_us: Vec<u32>,
+    /// Not in either hop, µs: how long the receiving client thread took to read a packet the kernel
+    /// had queued for it (its own queue, busy with other calls' packets).
+    pub rx_wait_us: Vec<u32>,
     /// Sends skipped because the client thread came more than a ptime late.
     pub slips: u64,
+}
+
+fn us(from: u64, to: u64) -> u32 {
+    (to.saturating_sub(from) / 1000).min(u64::from(u32::MAX)) as u32
 }
 
 impl Media {
@@ -513,14 +645,26 @@ impl Media {
         self.received += o.received;
         self.out_us.extend(o.out_us);
         self.back_us.extend(o.back_us);
+        self.echo_wait_us.extend(o.echo_wait_us);
+        self.rx_wait_us.extend(o.rx_wait_us);
         self.slips += o.slips;
     }
 
-    /// One echo received at `now` of a packet sent at `sent` and echoed at `echoed` (ns).
-    pub fn record(&mut self, sent: u64, echoed: u64, now: u64) {
+    /// One echo of a packet stamped `s`, queued on the receiver's socket at `rx` (the kernel's
+    /// stamp, or the read time when there is none) and read at `read` (ns).
+    pub fn record(&mut self, s: Stamps, rx: u64, read: u64) {
         self.received += 1;
-        self.out_us.push((echoed.saturating_sub(sent) / 1000).min(u64::from(u32::MAX)) as u32);
-        self.back_us.push((now.saturating_sub(echoed) / 1000).min(u64::from(u32::MAX)) as u32);
+        self.out_us.push(us(s.sent, s.echo_rx));
+        self.back_us.push(us(s.echo_tx, rx));
+        self.echo_wait_us.push(us(s.echo_rx, s.echo_tx));
+        self.rx_wait_us.push(us(rx, read));
+    }
+
+    /// Sorts every sample list (before percentiles are read).
+    pub fn sort(&mut self) {
+        for v in [&mut self.out_us, &mut self.back_us, &mut self.echo_wait_us, &mut self.rx_wait_us] {
+            v.sort_unstable();
+        }
     }
 }
 
@@ -593,6 +737,8 @@ pub struct Window {
     pub echoed: u64,
     /// The gateway's CPU time over the window, s (every thread).
     pub gw_cpu_s: f64,
+    /// Of which userspace (utime), s.
+    pub gw_user_s: f64,
     /// The load client's own CPU time (its far end included), s.
     pub client_cpu_s: f64,
     /// Calls that ended during the window.
@@ -614,6 +760,19 @@ impl Window {
         let out = pct_ms(&self.calls.out_us, p) - pct_ms(&self.probe.out_us, p);
         let back = pct_ms(&self.calls.back_us, p) - pct_ms(&self.probe.back_us, p);
         (out + back) / 2.0
+    }
+
+    /// The waits outside the hops (p50/p99): the echo's own queue, and the load client's
+    /// (kernel queued → read) for the calls and the probe.
+    pub fn waits_line(&self) -> String {
+        let pp = |v: &[u32]| format!("{:.3}/{:.3}", pct_ms(v, 50.0), pct_ms(v, 99.0));
+        format!(
+            "not in the hops (p50/p99 ms): echo wait {} (probe {}), client read wait {} (probe {})",
+            pp(&self.calls.echo_wait_us),
+            pp(&self.probe.echo_wait_us),
+            pp(&self.calls.rx_wait_us),
+            pp(&self.probe.rx_wait_us)
+        )
     }
 }
 
@@ -713,7 +872,7 @@ impl Load {
         self.shared.active.store(active, Ordering::Relaxed);
         std::thread::sleep(WARMUP);
         let clock = &self.shared.clock;
-        let cpu0 = (pid_cpu_s(pid), pid_cpu_s(std::process::id()));
+        let cpu0 = (pid_cpu_s(pid), pid_cpu_s(std::process::id()), pid_user_s(pid));
         let echoed0 = far.echoed_in_window.load(Ordering::Relaxed);
         let w0 = Instant::now();
         let len = Duration::from_secs_f64(seconds);
@@ -723,6 +882,7 @@ impl Load {
             active,
             seconds: w0.elapsed().as_secs_f64(),
             gw_cpu_s: pid_cpu_s(pid) - cpu0.0,
+            gw_user_s: pid_user_s(pid) - cpu0.2,
             client_cpu_s: pid_cpu_s(std::process::id()) - cpu0.1,
             ..Window::default()
         };
@@ -743,9 +903,8 @@ impl Load {
                 Err(_) => return Err("client threads did not report".into()),
             }
         }
-        for v in [&mut w.calls.out_us, &mut w.calls.back_us, &mut w.probe.out_us, &mut w.probe.back_us] {
-            v.sort_unstable();
-        }
+        w.calls.sort();
+        w.probe.sort();
         Ok(w)
     }
 
@@ -788,10 +947,19 @@ fn clk_tck() -> f64 {
 
 /// utime + stime of process `pid` (every thread, ended ones included), s.
 pub fn pid_cpu_s(pid: u32) -> f64 {
+    pid_ticks_s(pid, &[11, 12])
+}
+
+/// The same, userspace only (utime).
+pub fn pid_user_s(pid: u32) -> f64 {
+    pid_ticks_s(pid, &[11])
+}
+
+fn pid_ticks_s(pid: u32, fields: &[usize]) -> f64 {
     let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return 0.0 };
     let Some((_, rest)) = s.rsplit_once(')') else { return 0.0 };
     let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = [11, 12].iter().filter_map(|&i| f.get(i).and_then(|v| v.parse::<u64>().ok())).sum();
+    let ticks: u64 = fields.iter().filter_map(|&i| f.get(i).and_then(|v| v.parse::<u64>().ok())).sum();
     ticks as f64 / clk_tck()
 }
 
@@ -851,6 +1019,8 @@ struct Shard {
     handles: std::collections::HashMap<u64, usize>,
     last_keepalive: Instant,
     probe: Option<UdpSocket>,
+    /// While a received datagram is drained: (when the kernel queued it, when we read it), ns.
+    rx_stamp: Option<(u64, u64)>,
     probe_next: Instant,
     probe_seq: u32,
     calls: Media,
@@ -888,6 +1058,7 @@ impl Shard {
             let s = UdpSocket::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
             s.connect(cfg.far_rtp).map_err(|e| e.to_string())?;
             s.set_nonblocking(true).map_err(|e| e.to_string())?;
+            enable_rx_stamps(s.as_raw_fd());
             epoll.add(s.as_raw_fd(), PROBE).map_err(|e| e.to_string())?;
             Some(s)
         } else {
@@ -921,6 +1092,7 @@ impl Shard {
             collected: 0,
             next_call: 0,
             buf: vec![0u8; 4096],
+            rx_stamp: None,
         })
     }
 
@@ -1019,6 +1191,7 @@ impl Shard {
         let sock = UdpSocket::bind((self.media_ip, 0)).map_err(|e| e.to_string())?;
         sock.set_nonblocking(true).map_err(|e| e.to_string())?;
         set_rcvbuf(sock.as_raw_fd(), RCVBUF);
+        enable_rx_stamps(sock.as_raw_fd());
         let local = sock.local_addr().map_err(|e| e.to_string())?;
         let slot = self.clients.len();
         self.epoll.add(sock.as_raw_fd(), slot as u64 * 2).map_err(|e| e.to_string())?;
@@ -1162,18 +1335,25 @@ impl Shard {
     fn drain(&mut self, c: usize, now: Instant) {
         let client = &mut self.clients[c];
         let Some(rtc) = client.rtc.as_mut() else { return };
-        let (sock, clock, calls, next_send) =
-            (&client.sock, &*self.shared.clock, &mut self.calls, &mut client.next_send);
+        let phase = phase(client.idx);
+        let (sock, clock, calls, next_send, rx_stamp) =
+            (&client.sock, &*self.shared.clock, &mut self.calls, &mut client.next_send, self.rx_stamp);
         let result = rtc.poll(|o| match o {
             ClientOutput::Transmit { to, data, .. } => {
                 let _ = sock.send_to(&data, to);
             }
-            ClientOutput::Connected => *next_send = Some(now),
+            // The first packet at the call's own phase of the ptime (see [`phase`]), not at
+            // the instant it connected: calls connect in clumps (setups are admitted C at a
+            // time and answered together), and calls that send in step make bursts that
+            // real callers, whose phases are independent, do not.
+            ClientOutput::Connected => *next_send = Some(now + phase),
             ClientOutput::Rtp(p) => {
-                if let Some((sent, echoed)) = stamps(&p.payload, MAGIC) {
-                    // `now` is when the datagram was read (on_udp), before str0m decrypted it.
-                    if clock.in_window(sent) {
-                        calls.record(sent, echoed, clock.ns(now));
+                if let Some(s) = stamps(&p.payload, MAGIC) {
+                    // `rx` is when the kernel queued the datagram on our socket (on_udp), `read`
+                    // when we read it, both before str0m decrypted it.
+                    if clock.in_window(s.sent) {
+                        let (rx, read) = rx_stamp.unwrap_or((clock.ns(now), clock.ns(now)));
+                        calls.record(s, rx, read);
                     }
                 }
             }
@@ -1233,11 +1413,16 @@ impl Shard {
     fn on_udp(&mut self, c: usize) {
         loop {
             let client = &mut self.clients[c];
-            let Ok((n, from)) = client.sock.recv_from(&mut self.buf) else { return };
+            let clock = &self.shared.clock;
+            let Ok((n, from, kernel)) = recv_stamped(client.sock.as_raw_fd(), &mut self.buf, clock) else { return };
+            let Some(from) = from else { continue };
             let now = Instant::now();
+            let read = clock.now_ns();
             let Some(rtc) = client.rtc.as_mut() else { continue };
             if rtc.receive(now, from, client.local, &self.buf[..n]).is_ok() {
+                self.rx_stamp = Some((kernel.unwrap_or(read), read));
                 self.drain(c, now);
+                self.rx_stamp = None;
             }
         }
     }
@@ -1427,11 +1612,13 @@ impl Shard {
         }
         let mut next = due + PTIME;
         if next <= now {
-            // More than a ptime late: skip what was missed rather than bursting.
+            // More than a ptime late: skip what was missed rather than bursting, and keep the
+            // call's phase (a late scan must not put every late call in step).
+            let missed = ((now - due).as_nanos() / PTIME.as_nanos()) as u32;
             if clock.in_window(clock.ns(now)) {
-                self.calls.slips += ((now - due).as_nanos() / PTIME.as_nanos()) as u64;
+                self.calls.slips += u64::from(missed);
             }
-            next = now + PTIME;
+            next = due + PTIME * (missed + 1);
         }
         client.next_send = Some(next);
         let Some(rtc) = client.rtc.as_mut() else { return };
@@ -1471,12 +1658,12 @@ impl Shard {
         let Some(p) = &self.probe else { return };
         let clock = &self.shared.clock;
         let mut b = [0u8; 512];
-        while let Ok(n) = p.recv(&mut b) {
-            let at = clock.now_ns();
+        while let Ok((n, _, kernel)) = recv_stamped(p.as_raw_fd(), &mut b, clock) {
+            let read = clock.now_ns();
             let Some(r) = rtp_payload_range(&b[..n]) else { continue };
-            if let Some((sent, echoed)) = stamps(&b[r], PROBE_MAGIC) {
-                if clock.in_window(sent) {
-                    self.probe_media.record(sent, echoed, at);
+            if let Some(s) = stamps(&b[r], PROBE_MAGIC) {
+                if clock.in_window(s.sent) {
+                    self.probe_media.record(s, kernel.unwrap_or(read), read);
                 }
             }
         }

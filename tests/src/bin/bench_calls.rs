@@ -526,13 +526,8 @@ fn measure(n: usize, opts: &Opts, load: &Load, far: &FarEnd, server: &mut Server
 fn report(fig: &mut Figures, w: &Window, rss_before: u64, rss_end: u64) {
     let calls = w.active.max(1) as f64;
     fig.loss_pct = w.loss_pct();
-    let added = |p: f64| {
-        let path = (pct_ms(&w.calls.out_us, p) + pct_ms(&w.calls.back_us, p)) / 2.0;
-        let base = (pct_ms(&w.probe.out_us, p) + pct_ms(&w.probe.back_us, p)) / 2.0;
-        path - base
-    };
-    fig.hop_p50_ms = added(50.0);
-    fig.hop_p99_ms = added(99.0);
+    fig.hop_p50_ms = w.added_ms(50.0);
+    fig.hop_p99_ms = w.added_ms(99.0);
     fig.gw_cpu_pct = 100.0 * w.gw_cpu_s / w.seconds;
     fig.us_per_call_s = w.gw_cpu_s * 1e6 / (w.seconds * calls);
     fig.kib_per_call = (rss_end as f64 - rss_before as f64) / fig.established.max(1) as f64;
@@ -555,9 +550,10 @@ fn report(fig: &mut Figures, w: &Window, rss_before: u64, rss_end: u64) {
         fig.hop_p50_ms,
         fig.hop_p99_ms
     );
+    println!("  {}", w.waits_line());
     println!(
-        "  gateway CPU {:.1} % of a core = {:.0} µs per call-second; VmRSS {rss_before} → {rss_end} KiB = {:.1} KiB per call; load client {:.0} % of a core",
-        fig.gw_cpu_pct, fig.us_per_call_s, fig.kib_per_call, fig.client_cpu_pct
+        "  gateway CPU {:.1} % of a core = {:.0} µs per call-second ({:.0} in userspace); VmRSS {rss_before} → {rss_end} KiB = {:.1} KiB per call; load client {:.0} % of a core",
+        fig.gw_cpu_pct, fig.us_per_call_s, w.gw_user_s * 1e6 / (w.seconds * calls), fig.kib_per_call, fig.client_cpu_pct
     );
     if let Some(first) = w.dropped.first() {
         println!("  !! {} calls ended during the window; first: {first}", w.dropped.len());

@@ -671,6 +671,11 @@ impl CallFigures {
             .map_or(f64::NAN, |s| s.window.gw_cpu_s * 1e6 / s.window.seconds.max(1e-9) / s.window.active.max(1) as f64)
     }
 
+    fn user_us_per_call_s(&self) -> f64 {
+        self.reference()
+            .map_or(f64::NAN, |s| s.window.gw_user_s * 1e6 / s.window.seconds.max(1e-9) / s.window.active.max(1) as f64)
+    }
+
     /// Growth of `f` over the calls' part of each step up to the reference, per call.
     fn per_call(&self, f: impl Fn(&Proc) -> u64) -> f64 {
         let Some(r) = self.reference() else { return f64::NAN };
@@ -924,6 +929,7 @@ fn print_window(w: &Window, before: &Proc, after: &Proc) {
         pct_ms(&w.probe.back_us, 50.0),
         pct_ms(&w.probe.back_us, 99.0)
     );
+    println!("    {}", w.waits_line());
     println!(
         "    gateway CPU {:.1} % of a core ({:.1} µs per call-second); load client CPU {:.1} %; gateway {:?} -> {:?}",
         100.0 * w.gw_cpu_s / w.seconds.max(1e-9),
@@ -939,7 +945,7 @@ fn print_window(w: &Window, before: &Proc, after: &Proc) {
 
 fn print_call_table(results: &[(Target, CallFigures)]) {
     type Metric = (&'static str, fn(&CallFigures) -> f64, bool);
-    let metrics: [Metric; 18] = [
+    let metrics: [Metric; 19] = [
         ("largest step tried", |f| f.steps.last().map_or(f64::NAN, |s| s.n as f64), true),
         (
             "load client slips (%)",
@@ -956,6 +962,7 @@ fn print_call_table(results: &[(Target, CallFigures)]) {
         ("setup p99 (ms)", |f| f.setup_pct(99.0), false),
         ("calls at < 0.1 % loss", CallFigures::max_ok, true),
         ("CPU per call-second (µs)", CallFigures::cpu_us_per_call_s, false),
+        ("of which userspace (µs)", CallFigures::user_us_per_call_s, false),
         ("calls per core (derived)", |f| 1e6 / f.cpu_us_per_call_s(), true),
         ("RSS per call (KiB)", |f| f.per_call(|p| p.rss_kib), false),
         ("threads per call", |f| f.per_call(|p| p.threads), false),

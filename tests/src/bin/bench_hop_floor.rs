@@ -355,11 +355,6 @@ struct Flow {
     seq: u32,
 }
 
-/// Phase of flow `i` in the 20 ms: the golden-ratio sequence, even for any first N.
-fn phase(i: usize) -> Duration {
-    PTIME.mul_f64((i as f64 * 0.618_033_988_749_895).fract())
-}
-
 /// One sender thread: its flows and (thread 0) the baseline probe; what it measured.
 fn sender(mut flows: Vec<Flow>, probe: Option<UdpSocket>, clock: Arc<Clock>, stop: Arc<AtomicBool>) -> (Media, Media) {
     let (mut calls, mut base) = (Media::default(), Media::default());
@@ -386,12 +381,12 @@ fn sender(mut flows: Vec<Flow>, probe: Option<UdpSocket>, clock: Arc<Clock>, sto
                 (PROBE, None) => continue,
                 (i, _) => (&flows[i as usize].sock, &mut calls, MAGIC),
             };
-            while let Ok(n) = sock.recv(&mut buf) {
-                let at = clock.now_ns();
+            while let Ok((n, _, kernel)) = call_load::recv_stamped(sock.as_raw_fd(), &mut buf, &clock) {
+                let read = clock.now_ns();
                 let Some(r) = call_load::rtp_payload_range(&buf[..n]) else { continue };
-                if let Some((sent, echoed)) = call_load::stamps(&buf[r], magic) {
-                    if clock.in_window(sent) {
-                        media.record(sent, echoed, at);
+                if let Some(s) = call_load::stamps(&buf[r], magic) {
+                    if clock.in_window(s.sent) {
+                        media.record(s, kernel.unwrap_or(read), read);
                     }
                 }
             }
@@ -403,11 +398,13 @@ fn sender(mut flows: Vec<Flow>, probe: Option<UdpSocket>, clock: Arc<Clock>, sto
                 if f.next_send <= now {
                     let mut next = f.next_send + PTIME;
                     if next <= now {
-                        // More than a ptime late: skip what was missed rather than bursting.
+                        // More than a ptime late: skip what was missed rather than bursting, and
+                        // keep the flow's phase.
+                        let missed = ((now - f.next_send).as_nanos() / PTIME.as_nanos()) as u32;
                         if clock.in_window(clock.now_ns()) {
-                            calls.slips += ((now - f.next_send).as_nanos() / PTIME.as_nanos()) as u64;
+                            calls.slips += u64::from(missed);
                         }
-                        next = now + PTIME;
+                        next = f.next_send + PTIME * (missed + 1);
                     }
                     f.next_send = next;
                     let sent_ns = clock.now_ns();
@@ -485,7 +482,7 @@ fn run(o: &Opts, n: usize, work_us: u32, seconds: f64, far: &FarEnd, clock: &Arc
         }
         relay_socks.push(inner);
         relay_socks.push(outer);
-        per_thread[i % o.threads].push(Flow { sock: sender, next_send: start + phase(i), seq: 0 });
+        per_thread[i % o.threads].push(Flow { sock: sender, next_send: start + call_load::phase(i), seq: 0 });
     }
     let probe = UdpSocket::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
     probe.connect(far.rtp).map_err(|e| e.to_string())?;
@@ -520,10 +517,8 @@ fn run(o: &Opts, n: usize, work_us: u32, seconds: f64, far: &FarEnd, clock: &Arc
     }
     relay_thread.join().map_err(|_| "the relay thread panicked")?;
     let (mut window, relay_pct, others_pct) = w;
-    for v in [&mut window.calls.out_us, &mut window.calls.back_us, &mut window.probe.out_us, &mut window.probe.back_us]
-    {
-        v.sort_unstable();
-    }
+    window.calls.sort();
+    window.probe.sort();
     Ok(Run { work_us, window, relay_pct, others_pct })
 }
 
