@@ -1709,3 +1709,42 @@ impl Shard {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_kernel_stamp_lies_between_the_send_and_the_read() {
+        let clock = Clock::new();
+        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        enable_rx_stamps(rx.as_raw_fd());
+        let sent = clock.now_ns();
+        tx.send_to(&plain_rtp_packet(MAGIC, 7, sent), rx.local_addr().unwrap()).unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+        let mut buf = [0u8; 512];
+        let (n, from, kernel) = recv_stamped(rx.as_raw_fd(), &mut buf, &clock).unwrap();
+        let read = clock.now_ns();
+        assert_eq!(from, Some(tx.local_addr().unwrap()));
+        let kernel = kernel.expect("SO_TIMESTAMPNS gives a stamp");
+        assert!(sent <= kernel && kernel <= read, "{sent} <= {kernel} <= {read}");
+        // The 5 ms the datagram waited in the socket are after the kernel's stamp.
+        assert!(read - kernel >= 4_000_000, "{}", read - kernel);
+        let payload = &buf[rtp_payload_range(&buf[..n]).unwrap()];
+        assert_eq!(stamps(payload, MAGIC).map(|s| s.sent), Some(sent));
+        assert_eq!(stamps(payload, PROBE_MAGIC), None);
+    }
+
+    #[test]
+    fn the_phases_of_any_first_calls_spread_over_the_ptime() {
+        for n in [10usize, 100, 1000] {
+            let mut p: Vec<Duration> = (0..n).map(phase).collect();
+            p.sort_unstable();
+            assert!(p.iter().all(|&x| x < PTIME));
+            let widest = p.windows(2).map(|w| w[1] - w[0]).chain([PTIME - p[n - 1] + p[0]]).max().unwrap();
+            // Evenly spread would be PTIME / n; the golden-ratio sequence stays within 3×.
+            assert!(widest <= PTIME * 3 / n as u32, "{n}: {widest:?}");
+        }
+    }
+}
