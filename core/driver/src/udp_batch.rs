@@ -54,6 +54,14 @@ pub const SLOT: usize = 2048;
 pub struct RecvBatch {
     data: Box<[u8]>,
     addrs: Box<[libc::sockaddr_storage]>,
+    /// Per slot, the `iovec` naming its part of `data`. Built once: it points into `data`'s heap
+    /// block, which does not move when the `RecvBatch` does (issue #14: building the 32
+    /// headers of a batch on every call was most of the userspace cost of a `recvmmsg` that
+    /// takes one datagram, the usual case on a SIP leg's RTP socket).
+    iov: Box<[libc::iovec]>,
+    /// Per slot, the `recvmmsg` header naming its `iovec` and its part of `addrs` (built once, as
+    /// `iov`); [`RecvBatch::recv`] only puts back the address length the kernel overwrote.
+    msgs: Box<[libc::mmsghdr]>,
     /// Per slot: the datagram's length, and whether the kernel cut it.
     lens: [(usize, bool); BATCH],
     count: usize,
@@ -77,41 +85,49 @@ impl RecvBatch {
         // SAFETY: sockaddr_storage is plain old data; all zeroes is a valid (AF_UNSPEC) value.
         #[allow(unsafe_code)]
         let zero: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-        Self {
+        // SAFETY: iovec and mmsghdr are plain old data; zeroes are valid before we fill them.
+        #[allow(unsafe_code)]
+        let (iov, msgs) = unsafe { (std::mem::zeroed::<libc::iovec>(), std::mem::zeroed::<libc::mmsghdr>()) };
+        let mut batch = Self {
             data: vec![0; BATCH * SLOT].into_boxed_slice(),
             addrs: vec![zero; BATCH].into_boxed_slice(),
+            iov: vec![iov; BATCH].into_boxed_slice(),
+            msgs: vec![msgs; BATCH].into_boxed_slice(),
             lens: [(0, false); BATCH],
             count: 0,
+        };
+        let Self { data, addrs, iov, msgs, .. } = &mut batch;
+        for (((slot, addr), iov), m) in
+            data.chunks_exact_mut(SLOT).zip(addrs.iter_mut()).zip(iov.iter_mut()).zip(msgs.iter_mut())
+        {
+            *iov = libc::iovec { iov_base: slot.as_mut_ptr().cast(), iov_len: SLOT };
+            let h = &mut m.msg_hdr;
+            h.msg_name = std::ptr::from_mut(addr).cast();
+            h.msg_iov = iov;
+            h.msg_iovlen = 1;
         }
+        batch
     }
 
     /// Receives up to [`BATCH`] datagrams waiting on `fd`; returns how many (at least one).
     pub fn recv(&mut self, fd: RawFd) -> io::Result<usize> {
         self.count = 0;
-        // SAFETY: iovec and mmsghdr are plain old data; zeroes are valid before we fill them.
-        #[allow(unsafe_code)]
-        let mut iov: [libc::iovec; BATCH] = unsafe { std::mem::zeroed() };
-        #[allow(unsafe_code)]
-        let mut msgs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
-        for (i, (slot, addr)) in self.data.chunks_exact_mut(SLOT).zip(self.addrs.iter_mut()).enumerate() {
-            iov[i] = libc::iovec { iov_base: slot.as_mut_ptr().cast(), iov_len: SLOT };
-            let h = &mut msgs[i].msg_hdr;
-            h.msg_name = std::ptr::from_mut(addr).cast();
-            h.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-            h.msg_iov = &mut iov[i];
-            h.msg_iovlen = 1;
+        for m in self.msgs.iter_mut() {
+            // The kernel writes the source's length here (and the flags, which it sets whole).
+            m.msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
         }
-        // SAFETY: every header points at a live slot of `SLOT` bytes and a live
-        // sockaddr_storage of the size it states; the kernel writes at most that much.
+        // SAFETY: every header points at a live slot of `SLOT` bytes of `data` and a live
+        // sockaddr_storage of `addrs` of the size it states (set up in `new`; the boxes are never
+        // replaced), through an `iovec` of `iov`; the kernel writes at most that much.
         #[allow(unsafe_code)]
         let n = unsafe {
-            libc::recvmmsg(fd, msgs.as_mut_ptr(), BATCH as libc::c_uint, libc::MSG_DONTWAIT, std::ptr::null_mut())
+            libc::recvmmsg(fd, self.msgs.as_mut_ptr(), BATCH as libc::c_uint, libc::MSG_DONTWAIT, std::ptr::null_mut())
         };
         if n < 0 {
             return Err(io::Error::last_os_error());
         }
         let n = usize::try_from(n).unwrap_or(0).min(BATCH);
-        for (len, m) in self.lens.iter_mut().zip(&msgs).take(n) {
+        for (len, m) in self.lens.iter_mut().zip(self.msgs.iter()).take(n) {
             let cut = m.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
             *len = ((m.msg_len as usize).min(SLOT), cut);
         }
