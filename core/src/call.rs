@@ -275,6 +275,10 @@ pub struct Call {
     pub layout: Vec<Slot>,
     /// Incoming late offer (an INVITE without SDP): our 200 offers, the ACK answers.
     pub late_offer: bool,
+    /// The deadline the call's browser timer was last armed for by its drain (the gateway's
+    /// timer table holds it; kept here so that the drain after every packet, which mostly finds
+    /// it earlier than str0m's next deadline, does not look it up there: issue #14).
+    pub browser_timer: Option<std::time::Instant>,
 }
 
 impl Call {

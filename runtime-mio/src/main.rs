@@ -254,6 +254,7 @@ fn run(
             Err(e) if e.kind() == ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         }
+        rt.driver.woke();
         for (handled, event) in events.iter().enumerate() {
             if handled > 0 && handled % EVENTS_PER_FLUSH == 0 {
                 rt.io.flush_datagrams();
@@ -493,7 +494,9 @@ impl Runtime {
                         }
                         match self.batch.get(i) {
                             Some((from, data)) => {
-                                self.driver.feed(&mut self.io, Input::Datagram { socket, from, data });
+                                // One clock read per datagram: the end of one's drain is the
+                                // next one's `now` (`Driver::feed_next`).
+                                self.driver.feed_next(&mut self.io, Input::Datagram { socket, from, data });
                             }
                             None => log::debug!("{socket}: a datagram over {} bytes dropped", udp_batch::SLOT),
                         }

@@ -10,7 +10,10 @@
 //!   after the drain that caused them, each followed by its own drain: bind answers first, in
 //!   order, then messages to other workers that could not be delivered
 //!   (`Input::ToWorkerFailed`), then the deferred inputs.
-//! - `now` is read from the real clock for every input, so it never goes backwards.
+//! - `now` is read from the real clock for every input, so it never goes backwards. The
+//!   datagrams a runtime feeds one after the other in one wake-up ([`Driver::feed_next`]) share
+//!   readings: the clock read at the end of one's drain is the next one's `now` (one clock read
+//!   per datagram, not two: issue #14); any other input, and [`Driver::woke`], end the chain.
 
 #![allow(clippy::disallowed_methods)] // the drive loop reads the real clock for `now`
 
@@ -104,6 +107,9 @@ pub struct Driver {
     busy: BusyGuard,
     /// Time spent in the core and in [`Io`] since start (metrics' busy ratio).
     working: std::time::Duration,
+    /// The clock read at the end of the last [`Driver::feed_next`]'s drain: the next one's `now`.
+    /// `None` after any other input and after [`Driver::woke`].
+    chain: Option<Instant>,
 }
 
 impl Driver {
@@ -118,6 +124,7 @@ impl Driver {
             bounced: VecDeque::new(),
             busy: BusyGuard::default(),
             working: std::time::Duration::ZERO,
+            chain: None,
         }
     }
 
@@ -142,11 +149,35 @@ impl Driver {
     /// Feeds `input` at the current time and drains; returns whether anything but a Timeout came
     /// out.
     pub fn feed(&mut self, io: &mut impl Io, input: Input<'_>) -> bool {
+        self.chain = None;
         let start = Instant::now();
         self.gw.handle_input(start, input);
         let any = self.drain(io);
         self.working += start.elapsed();
         any
+    }
+
+    /// [`Driver::feed`] for the next of the inputs (datagrams) a runtime feeds one after the
+    /// other in one wake-up: its `now` is the clock read at the end of the previous one's drain
+    /// (read here for the first), and the reading at the end of its own drain is kept for the
+    /// next. So the time between the two (the receive system call, a flush of sends) counts as
+    /// busy, and a datagram's `now` may precede its arrival by that much (microseconds). The
+    /// runtime calls [`Driver::woke`] when it wakes from sleep, so that no reading from before
+    /// the sleep is used.
+    pub fn feed_next(&mut self, io: &mut impl Io, input: Input<'_>) -> bool {
+        let start = self.chain.take().unwrap_or_else(Instant::now);
+        self.gw.handle_input(start, input);
+        let any = self.drain(io);
+        let end = Instant::now();
+        self.working += end.saturating_duration_since(start);
+        self.chain = Some(end);
+        any
+    }
+
+    /// The runtime woke from sleep (or is about to feed after work of its own): the next
+    /// [`Driver::feed_next`] reads the clock afresh.
+    pub fn woke(&mut self) {
+        self.chain = None;
     }
 
     /// Time spent handling inputs (the core and the [`Io`] calls of its drains) since start.
@@ -157,6 +188,7 @@ impl Driver {
     /// Carries out the core's outputs until `Output::Timeout`, then feeds the answers that waited
     /// for the drain's end (bind answers, then dropped connections), each with its own drain.
     pub fn drain(&mut self, io: &mut impl Io) -> bool {
+        self.chain = None; // it may feed inputs of its own, at a later `now`
         let mut any = self.drain_outputs(io);
         loop {
             if let Some((socket, answer)) = self.bind_answers.pop_front() {
@@ -176,6 +208,7 @@ impl Driver {
     /// with its own drain.
     pub fn settle(&mut self, io: &mut impl Io) {
         while let Some(deferred) = io.take_deferred() {
+            self.chain = None;
             let start = Instant::now();
             self.gw.handle_input(start, deferred.input());
             self.drain(io);
@@ -189,6 +222,7 @@ impl Driver {
         if now < self.deadline {
             return;
         }
+        self.chain = None;
         self.gw.handle_input(now, Input::Timeout);
         let output = self.drain(io);
         self.busy.record(&self.gw, now, output, self.deadline);
@@ -317,6 +351,28 @@ mod tests {
         assert_eq!(driver.gateway().connection_count(), 0);
         assert!(io.closes.is_empty(), "a connection the runtime dropped is not closed again");
         assert!(driver.deadline() > Instant::now() - Duration::from_secs(1));
+    }
+
+    #[test]
+    fn chained_inputs_share_clock_readings_and_never_go_back() {
+        let gw = Gateway::new(Config::default(), [1; 32], Instant::now(), Duration::from_secs(1_767_225_600)).unwrap();
+        let (mut driver, mut io) = (Driver::new(gw, None), Recorded::default());
+        driver.drain(&mut io);
+        let datagram = || Input::Datagram { socket: SocketId(9), from: "127.0.0.1:4000".parse().unwrap(), data: b"x" };
+        driver.feed_next(&mut io, datagram());
+        let first = driver.chain.expect("the end of its drain is kept");
+        driver.feed_next(&mut io, datagram());
+        assert!(driver.chain.is_some_and(|end| end >= first));
+        // Any other input ends the chain (it ran at a later `now`; the core asserts time never
+        // goes back, in debug builds).
+        driver.feed(&mut io, Input::Timeout);
+        assert_eq!(driver.chain, None);
+        driver.feed_next(&mut io, datagram());
+        driver.woke();
+        assert_eq!(driver.chain, None);
+        driver.feed_next(&mut io, datagram());
+        driver.timer(&mut io);
+        assert!(driver.busy() > Duration::ZERO);
     }
 
     #[test]

@@ -13,6 +13,7 @@
 //!   reported to the callback; the rest still go.
 
 use std::io;
+use std::mem::MaybeUninit;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::RawFd;
 use sylkgw_core::{SocketId, Transmit};
@@ -54,6 +55,14 @@ pub const SLOT: usize = 2048;
 pub struct RecvBatch {
     data: Box<[u8]>,
     addrs: Box<[libc::sockaddr_storage]>,
+    /// Per slot, the `iovec` naming its part of `data`. Built once: it points into `data`'s heap
+    /// block, which does not move when the `RecvBatch` does (issue #14: building the 32
+    /// headers of a batch on every call was most of the userspace cost of a `recvmmsg` that
+    /// takes one datagram, the usual case on a SIP leg's RTP socket).
+    iov: Box<[libc::iovec]>,
+    /// Per slot, the `recvmmsg` header naming its `iovec` and its part of `addrs` (built once, as
+    /// `iov`); [`RecvBatch::recv`] only puts back the address length the kernel overwrote.
+    msgs: Box<[libc::mmsghdr]>,
     /// Per slot: the datagram's length, and whether the kernel cut it.
     lens: [(usize, bool); BATCH],
     count: usize,
@@ -77,41 +86,49 @@ impl RecvBatch {
         // SAFETY: sockaddr_storage is plain old data; all zeroes is a valid (AF_UNSPEC) value.
         #[allow(unsafe_code)]
         let zero: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-        Self {
+        // SAFETY: iovec and mmsghdr are plain old data; zeroes are valid before we fill them.
+        #[allow(unsafe_code)]
+        let (iov, msgs) = unsafe { (std::mem::zeroed::<libc::iovec>(), std::mem::zeroed::<libc::mmsghdr>()) };
+        let mut batch = Self {
             data: vec![0; BATCH * SLOT].into_boxed_slice(),
             addrs: vec![zero; BATCH].into_boxed_slice(),
+            iov: vec![iov; BATCH].into_boxed_slice(),
+            msgs: vec![msgs; BATCH].into_boxed_slice(),
             lens: [(0, false); BATCH],
             count: 0,
+        };
+        let Self { data, addrs, iov, msgs, .. } = &mut batch;
+        for (((slot, addr), iov), m) in
+            data.chunks_exact_mut(SLOT).zip(addrs.iter_mut()).zip(iov.iter_mut()).zip(msgs.iter_mut())
+        {
+            *iov = libc::iovec { iov_base: slot.as_mut_ptr().cast(), iov_len: SLOT };
+            let h = &mut m.msg_hdr;
+            h.msg_name = std::ptr::from_mut(addr).cast();
+            h.msg_iov = iov;
+            h.msg_iovlen = 1;
         }
+        batch
     }
 
     /// Receives up to [`BATCH`] datagrams waiting on `fd`; returns how many (at least one).
     pub fn recv(&mut self, fd: RawFd) -> io::Result<usize> {
         self.count = 0;
-        // SAFETY: iovec and mmsghdr are plain old data; zeroes are valid before we fill them.
-        #[allow(unsafe_code)]
-        let mut iov: [libc::iovec; BATCH] = unsafe { std::mem::zeroed() };
-        #[allow(unsafe_code)]
-        let mut msgs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
-        for (i, (slot, addr)) in self.data.chunks_exact_mut(SLOT).zip(self.addrs.iter_mut()).enumerate() {
-            iov[i] = libc::iovec { iov_base: slot.as_mut_ptr().cast(), iov_len: SLOT };
-            let h = &mut msgs[i].msg_hdr;
-            h.msg_name = std::ptr::from_mut(addr).cast();
-            h.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-            h.msg_iov = &mut iov[i];
-            h.msg_iovlen = 1;
+        for m in self.msgs.iter_mut() {
+            // The kernel writes the source's length here (and the flags, which it sets whole).
+            m.msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
         }
-        // SAFETY: every header points at a live slot of `SLOT` bytes and a live
-        // sockaddr_storage of the size it states; the kernel writes at most that much.
+        // SAFETY: every header points at a live slot of `SLOT` bytes of `data` and a live
+        // sockaddr_storage of `addrs` of the size it states (set up in `new`; the boxes are never
+        // replaced), through an `iovec` of `iov`; the kernel writes at most that much.
         #[allow(unsafe_code)]
         let n = unsafe {
-            libc::recvmmsg(fd, msgs.as_mut_ptr(), BATCH as libc::c_uint, libc::MSG_DONTWAIT, std::ptr::null_mut())
+            libc::recvmmsg(fd, self.msgs.as_mut_ptr(), BATCH as libc::c_uint, libc::MSG_DONTWAIT, std::ptr::null_mut())
         };
         if n < 0 {
             return Err(io::Error::last_os_error());
         }
         let n = usize::try_from(n).unwrap_or(0).min(BATCH);
-        for (len, m) in self.lens.iter_mut().zip(&msgs).take(n) {
+        for (len, m) in self.lens.iter_mut().zip(self.msgs.iter()).take(n) {
             let cut = m.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
             *len = ((m.msg_len as usize).min(SLOT), cut);
         }
@@ -167,27 +184,32 @@ pub fn send_batch<D: Outgoing>(fd: RawFd, datagrams: &[D], mut refused: impl FnM
     let mut done = 0;
     while done < datagrams.len() {
         let chunk = &datagrams[done..(done + BATCH).min(datagrams.len())];
-        // SAFETY: plain old data; zeroes are valid before we fill them.
-        #[allow(unsafe_code)]
-        let mut addrs: [libc::sockaddr_storage; BATCH] = unsafe { std::mem::zeroed() };
-        #[allow(unsafe_code)]
-        let mut iov: [libc::iovec; BATCH] = unsafe { std::mem::zeroed() };
-        #[allow(unsafe_code)]
-        let mut msgs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
+        // Only the entries of this chunk are written (issue #14: zeroing the three whole arrays,
+        // 6.5 KiB, was most of the userspace cost of a `sendmmsg` of a few datagrams).
+        let mut addrs = [const { MaybeUninit::<libc::sockaddr_in6>::uninit() }; BATCH];
+        let mut iov = [const { MaybeUninit::<libc::iovec>::uninit() }; BATCH];
+        let mut msgs = [const { MaybeUninit::<libc::mmsghdr>::uninit() }; BATCH];
         for (i, d) in chunk.iter().enumerate() {
             let (to, bytes) = (d.to(), d.bytes());
-            let namelen = to_storage(to, &mut addrs[i]);
-            iov[i] = libc::iovec { iov_base: bytes.as_ptr().cast_mut().cast(), iov_len: bytes.len() };
-            let h = &mut msgs[i].msg_hdr;
-            h.msg_name = std::ptr::from_mut(&mut addrs[i]).cast();
-            h.msg_namelen = namelen;
-            h.msg_iov = &mut iov[i];
-            h.msg_iovlen = 1;
+            let addr = addrs[i].as_mut_ptr();
+            let namelen = to_sockaddr(to, addr);
+            let iov: *mut libc::iovec =
+                iov[i].write(libc::iovec { iov_base: bytes.as_ptr().cast_mut().cast(), iov_len: bytes.len() });
+            // SAFETY: mmsghdr is plain old data; zeroes (no control data, no flags) are valid.
+            #[allow(unsafe_code)]
+            let mut m: libc::mmsghdr = unsafe { std::mem::zeroed() };
+            m.msg_hdr.msg_name = addr.cast();
+            m.msg_hdr.msg_namelen = namelen;
+            m.msg_hdr.msg_iov = iov;
+            m.msg_hdr.msg_iovlen = 1;
+            msgs[i].write(m);
         }
-        // SAFETY: every header points at live bytes of the length it states (the kernel only
-        // reads them) and at a filled sockaddr of the length it states.
+        // SAFETY: the first `chunk.len()` headers are written, each pointing at live bytes of the
+        // length it states (the kernel only reads them) and at a written sockaddr of the length
+        // it states; the kernel reads no header past `chunk.len()`.
         #[allow(unsafe_code)]
-        let n = unsafe { libc::sendmmsg(fd, msgs.as_mut_ptr(), chunk.len() as libc::c_uint, libc::MSG_DONTWAIT) };
+        let n =
+            unsafe { libc::sendmmsg(fd, msgs.as_mut_ptr().cast(), chunk.len() as libc::c_uint, libc::MSG_DONTWAIT) };
         if n < 0 {
             let e = io::Error::last_os_error();
             if e.kind() == io::ErrorKind::Interrupted {
@@ -202,8 +224,9 @@ pub fn send_batch<D: Outgoing>(fd: RawFd, datagrams: &[D], mut refused: impl FnM
     }
 }
 
-/// Writes `addr` into `storage` as a `sockaddr_in` or `sockaddr_in6`; returns its length.
-fn to_storage(addr: SocketAddr, storage: &mut libc::sockaddr_storage) -> libc::socklen_t {
+/// Writes `addr` at `storage` as a `sockaddr_in` or `sockaddr_in6` (`storage` need not be
+/// initialized: only that many bytes are written); returns its length.
+fn to_sockaddr(addr: SocketAddr, storage: *mut libc::sockaddr_in6) -> libc::socklen_t {
     match addr {
         SocketAddr::V4(a) => {
             let sin = libc::sockaddr_in {
@@ -212,10 +235,11 @@ fn to_storage(addr: SocketAddr, storage: &mut libc::sockaddr_storage) -> libc::s
                 sin_addr: libc::in_addr { s_addr: u32::from(*a.ip()).to_be() },
                 sin_zero: [0; 8],
             };
-            // SAFETY: sockaddr_storage is larger than and aligned for every sockaddr type.
+            // SAFETY: `storage` is valid for writes of a sockaddr_in6, which is larger than a
+            // sockaddr_in and aligned for it.
             #[allow(unsafe_code)]
             unsafe {
-                std::ptr::write(std::ptr::from_mut(storage).cast::<libc::sockaddr_in>(), sin);
+                storage.cast::<libc::sockaddr_in>().write(sin);
             }
             size_of::<libc::sockaddr_in>() as libc::socklen_t
         }
@@ -227,10 +251,10 @@ fn to_storage(addr: SocketAddr, storage: &mut libc::sockaddr_storage) -> libc::s
                 sin6_addr: libc::in6_addr { s6_addr: a.ip().octets() },
                 sin6_scope_id: a.scope_id(),
             };
-            // SAFETY: as above.
+            // SAFETY: `storage` is valid for writes of a sockaddr_in6.
             #[allow(unsafe_code)]
             unsafe {
-                std::ptr::write(std::ptr::from_mut(storage).cast::<libc::sockaddr_in6>(), sin6);
+                storage.write(sin6);
             }
             size_of::<libc::sockaddr_in6>() as libc::socklen_t
         }

@@ -229,6 +229,7 @@ impl Gateway {
             video: None,
             layout: vec![Slot::Audio],
             late_offer: false,
+            browser_timer: None,
         };
         self.calls.calls.insert(id, Box::new(call));
         self.tally.call_started(id, origin, self.now);

@@ -4,7 +4,7 @@
 
 use super::table::CallTimer;
 use crate::api::{IceCandidate, SessionState};
-use crate::call::{CallId, MediaEvent, State};
+use crate::call::{Call, CallId, MediaEvent, State};
 use crate::drive::{Output, Transmit};
 use crate::gateway::Gateway;
 use crate::ids::SocketId;
@@ -39,21 +39,22 @@ impl Gateway {
         self.drain_browser(id);
     }
 
-    /// A datagram on the WebRTC socket.
+    /// A datagram on the WebRTC socket. The call is looked up once for the datagram and the
+    /// drain of its browser leg ([`Gateway::feed_browser`]).
     pub(in crate::gateway) fn webrtc_datagram(&mut self, local: SocketAddr, from: SocketAddr, data: &[u8]) {
-        let Some(id) = self.calls.demux.route(from, data) else {
+        let Some((id, learned)) = self.calls.demux.route_learned(from, data) else {
             if !self.conference_datagram(local, from, data) {
                 log::debug!("{} WebRTC bytes from {from} for no call; dropped", data.len());
             }
             return;
         };
         self.contained(id, "the browser leg", |gw| {
-            let now = gw.now;
-            let Some(call) = gw.calls.calls.get_mut(&id) else { return };
-            if call.browser.handle_datagram(now, from, local, data) {
-                gw.calls.demux.learn(from, id);
-            }
-            gw.drain_browser(id);
+            gw.feed_browser(id, |call, leg| {
+                if call.browser.handle_datagram(leg.now, from, local, data) && !learned {
+                    leg.demux.learn(from, id);
+                }
+                true
+            });
         });
     }
 
@@ -61,42 +62,53 @@ impl Gateway {
     pub(in crate::gateway) fn rtp_datagram(&mut self, socket: SocketId, from: SocketAddr, data: &[u8]) {
         let rtp = SocketId(socket.0 & !1);
         let Some(&id) = self.calls.sockets.get(&rtp) else { return };
+        let on_video = |call: &Call| call.video.as_ref().is_some_and(|v| v.rtp.rtp == rtp);
         self.contained(id, "the SIP-side media", |gw| {
-            let now = gw.now;
-            let Some(call) = gw.calls.calls.get_mut(&id) else { return };
-            let video = call.video.as_ref().is_some_and(|v| v.rtp.rtp == rtp);
-            let media = if video { call.video.as_mut().and_then(|v| v.media.as_mut()) } else { call.media.as_mut() };
-            let Some(media) = media else { return };
-            if socket != rtp {
-                let keyframe = media.rtcp_from_sip(now, from, data);
-                // NACKs from the SIP side: the packets again, on the RTP socket (`sip_video_fb`).
-                for (to, payload) in media.take_resends() {
-                    gw.tally.counters.to_sip.packets += 1;
-                    gw.tally.counters.to_sip.bytes += payload.len() as u64;
-                    gw.out.push_back(Output::Datagram(Transmit { socket: rtp, to, payload }));
-                }
-                // A PLI or FIR from the SIP side: the browser is asked for a key frame.
-                if keyframe && video {
-                    if !call.browser.request_keyframe(false) {
-                        log::debug!("{id}: key frame request from the SIP side, but no video from the browser yet");
+            if socket == rtp {
+                // RTP, every 20 ms: the call is looked up once for it and the leg's drain.
+                gw.feed_browser(id, |call, leg| {
+                    let video = on_video(call);
+                    let media =
+                        if video { call.video.as_mut().and_then(|v| v.media.as_mut()) } else { call.media.as_mut() };
+                    let Some(media) = media else { return false };
+                    match media.from_sip(leg.now, from, data) {
+                        Ok(p) => {
+                            let payload = media.rx_payload(p.payload.clone());
+                            match call.browser.write_rtp(leg.now, video, p.pt, p.seq, p.ts, p.marker, payload) {
+                                Ok(()) => {
+                                    leg.tally.counters.to_browser.packets += 1;
+                                    leg.tally.counters.to_browser.bytes += data.len() as u64;
+                                }
+                                Err(e) => log::trace!("{id}: RTP to the browser dropped: {e}"),
+                            }
+                            true
+                        }
+                        Err(why) => {
+                            log::trace!("{id}: RTP from {from} dropped: {why:?}");
+                            false
+                        }
                     }
-                    gw.drain_browser(id);
-                }
+                });
                 return;
             }
-            match media.from_sip(now, from, data) {
-                Ok(p) => {
-                    let payload = media.rx_payload(p.payload.clone());
-                    match call.browser.write_rtp(now, video, p.pt, p.seq, p.ts, p.marker, payload) {
-                        Ok(()) => {
-                            gw.tally.counters.to_browser.packets += 1;
-                            gw.tally.counters.to_browser.bytes += data.len() as u64;
-                        }
-                        Err(e) => log::trace!("{id}: RTP to the browser dropped: {e}"),
-                    }
-                    gw.drain_browser(id);
+            let now = gw.now;
+            let Some(call) = gw.calls.calls.get_mut(&id) else { return };
+            let video = on_video(call);
+            let media = if video { call.video.as_mut().and_then(|v| v.media.as_mut()) } else { call.media.as_mut() };
+            let Some(media) = media else { return };
+            let keyframe = media.rtcp_from_sip(now, from, data);
+            // NACKs from the SIP side: the packets again, on the RTP socket (`sip_video_fb`).
+            for (to, payload) in media.take_resends() {
+                gw.tally.counters.to_sip.packets += 1;
+                gw.tally.counters.to_sip.bytes += payload.len() as u64;
+                gw.out.push_back(Output::Datagram(Transmit { socket: rtp, to, payload }));
+            }
+            // A PLI or FIR from the SIP side: the browser is asked for a key frame.
+            if keyframe && video {
+                if !call.browser.request_keyframe(false) {
+                    log::debug!("{id}: key frame request from the SIP side, but no video from the browser yet");
                 }
-                Err(why) => log::trace!("{id}: RTP from {from} dropped: {why:?}"),
+                gw.drain_browser(id);
             }
         });
     }
@@ -114,15 +126,29 @@ impl Gateway {
         self.contained(id, "the browser leg", |gw| gw.poll_browser(id));
     }
 
-    /// The browser leg's outputs until its next deadline. The call is looked up once; its
+    /// The browser leg's outputs until its next deadline.
+    fn poll_browser(&mut self, id: CallId) {
+        self.feed_browser(id, |_, _| true);
+    }
+
+    /// Looks call `id` up once, lets `feed` hand its browser leg something (a datagram, an RTP
+    /// packet; `feed` returns whether the leg is to be drained), then runs the leg's outputs until
+    /// its next deadline: one call lookup per media packet (issue #14). The call's
     /// [`CallTimer::Browser`] is only ever moved earlier here: str0m's next deadline moves later
     /// with nearly every packet (its ICE-lite agent idles until 3 s after the last input), and a
     /// timer that fires early costs one [`crate::media::webrtc::BrowserLeg::poll`] that finds
-    /// nothing due and re-arms it, where moving it costs two ordered-set updates per packet.
-    fn poll_browser(&mut self, id: CallId) {
-        let now = self.now;
-        let webrtc = self.media.webrtc().map(|(socket, _)| socket);
-        let Some(call) = self.calls.calls.get_mut(&id) else { return };
+    /// nothing due and re-arms it, where moving it costs two ordered-set updates per packet. The
+    /// deadline armed is kept in the call too ([`Call::browser_timer`]): while it is still ahead
+    /// of `now` the timer table holds it, and the drain does not look it up there.
+    fn feed_browser(&mut self, id: CallId, feed: impl FnOnce(&mut Call, &mut LegParts<'_>) -> bool) {
+        let Gateway { calls, out, tally, media, config, clock, now, .. } = self;
+        let Some(call) = calls.calls.get_mut(&id) else { return };
+        let mut leg = LegParts { now: *now, demux: &mut calls.demux, tally };
+        if !feed(call, &mut leg) {
+            return;
+        }
+        let now = *now;
+        let webrtc = media.webrtc().map(|(socket, _)| socket);
         let mut connected = false;
         let mut closed = false;
         let mut next = None;
@@ -131,7 +157,7 @@ impl Gateway {
                 LegOutput::Transmit { to, payload, .. } => {
                     // Media is not recorded in captures.
                     if let Some(socket) = webrtc {
-                        self.out.push_back(Output::Datagram(Transmit { socket, to, payload }));
+                        out.push_back(Output::Datagram(Transmit { socket, to, payload }));
                     }
                 }
                 LegOutput::Rtp { video, pt, seq, ts, marker, ssrc, payload, .. } => {
@@ -143,13 +169,13 @@ impl Gateway {
                     if let (Some(media), true) = (media, bound) {
                         if let Some((to, pkt)) = media.from_browser(now, (pt, seq, ts, marker, ssrc), &payload) {
                             let payload = pkt.to_vec();
-                            self.tally.counters.to_sip.packets += 1;
-                            self.tally.counters.to_sip.bytes += payload.len() as u64;
-                            self.out.push_back(Output::Datagram(Transmit { socket, to, payload }));
+                            tally.counters.to_sip.packets += 1;
+                            tally.counters.to_sip.bytes += payload.len() as u64;
+                            out.push_back(Output::Datagram(Transmit { socket, to, payload }));
                         }
                     }
                 }
-                LegOutput::Connected => connected = !self.config.replay,
+                LegOutput::Connected => connected = !config.replay,
                 // A call has no use for the browser's REMB (conference legs relay it).
                 LegOutput::ReceiverEstimate { .. } => {}
                 LegOutput::Disconnected => log::info!("{id}: the browser stopped ICE consent checks"),
@@ -158,9 +184,9 @@ impl Gateway {
                     // The browser lost video: a PLI to the SIP side's video source (RFC 4585).
                     let Some(v) = call.video.as_mut().filter(|v| v.rtp.port.is_some()) else { continue };
                     let socket = v.rtp.rtcp;
-                    let unix = self.clock.unix(now);
+                    let unix = clock.unix(now);
                     if let Some((to, payload)) = v.media.as_mut().and_then(|m| m.keyframe_request(now, unix)) {
-                        self.out.push_back(Output::Datagram(Transmit { socket, to, payload }));
+                        out.push_back(Output::Datagram(Transmit { socket, to, payload }));
                     }
                 }
                 LegOutput::Timeout(at) => {
@@ -168,17 +194,27 @@ impl Gateway {
                     break;
                 }
                 LegOutput::Closed => {
-                    closed = !self.config.replay;
+                    closed = !config.replay;
                     break;
                 }
             }
         }
         let key = (id, CallTimer::Browser);
-        match (next, self.calls.timers.get(key)) {
-            (Some(at), Some(armed)) if armed <= at => {}
-            (Some(at), _) => self.calls.timers.set(key, at),
-            (None, _) if closed => {}
-            (None, _) => self.calls.timers.stop(key),
+        match next {
+            // Armed (by this drain) at or before `at`, and not due yet: still in the table.
+            Some(at) if call.browser_timer.is_some_and(|armed| armed <= at && armed > now) => {}
+            Some(at) => match calls.timers.get(key) {
+                Some(armed) if armed <= at => call.browser_timer = Some(armed),
+                _ => {
+                    calls.timers.set(key, at);
+                    call.browser_timer = Some(at);
+                }
+            },
+            None if closed => {}
+            None => {
+                calls.timers.stop(key);
+                call.browser_timer = None;
+            }
         }
         if connected {
             self.media_event(id, MediaEvent::Connected);
@@ -283,4 +319,15 @@ impl Gateway {
             }
         }
     }
+}
+
+/// What feeding a call's browser leg needs of the gateway besides the call
+/// ([`Gateway::feed_browser`]).
+pub(in crate::gateway) struct LegParts<'a> {
+    /// The gateway's `now`.
+    pub(in crate::gateway) now: std::time::Instant,
+    /// The WebRTC socket's demultiplexer (to learn a browser's address).
+    pub(in crate::gateway) demux: &'a mut crate::media::demux::Demux<CallId>,
+    /// The packet counters.
+    pub(in crate::gateway) tally: &'a mut crate::gateway::stats::Tally,
 }
