@@ -162,8 +162,9 @@ pub fn recv_stamped(fd: RawFd, buf: &mut [u8], clock: &Clock) -> io::Result<(usi
     // SAFETY: all-zero is a valid sockaddr_storage.
     let mut addr: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
     let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
-    let mut control = [0u64; 16]; // 128 bytes, aligned for cmsghdr
-                                  // SAFETY: all-zero is a valid msghdr; the pointers set below outlive the call.
+    // 128 bytes, aligned for cmsghdr.
+    let mut control = [0u64; 16];
+    // SAFETY: all-zero is a valid msghdr; the pointers set below outlive the call.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
     msg.msg_name = (&mut addr as *mut libc::sockaddr_storage).cast();
     msg.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
@@ -188,31 +189,13 @@ pub fn recv_stamped(fd: RawFd, buf: &mut [u8], clock: &Clock) -> io::Result<(usi
             c = libc::CMSG_NXTHDR(&msg, c);
         }
     }
-    Ok((n as usize, sockaddr_to_std(&addr), stamp))
-}
-
-fn sockaddr_to_std(a: &libc::sockaddr_storage) -> Option<SocketAddr> {
-    match i32::from(a.ss_family) {
-        libc::AF_INET => {
-            // SAFETY: the family says the storage holds a sockaddr_in.
-            let v4 = unsafe { &*(a as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
-            let ip = std::net::Ipv4Addr::from(u32::from_be(v4.sin_addr.s_addr));
-            Some(SocketAddr::from((ip, u16::from_be(v4.sin_port))))
-        }
-        libc::AF_INET6 => {
-            // SAFETY: the family says the storage holds a sockaddr_in6.
-            let v6 = unsafe { &*(a as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
-            let ip = std::net::Ipv6Addr::from(v6.sin6_addr.s6_addr);
-            Some(SocketAddr::from((ip, u16::from_be(v6.sin6_port))))
-        }
-        _ => None,
-    }
+    Ok((n as usize, sylkgw_driver::udp_batch::from_storage(&addr), stamp))
 }
 
 // ===== Payloads =====
 
-/// A payload marked `magic`, with sequence `seq` and send time `sent_ns` (the echo time is
-/// written by the far end).
+/// A payload marked `magic`, with sequence `seq` and send time `sent_ns` (the echo writes its two
+/// [`Stamps`] after it).
 pub fn make_payload(magic: &[u8; 4], seq: u32, sent_ns: u64) -> [u8; PAYLOAD_LEN] {
     let mut p = [0xffu8; PAYLOAD_LEN]; // µ-law silence
     p[..4].copy_from_slice(magic);
@@ -391,6 +374,7 @@ fn echo(sock: &UdpSocket, clock: &Clock, stop: &AtomicBool, echoed: &AtomicU64) 
     }
 }
 
+/// Header `name` of a SIP message (full form, case-insensitive): every value in order.
 fn headers<'a>(msg: &'a str, name: &str) -> Vec<&'a str> {
     let head = msg.split("\r\n\r\n").next().unwrap_or("");
     head.split("\r\n")

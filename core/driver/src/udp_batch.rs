@@ -262,7 +262,7 @@ fn to_sockaddr(addr: SocketAddr, storage: *mut libc::sockaddr_in6) -> libc::sock
 }
 
 /// The address the kernel wrote into `storage`; `None` for a family other than IPv4 and IPv6.
-fn from_storage(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {
+pub fn from_storage(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {
     match i32::from(storage.ss_family) {
         libc::AF_INET => {
             // SAFETY: the family says the storage holds a sockaddr_in.
