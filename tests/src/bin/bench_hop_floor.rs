@@ -457,6 +457,8 @@ fn udp_pair(far: std::net::SocketAddr) -> io::Result<(UdpSocket, UdpSocket, UdpS
         s.set_nonblocking(true)?;
         call_load::set_rcvbuf(s.as_raw_fd(), call_load::RCVBUF);
     }
+    // The hops end where the kernel queued the echo on the sender's socket, as in `call_load`.
+    call_load::enable_rx_stamps(sender.as_raw_fd());
     Ok((sender, inner, outer))
 }
 
@@ -487,6 +489,7 @@ fn run(o: &Opts, n: usize, work_us: u32, seconds: f64, far: &FarEnd, clock: &Arc
     let probe = UdpSocket::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
     probe.connect(far.rtp).map_err(|e| e.to_string())?;
     probe.set_nonblocking(true).map_err(|e| e.to_string())?;
+    call_load::enable_rx_stamps(probe.as_raw_fd());
     let stop = Arc::new(AtomicBool::new(false));
     let (tid_tx, tid_rx) = mpsc::channel();
     let relay_thread = {
